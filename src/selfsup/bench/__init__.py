@@ -1,0 +1,54 @@
+"""Benchmark suites (``selfsup benchmark --suite NAME --out DIR``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import SelfSupError
+from ..io import ensure_writable_dir
+
+
+@dataclass(frozen=True)
+class Suite:
+    description: str
+    run: Callable[[Path, str | None], object]
+
+
+def _smoke(out: Path, data_dir: str | None):
+    from .suites import accuracy_suite
+    overrides = {"dataset": "synthetic", "epochs": 3, "batch_size": 64, "backbone": {"width": 8},
+                 "optimizer": {"name": "adam", "lr": 1e-3}, "schedule": {"warmup_epochs": 0},
+                 "trainer": {"progress_bar": False}, "knn": {"k": 20}}
+    return accuracy_suite(out, "smoke", "Smoke: SimCLR on synthetic textures (3 epochs, ResNet-18 width 8)",
+                          ["simclr"], overrides, probe_epochs=20, data_dir=data_dir)
+
+
+FMNIST_QUICK = {"dataset": "fashion-mnist", "epochs": 5, "batch_size": 256,
+                "backbone": {"name": "resnet18", "width": 16, "small_stem": True}, "trainer": {"progress_bar": False}}
+
+
+def _fmnist_quick(out: Path, data_dir: str | None):
+    from .suites import accuracy_suite
+    return accuracy_suite(out, "fmnist-quick", "Fashion-MNIST quick: ResNet-18 (small stem, width 16), batch 256, 5 epochs",
+                          ["simclr"], FMNIST_QUICK, probe_epochs=100, data_dir=data_dir)
+
+
+def _throughput(out: Path, data_dir: str | None):
+    from .throughput import throughput_suite
+    return throughput_suite(out, data_dir)
+
+
+SUITES: dict[str, Suite] = {
+    "smoke": Suite("SimCLR on synthetic data, a minute on 2 CPU cores (used by the tests)", _smoke),
+    "fmnist-quick": Suite("Fashion-MNIST 60k/10k, ResNet-18 width 16, batch 256, 5 epochs: kNN, linear, baselines",
+                          _fmnist_quick),
+    "throughput": Suite("training images/s: our engine vs a plain PyTorch loop vs the model-only ceiling", _throughput),
+}
+
+
+def run_suite(name: str, out: Path, data_dir: str | None = None):
+    if name not in SUITES:
+        raise SelfSupError(f"unknown benchmark suite '{name}'; choose one of: {', '.join(SUITES)}")
+    ensure_writable_dir(out)
+    return SUITES[name].run(out, data_dir)

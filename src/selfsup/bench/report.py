@@ -1,0 +1,65 @@
+"""Writing benchmark results: a markdown table, a CSV, and plots."""
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
+
+from ..io import atomic_write_text
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return "" if value is None else str(value)
+
+
+def write_table(out: Path, name: str, title: str, rows: list[dict], notes: list[str]) -> None:
+    """``{name}.md`` (title, command, table, notes) and ``{name}.csv`` in ``out``."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    lines = [f"# {title}", "", f"Command: `selfsup {' '.join(sys.argv[1:]) if sys.argv[1:] else 'benchmark'}`", "",
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |" for row in rows]
+    lines += [""] + [f"- {note}" for note in notes]
+    atomic_write_text(out / f"{name}.md", "\n".join(lines) + "\n")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / f"{name}.csv", buffer.getvalue())
+
+
+def bar_plot(path: Path, labels: list[str], values: list[float], ylabel: str, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bars = ax.bar(labels, values, color=["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3"][:len(values)])
+    ax.bar_label(bars, fmt="%.3g")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def curve_plot(path: Path, curves: dict[str, tuple[list, list]], xlabel: str, ylabel: str, title: str,
+               baselines: dict[str, float] | None = None) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, (xs, ys) in curves.items():
+        ax.plot(xs, ys, marker="o", label=label)
+    for label, value in (baselines or {}).items():
+        ax.axhline(value, linestyle="--", linewidth=1, label=label, color="grey" if "raw" in label else "black")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

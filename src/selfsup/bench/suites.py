@@ -1,0 +1,48 @@
+"""Accuracy suites: pretrain methods on equal budgets, then kNN, linear probe and baselines."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from ..config import merge, resolve
+from ..engine.train import pretrain
+from .report import bar_plot, curve_plot, write_table
+
+
+def accuracy_suite(out: Path, name: str, title: str, methods: list[str], overrides: dict, probe_epochs: int,
+                   data_dir: str | None = None) -> list[dict]:
+    """Pretrain each method with ``overrides`` into ``out/runs/METHOD``, evaluate it with the
+    shared protocol, and write ``{name}.md``/``.csv`` and plots into ``out``."""
+    rows, curves, baselines = [], {}, {}
+    for method in methods:
+        layer = copy.deepcopy(overrides)
+        if data_dir:
+            layer["data_dir"] = data_dir
+        cfg = merge(resolve(method), layer)
+        run_dir = out / "runs" / method
+        if (run_dir / "metrics.json").exists():  # a finished run of an earlier, interrupted suite
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+        else:
+            metrics = pretrain(cfg, run_dir, resume=True, baselines=not baselines, probe_epochs=probe_epochs)
+        baselines = baselines or metrics.get("baselines", {})
+        rows.append({"method": method, "epochs": cfg["epochs"], "knn_top1": metrics["knn_top1"],
+                     "linear_top1": metrics["linear_top1"], "final_loss": metrics["final_loss"],
+                     "train_seconds": metrics["train_seconds"], "samples_per_second": metrics["samples_per_second"],
+                     "peak_memory_mb": metrics["peak_memory_mb"]})
+        history = metrics["knn_history"]
+        curves[method] = ([h["epoch"] for h in history], [h["knn_top1"] for h in history])
+    for label, key in [("raw pixels", "raw_pixels_knn_top1"), ("random-init backbone", "random_init_knn_top1")]:
+        rows.append({"method": f"baseline: {label}", "knn_top1": baselines.get(key)})
+    notes = [f"Settings laid over each method's defaults: `{overrides}`.",
+             "kNN: k=200, T=0.1, cosine, weighted vote, on backbone features of the full test split "
+             "(bank: the pretraining training split).",
+             f"Linear: one linear layer on frozen, standardised backbone features of clean images, Adam, "
+             f"{probe_epochs} epochs.",
+             "samples_per_second counts each training image once per epoch, however many views it yields."]
+    write_table(out, name, title, rows, notes)
+    bar_plot(out / f"{name}_knn.png", [r["method"].replace("baseline: ", "") for r in rows],
+             [r["knn_top1"] or 0.0 for r in rows], "kNN top-1", title)
+    curve_plot(out / f"{name}_knn_curve.png", curves, "epoch", "kNN top-1 (monitor)", title,
+               {"raw pixels": baselines.get("raw_pixels_knn_top1"), "random init": baselines.get("random_init_knn_top1")})
+    return rows

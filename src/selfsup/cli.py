@@ -1,0 +1,191 @@
+"""The ``selfsup`` command line: list, pretrain, evaluate, benchmark.
+
+Every problem with the user's input ends in one line on stderr naming the problem and the
+fix, and exit code 2; ``--debug`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from .errors import SelfSupError
+
+EXIT_USER_ERROR = 2
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks and Lightning's messages")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="selfsup", description="Self-supervised representation learning: "
+                                     "pretrain, evaluate and benchmark methods under one engine.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="methods, datasets, backbones and benchmark suites")
+    _add_common(p)
+
+    p = sub.add_parser("pretrain", help="pretrain an encoder; writes config.yaml, checkpoints/last.ckpt, metrics.json",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--method", required=True, help="pretraining method (see `selfsup list`)")
+    p.add_argument("--dataset", default=None, help="dataset name (default from the config: fashion-mnist)")
+    p.add_argument("--data-dir", default=None, help="directory with the dataset files (default: the dataset's usual place)")
+    p.add_argument("--backbone", default=None, help="resnet18 | resnet34 | resnet50 (default resnet18)")
+    p.add_argument("--width", type=int, default=None, help="base channel width of the ResNet (default 64)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default from the method's config)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per step per device (default 256)")
+    p.add_argument("--subset", type=int, default=None, help="train on a seeded class-balanced subset of N images")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--out", default=None, help="run directory (default runs/METHOD-DATASET)")
+    p.add_argument("--config", default=None, help="YAML file with options laid over the method's defaults")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one option, e.g. --set optimizer.lr=0.5 --set params.temperature=0.2 "
+                        "(all keys: src/selfsup/configs/defaults.yaml and configs/METHOD.yaml)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--devices", type=int, default=None, help="devices per node; DDP when more than one (default 1)")
+    p.add_argument("--num-nodes", type=int, default=None, help="nodes for multi-node DDP (default 1)")
+    p.add_argument("--accelerator", default=None, help="cpu | gpu | auto (default auto)")
+    p.add_argument("--baselines", action="store_true",
+                   help="also report raw-pixel and random-init kNN baselines in metrics.json")
+    _add_common(p)
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint's backbone")
+    eval_sub = p.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
+    for name, text in [("knn", "weighted kNN on L2-normalised backbone features (k=200, T=0.1)"),
+                       ("linear", "linear probe on frozen backbone features")]:
+        q = eval_sub.add_parser(name, help=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        q.add_argument("--checkpoint", required=True, help="a selfsup checkpoint (RUN/checkpoints/last.ckpt)")
+        q.add_argument("--dataset", default=None, help="dataset to evaluate on (default: the pretraining dataset)")
+        q.add_argument("--data-dir", default=None, help="directory with the dataset files")
+        q.add_argument("--subset", type=int, default=None, help="seeded class-balanced subset of the training split")
+        q.add_argument("--channels", type=int, default=None, help="convert images to 1 or 3 channels")
+        q.add_argument("--batch-size", type=int, default=512, help="batch size for feature extraction")
+        q.add_argument("--output", default=None, help="JSON result file (default: RUN/eval_PROTOCOL.json)")
+        if name == "knn":
+            q.add_argument("--k", type=int, default=200, help="neighbours")
+            q.add_argument("--temperature", type=float, default=0.1, help="vote weight exp(similarity / T)")
+        else:
+            q.add_argument("--epochs", type=int, default=100, help="probe training epochs")
+            q.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+            q.add_argument("--weight-decay", type=float, default=0.0, help="weight decay of the probe")
+            q.add_argument("--layers", choices=["last", "all"], default="last",
+                           help="probe the pooled final features, or every stage (conv1..conv5)")
+        _add_common(q)
+
+    p = sub.add_parser("benchmark", help="run a benchmark suite; writes a markdown table, a CSV and plots",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--suite", required=True, help="suite name (see `selfsup list`)")
+    p.add_argument("--out", required=True, help="directory for results")
+    p.add_argument("--data-dir", default=None, help="dataset directory, where the suite needs one")
+    _add_common(p)
+    return parser
+
+
+def _cmd_list(args) -> None:
+    from .bench import SUITES
+    from .data import DATASETS
+    from .methods import METHODS
+    from .models import BACKBONES
+
+    print("methods:")
+    for name, cls in METHODS.items():
+        print(f"  {name:14s} {(cls.__doc__ or '').strip().splitlines()[0]}")
+    print("datasets:")
+    for name, info in DATASETS.items():
+        print(f"  {name:14s} {info.description}")
+    print("backbones:\n  " + ", ".join(BACKBONES))
+    print("benchmark suites:")
+    for name, suite in SUITES.items():
+        print(f"  {name:14s} {suite.description}")
+
+
+def _is_worker_process() -> bool:
+    """True in the extra processes DDP launches (they must not touch the run directory)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("RANK", "0")) > 0
+
+
+def _cmd_pretrain(args) -> None:
+    from .config import resolve
+    from .engine.train import pretrain
+
+    flags = {
+        "dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs, "batch_size": args.batch_size,
+        "subset": args.subset, "seed": args.seed,
+        "backbone": {k: v for k, v in {"name": args.backbone, "width": args.width}.items() if v is not None},
+        "trainer": {k: v for k, v in {"devices": args.devices, "num_nodes": args.num_nodes,
+                                      "accelerator": args.accelerator}.items() if v is not None},
+    }
+    cfg = resolve(args.method, args.config, flags, args.set)
+    _validate(cfg)
+    out = Path(args.out or f"runs/{cfg['method']}-{cfg['dataset']}")
+    metrics = pretrain(cfg, out, resume=args.resume, baselines=args.baselines, is_worker=_is_worker_process())
+    if metrics:
+        _print_summary(metrics, out)
+
+
+def _validate(cfg: dict) -> None:
+    """Range checks on the options that commonly get mistyped."""
+    checks = [
+        (cfg["epochs"], "epochs", 1), (cfg["batch_size"], "batch_size", 2), (cfg["backbone"]["width"], "backbone.width", 1),
+        (cfg["trainer"]["accumulate_grad_batches"], "trainer.accumulate_grad_batches", 1),
+    ]
+    for value, name, minimum in checks:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise SelfSupError(f"{name} must be an integer of at least {minimum}, got {value!r}")
+    from .models import BACKBONES
+    if cfg["backbone"]["name"] not in BACKBONES:
+        raise SelfSupError(f"unknown backbone '{cfg['backbone']['name']}'; choose one of: {', '.join(BACKBONES)}")
+    channels = cfg["data"]["channels"]
+    if channels not in (None, 1, 3):
+        raise SelfSupError(f"data.channels must be 1 or 3 (or null for the dataset's own), got {channels!r}")
+
+
+def _print_summary(metrics: dict, out: Path) -> None:
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.2f}%"
+    print(f"\n{metrics['method']} on {metrics['dataset']}: {metrics['epochs']} epochs in {metrics['train_seconds']:.0f} s "
+          f"({metrics['samples_per_second']:.0f} images/s), final loss {metrics['final_loss']:.4f}")
+    print(f"  kNN top-1 (k=200, T=0.1, backbone features): {pct(metrics['knn_top1'])}")
+    for name, value in metrics.get("baselines", {}).items():
+        print(f"  baseline {name}: {pct(value)}")
+    print(f"  results in {out}/metrics.json, checkpoint in {out}/checkpoints/last.ckpt")
+
+
+def _cmd_evaluate(args) -> None:
+    from .eval.run import evaluate
+
+    result = evaluate(args)
+    print(json.dumps(result, indent=2))
+
+
+def _cmd_benchmark(args) -> None:
+    from .bench import run_suite
+
+    run_suite(args.suite, Path(args.out), data_dir=args.data_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    if not args.debug:
+        warnings.simplefilter("ignore")  # library deprecation chatter; --debug shows it
+        os.environ.setdefault("PYTHONWARNINGS", "ignore")  # and in DDP worker processes
+    handlers = {"list": _cmd_list, "pretrain": _cmd_pretrain, "evaluate": _cmd_evaluate, "benchmark": _cmd_benchmark}
+    try:
+        handlers[args.command](args)
+    except SelfSupError as exc:
+        if args.debug:
+            raise
+        print(f"selfsup: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("selfsup: interrupted; resume a pretraining run with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Augmentations applied to whole batches of images, with random parameters per image.
+
+Per-image PIL/torchvision transforms in DataLoader workers take a CPU core away from the
+model; here a batch of uint8 images is augmented on the training device in a few tensor
+operations (one ``grid_sample`` for crop, resize and flip together), with every random draw
+taken from an explicit ``torch.Generator`` so that a step's views are reproducible (resume).
+
+The operations follow torchvision's definitions (``RandomResizedCrop``, ``ColorJitter``,
+``RandomGrayscale``, ``GaussianBlur``, ``RandomSolarize``).  Where we simplify, we say so:
+crops whose sampled size exceeds the image are clamped instead of re-drawn, and the colour
+jitter applies its four operations in one random order per batch rather than per image.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+_LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Parameters of the SimCLR-style view pipeline (Chen et al. 2020, appendix A).
+
+    ``jitter_strength`` is SimCLR's s: brightness, contrast and saturation factors are drawn
+    from [1-0.8s, 1+0.8s] and the hue shift from [-0.2s, 0.2s]; the paper uses s=1 on
+    ImageNet and s=0.5 on CIFAR-10.  Blur (kernel 10% of the side, σ∈[0.1, 2]) is only
+    applied to images of at least ``blur_min_size`` pixels: SimCLR drops it on CIFAR.
+    """
+
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    jitter_strength: float = 0.5
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_min_size: int = 64
+    solarize_p: float = 0.0
+
+
+def _uniform(n: int, low: float, high: float, g: torch.Generator, device) -> torch.Tensor:
+    return torch.rand(n, generator=g, device=device) * (high - low) + low
+
+
+def _chance(n: int, p: float, g: torch.Generator, device) -> torch.Tensor:
+    return torch.rand(n, generator=g, device=device) < p
+
+
+def grayscale(x: torch.Tensor) -> torch.Tensor:
+    """Luma of an RGB batch [B, 3, H, W] (ITU-R 601, as torchvision); a 1-channel batch as is."""
+    if x.shape[1] == 1:
+        return x
+    weights = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * weights).sum(1, keepdim=True)
+
+
+def random_resized_crop(x: torch.Tensor, size: int, scale, ratio, flip_p: float,
+                        g: torch.Generator) -> torch.Tensor:
+    """Crop a random area fraction in ``scale`` with aspect ratio in ``ratio`` from each
+    image, flip it horizontally with probability ``flip_p``, and resize it to size×size."""
+    n, device = x.shape[0], x.device
+    area = _uniform(n, scale[0], scale[1], g, device)
+    aspect = torch.exp(_uniform(n, math.log(ratio[0]), math.log(ratio[1]), g, device))
+    width = torch.sqrt(area * aspect).clamp(max=1.0)
+    height = torch.sqrt(area / aspect).clamp(max=1.0)
+    centre_x = torch.rand(n, generator=g, device=device) * (1 - width) + width / 2
+    centre_y = torch.rand(n, generator=g, device=device) * (1 - height) + height / 2
+    flip = torch.where(_chance(n, flip_p, g, device), -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3, device=device, dtype=x.dtype)
+    theta[:, 0, 0] = width * flip
+    theta[:, 0, 2] = 2 * centre_x - 1
+    theta[:, 1, 1] = height
+    theta[:, 1, 2] = 2 * centre_y - 1
+    grid = F.affine_grid(theta, [n, x.shape[1], size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def _blend(a: torch.Tensor, b: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    factor = factor.view(-1, 1, 1, 1)
+    return (factor * a + (1 - factor) * b).clamp(0, 1)
+
+
+def shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the hue of an RGB batch by ``shift`` (fractions of a turn, one per image)."""
+    r, g, b = x.unbind(1)
+    value, _ = x.max(1)
+    delta = value - x.min(1).values
+    saturation = delta / value.clamp_min(1e-8)
+    safe_delta = delta.clamp_min(1e-8)
+    rc, gc, bc = (value - r) / safe_delta, (value - g) / safe_delta, (value - b) / safe_delta
+    hue = torch.where(value == r, bc - gc, torch.where(value == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    hue = (hue / 6.0 + shift.view(-1, 1, 1)) % 1.0
+    sector = torch.floor(hue * 6.0)
+    frac = hue * 6.0 - sector
+    sector = sector.long() % 6
+    p = value * (1 - saturation)
+    q = value * (1 - saturation * frac)
+    t = value * (1 - saturation * (1 - frac))
+    choices = {  # per output channel, the value for hue sectors 0..5
+        0: (value, q, p, p, t, value),
+        1: (t, value, value, q, p, p),
+        2: (p, p, t, value, value, q),
+    }
+    channels = [torch.stack(choices[c], 0).gather(0, sector[None]).squeeze(0) for c in range(3)]
+    return torch.stack(channels, 1)
+
+
+def color_jitter(x: torch.Tensor, strength: float, p: float, g: torch.Generator) -> torch.Tensor:
+    """SimCLR's colour distortion with per-image factors; applied to each image with
+    probability ``p`` (the others get identity factors).  Saturation and hue act on RGB only."""
+    n, device = x.shape[0], x.device
+    applied = _chance(n, p, g, device)
+    def factors(spread: float, centre: float) -> torch.Tensor:
+        drawn = _uniform(n, centre - spread, centre + spread, g, device)
+        return torch.where(applied, drawn, torch.full_like(drawn, centre))
+    brightness, contrast = factors(0.8 * strength, 1.0), factors(0.8 * strength, 1.0)
+    saturation, hue = factors(0.8 * strength, 1.0), factors(0.2 * strength, 0.0)
+    ops = {
+        "brightness": lambda im: (im * brightness.view(-1, 1, 1, 1)).clamp(0, 1),
+        "contrast": lambda im: _blend(im, grayscale(im).mean((1, 2, 3), keepdim=True), contrast),
+    }
+    if x.shape[1] == 3:
+        ops["saturation"] = lambda im: _blend(im, grayscale(im), saturation)
+        ops["hue"] = lambda im: shift_hue(im, hue)
+    names = list(ops)
+    for i in torch.randperm(len(names), generator=g, device=device).tolist():
+        x = ops[names[i]](x)
+    return x
+
+
+def random_grayscale(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
+    if x.shape[1] == 1:
+        return x
+    chosen = _chance(x.shape[0], p, g, x.device).view(-1, 1, 1, 1)
+    return torch.where(chosen, grayscale(x).expand_as(x), x)
+
+
+def gaussian_blur(x: torch.Tensor, p: float, sigma_range, g: torch.Generator) -> torch.Tensor:
+    """Separable Gaussian blur, kernel side 10% of the image (odd, at least 3), σ per image."""
+    n, c, h, w = x.shape
+    kernel_size = max(3, int(0.1 * min(h, w)) // 2 * 2 + 1)
+    sigma = _uniform(n, sigma_range[0], sigma_range[1], g, x.device)
+    sigma = torch.where(_chance(n, p, g, x.device), sigma, torch.zeros_like(sigma))
+    offsets = torch.arange(kernel_size, device=x.device, dtype=x.dtype) - kernel_size // 2
+    kernel = torch.exp(-offsets.view(1, -1) ** 2 / (2 * sigma.clamp_min(1e-3).view(-1, 1) ** 2))
+    kernel = kernel / kernel.sum(1, keepdim=True)  # σ=0 leaves a unit impulse: no blur
+    kernel = kernel.repeat_interleave(c, 0)
+    pad = kernel_size // 2
+    flat = x.reshape(1, n * c, h, w)
+    flat = F.conv2d(F.pad(flat, (pad, pad, 0, 0), mode="reflect"), kernel.view(n * c, 1, 1, -1), groups=n * c)
+    flat = F.conv2d(F.pad(flat, (0, 0, pad, pad), mode="reflect"), kernel.view(n * c, 1, -1, 1), groups=n * c)
+    return flat.view(n, c, h, w)
+
+
+def random_solarize(x: torch.Tensor, p: float, g: torch.Generator, threshold: float = 0.5) -> torch.Tensor:
+    chosen = _chance(x.shape[0], p, g, x.device).view(-1, 1, 1, 1)
+    return torch.where(chosen & (x >= threshold), 1 - x, x)
+
+
+def augment_batch(x: torch.Tensor, cfg: AugmentConfig, size: int, g: torch.Generator) -> torch.Tensor:
+    """One random view of each image of a float batch in [0, 1]; returns values in [0, 1]."""
+    x = random_resized_crop(x, size, cfg.crop_scale, cfg.crop_ratio, cfg.flip_p, g)
+    if cfg.jitter_p > 0 and cfg.jitter_strength > 0:
+        x = color_jitter(x, cfg.jitter_strength, cfg.jitter_p, g)
+    if cfg.grayscale_p > 0:
+        x = random_grayscale(x, cfg.grayscale_p, g)
+    if cfg.blur_p > 0 and size >= cfg.blur_min_size:
+        x = gaussian_blur(x, cfg.blur_p, cfg.blur_sigma, g)
+    if cfg.solarize_p > 0:
+        x = random_solarize(x, cfg.solarize_p, g)
+    return x

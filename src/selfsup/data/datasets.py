@@ -1,0 +1,283 @@
+"""Dataset registry.
+
+Every dataset yields batches as dicts: ``image`` (uint8 [B, C, H, W]), ``label`` (int64,
+-1 when unlabelled) and ``index`` (int64 position in the split: memory banks and cluster
+assignments are indexed by it).  Datasets that fit in memory are held as one uint8 tensor
+and served a whole batch at a time (``__getitems__``); image folders are decoded per image.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import SelfSupError
+from . import formats
+from .views import Normalization
+
+DEBIAN_DIR = "/usr/share/datasets"
+
+
+class TensorImageDataset(Dataset):
+    """uint8 images [N, C, H, W] and int64 labels [N] held in memory."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int):
+        if images.dtype != torch.uint8 or images.dim() != 4 or labels.shape != (images.shape[0],):
+            raise ValueError("TensorImageDataset needs uint8 images [N, C, H, W] and labels [N]")
+        self.images, self.labels, self.num_classes = images, labels, num_classes
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitems__(self, indices: list[int]) -> dict:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return {"image": self.images[index], "label": self.labels[index], "index": index}
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.images[i], "label": self.labels[i], "index": torch.tensor(i)}
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.images.shape[-1]
+
+    def subset(self, indices: np.ndarray) -> "TensorImageDataset":
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return TensorImageDataset(self.images[index], self.labels[index], self.num_classes)
+
+    def with_channels(self, channels: int) -> "TensorImageDataset":
+        """Grey images repeated to RGB, or RGB reduced to luma (ITU-R 601)."""
+        if channels == self.channels:
+            return self
+        if self.channels == 1 and channels == 3:
+            images = self.images.expand(-1, 3, -1, -1).contiguous()
+        elif self.channels == 3 and channels == 1:
+            weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            images = (self.images.float() * weights).sum(1, keepdim=True).round().to(torch.uint8)
+        else:
+            raise SelfSupError(f"cannot convert {self.channels}-channel images to {channels} channels (only 1 <-> 3)")
+        return TensorImageDataset(images, self.labels, self.num_classes)
+
+
+def collate_batch(batch):
+    """The DataLoader's collate: in-memory datasets already return a whole batch dict."""
+    if isinstance(batch, dict):
+        return batch
+    return torch.utils.data.default_collate(batch)
+
+
+class ImageFileDataset(Dataset):
+    """Images decoded from files with Pillow, resized (shorter side, then centre crop) to
+    ``image_size`` so that batches stack; augmentation then runs on the batch."""
+
+    def __init__(self, files: list[Path], labels: np.ndarray, num_classes: int, image_size: int, channels: int):
+        self.files, self.labels, self.num_classes = files, torch.as_tensor(labels), num_classes
+        self.image_size, self.channels = image_size, channels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict:
+        from PIL import Image
+        from torchvision.transforms.v2 import functional as TF
+
+        try:
+            with Image.open(self.files[i]) as im:
+                im = im.convert("L" if self.channels == 1 else "RGB")
+                tensor = TF.pil_to_tensor(im)
+        except OSError as exc:
+            raise SelfSupError(f"cannot decode image {self.files[i]}: {exc}") from exc
+        tensor = TF.center_crop(TF.resize(tensor, self.image_size, antialias=True), [self.image_size, self.image_size])
+        return {"image": tensor, "label": self.labels[i], "index": torch.tensor(i)}
+
+    def subset(self, indices: np.ndarray) -> "ImageFileDataset":
+        return ImageFileDataset([self.files[i] for i in indices], self.labels.numpy()[indices],
+                                self.num_classes, self.image_size, self.channels)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    description: str
+    channels: int
+    image_size: int
+    num_classes: int
+    normalization: Normalization
+    splits: tuple[str, ...]
+    pretrain_split: str
+    load: Callable[[Path, str, dict], Dataset]
+    default_dir: str | None = None
+    needs_dir: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def _mnist_loader(path: Path, split: str, options: dict) -> TensorImageDataset:
+    images, labels = formats.read_mnist_split(path, split == "train")
+    return TensorImageDataset(torch.from_numpy(images.copy()), torch.from_numpy(labels), 10)
+
+
+def _cifar_loader(num_classes: int):
+    def load(path: Path, split: str, options: dict) -> TensorImageDataset:
+        images, labels = formats.read_cifar_split(path, split == "train")
+        return TensorImageDataset(torch.from_numpy(images), torch.from_numpy(labels), num_classes)
+    return load
+
+
+def _stl10_loader(path: Path, split: str, options: dict) -> TensorImageDataset:
+    parts = [formats.read_stl10_split(path, part) for part in split.split("+")]
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    return TensorImageDataset(torch.from_numpy(images), torch.from_numpy(labels), 10)
+
+
+def _imagefolder_loader(path: Path, split: str, options: dict) -> ImageFileDataset:
+    root = path
+    for name in ({"train": ("train",), "test": ("test", "val")}[split]):
+        if (path / name).is_dir():
+            root = path / name
+            break
+    else:
+        if split == "test":
+            raise SelfSupError(f"image folder {path} has no test/ or val/ sub-folder for evaluation")
+    files, labels, classes = formats.list_image_folder(root)
+    return ImageFileDataset(files, labels, max(len(classes), 1), int(options.get("image_size") or 64),
+                            int(options.get("channels") or 3))
+
+
+def _digits_loader(path: Path, split: str, options: dict) -> TensorImageDataset:
+    """scikit-learn's 8x8 handwritten digits (1797 images, values 0..16), split 80/20 with a
+    fixed seed (stratified)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.round(digits.images * (255 / 16)).astype(np.uint8)[:, None]
+    order = _stratified_order(digits.target, np.random.default_rng(0))
+    cut = int(0.8 * len(order))
+    chosen = np.sort(order[:cut] if split == "train" else order[cut:])
+    return TensorImageDataset(torch.from_numpy(images[chosen]), torch.from_numpy(digits.target[chosen].astype(np.int64)), 10)
+
+
+def synthetic_images(n: int, seed: int, size: int = 16, channels: int = 3, num_classes: int = 8):
+    """Textured images whose class sets the stripe orientation and frequency (tests only)."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % num_classes
+    rng.shuffle(labels)
+    angle = (labels % 4) * np.pi / 4
+    frequency = 2.0 + 2.0 * (labels // 4)
+    yy, xx = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    phase = rng.uniform(0, 2 * np.pi, n)
+    coords = np.cos(angle)[:, None, None] * xx + np.sin(angle)[:, None, None] * yy
+    stripes = np.sin(2 * np.pi * frequency[:, None, None] * coords / size + phase[:, None, None])
+    colour = rng.uniform(0.3, 1.0, (n, channels, 1, 1))
+    images = 0.5 + 0.4 * stripes[:, None] * colour + rng.normal(0, 0.1, (n, channels, size, size))
+    return (np.clip(images, 0, 1) * 255).astype(np.uint8), labels.astype(np.int64)
+
+
+def _synthetic_loader(path: Path, split: str, options: dict) -> TensorImageDataset:
+    n = int(options.get("synthetic_size") or 512) if split == "train" else 256
+    images, labels = synthetic_images(n, seed=0 if split == "train" else 1)
+    return TensorImageDataset(torch.from_numpy(images), torch.from_numpy(labels), 8)
+
+
+def _stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Indices interleaved class by class, each class in random order: any prefix is as
+    class-balanced as possible."""
+    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    rank = np.empty(len(labels))
+    for members in per_class:
+        rank[members] = np.arange(len(members)) + rng.random(len(members)) * 0.5
+    return np.argsort(rank, kind="stable")
+
+
+def balanced_subset_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """A seeded subset of ``n`` indices, class-balanced when the split is labelled."""
+    rng = np.random.default_rng(seed)
+    if (labels < 0).all():
+        return np.sort(rng.permutation(len(labels))[:n])
+    return np.sort(_stratified_order(labels, rng)[:n])
+
+
+DATASETS: dict[str, DatasetInfo] = {info.name: info for info in [
+    DatasetInfo("fashion-mnist", "Fashion-MNIST, 60k/10k 28x28 grey (idx .gz)", 1, 28, 10,
+                Normalization((0.2860,), (0.3530,)), ("train", "test"), "train", _mnist_loader,
+                default_dir=f"{DEBIAN_DIR}/fashion-mnist"),
+    DatasetInfo("mnist", "MNIST, 60k/10k 28x28 grey (idx .gz)", 1, 28, 10,
+                Normalization((0.1307,), (0.3081,)), ("train", "test"), "train", _mnist_loader,
+                default_dir=f"{DEBIAN_DIR}/mnist"),
+    DatasetInfo("cifar10", "CIFAR-10, 50k/10k 32x32 RGB (python pickle batches)", 3, 32, 10,
+                Normalization((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)), ("train", "test"), "train",
+                _cifar_loader(10)),
+    DatasetInfo("cifar100", "CIFAR-100, 50k/10k 32x32 RGB, fine labels (python pickle)", 3, 32, 100,
+                Normalization((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)), ("train", "test"), "train",
+                _cifar_loader(100)),
+    DatasetInfo("stl10", "STL-10, 5k/8k labelled + 100k unlabelled 96x96 RGB (binary)", 3, 96, 10,
+                Normalization((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
+                ("train", "test", "unlabeled", "train+unlabeled"), "train+unlabeled", _stl10_loader),
+    DatasetInfo("imagefolder", "class sub-folders (or a flat folder, unlabelled); train/ and test/ or val/ inside",
+                3, 64, 0, Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), ("train", "test"), "train",
+                _imagefolder_loader),
+    DatasetInfo("digits", "scikit-learn digits, 1437/360 8x8 grey (ships with scikit-learn)", 1, 8, 10,
+                Normalization((0.3,), (0.38,)), ("train", "test"), "train", _digits_loader, needs_dir=False),
+    DatasetInfo("synthetic", "textured 16x16 RGB images in 8 classes (tests and smoke runs only)", 3, 16, 8,
+                Normalization((0.5, 0.5, 0.5), (0.2, 0.2, 0.2)), ("train", "test"), "train", _synthetic_loader,
+                needs_dir=False),
+]}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise SelfSupError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)} (see `selfsup list`)")
+    return DATASETS[name]
+
+
+def resolve_data_dir(info: DatasetInfo, data_dir: str | None) -> Path | None:
+    """The directory to read ``info`` from, with a message saying how to get it if missing."""
+    if not info.needs_dir:
+        return None
+    path = data_dir or info.default_dir
+    if path is None:
+        raise SelfSupError(f"dataset '{info.name}' needs --data-dir pointing at its files ({info.description})")
+    path = Path(os.path.expanduser(path))
+    if not path.is_dir():
+        hint = ""
+        if info.default_dir and not data_dir:
+            hint = f"; install it with `apt-get install dataset-{info.name}` or pass --data-dir"
+        raise SelfSupError(f"data directory {path} for dataset '{info.name}' does not exist{hint}")
+    return path
+
+
+def load_split(name: str, split: str, data_dir: str | None = None, subset: int | None = None,
+               seed: int = 0, options: dict | None = None):
+    """Load one split of a registered dataset, optionally a seeded class-balanced subset."""
+    info = dataset_info(name)
+    if split not in info.splits:
+        raise SelfSupError(f"dataset '{name}' has no split '{split}'; it has {', '.join(info.splits)}")
+    options = dict(options or {})
+    dataset = info.load(resolve_data_dir(info, data_dir), split, options)
+    channels = options.get("channels")
+    if channels and isinstance(dataset, TensorImageDataset):
+        dataset = dataset.with_channels(int(channels))
+    if subset is not None:
+        if subset <= 0 or subset > len(dataset):
+            raise SelfSupError(f"--subset {subset} must be between 1 and the {len(dataset)} images of {name}/{split}")
+        labels = dataset.labels.numpy()
+        dataset = dataset.subset(balanced_subset_indices(labels, subset, seed))
+    return dataset
+
+
+def normalization_for(name: str, channels: int) -> Normalization:
+    """The dataset's normalisation, adapted when its channels were converted."""
+    norm = dataset_info(name).normalization
+    if len(norm.mean) == channels:
+        return norm
+    if channels == 3:
+        return Normalization(norm.mean * 3, norm.std * 3)
+    return Normalization((sum(norm.mean) / 3,), (sum(norm.std) / 3,))

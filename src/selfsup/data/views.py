@@ -1,0 +1,61 @@
+"""View specifications: which augmented views of a batch a method asks for.
+
+A method lists ``ViewSpec``s (e.g. SimCLR: two views of one pipeline; SwAV: two full and
+six small crops; BYOL: two views of different pipelines; DeepCluster: one clean view).  The
+engine turns a uint8 batch into those float views with ``make_views`` on the training
+device, normalised by the dataset's mean and standard deviation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .augment import AugmentConfig, augment_batch
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """``count`` views made with ``augment`` (None: no augmentation) at ``size`` pixels
+    (None: the dataset's image size)."""
+
+    augment: AugmentConfig | None = None
+    count: int = 1
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Normalization:
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+
+
+def clean_view(images: torch.Tensor, norm: Normalization, size: int | None = None) -> torch.Tensor:
+    """The evaluation view: scaled to [0, 1], resized if ``size`` differs, normalised."""
+    x = to_float(images)
+    if size is not None and x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return norm(x)
+
+
+def make_views(images: torch.Tensor, specs: list[ViewSpec], norm: Normalization,
+               generator: torch.Generator, channels_last: bool = False) -> list[torch.Tensor]:
+    """All views requested by ``specs`` for a uint8 batch [B, C, H, W], in spec order."""
+    x = to_float(images)
+    views = []
+    for spec in specs:
+        size = spec.size or x.shape[-1]
+        for _ in range(spec.count):
+            view = norm(augment_batch(x, spec.augment, size, generator)) if spec.augment else clean_view(images, norm, size)
+            views.append(view.contiguous(memory_format=torch.channels_last) if channels_last else view)
+    return views

@@ -1,0 +1,78 @@
+"""Callbacks: atomic checkpoints, throughput timing, the kNN monitor."""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from ..eval.baselines import encoder_knn
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint to a temporary file in the same directory and renames it over the
+    target, so a run killed mid-write never leaves a truncated ``last.ckpt``."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(checkpoint, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+class EpochCheckpoint(L.Callback):
+    """Saves ``last.ckpt`` at the end of every training epoch (after the monitors)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        trainer.save_checkpoint(self.path)
+
+
+class Throughput(L.Callback):
+    """Time spent in training epochs and images seen (each image once, whatever its views)."""
+
+    def __init__(self):
+        self.train_seconds = 0.0
+        self.images = 0
+        self._start = None
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.images += batch["image"].shape[0] * trainer.world_size
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.train_seconds += time.perf_counter() - self._start
+
+
+class KNNMonitor(L.Callback):
+    """kNN top-1 of backbone features on held-out data every ``every_n_epochs`` epochs, logged
+    as ``knn_top1`` (and shown on the progress bar)."""
+
+    def __init__(self, bank, queries, num_classes: int, k: int, temperature: float, every_n_epochs: int):
+        self.bank, self.queries, self.num_classes = bank, queries, num_classes
+        self.k, self.temperature, self.every = k, temperature, every_n_epochs
+        self.history: list[dict] = []
+
+    @torch.no_grad()
+    def on_train_epoch_end(self, trainer, pl_module):
+        epoch = trainer.current_epoch + 1
+        if self.every <= 0 or (epoch % self.every and epoch != trainer.max_epochs):
+            return
+        top1 = encoder_knn(pl_module, self.bank, self.queries, pl_module.norm, self.num_classes, self.k,
+                           self.temperature, pl_module.device, pl_module.channels_last)
+        self.history.append({"epoch": epoch, "knn_top1": top1})
+        pl_module.log("knn_top1", top1, prog_bar=True, on_epoch=True, sync_dist=False)

@@ -1,0 +1,36 @@
+"""Loading a pretrained model back from a checkpoint, with clear errors."""
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from ..errors import SelfSupError
+from .module import PretrainModule
+
+
+def load_pretrained(path: str | Path) -> PretrainModule:
+    """The ``PretrainModule`` saved in a selfsup checkpoint, in eval mode on the CPU.
+
+    Reads with ``weights_only=True``: a checkpoint cannot run code when it is opened."""
+    path = Path(path)
+    if not path.is_file():
+        raise SelfSupError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise SelfSupError(f"checkpoint {path} is corrupt or not a PyTorch checkpoint ({type(exc).__name__}); "
+                           "use checkpoints/last.ckpt of a selfsup run") from exc
+    cfg = checkpoint.get("hyper_parameters", {}).get("cfg") if isinstance(checkpoint, dict) else None
+    if not isinstance(cfg, dict) or "state_dict" not in checkpoint:
+        raise SelfSupError(f"{path} is not a selfsup checkpoint (no configuration or weights inside)")
+    module = PretrainModule(cfg)
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise SelfSupError(f"checkpoint {path} does not match its own configuration ({first}); "
+                           "it was written by an incompatible version of selfsup") from exc
+    return module.eval()

@@ -1,0 +1,83 @@
+"""Optimisers and learning-rate schedules.
+
+LARS (You et al., "Large Batch Training of Convolutional Networks", 2017) as used by SimCLR
+and BYOL: SGD with momentum whose per-layer step is scaled by the trust ratio
+η·‖w‖/‖∇w + λw‖; parameter groups marked ``lars_exclude`` (biases, BatchNorm) skip both the
+adaptation and weight decay.  PyTorch ships no LARS, hence this one.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import SelfSupError
+
+
+class LARS(torch.optim.Optimizer):
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                 trust_coefficient: float = 0.001, nesterov: bool = False):
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                        trust_coefficient=trust_coefficient, nesterov=nesterov, lars_exclude=False)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                update = p.grad
+                if not group["lars_exclude"]:
+                    update = update.add(p, alpha=group["weight_decay"])
+                    weight_norm, update_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(update)
+                    trust = torch.where((weight_norm > 0) & (update_norm > 0),
+                                        group["trust_coefficient"] * weight_norm / update_norm,
+                                        torch.ones_like(weight_norm))
+                    update = update.mul(trust)
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = update.clone()
+                else:
+                    state["momentum_buffer"].mul_(group["momentum"]).add_(update)
+                buf = state["momentum_buffer"]
+                if group["nesterov"]:
+                    update = update.add(buf, alpha=group["momentum"])
+                else:
+                    update = buf
+                p.add_(update, alpha=-group["lr"])
+        return loss
+
+
+def build_optimizer(groups: list[dict], cfg: dict, batch_size: int) -> torch.optim.Optimizer:
+    """The optimiser named in ``cfg`` over ``groups``; with ``scale_lr`` the learning rate
+    is ``lr · batch_size / 256`` (the linear scaling rule of Goyal et al., used by SimCLR)."""
+    name = cfg["name"]
+    lr = cfg["lr"] * batch_size / 256 if cfg["scale_lr"] else cfg["lr"]
+    wd = cfg["weight_decay"]
+    for group in groups:
+        if "lr_scale" in group:
+            group["lr"] = lr * group.pop("lr_scale")
+    plain = [{k: v for k, v in g.items() if k != "lars_exclude"} for g in groups]
+    if name == "sgd":
+        return torch.optim.SGD(plain, lr=lr, momentum=cfg["momentum"], weight_decay=wd, nesterov=cfg["nesterov"])
+    if name == "adam":
+        return torch.optim.Adam(plain, lr=lr, weight_decay=wd)
+    if name == "adamw":
+        return torch.optim.AdamW(plain, lr=lr, weight_decay=wd)
+    if name == "lars":
+        return LARS(groups, lr=lr, momentum=cfg["momentum"], weight_decay=wd,
+                    trust_coefficient=cfg["trust_coefficient"], nesterov=cfg["nesterov"])
+    raise SelfSupError(f"unknown optimizer '{name}'; choose sgd, adam, adamw or lars")
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int, final_ratio: float = 0.0) -> float:
+    """Learning-rate multiplier: linear warm-up from ~0 to 1, then cosine decay to ``final_ratio``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))

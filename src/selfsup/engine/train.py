@@ -1,0 +1,200 @@
+"""``pretrain``: resolve data and model, run Lightning, evaluate, write the run directory.
+
+A run directory holds ``config.yaml`` (fully resolved), ``checkpoints/last.ckpt`` (written
+atomically after every epoch), ``logs/`` (CSV and TensorBoard) and, when the run finished,
+``metrics.json``.
+"""
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader
+
+from ..config import dump
+from ..data.datasets import (TensorImageDataset, balanced_subset_indices, collate_batch, dataset_info, load_split,
+                             normalization_for)
+from ..data.samplers import EpochShuffleSampler
+from ..errors import SelfSupError
+from ..data.views import Normalization
+from ..eval.baselines import encoder_knn, raw_pixel_knn
+from ..eval.linear import linear_probe
+from ..io import atomic_write_text, ensure_writable_dir, write_json
+from .callbacks import AtomicCheckpointIO, EpochCheckpoint, KNNMonitor, Throughput
+from .module import PretrainModule, build_method
+
+
+def load_datasets(cfg: dict) -> tuple:
+    """(pretraining split, labelled kNN bank, labelled test split or None); fills the data
+    facts (channels, size, normalisation, classes) into ``cfg``."""
+    info = dataset_info(cfg["dataset"])
+    options = cfg["data"]
+    train = load_split(cfg["dataset"], info.pretrain_split, cfg["data_dir"], cfg["subset"], cfg["seed"], options)
+    bank = train if info.pretrain_split == "train" else load_split(cfg["dataset"], "train", cfg["data_dir"], None, cfg["seed"], options)
+    try:
+        test = load_split(cfg["dataset"], "test", cfg["data_dir"], None, cfg["seed"], options)
+    except SelfSupError as exc:
+        print(f"note: no labelled test split, so no kNN evaluation ({exc})", file=sys.stderr)
+        test = None
+    sample = train[0]["image"]
+    data = cfg["data"]
+    data["channels"], data["image_size"] = int(sample.shape[0]), int(sample.shape[-1])
+    norm = normalization_for(cfg["dataset"], data["channels"])
+    data["mean"], data["std"] = list(norm.mean), list(norm.std)
+    data["num_classes"] = int(getattr(bank, "num_classes", 0) or 0)
+    if cfg["backbone"]["small_stem"] == "auto":
+        cfg["backbone"]["small_stem"] = data["image_size"] <= 64
+    return train, bank, test
+
+
+def _monitor_subset(dataset, n: int, seed: int):
+    if n <= 0 or n >= len(dataset):
+        return dataset
+    return dataset.subset(balanced_subset_indices(dataset.labels.numpy(), n, seed))
+
+
+def _check_run_dir(out: Path, cfg: dict, resume: bool) -> Path | None:
+    """The checkpoint to resume from, after refusing anything that would damage a run."""
+    ckpt = out / "checkpoints" / "last.ckpt"
+    saved = out / "config.yaml"
+    if (out / "metrics.json").exists():
+        raise SelfSupError(f"{out} already holds a finished run (metrics.json); choose another --out")
+    if not resume:
+        if ckpt.exists() or saved.exists():
+            raise SelfSupError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        return None
+    if saved.exists():
+        previous = yaml.safe_load(saved.read_text())
+        changed = _differences(previous, cfg)
+        if changed:
+            raise SelfSupError(f"--resume must repeat the run's settings; these differ from {saved}: {', '.join(changed)}")
+    return ckpt if ckpt.exists() else None
+
+
+def _differences(a, b, where: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for key in sorted(set(a) | set(b), key=str) for d in _differences(a.get(key), b.get(key), f"{where}{key}.")]
+    return [] if a == b or where.startswith("trainer.progress_bar") else [where.rstrip(".")]
+
+
+def build_trainer(cfg: dict, out: Path, callbacks: list) -> L.Trainer:
+    t = cfg["trainer"]
+    distributed = t["devices"] * t["num_nodes"] > 1 if isinstance(t["devices"], int) else True
+    loggers = [CSVLogger(out, name="logs", version="csv"), TensorBoardLogger(out, name="logs", version="tensorboard")]
+    if t["progress_bar"]:
+        callbacks = callbacks + [TQDMProgressBar(refresh_rate=5)]
+    return L.Trainer(
+        max_epochs=cfg["epochs"], accelerator=t["accelerator"], devices=t["devices"], num_nodes=t["num_nodes"],
+        strategy="ddp" if distributed else "auto", precision=t["precision"],
+        accumulate_grad_batches=t["accumulate_grad_batches"], sync_batchnorm=bool(t["sync_batchnorm"] and distributed),
+        logger=loggers, callbacks=callbacks, enable_checkpointing=False, plugins=[AtomicCheckpointIO()],
+        log_every_n_steps=t["log_every_n_steps"], enable_progress_bar=bool(t["progress_bar"]),
+        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, default_root_dir=out,
+    )
+
+
+def quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+    warnings.filterwarnings("ignore", message=".*tensorboardX.*")
+
+
+def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False, probe_epochs: int = 0,
+             is_worker: bool = False) -> dict:
+    """Pretrain ``cfg['method']`` on ``cfg['dataset']`` into ``out``; returns metrics.json's dict.
+
+    ``baselines`` adds raw-pixel and random-init kNN; ``probe_epochs`` > 0 adds a linear
+    probe (``linear_top1``); ``is_worker`` marks the extra processes that DDP launches,
+    which leave the run directory to rank 0."""
+    quiet_lightning()
+    out = Path(out)
+    train, bank, test = load_datasets(cfg)
+    if cfg["batch_size"] > len(train):
+        raise SelfSupError(f"batch size {cfg['batch_size']} is larger than the {len(train)} training images; "
+                           "lower --batch-size or raise --subset")
+    ckpt = out / "checkpoints" / "last.ckpt"
+    if not is_worker:
+        ckpt = _check_run_dir(out, cfg, resume)
+        ensure_writable_dir(out)
+        atomic_write_text(out / "config.yaml", dump(cfg))
+    elif not (resume and ckpt.exists()):
+        ckpt = None
+    L.seed_everything(cfg["seed"], workers=True, verbose=False)
+    module = PretrainModule(cfg)
+    in_memory = isinstance(train, TensorImageDataset)
+    loader = DataLoader(train, batch_size=cfg["batch_size"], sampler=EpochShuffleSampler(len(train), cfg["seed"]),
+                        drop_last=True, collate_fn=collate_batch, num_workers=0 if in_memory else cfg["data"]["num_workers"],
+                        persistent_workers=not in_memory and cfg["data"]["num_workers"] > 0)
+    throughput = Throughput()
+    callbacks = [throughput]
+    knn_cfg = cfg["knn"]
+    monitor = None
+    if test is not None and knn_cfg["every_n_epochs"] > 0:
+        monitor = KNNMonitor(_monitor_subset(bank, knn_cfg["monitor_train_size"], cfg["seed"]),
+                             _monitor_subset(test, knn_cfg["monitor_test_size"], cfg["seed"]),
+                             cfg["data"]["num_classes"], knn_cfg["k"], knn_cfg["temperature"], knn_cfg["every_n_epochs"])
+        callbacks.append(monitor)
+    callbacks.append(EpochCheckpoint(out / "checkpoints" / "last.ckpt"))
+    trainer = build_trainer(cfg, out, callbacks)
+    start = time.perf_counter()
+    trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None)
+    wall = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return {}
+    final_loss = trainer.callback_metrics.get("loss_epoch", trainer.callback_metrics.get("loss"))
+    metrics = {
+        "method": cfg["method"], "dataset": cfg["dataset"], "epochs": cfg["epochs"],
+        "final_loss": float(final_loss) if final_loss is not None else None,
+        "knn_top1": None,
+        "train_seconds": round(wall, 2),
+        "samples_per_second": round(throughput.images / throughput.train_seconds, 2) if throughput.train_seconds else None,
+        "train_images": len(train), "batch_size": cfg["batch_size"], "backbone": cfg["backbone"]["name"],
+        "width": cfg["backbone"]["width"], "seed": cfg["seed"],
+        "peak_memory_mb": round(peak_memory_mb(), 1),
+        "knn_history": monitor.history if monitor else [],
+        "resumed_from": str(ckpt) if ckpt else None,
+    }
+    if test is not None and knn_cfg["final"]:
+        metrics["knn_top1"] = encoder_knn(module, bank, test, module.norm, cfg["data"]["num_classes"], knn_cfg["k"],
+                                          knn_cfg["temperature"], module.device, module.channels_last,
+                                          progress=cfg["trainer"]["progress_bar"])
+    if probe_epochs and test is not None:
+        probe = linear_probe(module.method.backbone, bank, test, module.norm, cfg["data"]["num_classes"], ["backbone"],
+                             device=module.device, channels_last=module.channels_last, epochs=probe_epochs,
+                             seed=cfg["seed"])
+        metrics["linear_top1"] = probe["backbone"]["test_top1"]
+    if baselines and test is not None:
+        metrics["baselines"] = knn_baselines(cfg, bank, test)
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def knn_baselines(cfg: dict, bank, test) -> dict:
+    """Raw-pixel kNN and the kNN of the same backbone at its random initialisation."""
+    norm = Normalization(tuple(cfg["data"]["mean"]), tuple(cfg["data"]["std"]))
+    k, temperature, classes = cfg["knn"]["k"], cfg["knn"]["temperature"], cfg["data"]["num_classes"]
+    L.seed_everything(cfg["seed"], verbose=False)
+    random_backbone = build_method(cfg).backbone
+    return {
+        "raw_pixels_knn_top1": raw_pixel_knn(bank, test, norm, classes, k, temperature),
+        "random_init_knn_top1": encoder_knn(random_backbone, bank, test, norm, classes, k, temperature),
+    }
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process (and peak CUDA memory when a GPU was used)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available():
+        peak += torch.cuda.max_memory_allocated() / 2**20
+    return peak

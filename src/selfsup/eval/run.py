@@ -1,0 +1,63 @@
+"""``selfsup evaluate``: run one protocol on a checkpoint and write its JSON result."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..data.datasets import load_split, normalization_for
+from ..errors import SelfSupError
+from ..io import write_json
+from .baselines import encoder_knn
+from .linear import linear_probe
+
+
+def _evaluation_data(args, cfg: dict):
+    """Labelled train and test splits of the evaluation dataset, checked against the model."""
+    dataset = args.dataset or cfg["dataset"]
+    same = dataset == cfg["dataset"]
+    data_dir = args.data_dir or (cfg["data_dir"] if same else None)
+    options = {"channels": args.channels, "image_size": cfg["data"]["image_size"]}
+    train = load_split(dataset, "train", data_dir, args.subset, cfg["seed"], options)
+    test = load_split(dataset, "test", data_dir, None, cfg["seed"], options)
+    channels = int(train[0]["image"].shape[0])
+    if channels != cfg["data"]["channels"]:
+        raise SelfSupError(
+            f"the checkpoint's backbone takes {cfg['data']['channels']}-channel images but {dataset} has {channels}; "
+            f"pass --channels {cfg['data']['channels']} to convert")
+    if train.num_classes < 2:
+        raise SelfSupError(f"{dataset} has no class labels to evaluate with")
+    norm = normalization_for(dataset, channels)
+    return dataset, train, test, norm
+
+
+def evaluate(args) -> dict:
+    from ..engine.checkpoint import load_pretrained
+
+    module = load_pretrained(args.checkpoint)
+    cfg = module.cfg
+    dataset, train, test, norm = _evaluation_data(args, cfg)
+    start = time.perf_counter()
+    common = dict(batch_size=args.batch_size, channels_last=module.channels_last, progress=True)
+    result = {"protocol": args.protocol, "checkpoint": str(args.checkpoint), "method": cfg["method"],
+              "pretrain_dataset": cfg["dataset"], "dataset": dataset, "train_images": len(train),
+              "test_images": len(test)}
+    if args.protocol == "knn":
+        result.update(k=args.k, temperature=args.temperature,
+                      top1=encoder_knn(module.method.backbone, train, test, norm, train.num_classes, args.k,
+                                       args.temperature, **common))
+    else:
+        backbone = module.method.backbone
+        per_stage = args.layers == "all"
+        names = [f"conv{i + 1}" for i in range(len(backbone.stage_dims))] if per_stage else ["backbone"]
+        probes = linear_probe(backbone.forward_stages if per_stage else backbone, train, test, norm, train.num_classes,
+                              names, epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, seed=cfg["seed"],
+                              **common)
+        result.update(epochs=args.epochs, lr=args.lr, layers=probes, top1=probes[names[-1]]["test_top1"])
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    output = Path(args.output) if args.output else Path(args.checkpoint).resolve().parent.parent / f"eval_{args.protocol}.json"
+    try:
+        write_json(output, result)
+    except OSError as exc:
+        raise SelfSupError(f"cannot write {output} ({exc.strerror}); pass --output") from exc
+    result["output"] = str(output)
+    return result

@@ -1,0 +1,37 @@
+"""SimCLR: Chen, Kornblith, Norouzi, Hinton, "A Simple Framework for Contrastive Learning of
+Visual Representations", ICML 2020.
+
+Two augmented views per image, a 2-layer MLP projection head (hidden = feature width, output
+128, BatchNorm as in SimCLR v2's code), NT-Xent with τ = 0.5 (paper's CIFAR-10 setting) over
+the global batch.  Both views go through the backbone in one pass, so BatchNorm statistics
+cover the 2N views of the batch, as in the reference implementation.  Optimiser defaults
+(LARS, lr 0.3·batch/256, weight decay 1e-6, 10 warm-up epochs, cosine) are in
+``configs/simclr.yaml``.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..data.augment import AugmentConfig
+from ..data.views import ViewSpec
+from ..losses import nt_xent
+from ..models.heads import mlp
+from .base import Method
+
+
+class SimCLR(Method):
+    """SimCLR (Chen et al. 2020): NT-Xent between two augmented views, MLP projection head."""
+
+    name = "simclr"
+    defaults = {"temperature": 0.5, "proj_hidden_dim": None, "proj_dim": 128, "augment": {}}
+
+    def __init__(self, backbone, feature_dim, cfg):
+        super().__init__(backbone, feature_dim, cfg)
+        self.projector = mlp(feature_dim, cfg["proj_hidden_dim"] or feature_dim, cfg["proj_dim"])
+        self.views = [ViewSpec(AugmentConfig(**cfg["augment"]), count=2)]
+
+    def training_step(self, batch, step):
+        view1, view2 = batch["views"]
+        z = self.projector(self.backbone(torch.cat([view1, view2])))
+        z1, z2 = z.chunk(2)
+        return {"loss": nt_xent(z1, z2, self.cfg["temperature"], gather=True)}

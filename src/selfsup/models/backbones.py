@@ -1,0 +1,73 @@
+"""ResNet backbones built from torchvision's blocks.
+
+torchvision's ``ResNet`` fixes the stage widths at 64-128-256-512 and the ImageNet stem
+(7x7 stride-2 conv + max-pool).  Self-supervised work on small images (CIFAR, STL, MNIST)
+uses a 3x3 stride-1 stem without max-pool (SimCLR appendix B.9) and often a narrower network,
+so ``ResNetBackbone`` reuses torchvision's ``BasicBlock``/``Bottleneck`` and ``_make_layer``
+but takes a base width and an input channel count.  The classifier is dropped: the backbone
+returns the globally pooled features of the last stage (``feature_dim`` values).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+RESNET_LAYOUTS = {
+    "resnet18": (BasicBlock, (2, 2, 2, 2)),
+    "resnet34": (BasicBlock, (3, 4, 6, 3)),
+    "resnet50": (Bottleneck, (3, 4, 6, 3)),
+}
+
+
+class ResNetBackbone(ResNet):
+    """A torchvision ResNet with a configurable stem, base width and input channels."""
+
+    def __init__(self, arch: str = "resnet18", in_channels: int = 3, width: int = 64,
+                 small_stem: bool = False):
+        nn.Module.__init__(self)
+        block, layers = RESNET_LAYOUTS[arch]
+        # Attributes that torchvision's ``_make_layer`` reads.
+        self._norm_layer = nn.BatchNorm2d
+        self.inplanes, self.dilation, self.groups, self.base_width = width, 1, 1, 64
+        if small_stem:
+            self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
+            self.maxpool = nn.Identity()
+        else:
+            self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = self._make_layer(block, width, layers[0])
+        self.layer2 = self._make_layer(block, width * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, width * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, width * 8, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Flatten()
+        self.feature_dim = width * 8 * block.expansion
+        self.stage_dims = [width] + [width * m * block.expansion for m in (1, 2, 4, 8)]
+        for m in self.modules():  # torchvision's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Globally average-pooled features after the stem and each of the four stages
+        (the survey's conv1..conv5 probing points)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        pooled = [self.avgpool(x).flatten(1)]
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = stage(x)
+            pooled.append(self.avgpool(x).flatten(1))
+        return pooled
+
+
+BACKBONES = tuple(RESNET_LAYOUTS)
+
+
+def build_backbone(name: str, in_channels: int, width: int, small_stem: bool) -> ResNetBackbone:
+    if name not in RESNET_LAYOUTS:
+        raise KeyError(name)
+    return ResNetBackbone(name, in_channels=in_channels, width=width, small_stem=small_stem)
