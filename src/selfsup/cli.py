@@ -124,7 +124,7 @@ def _cmd_pretrain(args) -> None:
     out = Path(args.out or f"runs/{cfg['method']}-{cfg['dataset']}")
     metrics = pretrain(cfg, out, resume=args.resume, baselines=args.baselines, is_worker=_is_worker_process())
     if metrics:
-        _print_summary(metrics, out)
+        _print_summary(metrics, out, cfg)
 
 
 def _validate(cfg: dict) -> None:
@@ -144,12 +144,14 @@ def _validate(cfg: dict) -> None:
         raise SelfSupError(f"data.channels must be 1 or 3 (or null for the dataset's own), got {channels!r}")
 
 
-def _print_summary(metrics: dict, out: Path) -> None:
+def _print_summary(metrics: dict, out: Path, cfg: dict) -> None:
     def pct(v):
         return "n/a" if v is None else f"{100 * v:.2f}%"
     print(f"\n{metrics['method']} on {metrics['dataset']}: {metrics['epochs']} epochs in {metrics['train_seconds']:.0f} s "
           f"({metrics['samples_per_second']:.0f} images/s), final loss {metrics['final_loss']:.4f}")
-    print(f"  kNN top-1 (k=200, T=0.1, backbone features): {pct(metrics['knn_top1'])}")
+    print(f"  kNN top-1 (k={cfg['knn']['k']}, T={cfg['knn']['temperature']}, backbone features): {pct(metrics['knn_top1'])}")
+    if "linear_top1" in metrics:
+        print(f"  linear probe top-1: {pct(metrics['linear_top1'])}")
     for name, value in metrics.get("baselines", {}).items():
         print(f"  baseline {name}: {pct(value)}")
     print(f"  results in {out}/metrics.json, checkpoint in {out}/checkpoints/last.ckpt")

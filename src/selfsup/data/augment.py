@@ -52,9 +52,10 @@ def _chance(n: int, p: float, g: torch.Generator, device) -> torch.Tensor:
 
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:
-    """Luma of an RGB batch [B, 3, H, W] (ITU-R 601, as torchvision); a 1-channel batch as is."""
-    if x.shape[1] == 1:
-        return x
+    """Luma of an RGB batch [B, 3, H, W] (ITU-R 601, as torchvision); the channel mean of
+    any other channel count (the image itself for one channel)."""
+    if x.shape[1] != 3:
+        return x.mean(1, keepdim=True)
     weights = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     return (x * weights).sum(1, keepdim=True)
 
@@ -134,7 +135,8 @@ def color_jitter(x: torch.Tensor, strength: float, p: float, g: torch.Generator)
 
 
 def random_grayscale(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
-    if x.shape[1] == 1:
+    """RGB images replaced by their luma (kept 3-channel) with probability ``p``; others unchanged."""
+    if x.shape[1] != 3:
         return x
     chosen = _chance(x.shape[0], p, g, x.device).view(-1, 1, 1, 1)
     return torch.where(chosen, grayscale(x).expand_as(x), x)

@@ -165,26 +165,40 @@ def _digits_loader(path: Path, split: str, options: dict) -> TensorImageDataset:
     return TensorImageDataset(torch.from_numpy(images[chosen]), torch.from_numpy(digits.target[chosen].astype(np.int64)), 10)
 
 
-def synthetic_images(n: int, seed: int, size: int = 16, channels: int = 3, num_classes: int = 8):
-    """Textured images whose class sets the stripe orientation and frequency (tests only)."""
+SYNTHETIC_PATTERNS = ("horizontal stripes", "vertical stripes", "checkerboard", "diagonal hatch", "rings", "grid")
+
+
+def synthetic_images(n: int, seed: int, size: int = 16, channels: int = 3):
+    """Textures in six classes (``SYNTHETIC_PATTERNS``) with random frequency, phase and
+    colour, plus noise: a class survives crops, flips and colour changes, as real object
+    classes do (tests and smoke runs only)."""
     rng = np.random.default_rng(seed)
-    labels = np.arange(n) % num_classes
+    labels = np.arange(n) % len(SYNTHETIC_PATTERNS)
     rng.shuffle(labels)
-    angle = (labels % 4) * np.pi / 4
-    frequency = 2.0 + 2.0 * (labels // 4)
     yy, xx = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
-    phase = rng.uniform(0, 2 * np.pi, n)
-    coords = np.cos(angle)[:, None, None] * xx + np.sin(angle)[:, None, None] * yy
-    stripes = np.sin(2 * np.pi * frequency[:, None, None] * coords / size + phase[:, None, None])
-    colour = rng.uniform(0.3, 1.0, (n, channels, 1, 1))
-    images = 0.5 + 0.4 * stripes[:, None] * colour + rng.normal(0, 0.1, (n, channels, size, size))
+    images = np.empty((n, channels, size, size))
+    for i, label in enumerate(labels):
+        f = rng.uniform(0.6, 1.4)
+        p, q = rng.uniform(0, 2 * np.pi, 2)
+        cy, cx = rng.uniform(0, size, 2)
+        pattern = {
+            0: lambda: np.sin(f * yy + p),
+            1: lambda: np.sin(f * xx + p),
+            2: lambda: np.sign(np.sin(f * xx + p) * np.sin(f * yy + q)),
+            3: lambda: (np.sin(f * (xx + yy) + p) + np.sin(f * (xx - yy) + q)) / 2,
+            4: lambda: np.sin(f * np.hypot(xx - cx, yy - cy) + p),
+            5: lambda: (np.sin(f * xx + p) + np.sin(f * yy + q)) / 2,
+        }[label]()
+        colour = rng.uniform(0.2, 1.0, (channels, 1, 1))
+        images[i] = 0.5 + 0.45 * pattern[None] * colour
+    images += rng.normal(0, 0.08, images.shape)
     return (np.clip(images, 0, 1) * 255).astype(np.uint8), labels.astype(np.int64)
 
 
 def _synthetic_loader(path: Path, split: str, options: dict) -> TensorImageDataset:
     n = int(options.get("synthetic_size") or 512) if split == "train" else 256
     images, labels = synthetic_images(n, seed=0 if split == "train" else 1)
-    return TensorImageDataset(torch.from_numpy(images), torch.from_numpy(labels), 8)
+    return TensorImageDataset(torch.from_numpy(images), torch.from_numpy(labels), len(SYNTHETIC_PATTERNS))
 
 
 def _stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -226,7 +240,7 @@ DATASETS: dict[str, DatasetInfo] = {info.name: info for info in [
                 _imagefolder_loader),
     DatasetInfo("digits", "scikit-learn digits, 1437/360 8x8 grey (ships with scikit-learn)", 1, 8, 10,
                 Normalization((0.3,), (0.38,)), ("train", "test"), "train", _digits_loader, needs_dir=False),
-    DatasetInfo("synthetic", "textured 16x16 RGB images in 8 classes (tests and smoke runs only)", 3, 16, 8,
+    DatasetInfo("synthetic", "textured 16x16 RGB images in 6 classes (tests and smoke runs only)", 3, 16, 6,
                 Normalization((0.5, 0.5, 0.5), (0.2, 0.2, 0.2)), ("train", "test"), "train", _synthetic_loader,
                 needs_dir=False),
 ]}

@@ -52,7 +52,7 @@ class Throughput(L.Callback):
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.images += batch["image"].shape[0] * trainer.world_size
+        self.images += batch["index"].shape[0] * trainer.world_size
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.train_seconds += time.perf_counter() - self._start

@@ -61,8 +61,8 @@ class PretrainModule(L.LightningModule):
                 "the last checkpoint (end of the previous epoch) is intact. Lower optimizer.lr, "
                 "raise schedule.warmup_epochs, or use precision 32-true")
         self.log_dict({f"train/{k}": (v.detach() if torch.is_tensor(v) else v) for k, v in out.items()},
-                      prog_bar=False, on_step=True, on_epoch=False, batch_size=batch["image"].shape[0])
-        self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=batch["image"].shape[0])
+                      prog_bar=False, on_step=True, on_epoch=False, batch_size=batch["index"].shape[0])
+        self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=batch["index"].shape[0])
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx):

@@ -53,11 +53,23 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
+def scaled_lr(lr: float, rule: str, batch_size: int) -> float:
+    """``linear``: lr · batch/256 (Goyal et al., SimCLR's main rule); ``sqrt``: lr · √batch
+    (SimCLR appendix B.1, better for small batches and short runs, with lr 0.075);
+    ``none``: lr as given."""
+    if rule == "linear":
+        return lr * batch_size / 256
+    if rule == "sqrt":
+        return lr * math.sqrt(batch_size)
+    if rule == "none":
+        return lr
+    raise SelfSupError(f"optimizer.lr_scaling must be linear, sqrt or none, not '{rule}'")
+
+
 def build_optimizer(groups: list[dict], cfg: dict, batch_size: int) -> torch.optim.Optimizer:
-    """The optimiser named in ``cfg`` over ``groups``; with ``scale_lr`` the learning rate
-    is ``lr · batch_size / 256`` (the linear scaling rule of Goyal et al., used by SimCLR)."""
+    """The optimiser named in ``cfg`` over ``groups``, at the learning rate ``scaled_lr`` gives."""
     name = cfg["name"]
-    lr = cfg["lr"] * batch_size / 256 if cfg["scale_lr"] else cfg["lr"]
+    lr = scaled_lr(cfg["lr"], cfg["lr_scaling"], batch_size)
     wd = cfg["weight_decay"]
     for group in groups:
         if "lr_scale" in group:

@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
@@ -90,8 +90,9 @@ def build_trainer(cfg: dict, out: Path, callbacks: list) -> L.Trainer:
     t = cfg["trainer"]
     distributed = t["devices"] * t["num_nodes"] > 1 if isinstance(t["devices"], int) else True
     loggers = [CSVLogger(out, name="logs", version="csv"), TensorBoardLogger(out, name="logs", version="tensorboard")]
+    callbacks = callbacks + [LearningRateMonitor(logging_interval="step")]
     if t["progress_bar"]:
-        callbacks = callbacks + [TQDMProgressBar(refresh_rate=5)]
+        callbacks.append(TQDMProgressBar(refresh_rate=5))
     return L.Trainer(
         max_epochs=cfg["epochs"], accelerator=t["accelerator"], devices=t["devices"], num_nodes=t["num_nodes"],
         strategy="ddp" if distributed else "auto", precision=t["precision"],
@@ -133,7 +134,7 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     module = PretrainModule(cfg)
     in_memory = isinstance(train, TensorImageDataset)
-    loader = DataLoader(train, batch_size=cfg["batch_size"], sampler=EpochShuffleSampler(len(train), cfg["seed"]),
+    loader = module.method.train_loader(train, cfg["batch_size"], cfg["seed"]) or DataLoader(train, batch_size=cfg["batch_size"], sampler=EpochShuffleSampler(len(train), cfg["seed"]),
                         drop_last=True, collate_fn=collate_batch, num_workers=0 if in_memory else cfg["data"]["num_workers"],
                         persistent_workers=not in_memory and cfg["data"]["num_workers"] > 0)
     throughput = Throughput()

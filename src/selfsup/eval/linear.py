@@ -18,7 +18,7 @@ from .features import extract_features
 
 
 def train_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                       num_classes: int, epochs: int = 100, batch_size: int = 1024, lr: float = 1e-3,
+                       num_classes: int, epochs: int = 100, batch_size: int = 256, lr: float = 1e-3,
                        weight_decay: float = 0.0, seed: int = 0) -> dict:
     """Train a linear classifier on ``train_x``; returns train and test top-1 (fractions)."""
     generator = torch.Generator().manual_seed(seed)

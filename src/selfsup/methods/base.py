@@ -10,6 +10,9 @@ A method owns its networks and its per-step objective, never a training loop:
 * ``on_step_end`` / ``on_epoch_start`` carry EMA targets, queues, memory banks, prototype
   freezing and re-clustering.  State they keep is registered as buffers or sub-modules, so it
   is saved in checkpoints and restored on resume.
+* ``train_loader`` may return the method's own DataLoader over the pretraining split (a
+  uniform-over-clusters or P×K class sampler, labelled + unlabelled sources); by default the
+  engine shuffles the split with a sampler seeded by (seed, epoch).
 * ``parameter_groups`` lets a method give some parameters their own learning rate or
   weight decay (SimSiam's fixed-lr predictor, LARS exclusions).
 
@@ -54,6 +57,10 @@ class Method(nn.Module):
 
     def on_epoch_start(self, epoch: int, loader) -> None:
         """Called before each training epoch with the training DataLoader."""
+
+    def train_loader(self, dataset, batch_size: int, seed: int):
+        """The method's own training DataLoader, or None for the engine's default."""
+        return None
 
     def parameter_groups(self) -> list[dict]:
         """Optimiser parameter groups; biases and normalisation weights are kept apart so that

@@ -1,0 +1,80 @@
+import math
+
+import pytest
+import torch
+
+from selfsup.data.augment import (AugmentConfig, augment_batch, color_jitter, gaussian_blur, grayscale,
+                                  random_resized_crop, shift_hue)
+from selfsup.data.views import Normalization, ViewSpec, make_views
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_full_crop_without_flip_is_identity():
+    x = torch.rand(4, 3, 16, 16)
+    out = random_resized_crop(x, 16, (1.0, 1.0), (1.0, 1.0), 0.0, gen())
+    assert torch.allclose(out, x, atol=1e-5)
+
+
+def test_flip_probability_one_mirrors():
+    x = torch.rand(2, 1, 8, 8)
+    out = random_resized_crop(x, 8, (1.0, 1.0), (1.0, 1.0), 1.0, gen())
+    assert torch.allclose(out, x.flip(-1), atol=1e-5)
+
+
+def test_crop_of_a_quarter_area_zooms_in():
+    # a crop of area 1/4 with ratio 1 covers half of each side: resized back, each source
+    # pixel is doubled, so the output's range of x coordinates spans half the image.
+    ramp = torch.linspace(0, 1, 32).view(1, 1, 1, 32).expand(3, 1, 32, 32).contiguous()
+    out = random_resized_crop(ramp, 32, (0.25, 0.25), (1.0, 1.0), 0.0, gen())
+    span = out[:, 0, 0, -1] - out[:, 0, 0, 0]
+    assert torch.allclose(span, torch.full_like(span, 0.5), atol=0.05)
+
+
+def test_hue_shift():
+    red = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
+    assert torch.allclose(shift_hue(red, torch.tensor([1 / 3])), torch.tensor([0.0, 1.0, 0.0]).view(1, 3, 1, 1), atol=1e-5)
+    x = torch.rand(5, 3, 4, 4)
+    assert torch.allclose(shift_hue(x, torch.zeros(5)), x, atol=1e-5)
+    assert torch.allclose(shift_hue(x, torch.ones(5)), x, atol=1e-5)
+
+
+def test_grayscale_weights():
+    x = torch.tensor([0.2, 0.4, 0.6]).view(1, 3, 1, 1)
+    assert grayscale(x).item() == pytest.approx(0.299 * 0.2 + 0.587 * 0.4 + 0.114 * 0.6)
+
+
+def test_color_jitter_probability_zero_is_identity_and_one_changes():
+    x = torch.rand(8, 3, 8, 8)
+    assert torch.allclose(color_jitter(x, 0.5, 0.0, gen()), x, atol=1e-5)
+    assert not torch.allclose(color_jitter(x, 0.5, 1.0, gen()), x, atol=1e-3)
+
+
+def test_blur_keeps_constant_images_and_smooths_noise():
+    flat = torch.full((2, 3, 20, 20), 0.3)
+    assert torch.allclose(gaussian_blur(flat, 1.0, (1.0, 2.0), gen()), flat, atol=1e-5)
+    noise = torch.rand(2, 1, 20, 20)
+    assert gaussian_blur(noise, 1.0, (1.5, 2.0), gen()).std() < 0.6 * noise.std()
+    assert torch.allclose(gaussian_blur(noise, 0.0, (1.5, 2.0), gen()), noise, atol=1e-5)
+
+
+def test_views_are_reproducible_and_differ_between_views():
+    images = (torch.rand(6, 3, 16, 16) * 255).to(torch.uint8)
+    specs = [ViewSpec(AugmentConfig(), count=2)]
+    norm = Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    first = make_views(images, specs, norm, gen(3))
+    again = make_views(images, specs, norm, gen(3))
+    assert len(first) == 2 and first[0].shape == (6, 3, 16, 16)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.allclose(first[0], first[1])
+
+
+def test_augmented_values_stay_in_range_for_any_channel_count():
+    for channels in (1, 3, 4):
+        x = torch.rand(4, channels, 12, 12)
+        out = augment_batch(x, AugmentConfig(jitter_strength=1.0, blur_min_size=8, solarize_p=0.5), 10, gen())
+        assert out.shape == (4, channels, 10, 10)
+        assert out.min() >= 0 and out.max() <= 1 + 1e-6
+        assert not math.isnan(out.sum().item())

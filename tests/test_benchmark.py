@@ -1,0 +1,21 @@
+import csv
+
+from selfsup.cli import main
+
+
+def test_smoke_suite_writes_table_csv_and_plots(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--suite", "smoke", "--out", str(out)]) == 0
+    table = (out / "smoke.md").read_text()
+    assert "| simclr |" in table and "baseline: raw pixels" in table and "Command:" in table
+    rows = list(csv.DictReader((out / "smoke.csv").open()))
+    simclr = next(r for r in rows if r["method"] == "simclr")
+    assert float(simclr["knn_top1"]) > 2 / 6  # six texture classes: chance is 1/6
+    assert float(simclr["linear_top1"]) > 2 / 6
+    for plot in ["smoke_knn.png", "smoke_knn_curve.png"]:
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_suite(tmp_path, capsys):
+    assert main(["benchmark", "--suite", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown benchmark suite 'nope'" in capsys.readouterr().err

@@ -1,0 +1,150 @@
+"""Bad input: one clear line, exit code 2, no traceback, nothing earlier damaged."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from selfsup.cli import main
+
+
+def run_cli(capsys, *argv) -> tuple[int, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+def assert_clean_error(code: int, err: str, *needles: str):
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("selfsup: error:"), err
+    for needle in needles:
+        assert needle in err, err
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    from conftest import TINY
+    out = tmp_path_factory.mktemp("runs") / "done"
+    assert main(["pretrain", "--method", "simclr", "--epochs", "1", "--out", str(out)] + TINY) == 0
+    return out
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_unknown_method(capsys):
+    assert_clean_error(*run_cli(capsys, "pretrain", "--method", "nope"), "unknown method 'nope'", "simclr")
+
+
+def test_unknown_dataset(capsys, tmp_path):
+    assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", "--dataset", "imagenet9",
+                                "--out", str(tmp_path / "r")), "unknown dataset 'imagenet9'")
+
+
+def test_missing_data_directory(capsys, tmp_path):
+    assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", "--dataset", "cifar10",
+                                "--data-dir", str(tmp_path / "absent"), "--out", str(tmp_path / "r")),
+                       "does not exist")
+    assert not (tmp_path / "r").exists()
+
+
+def test_malformed_data_directory(capsys, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "data_batch_1").write_bytes(b"garbage")
+    assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", "--dataset", "cifar10",
+                                "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "r")),
+                       "data_batch_1")
+
+
+def test_batch_larger_than_dataset(capsys, tmp_path, tiny_args):
+    assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", *tiny_args, "--batch-size", "1000",
+                                "--out", str(tmp_path / "r")), "batch size 1000", "--batch-size")
+
+
+def test_unknown_config_key_and_bad_value(capsys, tmp_path):
+    assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", "--set", "optimizer.lrr=1"),
+                       "unknown config key 'optimizer.lrr'")
+    assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", "--epochs", "0"), "epochs")
+
+
+def test_unwritable_output_directory(capsys, tmp_path, tiny_args):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", *tiny_args, "--out", str(blocker / "run")),
+                       "not writable")
+
+
+def test_existing_run_is_not_overwritten(capsys, finished_run, tiny_args):
+    before = {p.name: digest(p) for p in [finished_run / "metrics.json", finished_run / "checkpoints" / "last.ckpt"]}
+    assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", *tiny_args, "--out", str(finished_run)),
+                       "already holds")
+    assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", *tiny_args, "--resume",
+                                "--out", str(finished_run)), "already holds a finished run")
+    after = {p.name: digest(p) for p in [finished_run / "metrics.json", finished_run / "checkpoints" / "last.ckpt"]}
+    assert before == after
+
+
+def test_resume_with_changed_settings_is_refused(capsys, tmp_path, tiny_args, monkeypatch):
+    out = tmp_path / "r"
+    main(["pretrain", "--method", "simclr", *tiny_args, "--epochs", "1", "--out", str(out)])
+    (out / "metrics.json").unlink()  # pretend the run was killed before it finished
+    capsys.readouterr()
+    assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", *tiny_args, "--epochs", "2", "--resume",
+                                "--out", str(out)), "epochs")
+
+
+def test_corrupt_checkpoint(capsys, tmp_path):
+    bad = tmp_path / "last.ckpt"
+    bad.write_bytes(b"\x00" * 100)
+    assert_clean_error(*run_cli(capsys, "evaluate", "knn", "--checkpoint", str(bad)), "corrupt")
+    assert_clean_error(*run_cli(capsys, "evaluate", "knn", "--checkpoint", str(tmp_path / "none.ckpt")),
+                       "does not exist")
+
+
+def test_checkpoint_that_is_not_selfsup(capsys, tmp_path):
+    import torch
+    path = tmp_path / "other.ckpt"
+    torch.save({"weights": torch.zeros(2)}, path)
+    assert_clean_error(*run_cli(capsys, "evaluate", "linear", "--checkpoint", str(path)), "not a selfsup checkpoint")
+
+
+def test_wrong_channel_count(capsys, finished_run):
+    # the run was pretrained on 3-channel images; digits are grey
+    assert_clean_error(*run_cli(capsys, "evaluate", "knn", "--checkpoint", str(finished_run / "checkpoints" / "last.ckpt"),
+                                "--dataset", "digits", "--output", str(finished_run / "x.json")),
+                       "3-channel", "--channels 3")
+
+
+def test_evaluate_knn_and_linear_write_json(capsys, finished_run):
+    ckpt = str(finished_run / "checkpoints" / "last.ckpt")
+    assert main(["evaluate", "knn", "--checkpoint", ckpt, "--k", "20"]) == 0
+    knn = json.loads((finished_run / "eval_knn.json").read_text())
+    assert 0 <= knn["top1"] <= 1 and knn["k"] == 20
+    assert main(["evaluate", "linear", "--checkpoint", ckpt, "--epochs", "30", "--layers", "all",
+                 "--dataset", "digits", "--channels", "3", "--output", str(finished_run / "lin.json")]) == 0
+    linear = json.loads((finished_run / "lin.json").read_text())
+    assert list(linear["layers"]) == ["conv1", "conv2", "conv3", "conv4", "conv5"]
+    assert linear["top1"] > 0.3  # 10 digit classes: chance is 0.1
+
+
+def test_console_script_exit_code_and_debug(tmp_path):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    quiet = subprocess.run([sys.executable, "-m", "selfsup.cli", "pretrain", "--method", "nope"],
+                           capture_output=True, text=True, env=env)
+    assert quiet.returncode == 2 and "Traceback" not in quiet.stderr
+    loud = subprocess.run([sys.executable, "-m", "selfsup.cli", "pretrain", "--method", "nope", "--debug"],
+                          capture_output=True, text=True, env=env)
+    assert loud.returncode != 0 and "Traceback" in loud.stderr
+
+
+def test_list_names_everything(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ["simclr", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagefolder", "digits", "resnet50",
+                 "smoke", "fmnist-quick", "throughput"]:
+        assert name in out
