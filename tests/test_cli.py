@@ -148,3 +148,14 @@ def test_list_names_everything(capsys):
     for name in ["simclr", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagefolder", "digits", "resnet50",
                  "smoke", "fmnist-quick", "throughput"]:
         assert name in out
+
+
+def test_resume_from_a_corrupt_checkpoint_is_refused(capsys, tmp_path, tiny_args):
+    out = tmp_path / "r"
+    main(["pretrain", "--method", "simclr", *tiny_args, "--epochs", "1", "--out", str(out)])
+    (out / "metrics.json").unlink()  # pretend the run was killed before it finished
+    (out / "checkpoints" / "last.ckpt").write_bytes(b"truncated")
+    capsys.readouterr()
+    assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", *tiny_args, "--epochs", "1", "--resume",
+                                "--out", str(out)), "corrupt")
+    assert (out / "checkpoints" / "last.ckpt").read_bytes() == b"truncated"

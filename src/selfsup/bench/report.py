@@ -55,7 +55,9 @@ def curve_plot(path: Path, curves: dict[str, tuple[list, list]], xlabel: str, yl
     for label, (xs, ys) in curves.items():
         ax.plot(xs, ys, marker="o", label=label)
     for label, value in (baselines or {}).items():
-        ax.axhline(value, linestyle="--", linewidth=1, label=label, color="grey" if "raw" in label else "black")
+        if value is None:
+            continue
+        ax.axhline(value, linestyle="--", linewidth=1, label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -32,7 +32,8 @@ def accuracy_suite(out: Path, name: str, title: str, methods: list[str], overrid
                      "peak_memory_mb": metrics["peak_memory_mb"]})
         history = metrics["knn_history"]
         curves[method] = ([h["epoch"] for h in history], [h["knn_top1"] for h in history])
-    for label, key in [("raw pixels", "raw_pixels_knn_top1"), ("random-init backbone", "random_init_knn_top1")]:
+    for label, key in [("raw pixels", "raw_pixels_knn_top1"), ("standardised pixels", "standardized_pixels_knn_top1"),
+                       ("random-init backbone", "random_init_knn_top1")]:
         rows.append({"method": f"baseline: {label}", "knn_top1": baselines.get(key)})
     notes = [f"Settings laid over each method's defaults: `{overrides}`.",
              "kNN: k=200, T=0.1, cosine, weighted vote, on backbone features of the full test split "
@@ -44,5 +45,7 @@ def accuracy_suite(out: Path, name: str, title: str, methods: list[str], overrid
     bar_plot(out / f"{name}_knn.png", [r["method"].replace("baseline: ", "") for r in rows],
              [r["knn_top1"] or 0.0 for r in rows], "kNN top-1", title)
     curve_plot(out / f"{name}_knn_curve.png", curves, "epoch", "kNN top-1 (monitor)", title,
-               {"raw pixels": baselines.get("raw_pixels_knn_top1"), "random init": baselines.get("random_init_knn_top1")})
+               {"raw pixels": baselines.get("raw_pixels_knn_top1"),
+                "standardised pixels": baselines.get("standardized_pixels_knn_top1"),
+                "random init": baselines.get("random_init_knn_top1")})
     return rows

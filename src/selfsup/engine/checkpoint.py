@@ -11,8 +11,8 @@ from ..errors import SelfSupError
 from .module import PretrainModule
 
 
-def load_pretrained(path: str | Path) -> PretrainModule:
-    """The ``PretrainModule`` saved in a selfsup checkpoint, in eval mode on the CPU.
+def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
+    """(checkpoint, its run configuration) of a selfsup checkpoint, or a clear error.
 
     Reads with ``weights_only=True``: a checkpoint cannot run code when it is opened."""
     path = Path(path)
@@ -26,6 +26,12 @@ def load_pretrained(path: str | Path) -> PretrainModule:
     cfg = checkpoint.get("hyper_parameters", {}).get("cfg") if isinstance(checkpoint, dict) else None
     if not isinstance(cfg, dict) or "state_dict" not in checkpoint:
         raise SelfSupError(f"{path} is not a selfsup checkpoint (no configuration or weights inside)")
+    return checkpoint, cfg
+
+
+def load_pretrained(path: str | Path) -> PretrainModule:
+    """The ``PretrainModule`` saved in a selfsup checkpoint, in eval mode on the CPU."""
+    checkpoint, cfg = read_checkpoint(path)
     module = PretrainModule(cfg)
     try:
         module.load_state_dict(checkpoint["state_dict"])

@@ -52,7 +52,7 @@ class PretrainModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         view_maker = functools.partial(make_views, norm=self.norm, generator=self._generator(batch_idx),
                                        channels_last=self.channels_last)
-        batch = self.method.prepare_batch(batch, lambda images, specs: view_maker(images, specs))
+        batch = self.method.prepare_batch(batch, view_maker)
         out = self.method.training_step(batch, self.global_step)
         loss = out["loss"]
         if not torch.isfinite(loss):
@@ -60,9 +60,11 @@ class PretrainModule(L.LightningModule):
                 f"the loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
                 "the last checkpoint (end of the previous epoch) is intact. Lower optimizer.lr, "
                 "raise schedule.warmup_epochs, or use precision 32-true")
-        self.log_dict({f"train/{k}": (v.detach() if torch.is_tensor(v) else v) for k, v in out.items()},
-                      prog_bar=False, on_step=True, on_epoch=False, batch_size=batch["index"].shape[0])
-        self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=batch["index"].shape[0])
+        size = batch["index"].shape[0]
+        self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
+        extra = {f"train/{k}": (v.detach() if torch.is_tensor(v) else v) for k, v in out.items() if k != "loss"}
+        if extra:
+            self.log_dict(extra, on_step=True, on_epoch=False, batch_size=size)
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx):

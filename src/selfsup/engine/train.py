@@ -30,6 +30,7 @@ from ..eval.baselines import encoder_knn, raw_pixel_knn
 from ..eval.linear import linear_probe
 from ..io import atomic_write_text, ensure_writable_dir, write_json
 from .callbacks import AtomicCheckpointIO, EpochCheckpoint, KNNMonitor, Throughput
+from .checkpoint import read_checkpoint
 from .module import PretrainModule, build_method
 
 
@@ -54,6 +55,13 @@ def load_datasets(cfg: dict) -> tuple:
     if cfg["backbone"]["small_stem"] == "auto":
         cfg["backbone"]["small_stem"] = data["image_size"] <= 64
     return train, bank, test
+
+
+def default_loader(train, cfg: dict) -> DataLoader:
+    """Shuffled by (seed, epoch), full batches only; in-memory splits need no workers."""
+    workers = 0 if isinstance(train, TensorImageDataset) else cfg["data"]["num_workers"]
+    return DataLoader(train, batch_size=cfg["batch_size"], sampler=EpochShuffleSampler(len(train), cfg["seed"]),
+                      drop_last=True, collate_fn=collate_batch, num_workers=workers, persistent_workers=workers > 0)
 
 
 def _monitor_subset(dataset, n: int, seed: int):
@@ -133,10 +141,7 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
         ckpt = None
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     module = PretrainModule(cfg)
-    in_memory = isinstance(train, TensorImageDataset)
-    loader = module.method.train_loader(train, cfg["batch_size"], cfg["seed"]) or DataLoader(train, batch_size=cfg["batch_size"], sampler=EpochShuffleSampler(len(train), cfg["seed"]),
-                        drop_last=True, collate_fn=collate_batch, num_workers=0 if in_memory else cfg["data"]["num_workers"],
-                        persistent_workers=not in_memory and cfg["data"]["num_workers"] > 0)
+    loader = module.method.train_loader(train, cfg["batch_size"], cfg["seed"]) or default_loader(train, cfg)
     throughput = Throughput()
     callbacks = [throughput]
     knn_cfg = cfg["knn"]
@@ -149,7 +154,9 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
     callbacks.append(EpochCheckpoint(out / "checkpoints" / "last.ckpt"))
     trainer = build_trainer(cfg, out, callbacks)
     start = time.perf_counter()
-    trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None)
+    if ckpt:
+        read_checkpoint(ckpt)  # a clear error for a damaged checkpoint, before Lightning reads it
+    trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
     wall = time.perf_counter() - start
     if not trainer.is_global_zero:
         return {}
@@ -182,13 +189,17 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
 
 
 def knn_baselines(cfg: dict, bank, test) -> dict:
-    """Raw-pixel kNN and the kNN of the same backbone at its random initialisation."""
+    """kNN on raw pixel values in [0, 1], on pixels standardised with the dataset's mean and
+    std (what the network sees; centring changes cosine similarity), and on the same
+    backbone at its random initialisation."""
     norm = Normalization(tuple(cfg["data"]["mean"]), tuple(cfg["data"]["std"]))
+    identity = Normalization((0.0,) * len(norm.mean), (1.0,) * len(norm.std))
     k, temperature, classes = cfg["knn"]["k"], cfg["knn"]["temperature"], cfg["data"]["num_classes"]
     L.seed_everything(cfg["seed"], verbose=False)
     random_backbone = build_method(cfg).backbone
     return {
-        "raw_pixels_knn_top1": raw_pixel_knn(bank, test, norm, classes, k, temperature),
+        "raw_pixels_knn_top1": raw_pixel_knn(bank, test, identity, classes, k, temperature),
+        "standardized_pixels_knn_top1": raw_pixel_knn(bank, test, norm, classes, k, temperature),
         "random_init_knn_top1": encoder_knn(random_backbone, bank, test, norm, classes, k, temperature),
     }
 

@@ -9,7 +9,7 @@ from .knn import knn_top1
 
 
 def raw_pixel_knn(bank, test, norm: Normalization, num_classes: int, k: int = 200, temperature: float = 0.1) -> float:
-    """kNN top-1 on normalised, flattened pixels."""
+    """kNN top-1 on flattened pixels, scaled to [0, 1] and then normalised with ``norm``."""
     flatten = lambda x: x.flatten(1)  # noqa: E731
     bank_x, bank_y = extract_features(flatten, bank, norm)
     test_x, test_y = extract_features(flatten, test, norm)
