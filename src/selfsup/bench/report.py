@@ -46,21 +46,24 @@ def bar_plot(path: Path, labels: list[str], values: list[float], ylabel: str, ti
 
 
 def curve_plot(path: Path, curves: dict[str, tuple[list, list]], xlabel: str, ylabel: str, title: str,
-               baselines: dict[str, float] | None = None) -> None:
+               baselines: dict[str, float] | None = None, finals: dict[str, tuple[float, float]] | None = None) -> None:
+    """Lines per method, dashed horizontal baselines, and optional final points (x, y) per method."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for label, (xs, ys) in curves.items():
-        ax.plot(xs, ys, marker="o", label=label)
-    for label, value in (baselines or {}).items():
-        if value is None:
-            continue
-        ax.axhline(value, linestyle="--", linewidth=1, label=label)
+        line, = ax.plot(xs, ys, marker="o", label=f"{label} (monitor)")
+        if finals and label in finals:
+            ax.plot(*finals[label], marker="*", markersize=12, linestyle="none", color=line.get_color(),
+                    label=f"{label} (final, full test)")
+    styles = ["--", ":", "-."]
+    for i, (label, value) in enumerate((k, v) for k, v in (baselines or {}).items() if v is not None):
+        ax.axhline(value, linestyle=styles[i % 3], color=f"C{i + 3}", linewidth=1.2, label=f"{label} (full test)")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
