@@ -8,7 +8,8 @@ def _seed():
 
 
 TINY = ["--dataset", "synthetic", "--batch-size", "64", "--width", "8", "--set", "trainer.progress_bar=false",
-        "--set", "optimizer.name=adam", "--set", "optimizer.lr=0.001", "--set", "schedule.warmup_epochs=0",
+        "--set", "optimizer.name=adam", "--set", "optimizer.lr=0.008", "--set", "optimizer.lr_scaling=none",
+        "--set", "schedule.warmup_epochs=0",
         "--set", "knn.k=20"]
 
 

@@ -15,23 +15,23 @@ from selfsup.methods.simclr import SimCLR
 def tiny_cfg(**overrides):
     cfg = resolve("simclr", flags={"dataset": "synthetic", "epochs": 2, "batch_size": 64},
                   assignments=["backbone.width=8", "trainer.progress_bar=false", "optimizer.name=adam",
-                               "optimizer.lr=0.001", "schedule.warmup_epochs=0", "knn.k=20"])
+                               "optimizer.lr=0.008", "optimizer.lr_scaling=none", "schedule.warmup_epochs=0", "knn.k=20"])
     cfg.update(overrides)
     return cfg
 
 
 def test_tiny_run_learns_and_writes_the_contract(tmp_path, tiny_args):
     out = tmp_path / "run"
-    assert main(["pretrain", "--method", "simclr", "--epochs", "4", "--out", str(out), "--baselines"] + tiny_args) == 0
+    assert main(["pretrain", "--method", "simclr", "--epochs", "6", "--out", str(out), "--baselines"] + tiny_args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ["method", "dataset", "epochs", "final_loss", "knn_top1", "train_seconds", "samples_per_second"]:
         assert key in metrics
-    assert metrics["method"] == "simclr" and metrics["epochs"] == 4
+    assert metrics["method"] == "simclr" and metrics["epochs"] == 6
     assert 0 <= metrics["knn_top1"] <= 1 and metrics["samples_per_second"] > 0
-    # 8 balanced classes: chance is 0.125; the pretrained features must beat chance and the
-    # random-init backbone they started from.
-    assert metrics["knn_top1"] > 0.3
-    assert metrics["knn_top1"] > metrics["baselines"]["random_init_knn_top1"] + 0.05
+    # 6 balanced classes: chance is 1/6; the pretrained features must beat chance and, by a
+    # wide margin, the random-init backbone they started from (measured: 0.75 vs 0.39).
+    assert metrics["knn_top1"] > 0.5
+    assert metrics["knn_top1"] > metrics["baselines"]["random_init_knn_top1"] + 0.15
     assert metrics["final_loss"] < torch.log(torch.tensor(127.0)).item()  # below the uniform-guess loss
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["data"]["channels"] == 3 and cfg["backbone"]["small_stem"] is True

@@ -17,10 +17,10 @@ class Suite:
 
 def _smoke(out: Path, data_dir: str | None):
     from .suites import accuracy_suite
-    overrides = {"dataset": "synthetic", "epochs": 3, "batch_size": 64, "backbone": {"width": 8},
-                 "optimizer": {"name": "adam", "lr": 1e-3}, "schedule": {"warmup_epochs": 0},
+    overrides = {"dataset": "synthetic", "epochs": 6, "batch_size": 64, "backbone": {"width": 8},
+                 "optimizer": {"name": "adam", "lr": 0.008, "lr_scaling": "none"}, "schedule": {"warmup_epochs": 0},
                  "trainer": {"progress_bar": False}, "knn": {"k": 20}}
-    return accuracy_suite(out, "smoke", "Smoke: SimCLR on synthetic textures (3 epochs, ResNet-18 width 8)",
+    return accuracy_suite(out, "smoke", "Smoke: SimCLR on synthetic textures (6 epochs, ResNet-18 width 8)",
                           ["simclr"], overrides, probe_epochs=20, data_dir=data_dir)
 
 

@@ -97,6 +97,8 @@ def _differences(a, b, where: str = "") -> list[str]:
 def build_trainer(cfg: dict, out: Path, callbacks: list) -> L.Trainer:
     t = cfg["trainer"]
     distributed = t["devices"] * t["num_nodes"] > 1 if isinstance(t["devices"], int) else True
+    # PyTorch's SyncBatchNorm runs on CUDA only; CPU (gloo) DDP keeps per-process statistics.
+    on_gpu = t["accelerator"] in ("gpu", "cuda") or (t["accelerator"] == "auto" and torch.cuda.is_available())
     loggers = [CSVLogger(out, name="logs", version="csv"), TensorBoardLogger(out, name="logs", version="tensorboard")]
     callbacks = callbacks + [LearningRateMonitor(logging_interval="step")]
     if t["progress_bar"]:
@@ -104,7 +106,7 @@ def build_trainer(cfg: dict, out: Path, callbacks: list) -> L.Trainer:
     return L.Trainer(
         max_epochs=cfg["epochs"], accelerator=t["accelerator"], devices=t["devices"], num_nodes=t["num_nodes"],
         strategy="ddp" if distributed else "auto", precision=t["precision"],
-        accumulate_grad_batches=t["accumulate_grad_batches"], sync_batchnorm=bool(t["sync_batchnorm"] and distributed),
+        accumulate_grad_batches=t["accumulate_grad_batches"], sync_batchnorm=bool(t["sync_batchnorm"] and distributed and on_gpu),
         logger=loggers, callbacks=callbacks, enable_checkpointing=False, plugins=[AtomicCheckpointIO()],
         log_every_n_steps=t["log_every_n_steps"], enable_progress_bar=bool(t["progress_bar"]),
         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, default_root_dir=out,
