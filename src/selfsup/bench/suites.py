@@ -36,10 +36,11 @@ def accuracy_suite(out: Path, name: str, title: str, methods: list[str], overrid
     for label, key in [("raw pixels", "raw_pixels_knn_top1"), ("standardised pixels", "standardized_pixels_knn_top1"),
                        ("random-init backbone", "random_init_knn_top1")]:
         rows.append({"method": f"baseline: {label}", "knn_top1": baselines.get(key)})
-    notes = ["The kNN monitor (plot) uses a 10k-image bank and 2k test queries; the table's kNN the full splits.",
-             f"Settings laid over each method's defaults: `{overrides}`.",
-             "kNN: k=200, T=0.1, cosine, weighted vote, on backbone features of the full test split "
-             "(bank: the pretraining training split).",
+    knn = cfg["knn"]
+    notes = [f"Settings laid over each method's defaults: `{overrides}`.",
+             f"kNN: k={knn['k']}, T={knn['temperature']}, cosine, weighted vote, on backbone features of the full test "
+             "split (bank: the pretraining training split). The monitor in the curve plot uses at most "
+             f"{knn['monitor_train_size']} bank images and {knn['monitor_test_size']} test queries.",
              f"Linear: one linear layer on frozen, standardised backbone features of clean images, Adam, "
              f"{probe_epochs} epochs.",
              "samples_per_second counts each training image once per epoch, however many views it yields."]
