@@ -94,3 +94,12 @@ def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path, monkeypatch,
     assert "loss became nan" in err and "Traceback" not in err
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["epoch"] == 0 and not (out / "metrics.json").exists()
+
+
+def test_gradient_accumulation_and_bf16_mixed_precision(tmp_path):
+    cfg = tiny_cfg(epochs=1)
+    cfg["trainer"].update(accumulate_grad_batches=2, precision="bf16-mixed")
+    metrics = pretrain(cfg, tmp_path / "run")
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 4  # 8 batches of 64, one optimiser step per 2 batches
+    assert metrics["final_loss"] < torch.log(torch.tensor(127.0)).item()  # learning under autocast

@@ -152,8 +152,10 @@ def _print_summary(metrics: dict, out: Path, cfg: dict) -> None:
     print(f"  kNN top-1 (k={cfg['knn']['k']}, T={cfg['knn']['temperature']}, backbone features): {pct(metrics['knn_top1'])}")
     if "linear_top1" in metrics:
         print(f"  linear probe top-1: {pct(metrics['linear_top1'])}")
+    labels = {"raw_pixels_knn_top1": "raw pixels", "standardized_pixels_knn_top1": "standardised pixels",
+              "random_init_knn_top1": "random-init backbone"}
     for name, value in metrics.get("baselines", {}).items():
-        print(f"  baseline {name}: {pct(value)}")
+        print(f"  baseline kNN top-1, {labels.get(name, name)}: {pct(value)}")
     print(f"  results in {out}/metrics.json, checkpoint in {out}/checkpoints/last.ckpt")
 
 

@@ -8,7 +8,7 @@ and served a whole batch at a time (``__getitems__``); image folders are decoded
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -116,7 +116,6 @@ class DatasetInfo:
     load: Callable[[Path, str, dict], Dataset]
     default_dir: str | None = None
     needs_dir: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 def _mnist_loader(path: Path, split: str, options: dict) -> TensorImageDataset:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ..eval.baselines import encoder_knn
@@ -76,3 +77,12 @@ class KNNMonitor(L.Callback):
                            self.temperature, pl_module.device, pl_module.channels_last)
         self.history.append({"epoch": epoch, "knn_top1": top1})
         pl_module.log("knn_top1", top1, prog_bar=True, on_epoch=True, sync_dist=False)
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's bar without the logger version number (meaningless with two loggers)."""
+
+    def get_metrics(self, trainer, pl_module):
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics

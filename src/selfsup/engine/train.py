@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
@@ -29,7 +29,7 @@ from ..data.views import Normalization
 from ..eval.baselines import encoder_knn, raw_pixel_knn
 from ..eval.linear import linear_probe
 from ..io import atomic_write_text, ensure_writable_dir, write_json
-from .callbacks import AtomicCheckpointIO, EpochCheckpoint, KNNMonitor, Throughput
+from .callbacks import AtomicCheckpointIO, EpochCheckpoint, KNNMonitor, ProgressBar, Throughput
 from .checkpoint import read_checkpoint
 from .module import PretrainModule, build_method
 
@@ -102,7 +102,7 @@ def build_trainer(cfg: dict, out: Path, callbacks: list) -> L.Trainer:
     loggers = [CSVLogger(out, name="logs", version="csv"), TensorBoardLogger(out, name="logs", version="tensorboard")]
     callbacks = callbacks + [LearningRateMonitor(logging_interval="step")]
     if t["progress_bar"]:
-        callbacks.append(TQDMProgressBar(refresh_rate=5))
+        callbacks.append(ProgressBar(refresh_rate=5))
     return L.Trainer(
         max_epochs=cfg["epochs"], accelerator=t["accelerator"], devices=t["devices"], num_nodes=t["num_nodes"],
         strategy="ddp" if distributed else "auto", precision=t["precision"],
@@ -185,6 +185,7 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
                              seed=cfg["seed"])
         metrics["linear_top1"] = probe["backbone"]["test_top1"]
     if baselines and test is not None:
+        print("computing the raw-pixel and random-init kNN baselines...", file=sys.stderr)
         metrics["baselines"] = knn_baselines(cfg, bank, test)
     write_json(out / "metrics.json", metrics)
     return metrics
