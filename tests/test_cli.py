@@ -159,3 +159,14 @@ def test_resume_from_a_corrupt_checkpoint_is_refused(capsys, tmp_path, tiny_args
     assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", *tiny_args, "--epochs", "1", "--resume",
                                 "--out", str(out)), "corrupt")
     assert (out / "checkpoints" / "last.ckpt").read_bytes() == b"truncated"
+
+
+def test_print_config_shows_resolved_values_and_writes_nothing(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["pretrain", "--method", "simclr", "--print-config", "--set", "params.temperature=0.3",
+                 "--width", "32"]) == 0
+    import yaml
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["params"]["temperature"] == 0.3 and cfg["backbone"]["width"] == 32
+    assert cfg["optimizer"]["lr_scaling"] == "sqrt"  # from configs/simclr.yaml over defaults.yaml
+    assert list(tmp_path.iterdir()) == []

@@ -30,7 +30,8 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser("pretrain", help="pretrain an encoder; writes config.yaml, checkpoints/last.ckpt, metrics.json",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description="Pretrain an encoder. Options not given here come from the method's config "
+                                   "(`--print-config` shows them all, with the values this command would use).")
     p.add_argument("--method", required=True, help="pretraining method (see `selfsup list`)")
     p.add_argument("--dataset", default=None, help="dataset name (default from the config: fashion-mnist)")
     p.add_argument("--data-dir", default=None, help="directory with the dataset files (default: the dataset's usual place)")
@@ -44,7 +45,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML file with options laid over the method's defaults")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one option, e.g. --set optimizer.lr=0.5 --set params.temperature=0.2 "
-                        "(all keys: src/selfsup/configs/defaults.yaml and configs/METHOD.yaml)")
+                        "(all keys: --print-config, documented in src/selfsup/configs/defaults.yaml and "
+                        "src/selfsup/configs/METHOD.yaml)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--devices", type=int, default=None, help="devices per node; DDP when more than one (default 1)")
     p.add_argument("--num-nodes", type=int, default=None, help="nodes for multi-node DDP (default 1)")
@@ -121,6 +124,10 @@ def _cmd_pretrain(args) -> None:
     }
     cfg = resolve(args.method, args.config, flags, args.set)
     _validate(cfg)
+    if args.print_config:
+        from .config import dump
+        print(dump(cfg), end="")
+        return
     out = Path(args.out or f"runs/{cfg['method']}-{cfg['dataset']}")
     metrics = pretrain(cfg, out, resume=args.resume, baselines=args.baselines, is_worker=_is_worker_process())
     if metrics:
