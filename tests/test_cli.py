@@ -170,3 +170,12 @@ def test_print_config_shows_resolved_values_and_writes_nothing(capsys, tmp_path,
     assert cfg["params"]["temperature"] == 0.3 and cfg["backbone"]["width"] == 32
     assert cfg["optimizer"]["lr_scaling"] == "sqrt"  # from configs/simclr.yaml over defaults.yaml
     assert list(tmp_path.iterdir()) == []
+
+
+def test_checkpoint_that_does_not_match_its_configuration(capsys, finished_run, tmp_path):
+    import torch
+    checkpoint = torch.load(finished_run / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"]["cfg"]["backbone"]["width"] = 16  # the weights are width 8
+    path = tmp_path / "mismatch.ckpt"
+    torch.save(checkpoint, path)
+    assert_clean_error(*run_cli(capsys, "evaluate", "knn", "--checkpoint", str(path)), "does not match")

@@ -1,0 +1,56 @@
+import math
+
+import pytest
+import torch
+
+from selfsup.engine.optim import LARS, scaled_lr, warmup_cosine
+from selfsup.models import build_backbone, mlp
+
+
+@pytest.mark.parametrize("arch,expansion", [("resnet18", 1), ("resnet34", 1), ("resnet50", 4)])
+def test_backbone_width_channels_and_stages(arch, expansion):
+    net = build_backbone(arch, in_channels=4, width=8, small_stem=True).eval()
+    x = torch.randn(2, 4, 32, 32)
+    assert net(x).shape == (2, 8 * 8 * expansion) and net.feature_dim == 64 * expansion
+    stages = net.forward_stages(x)
+    assert [s.shape[1] for s in stages] == net.stage_dims
+    assert torch.allclose(stages[-1], net(x), atol=1e-6)
+
+
+def test_small_stem_keeps_resolution_and_imagenet_stem_quarters_it():
+    small = build_backbone("resnet18", 3, 8, small_stem=True)
+    large = build_backbone("resnet18", 3, 8, small_stem=False)
+    x = torch.randn(1, 3, 32, 32)
+    assert small.layer1(small.maxpool(small.relu(small.bn1(small.conv1(x))))).shape[-1] == 32
+    assert large.layer1(large.maxpool(large.relu(large.bn1(large.conv1(x))))).shape[-1] == 8
+
+
+def test_mlp_head_layout():
+    head = mlp(16, 32, 8, layers=3, last_batch_norm=True)
+    assert head(torch.randn(4, 16)).shape == (4, 8)
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in head) == 3
+
+
+def test_lars_step_matches_hand_computation():
+    w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))  # norm 5
+    bias = torch.nn.Parameter(torch.tensor([1.0]))
+    optimizer = LARS([{"params": [w]}, {"params": [bias], "lars_exclude": True, "weight_decay": 0.0}],
+                     lr=0.1, momentum=0.9, weight_decay=0.01, trust_coefficient=0.001)
+    w.grad = torch.tensor([0.6, 0.8])
+    bias.grad = torch.tensor([2.0])
+    optimizer.step()
+    update = torch.tensor([0.6, 0.8]) + 0.01 * torch.tensor([3.0, 4.0])
+    trust = 0.001 * 5.0 / update.norm()
+    assert torch.allclose(w.detach(), torch.tensor([3.0, 4.0]) - 0.1 * trust * update)
+    assert torch.allclose(bias.detach(), torch.tensor([1.0 - 0.1 * 2.0]))  # plain SGD step, no decay
+
+
+def test_learning_rate_rules_and_schedule():
+    assert scaled_lr(0.3, "linear", 512) == pytest.approx(0.6)
+    assert scaled_lr(0.075, "sqrt", 256) == pytest.approx(1.2)
+    assert scaled_lr(0.1, "none", 4096) == 0.1
+    assert warmup_cosine(0, 100, 10) == pytest.approx(0.1)
+    assert warmup_cosine(9, 100, 10) == pytest.approx(1.0)
+    assert warmup_cosine(55, 100, 10) == pytest.approx(0.5)
+    assert warmup_cosine(100, 100, 10, final_ratio=0.1) == pytest.approx(0.1)
+    assert warmup_cosine(10 + 45 // 2, 100, 10) == pytest.approx(0.5 * (1 + math.cos(math.pi * 22 / 90)))
