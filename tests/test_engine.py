@@ -103,3 +103,12 @@ def test_gradient_accumulation_and_bf16_mixed_precision(tmp_path):
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 4  # 8 batches of 64, one optimiser step per 2 batches
     assert metrics["final_loss"] < torch.log(torch.tensor(127.0)).item()  # learning under autocast
+
+
+def test_step_end_hook_runs_once_per_optimiser_step(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(SimCLR, "on_step_end", lambda self, step, total: calls.append((step, total)))
+    cfg = tiny_cfg(epochs=2)
+    cfg["trainer"]["accumulate_grad_batches"] = 2
+    pretrain(cfg, tmp_path / "run")
+    assert calls == [(step, 8) for step in range(1, 9)]  # 2 epochs x 8 batches / 2

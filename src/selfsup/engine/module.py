@@ -67,8 +67,13 @@ class PretrainModule(L.LightningModule):
             self.log_dict(extra, on_step=True, on_epoch=False, batch_size=size)
         return loss
 
+    def on_train_start(self):
+        self._steps_seen = self.global_step
+
     def on_train_batch_end(self, outputs, batch, batch_idx):
-        self.method.on_step_end(self.global_step, self.trainer.estimated_stepping_batches)
+        if self.global_step != self._steps_seen:  # an optimiser step happened (not so between accumulated batches)
+            self._steps_seen = self.global_step
+            self.method.on_step_end(self.global_step, int(self.trainer.estimated_stepping_batches))
 
     def on_train_epoch_start(self):
         self.method.on_epoch_start(self.current_epoch, self.trainer.train_dataloader)
