@@ -69,6 +69,8 @@ def test_resume_continues_to_the_same_result(tmp_path, monkeypatch):
     monkeypatch.setattr(SimCLR, "on_epoch_start", original)
     metrics = pretrain(tiny_cfg(epochs=3), interrupted, resume=True)
     assert metrics["resumed_from"].endswith("last.ckpt")
+    # the interrupted attempt's logs are kept beside the resumed one's
+    assert len(list((interrupted / "logs" / "csv").glob("version_*/metrics.csv"))) == 2
 
     a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(interrupted / "checkpoints" / "last.ckpt", weights_only=True)

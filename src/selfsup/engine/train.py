@@ -99,7 +99,9 @@ def build_trainer(cfg: dict, out: Path, callbacks: list) -> L.Trainer:
     distributed = t["devices"] * t["num_nodes"] > 1 if isinstance(t["devices"], int) else True
     # PyTorch's SyncBatchNorm runs on CUDA only; CPU (gloo) DDP keeps per-process statistics.
     on_gpu = t["accelerator"] in ("gpu", "cuda") or (t["accelerator"] == "auto" and torch.cuda.is_available())
-    loggers = [CSVLogger(out, name="logs", version="csv"), TensorBoardLogger(out, name="logs", version="tensorboard")]
+    # One version directory per start (version_0, then version_1 after a resume...): a resumed
+    # run never overwrites the logs of the attempt before it.
+    loggers = [CSVLogger(out / "logs", name="csv"), TensorBoardLogger(out / "logs", name="tensorboard")]
     callbacks = callbacks + [LearningRateMonitor(logging_interval="step")]
     if t["progress_bar"]:
         callbacks.append(ProgressBar(refresh_rate=5))
