@@ -5,6 +5,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import TINY
 from selfsup.cli import main
 from selfsup.config import resolve
 from selfsup.engine.checkpoint import load_pretrained
@@ -13,9 +14,10 @@ from selfsup.methods.simclr import SimCLR
 
 
 def tiny_cfg(**overrides):
-    cfg = resolve("simclr", flags={"dataset": "synthetic", "epochs": 2, "batch_size": 64},
-                  assignments=["backbone.width=8", "trainer.progress_bar=false", "optimizer.name=adam",
-                               "optimizer.lr=0.008", "optimizer.lr_scaling=none", "schedule.warmup_epochs=0", "knn.k=20"])
+    """The resolved configuration of conftest's TINY command-line options."""
+    assignments = [TINY[i + 1] for i, arg in enumerate(TINY) if arg == "--set"]
+    cfg = resolve("simclr", flags={"dataset": "synthetic", "epochs": 2, "batch_size": 64, "backbone": {"width": 8}},
+                  assignments=assignments)
     cfg.update(overrides)
     return cfg
 

@@ -26,6 +26,11 @@ def build_method(cfg: dict):
     return method_class(cfg["method"])(backbone, backbone.feature_dim, cfg["params"])
 
 
+def run_normalization(cfg: dict) -> Normalization:
+    """The input normalisation a resolved config trains with."""
+    return Normalization(tuple(cfg["data"]["mean"]), tuple(cfg["data"]["std"]))
+
+
 class PretrainModule(L.LightningModule):
     """Makes the method's views on the device, calls its step, owns optimiser and schedule."""
 
@@ -34,7 +39,7 @@ class PretrainModule(L.LightningModule):
         self.save_hyperparameters({"cfg": cfg})
         self.cfg = cfg
         self.method = build_method(cfg)
-        self.norm = Normalization(tuple(cfg["data"]["mean"]), tuple(cfg["data"]["std"]))
+        self.norm = run_normalization(cfg)
         self.channels_last = bool(cfg["trainer"]["channels_last"])
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)

@@ -24,14 +24,14 @@ from ..config import dump
 from ..data.datasets import (TensorImageDataset, balanced_subset_indices, collate_batch, dataset_info, load_split,
                              normalization_for)
 from ..data.samplers import EpochShuffleSampler
-from ..errors import SelfSupError
 from ..data.views import Normalization
+from ..errors import SelfSupError
 from ..eval.baselines import encoder_knn, raw_pixel_knn
 from ..eval.linear import linear_probe
 from ..io import atomic_write_text, ensure_writable_dir, write_json
 from .callbacks import AtomicCheckpointIO, EpochCheckpoint, KNNMonitor, ProgressBar, Throughput
 from .checkpoint import read_checkpoint
-from .module import PretrainModule, build_method
+from .module import PretrainModule, build_method, run_normalization
 
 
 def load_datasets(cfg: dict) -> tuple:
@@ -197,7 +197,7 @@ def knn_baselines(cfg: dict, bank, test) -> dict:
     """kNN on raw pixel values in [0, 1], on pixels standardised with the dataset's mean and
     std (what the network sees; centring changes cosine similarity), and on the same
     backbone at its random initialisation."""
-    norm = Normalization(tuple(cfg["data"]["mean"]), tuple(cfg["data"]["std"]))
+    norm = run_normalization(cfg)
     identity = Normalization((0.0,) * len(norm.mean), (1.0,) * len(norm.std))
     k, temperature, classes = cfg["knn"]["k"], cfg["knn"]["temperature"], cfg["data"]["num_classes"]
     L.seed_everything(cfg["seed"], verbose=False)
