@@ -157,8 +157,6 @@ def _print_summary(metrics: dict, out: Path, cfg: dict) -> None:
     print(f"\n{metrics['method']} on {metrics['dataset']}: {metrics['epochs']} epochs in {metrics['train_seconds']:.0f} s "
           f"({metrics['samples_per_second']:.0f} images/s), final loss {metrics['final_loss']:.4f}")
     print(f"  kNN top-1 (k={cfg['knn']['k']}, T={cfg['knn']['temperature']}, backbone features): {pct(metrics['knn_top1'])}")
-    if "linear_top1" in metrics:
-        print(f"  linear probe top-1: {pct(metrics['linear_top1'])}")
     labels = {"raw_pixels_knn_top1": "raw pixels", "standardized_pixels_knn_top1": "standardised pixels",
               "random_init_knn_top1": "random-init backbone"}
     for name, value in metrics.get("baselines", {}).items():

@@ -25,7 +25,7 @@ def _smoke(out: Path, data_dir: str | None):
 
 
 # Beyond the fixed budget, two choices tuned for 5-epoch runs (1-epoch kNN monitor, see
-# benchmarks/README.md): a higher sqrt-scaled LARS rate and temperature 0.2.
+# benchmarks/tuning-simclr-fmnist.md): a higher sqrt-scaled LARS rate and temperature 0.2.
 FMNIST_QUICK = {"dataset": "fashion-mnist", "epochs": 5, "batch_size": 256,
                 "backbone": {"name": "resnet18", "width": 16, "small_stem": True}, "trainer": {"progress_bar": False},
                 "optimizer": {"lr": 0.15}, "params": {"temperature": 0.2}}

@@ -24,13 +24,14 @@ from ..data.views import make_views
 from ..engine.module import PretrainModule
 from ..engine.optim import build_optimizer
 from ..engine.train import pretrain
+from . import FMNIST_QUICK
 from .report import bar_plot, write_table
 
 STEPS = 40
 BATCH = 256
-SETTINGS = {"dataset": "fashion-mnist", "epochs": 1, "batch_size": BATCH,
-            "backbone": {"name": "resnet18", "width": 16, "small_stem": True},
-            "knn": {"every_n_epochs": 0, "final": False}, "trainer": {"progress_bar": False}}
+# fmnist-quick's data and model, one epoch of STEPS batches, no evaluation
+SETTINGS = dict(FMNIST_QUICK, epochs=1, batch_size=BATCH, subset=STEPS * BATCH,
+                knn={"every_n_epochs": 0, "final": False})
 
 
 class TwoViewPerImage(Dataset):
@@ -101,7 +102,7 @@ def model_ceiling(cfg: dict, train) -> dict:
 
 
 def throughput_suite(out: Path, data_dir: str | None) -> list[dict]:
-    settings = dict(SETTINGS, subset=STEPS * BATCH, **({"data_dir": data_dir} if data_dir else {}))
+    settings = dict(SETTINGS, **({"data_dir": data_dir} if data_dir else {}))
     cfg = merge(resolve("simclr"), settings)
     run_dir = out / "runs" / "engine"
     shutil.rmtree(run_dir, ignore_errors=True)
