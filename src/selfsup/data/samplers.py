@@ -1,23 +1,104 @@
-"""Samplers."""
+"""Batch samplers that know the DDP rank.
+
+Lightning's sampler injection is turned off (``use_distributed_sampler=False``): these
+samplers shard themselves.  Each epoch a sampler draws one global order from a generator
+seeded by (seed, epoch) only, cuts it into batches, and gives batch ``i`` to rank
+``i % world``; every rank gets the same number of batches (the tail that cannot fill one
+batch on every rank is dropped).  So the ranks' indices are disjoint, the order changes
+each epoch, and a resumed run sees exactly the batches the uninterrupted run saw.
+
+``__iter__`` is a generator: the order is drawn at the first batch, after the engine's
+``set_epoch`` and after the method's epoch-start hook (which may have changed the labels a
+``UniformLabelBatchSampler`` reads, as DeepCluster's re-clustering does).
+"""
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch.utils.data import Sampler
 
+from ..losses.distributed import world_info
 
-class EpochShuffleSampler(Sampler[int]):
-    """A permutation of the dataset that depends only on (seed, epoch), so a resumed run sees
-    the same order as an uninterrupted one.  Under DDP, Lightning shards it across ranks."""
 
-    def __init__(self, size: int, seed: int):
-        self.size, self.seed, self.epoch = size, seed, 0
+class RankBatchSampler(Sampler[list[int]]):
+    """Base class: subclasses define ``order(generator)``, a 1-D tensor of ``num_samples`` indices."""
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int):
+        if batch_size < 1 or num_samples < batch_size:
+            raise ValueError(f"cannot make batches of {batch_size} from {num_samples} samples")
+        self.num_samples, self.batch_size, self.seed, self.epoch = num_samples, batch_size, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def order(self, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
     def __iter__(self):
+        rank, world = world_info()
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        order = self.order(generator)
+        for batch in range(len(self)):
+            start = (batch * world + rank) * self.batch_size
+            yield order[start:start + self.batch_size].tolist()
 
     def __len__(self) -> int:
-        return self.size
+        return self.num_samples // (self.batch_size * world_info()[1])
+
+
+class ShuffleBatchSampler(RankBatchSampler):
+    """A fresh permutation of the dataset each epoch (the default sampler)."""
+
+    def order(self, generator):
+        return torch.randperm(self.num_samples, generator=generator)
+
+
+class ClassBatchSampler(RankBatchSampler):
+    """P×K batches: ``classes_per_batch`` classes drawn at random, ``per_class`` images of each
+    (FaceNet's online-mining batches, SupCon).  Images of a class are drawn without
+    replacement while the class has enough, with replacement otherwise."""
+
+    def __init__(self, labels: torch.Tensor, classes_per_batch: int, per_class: int, seed: int):
+        self.labels = torch.as_tensor(labels)
+        self.classes = self.labels.unique()
+        if classes_per_batch > len(self.classes):
+            raise ValueError(f"{classes_per_batch} classes per batch, but the data has {len(self.classes)}")
+        self.classes_per_batch, self.per_class = classes_per_batch, per_class
+        super().__init__(len(self.labels), classes_per_batch * per_class, seed)
+
+    def order(self, generator):
+        members = [torch.nonzero(self.labels == c).flatten() for c in self.classes]
+        batches = []
+        for _ in range(self.num_samples // self.batch_size):
+            for c in torch.randperm(len(members), generator=generator)[:self.classes_per_batch].tolist():
+                pool = members[c]
+                if len(pool) >= self.per_class:
+                    pick = torch.randperm(len(pool), generator=generator)[:self.per_class]
+                else:
+                    pick = torch.randint(len(pool), (self.per_class,), generator=generator)
+                batches.append(pool[pick])
+        return torch.cat(batches)
+
+
+class UniformLabelBatchSampler(RankBatchSampler):
+    """As many samples per (pseudo-)label for every non-empty label, shuffled: DeepCluster's
+    sampling "uniformly over clusters", which keeps large clusters from dominating.
+    ``labels`` is called at the start of each epoch, so it sees the latest assignment."""
+
+    def __init__(self, labels: Callable[[], torch.Tensor], num_samples: int, batch_size: int, seed: int):
+        self.labels = labels
+        super().__init__(num_samples, batch_size, seed)
+
+    def order(self, generator):
+        labels = self.labels().cpu()
+        groups = [torch.nonzero(labels == c).flatten() for c in labels.unique()]
+        per_label = self.num_samples // len(groups) + 1
+        picks = []
+        for group in groups:
+            if len(group) >= per_label:
+                picks.append(group[torch.randperm(len(group), generator=generator)[:per_label]])
+            else:
+                picks.append(group[torch.randint(len(group), (per_label,), generator=generator)])
+        everything = torch.cat(picks)
+        return everything[torch.randperm(len(everything), generator=generator)][:self.num_samples]

@@ -53,7 +53,7 @@ class Throughput(L.Callback):
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.images += batch["index"].shape[0] * trainer.world_size
+        self.images += pl_module.method.batch_size(batch) * trainer.world_size
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.train_seconds += time.perf_counter() - self._start
@@ -73,7 +73,7 @@ class KNNMonitor(L.Callback):
         epoch = trainer.current_epoch + 1
         if self.every <= 0 or (epoch % self.every and epoch != trainer.max_epochs):
             return
-        top1 = encoder_knn(pl_module, self.bank, self.queries, pl_module.norm, self.num_classes, self.k,
+        top1 = encoder_knn(pl_module.method, self.bank, self.queries, pl_module.norm, self.num_classes, self.k,
                            self.temperature, pl_module.device, pl_module.channels_last)
         self.history.append({"epoch": epoch, "knn_top1": top1})
         pl_module.log("knn_top1", top1, prog_bar=True, on_epoch=True, sync_dist=False)

@@ -9,9 +9,10 @@ import torch
 
 from ..data.views import Normalization, make_views
 from ..errors import SelfSupError
+from ..eval.features import embed_split
 from ..losses import world_info
-from ..methods import method_class
-from ..models.backbones import build_backbone
+from ..methods import RunContext, method_class
+from ..models.norm import apply_batchnorm_policy
 from .optim import build_optimizer, warmup_cosine
 
 
@@ -19,11 +20,23 @@ class NonFiniteLossError(SelfSupError):
     pass
 
 
+def run_context(cfg: dict) -> RunContext:
+    """The ``RunContext`` of a resolved config whose ``run`` facts the engine has filled."""
+    data, run = cfg["data"], cfg["run"]
+    return RunContext(train_size=run["train_size"], num_classes=data["num_classes"], image_size=data["image_size"],
+                      channels=data["channels"], epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+                      batches_per_epoch=run["batches_per_epoch"], world_size=run["world_size"], seed=cfg["seed"])
+
+
 def build_method(cfg: dict):
-    """The method of a resolved config, with its backbone (fresh weights)."""
-    data, bb = cfg["data"], cfg["backbone"]
-    backbone = build_backbone(bb["name"], data["channels"], bb["width"], bb["small_stem"])
-    return method_class(cfg["method"])(backbone, backbone.feature_dim, cfg["params"])
+    """The method of a resolved config, with its backbone (fresh weights) and BatchNorm policy."""
+    run = run_context(cfg)
+    cls = method_class(cfg["method"])
+    method = cls(cls.build_backbone(cfg["backbone"], run), cfg["params"], run)
+    norm = cfg["backbone"]["batchnorm"]
+    # split-BN emulates per-device statistics on one device; with several devices they are per-device anyway
+    return apply_batchnorm_policy(method, "local" if norm == "split" and run.world_size > 1 else norm,
+                                  cfg["backbone"]["bn_splits"])
 
 
 def run_normalization(cfg: dict) -> Normalization:
@@ -31,8 +44,13 @@ def run_normalization(cfg: dict) -> Normalization:
     return Normalization(tuple(cfg["data"]["mean"]), tuple(cfg["data"]["std"]))
 
 
+def _seeded(device, *key) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(zlib.crc32("/".join(map(str, key)).encode()))
+
+
 class PretrainModule(L.LightningModule):
-    """Makes the method's views on the device, calls its step, owns optimiser and schedule."""
+    """Makes the method's views on the device, calls its hooks and step, owns optimiser and
+    schedule.  ``train_set`` (set by ``pretrain``) is what the epoch-start ``embed`` helper reads."""
 
     def __init__(self, cfg: dict):
         super().__init__()
@@ -41,22 +59,21 @@ class PretrainModule(L.LightningModule):
         self.method = build_method(cfg)
         self.norm = run_normalization(cfg)
         self.channels_last = bool(cfg["trainer"]["channels_last"])
+        self.train_set = None
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.method(images)
-
-    def _generator(self, batch_idx: int) -> torch.Generator:
-        """Random numbers for one step's augmentations, a function of (seed, epoch, batch,
-        rank) only: a resumed run draws exactly what the uninterrupted run drew."""
-        rank, _ = world_info()
-        key = f"{self.cfg['seed']}/{self.current_epoch}/{batch_idx}/{rank}".encode()
-        return torch.Generator(device=self.device).manual_seed(zlib.crc32(key))
+        return self.method.features(images)
 
     def training_step(self, batch, batch_idx):
-        view_maker = functools.partial(make_views, norm=self.norm, generator=self._generator(batch_idx),
+        # Random numbers for the step, a function of (seed, epoch, batch, rank) only: a resumed
+        # run draws exactly what the uninterrupted run drew.
+        rank, _ = world_info()
+        key = (self.cfg["seed"], self.current_epoch, batch_idx, rank)
+        view_maker = functools.partial(make_views, norm=self.norm, generator=_seeded(self.device, *key),
                                        channels_last=self.channels_last)
+        self.method.generator = _seeded(self.device, *key, "method")
         batch = self.method.prepare_batch(batch, view_maker)
         out = self.method.training_step(batch, self.global_step)
         loss = out["loss"]
@@ -65,12 +82,15 @@ class PretrainModule(L.LightningModule):
                 f"the loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
                 "the last checkpoint (end of the previous epoch) is intact. Lower optimizer.lr, "
                 "raise schedule.warmup_epochs, or use precision 32-true")
-        size = batch["index"].shape[0]
+        size = self.method.batch_size(batch)
         self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
         extra = {f"train/{k}": (v.detach() if torch.is_tensor(v) else v) for k, v in out.items() if k != "loss"}
         if extra:
             self.log_dict(extra, on_step=True, on_epoch=False, batch_size=size)
         return loss
+
+    def on_before_optimizer_step(self, optimizer):
+        self.method.on_before_optimizer_step(self.current_epoch, self.global_step)
 
     def on_train_start(self):
         self._steps_seen = self.global_step
@@ -80,17 +100,34 @@ class PretrainModule(L.LightningModule):
             self._steps_seen = self.global_step
             self.method.on_step_end(self.global_step, int(self.trainer.estimated_stepping_batches))
 
+    def embed_training_set(self, encode=None):
+        """(features, labels) of the whole clean training split on this device, every rank the same."""
+        return embed_split(encode or self.method.features, self.method, self.train_set, self.norm, self.device,
+                           self.channels_last)
+
     def on_train_epoch_start(self):
-        self.method.on_epoch_start(self.current_epoch, self.trainer.train_dataloader)
+        # Our samplers draw their order lazily at the first batch, i.e. after this hook.
+        sampler = self.trainer.train_dataloader.batch_sampler
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.current_epoch)
+        self.method.generator = _seeded(self.device, self.cfg["seed"], self.current_epoch, "epoch")
+        self.method.on_epoch_start(self.current_epoch, self.embed_training_set)
+        reset = self.method.take_reinitialized()
+        for optimizer in (self.trainer.optimizers if reset else []):
+            for param in reset:
+                optimizer.state.pop(param, None)
 
     def configure_optimizers(self):
         t = self.cfg["trainer"]
         effective_batch = self.cfg["batch_size"] * t["accumulate_grad_batches"] * self.trainer.world_size
-        optimizer = build_optimizer(self.method.parameter_groups(), self.cfg["optimizer"], effective_batch)
+        groups = self.method.parameter_groups()
+        optimizer = build_optimizer(groups, self.cfg["optimizer"], effective_batch)
         total = int(self.trainer.estimated_stepping_batches)
         steps_per_epoch = max(1, total // max(1, self.cfg["epochs"]))
         warmup = min(int(self.cfg["schedule"]["warmup_epochs"] * steps_per_epoch), total // 10)
-        final = self.cfg["schedule"]["final_lr_ratio"]
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, functools.partial(warmup_cosine, total_steps=total, warmup_steps=warmup, final_ratio=final))
+        scheduled = functools.partial(warmup_cosine, total_steps=total, warmup_steps=warmup,
+                                      final_ratio=self.cfg["schedule"]["final_lr_ratio"])
+        # groups marked fixed_lr keep their rate: no warm-up, no decay (SimSiam's predictor)
+        rules = [(lambda step: 1.0) if group.get("fixed_lr") else scheduled for group in optimizer.param_groups]
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, rules)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

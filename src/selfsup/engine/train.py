@@ -18,12 +18,13 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader
 
 from ..config import dump
 from ..data.datasets import (TensorImageDataset, balanced_subset_indices, collate_batch, dataset_info, load_split,
                              normalization_for)
-from ..data.samplers import EpochShuffleSampler
+from ..data.samplers import ShuffleBatchSampler
 from ..data.views import Normalization
 from ..errors import SelfSupError
 from ..eval.baselines import encoder_knn, raw_pixel_knn
@@ -46,7 +47,8 @@ def load_datasets(cfg: dict) -> tuple:
     except SelfSupError as exc:
         print(f"note: no labelled test split, so no kNN evaluation ({exc})", file=sys.stderr)
         test = None
-    sample = train[0]["image"]
+    sample = train[0]
+    sample = sample["image"] if "image" in sample else sample["series"]  # images [C, H, W], series [C, T]
     data = cfg["data"]
     data["channels"], data["image_size"] = int(sample.shape[0]), int(sample.shape[-1])
     norm = normalization_for(cfg["dataset"], data["channels"])
@@ -54,14 +56,18 @@ def load_datasets(cfg: dict) -> tuple:
     data["num_classes"] = int(getattr(bank, "num_classes", 0) or 0)
     if cfg["backbone"]["small_stem"] == "auto":
         cfg["backbone"]["small_stem"] = data["image_size"] <= 64
+    t = cfg["trainer"]
+    world = t["devices"] * t["num_nodes"]
+    cfg["run"] = {"train_size": len(train), "world_size": world,
+                  "batches_per_epoch": len(train) // (cfg["batch_size"] * world)}
     return train, bank, test
 
 
 def default_loader(train, cfg: dict) -> DataLoader:
-    """Shuffled by (seed, epoch), full batches only; in-memory splits need no workers."""
+    """Shuffled by (seed, epoch), sharded by rank, full batches only; in-memory splits need no workers."""
     workers = 0 if isinstance(train, TensorImageDataset) else cfg["data"]["num_workers"]
-    return DataLoader(train, batch_size=cfg["batch_size"], sampler=EpochShuffleSampler(len(train), cfg["seed"]),
-                      drop_last=True, collate_fn=collate_batch, num_workers=workers, persistent_workers=workers > 0)
+    return DataLoader(train, batch_sampler=ShuffleBatchSampler(len(train), cfg["batch_size"], cfg["seed"]),
+                      collate_fn=collate_batch, num_workers=workers, persistent_workers=workers > 0)
 
 
 def _monitor_subset(dataset, n: int, seed: int):
@@ -105,10 +111,14 @@ def build_trainer(cfg: dict, out: Path, callbacks: list) -> L.Trainer:
     callbacks = callbacks + [LearningRateMonitor(logging_interval="step")]
     if t["progress_bar"]:
         callbacks.append(ProgressBar(refresh_rate=5))
+    # Our samplers shard by rank themselves; buffers (queues, banks) are kept in step by the
+    # methods (gather, then write on every rank), never overwritten by rank 0's copy.
+    strategy = DDPStrategy(broadcast_buffers=False) if distributed else "auto"
+    sync_bn = cfg["backbone"]["batchnorm"] == "sync" and distributed and on_gpu
     return L.Trainer(
         max_epochs=cfg["epochs"], accelerator=t["accelerator"], devices=t["devices"], num_nodes=t["num_nodes"],
-        strategy="ddp" if distributed else "auto", precision=t["precision"],
-        accumulate_grad_batches=t["accumulate_grad_batches"], sync_batchnorm=bool(t["sync_batchnorm"] and distributed and on_gpu),
+        strategy=strategy, precision=t["precision"], use_distributed_sampler=False,
+        accumulate_grad_batches=t["accumulate_grad_batches"], sync_batchnorm=sync_bn,
         logger=loggers, callbacks=callbacks, enable_checkpointing=False, plugins=[AtomicCheckpointIO()],
         log_every_n_steps=t["log_every_n_steps"], enable_progress_bar=bool(t["progress_bar"]),
         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, default_root_dir=out,
@@ -145,6 +155,7 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
         ckpt = None
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     module = PretrainModule(cfg)
+    module.train_set = train
     loader = module.method.train_loader(train, cfg["batch_size"], cfg["seed"]) or default_loader(train, cfg)
     throughput = Throughput()
     callbacks = [throughput]
@@ -164,6 +175,8 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
     wall = time.perf_counter() - start
     if not trainer.is_global_zero:
         return {}
+    device = trainer.strategy.root_device  # Lightning moves the model to the CPU after fit
+    module.to(device)
     final_loss = trainer.callback_metrics.get("loss_epoch", trainer.callback_metrics.get("loss"))
     metrics = {
         "method": cfg["method"], "dataset": cfg["dataset"], "epochs": cfg["epochs"],
@@ -178,14 +191,13 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
         "resumed_from": str(ckpt) if ckpt else None,
     }
     if test is not None and knn_cfg["final"]:
-        metrics["knn_top1"] = encoder_knn(module, bank, test, module.norm, cfg["data"]["num_classes"], knn_cfg["k"],
-                                          knn_cfg["temperature"], module.device, module.channels_last,
+        metrics["knn_top1"] = encoder_knn(module.method, bank, test, module.norm, cfg["data"]["num_classes"],
+                                          knn_cfg["k"], knn_cfg["temperature"], device, module.channels_last,
                                           progress=cfg["trainer"]["progress_bar"])
     if probe_epochs and test is not None:
-        probe = linear_probe(module.method.backbone, bank, test, module.norm, cfg["data"]["num_classes"], ["backbone"],
-                             device=module.device, channels_last=module.channels_last, epochs=probe_epochs,
-                             seed=cfg["seed"])
-        metrics["linear_top1"] = probe["backbone"]["test_top1"]
+        probe = linear_probe(module.method, bank, test, module.norm, cfg["data"]["num_classes"], device=device,
+                             channels_last=module.channels_last, epochs=probe_epochs, seed=cfg["seed"])
+        metrics["linear_top1"] = probe["features"]["test_top1"]
     if baselines and test is not None:
         print("computing the raw-pixel and random-init kNN baselines...", file=sys.stderr)
         metrics["baselines"] = knn_baselines(cfg, bank, test)
@@ -201,11 +213,11 @@ def knn_baselines(cfg: dict, bank, test) -> dict:
     identity = Normalization((0.0,) * len(norm.mean), (1.0,) * len(norm.std))
     k, temperature, classes = cfg["knn"]["k"], cfg["knn"]["temperature"], cfg["data"]["num_classes"]
     L.seed_everything(cfg["seed"], verbose=False)
-    random_backbone = build_method(cfg).backbone
+    random_method = build_method(cfg)
     return {
         "raw_pixels_knn_top1": raw_pixel_knn(bank, test, identity, classes, k, temperature),
         "standardized_pixels_knn_top1": raw_pixel_knn(bank, test, norm, classes, k, temperature),
-        "random_init_knn_top1": encoder_knn(random_backbone, bank, test, norm, classes, k, temperature),
+        "random_init_knn_top1": encoder_knn(random_method, bank, test, norm, classes, k, temperature),
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..data.views import Normalization
-from .features import extract_features
+from .features import extract_features, method_features
 from .knn import knn_top1
 
 
@@ -16,16 +16,12 @@ def raw_pixel_knn(bank, test, norm: Normalization, num_classes: int, k: int = 20
     return knn_top1(bank_x, bank_y, test_x, test_y, num_classes, k, temperature)
 
 
-def encoder_knn(encoder: torch.nn.Module, bank, test, norm: Normalization, num_classes: int, k: int = 200,
+def encoder_knn(method: torch.nn.Module, bank, test, norm: Normalization, num_classes: int, k: int = 200,
                 temperature: float = 0.1, device="cpu", channels_last: bool = False, progress: bool = False,
                 batch_size: int = 512) -> float:
-    """kNN top-1 of an encoder's features, computed in eval mode (the encoder's mode is
-    restored afterwards): the pretraining monitor, the final evaluation, the random-init
-    baseline."""
-    was_training = encoder.training
-    encoder.eval()
-    common = dict(norm=norm, device=device, channels_last=channels_last, progress=progress, batch_size=batch_size)
-    bank_x, bank_y = extract_features(encoder, bank, desc="kNN bank", **common)
-    test_x, test_y = extract_features(encoder, test, desc="kNN queries", **common)
-    encoder.train(was_training)
+    """kNN top-1 of ``method.features`` (eval mode, see ``method_features``): the pretraining
+    monitor, the final evaluation, ``selfsup evaluate knn``, the random-init baseline."""
+    common = dict(device=device, channels_last=channels_last, progress=progress, batch_size=batch_size)
+    bank_x, bank_y = method_features(method, bank, norm, desc="kNN bank", **common)
+    test_x, test_y = method_features(method, test, norm, desc="kNN queries", **common)
     return knn_top1(bank_x, bank_y, test_x, test_y, num_classes, k, temperature)

@@ -1,12 +1,21 @@
-"""Frozen-feature extraction shared by every evaluation protocol."""
+"""Frozen-feature extraction shared by every evaluation protocol.
+
+``method_features`` is the one path from a method to features: ``Method.features`` (or
+``Method.feature_layers`` for per-layer probes) on clean, normalised images, in eval mode on
+the given device, the method's mode restored afterwards.  The kNN monitor, the final kNN and
+linear probe of ``pretrain``, ``selfsup evaluate`` and the random-init baseline all use it.
+"""
 from __future__ import annotations
 
+import contextlib
+
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from ..data.datasets import collate_batch
 from ..data.views import Normalization, clean_view
+from ..losses.distributed import gather_no_grad, world_info
 
 
 @torch.no_grad()
@@ -28,3 +37,41 @@ def extract_features(encode, dataset, norm: Normalization, batch_size: int = 512
     if isinstance(outputs[0], list):
         return [torch.cat(layer) for layer in zip(*outputs)], labels
     return torch.cat(outputs), labels
+
+
+@contextlib.contextmanager
+def eval_mode(module: torch.nn.Module):
+    """``module`` in eval mode for the block, its own mode restored afterwards."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+def method_features(method, dataset, norm: Normalization, layers: bool = False, **options):
+    """(features, labels) of ``dataset`` by ``method.features`` (``layers``: a list, one per
+    ``method.feature_layers`` stage), in eval mode; ``options`` go to ``extract_features``."""
+    with eval_mode(method):
+        return extract_features(method.feature_layers if layers else method.features, dataset, norm, **options)
+
+
+@torch.no_grad()
+def embed_split(encode, method, dataset, norm: Normalization, device, channels_last: bool = False,
+                batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features on ``device``, labels) of the whole ``dataset`` in its order, in eval mode.
+    Under DDP each rank embeds one contiguous shard and the shards are gathered, so every rank
+    returns the same tensor at a 1/world share of the work."""
+    rank, world = world_info()
+    per_rank = -(-len(dataset) // world)
+    shard = range(rank * per_rank, min(len(dataset), (rank + 1) * per_rank))
+    with eval_mode(method):
+        features, _ = extract_features(encode, Subset(dataset, list(shard)) if world > 1 else dataset, norm,
+                                       batch_size, device, channels_last=channels_last)
+    features = features.to(device)
+    if world > 1:
+        padded = features.new_zeros(per_rank, features.shape[1])
+        padded[:len(features)] = features
+        features = gather_no_grad(padded)[:len(dataset)]
+    return features, dataset.labels

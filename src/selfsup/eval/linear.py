@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.views import Normalization
-from .features import extract_features
+from .features import method_features
 
 
 def train_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
@@ -44,17 +44,16 @@ def train_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: tor
     return {"train_top1": train_acc, "test_top1": test_acc}
 
 
-def linear_probe(encode, train, test, norm: Normalization, num_classes: int, layer_names: list[str] | None = None,
+def linear_probe(method, train, test, norm: Normalization, num_classes: int, layers: bool = False,
                  batch_size: int = 512, device="cpu", channels_last: bool = False, progress: bool = False,
                  **probe_options) -> dict:
-    """Probe the features ``encode`` gives (one tensor, or one per layer named in
-    ``layer_names``) on ``train``; returns {layer name: {"train_top1", "test_top1"}}."""
-    common = dict(norm=norm, batch_size=batch_size, device=device, channels_last=channels_last, progress=progress)
-    with torch.no_grad():
-        train_x, train_y = extract_features(encode, train, desc="train features", **common)
-        test_x, test_y = extract_features(encode, test, desc="test features", **common)
-    train_layers = train_x if isinstance(train_x, list) else [train_x]
-    test_layers = test_x if isinstance(test_x, list) else [test_x]
-    names = layer_names or [f"layer{i}" for i in range(len(train_layers))]
+    """Probe ``method.features`` (or, with ``layers``, each of ``method.feature_layers``: conv1,
+    conv2, ...) on ``train``, in eval mode; returns {layer name: {"train_top1", "test_top1"}}."""
+    common = dict(layers=layers, batch_size=batch_size, device=device, channels_last=channels_last, progress=progress)
+    train_x, train_y = method_features(method, train, norm, desc="train features", **common)
+    test_x, test_y = method_features(method, test, norm, desc="test features", **common)
+    train_layers = train_x if layers else [train_x]
+    test_layers = test_x if layers else [test_x]
+    names = [f"conv{i + 1}" for i in range(len(train_layers))] if layers else ["features"]
     return {name: train_linear_probe(tr, train_y, te, test_y, num_classes, **probe_options)
             for name, tr, te in zip(names, train_layers, test_layers)}

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import time
+
+import torch
 from pathlib import Path
 
 from ..data.datasets import load_split, normalization_for
@@ -37,22 +39,20 @@ def evaluate(args) -> dict:
     cfg = module.cfg
     dataset, train, test, norm = _evaluation_data(args, cfg)
     start = time.perf_counter()
-    common = dict(batch_size=args.batch_size, channels_last=module.channels_last, progress=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    module.to(device)
+    common = dict(batch_size=args.batch_size, channels_last=module.channels_last, progress=True, device=device)
     result = {"protocol": args.protocol, "checkpoint": str(args.checkpoint), "method": cfg["method"],
               "pretrain_dataset": cfg["dataset"], "dataset": dataset, "train_images": len(train),
               "test_images": len(test)}
+    method = module.method
     if args.protocol == "knn":
         result.update(k=args.k, temperature=args.temperature,
-                      top1=encoder_knn(module.method.backbone, train, test, norm, train.num_classes, args.k,
-                                       args.temperature, **common))
+                      top1=encoder_knn(method, train, test, norm, train.num_classes, args.k, args.temperature, **common))
     else:
-        backbone = module.method.backbone
-        per_stage = args.layers == "all"
-        names = [f"conv{i + 1}" for i in range(len(backbone.stage_dims))] if per_stage else ["backbone"]
-        probes = linear_probe(backbone.forward_stages if per_stage else backbone, train, test, norm, train.num_classes,
-                              names, epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, seed=cfg["seed"],
-                              **common)
-        result.update(epochs=args.epochs, lr=args.lr, layers=probes, top1=probes[names[-1]]["test_top1"])
+        probes = linear_probe(method, train, test, norm, train.num_classes, args.layers == "all", epochs=args.epochs, lr=args.lr,
+                              weight_decay=args.weight_decay, seed=cfg["seed"], **common)
+        result.update(epochs=args.epochs, lr=args.lr, layers=probes, top1=list(probes.values())[-1]["test_top1"])
     result["seconds"] = round(time.perf_counter() - start, 2)
     output = Path(args.output) if args.output else Path(args.checkpoint).resolve().parent.parent / f"eval_{args.protocol}.json"
     try:

@@ -1,6 +1,9 @@
 """Pure loss functions: tensors in, a scalar batch mean out.  They import nothing else of
 selfsup, so they can be used in any training loop."""
-from .distributed import gather_with_grad, world_info
+from .distributed import all_reduce_sum, gather_no_grad, gather_with_grad, world_info
+from .info_nce import info_nce
 from .nt_xent import nt_xent
+from .swav import sinkhorn, swav
 
-__all__ = ["gather_with_grad", "nt_xent", "world_info"]
+__all__ = ["all_reduce_sum", "gather_no_grad", "gather_with_grad", "info_nce", "nt_xent", "sinkhorn",
+           "swav", "world_info"]

@@ -26,3 +26,31 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(x.contiguous()), dim=0)
+
+
+def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` from all ranks along dim 0 in rank order, without autograd (every
+    rank must pass the same shape); ``x.detach()`` on one process."""
+    x = x.detach()
+    _, world = world_info()
+    if world == 1:
+        return x
+    x = x.contiguous()
+    parts = [torch.empty_like(x) for _ in range(world)]
+    dist.all_gather(parts, x)
+    return torch.cat(parts, dim=0)
+
+
+def all_reduce(x: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """``op`` ("sum" or "max", element-wise) of ``x`` over all ranks, as a new tensor without
+    grad; a detached copy on one process."""
+    out = x.detach().clone()
+    _, world = world_info()
+    if world > 1:
+        dist.all_reduce(out, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
+    return out
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum of ``x`` over all ranks (``all_reduce(x, "sum")``)."""
+    return all_reduce(x, "sum")

@@ -1,6 +1,6 @@
 """Method registry: one file per method."""
 from ..errors import SelfSupError
-from .base import Method
+from .base import Method, RunContext
 from .simclr import SimCLR
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in [SimCLR]}
@@ -12,4 +12,4 @@ def method_class(name: str) -> type[Method]:
     return METHODS[name]
 
 
-__all__ = ["METHODS", "Method", "method_class"]
+__all__ = ["METHODS", "Method", "RunContext", "method_class"]

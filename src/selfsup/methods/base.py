@@ -1,32 +1,67 @@
 """The ``Method`` interface every self-supervised method implements.
 
-A method owns its networks and its per-step objective, never a training loop:
+A method owns its networks and its per-step objective, never a training loop.  The engine
+(``selfsup.engine.module``) calls, in this order:
 
-* ``views`` lists the augmented views it needs (``ViewSpec``); the engine makes them from
-  each uint8 batch on the device and stores them in ``batch["views"]``.  Methods that need
-  another batch layout (labelled + unlabelled sources, patch sequences, pretext labels)
-  override ``prepare_batch``.
-* ``training_step(batch, step)`` returns ``{"loss": tensor, **scalars_to_log}``.
-* ``on_step_end`` / ``on_epoch_start`` carry EMA targets, queues, memory banks, prototype
-  freezing and re-clustering.  State they keep is registered as buffers or sub-modules, so it
-  is saved in checkpoints and restored on resume.
-* ``train_loader`` may return the method's own DataLoader over the pretraining split (a
-  uniform-over-clusters or P×K class sampler, labelled + unlabelled sources); by default the
-  engine shuffles the split with a sampler seeded by (seed, epoch).
-* ``parameter_groups`` lets a method give some parameters their own learning rate or
-  weight decay (SimSiam's fixed-lr predictor, LARS exclusions).
+* ``on_epoch_start(epoch, embed)`` before each epoch; ``embed(encode=None)`` returns
+  ``(features, labels)`` of the *whole* training split (unsharded, clean, normalised, in
+  dataset order, computed in eval mode on the training device; under DDP each rank embeds a
+  shard and the shards are gathered, so every rank holds the same tensor).  ``self.generator``
+  is then seeded by (seed, epoch) only, identical on every rank.
+* per batch: ``prepare_batch(batch, make_views)`` (default: the views of ``self.views`` from
+  ``batch["image"]``) and ``training_step(batch, step)`` → ``{"loss": tensor, **scalars}``;
+  ``self.generator`` is seeded by (seed, epoch, batch, rank), so random numbers the method
+  draws itself (noise samples, permutations, masks, shuffles) repeat exactly on resume.
+* ``on_before_optimizer_step(epoch, step)`` after backward (and DDP's all-reduce), before the
+  optimiser step: gradient surgery, e.g. dropping gradients of frozen parameters.
+* ``on_step_end(step, total_steps)`` after each optimiser step (EMA targets, queues).
 
-So a method can be used in any loop:
-``loss = method.training_step(method.prepare_batch(batch, make), step)["loss"]``.
+A method is built with its ``RunContext`` (dataset size, classes, image size, channels,
+epochs, batches per epoch, world size, seed), which the engine keeps in the resolved config
+(``cfg["run"]``) so that a checkpoint rebuilds every buffer at the right shape.  State it
+keeps across steps is a sub-module or a registered buffer, so checkpoints carry it.
+
+``parameter_groups`` may mark groups ``fixed_lr`` (no warm-up, no decay), give them an
+``lr_scale``, or exclude them from weight decay and LARS (``lars_exclude``).  A method that
+re-initialises a head calls ``reinitialize(module)``; the engine then drops the optimiser
+state (momentum, LARS buffers) of its parameters.  ``train_loader`` may return the method's
+own DataLoader (use the rank-aware samplers of ``selfsup.data.samplers``).  ``features`` and
+``feature_layers`` are what every evaluation protocol uses.  ``batch_size(batch)`` tells the
+engine how many samples a batch holds, so batches need not be one image tensor.
+
+Outside the engine: ``loss = method.training_step(method.prepare_batch(batch, make), step)["loss"]``.
 """
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
 from ..data.views import ViewSpec
+from ..losses.distributed import world_info
+from ..models.backbones import build_backbone
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """The facts of a run a method may size itself by."""
+
+    train_size: int = 0
+    num_classes: int = 0
+    image_size: int = 32
+    channels: int = 3
+    epochs: int = 1
+    batch_size: int = 256
+    batches_per_epoch: int = 1
+    world_size: int = 1
+    seed: int = 0
+
+    @property
+    def rank(self) -> int:
+        return world_info()[0]
 
 
 class Method(nn.Module):
@@ -34,16 +69,34 @@ class Method(nn.Module):
     #: configuration keys the method reads, with their defaults (documented in its config file)
     defaults: dict = {}
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, cfg: dict):
+    def __init__(self, backbone: nn.Module, cfg: dict, run: RunContext):
         super().__init__()
         self.backbone = backbone
-        self.feature_dim = feature_dim
+        self.feature_dim = backbone.feature_dim
         self.cfg = cfg
+        self.run = run
         self.views: list[ViewSpec] = []
+        self.generator = torch.Generator().manual_seed(run.seed)
+        self._reinitialized: list[nn.Parameter] = []
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Backbone features: what every evaluation protocol uses."""
-        return self.backbone(images)
+    @classmethod
+    def build_backbone(cls, backbone_cfg: dict, run: RunContext) -> nn.Module:
+        """The encoder this method trains (a ResNet by default; series methods build a 1-D one)."""
+        return build_backbone(backbone_cfg["name"], run.channels, backbone_cfg["width"], backbone_cfg["small_stem"])
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Representation for evaluation (backbone output, before any head)."""
+        return self.backbone(x)
+
+    def feature_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Pooled features after the stem and each stage, for per-layer probes (conv1..conv5)."""
+        return self.backbone.forward_stages(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def batch_size(self, batch: dict) -> int:
+        return batch["index"].shape[0]
 
     def prepare_batch(self, batch: dict, make_views: Callable[[torch.Tensor, list[ViewSpec]], list[torch.Tensor]]) -> dict:
         batch["views"] = make_views(batch["image"], self.views)
@@ -52,21 +105,52 @@ class Method(nn.Module):
     def training_step(self, batch: dict, step: int) -> dict:
         raise NotImplementedError
 
+    def on_epoch_start(self, epoch: int, embed: Callable) -> None:
+        """Called before each training epoch; ``embed()`` gives the whole training split's features."""
+
+    def on_before_optimizer_step(self, epoch: int, step: int) -> None:
+        """Called after backward, before the optimiser step (gradient surgery)."""
+
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Called after each optimiser step."""
-
-    def on_epoch_start(self, epoch: int, loader) -> None:
-        """Called before each training epoch with the training DataLoader."""
 
     def train_loader(self, dataset, batch_size: int, seed: int):
         """The method's own training DataLoader, or None for the engine's default."""
         return None
 
+    def reinitialize(self, *modules: nn.Module) -> None:
+        """Fresh parameters for ``modules`` (their own ``reset_parameters``), drawn from
+        ``self.generator`` so that every rank and a resumed run draw the same; the engine
+        drops the optimiser state of these parameters before the next step."""
+        seed = int(torch.randint(2**62, (1,), generator=self.generator))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for module in modules:
+                fresh = copy.deepcopy(module).cpu()
+                for sub in fresh.modules():
+                    if hasattr(sub, "reset_parameters"):
+                        sub.reset_parameters()
+                with torch.no_grad():
+                    for old, new in zip(module.parameters(), fresh.parameters()):
+                        old.copy_(new)
+                self._reinitialized.extend(module.parameters())
+
+    def take_reinitialized(self) -> list[nn.Parameter]:
+        """Parameters re-initialised since the last call (read by the engine)."""
+        params, self._reinitialized = self._reinitialized, []
+        return params
+
     def parameter_groups(self) -> list[dict]:
         """Optimiser parameter groups; biases and normalisation weights are kept apart so that
         the optimiser can exclude them from weight decay and LARS adaptation (SimCLR, BYOL)."""
-        decay, no_decay = [], []
-        for param in self.parameters():
-            if param.requires_grad:
-                (no_decay if param.ndim <= 1 else decay).append(param)
-        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True}]
+        return split_decay(p for p in self.parameters() if p.requires_grad)
+
+
+def split_decay(params, **options) -> list[dict]:
+    """Two groups of ``params``: weights, and biases/norm parameters (no weight decay, no
+    LARS adaptation); ``options`` (``fixed_lr``, ``lr_scale``...) go to both."""
+    decay, no_decay = [], []
+    for param in params:
+        (no_decay if param.ndim <= 1 else decay).append(param)
+    groups = [{"params": decay, **options}, {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True, **options}]
+    return [g for g in groups if g["params"]]

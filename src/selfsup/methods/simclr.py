@@ -25,9 +25,9 @@ class SimCLR(Method):
     name = "simclr"
     defaults = {"temperature": 0.5, "proj_hidden_dim": None, "proj_dim": 128, "augment": {}}
 
-    def __init__(self, backbone, feature_dim, cfg):
-        super().__init__(backbone, feature_dim, cfg)
-        self.projector = mlp(feature_dim, cfg["proj_hidden_dim"] or feature_dim, cfg["proj_dim"])
+    def __init__(self, backbone, cfg, run):
+        super().__init__(backbone, cfg, run)
+        self.projector = mlp(self.feature_dim, cfg["proj_hidden_dim"] or self.feature_dim, cfg["proj_dim"])
         self.views = [ViewSpec(AugmentConfig(**cfg["augment"]), count=2)]
 
     def training_step(self, batch, step):

@@ -1,0 +1,35 @@
+"""InfoNCE with a queue of negatives, the contrastive loss of MoCo.
+
+He et al., "Momentum Contrast for Unsupervised Visual Representation Learning", CVPR 2020,
+eq. (1) and Algorithm 1: each query's positive is the key of the same image (from the
+momentum encoder) and its K negatives are the queued keys of earlier batches; logits are
+cosine similarities divided by a temperature τ (paper default 0.07; our default too), with
+the positive in column 0, and the loss is the cross-entropy against label 0.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def info_nce(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor,
+             temperature: float = 0.07) -> torch.Tensor:
+    """Mean InfoNCE of [N, D] queries against their [N, D] keys and a [K, D] queue.
+
+    All three are L2-normalised inside.  ``key`` and ``queue`` are detached inside (in MoCo
+    they come from the momentum encoder, which gets no gradient), so only ``query``
+    receives a gradient.  ``queue`` may have K = 0 rows; then each query's only logit is
+    its positive and the loss is 0.
+    """
+    if query.dim() != 2 or key.shape != query.shape:
+        raise ValueError(f"info_nce expects query and key of one [N, D] shape, got {tuple(query.shape)} and {tuple(key.shape)}")
+    if queue.dim() != 2 or queue.shape[1] != query.shape[1]:
+        raise ValueError(f"info_nce expects a [K, D] queue with D = {query.shape[1]}, got {tuple(queue.shape)}")
+    q = F.normalize(query, dim=1)
+    k = F.normalize(key.detach().to(q.dtype), dim=1)
+    negatives = F.normalize(queue.detach().to(q.dtype), dim=1)
+    positive = (q * k).sum(dim=1, keepdim=True)
+    negative = q @ negatives.T
+    logits = torch.cat([positive, negative], dim=1) / temperature
+    target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+    return F.cross_entropy(logits, target)

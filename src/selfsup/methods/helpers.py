@@ -1,0 +1,95 @@
+"""Pieces several methods share: momentum (EMA) targets, a feature queue, batch shuffling.
+
+They are pure functions or small modules, tested once (``tests/test_helpers.py``), so each
+method file stays a screen long.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..losses.distributed import gather_no_grad, world_info
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """target ← momentum·target + (1 − momentum)·online, parameter by parameter (MoCo's key
+    encoder, BYOL's target).  Buffers (BatchNorm statistics) are the target's own."""
+    for t, o in zip(target.parameters(), online.parameters()):
+        t.mul_(momentum).add_(o.detach(), alpha=1 - momentum)
+
+
+def cosine_momentum(step: int, total_steps: int, base: float, final: float = 1.0) -> float:
+    """BYOL's schedule: ``base`` at step 0 rising to ``final`` at the last step along a cosine."""
+    progress = min(max(step / max(1, total_steps), 0.0), 1.0)
+    return final - (final - base) * (math.cos(math.pi * progress) + 1) / 2
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose parameters take no gradient (a momentum target)."""
+    import copy
+
+    target = copy.deepcopy(module)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return target
+
+
+class FeatureQueue(nn.Module):
+    """A first-in-first-out queue of feature vectors kept as buffers (saved in checkpoints).
+
+    ``push`` writes the newest vectors over the oldest.  With ``gather=True`` the vectors of
+    every rank are gathered first and written on every rank, so all ranks hold the same queue
+    without any broadcast (MoCo's dictionary of keys).  ``random_init`` starts the queue full
+    of random unit vectors, as MoCo's code does; otherwise ``items()`` returns only what was
+    pushed so far."""
+
+    def __init__(self, size: int, dim: int, random_init: bool = False):
+        super().__init__()
+        init = F.normalize(torch.randn(size, dim), dim=1) if random_init else torch.zeros(size, dim)
+        self.register_buffer("queue", init)
+        self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
+        self.register_buffer("filled", torch.tensor(size if random_init else 0, dtype=torch.long))
+
+    @property
+    def size(self) -> int:
+        return self.queue.shape[0]
+
+    def items(self) -> torch.Tensor:
+        return self.queue[: int(self.filled)]
+
+    @torch.no_grad()
+    def push(self, x: torch.Tensor, gather: bool = True) -> None:
+        x = gather_no_grad(x.detach()) if gather else x.detach()
+        x = x[-self.size:]
+        rows = (self.pointer + torch.arange(x.shape[0], device=x.device)) % self.size
+        self.queue[rows] = x.to(self.queue.dtype)
+        self.pointer.copy_((self.pointer + x.shape[0]) % self.size)
+        self.filled.copy_(torch.clamp(self.filled + x.shape[0], max=self.size))
+
+
+def shuffled_order(total: int, seed: int, device=None) -> torch.Tensor:
+    """A permutation of ``total`` items drawn from ``seed`` alone: every rank draws the same one."""
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed)).to(device)
+
+
+@torch.no_grad()
+def shuffle_across_ranks(x: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """MoCo's shuffling BN: the global batch, permuted by ``seed``; each rank gets its slice.
+    Returns (this rank's shuffled inputs, the index that restores the global order).  On one
+    device it permutes the batch, so split-BN groups see other images than the query's groups."""
+    rank, world = world_info()
+    everything = gather_no_grad(x)
+    order = shuffled_order(everything.shape[0], seed, x.device)
+    local = order.view(world, -1)[rank]
+    return everything[local], torch.argsort(order)
+
+
+def unshuffle_across_ranks(y: torch.Tensor, restore: torch.Tensor) -> torch.Tensor:
+    """This rank's outputs of ``shuffle_across_ranks``'s inputs back in the original order."""
+    rank, world = world_info()
+    everything = gather_no_grad(y)
+    return everything[restore].view(world, -1, *y.shape[1:])[rank]
