@@ -32,7 +32,7 @@ def build_method(cfg: dict):
     """The method of a resolved config, with its backbone (fresh weights) and BatchNorm policy."""
     run = run_context(cfg)
     cls = method_class(cfg["method"])
-    method = cls(cls.build_backbone(cfg["backbone"], run), cfg["params"], run)
+    method = cls(cls.build_backbone(cfg, run), cfg["params"], run)
     norm = cfg["backbone"]["batchnorm"]
     # split-BN emulates per-device statistics on one device; with several devices they are per-device anyway
     return apply_batchnorm_policy(method, "local" if norm == "split" and run.world_size > 1 else norm,
@@ -60,6 +60,7 @@ class PretrainModule(L.LightningModule):
         self.norm = run_normalization(cfg)
         self.channels_last = bool(cfg["trainer"]["channels_last"])
         self.train_set = None
+        self.epoch_history: list[dict] = []  # what the method's epoch-start hook reported
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
 
@@ -111,11 +112,20 @@ class PretrainModule(L.LightningModule):
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(self.current_epoch)
         self.method.generator = _seeded(self.device, self.cfg["seed"], self.current_epoch, "epoch")
-        self.method.on_epoch_start(self.current_epoch, self.embed_training_set)
+        stats = self.method.on_epoch_start(self.current_epoch, self.embed_training_set)
+        if stats:
+            self.epoch_history.append({"epoch": self.current_epoch, **stats})
+            self.log_dict({f"epoch/{k}": float(v) for k, v in stats.items()}, on_step=False, on_epoch=True)
         reset = self.method.take_reinitialized()
         for optimizer in (self.trainer.optimizers if reset else []):
             for param in reset:
                 optimizer.state.pop(param, None)
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["epoch_history"] = self.epoch_history
+
+    def on_load_checkpoint(self, checkpoint):
+        self.epoch_history = list(checkpoint.get("epoch_history", []))
 
     def configure_optimizers(self):
         t = self.cfg["trainer"]

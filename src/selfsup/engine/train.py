@@ -188,6 +188,7 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
         "width": cfg["backbone"]["width"], "seed": cfg["seed"],
         "peak_memory_mb": round(peak_memory_mb(), 1),
         "knn_history": monitor.history if monitor else [],
+        "epoch_history": module.epoch_history,
         "resumed_from": str(ckpt) if ckpt else None,
     }
     if test is not None and knn_cfg["final"]:

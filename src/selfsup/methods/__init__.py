@@ -1,9 +1,12 @@
 """Method registry: one file per method."""
 from ..errors import SelfSupError
 from .base import Method, RunContext
+from .deepcluster import DeepCluster
+from .moco import MoCoV1, MoCoV2
 from .simclr import SimCLR
+from .swav import SwAV
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in [SimCLR]}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in [SimCLR, MoCoV2, MoCoV1, SwAV, DeepCluster]}
 
 
 def method_class(name: str) -> type[Method]:

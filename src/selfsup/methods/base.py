@@ -80,9 +80,11 @@ class Method(nn.Module):
         self._reinitialized: list[nn.Parameter] = []
 
     @classmethod
-    def build_backbone(cls, backbone_cfg: dict, run: RunContext) -> nn.Module:
-        """The encoder this method trains (a ResNet by default; series methods build a 1-D one)."""
-        return build_backbone(backbone_cfg["name"], run.channels, backbone_cfg["width"], backbone_cfg["small_stem"])
+    def build_backbone(cls, cfg: dict, run: RunContext) -> nn.Module:
+        """The encoder this method trains, from the resolved config: the ResNet of ``cfg["backbone"]``
+        by default; a method with another input (Sobel channels, 1-D series) overrides this."""
+        bb = cfg["backbone"]
+        return build_backbone(bb["name"], run.channels, bb["width"], bb["small_stem"])
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Representation for evaluation (backbone output, before any head)."""
@@ -105,8 +107,10 @@ class Method(nn.Module):
     def training_step(self, batch: dict, step: int) -> dict:
         raise NotImplementedError
 
-    def on_epoch_start(self, epoch: int, embed: Callable) -> None:
-        """Called before each training epoch; ``embed()`` gives the whole training split's features."""
+    def on_epoch_start(self, epoch: int, embed: Callable) -> dict | None:
+        """Called before each training epoch; ``embed()`` gives the whole training split's
+        features.  May return scalars, logged as ``epoch/NAME`` and kept in metrics.json's
+        ``epoch_history``."""
 
     def on_before_optimizer_step(self, epoch: int, step: int) -> None:
         """Called after backward, before the optimiser step (gradient surgery)."""

@@ -1,0 +1,63 @@
+"""MoCo: He et al., "Momentum Contrast for Unsupervised Visual Representation Learning",
+CVPR 2020 (v1), and Chen et al., "Improved Baselines with Momentum Contrastive Learning",
+2020 (v2: MLP head, τ 0.2, blur, crop scale 0.2).
+
+The query encoder learns by ``info_nce`` against the key of the same image, computed by a
+momentum copy of the encoder (m = 0.999), and against a queue of earlier keys (65536 in
+the papers; clamped to the dataset size, since more keys than images only repeats them).
+Keys are computed on a shuffled batch so that BatchNorm cannot leak which key belongs to
+which query: across ranks the global batch is shuffled (shuffle BN); on one device the
+``split`` BatchNorm policy (the config's default) gives each of ``bn_splits`` groups its
+own statistics, and the shuffle moves images between groups (the paper's CIFAR demo).
+The queue holds the keys of every rank, gathered and written on every rank.
+Optimiser (SGD lr 0.03·batch/256, momentum 0.9, weight decay 1e-4, cosine) from the papers.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..data.augment import AugmentConfig
+from ..data.views import ViewSpec
+from ..losses import info_nce
+from ..models.heads import mlp
+from .base import Method
+from .helpers import FeatureQueue, ema_update, frozen_copy, shuffle_across_ranks, unshuffle_across_ranks
+
+
+class MoCoV2(Method):
+    """MoCo v2 (Chen et al. 2020): momentum key encoder, queue of keys, MLP head, shuffle BN."""
+
+    name = "moco-v2"
+    defaults = {"temperature": 0.2, "queue_size": 65536, "key_momentum": 0.999, "mlp_head": True,
+                "proj_hidden_dim": None, "proj_dim": 128, "augment": {}}
+
+    def __init__(self, backbone, cfg, run):
+        super().__init__(backbone, cfg, run)
+        hidden = cfg["proj_hidden_dim"] or self.feature_dim
+        self.projector = mlp(self.feature_dim, hidden, cfg["proj_dim"], layers=2 if cfg["mlp_head"] else 1,
+                             batch_norm=False)
+        self.key_backbone, self.key_projector = frozen_copy(self.backbone), frozen_copy(self.projector)
+        self.queue = FeatureQueue(min(cfg["queue_size"], run.train_size), cfg["proj_dim"], random_init=True)
+        self.views = [ViewSpec(AugmentConfig(**cfg["augment"]), count=2)]
+
+    def training_step(self, batch, step):
+        x_query, x_key = batch["views"]
+        query = self.projector(self.backbone(x_query))
+        with torch.no_grad():
+            shuffled, restore = shuffle_across_ranks(x_key, self.run.seed * 1_000_003 + step)
+            key = unshuffle_across_ranks(self.key_projector(self.key_backbone(shuffled)), restore)
+        loss = info_nce(query, key, self.queue.items(), self.cfg["temperature"])
+        self.queue.push(F.normalize(key, dim=1))
+        return {"loss": loss}
+
+    def on_step_end(self, step, total_steps):
+        ema_update(self.key_backbone, self.backbone, self.cfg["key_momentum"])
+        ema_update(self.key_projector, self.projector, self.cfg["key_momentum"])
+
+
+class MoCoV1(MoCoV2):
+    """MoCo v1 (He et al. 2020): as v2 with a linear head, τ 0.07 and no blur (configs/moco-v1.yaml)."""
+
+    name = "moco-v1"
+    defaults = dict(MoCoV2.defaults, temperature=0.07, mlp_head=False)
