@@ -1,0 +1,180 @@
+"""The Method contract through the engine: method randomness survives resume, batches that
+are not one image tensor, fixed-lr groups, re-initialised heads lose their optimiser state,
+gradient surgery before the step, the one evaluation path, the BatchNorm policy."""
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+
+import toy_methods
+from selfsup.engine.module import PretrainModule, build_method
+from selfsup.engine.train import pretrain
+from selfsup.eval.linear import linear_probe
+from selfsup.methods.deepcluster import DeepCluster
+from selfsup.models.norm import SplitBatchNorm2d
+from test_methods import SimulatedCrash, tiny_method_cfg
+
+
+@pytest.fixture
+def toys(monkeypatch):
+    toy_methods.register(monkeypatch.setitem)
+
+
+def run_crash_resume(name, tmp_path, monkeypatch, cfg_fn):
+    """(uninterrupted checkpoint, checkpoint of a run crashed in epoch 2 and resumed)."""
+    pretrain(cfg_fn(), tmp_path / "straight")
+    cls = toy_methods.METHODS[name]
+    original = cls.on_epoch_start
+
+    def crash(self, epoch, embed):
+        if epoch == 1:
+            raise SimulatedCrash
+        return original(self, epoch, embed)
+
+    monkeypatch.setattr(cls, "on_epoch_start", crash)
+    with pytest.raises(SimulatedCrash):
+        pretrain(cfg_fn(), tmp_path / "resumed")
+    monkeypatch.setattr(cls, "on_epoch_start", original)
+    pretrain(cfg_fn(), tmp_path / "resumed", resume=True)
+    return [torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)
+            for run in ("straight", "resumed")]
+
+
+def assert_same_state(a, b):
+    assert a["global_step"] == b["global_step"]
+    for key, value in a["state_dict"].items():
+        assert torch.allclose(value.float(), b["state_dict"][key].float(), atol=1e-6), key
+
+
+@pytest.mark.parametrize("name", ["toy-noisy", "toy-semisup"])
+def test_method_randomness_and_two_part_batches_resume_exactly(name, toys, tmp_path, monkeypatch):
+    a, b = run_crash_resume(name, tmp_path, monkeypatch, lambda: tiny_method_cfg(name))
+    assert_same_state(a, b)
+
+
+def test_method_generator_is_per_step_and_reproducible(toys, tmp_path, monkeypatch):
+    draws = []
+    original = toy_methods.NoisyContrast.training_step
+
+    def record(self, batch, step):
+        draws.append(torch.rand(3, generator=self.generator))
+        return original(self, batch, step)
+
+    monkeypatch.setattr(toy_methods.NoisyContrast, "training_step", record)
+    pretrain(tiny_method_cfg("toy-noisy", epochs=1), tmp_path / "a")
+    first = list(draws)
+    draws.clear()
+    pretrain(tiny_method_cfg("toy-noisy", epochs=1), tmp_path / "b")
+    assert all(torch.equal(x, y) for x, y in zip(first, draws)) and len(first) == 8
+    assert len({tuple(x.tolist()) for x in first}) == 8  # a fresh stream each step
+
+
+def test_series_batches_through_pretrain_checkpoint_and_resume(toys, tmp_path, monkeypatch):
+    def cfg():
+        c = tiny_method_cfg("toy-series")
+        c.update(dataset="toy-sines", batch_size=32)
+        c["knn"]["final"] = False
+        return c
+
+    a, b = run_crash_resume("toy-series", tmp_path, monkeypatch, cfg)
+    assert a["global_step"] == 16  # 256 series / 32, two epochs
+    assert_same_state(a, b)
+    assert a["hyper_parameters"]["cfg"]["data"]["image_size"] == 32  # the series length
+
+
+def test_fixed_lr_groups_skip_warmup_and_decay():
+    from types import SimpleNamespace
+
+    cfg = tiny_method_cfg("simclr", epochs=10)
+    cfg["data"].update(channels=3, image_size=16, num_classes=6, mean=[0.5] * 3, std=[0.2] * 3)
+    cfg["backbone"]["small_stem"] = True
+    cfg["run"] = {"train_size": 512, "world_size": 1, "batches_per_epoch": 8}
+    cfg["schedule"]["warmup_epochs"] = 1
+    module = PretrainModule(cfg)
+    head = list(module.method.projector.parameters())
+    module.method.parameter_groups = lambda: [
+        {"params": list(module.method.backbone.parameters())},
+        {"params": head, "fixed_lr": True, "lr_scale": 0.5}]
+    module._trainer = SimpleNamespace(estimated_stepping_batches=80, world_size=1)
+    setup = module.configure_optimizers()
+    optimizer, schedule = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
+    peak = optimizer.param_groups[0]["initial_lr"]
+    rates = []
+    for _ in range(80):
+        rates.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        schedule.step()
+    assert rates[0][0] < 0.2 * peak and max(r[0] for r in rates) == pytest.approx(peak)  # warm-up, then peak
+    assert rates[-1][0] < 0.01 * peak  # cosine decay
+    assert all(r[1] == pytest.approx(0.5 * peak) for r in rates)  # fixed group: scaled, never scheduled
+
+
+def test_reinitialised_classifier_loses_its_optimiser_state(tmp_path, monkeypatch):
+    seen = []
+    original = PretrainModule.on_train_epoch_start
+
+    def after_hook(self):
+        optimizer = self.trainer.optimizers[0]
+        before = [p in optimizer.state for p in self.method.classifier.parameters()]
+        weights = self.method.classifier.weight.detach().clone()
+        original(self)
+        after = [p in optimizer.state for p in self.method.classifier.parameters()]
+        kept = all(p in optimizer.state for p in self.method.backbone.parameters())
+        seen.append((before, after, kept, torch.equal(weights, self.method.classifier.weight)))
+
+    monkeypatch.setattr(PretrainModule, "on_train_epoch_start", after_hook)
+    cfg = tiny_method_cfg("deepcluster")
+    cfg["optimizer"].update(name="sgd", lr=0.05, momentum=0.9)
+    pretrain(cfg, tmp_path / "run")
+    (_, _, _, _), (before, after, kept, unchanged) = seen
+    assert all(before) and not any(after) and kept and not unchanged
+
+
+@pytest.mark.parametrize("freeze_epochs", [0, 1])
+def test_swav_drops_prototype_gradients_in_the_first_epoch(freeze_epochs, tmp_path):
+    cfg = tiny_method_cfg("swav", epochs=1)
+    cfg["params"]["freeze_prototypes_epochs"] = freeze_epochs
+    pretrain(cfg, tmp_path / "run")
+    trained = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    L.seed_everything(cfg["seed"], verbose=False)
+    initial = PretrainModule(cfg).method.prototypes.weight.detach()
+    after = trained["state_dict"]["method.prototypes.weight"]
+    assert torch.allclose(after, F.normalize(initial, dim=1), atol=1e-6) == bool(freeze_epochs)
+
+
+def test_evaluation_runs_in_eval_mode_and_leaves_batchnorm_statistics_alone(tmp_path):
+    cfg = tiny_method_cfg("simclr", epochs=1)
+    pretrain(cfg, tmp_path / "run")
+    from selfsup.engine.checkpoint import load_pretrained
+    from selfsup.data.datasets import load_split
+    module = load_pretrained(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    method = module.method.train()
+    before = {k: v.clone() for k, v in method.state_dict().items()}
+    data = load_split("synthetic", "train", options={"synthetic_size": 128})
+    probe = linear_probe(method, data, data, module.norm, 6, layers=True, epochs=2)
+    assert list(probe) == ["conv1", "conv2", "conv3", "conv4", "conv5"]
+    assert method.training  # mode restored
+    for key, value in method.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_batchnorm_policy_split_on_one_device_local_under_ddp():
+    cfg = tiny_method_cfg("moco-v2")
+    cfg["data"].update(channels=3, image_size=16, num_classes=6)
+    cfg["backbone"]["small_stem"] = True
+    cfg["run"] = {"train_size": 512, "world_size": 1, "batches_per_epoch": 8}
+    method = build_method(cfg)
+    splits = [m for m in method.modules() if isinstance(m, SplitBatchNorm2d)]
+    assert splits and all(m.num_splits == 8 for m in splits)
+    assert any(isinstance(m, SplitBatchNorm2d) for m in method.key_backbone.modules())
+    cfg["run"]["world_size"] = 2
+    assert not any(isinstance(m, SplitBatchNorm2d) for m in build_method(cfg).modules())
+    assert method.queue.size == 512  # 65536 keys clamped to the training set
+
+
+def test_deepcluster_reports_cluster_statistics_each_epoch(tmp_path):
+    metrics = pretrain(tiny_method_cfg("deepcluster", epochs=2), tmp_path / "run")
+    first, second = metrics["epoch_history"]
+    assert first["clusters_used"] == second["clusters_used"] == 60  # 10 x 6 classes
+    assert 0 < second["nmi_previous"] <= 1 and 0 < second["nmi_true_labels"] <= 1
+    assert DeepCluster.defaults["sobel"]
