@@ -1,0 +1,99 @@
+"""Two CPU processes (gloo): the indices each rank trains on through the engine, and the
+MoCo queue and shuffle across ranks against the single-process result."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from conftest import TINY
+from selfsup.methods.helpers import FeatureQueue, shuffle_across_ranks, unshuffle_across_ranks
+
+SCRIPT = Path(__file__).with_name("ddp_record.py")
+
+
+def _ddp_run(out, record_dir, extra=(), crash_epoch=None):
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", RECORD_DIR=str(record_dir),
+               CRASH_AT_EPOCH=str(crash_epoch if crash_epoch is not None else -1))
+    args = [a for a in TINY if a not in ("--batch-size", "64")]
+    return subprocess.run([sys.executable, str(SCRIPT), "pretrain", "--method", "toy-recorder", "--epochs", "3",
+                           "--devices", "2", "--accelerator", "cpu", "--batch-size", "32", "--out", str(out),
+                           "--set", "knn.every_n_epochs=0", *extra] + args,
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def _records(record_dir):
+    return {rank: {r["epoch"]: r["indices"] for r in map(json.loads, (record_dir / f"rank{rank}.jsonl").open())}
+            for rank in (0, 1)}
+
+
+def test_ranks_see_disjoint_indices_every_index_once_new_order_each_epoch_same_after_resume(tmp_path):
+    straight_dir, resumed_dir = tmp_path / "rec1", tmp_path / "rec2"
+    straight_dir.mkdir(), resumed_dir.mkdir()
+    proc = _ddp_run(tmp_path / "straight", straight_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = _records(straight_dir)
+    for epoch in range(3):
+        a, b = seen[0][epoch], seen[1][epoch]
+        assert not set(a) & set(b)  # disjoint across ranks
+        assert sorted(a + b) == list(range(512))  # 512 images, 2 ranks x 8 batches x 32: each once
+    assert seen[0][0] != seen[0][1] != seen[0][2]  # a new order each epoch
+
+    crashed = _ddp_run(tmp_path / "resumed", resumed_dir, crash_epoch=2)
+    assert crashed.returncode != 0
+    proc = _ddp_run(tmp_path / "resumed", resumed_dir, extra=["--resume"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = _records(resumed_dir)
+    for rank in (0, 1):
+        assert again[rank] == seen[rank]  # epochs 0-1 before the crash, epoch 2 after the resume
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    for key, value in a["state_dict"].items():
+        assert torch.allclose(value.float(), b["state_dict"][key].float(), atol=1e-5), key
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world, port, keys, batch, results):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        n = keys.shape[1] // world
+        queue = FeatureQueue(10, keys.shape[2])
+        for step in range(2):  # two pushes: the second wraps around
+            queue.push(keys[step, rank * n:(rank + 1) * n])
+        m = batch.shape[0] // world
+        local = batch[rank * m:(rank + 1) * m]
+        shuffled, restore = shuffle_across_ranks(local, seed=11)
+        restored = unshuffle_across_ranks(shuffled * 2, restore)
+        results[rank] = (queue.state_dict(), shuffled, restored)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_queue_and_shuffle_equal_single_process():
+    world = 2
+    keys, batch = torch.randn(2, 6, 4), torch.arange(8.0).view(8, 1)
+    results = mp.Manager().dict()
+    mp.spawn(_worker, args=(world, _free_port(), keys, batch, results), nprocs=world, join=True)
+
+    single = FeatureQueue(10, 4)
+    for step in range(2):
+        single.push(keys[step])
+    for rank in range(world):
+        state, shuffled, restored = results[rank]
+        for name, value in single.state_dict().items():
+            assert torch.equal(state[name], value), name
+        assert torch.equal(restored, 2 * batch[rank * 4:(rank + 1) * 4])  # each rank gets its own rows back
+    everything = torch.cat([results[r][1] for r in range(world)])
+    assert sorted(everything.flatten().tolist()) == batch.flatten().tolist()  # a permutation of the global batch
+    assert not torch.equal(everything, batch)
