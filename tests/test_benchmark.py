@@ -19,3 +19,10 @@ def test_smoke_suite_writes_table_csv_and_plots(tmp_path, capsys):
 def test_unknown_suite(tmp_path, capsys):
     assert main(["benchmark", "--suite", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown benchmark suite 'nope'" in capsys.readouterr().err
+
+
+def test_unknown_method_in_a_suite_is_refused_before_any_work(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--suite", "smoke", "--method", "nope", "--out", str(out)]) == 2
+    assert "unknown method 'nope'" in capsys.readouterr().err
+    assert not out.exists()

@@ -84,6 +84,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", required=True, help="suite name (see `selfsup list`)")
     p.add_argument("--out", required=True, help="directory for results")
     p.add_argument("--data-dir", default=None, help="dataset directory, where the suite needs one")
+    p.add_argument("--method", action="append", default=None, metavar="M",
+                   help="method(s) to run instead of the suite's own list (repeat the flag; `all`: every registered "
+                        "method); throughput measures simclr by default")
     _add_common(p)
     return parser
 
@@ -174,7 +177,7 @@ def _cmd_evaluate(args) -> None:
 def _cmd_benchmark(args) -> None:
     from .bench import run_suite
 
-    run_suite(args.suite, Path(args.out), data_dir=args.data_dir)
+    run_suite(args.suite, Path(args.out), data_dir=args.data_dir, methods=args.method)
 
 
 def main(argv: list[str] | None = None) -> int:

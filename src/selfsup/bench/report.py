@@ -35,9 +35,11 @@ def bar_plot(path: Path, labels: list[str], values: list[float], ylabel: str, ti
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    bars = ax.bar(labels, values, color=["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3"][:len(values)])
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(labels)), 3.5))
+    bars = ax.bar(labels, values, color=[f"C{i % 10}" for i in range(len(values))])
     ax.bar_label(bars, fmt="%.3g")
+    if len(labels) > 5:
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     fig.tight_layout()

@@ -11,15 +11,17 @@ from .report import bar_plot, curve_plot, write_table
 
 
 def accuracy_suite(out: Path, name: str, title: str, methods: list[str], overrides: dict, probe_epochs: int,
-                   data_dir: str | None = None) -> list[dict]:
-    """Pretrain each method with ``overrides`` into ``out/runs/METHOD``, evaluate it with the
-    shared protocol, and write ``{name}.md``/``.csv`` and plots into ``out``."""
+                   data_dir: str | None = None, per_method: dict | None = None) -> list[dict]:
+    """Pretrain each method with ``overrides`` (then ``per_method[method]``) into
+    ``out/runs/METHOD``, evaluate it with the shared protocol, and write ``{name}.md``/``.csv``
+    and plots into ``out``.  A method whose run finished in an earlier call is not re-run."""
     rows, curves, finals, baselines = [], {}, {}, {}
+    per_method = per_method or {}
     for method in methods:
         layer = copy.deepcopy(overrides)
         if data_dir:
             layer["data_dir"] = data_dir
-        cfg = merge(resolve(method), layer)
+        cfg = merge(merge(resolve(method), layer), per_method.get(method, {}))
         run_dir = out / "runs" / method
         if (run_dir / "metrics.json").exists():  # a finished run of an earlier, interrupted suite
             metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -37,7 +39,8 @@ def accuracy_suite(out: Path, name: str, title: str, methods: list[str], overrid
                        ("random-init backbone", "random_init_knn_top1")]:
         rows.append({"method": f"baseline: {label}", "knn_top1": baselines.get(key)})
     knn = cfg["knn"]
-    notes = [f"Settings laid over each method's defaults: `{overrides}`.",
+    notes = [f"Settings laid over each method's defaults: `{overrides}`; then, per method: "
+             + "; ".join(f"{m}: `{per_method[m]}`" for m in methods if m in per_method) + ".",
              f"kNN: k={knn['k']}, T={knn['temperature']}, cosine, weighted vote, on backbone features of the full test "
              "split (bank: the pretraining training split). The monitor in the curve plot uses at most "
              f"{knn['monitor_train_size']} bank images and {knn['monitor_test_size']} test queries.",

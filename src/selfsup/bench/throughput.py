@@ -1,16 +1,17 @@
 """Throughput suite: training images per second of
 
 (a) our engine (``pretrain``: Lightning, batch augmentation on the device, channels_last),
-(b) a plain PyTorch loop as commonly written: torchvision transforms per image in
-    DataLoader workers, NCHW, the same model, optimiser and NT-Xent loss,
-(c) the model-only ceiling: training steps on views augmented beforehand, in the faster of
-    NCHW and channels_last,
+(c) the model-only ceiling: the method's own steps (and hooks) on views made beforehand,
 
-all in one process run, on Fashion-MNIST with ResNet-18 (small stem, width 16), batch 256,
-over the same number of steps.  Ratios a/b and a/c are what to compare across machines.
+for each method asked for, and for SimCLR also (b) a plain PyTorch loop as commonly written
+(torchvision transforms per image in DataLoader workers, NCHW, the same model, optimiser and
+NT-Xent loss) and the NCHW ceiling.  All in one process run, on Fashion-MNIST with ResNet-18
+(small stem, width 16), batch 256, over the same number of steps.  The ratios a/c and a/b are
+what to compare across machines.
 """
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from .report import bar_plot, write_table
 
 STEPS = 40
 BATCH = 256
-# fmnist-quick's data and model, one epoch of STEPS batches, no evaluation
+# fmnist-quick's data and model (each method's own optimiser), one epoch of STEPS batches, no evaluation
 SETTINGS = dict(FMNIST_QUICK, epochs=1, batch_size=BATCH, subset=STEPS * BATCH,
                 knn={"every_n_epochs": 0, "final": False})
 
@@ -64,17 +65,24 @@ def _torchvision_pipeline(cfg: dict):
     ])
 
 
-def _time_steps(module: PretrainModule, batches, steps: int) -> float:
-    """Seconds for ``steps`` optimiser steps of ``module`` over ``batches`` (an iterable of
-    lists of views)."""
-    optimizer = build_optimizer(module.method.parameter_groups(), module.cfg["optimizer"], BATCH)
+def _time_steps(module: PretrainModule, batches, steps: int, epoch_start: bool = False) -> float:
+    """Seconds for ``steps`` optimiser steps of ``module``'s method over ``batches`` (prepared
+    batch dicts): its epoch-start hook (``epoch_start``), ``training_step``, backward, its
+    pre-step hook, the optimiser step and its post-step hook, i.e. the method's own work
+    without the engine's."""
+    method = module.method
+    optimizer = build_optimizer(method.parameter_groups(), module.cfg["optimizer"], BATCH)
     module.train()
     start = time.perf_counter()
-    for step, views in zip(range(steps), batches):
-        loss = module.method.training_step({"views": views}, step)["loss"]
+    if epoch_start:
+        method.on_epoch_start(0, module.embed_training_set)
+    for step, batch in zip(range(steps), batches):
+        loss = method.training_step(dict(batch), step)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        method.on_before_optimizer_step(0, step)
         optimizer.step()
+        method.on_step_end(step + 1, steps)
     return time.perf_counter() - start
 
 
@@ -83,50 +91,64 @@ def plain_loop(cfg: dict, train) -> float:
     module = PretrainModule(merge(cfg, {"trainer": {"channels_last": False}}))
     loader = DataLoader(TwoViewPerImage(train.images, _torchvision_pipeline(cfg)), batch_size=BATCH, shuffle=True,
                         num_workers=2, drop_last=True, persistent_workers=False)
-    seconds = _time_steps(module, (list(views) for views in loader), STEPS)
+    seconds = _time_steps(module, ({"views": list(views)} for views in loader), STEPS)
     return STEPS * BATCH / seconds
 
 
-def model_ceiling(cfg: dict, train) -> dict:
-    """Images/s of training steps alone on pre-made views, per memory format."""
-    results = {}
-    for channels_last in (False, True):
-        torch.manual_seed(0)
-        module = PretrainModule(merge(cfg, {"trainer": {"channels_last": channels_last}}))
-        generator = torch.Generator().manual_seed(0)
-        batches = [make_views(train.images[i * BATCH:(i + 1) * BATCH], module.method.views, module.norm, generator,
-                              channels_last) for i in range(4)]
-        seconds = _time_steps(module, (batches[i % 4] for i in range(STEPS)), STEPS)
-        results["channels_last" if channels_last else "nchw"] = STEPS * BATCH / seconds
-    return results
+def model_ceiling(cfg: dict, train, channels_last: bool) -> float:
+    """Images/s of the method's own steps on views made beforehand (4 batches, reused)."""
+    torch.manual_seed(0)
+    module = PretrainModule(merge(cfg, {"trainer": {"channels_last": channels_last}}))
+    module.train_set = train
+    generator = torch.Generator().manual_seed(0)
+    make = functools.partial(make_views, norm=module.norm, generator=generator, channels_last=channels_last)
+    batches = [module.method.prepare_batch(train.__getitems__(list(range(i * BATCH, (i + 1) * BATCH))), make)
+               for i in range(4)]
+    seconds = _time_steps(module, (batches[i % 4] for i in range(STEPS)), STEPS, epoch_start=True)
+    return STEPS * BATCH / seconds
 
 
-def throughput_suite(out: Path, data_dir: str | None) -> list[dict]:
+def method_throughput(method: str, out: Path, data_dir: str | None) -> dict:
+    """(a) the engine and (c) the model-only ceiling (channels_last, the engine's format) for ``method``."""
     settings = dict(SETTINGS, **({"data_dir": data_dir} if data_dir else {}))
-    cfg = merge(resolve("simclr"), settings)
-    run_dir = out / "runs" / "engine"
+    cfg = merge(resolve(method), settings)
+    run_dir = out / "runs" / method
     shutil.rmtree(run_dir, ignore_errors=True)
     engine = pretrain(cfg, run_dir)["samples_per_second"]  # fills cfg's data facts
     train = load_split(cfg["dataset"], dataset_info(cfg["dataset"]).pretrain_split, cfg["data_dir"],
                        STEPS * BATCH, cfg["seed"], cfg["data"])
-    plain = plain_loop(cfg, train)
-    ceiling = model_ceiling(cfg, train)
-    best_format = max(ceiling, key=ceiling.get)
-    rows = [
-        {"loop": "(a) selfsup engine", "images_per_second": engine, "ratio_to_a": 1.0},
-        {"loop": "(b) plain PyTorch loop, per-image torchvision transforms, 2 workers", "images_per_second": plain,
-         "ratio_to_a": engine / plain},
-        {"loop": f"(c) model only, pre-augmented views, {best_format}", "images_per_second": ceiling[best_format],
-         "ratio_to_a": engine / ceiling[best_format]},
-    ] + [{"loop": f"    model only, {fmt}", "images_per_second": v, "ratio_to_a": engine / v}
-         for fmt, v in ceiling.items() if fmt != best_format]
-    notes = [f"Fashion-MNIST, ResNet-18 small stem width 16, SimCLR two views, LARS, batch {BATCH}, {STEPS} steps "
-             f"each; {torch.get_num_threads()} torch threads.",
-             f"a/b = {engine / plain:.2f}, a/c = {engine / ceiling[best_format]:.2f}. ratio_to_a is a divided by "
-             "the row's images/s.",
-             "(b) applies crop, flip and brightness/contrast jitter per image (the grey-image subset of the pipeline).",
-             "Each image counts once, though it yields two views."]
+    return {"cfg": cfg, "train": train, "engine": engine, "ceiling": model_ceiling(cfg, train, True)}
+
+
+def throughput_suite(out: Path, data_dir: str | None, methods: list[str]) -> list[dict]:
+    rows, notes = [], []
+    for method in methods:
+        measured = method_throughput(method, out, data_dir)
+        engine, ceiling = measured["engine"], measured["ceiling"]
+        rows.append({"method": method, "loop": "(a) selfsup engine", "images_per_second": engine, "a_over_row": 1.0})
+        rows.append({"method": method, "loop": "(c) model only, pre-made views, channels_last",
+                     "images_per_second": ceiling, "a_over_row": engine / ceiling})
+        if method == "simclr":
+            plain = plain_loop(measured["cfg"], measured["train"])
+            nchw = model_ceiling(measured["cfg"], measured["train"], False)
+            rows.append({"method": method, "loop": "(b) plain PyTorch loop, per-image torchvision transforms, 2 workers",
+                         "images_per_second": plain, "a_over_row": engine / plain})
+            rows.append({"method": method, "loop": "    model only, NCHW", "images_per_second": nchw,
+                         "a_over_row": engine / nchw})
+            notes.append(f"simclr: a/b = {engine / plain:.2f} against a plain PyTorch loop (crop, flip and "
+                         "brightness/contrast jitter per image in 2 DataLoader workers, NCHW).")
+    summary = ", ".join(f"{r['method']} {1 / r['a_over_row'] if r['a_over_row'] else 0:.2f}" for r in rows
+                        if r["loop"].startswith("(c)"))
+    notes = [f"Fashion-MNIST, ResNet-18 small stem width 16, each method's own views, optimiser and loss, batch "
+             f"{BATCH}, {STEPS} steps per loop; {torch.get_num_threads()} torch threads.",
+             f"a/c (engine over the model-only ceiling) per method: {summary}. a_over_row is (a) divided by the "
+             "row's images/s.",
+             "(c) runs the method's own epoch-start hook (DeepCluster's clustering of the 10k images), "
+             "training_step, backward, pre-step hook, optimiser step and post-step hook on views made beforehand; "
+             "(a) adds the engine: data loading, view making on the batch, logging, the progress of Lightning.",
+             "Each image counts once, however many views it yields."] + notes
     write_table(out, "throughput", "Training throughput (images/s)", rows, notes)
-    bar_plot(out / "throughput.png", ["engine (a)", "plain loop (b)", "model only (c)"],
-             [engine, plain, ceiling[best_format]], "images / s", "SimCLR training throughput")
+    labels = [f"{r['method']} {r['loop'][:3]}" for r in rows if r["loop"][:3] in ("(a)", "(c)")]
+    bar_plot(out / "throughput.png", labels, [r["images_per_second"] for r in rows if r["loop"][:3] in ("(a)", "(c)")],
+             "images / s", "Training throughput: engine (a) vs model-only ceiling (c)")
     return rows
