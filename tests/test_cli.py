@@ -179,3 +179,12 @@ def test_checkpoint_that_does_not_match_its_configuration(capsys, finished_run, 
     path = tmp_path / "mismatch.ckpt"
     torch.save(checkpoint, path)
     assert_clean_error(*run_cli(capsys, "evaluate", "knn", "--checkpoint", str(path)), "does not match")
+
+
+def test_batchnorm_policy_errors(capsys, tmp_path, tiny_args):
+    args = [a for a in tiny_args if a not in ("--batch-size", "64")]
+    assert_clean_error(*run_cli(capsys, "pretrain", "--method", "moco-v2", *args, "--batch-size", "60",
+                                "--out", str(tmp_path / "a")), "bn_splits=8", "batch size 60")
+    assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", *tiny_args, "--set", "backbone.batchnorm=off",
+                                "--out", str(tmp_path / "b")), "backbone.batchnorm must be one of sync, local, split")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

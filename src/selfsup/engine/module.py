@@ -12,7 +12,7 @@ from ..errors import SelfSupError
 from ..eval.features import embed_split
 from ..losses import world_info
 from ..methods import RunContext, method_class
-from ..models.norm import apply_batchnorm_policy
+from ..models.norm import BATCHNORM_POLICIES, apply_batchnorm_policy
 from .optim import build_optimizer, warmup_cosine
 
 
@@ -33,10 +33,14 @@ def build_method(cfg: dict):
     run = run_context(cfg)
     cls = method_class(cfg["method"])
     method = cls(cls.build_backbone(cfg, run), cfg["params"], run)
-    norm = cfg["backbone"]["batchnorm"]
+    norm, splits = cfg["backbone"]["batchnorm"], cfg["backbone"]["bn_splits"]
+    if norm not in BATCHNORM_POLICIES:
+        raise SelfSupError(f"backbone.batchnorm must be one of {', '.join(BATCHNORM_POLICIES)}, not {norm!r}")
+    if norm == "split" and run.world_size == 1 and (not isinstance(splits, int) or splits < 1 or run.batch_size % splits):
+        raise SelfSupError(f"split BatchNorm cuts each batch into backbone.bn_splits={splits!r} groups, which must "
+                           f"divide the batch size {run.batch_size}; change --batch-size or --set backbone.bn_splits=N")
     # split-BN emulates per-device statistics on one device; with several devices they are per-device anyway
-    return apply_batchnorm_policy(method, "local" if norm == "split" and run.world_size > 1 else norm,
-                                  cfg["backbone"]["bn_splits"])
+    return apply_batchnorm_policy(method, "local" if norm == "split" and run.world_size > 1 else norm, splits)
 
 
 def run_normalization(cfg: dict) -> Normalization:

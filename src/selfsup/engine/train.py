@@ -149,13 +149,14 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
     ckpt = out / "checkpoints" / "last.ckpt"
     if not is_worker:
         ckpt = _check_run_dir(out, cfg, resume)
-        ensure_writable_dir(out)
-        atomic_write_text(out / "config.yaml", dump(cfg))
     elif not (resume and ckpt.exists()):
         ckpt = None
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
-    module = PretrainModule(cfg)
+    module = PretrainModule(cfg)  # a method that cannot be built fails before the run directory is touched
     module.train_set = train
+    if not is_worker:
+        ensure_writable_dir(out)
+        atomic_write_text(out / "config.yaml", dump(cfg))
     loader = module.method.train_loader(train, cfg["batch_size"], cfg["seed"]) or default_loader(train, cfg)
     throughput = Throughput()
     callbacks = [throughput]
