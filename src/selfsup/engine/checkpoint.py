@@ -30,6 +30,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
 def load_pretrained(path: str | Path) -> PretrainModule:
     """The ``PretrainModule`` saved in a selfsup checkpoint, in eval mode on the CPU."""
     checkpoint, cfg = read_checkpoint(path)
+    from ..methods import method_class
+    # options added to a method after the checkpoint was written take their defaults
+    cfg["params"] = {**method_class(cfg["method"]).defaults, **cfg["params"]}
     module = PretrainModule(cfg)
     try:
         module.load_state_dict(checkpoint["state_dict"])

@@ -10,6 +10,10 @@ which query: across ranks the global batch is shuffled (shuffle BN); on one devi
 ``split`` BatchNorm policy (the config's default) gives each of ``bn_splits`` groups its
 own statistics, and the shuffle moves images between groups (the paper's CIFAR demo).
 The queue holds the keys of every rank, gathered and written on every rank.
+Our option: ``head_batch_norm`` puts BatchNorm after the head's hidden layer (as SimCLR's and
+MoCo v3's heads do; off by default, as in MoCo v2).  From a random start on small images the
+BN-free head maps every image to nearly one direction and MoCo needs many epochs to leave it
+(benchmarks/tuning-fmnist-quick.md).
 Optimiser (SGD lr 0.03·batch/256, momentum 0.9, weight decay 1e-4, cosine) from the papers.
 """
 from __future__ import annotations
@@ -30,13 +34,13 @@ class MoCoV2(Method):
 
     name = "moco-v2"
     defaults = {"temperature": 0.2, "queue_size": 65536, "key_momentum": 0.999, "mlp_head": True,
-                "proj_hidden_dim": None, "proj_dim": 128, "augment": {}}
+                "head_batch_norm": False, "proj_hidden_dim": None, "proj_dim": 128, "augment": {}}
 
     def __init__(self, backbone, cfg, run):
         super().__init__(backbone, cfg, run)
         hidden = cfg["proj_hidden_dim"] or self.feature_dim
         self.projector = mlp(self.feature_dim, hidden, cfg["proj_dim"], layers=2 if cfg["mlp_head"] else 1,
-                             batch_norm=False)
+                             batch_norm=cfg["head_batch_norm"])
         self.key_backbone, self.key_projector = frozen_copy(self.backbone), frozen_copy(self.projector)
         self.queue = FeatureQueue(min(cfg["queue_size"], run.train_size), cfg["proj_dim"], random_init=True)
         self.views = [ViewSpec(AugmentConfig(**cfg["augment"]), count=2)]
