@@ -116,3 +116,14 @@ def test_step_end_hook_runs_once_per_optimiser_step(tmp_path, monkeypatch):
     cfg["trainer"]["accumulate_grad_batches"] = 2
     pretrain(cfg, tmp_path / "run")
     assert calls == [(step, 8) for step in range(1, 9)]  # 2 epochs x 8 batches / 2
+
+
+def test_checkpoint_from_before_a_new_method_option_loads_with_its_default(tmp_path):
+    cfg = tiny_cfg(epochs=1)
+    pretrain(cfg, tmp_path / "run")
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=True)
+    del checkpoint["hyper_parameters"]["cfg"]["params"]["proj_dim"]  # as if written before the option existed
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    module = load_pretrained(tmp_path / "old.ckpt")
+    assert module.cfg["params"]["proj_dim"] == SimCLR.defaults["proj_dim"]

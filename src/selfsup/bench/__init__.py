@@ -31,6 +31,8 @@ FMNIST_QUICK = {"dataset": "fashion-mnist", "epochs": 5, "batch_size": 256,
 # files in benchmarks/ say why): the papers' defaults assume hundreds of epochs.
 FMNIST_QUICK_TUNED = {
     "simclr": {"optimizer": {"lr": 0.15}, "params": {"temperature": 0.2}},
+    "moco-v2": {"optimizer": {"lr": 0.3}, "params": {"key_momentum": 0.99, "queue_size": 32768, "head_batch_norm": True}},
+    "swav": {"params": {"queue_size": 3840, "queue_start_epoch": 0}},
 }
 
 
