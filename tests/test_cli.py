@@ -188,3 +188,18 @@ def test_batchnorm_policy_errors(capsys, tmp_path, tiny_args):
     assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", *tiny_args, "--set", "backbone.batchnorm=off",
                                 "--out", str(tmp_path / "b")), "backbone.batchnorm must be one of sync, local, split")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("method,setting,needle", [
+    ("byol", "params.base_momentum=1.5", "params.base_momentum of byol must be a number in [0, 1], got 1.5"),
+    ("moco-v2", "params.key_momentum=-0.1", "params.key_momentum of moco-v2 must be a number in [0, 1]"),
+    ("simsiam", "params.proj_dim=0", "params.proj_dim of simsiam must be a number in [1, inf], got 0"),
+    ("barlow-twins", "params.proj_dim=-4", "params.proj_dim of barlow-twins must be a number in [1, inf]"),
+    ("swav", "params.num_prototypes=zero", "params.num_prototypes of swav must be a number"),
+    ("deepcluster", "params.num_clusters=100000", "num_clusters=100000 is more clusters than the 512 training images"),
+])
+def test_bad_method_params_exit_cleanly_and_write_nothing(capsys, tmp_path, tiny_args, method, setting, needle):
+    out = tmp_path / "run"
+    assert_clean_error(*run_cli(capsys, "pretrain", "--method", method, *tiny_args, "--set", setting,
+                                "--out", str(out)), needle)
+    assert not out.exists()

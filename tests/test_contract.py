@@ -172,6 +172,27 @@ def test_batchnorm_policy_split_on_one_device_local_under_ddp():
     assert method.queue.size == 512  # 65536 keys clamped to the training set
 
 
+def test_moco_symmetric_loss_averages_both_directions_and_queues_both_keys():
+    cfg = tiny_method_cfg("moco-v2")
+    cfg["data"].update(channels=3, image_size=16, num_classes=6)
+    cfg["backbone"].update(small_stem=True, batchnorm="local")  # keys then do not depend on the shuffle
+    cfg["run"] = {"train_size": 512, "world_size": 1, "batches_per_epoch": 8}
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 8, 3, 16, 16)
+    one_way, both_ways = build_method(cfg), None
+    cfg["params"]["symmetric"] = True
+    both_ways = build_method(cfg)
+    both_ways.load_state_dict(one_way.state_dict())
+    queue = one_way.queue.items().clone()
+    forward = one_way.training_step({"views": [a, b]}, 0)["loss"]
+    one_way.queue.load_state_dict(both_ways.queue.state_dict())
+    backward = one_way.training_step({"views": [b, a]}, 0)["loss"]
+    symmetric = both_ways.training_step({"views": [a, b]}, 0)["loss"]
+    assert torch.allclose(symmetric, (forward + backward) / 2, atol=1e-6)
+    assert int(both_ways.queue.pointer) == 16  # the keys of both views joined the queue
+    assert not torch.equal(both_ways.queue.items()[:16], queue[:16])
+
+
 def test_deepcluster_reports_cluster_statistics_each_epoch(tmp_path):
     metrics = pretrain(tiny_method_cfg("deepcluster", epochs=2), tmp_path / "run")
     first, second = metrics["epoch_history"]

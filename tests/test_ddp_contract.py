@@ -2,17 +2,15 @@
 MoCo queue and shuffle across ranks against the single-process result."""
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from conftest import TINY
 from selfsup.methods.helpers import FeatureQueue, shuffle_across_ranks, unshuffle_across_ranks
+from two_processes import run_two_processes
 
 SCRIPT = Path(__file__).with_name("ddp_record.py")
 
@@ -57,34 +55,22 @@ def test_ranks_see_disjoint_indices_every_index_once_new_order_each_epoch_same_a
         assert torch.allclose(value.float(), b["state_dict"][key].float(), atol=1e-5), key
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank, world, port, keys, batch, results):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        n = keys.shape[1] // world
-        queue = FeatureQueue(10, keys.shape[2])
-        for step in range(2):  # two pushes: the second wraps around
-            queue.push(keys[step, rank * n:(rank + 1) * n])
-        m = batch.shape[0] // world
-        local = batch[rank * m:(rank + 1) * m]
-        shuffled, restore = shuffle_across_ranks(local, seed=11)
-        restored = unshuffle_across_ranks(shuffled * 2, restore)
-        results[rank] = (queue.state_dict(), shuffled, restored)
-    finally:
-        dist.destroy_process_group()
+def _worker(rank, world, keys, batch):
+    n = keys.shape[1] // world
+    queue = FeatureQueue(10, keys.shape[2])
+    for step in range(2):  # two pushes: the second wraps around
+        queue.push(keys[step, rank * n:(rank + 1) * n])
+    m = batch.shape[0] // world
+    local = batch[rank * m:(rank + 1) * m]
+    shuffled, restore = shuffle_across_ranks(local, seed=11)
+    restored = unshuffle_across_ranks(shuffled * 2, restore)
+    return queue.state_dict(), shuffled, restored
 
 
 def test_two_process_queue_and_shuffle_equal_single_process():
     world = 2
     keys, batch = torch.randn(2, 6, 4), torch.arange(8.0).view(8, 1)
-    results = mp.Manager().dict()
-    mp.spawn(_worker, args=(world, _free_port(), keys, batch, results), nprocs=world, join=True)
+    results = run_two_processes(_worker, keys, batch)
 
     single = FeatureQueue(10, 4)
     for step in range(2):

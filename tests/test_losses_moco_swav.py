@@ -2,16 +2,13 @@
 independent numpy / loop references, plus two-process CPU (gloo) checks of the gathered
 Sinkhorn and of the no-grad collectives."""
 import math
-import os
-import socket
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from selfsup.losses import all_reduce_sum, gather_no_grad, info_nce, sinkhorn, swav
+from two_processes import run_two_processes
 
 
 # ---------------------------------------------------------------- references
@@ -237,58 +234,42 @@ def test_swav_rejects_bad_inputs():
 
 # ---------------------------------------------------------------- two processes (gloo)
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _sinkhorn_worker(rank, world, port, scores, splits, crops, results):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        for split in splits:
-            rows = scores[:split] if rank == 0 else scores[split:]
-            results[(rank, split)] = sinkhorn(rows, gather=True)
-        half = crops[0].shape[0] // world
-        local = [c[rank * half:(rank + 1) * half] for c in crops]
-        results[(rank, "swav")] = swav(local, num_assign=2, gather=True)
-    finally:
-        dist.destroy_process_group()
+def _sinkhorn_worker(rank, world, scores, splits, crops):
+    results = {}
+    for split in splits:
+        rows = scores[:split] if rank == 0 else scores[split:]
+        results[split] = sinkhorn(rows, gather=True)
+    half = crops[0].shape[0] // world
+    local = [c[rank * half:(rank + 1) * half] for c in crops]
+    results["swav"] = swav(local, num_assign=2, gather=True)
+    return results
 
 
 def test_gathered_sinkhorn_equals_single_process():
     world, splits = 2, [4, 3]  # equal halves, and unequal batches of 3 and 5
     scores = cosine_scores(8, 5, dtype=torch.float32)
     crops = [cosine_scores(8, 5, dtype=torch.float32) for _ in range(3)]
-    results = mp.Manager().dict()
-    mp.spawn(_sinkhorn_worker, args=(world, _free_port(), scores, splits, crops, results), nprocs=world, join=True)
+    results = run_two_processes(_sinkhorn_worker, scores, splits, crops)
 
     full = sinkhorn(scores)
     for split in splits:
-        assert torch.allclose(results[(0, split)], full[:split], atol=1e-6)
-        assert torch.allclose(results[(1, split)], full[split:], atol=1e-6)
+        assert torch.allclose(results[0][split], full[:split], atol=1e-6)
+        assert torch.allclose(results[1][split], full[split:], atol=1e-6)
     # Each rank averages over its own half of the global batch, so DDP's mean is the full loss.
-    mean_loss = sum(results[(r, "swav")] for r in range(world)) / world
+    mean_loss = sum(results[r]["swav"] for r in range(world)) / world
     assert torch.allclose(mean_loss, swav(crops, num_assign=2), atol=1e-6)
 
 
-def _collectives_worker(rank, world, port, results):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        x = torch.full((2, 3), float(rank)).requires_grad_(True)
-        gathered = gather_no_grad(x)
-        total = all_reduce_sum(x)
-        results[rank] = (gathered, gathered.requires_grad, total, total.requires_grad, x.detach())
-    finally:
-        dist.destroy_process_group()
+def _collectives_worker(rank, world):
+    x = torch.full((2, 3), float(rank)).requires_grad_(True)
+    gathered = gather_no_grad(x)
+    total = all_reduce_sum(x)
+    return gathered, gathered.requires_grad, total, total.requires_grad, x.detach()
 
 
 def test_gather_no_grad_and_all_reduce_sum_two_processes():
     world = 2
-    results = mp.Manager().dict()
-    mp.spawn(_collectives_worker, args=(world, _free_port(), results), nprocs=world, join=True)
+    results = run_two_processes(_collectives_worker)
     expected = torch.cat([torch.zeros(2, 3), torch.ones(2, 3)])  # rank order
     for r in range(world):
         gathered, gathered_grad, total, total_grad, x = results[r]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from selfsup.models.norm import BATCHNORM_POLICIES, SplitBatchNorm2d, apply_batchnorm_policy
+from selfsup.models.norm import BATCHNORM_POLICIES, SplitBatchNorm1d, SplitBatchNorm2d, apply_batchnorm_policy
 
 C, S, N = 3, 4, 8
 
@@ -98,7 +98,22 @@ def _small_cnn():
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 6), nn.BatchNorm1d(6))
 
 
-def test_split_policy_converts_only_batchnorm2d_and_keeps_state():
+@pytest.mark.parametrize("shape", [(N, C), (N, C, 5)])
+def test_split_batchnorm1d_matches_independent_batchnorms(shape):
+    split = SplitBatchNorm1d(C, S, momentum=0.2).double()
+    refs = [nn.BatchNorm1d(C, momentum=0.2).double() for _ in range(S)]
+    x = torch.randn(*shape, dtype=torch.float64) * 2 + 1
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, ref = split(x1), _reference(refs, x2)
+    torch.testing.assert_close(out, ref)
+    out.pow(2).sum().backward()
+    ref.pow(2).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad)
+    torch.testing.assert_close(split.running_var, torch.stack([b.running_var for b in refs]).mean(0))
+    assert split.state_dict().keys() == refs[0].state_dict().keys()
+
+
+def test_split_policy_converts_every_batchnorm_and_keeps_state():
     net = _small_cnn()
     with torch.no_grad():
         net[1].weight.uniform_()
@@ -109,8 +124,8 @@ def test_split_policy_converts_only_batchnorm2d_and_keeps_state():
     assert out is net
     assert isinstance(net[1], SplitBatchNorm2d) and net[1].num_splits == 2
     assert isinstance(net[3][1], SplitBatchNorm2d) and net[3][1].momentum == 0.3
-    assert type(net[7]) is nn.BatchNorm1d
-    assert sum(isinstance(m, SplitBatchNorm2d) for m in net.modules()) == 2
+    assert isinstance(net[7], SplitBatchNorm1d) and net[7].num_splits == 2
+    assert sum(isinstance(m, (SplitBatchNorm1d, SplitBatchNorm2d)) for m in net.modules()) == 3
     after = net.state_dict()
     assert after.keys() == before.keys()
     for k in before:

@@ -32,6 +32,7 @@ def build_method(cfg: dict):
     """The method of a resolved config, with its backbone (fresh weights) and BatchNorm policy."""
     run = run_context(cfg)
     cls = method_class(cfg["method"])
+    cls.check_params(cfg["params"], run)
     method = cls(cls.build_backbone(cfg, run), cfg["params"], run)
     norm, splits = cfg["backbone"]["batchnorm"], cfg["backbone"]["bn_splits"]
     if norm not in BATCHNORM_POLICIES:

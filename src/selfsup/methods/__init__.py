@@ -1,12 +1,16 @@
 """Method registry: one file per method."""
 from ..errors import SelfSupError
+from .barlow_twins import BarlowTwins
 from .base import Method, RunContext
+from .byol import BYOL
 from .deepcluster import DeepCluster
 from .moco import MoCoV1, MoCoV2
 from .simclr import SimCLR
+from .simsiam import SimSiam
 from .swav import SwAV
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in [SimCLR, MoCoV2, MoCoV1, SwAV, DeepCluster]}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in [SimCLR, MoCoV2, MoCoV1, SwAV, DeepCluster, BYOL,
+                                                              SimSiam, BarlowTwins]}
 
 
 def method_class(name: str) -> type[Method]:

@@ -26,7 +26,8 @@ keeps across steps is a sub-module or a registered buffer, so checkpoints carry 
 re-initialises a head calls ``reinitialize(module)``; the engine then drops the optimiser
 state (momentum, LARS buffers) of its parameters.  ``train_loader`` may return the method's
 own DataLoader (use the rank-aware samplers of ``selfsup.data.samplers``).  ``features`` and
-``feature_layers`` are what every evaluation protocol uses.  ``batch_size(batch)`` tells the
+``feature_layers`` are what every evaluation protocol uses.  ``limits`` (or an override of
+``check_params``) rejects bad params with one clear message before anything is built.  ``batch_size(batch)`` tells the
 engine how many samples a batch holds, so batches need not be one image tensor.
 
 Outside the engine: ``loss = method.training_step(method.prepare_batch(batch, make), step)["loss"]``.
@@ -41,6 +42,7 @@ import torch
 from torch import nn
 
 from ..data.views import ViewSpec
+from ..errors import SelfSupError
 from ..losses.distributed import world_info
 from ..models.backbones import build_backbone
 
@@ -68,6 +70,8 @@ class Method(nn.Module):
     name: str = ""
     #: configuration keys the method reads, with their defaults (documented in its config file)
     defaults: dict = {}
+    #: inclusive (low, high) bounds of numeric params (None: unbounded), checked before anything is built
+    limits: dict[str, tuple] = {}
 
     def __init__(self, backbone: nn.Module, cfg: dict, run: RunContext):
         super().__init__()
@@ -78,6 +82,19 @@ class Method(nn.Module):
         self.views: list[ViewSpec] = []
         self.generator = torch.Generator().manual_seed(run.seed)
         self._reinitialized: list[nn.Parameter] = []
+
+    @classmethod
+    def check_params(cls, params: dict, run: RunContext) -> None:
+        """Raise ``SelfSupError`` for a param outside ``limits`` (a null param means "derive it"
+        and is not checked); a method with run-dependent rules extends this."""
+        for key, (low, high) in cls.limits.items():
+            value = params.get(key)
+            if value is None:
+                continue
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or (low is not None and value < low) or (high is not None and value > high)):
+                bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+                raise SelfSupError(f"params.{key} of {cls.name} must be a number in {bounds}, got {value!r}")
 
     @classmethod
     def build_backbone(cls, cfg: dict, run: RunContext) -> nn.Module:

@@ -29,6 +29,7 @@ from ..data.augment import AugmentConfig
 from ..data.datasets import collate_batch
 from ..data.samplers import UniformLabelBatchSampler
 from ..data.views import ViewSpec
+from ..errors import SelfSupError
 from ..models.heads import mlp
 from .base import Method
 
@@ -68,6 +69,15 @@ class DeepCluster(Method):
     name = "deepcluster"
     defaults = {"num_clusters": None, "pca_dim": 256, "kmeans_iterations": 20, "sobel": True,
                 "head_hidden_dim": None, "augment": {}}
+    limits = {"num_clusters": (2, None), "pca_dim": (1, None), "kmeans_iterations": (1, None),
+              "head_hidden_dim": (1, None)}
+
+    @classmethod
+    def check_params(cls, params, run):
+        super().check_params(params, run)
+        if params.get("num_clusters") and run.train_size and params["num_clusters"] > run.train_size:
+            raise SelfSupError(f"params.num_clusters={params['num_clusters']} is more clusters than the "
+                               f"{run.train_size} training images; lower it (null: 10 x the classes)")
 
     @classmethod
     def build_backbone(cls, cfg, run):
@@ -79,7 +89,7 @@ class DeepCluster(Method):
         self.input_filter = Sobel() if cfg["sobel"] else nn.Identity()
         width = cfg["head_hidden_dim"] or self.feature_dim
         self.head = nn.Sequential(mlp(self.feature_dim, width, width), nn.ReLU())
-        self.num_clusters = min(cfg["num_clusters"] or 10 * (run.num_classes or 10), run.train_size)
+        self.num_clusters = cfg["num_clusters"] or min(10 * (run.num_classes or 10), run.train_size)
         self.classifier = nn.Linear(width, self.num_clusters)
         self.register_buffer("assignment", torch.zeros(run.train_size, dtype=torch.long))
         self.views = [ViewSpec(AugmentConfig(**cfg["augment"]), count=1)]

@@ -1,4 +1,5 @@
-"""Pieces several methods share: momentum (EMA) targets, a feature queue, batch shuffling.
+"""Pieces several methods share: momentum (EMA) targets, a feature queue, batch shuffling,
+asymmetric view pairs.
 
 They are pure functions or small modules, tested once (``tests/test_helpers.py``), so each
 method file stays a screen long.
@@ -11,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.augment import AugmentConfig
+from ..data.views import ViewSpec
 from ..losses.distributed import gather_no_grad, world_info
 
 
@@ -26,6 +29,12 @@ def cosine_momentum(step: int, total_steps: int, base: float, final: float = 1.0
     """BYOL's schedule: ``base`` at step 0 rising to ``final`` at the last step along a cosine."""
     progress = min(max(step / max(1, total_steps), 0.0), 1.0)
     return final - (final - base) * (math.cos(math.pi * progress) + 1) / 2
+
+
+def asymmetric_views(augment: dict, second_changes: dict) -> list[ViewSpec]:
+    """Two views, the second made with ``augment`` updated by ``second_changes`` (BYOL's
+    asymmetric blur and solarisation, used by BYOL and Barlow Twins)."""
+    return [ViewSpec(AugmentConfig(**augment)), ViewSpec(AugmentConfig(**{**augment, **second_changes}))]
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:

@@ -10,7 +10,8 @@ which query: across ranks the global batch is shuffled (shuffle BN); on one devi
 ``split`` BatchNorm policy (the config's default) gives each of ``bn_splits`` groups its
 own statistics, and the shuffle moves images between groups (the paper's CIFAR demo).
 The queue holds the keys of every rank, gathered and written on every rank.
-Our option: ``head_batch_norm`` puts BatchNorm after the head's hidden layer (as SimCLR's and
+Our options: ``symmetric`` also makes the second view a query of the first view's key and
+averages both losses (MoCo v3's symmetrised loss; off by default, as in v1/v2), and ``head_batch_norm`` puts BatchNorm after the head's hidden layer (as SimCLR's and
 MoCo v3's heads do; off by default, as in MoCo v2).  From a random start on small images the
 BN-free head maps every image to nearly one direction and MoCo needs many epochs to leave it
 (benchmarks/tuning-fmnist-quick.md).
@@ -34,7 +35,9 @@ class MoCoV2(Method):
 
     name = "moco-v2"
     defaults = {"temperature": 0.2, "queue_size": 65536, "key_momentum": 0.999, "mlp_head": True,
-                "head_batch_norm": False, "proj_hidden_dim": None, "proj_dim": 128, "augment": {}}
+                "head_batch_norm": False, "symmetric": False, "proj_hidden_dim": None, "proj_dim": 128, "augment": {}}
+    limits = {"temperature": (1e-4, None), "queue_size": (0, None), "key_momentum": (0, 1),
+              "proj_hidden_dim": (1, None), "proj_dim": (1, None)}
 
     def __init__(self, backbone, cfg, run):
         super().__init__(backbone, cfg, run)
@@ -46,14 +49,21 @@ class MoCoV2(Method):
         self.views = [ViewSpec(AugmentConfig(**cfg["augment"]), count=2)]
 
     def training_step(self, batch, step):
-        x_query, x_key = batch["views"]
-        query = self.projector(self.backbone(x_query))
-        with torch.no_grad():
-            shuffled, restore = shuffle_across_ranks(x_key, self.run.seed * 1_000_003 + step)
-            key = unshuffle_across_ranks(self.key_projector(self.key_backbone(shuffled)), restore)
-        loss = info_nce(query, key, self.queue.items(), self.cfg["temperature"])
-        self.queue.push(F.normalize(key, dim=1))
-        return {"loss": loss}
+        pairs = [batch["views"]] + ([batch["views"][::-1]] if self.cfg["symmetric"] else [])
+        negatives = self.queue.items().clone()
+        losses = []
+        for pair_index, (x_query, x_key) in enumerate(pairs):
+            query = self.projector(self.backbone(x_query))
+            key = self.momentum_key(x_key, (self.run.seed * 1_000_003 + step) * 2 + pair_index)
+            losses.append(info_nce(query, key, negatives, self.cfg["temperature"]))
+            self.queue.push(F.normalize(key, dim=1))
+        return {"loss": sum(losses) / len(losses)}
+
+    @torch.no_grad()
+    def momentum_key(self, x, shuffle_seed):
+        """Keys of ``x`` from the momentum encoder, computed on a shuffled batch (shuffle BN)."""
+        shuffled, restore = shuffle_across_ranks(x, shuffle_seed)
+        return unshuffle_across_ranks(self.key_projector(self.key_backbone(shuffled)), restore)
 
     def on_step_end(self, step, total_steps):
         ema_update(self.key_backbone, self.backbone, self.cfg["key_momentum"])

@@ -24,6 +24,7 @@ class SimCLR(Method):
 
     name = "simclr"
     defaults = {"temperature": 0.5, "proj_hidden_dim": None, "proj_dim": 128, "augment": {}}
+    limits = {"temperature": (1e-4, None), "proj_hidden_dim": (1, None), "proj_dim": (1, None)}
 
     def __init__(self, backbone, cfg, run):
         super().__init__(backbone, cfg, run)

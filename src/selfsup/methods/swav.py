@@ -37,6 +37,10 @@ class SwAV(Method):
                 "proj_hidden_dim": None, "proj_dim": 128, "freeze_prototypes_epochs": 1, "small_crops": 6,
                 "small_crop_size": None, "small_crop_scale": [0.05, 0.14], "queue_size": 0,
                 "queue_start_epoch": 15, "augment": {}}
+    limits = {"temperature": (1e-4, None), "epsilon": (1e-4, None), "sinkhorn_iterations": (0, None),
+              "num_prototypes": (1, None), "proj_hidden_dim": (1, None), "proj_dim": (1, None),
+              "freeze_prototypes_epochs": (0, None), "small_crops": (0, None), "small_crop_size": (1, None),
+              "queue_size": (0, None), "queue_start_epoch": (0, None)}
 
     def __init__(self, backbone, cfg, run):
         super().__init__(backbone, cfg, run)
@@ -45,7 +49,8 @@ class SwAV(Method):
         full = AugmentConfig(**cfg["augment"])
         small = dataclasses.replace(full, crop_scale=tuple(cfg["small_crop_scale"]))
         small_size = cfg["small_crop_size"] or max(8, round(run.image_size * 96 / 224))
-        self.views = [ViewSpec(full, count=2), ViewSpec(small, count=cfg["small_crops"], size=small_size)]
+        self.views = [ViewSpec(full, count=2)] + ([ViewSpec(small, count=cfg["small_crops"], size=small_size)]
+                                                  if cfg["small_crops"] else [])
         self.queues = nn.ModuleList(FeatureQueue(cfg["queue_size"], cfg["proj_dim"]) for _ in range(2))
         self.epoch = 0
 
@@ -57,7 +62,7 @@ class SwAV(Method):
             self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
         views = batch["views"]
         # one backbone pass per resolution, one head pass over all crops (BatchNorm sees them all)
-        features = torch.cat([self.backbone(torch.cat(views[:2])), self.backbone(torch.cat(views[2:]))])
+        features = torch.cat([self.backbone(torch.cat(crops)) for crops in (views[:2], views[2:]) if crops])
         z = F.normalize(self.projector(features), dim=1)
         scores = self.prototypes(z).chunk(len(views))
         queue_scores = None

@@ -4,15 +4,16 @@ Contrastive methods can cheat through BatchNorm: when a positive pair is normali
 same batch statistics, the statistics leak which samples belong together.  MoCo (He et al.
 2020, section 3.3) avoids this with *shuffling BN*, normalising each GPU's sub-batch with its
 own statistics; SimCLR (Chen et al. 2020) instead synchronises the statistics over all devices.
-``SplitBatchNorm2d`` emulates per-GPU statistics on a single device by cutting the batch into
+``SplitBatchNorm2d``/``SplitBatchNorm1d`` emulate per-GPU statistics on a single device by cutting the batch into
 ``num_splits`` groups, as in the MoCo CIFAR demo and in Xiao's "SplitBatchNorm".
 
 ``apply_batchnorm_policy`` selects between them:
 
 * ``"sync"``: left unchanged here; the trainer converts to ``nn.SyncBatchNorm`` on GPUs;
 * ``"local"``: left unchanged; each device normalises with its own batch statistics;
-* ``"split"``: every ``nn.BatchNorm2d`` becomes a ``SplitBatchNorm2d`` (``BatchNorm1d`` in
-  heads is kept, since the heads see whole batches after the backbone).
+* ``"split"``: every ``nn.BatchNorm2d`` and ``nn.BatchNorm1d`` becomes its split version.  The
+  heads' BatchNorm1d is split too: a head normalised over the whole batch would let a query
+  and its key share the statistics of one batch while the queued keys carry other batches'.
 """
 from __future__ import annotations
 
@@ -23,19 +24,19 @@ from torch import nn
 BATCHNORM_POLICIES = ("sync", "local", "split")
 
 
-class SplitBatchNorm2d(nn.BatchNorm2d):
-    """``nn.BatchNorm2d`` that, in training, normalises ``num_splits`` consecutive groups of the
-    batch with their own statistics, as if each group were on its own GPU (MoCo's shuffle BN,
-    He et al. 2020).
+class _SplitStatistics:
+    """Training-mode forward shared by the split BatchNorm classes: ``num_splits`` consecutive
+    groups of the batch are normalised with their own statistics, as if each group were on
+    its own GPU (MoCo's shuffle BN, He et al. 2020).
 
-    The groups are folded into the channel dimension, ``[N, C, H, W] -> [N/S, S*C, H, W]`` (group
+    The groups are folded into the channel dimension, ``[N, C, *] -> [N/S, S*C, *]`` (group
     ``g`` becomes channels ``g*C .. (g+1)*C - 1``), so one ``F.batch_norm`` call does the work.
     The running statistics are kept with shape ``[C]``: after each step they are the mean over
     the groups of the per-group updated running statistics, which is the running statistic of
     the mean of the group statistics (the update is linear).  The state dict is therefore the
-    same as ``nn.BatchNorm2d``'s.  ``momentum=None`` (cumulative moving average) is supported,
-    as in ``nn.BatchNorm2d``.  In eval mode the module is exactly ``nn.BatchNorm2d``.
-    Channels-last inputs give channels-last outputs.
+    same as the plain BatchNorm's.  ``momentum=None`` (cumulative moving average) is supported.
+    In eval mode the module is exactly the plain BatchNorm.  Channels-last inputs give
+    channels-last outputs.
     """
 
     def __init__(self, num_features: int, num_splits: int, **kwargs):
@@ -51,12 +52,11 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         if not self.training or self.num_splits == 1:
             return super().forward(x)
         self._check_input_dim(x)
-        s, (n, c, h, w) = self.num_splits, x.shape
+        s, (n, c, *rest) = self.num_splits, x.shape
         if n % s:
-            raise ValueError(f"SplitBatchNorm2d: batch size {n} is not divisible by "
-                             f"num_splits={s}")
+            raise ValueError(f"{type(self).__name__}: batch size {n} is not divisible by num_splits={s}")
 
-        # Same momentum handling as nn.BatchNorm2d (momentum=None: cumulative average).
+        # Same momentum handling as nn.BatchNorm (momentum=None: cumulative average).
         factor = 0.0 if self.momentum is None else self.momentum
         if self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
@@ -70,16 +70,15 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         weight = self.weight.repeat(s) if self.weight is not None else None
         bias = self.bias.repeat(s) if self.bias is not None else None
 
-        channels_last = (x.is_contiguous(memory_format=torch.channels_last)
-                         and not x.is_contiguous())
+        channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         if channels_last:  # fold through the NHWC view so the layout is kept
+            h, w = rest
             folded = (x.permute(0, 2, 3, 1).reshape(s, n // s, h, w, c)
                       .permute(1, 2, 3, 0, 4).reshape(n // s, h, w, s * c).permute(0, 3, 1, 2))
         else:
-            folded = x.reshape(s, n // s, c, h, w).transpose(0, 1).reshape(n // s, s * c, h, w)
+            folded = x.reshape(s, n // s, c, *rest).transpose(0, 1).reshape(n // s, s * c, *rest)
 
-        out = F.batch_norm(folded, running_mean, running_var, weight, bias, True, factor,
-                           self.eps)
+        out = F.batch_norm(folded, running_mean, running_var, weight, bias, True, factor, self.eps)
 
         if self.track_running_stats:
             with torch.no_grad():
@@ -89,14 +88,25 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         if channels_last:
             return (out.permute(0, 2, 3, 1).reshape(n // s, h, w, s, c)
                     .permute(3, 0, 1, 2, 4).reshape(n, h, w, c).permute(0, 3, 1, 2))
-        return out.reshape(n // s, s, c, h, w).transpose(0, 1).reshape(n, c, h, w)
+        return out.reshape(n // s, s, c, *rest).transpose(0, 1).reshape(n, c, *rest)
 
 
-def _to_split(bn: nn.BatchNorm2d, splits: int) -> SplitBatchNorm2d:
-    """A ``SplitBatchNorm2d`` with ``bn``'s settings, parameters, buffers and mode."""
+class SplitBatchNorm2d(_SplitStatistics, nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` with split statistics in training (see ``_SplitStatistics``)."""
+
+
+class SplitBatchNorm1d(_SplitStatistics, nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` with split statistics in training (heads after the backbone)."""
+
+
+SPLIT_CLASSES = {nn.BatchNorm1d: SplitBatchNorm1d, nn.BatchNorm2d: SplitBatchNorm2d}
+
+
+def _to_split(bn: nn.modules.batchnorm._BatchNorm, splits: int) -> _SplitStatistics:
+    """The split version of ``bn`` with its settings, parameters, buffers and mode."""
     ref = bn.running_mean if bn.running_mean is not None else bn.weight
     factory = {} if ref is None else {"device": ref.device, "dtype": ref.dtype}
-    new = SplitBatchNorm2d(bn.num_features, splits, eps=bn.eps, momentum=bn.momentum,
+    new = SPLIT_CLASSES[type(bn)](bn.num_features, splits, eps=bn.eps, momentum=bn.momentum,
                            affine=bn.affine, track_running_stats=bn.track_running_stats,
                            **factory)
     with torch.no_grad():
@@ -126,7 +136,7 @@ def apply_batchnorm_policy(module: nn.Module, policy: str, splits: int = 8) -> n
                          f"{', '.join(BATCHNORM_POLICIES)}")
     if policy != "split":
         return module
-    if isinstance(module, nn.BatchNorm2d) and not isinstance(module, SplitBatchNorm2d):
+    if type(module) in SPLIT_CLASSES:
         return _to_split(module, splits)
     for name, child in module.named_children():
         converted = apply_batchnorm_policy(child, policy, splits)

@@ -1,0 +1,44 @@
+"""Losses of the non-contrastive methods: no negatives, collapse is avoided by the
+architecture (BYOL's predictor and target network, SimSiam's stop-gradient) or by the loss
+itself (Barlow Twins' redundancy reduction)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .distributed import gather_with_grad
+
+
+def negative_cosine(p: torch.Tensor, z: torch.Tensor, stop_gradient: bool = True) -> torch.Tensor:
+    """Mean of −cos(p_i, z_i) over the batch (BYOL eq. (2) up to BYOL's 2 − 2·cos, SimSiam eq. (1)).
+
+    ``z`` is detached inside (the target branch: BYOL's target network, SimSiam's
+    stop-gradient), so only ``p`` receives a gradient; ``stop_gradient=False`` lets it flow
+    into ``z`` too (SimSiam's collapsing ablation).  Ranges over [−1, 1].
+    """
+    if p.dim() != 2 or p.shape != z.shape:
+        raise ValueError(f"negative_cosine expects p and z of one [N, D] shape, got {tuple(p.shape)} and {tuple(z.shape)}")
+    return -F.cosine_similarity(p, (z.detach() if stop_gradient else z).to(p.dtype), dim=1).mean()
+
+
+def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051, gather: bool = False) -> torch.Tensor:
+    """Barlow Twins (Zbontar et al. 2021, eq. (1)): Σ_i (1 − C_ii)² + λ Σ_{i≠j} C_ij².
+
+    C is the [D, D] cross-correlation of the two views' embeddings, each dimension
+    standardised over the batch as BatchNorm without affine parameters does (biased
+    variance, eps 1e-5).  With ``gather=True`` under DDP the embeddings of all ranks are
+    gathered with their gradients first, so the statistics and C are those of the global
+    batch (the paper's code syncs the BatchNorm and all-reduces C).
+    """
+    if z1.dim() != 2 or z1.shape != z2.shape or z1.shape[0] < 2:
+        raise ValueError(f"barlow_twins expects z1 and z2 of one [N, D] shape with N >= 2, "
+                         f"got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    if gather:
+        z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
+    dtype = torch.promote_types(z1.dtype, torch.float32)  # at least float32, even under autocast
+    z1 = F.batch_norm(z1.to(dtype), None, None, training=True, eps=1e-5)
+    z2 = F.batch_norm(z2.to(dtype), None, None, training=True, eps=1e-5)
+    c = z1.T @ z2 / z1.shape[0]
+    on_diagonal = (torch.diagonal(c) - 1).pow(2).sum()
+    off_diagonal = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
+    return on_diagonal + lambd * off_diagonal

@@ -1,0 +1,50 @@
+"""BYOL: Grill et al., "Bootstrap Your Own Latent: A New Approach to Self-Supervised
+Learning", NeurIPS 2020.
+
+An online network (backbone, projector, predictor) predicts the projection of the other
+view made by a target network (backbone, projector), an exponential moving average of the
+online one whose rate τ rises from 0.996 to 1 along a cosine over the run; symmetric
+``negative_cosine`` (the paper's 2 − 2·cos, up to the constant).  From the paper: projector
+and predictor MLPs with hidden width 4096 and output 256 for ResNet-50 (feature 2048), LARS,
+lr 0.2·batch/256, weight decay 1.5e-6, 10 warm-up epochs, asymmetric views (blur 1.0 / 0.1,
+solarise 0 / 0.2).  Our choice: hidden width 2 × the backbone's feature width (4096 for
+ResNet-50), so that narrow backbones get proportionate heads.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..losses import negative_cosine
+from ..models.heads import mlp
+from .base import Method
+from .helpers import asymmetric_views, cosine_momentum, ema_update, frozen_copy
+
+
+class BYOL(Method):
+    """BYOL (Grill et al. 2020): online network predicts an EMA target network's projection."""
+
+    name = "byol"
+    defaults = {"base_momentum": 0.996, "final_momentum": 1.0, "use_predictor": True, "proj_hidden_dim": None,
+                "proj_dim": 256, "augment": {}, "augment_second": {}}
+    limits = {"base_momentum": (0, 1), "final_momentum": (0, 1), "proj_hidden_dim": (1, None), "proj_dim": (1, None)}
+
+    def __init__(self, backbone, cfg, run):
+        super().__init__(backbone, cfg, run)
+        hidden = cfg["proj_hidden_dim"] or 2 * self.feature_dim
+        self.projector = mlp(self.feature_dim, hidden, cfg["proj_dim"])
+        self.predictor = mlp(cfg["proj_dim"], hidden, cfg["proj_dim"]) if cfg["use_predictor"] else torch.nn.Identity()
+        self.target_backbone, self.target_projector = frozen_copy(self.backbone), frozen_copy(self.projector)
+        self.views = asymmetric_views(cfg["augment"], cfg["augment_second"])
+
+    def training_step(self, batch, step):
+        both = torch.cat(batch["views"])
+        online = self.predictor(self.projector(self.backbone(both))).chunk(2)
+        with torch.no_grad():
+            target = self.target_projector(self.target_backbone(both)).chunk(2)
+        loss = negative_cosine(online[0], target[1]) + negative_cosine(online[1], target[0])
+        return {"loss": loss}
+
+    def on_step_end(self, step, total_steps):
+        momentum = cosine_momentum(step, total_steps, self.cfg["base_momentum"], self.cfg["final_momentum"])
+        ema_update(self.target_backbone, self.backbone, momentum)
+        ema_update(self.target_projector, self.projector, momentum)

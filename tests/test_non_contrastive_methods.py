@@ -1,0 +1,75 @@
+"""BYOL, SimSiam and Barlow Twins beyond the per-method engine test: the target's EMA
+schedule, SimSiam's stop-gradient and fixed-rate predictor, Barlow Twins' bias rate."""
+import pytest
+import torch
+
+from selfsup.engine.module import build_method
+from selfsup.methods.helpers import cosine_momentum
+from test_methods import tiny_method_cfg
+
+
+def tiny(method: str, **params):
+    cfg = tiny_method_cfg(method)
+    cfg["data"].update(channels=3, image_size=16, num_classes=6)
+    cfg["backbone"]["small_stem"] = True
+    cfg["run"] = {"train_size": 512, "world_size": 1, "batches_per_epoch": 8}
+    cfg["params"].update(params)
+    torch.manual_seed(0)
+    return build_method(cfg)
+
+
+def test_byol_target_follows_the_cosine_ema_schedule():
+    method = tiny("byol")
+    target = [p.clone() for p in method.target_backbone.parameters()]
+    with torch.no_grad():
+        for p in method.backbone.parameters():
+            p.add_(1.0)
+    method.on_step_end(step=0, total_steps=100)
+    for before, after in zip(target, method.target_backbone.parameters()):
+        assert torch.allclose(after, before + (1 - 0.996), atol=1e-6)  # momentum 0.996 at the first step
+    assert cosine_momentum(50, 100, 0.996) == pytest.approx(0.998)
+    frozen = [p.clone() for p in method.target_projector.parameters()]
+    method.on_step_end(step=100, total_steps=100)  # momentum 1 at the end: the target stops moving
+    assert all(torch.equal(a, b) for a, b in zip(frozen, method.target_projector.parameters()))
+    assert not any(p.requires_grad for p in method.target_backbone.parameters())
+
+
+def test_byol_loss_uses_both_directions_and_the_predictor():
+    method = tiny("byol")
+    views = list(torch.randn(2, 8, 3, 16, 16))
+    loss = method.training_step({"views": views}, 0)["loss"]
+    assert -2 <= loss.item() <= 2
+    loss.backward()
+    assert all(p.grad is not None for p in method.predictor.parameters())
+    assert all(p.grad is None for p in method.target_projector.parameters())
+
+
+@pytest.mark.parametrize("stop_gradient", [True, False])
+def test_simsiam_stop_gradient_changes_gradients_not_the_loss(stop_gradient):
+    reference = tiny("simsiam")
+    method = tiny("simsiam", stop_gradient=stop_gradient)
+    method.load_state_dict(reference.state_dict())
+    views = list(torch.randn(2, 8, 3, 16, 16))
+    a = reference.training_step({"views": views}, 0)["loss"]
+    b = method.training_step({"views": views}, 0)["loss"]
+    assert torch.allclose(a, b)
+    a.backward(), b.backward()
+    last = lambda m: m.projector[-2].weight.grad  # noqa: E731 (the projector's last linear layer)
+    assert torch.allclose(last(reference), last(method)) == stop_gradient
+
+
+def test_simsiam_predictor_at_fixed_rate_and_widths_scale():
+    method = tiny("simsiam")
+    predictor = {id(p) for p in method.predictor.parameters()}
+    for group in method.parameter_groups():
+        assert bool(group.get("fixed_lr")) == all(id(p) in predictor for p in group["params"])
+    assert method.projector[-2].out_features == 4 * method.feature_dim  # width 8 ResNet-18: 64 features
+    assert method.predictor[0].out_features == method.feature_dim
+
+
+def test_barlow_twins_bias_and_norm_parameters_at_their_own_rate():
+    method = tiny("barlow-twins")
+    weights, others = method.parameter_groups()
+    assert "lr_scale" not in weights and others["lr_scale"] == pytest.approx(0.024)
+    assert all(p.ndim == 1 for p in others["params"]) and all(p.ndim > 1 for p in weights["params"])
+    assert method.projector[-1].out_features == 4 * method.feature_dim
