@@ -59,7 +59,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate a checkpoint's backbone")
     eval_sub = p.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
     for name, text in [("knn", "weighted kNN on L2-normalised backbone features (k=200, T=0.1)"),
-                       ("linear", "linear probe on frozen backbone features")]:
+                       ("linear", "linear probe on frozen backbone features"),
+                       ("diagnostics", "collapse diagnostics of the backbone features on test images: normalised "
+                                       "std, effective rank, alignment, uniformity")]:
         q = eval_sub.add_parser(name, help=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         q.add_argument("--checkpoint", required=True, help="a selfsup checkpoint (RUN/checkpoints/last.ckpt)")
         q.add_argument("--dataset", default=None, help="dataset to evaluate on (default: the pretraining dataset)")
@@ -68,7 +70,10 @@ def _build_parser() -> argparse.ArgumentParser:
         q.add_argument("--channels", type=int, default=None, help="convert images to 1 or 3 channels")
         q.add_argument("--batch-size", type=int, default=512, help="batch size for feature extraction")
         q.add_argument("--output", default=None, help="JSON result file (default: RUN/eval_PROTOCOL.json)")
-        if name == "knn":
+        if name == "diagnostics":
+            q.add_argument("--images", type=int, default=2000,
+                           help="seeded class-balanced test images to measure on (uniformity compares all pairs)")
+        elif name == "knn":
             q.add_argument("--k", type=int, default=200, help="neighbours")
             q.add_argument("--temperature", type=float, default=0.1, help="vote weight exp(similarity / T)")
         else:

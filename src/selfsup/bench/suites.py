@@ -9,6 +9,8 @@ from ..config import merge, resolve
 from ..engine.train import pretrain
 from .report import bar_plot, curve_plot, write_table
 
+DIAGNOSTICS = ("normalized_std", "effective_rank", "alignment", "uniformity")
+
 
 def accuracy_suite(out: Path, name: str, title: str, methods: list[str], overrides: dict, probe_epochs: int,
                    data_dir: str | None = None, per_method: dict | None = None) -> list[dict]:
@@ -33,7 +35,8 @@ def accuracy_suite(out: Path, name: str, title: str, methods: list[str], overrid
                      "train_seconds": metrics["train_seconds"], "samples_per_second": metrics["samples_per_second"],
                      "peak_memory_mb": metrics["peak_memory_mb"],
                      # the same architecture at its random initialisation (e.g. DeepCluster's Sobel input)
-                     "random_init_knn_top1": metrics.get("baselines", {}).get("random_init_knn_top1")})
+                     "random_init_knn_top1": metrics.get("baselines", {}).get("random_init_knn_top1"),
+                     **{name: metrics.get("diagnostics", {}).get(name) for name in DIAGNOSTICS}})
         history = metrics["knn_history"]
         curves[method] = ([h["epoch"] for h in history], [h["knn_top1"] for h in history])
         finals[method] = (cfg["epochs"], metrics["knn_top1"])
@@ -50,7 +53,11 @@ def accuracy_suite(out: Path, name: str, title: str, methods: list[str], overrid
              f"{probe_epochs} epochs.",
              "samples_per_second counts each training image once per epoch, however many views it yields.",
              "random_init_knn_top1 in a method's row: kNN of that method's own network (its input filter and "
-             "BatchNorm policy included) at its random initialisation, the bar its pretraining must clear."]
+             "BatchNorm policy included) at its random initialisation, the bar its pretraining must clear.",
+             "Collapse diagnostics of the final backbone features on the monitor's test images "
+             "(`selfsup.eval.diagnostics`): normalized_std (per-dimension std of L2-normalised features; "
+             "1/sqrt(d) when spread, 0 when collapsed), effective_rank (of the feature covariance, 1..d), "
+             "alignment and uniformity (Wang & Isola 2020; lower is better for both)."]
     write_table(out, name, title, rows, notes)
     bar_plot(out / f"{name}_knn.png", [r["method"].replace("baseline: ", "") for r in rows],
              [r["knn_top1"] or 0.0 for r in rows], "kNN top-1", title)

@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ..eval.baselines import encoder_knn
+from ..eval.diagnostics import embedding_diagnostics
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -61,7 +62,8 @@ class Throughput(L.Callback):
 
 class KNNMonitor(L.Callback):
     """kNN top-1 of backbone features on held-out data every ``every_n_epochs`` epochs, logged
-    as ``knn_top1`` (and shown on the progress bar)."""
+    as ``knn_top1`` (and shown on the progress bar), with the collapse diagnostics of the
+    queries' features (``selfsup.eval.diagnostics``), logged as ``diagnostics/NAME``."""
 
     def __init__(self, bank, queries, num_classes: int, k: int, temperature: float, every_n_epochs: int):
         self.bank, self.queries, self.num_classes = bank, queries, num_classes
@@ -75,8 +77,12 @@ class KNNMonitor(L.Callback):
             return
         top1 = encoder_knn(pl_module.method, self.bank, self.queries, pl_module.norm, self.num_classes, self.k,
                            self.temperature, pl_module.device, pl_module.channels_last)
-        self.history.append({"epoch": epoch, "knn_top1": top1})
+        diagnostics = embedding_diagnostics(pl_module.method, self.queries, pl_module.norm, pl_module.device,
+                                            channels_last=pl_module.channels_last)
+        self.history.append({"epoch": epoch, "knn_top1": top1, **diagnostics})
         pl_module.log("knn_top1", top1, prog_bar=True, on_epoch=True, sync_dist=False)
+        for name, value in diagnostics.items():
+            pl_module.log(f"diagnostics/{name}", float(value), on_epoch=True, sync_dist=False)
 
 
 class ProgressBar(TQDMProgressBar):

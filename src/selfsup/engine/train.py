@@ -28,6 +28,7 @@ from ..data.samplers import ShuffleBatchSampler
 from ..data.views import Normalization
 from ..errors import SelfSupError
 from ..eval.baselines import encoder_knn, raw_pixel_knn
+from ..eval.diagnostics import embedding_diagnostics
 from ..eval.linear import linear_probe
 from ..io import atomic_write_text, ensure_writable_dir, write_json
 from .callbacks import AtomicCheckpointIO, EpochCheckpoint, KNNMonitor, ProgressBar, Throughput
@@ -192,6 +193,9 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
         "epoch_history": module.epoch_history,
         "resumed_from": str(ckpt) if ckpt else None,
     }
+    if test is not None:  # collapse diagnostics of the final encoder on the monitor's test images
+        metrics["diagnostics"] = embedding_diagnostics(module.method, _monitor_subset(test, knn_cfg["monitor_test_size"],
+                                                       cfg["seed"]), module.norm, device, channels_last=module.channels_last)
     if test is not None and knn_cfg["final"]:
         metrics["knn_top1"] = encoder_knn(module.method, bank, test, module.norm, cfg["data"]["num_classes"],
                                           knn_cfg["k"], knn_cfg["temperature"], device, module.channels_last,

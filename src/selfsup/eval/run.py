@@ -6,15 +6,17 @@ import time
 import torch
 from pathlib import Path
 
-from ..data.datasets import load_split, normalization_for
+from ..data.datasets import balanced_subset_indices, load_split, normalization_for
 from ..errors import SelfSupError
 from ..io import write_json
 from .baselines import encoder_knn
+from .diagnostics import embedding_diagnostics
 from .linear import linear_probe
 
 
-def _evaluation_data(args, cfg: dict):
-    """Labelled train and test splits of the evaluation dataset, checked against the model."""
+def _evaluation_data(args, cfg: dict, labelled: bool = True):
+    """Train and test splits of the evaluation dataset (``labelled``: required to have class
+    labels), checked against the model."""
     dataset = args.dataset or cfg["dataset"]
     same = dataset == cfg["dataset"]
     data_dir = args.data_dir or (cfg["data_dir"] if same else None)
@@ -26,7 +28,7 @@ def _evaluation_data(args, cfg: dict):
         raise SelfSupError(
             f"the checkpoint's backbone takes {cfg['data']['channels']}-channel images but {dataset} has {channels}; "
             f"pass --channels {cfg['data']['channels']} to convert")
-    if train.num_classes < 2:
+    if labelled and train.num_classes < 2:
         raise SelfSupError(f"{dataset} has no class labels to evaluate with")
     norm = normalization_for(dataset, channels)
     return dataset, train, test, norm
@@ -37,7 +39,7 @@ def evaluate(args) -> dict:
 
     module = load_pretrained(args.checkpoint)
     cfg = module.cfg
-    dataset, train, test, norm = _evaluation_data(args, cfg)
+    dataset, train, test, norm = _evaluation_data(args, cfg, labelled=args.protocol != "diagnostics")
     start = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     module.to(device)
@@ -46,7 +48,14 @@ def evaluate(args) -> dict:
               "pretrain_dataset": cfg["dataset"], "dataset": dataset, "train_images": len(train),
               "test_images": len(test)}
     method = module.method
-    if args.protocol == "knn":
+    if args.protocol == "diagnostics":
+        if args.images < 2:
+            raise SelfSupError(f"--images must be at least 2, got {args.images}")
+        images = test.subset(balanced_subset_indices(test.labels.numpy(), args.images, cfg["seed"])) \
+            if args.images < len(test) else test
+        result.update(images=len(images), **embedding_diagnostics(method, images, norm, device, cfg["seed"],
+                                                                  module.channels_last, args.batch_size))
+    elif args.protocol == "knn":
         result.update(k=args.k, temperature=args.temperature,
                       top1=encoder_knn(method, train, test, norm, train.num_classes, args.k, args.temperature, **common))
     else:

@@ -1,0 +1,58 @@
+"""Collapse diagnostics against hand-computed values and brute-force formulas, and the
+`evaluate diagnostics` command."""
+import json
+import math
+
+import pytest
+import torch
+
+from selfsup.cli import main
+from selfsup.eval.diagnostics import alignment, effective_rank, normalized_std, uniformity
+
+AXES = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+
+
+def test_normalized_std_hand_computed_and_collapse():
+    # each dimension holds 1, -1, 0, 0: mean 0, unbiased variance 2/3
+    assert normalized_std(AXES * 5) == pytest.approx(math.sqrt(2 / 3))
+    assert normalized_std(torch.ones(10, 4) * 3) == pytest.approx(0.0)
+    spread = normalized_std(torch.randn(20000, 64))
+    assert spread == pytest.approx(1 / math.sqrt(64), rel=0.02)
+
+
+def test_effective_rank_from_isotropic_to_one_direction():
+    assert effective_rank(AXES * 3 + 1) == pytest.approx(2.0)  # centred inside: the shift does not matter
+    line = torch.linspace(-1, 1, 50)[:, None] * torch.tensor([[1.0, 2.0, -1.0]])
+    assert effective_rank(line) == pytest.approx(1.0, abs=1e-6)
+    # covariance eigenvalues 4 and 1 (dimensions scaled 2 and 1): p = (0.8, 0.2)
+    expected = math.exp(-(0.8 * math.log(0.8) + 0.2 * math.log(0.2)))
+    assert effective_rank(AXES * torch.tensor([2.0, 1.0])) == pytest.approx(expected)
+
+
+def test_alignment_and_uniformity_hand_computed():
+    a = torch.tensor([[1.0, 0.0], [0.0, 3.0]])
+    assert alignment(a, a * 2) == pytest.approx(0.0)
+    assert alignment(a, -a) == pytest.approx(4.0)  # antipodal pairs: squared distance 4
+    assert uniformity(torch.tensor([[1.0, 0.0], [-2.0, 0.0]])) == pytest.approx(-8.0)
+
+
+def test_uniformity_matches_a_double_loop():
+    x = torch.randn(7, 3, dtype=torch.float64)
+    unit = x / x.norm(dim=1, keepdim=True)
+    terms = [math.exp(-2 * (unit[i] - unit[j]).pow(2).sum().item()) for i in range(7) for j in range(i + 1, 7)]
+    assert uniformity(x) == pytest.approx(math.log(sum(terms) / len(terms)))
+
+
+def test_evaluate_diagnostics_command(capsys, tmp_path, tiny_args):
+    out = tmp_path / "run"
+    assert main(["pretrain", "--method", "simclr", *tiny_args, "--epochs", "1", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"normalized_std", "effective_rank", "alignment", "uniformity"} <= set(metrics["diagnostics"])
+    assert "effective_rank" in metrics["knn_history"][-1]
+    capsys.readouterr()
+    assert main(["evaluate", "diagnostics", "--checkpoint", str(out / "checkpoints" / "last.ckpt"),
+                 "--images", "100"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 100 and 1 <= result["effective_rank"] <= result["feature_dim"]
+    assert 0 < result["normalized_std"] <= 1 and 0 <= result["alignment"] <= 4 and -4 <= result["uniformity"] <= 0
+    assert json.loads((out / "eval_diagnostics.json").read_text())["effective_rank"] == result["effective_rank"]
