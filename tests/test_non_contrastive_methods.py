@@ -73,3 +73,26 @@ def test_barlow_twins_bias_and_norm_parameters_at_their_own_rate():
     assert "lr_scale" not in weights and others["lr_scale"] == pytest.approx(0.024)
     assert all(p.ndim == 1 for p in others["params"]) and all(p.ndim > 1 for p in weights["params"])
     assert method.projector[-1].out_features == 4 * method.feature_dim
+
+
+def test_deepcluster_v2_prototypes_are_normalised_centroids_of_its_embeddings():
+    method = tiny("deepcluster-v2").eval()
+    images = torch.randn(512, 3, 16, 16)
+    with torch.no_grad():
+        embeddings = method.cluster_features(images)
+
+    def embed(encode):
+        with torch.no_grad():
+            return encode(images), torch.arange(512) % 6
+
+    stats = method.on_epoch_start(0, embed)
+    assert stats["clusters_used"] > 50 and method.prototypes.shape == (60, 128)  # 10 x 6 classes
+    assert torch.allclose(method.prototypes.norm(dim=1), torch.ones(60), atol=1e-5)
+    nearest = (embeddings @ method.prototypes.T).argmax(dim=1)
+    assert (nearest == method.assignment).float().mean() > 0.9
+    method.train()
+    views = [images[:8], images[:8].flip(-1)]
+    loss = method.training_step({"views": views, "index": torch.arange(8)}, 0)["loss"]
+    loss.backward()
+    assert torch.isfinite(loss) and method.projector[0].weight.grad is not None
+    assert "prototypes" in dict(method.named_buffers())  # fixed between epochs, saved in checkpoints

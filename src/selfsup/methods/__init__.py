@@ -3,13 +3,13 @@ from ..errors import SelfSupError
 from .barlow_twins import BarlowTwins
 from .base import Method, RunContext
 from .byol import BYOL
-from .deepcluster import DeepCluster
+from .deepcluster import DeepCluster, DeepClusterV2
 from .moco import MoCoV1, MoCoV2
 from .simclr import SimCLR
 from .simsiam import SimSiam
 from .swav import SwAV
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in [SimCLR, MoCoV2, MoCoV1, SwAV, DeepCluster, BYOL,
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in [SimCLR, MoCoV2, MoCoV1, SwAV, DeepCluster, DeepClusterV2, BYOL,
                                                               SimSiam, BarlowTwins]}
 
 

@@ -12,6 +12,15 @@ momentum 0.9, weight decay 1e-5.  Our choices: for a ResNet the clustered featur
 of a 2-layer MLP head (the counterpart of AlexNet's fc6-fc7) over the pooled backbone
 features; the augmentation is crop + flip, as in the paper.  Each epoch logs the NMI between
 consecutive assignments and against the true labels.
+
+DeepCluster-v2 (Caron et al., "Unsupervised Learning of Visual Features by Contrasting Cluster
+Assignments", NeurIPS 2020, appendix): no PCA and no Sobel; k-means (10 iterations) on the
+L2-normalised output of a 2-layer MLP projector (128-d), whose centroids become fixed
+prototypes; each view's embedding is classified against them (softmax at τ 0.1) with the
+image's cluster as the label; ordinary shuffled sampling.  From the paper: LARS, τ 0.1, 128-d
+projections, multi-crop and 3 × 3000 prototypes on ImageNet.  Our choices: one set of k = 10 ×
+the classes prototypes, the two global views only, and the epoch's features computed by the
+epoch-start pass over clean images (the paper reuses the previous epoch's crop embeddings).
 """
 from __future__ import annotations
 
@@ -35,9 +44,10 @@ from .base import Method
 
 
 def kmeans_assign(features: torch.Tensor, k: int, seed: int, pca_dim: int | None = 256, iterations: int = 20,
-                  whiten: bool = True) -> torch.Tensor:
-    """Cluster index of each row: PCA (whitened, to ``pca_dim``; None: no PCA), L2
-    normalisation, then faiss k-means with ``seed``."""
+                  whiten: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cluster index of each row, [k, d'] centroids): PCA (whitened, to ``pca_dim``; None: no
+    PCA), L2 normalisation, then faiss k-means with ``seed``; the centroids live in the space
+    that was clustered."""
     x = np.ascontiguousarray(features.float().cpu().numpy())
     if pca_dim:
         pca = faiss.PCAMatrix(x.shape[1], min(pca_dim, x.shape[1]), -0.5 if whiten else 0.0)
@@ -48,7 +58,7 @@ def kmeans_assign(features: torch.Tensor, k: int, seed: int, pca_dim: int | None
     kmeans = faiss.Kmeans(x.shape[1], k, niter=iterations, seed=seed, max_points_per_centroid=10_000_000)
     kmeans.train(x)
     _, assignment = kmeans.index.search(x, 1)
-    return torch.from_numpy(assignment[:, 0].astype(np.int64))
+    return torch.from_numpy(assignment[:, 0].astype(np.int64)), torch.from_numpy(kmeans.centroids.copy())
 
 
 class Sobel(nn.Module):
@@ -63,14 +73,13 @@ class Sobel(nn.Module):
         return F.conv2d(x.mean(1, keepdim=True), self.kernel.to(x.dtype), padding=1)
 
 
-class DeepCluster(Method):
-    """DeepCluster (Caron et al. 2018): k-means pseudo-labels each epoch, re-initialised classifier."""
+class Clustering(Method):
+    """What DeepCluster v1 and v2 share: a ``[train_size]`` pseudo-label buffer refreshed at
+    every epoch start by k-means on ``cluster_features`` of the whole training set, with the
+    statistics (clusters used, NMI against the previous assignment and the true labels)."""
 
-    name = "deepcluster"
-    defaults = {"num_clusters": None, "pca_dim": 256, "kmeans_iterations": 20, "sobel": True,
-                "head_hidden_dim": None, "augment": {}}
-    limits = {"num_clusters": (2, None), "pca_dim": (1, None), "kmeans_iterations": (1, None),
-              "head_hidden_dim": (1, None)}
+    defaults = {"num_clusters": None, "pca_dim": 256, "kmeans_iterations": 20}
+    limits = {"num_clusters": (2, None), "pca_dim": (1, None), "kmeans_iterations": (1, None)}
 
     @classmethod
     def check_params(cls, params, run):
@@ -78,6 +87,35 @@ class DeepCluster(Method):
         if params.get("num_clusters") and run.train_size and params["num_clusters"] > run.train_size:
             raise SelfSupError(f"params.num_clusters={params['num_clusters']} is more clusters than the "
                                f"{run.train_size} training images; lower it (null: 10 x the classes)")
+
+    def __init__(self, backbone, cfg, run):
+        super().__init__(backbone, cfg, run)
+        self.num_clusters = cfg["num_clusters"] or min(10 * (run.num_classes or 10), run.train_size)
+        self.register_buffer("assignment", torch.zeros(run.train_size, dtype=torch.long))
+
+    def cluster_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def recluster(self, epoch: int, embed) -> tuple[dict, torch.Tensor]:
+        """New pseudo-labels in ``assignment``; returns (statistics, centroids)."""
+        features, labels = embed(self.cluster_features)
+        seed = int(torch.randint(2**31 - 1, (1,), generator=self.generator, device=self.generator.device))
+        new, centroids = kmeans_assign(features, self.num_clusters, seed, self.cfg["pca_dim"],
+                                       self.cfg["kmeans_iterations"])
+        stats = {"clusters_used": float(len(new.unique())),
+                 "nmi_true_labels": normalized_mutual_info_score(labels.numpy(), new.numpy())}
+        if epoch > 0:
+            stats["nmi_previous"] = normalized_mutual_info_score(self.assignment.cpu().numpy(), new.numpy())
+        self.assignment.copy_(new.to(self.assignment.device))
+        return stats, centroids
+
+
+class DeepCluster(Clustering):
+    """DeepCluster (Caron et al. 2018): k-means pseudo-labels each epoch, re-initialised classifier."""
+
+    name = "deepcluster"
+    defaults = {**Clustering.defaults, "sobel": True, "head_hidden_dim": None, "augment": {}}
+    limits = {**Clustering.limits, "head_hidden_dim": (1, None)}
 
     @classmethod
     def build_backbone(cls, cfg, run):
@@ -89,9 +127,7 @@ class DeepCluster(Method):
         self.input_filter = Sobel() if cfg["sobel"] else nn.Identity()
         width = cfg["head_hidden_dim"] or self.feature_dim
         self.head = nn.Sequential(mlp(self.feature_dim, width, width), nn.ReLU())
-        self.num_clusters = cfg["num_clusters"] or min(10 * (run.num_classes or 10), run.train_size)
         self.classifier = nn.Linear(width, self.num_clusters)
-        self.register_buffer("assignment", torch.zeros(run.train_size, dtype=torch.long))
         self.views = [ViewSpec(AugmentConfig(**cfg["augment"]), count=1)]
 
     def features(self, x):
@@ -100,24 +136,48 @@ class DeepCluster(Method):
     def feature_layers(self, x):
         return self.backbone.forward_stages(self.input_filter(x))
 
+    def cluster_features(self, x):
+        return self.head(self.features(x))
+
     def train_loader(self, dataset, batch_size, seed):
         sampler = UniformLabelBatchSampler(lambda: self.assignment, len(dataset), batch_size, seed)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_batch)
 
     def on_epoch_start(self, epoch, embed):
-        features, labels = embed(lambda x: self.head(self.features(x)))
-        seed = int(torch.randint(2**31 - 1, (1,), generator=self.generator, device=self.generator.device))
-        new = kmeans_assign(features, self.num_clusters, seed, self.cfg["pca_dim"], self.cfg["kmeans_iterations"])
-        previous = self.assignment.cpu().numpy()
-        stats = {"clusters_used": float(len(new.unique())),
-                 "nmi_true_labels": normalized_mutual_info_score(labels.numpy(), new.numpy())}
-        if epoch > 0:
-            stats["nmi_previous"] = normalized_mutual_info_score(previous, new.numpy())
-        self.assignment.copy_(new.to(self.assignment.device))
+        stats, _ = self.recluster(epoch, embed)
         self.reinitialize(self.classifier)
         return stats
 
     def training_step(self, batch, step):
         (view,) = batch["views"]
-        logits = self.classifier(self.head(self.features(view)))
+        logits = self.classifier(self.cluster_features(view))
         return {"loss": F.cross_entropy(logits, self.assignment[batch["index"]])}
+
+
+class DeepClusterV2(Clustering):
+    """DeepCluster-v2 (Caron et al. 2020): k-means centroids of projected embeddings as fixed prototypes."""
+
+    name = "deepcluster-v2"
+    defaults = {**Clustering.defaults, "pca_dim": None, "kmeans_iterations": 10, "temperature": 0.1,
+                "proj_hidden_dim": None, "proj_dim": 128, "augment": {}}
+    limits = {**Clustering.limits, "temperature": (1e-4, None), "proj_hidden_dim": (1, None), "proj_dim": (1, None)}
+
+    def __init__(self, backbone, cfg, run):
+        super().__init__(backbone, cfg, run)
+        self.projector = mlp(self.feature_dim, cfg["proj_hidden_dim"] or self.feature_dim, cfg["proj_dim"])
+        self.register_buffer("prototypes", F.normalize(torch.randn(self.num_clusters, cfg["proj_dim"]), dim=1))
+        self.views = [ViewSpec(AugmentConfig(**cfg["augment"]), count=2)]
+
+    def cluster_features(self, x):
+        return F.normalize(self.projector(self.features(x)), dim=1)
+
+    def on_epoch_start(self, epoch, embed):
+        stats, centroids = self.recluster(epoch, embed)
+        self.prototypes.copy_(F.normalize(centroids, dim=1).to(self.prototypes))
+        return stats
+
+    def training_step(self, batch, step):
+        z = F.normalize(self.projector(self.backbone(torch.cat(batch["views"]))), dim=1)
+        logits = z @ self.prototypes.T / self.cfg["temperature"]
+        labels = self.assignment[batch["index"]].repeat(len(batch["views"]))
+        return {"loss": F.cross_entropy(logits, labels)}
