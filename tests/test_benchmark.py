@@ -26,3 +26,15 @@ def test_unknown_method_in_a_suite_is_refused_before_any_work(tmp_path, capsys):
     assert main(["benchmark", "--suite", "smoke", "--method", "nope", "--out", str(out)]) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_every_ablation_row_changes_a_real_setting_of_its_method():
+    from selfsup.bench import ABLATIONS, FMNIST_QUICK, FMNIST_QUICK_TUNED
+    from selfsup.config import merge, resolve
+
+    labels = [label for label, _, _ in ABLATIONS]
+    assert len(set(labels)) == len(labels)
+    for label, method, change in ABLATIONS:
+        reference = merge(merge(resolve(method), FMNIST_QUICK), FMNIST_QUICK_TUNED.get(method, {}))
+        ablated = merge(reference, change)  # strict: a misspelt key is an error
+        assert (ablated != reference) == bool(change), label

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..config import merge
 from ..errors import SelfSupError
 from ..io import ensure_writable_dir
 
@@ -21,7 +22,7 @@ def _smoke(out: Path, data_dir: str | None, methods: list[str] | None):
                  "optimizer": {"name": "adam", "lr": 0.008, "lr_scaling": "none"}, "schedule": {"warmup_epochs": 0},
                  "trainer": {"progress_bar": False}, "knn": {"k": 20}}
     return accuracy_suite(out, "smoke", "Smoke: synthetic textures (6 epochs, ResNet-18 width 8)",
-                          methods or ["simclr"], overrides, probe_epochs=20, data_dir=data_dir)
+                          [(m, m, {}) for m in methods or ["simclr"]], overrides, probe_epochs=20, data_dir=data_dir)
 
 
 # The fixed budget every method gets on Fashion-MNIST.
@@ -38,9 +39,37 @@ FMNIST_QUICK_TUNED = {
 
 def _fmnist_quick(out: Path, data_dir: str | None, methods: list[str] | None):
     from .suites import accuracy_suite
+    methods = methods or ["simclr", "moco-v2", "swav", "deepcluster"]
     return accuracy_suite(out, "fmnist-quick", "Fashion-MNIST quick: ResNet-18 (small stem, width 16), batch 256, 5 epochs",
-                          methods or ["simclr", "moco-v2", "swav", "deepcluster"], FMNIST_QUICK, probe_epochs=100,
-                          data_dir=data_dir, per_method=FMNIST_QUICK_TUNED)
+                          [(m, m, FMNIST_QUICK_TUNED.get(m, {})) for m in methods], FMNIST_QUICK, probe_epochs=100,
+                          data_dir=data_dir)
+
+
+# Ablations of the non-contrastive and clustering methods on the fmnist-quick budget: each row
+# changes one setting of the method's fmnist-quick configuration.
+ABLATIONS = [
+    ("byol", "byol", {}),
+    ("byol, no predictor", "byol", {"params": {"use_predictor": False}}),
+    ("byol, frozen target (tau 1)", "byol", {"params": {"base_momentum": 1.0, "final_momentum": 1.0}}),
+    ("simsiam", "simsiam", {}),
+    ("simsiam, no stop-gradient", "simsiam", {"params": {"stop_gradient": False}}),
+    ("swav", "swav", {}),
+    ("swav, no multi-crop", "swav", {"params": {"small_crops": 0}}),
+    ("deepcluster, k 30", "deepcluster", {"params": {"num_clusters": 30}}),
+    ("deepcluster, k 100", "deepcluster", {"params": {"num_clusters": 100}}),
+    ("deepcluster, k 300", "deepcluster", {"params": {"num_clusters": 300}}),
+    ("barlow-twins, lambda 0.0051", "barlow-twins", {}),
+    ("barlow-twins, lambda 0.0005", "barlow-twins", {"params": {"lambd": 0.0005}}),
+    ("barlow-twins, lambda 0.05", "barlow-twins", {"params": {"lambd": 0.05}}),
+]
+
+
+def _ablations(out: Path, data_dir: str | None, methods: list[str] | None):
+    from .suites import accuracy_suite
+    runs = [(label, m, merge(FMNIST_QUICK_TUNED.get(m, {}), change, strict=False)) for label, m, change in ABLATIONS
+            if not methods or m in methods]
+    return accuracy_suite(out, "ablations", "Ablations on the Fashion-MNIST quick budget (5 epochs, ResNet-18 width 16)",
+                          runs, FMNIST_QUICK, probe_epochs=100, data_dir=data_dir)
 
 
 def _throughput(out: Path, data_dir: str | None, methods: list[str] | None):
@@ -52,6 +81,8 @@ SUITES: dict[str, Suite] = {
     "smoke": Suite("SimCLR on synthetic data, a minute on 2 CPU cores (used by the tests)", _smoke),
     "fmnist-quick": Suite("Fashion-MNIST 60k/10k, ResNet-18 width 16, batch 256, 5 epochs: kNN, linear, baselines",
                           _fmnist_quick),
+    "ablations": Suite("fmnist-quick runs with one setting changed: BYOL's predictor and target, SimSiam's "
+                       "stop-gradient, SwAV's multi-crop, DeepCluster's k, Barlow Twins' lambda", _ablations),
     "throughput": Suite("training images/s of --method M (or all): our engine vs the model-only ceiling "
                         "(and, for simclr, a plain PyTorch loop)", _throughput),
 }

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 from ..config import merge, resolve
@@ -12,25 +13,25 @@ from .report import bar_plot, curve_plot, write_table
 DIAGNOSTICS = ("normalized_std", "effective_rank", "alignment", "uniformity")
 
 
-def accuracy_suite(out: Path, name: str, title: str, methods: list[str], overrides: dict, probe_epochs: int,
-                   data_dir: str | None = None, per_method: dict | None = None) -> list[dict]:
-    """Pretrain each method with ``overrides`` (then ``per_method[method]``) into
-    ``out/runs/METHOD``, evaluate it with the shared protocol, and write ``{name}.md``/``.csv``
-    and plots into ``out``.  A method whose run finished in an earlier call is not re-run."""
+def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, dict]], overrides: dict,
+                   probe_epochs: int, data_dir: str | None = None) -> list[dict]:
+    """Pretrain each run ``(label, method, settings)`` with ``overrides`` then ``settings`` laid
+    over the method's defaults, into ``out/runs/LABEL`` (as a slug); evaluate it with the shared protocol and
+    write ``{name}.md``/``.csv`` and plots into ``out``.  A run that finished in an earlier call
+    is not re-run."""
     rows, curves, finals, baselines = [], {}, {}, {}
-    per_method = per_method or {}
-    for method in methods:
+    for label, method, settings in runs:
         layer = copy.deepcopy(overrides)
         if data_dir:
             layer["data_dir"] = data_dir
-        cfg = merge(merge(resolve(method), layer), per_method.get(method, {}))
-        run_dir = out / "runs" / method
+        cfg = merge(merge(resolve(method), layer), settings)
+        run_dir = out / "runs" / re.sub(r"[^a-z0-9.]+", "-", label.lower()).strip("-")
         if (run_dir / "metrics.json").exists():  # a finished run of an earlier, interrupted suite
             metrics = json.loads((run_dir / "metrics.json").read_text())
         else:
             metrics = pretrain(cfg, run_dir, resume=True, baselines=True, probe_epochs=probe_epochs)
         baselines = baselines or metrics.get("baselines", {})
-        rows.append({"method": method, "epochs": cfg["epochs"], "knn_top1": metrics["knn_top1"],
+        rows.append({"method": label, "epochs": cfg["epochs"], "knn_top1": metrics["knn_top1"],
                      "linear_top1": metrics["linear_top1"], "final_loss": metrics["final_loss"],
                      "train_seconds": metrics["train_seconds"], "samples_per_second": metrics["samples_per_second"],
                      "peak_memory_mb": metrics["peak_memory_mb"],
@@ -38,14 +39,14 @@ def accuracy_suite(out: Path, name: str, title: str, methods: list[str], overrid
                      "random_init_knn_top1": metrics.get("baselines", {}).get("random_init_knn_top1"),
                      **{name: metrics.get("diagnostics", {}).get(name) for name in DIAGNOSTICS}})
         history = metrics["knn_history"]
-        curves[method] = ([h["epoch"] for h in history], [h["knn_top1"] for h in history])
-        finals[method] = (cfg["epochs"], metrics["knn_top1"])
+        curves[label] = ([h["epoch"] for h in history], [h["knn_top1"] for h in history])
+        finals[label] = (cfg["epochs"], metrics["knn_top1"])
     for label, key in [("raw pixels", "raw_pixels_knn_top1"), ("standardised pixels", "standardized_pixels_knn_top1"),
-                       (f"random-init backbone ({methods[0]}'s network)", "random_init_knn_top1")]:
+                       (f"random-init backbone ({runs[0][1]}'s network)", "random_init_knn_top1")]:
         rows.append({"method": f"baseline: {label}", "knn_top1": baselines.get(key)})
     knn = cfg["knn"]
-    notes = [f"Settings laid over each method's defaults: `{overrides}`; then, per method: "
-             + "; ".join(f"{m}: `{per_method[m]}`" for m in methods if m in per_method) + ".",
+    notes = [f"Settings laid over each method's defaults: `{overrides}`; then, per run: "
+             + "; ".join(f"{label}: `{settings}`" for label, _, settings in runs if settings) + ".",
              f"kNN: k={knn['k']}, T={knn['temperature']}, cosine, weighted vote, on backbone features of the full test "
              "split (bank: the pretraining training split). The monitor in the curve plot uses at most "
              f"{knn['monitor_train_size']} bank images and {knn['monitor_test_size']} test queries.",
