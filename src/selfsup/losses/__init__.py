@@ -4,7 +4,8 @@ from .distributed import all_reduce_sum, gather_no_grad, gather_with_grad, world
 from .info_nce import info_nce
 from .non_contrastive import barlow_twins, negative_cosine
 from .nt_xent import nt_xent
+from .supervised import supcon, triplet
 from .swav import sinkhorn, swav
 
 __all__ = ["all_reduce_sum", "barlow_twins", "negative_cosine", "gather_no_grad", "gather_with_grad", "info_nce", "nt_xent", "sinkhorn",
-           "swav", "world_info"]
+           "supcon", "swav", "triplet", "world_info"]

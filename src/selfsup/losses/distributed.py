@@ -18,6 +18,20 @@ def world_info() -> tuple[int, int]:
     return 0, 1
 
 
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the incoming gradient contiguous: the backward of
+    ``all_gather`` (a reduce-scatter) gives wrong sums for strided gradients, which a
+    transpose or reshape after the gather produces."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous()
+
+
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` from all ranks along dim 0, differentiably; identity on one process."""
     _, world = world_info()
@@ -25,7 +39,7 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
         return x
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(x.contiguous()), dim=0)
+    return torch.cat([_ContiguousGrad.apply(part) for part in all_gather(x.contiguous())], dim=0)
 
 
 def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
