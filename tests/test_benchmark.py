@@ -38,3 +38,22 @@ def test_every_ablation_row_changes_a_real_setting_of_its_method():
         reference = merge(merge(resolve(method), FMNIST_QUICK), FMNIST_QUICK_TUNED.get(method, {}))
         ablated = merge(reference, change)  # strict: a misspelt key is an error
         assert (ablated != reference) == bool(change), label
+
+
+def test_a_suite_run_one_method_at_a_time_builds_one_table(tmp_path, capsys):
+    from selfsup.bench.suites import accuracy_suite
+
+    overrides = {"dataset": "synthetic", "epochs": 1, "batch_size": 64, "backbone": {"width": 8},
+                 "optimizer": {"name": "adam", "lr": 0.008, "lr_scaling": "none"}, "schedule": {"warmup_epochs": 0},
+                 "trainer": {"progress_bar": False}, "knn": {"k": 20, "every_n_epochs": 0}}
+    runs = [("simclr", "simclr", {}), ("simsiam", "simsiam", {})]
+    out = tmp_path / "bench"
+    first = accuracy_suite(out, "t", "t", runs, overrides, probe_epochs=2, selected=["simsiam"])
+    assert [r["method"] for r in first if not r["method"].startswith("baseline")] == ["simsiam"]
+    finished = (out / "runs" / "simsiam" / "metrics.json").stat().st_mtime_ns
+    second = accuracy_suite(out, "t", "t", runs, overrides, probe_epochs=2, selected=["simclr"])
+    assert [r["method"] for r in second if not r["method"].startswith("baseline")] == ["simclr", "simsiam"]
+    assert (out / "runs" / "simsiam" / "metrics.json").stat().st_mtime_ns == finished  # not re-run
+    table = (out / "t.md").read_text()
+    assert "| simclr |" in table and "| simsiam |" in table
+    assert f"Command: `selfsup benchmark --suite t --out {out}`" in table

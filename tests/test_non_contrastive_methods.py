@@ -96,3 +96,16 @@ def test_deepcluster_v2_prototypes_are_normalised_centroids_of_its_embeddings():
     loss.backward()
     assert torch.isfinite(loss) and method.projector[0].weight.grad is not None
     assert "prototypes" in dict(method.named_buffers())  # fixed between epochs, saved in checkpoints
+
+
+def test_triplet_trains_on_p_by_k_class_batches():
+    from selfsup.data.datasets import load_split
+    method = tiny("triplet")
+    data = load_split("synthetic", "train", options={"synthetic_size": 512})
+    loader = method.train_loader(data, 64, seed=0)
+    loader.batch_sampler.set_epoch(0)
+    batch = next(iter(loader))
+    counts = batch["label"].bincount()
+    assert sorted(counts[counts > 0].tolist()) == [16] * 4  # P = 4 (largest divisor of 64 up to 6 classes), K = 16
+    loss = method.training_step({"views": [batch["image"].float() / 255], "label": batch["label"]}, 0)["loss"]
+    assert loss.item() > 0

@@ -104,7 +104,7 @@ def _cmd_list(args) -> None:
 
     print("methods:")
     for name, cls in METHODS.items():
-        print(f"  {name:14s} {(cls.__doc__ or '').strip().splitlines()[0]}")
+        print(f"  {name:14s} {(cls.__doc__ or '').strip().splitlines()[0]}{' [supervised]' if cls.supervised else ''}")
     print("datasets:")
     for name, info in DATASETS.items():
         print(f"  {name:14s} {info.description}")

@@ -39,10 +39,10 @@ FMNIST_QUICK_TUNED = {
 
 def _fmnist_quick(out: Path, data_dir: str | None, methods: list[str] | None):
     from .suites import accuracy_suite
-    methods = methods or ["simclr", "moco-v2", "swav", "deepcluster"]
+    from ..methods import METHODS
     return accuracy_suite(out, "fmnist-quick", "Fashion-MNIST quick: ResNet-18 (small stem, width 16), batch 256, 5 epochs",
-                          [(m, m, FMNIST_QUICK_TUNED.get(m, {})) for m in methods], FMNIST_QUICK, probe_epochs=100,
-                          data_dir=data_dir)
+                          [(m, m, FMNIST_QUICK_TUNED.get(m, {})) for m in METHODS], FMNIST_QUICK, probe_epochs=100,
+                          data_dir=data_dir, selected=methods)
 
 
 # Ablations of the non-contrastive and clustering methods on the fmnist-quick budget: each row
@@ -66,10 +66,9 @@ ABLATIONS = [
 
 def _ablations(out: Path, data_dir: str | None, methods: list[str] | None):
     from .suites import accuracy_suite
-    runs = [(label, m, merge(FMNIST_QUICK_TUNED.get(m, {}), change, strict=False)) for label, m, change in ABLATIONS
-            if not methods or m in methods]
+    runs = [(label, m, merge(FMNIST_QUICK_TUNED.get(m, {}), change, strict=False)) for label, m, change in ABLATIONS]
     return accuracy_suite(out, "ablations", "Ablations on the Fashion-MNIST quick budget (5 epochs, ResNet-18 width 16)",
-                          runs, FMNIST_QUICK, probe_epochs=100, data_dir=data_dir)
+                          runs, FMNIST_QUICK, probe_epochs=100, data_dir=data_dir, selected=methods)
 
 
 def _throughput(out: Path, data_dir: str | None, methods: list[str] | None):

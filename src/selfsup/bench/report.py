@@ -15,10 +15,11 @@ def _fmt(value) -> str:
     return "" if value is None else str(value)
 
 
-def write_table(out: Path, name: str, title: str, rows: list[dict], notes: list[str]) -> None:
-    """``{name}.md`` (title, command, table, notes) and ``{name}.csv`` in ``out``."""
+def write_table(out: Path, name: str, title: str, rows: list[dict], notes: list[str], command: str | None = None) -> None:
+    """``{name}.md`` (title, command — by default the one running —, table, notes) and ``{name}.csv`` in ``out``."""
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    lines = [f"# {title}", "", f"Command: `selfsup {' '.join(sys.argv[1:]) if sys.argv[1:] else 'benchmark'}`", "",
+    command = command or f"selfsup {' '.join(sys.argv[1:]) if sys.argv[1:] else 'benchmark'}"
+    lines = [f"# {title}", "", f"Command: `{command}`", "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |" for row in rows]
     lines += [""] + [f"- {note}" for note in notes]

@@ -8,30 +8,37 @@ from pathlib import Path
 
 from ..config import merge, resolve
 from ..engine.train import pretrain
+from ..methods import method_class
 from .report import bar_plot, curve_plot, write_table
 
 DIAGNOSTICS = ("normalized_std", "effective_rank", "alignment", "uniformity")
 
 
 def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, dict]], overrides: dict,
-                   probe_epochs: int, data_dir: str | None = None) -> list[dict]:
-    """Pretrain each run ``(label, method, settings)`` with ``overrides`` then ``settings`` laid
-    over the method's defaults, into ``out/runs/LABEL`` (as a slug); evaluate it with the shared protocol and
-    write ``{name}.md``/``.csv`` and plots into ``out``.  A run that finished in an earlier call
-    is not re-run."""
-    rows, curves, finals, baselines = [], {}, {}, {}
+                   probe_epochs: int, data_dir: str | None = None, selected: list[str] | None = None) -> list[dict]:
+    """Pretrain the suite's runs ``(label, method, settings)`` whose method is in ``selected``
+    (None: all) with ``overrides`` then ``settings`` laid over the method's defaults, into
+    ``out/runs/LABEL`` (as a slug), and evaluate them with the shared protocol.  A run that
+    finished in an earlier call is not re-run.  ``{name}.md``/``.csv`` and the plots in ``out``
+    then show every finished run of the suite, in the suite's order, so that suites run one
+    method at a time build one table."""
+    rows, curves, finals, baselines, done = [], {}, {}, {}, []
     for label, method, settings in runs:
         layer = copy.deepcopy(overrides)
         if data_dir:
             layer["data_dir"] = data_dir
         cfg = merge(merge(resolve(method), layer), settings)
         run_dir = out / "runs" / re.sub(r"[^a-z0-9.]+", "-", label.lower()).strip("-")
-        if (run_dir / "metrics.json").exists():  # a finished run of an earlier, interrupted suite
+        if (run_dir / "metrics.json").exists():  # finished in an earlier call
             metrics = json.loads((run_dir / "metrics.json").read_text())
-        else:
+        elif selected is None or method in selected:
             metrics = pretrain(cfg, run_dir, resume=True, baselines=True, probe_epochs=probe_epochs)
+        else:
+            continue
+        done.append((label, method, settings))
         baselines = baselines or metrics.get("baselines", {})
-        rows.append({"method": label, "epochs": cfg["epochs"], "knn_top1": metrics["knn_top1"],
+        supervised = " (supervised)" if method_class(method).supervised else ""
+        rows.append({"method": label + supervised, "epochs": cfg["epochs"], "knn_top1": metrics["knn_top1"],
                      "linear_top1": metrics["linear_top1"], "final_loss": metrics["final_loss"],
                      "train_seconds": metrics["train_seconds"], "samples_per_second": metrics["samples_per_second"],
                      "peak_memory_mb": metrics["peak_memory_mb"],
@@ -42,11 +49,11 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
         curves[label] = ([h["epoch"] for h in history], [h["knn_top1"] for h in history])
         finals[label] = (cfg["epochs"], metrics["knn_top1"])
     for label, key in [("raw pixels", "raw_pixels_knn_top1"), ("standardised pixels", "standardized_pixels_knn_top1"),
-                       (f"random-init backbone ({runs[0][1]}'s network)", "random_init_knn_top1")]:
+                       (f"random-init backbone ({done[0][1]}'s network)", "random_init_knn_top1")]:
         rows.append({"method": f"baseline: {label}", "knn_top1": baselines.get(key)})
     knn = cfg["knn"]
     notes = [f"Settings laid over each method's defaults: `{overrides}`; then, per run: "
-             + "; ".join(f"{label}: `{settings}`" for label, _, settings in runs if settings) + ".",
+             + "; ".join(f"{label}: `{settings}`" for label, _, settings in done if settings) + ".",
              f"kNN: k={knn['k']}, T={knn['temperature']}, cosine, weighted vote, on backbone features of the full test "
              "split (bank: the pretraining training split). The monitor in the curve plot uses at most "
              f"{knn['monitor_train_size']} bank images and {knn['monitor_test_size']} test queries.",
@@ -59,7 +66,9 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
              "(`selfsup.eval.diagnostics`): normalized_std (per-dimension std of L2-normalised features; "
              "1/sqrt(d) when spread, 0 when collapsed), effective_rank (of the feature covariance, 1..d), "
              "alignment and uniformity (Wang & Isola 2020; lower is better for both)."]
-    write_table(out, name, title, rows, notes)
+    notes.append(f"Each row is the run in `runs/LABEL/` (its `config.yaml` and `metrics.json` are committed); "
+                 f"`--method M` runs only M's rows, the command above runs every row not yet finished.")
+    write_table(out, name, title, rows, notes, command=f"selfsup benchmark --suite {name} --out {out}")
     bar_plot(out / f"{name}_knn.png", [r["method"].replace("baseline: ", "") for r in rows],
              [r["knn_top1"] or 0.0 for r in rows], "kNN top-1", title)
     curve_plot(out / f"{name}_knn_curve.png", curves, "epoch", "kNN top-1", title,

@@ -7,10 +7,11 @@ from .deepcluster import DeepCluster, DeepClusterV2
 from .moco import MoCoV1, MoCoV2
 from .simclr import SimCLR
 from .simsiam import SimSiam
+from .supervised import SupCon, Triplet
 from .swav import SwAV
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in [SimCLR, MoCoV2, MoCoV1, SwAV, DeepCluster, DeepClusterV2, BYOL,
-                                                              SimSiam, BarlowTwins]}
+                                                              SimSiam, BarlowTwins, SupCon, Triplet]}
 
 
 def method_class(name: str) -> type[Method]:

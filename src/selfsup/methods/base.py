@@ -70,6 +70,8 @@ class Method(nn.Module):
     name: str = ""
     #: configuration keys the method reads, with their defaults (documented in its config file)
     defaults: dict = {}
+    #: trains on the class labels (marked as such in every benchmark table)
+    supervised: bool = False
     #: inclusive (low, high) bounds of numeric params (None: unbounded), checked before anything is built
     limits: dict[str, tuple] = {}
 

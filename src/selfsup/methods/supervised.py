@@ -1,0 +1,111 @@
+"""Metric learning with labels: Supervised Contrastive learning and the FaceNet triplet loss.
+Both read ``batch["label"]`` and are marked ``supervised`` in every benchmark table.
+
+SupCon: Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020.  Two SimCLR views per
+image, a 2-layer MLP head to 128-d, ``supcon`` (L_out) with τ 0.1 and base τ 0.07 over the
+global batch.  Optimiser from the authors' CIFAR recipe: SGD lr 0.05·batch/256, momentum 0.9,
+weight decay 1e-4, cosine.
+
+Triplet: Schroff, Kalenichenko, Philbin, "FaceNet", CVPR 2015.  One augmented view per image,
+a 2-layer MLP head to L2-normalised 128-d embeddings, ``triplet`` with margin 0.2 and online
+semi-hard mining (``hard`` and ``all`` as options) in P×K batches (P classes × K images,
+``ClassBatchSampler``).  FaceNet used AdaGrad on faces; our choice is SupCon's SGD recipe and
+P = 8 classes per batch when the batch divides by 8 (K = batch / P), which keeps several
+negative classes per anchor on 10-class data.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from ..data.augment import AugmentConfig
+from ..data.datasets import collate_batch
+from ..data.samplers import ClassBatchSampler
+from ..data.views import ViewSpec
+from ..errors import SelfSupError
+from ..losses import supcon, triplet
+from ..losses.supervised import TRIPLET_MINING
+from ..models.heads import mlp
+from .base import Method
+
+
+class LabelledMethod(Method):
+    """A method that needs class labels: refuses unlabelled data, builds the usual MLP head."""
+
+    supervised = True
+
+    @classmethod
+    def check_params(cls, params, run):
+        super().check_params(params, run)
+        if run.num_classes < 2:
+            raise SelfSupError(f"{cls.name} is supervised and needs a labelled dataset; this one has no classes")
+
+    def __init__(self, backbone, cfg, run):
+        super().__init__(backbone, cfg, run)
+        self.projector = mlp(self.feature_dim, cfg["proj_hidden_dim"] or self.feature_dim, cfg["proj_dim"])
+
+
+class SupCon(LabelledMethod):
+    """SupCon (Khosla et al. 2020): contrastive loss whose positives are all views of the class."""
+
+    name = "supcon"
+    defaults = {"temperature": 0.1, "base_temperature": 0.07, "views": 2, "proj_hidden_dim": None,
+                "proj_dim": 128, "augment": {}}
+    limits = {"temperature": (1e-4, None), "base_temperature": (1e-4, None), "views": (1, None),
+              "proj_hidden_dim": (1, None), "proj_dim": (1, None)}
+
+    def __init__(self, backbone, cfg, run):
+        super().__init__(backbone, cfg, run)
+        self.views = [ViewSpec(AugmentConfig(**cfg["augment"]), count=cfg["views"])]
+
+    def training_step(self, batch, step):
+        z = self.projector(self.backbone(torch.cat(batch["views"])))
+        features = torch.stack(z.chunk(len(batch["views"])), dim=1)  # [N, V, D]
+        return {"loss": supcon(features, batch["label"], self.cfg["temperature"], self.cfg["base_temperature"],
+                               gather=True)}
+
+
+class Triplet(LabelledMethod):
+    """Triplet loss (Schroff et al. 2015) with online mining in P×K class batches."""
+
+    name = "triplet"
+    defaults = {"margin": 0.2, "mining": "semi-hard", "classes_per_batch": None, "proj_hidden_dim": None,
+                "proj_dim": 128, "augment": {}}
+    limits = {"margin": (0, None), "classes_per_batch": (2, None), "proj_hidden_dim": (1, None), "proj_dim": (1, None)}
+
+    @staticmethod
+    def classes_per_batch(params, run) -> int:
+        """P: the option, or the largest divisor of the batch size up to min(8, classes)."""
+        if params["classes_per_batch"]:
+            return params["classes_per_batch"]
+        divisors = [p for p in range(2, min(8, run.num_classes) + 1) if run.batch_size % p == 0]
+        return divisors[-1] if divisors else min(8, run.num_classes)
+
+    @classmethod
+    def check_params(cls, params, run):
+        super().check_params(params, run)
+        p = cls.classes_per_batch(params, run)
+        if params["mining"] not in TRIPLET_MINING:
+            raise SelfSupError(f"params.mining of triplet must be one of {', '.join(TRIPLET_MINING)}, "
+                               f"got {params['mining']!r}")
+        if p > run.num_classes:
+            raise SelfSupError(f"params.classes_per_batch={p} is more classes than the dataset's {run.num_classes}")
+        if run.batch_size % p or run.batch_size // p < 2:
+            raise SelfSupError(f"the batch size {run.batch_size} must be a multiple of params.classes_per_batch={p} "
+                               "with at least 2 images per class (P x K batches); change --batch-size or set "
+                               "params.classes_per_batch")
+
+    def __init__(self, backbone, cfg, run):
+        super().__init__(backbone, cfg, run)
+        self.views = [ViewSpec(AugmentConfig(**cfg["augment"]), count=1)]
+
+    def train_loader(self, dataset, batch_size, seed):
+        p = self.classes_per_batch(self.cfg, self.run)
+        return DataLoader(dataset, batch_sampler=ClassBatchSampler(dataset.labels, p, batch_size // p, seed),
+                          collate_fn=collate_batch)
+
+    def training_step(self, batch, step):
+        (view,) = batch["views"]
+        embeddings = F.normalize(self.projector(self.backbone(view)), dim=1)
+        return {"loss": triplet(embeddings, batch["label"], self.cfg["margin"], self.cfg["mining"])}
