@@ -197,6 +197,9 @@ def test_batchnorm_policy_errors(capsys, tmp_path, tiny_args):
     ("barlow-twins", "params.proj_dim=-4", "params.proj_dim of barlow-twins must be a number in [1, inf]"),
     ("swav", "params.num_prototypes=zero", "params.num_prototypes of swav must be a number"),
     ("deepcluster", "params.num_clusters=100000", "num_clusters=100000 is more clusters than the 512 training images"),
+    ("dare", "params.lambd=-0.5", "params.lambd of dare must be a number in [0, inf], got -0.5"),
+    ("superinfo", "params.lambda_b=-1", "params.lambda_b of superinfo must be a number in [0, inf], got -1"),
+    ("supcon", "params.temperature=-0.1", "params.temperature of supcon must be a number in [0.0001, inf]"),
 ])
 def test_bad_method_params_exit_cleanly_and_write_nothing(capsys, tmp_path, tiny_args, method, setting, needle):
     out = tmp_path / "run"

@@ -4,6 +4,7 @@ from .barlow_twins import BarlowTwins
 from .base import Method, RunContext
 from .byol import BYOL
 from .deepcluster import DeepCluster, DeepClusterV2
+from .gaussian import DARe, SuperInfo
 from .moco import MoCoV1, MoCoV2
 from .simclr import SimCLR
 from .simsiam import SimSiam
@@ -11,7 +12,7 @@ from .supervised import SupCon, Triplet
 from .swav import SwAV
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in [SimCLR, MoCoV2, MoCoV1, SwAV, DeepCluster, DeepClusterV2, BYOL,
-                                                              SimSiam, BarlowTwins, SupCon, Triplet]}
+                                                              SimSiam, BarlowTwins, SupCon, Triplet, DARe, SuperInfo]}
 
 
 def method_class(name: str) -> type[Method]:

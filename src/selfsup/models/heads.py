@@ -20,3 +20,17 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2, batch_norm:
     if last_batch_norm:
         modules.append(nn.BatchNorm1d(out_dim, affine=False))
     return nn.Sequential(*modules)
+
+
+class GaussianHead(nn.Module):
+    """An MLP predicting a diagonal Gaussian: ``(mu, logvar)``, each [B, out_dim], clamped to
+    ±``mu_clamp`` and ±``logvar_clamp`` so that exp(logvar) stays finite (DARe, SuperInfo)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, mu_clamp: float = 20.0, logvar_clamp: float = 10.0):
+        super().__init__()
+        self.net = mlp(in_dim, hidden_dim, 2 * out_dim)
+        self.mu_clamp, self.logvar_clamp = mu_clamp, logvar_clamp
+
+    def forward(self, x):
+        mu, logvar = self.net(x).chunk(2, dim=1)
+        return mu.clamp(-self.mu_clamp, self.mu_clamp), logvar.clamp(-self.logvar_clamp, self.logvar_clamp)
