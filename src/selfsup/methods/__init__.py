@@ -5,6 +5,7 @@ from .base import Method, RunContext
 from .byol import BYOL
 from .deepcluster import DeepCluster, DeepClusterV2
 from .gaussian import DARe, SuperInfo
+from .instdisc import InstDisc
 from .moco import MoCoV1, MoCoV2
 from .simclr import SimCLR
 from .simsiam import SimSiam
@@ -12,7 +13,8 @@ from .supervised import SupCon, Triplet
 from .swav import SwAV
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in [SimCLR, MoCoV2, MoCoV1, SwAV, DeepCluster, DeepClusterV2, BYOL,
-                                                              SimSiam, BarlowTwins, SupCon, Triplet, DARe, SuperInfo]}
+                                                              SimSiam, BarlowTwins, SupCon, Triplet, DARe, SuperInfo,
+                                                              InstDisc]}
 
 
 def method_class(name: str) -> type[Method]:

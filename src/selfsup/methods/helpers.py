@@ -80,6 +80,30 @@ class FeatureQueue(nn.Module):
         self.filled.copy_(torch.clamp(self.filled + x.shape[0], max=self.size))
 
 
+class MemoryBank(nn.Module):
+    """One L2-normalised vector per training image, kept as a buffer (saved in checkpoints):
+    InstDisc's memory bank and MoCo's memory-bank dictionary.  Starts as random unit vectors
+    (Wu et al. 2018).  ``update`` gathers the batch's indices and vectors from every rank and
+    writes them on every rank (no broadcast), as v ← normalise(m·v + (1 − m)·f)."""
+
+    def __init__(self, size: int, dim: int, generator: torch.Generator | None = None):
+        super().__init__()
+        self.register_buffer("bank", F.normalize(torch.randn(size, dim, generator=generator), dim=1))
+
+    def __getitem__(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.bank[indices]
+
+    def sample(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """``count`` indices drawn uniformly (with replacement) by ``generator``."""
+        return torch.randint(self.bank.shape[0], (count,), generator=generator).to(self.bank.device)
+
+    @torch.no_grad()
+    def update(self, indices: torch.Tensor, features: torch.Tensor, momentum: float) -> None:
+        indices, features = gather_no_grad(indices), gather_no_grad(features).to(self.bank.dtype)
+        mixed = momentum * self.bank[indices] + (1 - momentum) * F.normalize(features, dim=1)
+        self.bank[indices] = F.normalize(mixed, dim=1)
+
+
 def shuffled_order(total: int, seed: int, device=None) -> torch.Tensor:
     """A permutation of ``total`` items drawn from ``seed`` alone: every rank draws the same one."""
     return torch.randperm(total, generator=torch.Generator().manual_seed(seed)).to(device)

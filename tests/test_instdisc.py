@@ -1,0 +1,107 @@
+"""InstDisc: nce_memory against the paper's probabilities written out, Z's estimate, the memory
+bank's update (also across two processes), and the bank-based kNN agreeing with the kNN of
+fresh embeddings."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from selfsup.losses import estimate_log_z, nce_memory
+from selfsup.methods.helpers import MemoryBank
+from two_processes import run_two_processes
+
+
+def nce_reference(f, positives, noise, t, z, n):
+    """Eq. (5)-(6) of Wu et al. with probabilities, sample by sample."""
+    m = noise.shape[0]
+    total = 0.0
+    for i in range(f.shape[0]):
+        fi = F.normalize(f[i], dim=0)
+        p_data = math.exp((fi @ F.normalize(positives[i], dim=0)).item() / t) / z
+        loss = -math.log(p_data / (p_data + m / n))
+        for j in range(m):
+            p_noise = math.exp((fi @ F.normalize(noise[j], dim=0)).item() / t) / z
+            loss -= math.log(1 - p_noise / (p_noise + m / n))
+        total += loss
+    return total / f.shape[0]
+
+
+def test_nce_memory_hand_computed():
+    # f equals its bank entry (similarity 1), one orthogonal noise entry; τ 1, Z = e, n = 2
+    f, positive, noise = torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    p_data, p_noise, k = 1.0, 1 / math.e, 0.5
+    expected = -math.log(p_data / (p_data + k)) - math.log(k / (p_noise + k))
+    assert nce_memory(f, positive, noise, 1.0, 1.0, 2).item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("b,m,d,t,n", [(3, 5, 4, 0.5, 100), (6, 16, 8, 0.07, 60000), (1, 1, 2, 1.0, 10)])
+def test_nce_memory_matches_reference(b, m, d, t, n):
+    torch.manual_seed(b + m)
+    f, pos, noise = torch.randn(b, d, dtype=torch.float64), torch.randn(b, d, dtype=torch.float64), torch.randn(m, d, dtype=torch.float64)
+    log_z = estimate_log_z(F.normalize(f, dim=1) @ F.normalize(noise, dim=1).T, t, n).double()
+    expected = nce_reference(f, pos, noise, t, math.exp(log_z.item()), n)
+    assert nce_memory(f, pos, noise, t, log_z, n).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_estimate_log_z_is_n_times_the_mean_exponential():
+    s = torch.tensor([[0.5, -0.2], [0.1, 0.9]])
+    assert estimate_log_z(s, 0.1, 1000).exp().item() == pytest.approx(1000 * torch.exp(s / 0.1).mean().item(), rel=1e-5)
+
+
+def test_nce_memory_gradient_reaches_only_the_embeddings_and_bad_input():
+    f = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    pos = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    noise = torch.randn(5, 3, dtype=torch.float64)
+    torch.autograd.gradcheck(lambda x: nce_memory(x, pos, noise, 0.5, 2.0, 50), (f,))
+    nce_memory(f, pos, noise, 0.5, 2.0, 50).backward()
+    assert pos.grad is None
+    with pytest.raises(ValueError, match="nce_memory expects \\[M, 3\\] noise"):
+        nce_memory(f, pos, torch.randn(5, 2), 0.5, 2.0, 50)
+
+
+def test_memory_bank_update_is_a_normalised_momentum_average():
+    bank = MemoryBank(5, 3, torch.Generator().manual_seed(0))
+    assert torch.allclose(bank.bank.norm(dim=1), torch.ones(5))
+    before = bank.bank.clone()
+    features = torch.randn(2, 3)
+    bank.update(torch.tensor([1, 3]), features, 0.5)
+    expected = F.normalize(0.5 * before[[1, 3]] + 0.5 * F.normalize(features, dim=1), dim=1)
+    assert torch.allclose(bank.bank[[1, 3]], expected) and torch.equal(bank.bank[[0, 2, 4]], before[[0, 2, 4]])
+
+
+def _bank_worker(rank, world, indices, features):
+    bank = MemoryBank(8, 3, torch.Generator().manual_seed(0))
+    half = len(indices) // world
+    bank.update(indices[rank * half:(rank + 1) * half], features[rank * half:(rank + 1) * half], 0.5)
+    return bank.bank
+
+
+def test_memory_bank_two_processes_hold_the_single_process_bank():
+    indices, features = torch.tensor([6, 0, 3, 5]), torch.randn(4, 3)
+    results = run_two_processes(_bank_worker, indices, features)
+    single = MemoryBank(8, 3, torch.Generator().manual_seed(0))
+    single.update(indices, features, 0.5)
+    assert torch.allclose(results[0], single.bank) and torch.allclose(results[1], single.bank)
+
+
+def test_bank_knn_agrees_with_knn_of_fresh_embeddings(tmp_path):
+    from selfsup.data.datasets import load_split, normalization_for
+    from selfsup.engine.checkpoint import load_pretrained
+    from selfsup.engine.train import pretrain
+    from selfsup.eval.features import extract_features
+    from selfsup.eval.knn import knn_top1
+    from test_methods import tiny_method_cfg
+
+    cfg = tiny_method_cfg("instdisc", epochs=8)
+    cfg["params"].update(noise_samples=256, temperature=0.1)
+    pretrain(cfg, tmp_path / "run")
+    module = load_pretrained(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    method, data = module.method, module.cfg["data"]
+    norm = normalization_for("synthetic", data["channels"])
+    with torch.no_grad():
+        fresh, train_labels = extract_features(method.embed, load_split("synthetic", "train", options=data), norm)
+        queries, test_labels = extract_features(method.embed, load_split("synthetic", "test", options=data), norm)
+    from_bank = knn_top1(method.memory.bank, train_labels, queries, test_labels, 6, k=20)
+    from_fresh = knn_top1(fresh, train_labels, queries, test_labels, 6, k=20)
+    assert from_fresh > 2 / 6 and abs(from_bank - from_fresh) < 0.05, (from_bank, from_fresh)
