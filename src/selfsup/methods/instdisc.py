@@ -6,8 +6,8 @@ backbone and a linear layer to a 128-d L2-normalised embedding f.  A memory bank
 vector per image (random unit vectors at the start; after each step the batch's entries
 become normalise(0.5·v + 0.5·f), gathered from every rank and written on every rank).  The
 non-parametric softmax over all images is learnt by ``nce_memory`` with m = 4096 noise
-entries drawn uniformly from the bank by the method's generator (shared by the batch — our
-choice, B times less memory than per-sample noise), τ 0.07, and the normalising constant Z
+entries (at most the dataset size) drawn uniformly from the bank by the method's generator
+(shared by the batch — our choice, B times less memory than per-sample noise), τ 0.07, and the normalising constant Z
 estimated once, at the first step, from that batch's similarities to the noise (averaged
 over ranks) as in the paper; it is a buffer, so a resumed run keeps it.  ``proximal`` > 0
 adds the paper's proximal regulariser λ·‖f − v‖² between an image's embedding and its bank
@@ -24,7 +24,6 @@ from torch import nn
 
 from ..data.augment import AugmentConfig
 from ..data.views import ViewSpec
-from ..errors import SelfSupError
 from ..losses import all_reduce_sum, estimate_log_z, nce_memory, world_info
 from .base import Method
 from .helpers import MemoryBank
@@ -39,18 +38,12 @@ class InstDisc(Method):
     limits = {"temperature": (1e-4, None), "noise_samples": (1, None), "bank_momentum": (0, 1), "proximal": (0, None),
               "proj_dim": (1, None)}
 
-    @classmethod
-    def check_params(cls, params, run):
-        super().check_params(params, run)
-        if params["noise_samples"] >= run.train_size:
-            raise SelfSupError(f"params.noise_samples={params['noise_samples']} must be smaller than the "
-                               f"{run.train_size} training images the memory bank holds")
-
     def __init__(self, backbone, cfg, run):
         super().__init__(backbone, cfg, run)
         self.projector = nn.Linear(self.feature_dim, cfg["proj_dim"])
         self.memory = MemoryBank(run.train_size, cfg["proj_dim"], torch.Generator().manual_seed(run.seed))
         self.register_buffer("log_z", torch.tensor(float("nan")))
+        self.noise_samples = min(cfg["noise_samples"], run.train_size)
         self.views = [ViewSpec(AugmentConfig(**cfg["augment"]), count=1)]
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -59,7 +52,7 @@ class InstDisc(Method):
     def training_step(self, batch, step):
         (view,) = batch["views"]
         f, index = self.embed(view), batch["index"]
-        positives, noise = self.memory[index], self.memory[self.memory.sample(self.cfg["noise_samples"], self.generator)]
+        positives, noise = self.memory[index], self.memory[self.memory.sample(self.noise_samples, self.generator)]
         if torch.isnan(self.log_z):
             mean_exp = estimate_log_z(f @ noise.T, self.cfg["temperature"], self.run.train_size).exp()
             self.log_z.copy_((all_reduce_sum(mean_exp) / world_info()[1]).log())
