@@ -200,6 +200,9 @@ def test_batchnorm_policy_errors(capsys, tmp_path, tiny_args):
     ("dare", "params.lambd=-0.5", "params.lambd of dare must be a number in [0, inf], got -0.5"),
     ("superinfo", "params.lambda_b=-1", "params.lambda_b of superinfo must be a number in [0, inf], got -1"),
     ("supcon", "params.temperature=-0.1", "params.temperature of supcon must be a number in [0.0001, inf]"),
+    ("moco-v2", "params.negatives=all", "params.negatives of moco-v2 must be one of queue, batch, bank, got 'all'"),
+    ("moco-v1", "params.queue_size=32", "params.queue_size=32 must be at least the batch size 64"),
+    ("instdisc", "params.bank_momentum=2", "params.bank_momentum of instdisc must be a number in [0, 1], got 2"),
 ])
 def test_bad_method_params_exit_cleanly_and_write_nothing(capsys, tmp_path, tiny_args, method, setting, needle):
     out = tmp_path / "run"

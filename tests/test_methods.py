@@ -17,13 +17,28 @@ def tiny_method_cfg(method: str, epochs: int = 2) -> dict:
                    assignments=assignments + ["knn.every_n_epochs=0"])
 
 
+tiny_cfg = tiny_method_cfg
+
+
 class SimulatedCrash(RuntimeError):
     pass
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
-def test_method_trains_checkpoints_and_resumes_exactly(name, tmp_path, monkeypatch):
+# every registered method, and the options that build other state
+VARIANTS = [(name, {}) for name in sorted(METHODS)] + [("moco-v2", {"negatives": "batch"}),
+                                                      ("moco-v2", {"negatives": "bank", "queue_size": 128})]
+
+
+@pytest.mark.parametrize("name,params", VARIANTS, ids=[f"{n}{'-' + '-'.join(map(str, p.values())) if p else ''}"
+                                                      for n, p in VARIANTS])
+def test_method_trains_checkpoints_and_resumes_exactly(name, params, tmp_path, monkeypatch):
     cls = METHODS[name]
+
+    def tiny_method_cfg(method):
+        cfg = tiny_cfg(method)
+        cfg["params"].update(params)
+        return cfg
+
     straight = pretrain(tiny_method_cfg(name), tmp_path / "straight")
     assert straight["final_loss"] is not None and straight["knn_top1"] > 1 / 6  # 6 classes
 

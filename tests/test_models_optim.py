@@ -54,3 +54,13 @@ def test_learning_rate_rules_and_schedule():
     assert warmup_cosine(55, 100, 10) == pytest.approx(0.5)
     assert warmup_cosine(100, 100, 10, final_ratio=0.1) == pytest.approx(0.1)
     assert warmup_cosine(10 + 45 // 2, 100, 10) == pytest.approx(0.5 * (1 + math.cos(math.pi * 22 / 90)))
+
+
+def test_numbers_in_exponent_notation_are_numbers_in_set_and_config_files(tmp_path):
+    from selfsup.config import resolve
+
+    user = tmp_path / "user.yaml"
+    user.write_text("optimizer:\n  lr: 3e-4\n")
+    cfg = resolve("simclr", user_file=str(user), assignments=["optimizer.weight_decay=1e-6", "params.temperature=2E-1"])
+    assert cfg["optimizer"]["lr"] == 3e-4 and cfg["optimizer"]["weight_decay"] == 1e-6
+    assert cfg["params"]["temperature"] == 0.2

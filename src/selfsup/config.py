@@ -7,6 +7,7 @@ Unknown keys are errors, never silently ignored.
 from __future__ import annotations
 
 import copy
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -15,9 +16,17 @@ import yaml
 from .errors import SelfSupError
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-6`` (no dot in the mantissa) as a string; configs mean a number."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+                              list("-+0123456789."))
+
+
 def _read_yaml(text: str, origin: str) -> dict:
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_Loader) or {}
     except yaml.YAMLError as exc:
         raise SelfSupError(f"{origin} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):

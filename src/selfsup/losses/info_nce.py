@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .distributed import gather_with_grad, world_info
+
 
 def info_nce(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor,
              temperature: float = 0.07) -> torch.Tensor:
@@ -33,3 +35,22 @@ def info_nce(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor,
     logits = torch.cat([positive, negative], dim=1) / temperature
     target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
     return F.cross_entropy(logits, target)
+
+
+def batch_info_nce(query: torch.Tensor, key: torch.Tensor, temperature: float = 0.07,
+                   gather: bool = False) -> torch.Tensor:
+    """Mean InfoNCE of [N, D] queries whose dictionary is the batch's own keys: query i's
+    positive is key i, its negatives the other keys (the end-to-end dictionary of the MoCo
+    paper's comparison, Fig. 2a).  Inputs are L2-normalised inside and keys keep their
+    gradient.  With ``gather=True`` under DDP the keys of every rank, gathered with
+    gradients, form the dictionary, so the loss equals the single-process loss on the
+    global batch."""
+    if query.dim() != 2 or key.shape != query.shape:
+        raise ValueError(f"batch_info_nce expects query and key of one [N, D] shape, got {tuple(query.shape)} "
+                         f"and {tuple(key.shape)}")
+    q, k = F.normalize(query, dim=1), F.normalize(key, dim=1)
+    rank = 0
+    if gather:
+        k, rank = gather_with_grad(k), world_info()[0]
+    target = torch.arange(q.shape[0], device=q.device) + rank * q.shape[0]
+    return F.cross_entropy(q @ k.T / temperature, target)

@@ -15,6 +15,12 @@ averages both losses (MoCo v3's symmetrised loss; off by default, as in v1/v2), 
 MoCo v3's heads do; off by default, as in MoCo v2).  From a random start on small images the
 BN-free head maps every image to nearly one direction and MoCo needs many epochs to leave it
 (benchmarks/tuning-fmnist-quick.md).
+``negatives`` selects the dictionary, for the MoCo paper's comparison of mechanisms (Fig. 3):
+``queue`` (MoCo: momentum keys, FIFO of ``queue_size``), ``batch`` (end-to-end: keys from the
+query encoder with gradient, the dictionary is the global batch, ``batch_info_nce``) or
+``bank`` (memory bank of Wu et al.: one entry per image, updated with ``bank_momentum`` 0.5;
+the positive is the image's own entry and ``queue_size`` entries drawn uniformly by the
+method's generator are the negatives).  Only ``queue`` builds the key encoder.
 Optimiser (SGD lr 0.03·batch/256, momentum 0.9, weight decay 1e-4, cosine) from the papers.
 """
 from __future__ import annotations
@@ -24,10 +30,13 @@ import torch.nn.functional as F
 
 from ..data.augment import AugmentConfig
 from ..data.views import ViewSpec
-from ..losses import info_nce
+from ..errors import SelfSupError
+from ..losses import batch_info_nce, info_nce
 from ..models.heads import mlp
 from .base import Method
-from .helpers import FeatureQueue, ema_update, frozen_copy, shuffle_across_ranks, unshuffle_across_ranks
+from .helpers import FeatureQueue, MemoryBank, ema_update, frozen_copy, shuffle_across_ranks, unshuffle_across_ranks
+
+NEGATIVES = ("queue", "batch", "bank")
 
 
 class MoCoV2(Method):
@@ -35,29 +44,56 @@ class MoCoV2(Method):
 
     name = "moco-v2"
     defaults = {"temperature": 0.2, "queue_size": 65536, "key_momentum": 0.999, "mlp_head": True,
-                "head_batch_norm": False, "symmetric": False, "proj_hidden_dim": None, "proj_dim": 128, "augment": {}}
+                "head_batch_norm": False, "symmetric": False, "proj_hidden_dim": None, "proj_dim": 128,
+                "negatives": "queue", "bank_momentum": 0.5, "augment": {}}
     limits = {"temperature": (1e-4, None), "queue_size": (0, None), "key_momentum": (0, 1),
-              "proj_hidden_dim": (1, None), "proj_dim": (1, None)}
+              "proj_hidden_dim": (1, None), "proj_dim": (1, None), "bank_momentum": (0, 1)}
+
+    @classmethod
+    def check_params(cls, params, run):
+        super().check_params(params, run)
+        if params["negatives"] not in NEGATIVES:
+            raise SelfSupError(f"params.negatives of {cls.name} must be one of {', '.join(NEGATIVES)}, "
+                               f"got {params['negatives']!r}")
+        if params["negatives"] != "batch" and 0 < params["queue_size"] < run.batch_size:
+            raise SelfSupError(f"params.queue_size={params['queue_size']} must be at least the batch size "
+                               f"{run.batch_size} (or 0 for no negatives beyond the positive)")
 
     def __init__(self, backbone, cfg, run):
         super().__init__(backbone, cfg, run)
         hidden = cfg["proj_hidden_dim"] or self.feature_dim
         self.projector = mlp(self.feature_dim, hidden, cfg["proj_dim"], layers=2 if cfg["mlp_head"] else 1,
                              batch_norm=cfg["head_batch_norm"])
-        self.key_backbone, self.key_projector = frozen_copy(self.backbone), frozen_copy(self.projector)
-        self.queue = FeatureQueue(min(cfg["queue_size"], run.train_size), cfg["proj_dim"], random_init=True)
+        self.dictionary_size = min(cfg["queue_size"], run.train_size)
+        if cfg["negatives"] == "queue":
+            self.key_backbone, self.key_projector = frozen_copy(self.backbone), frozen_copy(self.projector)
+            self.queue = FeatureQueue(self.dictionary_size, cfg["proj_dim"], random_init=True)
+        elif cfg["negatives"] == "bank":
+            self.memory = MemoryBank(run.train_size, cfg["proj_dim"], torch.Generator().manual_seed(run.seed))
         self.views = [ViewSpec(AugmentConfig(**cfg["augment"]), count=2)]
 
     def training_step(self, batch, step):
         pairs = [batch["views"]] + ([batch["views"][::-1]] if self.cfg["symmetric"] else [])
+        loss = getattr(self, f"{self.cfg['negatives']}_loss")
+        return {"loss": sum(loss(q, k, batch, step * 2 + i) for i, (q, k) in enumerate(pairs)) / len(pairs)}
+
+    def queue_loss(self, x_query, x_key, batch, pass_index):
         negatives = self.queue.items().clone()
-        losses = []
-        for pair_index, (x_query, x_key) in enumerate(pairs):
-            query = self.projector(self.backbone(x_query))
-            key = self.momentum_key(x_key, (self.run.seed * 1_000_003 + step) * 2 + pair_index)
-            losses.append(info_nce(query, key, negatives, self.cfg["temperature"]))
-            self.queue.push(F.normalize(key, dim=1))
-        return {"loss": sum(losses) / len(losses)}
+        key = self.momentum_key(x_key, self.run.seed * 1_000_003 * 2 + pass_index)
+        loss = info_nce(self.projector(self.backbone(x_query)), key, negatives, self.cfg["temperature"])
+        self.queue.push(F.normalize(key, dim=1))
+        return loss
+
+    def batch_loss(self, x_query, x_key, batch, pass_index):
+        query, key = self.projector(self.backbone(torch.cat([x_query, x_key]))).chunk(2)
+        return batch_info_nce(query, key, self.cfg["temperature"], gather=True)
+
+    def bank_loss(self, x_query, x_key, batch, pass_index):
+        query, index = self.projector(self.backbone(x_query)), batch["index"]
+        negatives = self.memory[self.memory.sample(self.dictionary_size, self.generator)]
+        loss = info_nce(query, self.memory[index], negatives, self.cfg["temperature"])
+        self.memory.update(index, query.detach(), self.cfg["bank_momentum"])
+        return loss
 
     @torch.no_grad()
     def momentum_key(self, x, shuffle_seed):
@@ -66,6 +102,8 @@ class MoCoV2(Method):
         return unshuffle_across_ranks(self.key_projector(self.key_backbone(shuffled)), restore)
 
     def on_step_end(self, step, total_steps):
+        if self.cfg["negatives"] != "queue":
+            return
         ema_update(self.key_backbone, self.backbone, self.cfg["key_momentum"])
         ema_update(self.key_projector, self.projector, self.cfg["key_momentum"])
 

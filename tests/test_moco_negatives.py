@@ -1,0 +1,72 @@
+"""MoCo's dictionary options (queue | batch | bank) and batch_info_nce, the end-to-end loss."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from selfsup.losses import batch_info_nce
+from test_non_contrastive_methods import tiny
+from two_processes import run_two_processes
+
+
+def batch_info_nce_reference(q, k, t):
+    q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+    terms = [-math.log(math.exp((q[i] @ k[i]).item() / t) / sum(math.exp((q[i] @ k[j]).item() / t)
+                                                                for j in range(len(k)))) for i in range(len(q))]
+    return sum(terms) / len(terms)
+
+
+@pytest.mark.parametrize("n,d,t", [(2, 3, 1.0), (5, 4, 0.2), (8, 16, 0.07)])
+def test_batch_info_nce_matches_reference(n, d, t):
+    q, k = torch.randn(n, d, dtype=torch.float64), torch.randn(n, d, dtype=torch.float64)
+    assert batch_info_nce(q, k, t).item() == pytest.approx(batch_info_nce_reference(q, k, t), rel=1e-9)
+
+
+def test_batch_info_nce_hand_computed_and_gradients():
+    q, k = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert batch_info_nce(q, k, 0.5).item() == pytest.approx(-math.log(math.e ** 2 / (math.e ** 2 + 1)), rel=1e-6)
+    q = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(lambda a, b: batch_info_nce(a, b, 0.3), (q, k))  # keys keep their gradient
+
+
+def _worker(rank, world, q, k):
+    n = q.shape[0] // world
+    local_q, local_k = (x[rank * n:(rank + 1) * n].clone().requires_grad_(True) for x in (q, k))
+    loss = batch_info_nce(local_q, local_k, 0.2, gather=True)
+    loss.backward()
+    return loss.detach(), local_q.grad, local_k.grad
+
+
+def test_batch_info_nce_two_processes_equal_one():
+    q, k = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    results = run_two_processes(_worker, q, k)
+    full_q, full_k = q.clone().requires_grad_(True), k.clone().requires_grad_(True)
+    full = batch_info_nce(full_q, full_k, 0.2)
+    full.backward()
+    assert torch.allclose(sum(results[r][0] for r in range(2)) / 2, full.detach())
+    assert torch.allclose(torch.cat([results[r][1] for r in range(2)]) / 2, full_q.grad)
+    assert torch.allclose(torch.cat([results[r][2] for r in range(2)]) / 2, full_k.grad)
+
+
+def moco_batch(method, n=16):
+    images = torch.Generator().manual_seed(0)
+    return {"views": [torch.rand(n, 3, 16, 16, generator=images) for _ in range(2)], "index": torch.arange(3, 3 + n)}
+
+
+def test_end_to_end_dictionary_has_no_key_encoder_and_trains_the_keys():
+    method = tiny("moco-v2", negatives="batch")
+    assert not hasattr(method, "key_backbone") and not hasattr(method, "queue")
+    method.training_step(moco_batch(method), 0)["loss"].backward()
+    assert method.projector[-1].weight.grad is not None
+
+
+def test_memory_bank_dictionary_updates_the_batch_entries_only():
+    method = tiny("moco-v2", negatives="bank", queue_size=100)
+    before = method.memory.bank.clone()
+    batch = moco_batch(method)
+    loss = method.training_step(batch, 0)["loss"]
+    assert torch.isfinite(loss) and not hasattr(method, "key_backbone")
+    changed = (method.memory.bank != before).any(dim=1)
+    assert changed[batch["index"]].all() and changed.sum() == len(batch["index"])
