@@ -203,6 +203,9 @@ def test_batchnorm_policy_errors(capsys, tmp_path, tiny_args):
     ("moco-v2", "params.negatives=all", "params.negatives of moco-v2 must be one of queue, batch, bank, got 'all'"),
     ("moco-v1", "params.queue_size=32", "params.queue_size=32 must be at least the batch size 64"),
     ("instdisc", "params.bank_momentum=2", "params.bank_momentum of instdisc must be a number in [0, 1], got 2"),
+    ("cpc", "params.patch_size=20", "params.patch_size=20 is larger than the 16-px images"),
+    ("cpc", "params.prediction_steps=7", "params.prediction_steps=7 must be smaller than the 7 rows of the patch grid"),
+    ("cpc", "params.context=lstm", "params.context of cpc must be one of gru, masked-conv, got 'lstm'"),
 ])
 def test_bad_method_params_exit_cleanly_and_write_nothing(capsys, tmp_path, tiny_args, method, setting, needle):
     out = tmp_path / "run"

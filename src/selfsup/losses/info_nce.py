@@ -54,3 +54,23 @@ def batch_info_nce(query: torch.Tensor, key: torch.Tensor, temperature: float = 
         k, rank = gather_with_grad(k), world_info()[0]
     target = torch.arange(q.shape[0], device=q.device) + rank * q.shape[0]
     return F.cross_entropy(q @ k.T / temperature, target)
+
+
+def sampled_info_nce(prediction: torch.Tensor, target: torch.Tensor, negative_index: torch.Tensor,
+                     temperature: float = 1.0, normalize: bool = False) -> torch.Tensor:
+    """Mean InfoNCE of [N, D] predictions against their [N, D] targets, with the targets at
+    ``negative_index`` ([M] positions in 0..N−1, shared by every prediction) as negatives; a
+    prediction's own target is masked out of its negatives.  Scores are dot products (CPC's
+    log-bilinear model, Oord et al. 2018 eq. 3, with the bilinear map applied by the caller)
+    divided by ``temperature``, or cosine similarities with ``normalize``.  Targets keep their
+    gradient (CPC's encoder learns through both sides)."""
+    if prediction.dim() != 2 or target.shape != prediction.shape:
+        raise ValueError(f"sampled_info_nce expects prediction and target of one [N, D] shape, got "
+                         f"{tuple(prediction.shape)} and {tuple(target.shape)}")
+    if normalize:
+        prediction, target = F.normalize(prediction, dim=1), F.normalize(target, dim=1)
+    positive = (prediction * target).sum(dim=1, keepdim=True)
+    negative = prediction @ target[negative_index].T
+    own = negative_index.unsqueeze(0) == torch.arange(prediction.shape[0], device=prediction.device).unsqueeze(1)
+    logits = torch.cat([positive, negative.masked_fill(own, float("-inf"))], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(prediction.shape[0], dtype=torch.long, device=prediction.device))

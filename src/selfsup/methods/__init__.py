@@ -3,6 +3,7 @@ from ..errors import SelfSupError
 from .barlow_twins import BarlowTwins
 from .base import Method, RunContext
 from .byol import BYOL
+from .cpc import CPC
 from .deepcluster import DeepCluster, DeepClusterV2
 from .gaussian import DARe, SuperInfo
 from .instdisc import InstDisc
@@ -14,7 +15,7 @@ from .swav import SwAV
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in [SimCLR, MoCoV2, MoCoV1, SwAV, DeepCluster, DeepClusterV2, BYOL,
                                                               SimSiam, BarlowTwins, SupCon, Triplet, DARe, SuperInfo,
-                                                              InstDisc]}
+                                                              InstDisc, CPC]}
 
 
 def method_class(name: str) -> type[Method]:
