@@ -218,10 +218,11 @@ def test_bad_method_params_exit_cleanly_and_write_nothing(capsys, tmp_path, tiny
     ("params.classes_per_batch=7", "more classes than the dataset's 6"),
     ("params.classes_per_batch=5", "batch size 64 must be a multiple of params.classes_per_batch=5"),
     ("params.mining=easy", "params.mining of triplet must be one of semi-hard, hard, all"),
+    ("params.classes_per_batch=2", "K = 32 images of each class, but the smallest class has 20"),
     ("params.margin=-1", "params.margin of triplet must be a number in [0, inf]"),
 ])
 def test_bad_triplet_settings_exit_cleanly(capsys, tmp_path, tiny_args, setting, needle):
     out = tmp_path / "run"
     assert_clean_error(*run_cli(capsys, "pretrain", "--method", "triplet", *tiny_args, "--set", setting,
-                                "--out", str(out)), needle)
+                                "--set", "data.synthetic_size=120", "--out", str(out)), needle)
     assert not out.exists()

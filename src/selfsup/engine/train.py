@@ -59,8 +59,11 @@ def load_datasets(cfg: dict) -> tuple:
         cfg["backbone"]["small_stem"] = data["image_size"] <= 64
     t = cfg["trainer"]
     world = t["devices"] * t["num_nodes"]
+    labels = torch.as_tensor(getattr(train, "labels", []), dtype=torch.long)
+    labelled = labels[labels >= 0]
     cfg["run"] = {"train_size": len(train), "world_size": world,
-                  "batches_per_epoch": len(train) // (cfg["batch_size"] * world)}
+                  "batches_per_epoch": len(train) // (cfg["batch_size"] * world),
+                  "smallest_class": int(labelled.bincount().min()) if len(labelled) and data["num_classes"] else 0}
     return train, bank, test
 
 

@@ -16,8 +16,8 @@ A method owns its networks and its per-step objective, never a training loop.  T
   optimiser step: gradient surgery, e.g. dropping gradients of frozen parameters.
 * ``on_step_end(step, total_steps)`` after each optimiser step (EMA targets, queues).
 
-A method is built with its ``RunContext`` (dataset size, classes, image size, channels,
-epochs, batches per epoch, world size, seed), which the engine keeps in the resolved config
+A method is built with its ``RunContext`` (dataset size, classes, size of the smallest class,
+image size, channels, epochs, batches per epoch, world size, seed), which the engine keeps in the resolved config
 (``cfg["run"]``) so that a checkpoint rebuilds every buffer at the right shape.  State it
 keeps across steps is a sub-module or a registered buffer, so checkpoints carry it.
 
@@ -60,6 +60,7 @@ class RunContext:
     batches_per_epoch: int = 1
     world_size: int = 1
     seed: int = 0
+    smallest_class: int = 0  # images of the least frequent class in the training split (0: unlabelled)
 
     @property
     def rank(self) -> int:

@@ -91,6 +91,9 @@ class Triplet(LabelledMethod):
                                f"got {params['mining']!r}")
         if p > run.num_classes:
             raise SelfSupError(f"params.classes_per_batch={p} is more classes than the dataset's {run.num_classes}")
+        if run.smallest_class and run.batch_size // p > run.smallest_class:
+            raise SelfSupError(f"P x K batches need K = {run.batch_size // p} images of each class, but the smallest "
+                               f"class has {run.smallest_class}; lower --batch-size or raise params.classes_per_batch")
         if run.batch_size % p or run.batch_size // p < 2:
             raise SelfSupError(f"the batch size {run.batch_size} must be a multiple of params.classes_per_batch={p} "
                                "with at least 2 images per class (P x K batches); change --batch-size or set "
