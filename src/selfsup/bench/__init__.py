@@ -34,6 +34,7 @@ FMNIST_QUICK_TUNED = {
     "simclr": {"optimizer": {"lr": 0.15}, "params": {"temperature": 0.2}},
     "moco-v2": {"optimizer": {"lr": 0.3}, "params": {"key_momentum": 0.99, "queue_size": 32768, "head_batch_norm": True}},
     "swav": {"params": {"queue_size": 3840, "queue_start_epoch": 0, "num_prototypes": 100, "small_crops": 0}},
+    "byol": {"optimizer": {"lr": 1.0}, "params": {"base_momentum": 0.99}},
 }
 
 
