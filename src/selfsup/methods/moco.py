@@ -75,20 +75,20 @@ class MoCoV2(Method):
     def training_step(self, batch, step):
         pairs = [batch["views"]] + ([batch["views"][::-1]] if self.cfg["symmetric"] else [])
         loss = getattr(self, f"{self.cfg['negatives']}_loss")
-        return {"loss": sum(loss(q, k, batch, step * 2 + i) for i, (q, k) in enumerate(pairs)) / len(pairs)}
+        queued = self.queue.items().clone() if self.cfg["negatives"] == "queue" else None  # both passes see it
+        return {"loss": sum(loss(q, k, batch, step * 2 + i, queued) for i, (q, k) in enumerate(pairs)) / len(pairs)}
 
-    def queue_loss(self, x_query, x_key, batch, pass_index):
-        negatives = self.queue.items().clone()
+    def queue_loss(self, x_query, x_key, batch, pass_index, negatives):
         key = self.momentum_key(x_key, self.run.seed * 1_000_003 * 2 + pass_index)
         loss = info_nce(self.projector(self.backbone(x_query)), key, negatives, self.cfg["temperature"])
         self.queue.push(F.normalize(key, dim=1))
         return loss
 
-    def batch_loss(self, x_query, x_key, batch, pass_index):
+    def batch_loss(self, x_query, x_key, batch, pass_index, queued):
         query, key = self.projector(self.backbone(torch.cat([x_query, x_key]))).chunk(2)
         return batch_info_nce(query, key, self.cfg["temperature"], gather=True)
 
-    def bank_loss(self, x_query, x_key, batch, pass_index):
+    def bank_loss(self, x_query, x_key, batch, pass_index, queued):
         query, index = self.projector(self.backbone(x_query)), batch["index"]
         negatives = self.memory[self.memory.sample(self.dictionary_size, self.generator)]
         loss = info_nce(query, self.memory[index], negatives, self.cfg["temperature"])
