@@ -57,3 +57,10 @@ def test_a_suite_run_one_method_at_a_time_builds_one_table(tmp_path, capsys):
     table = (out / "t.md").read_text()
     assert "| simclr |" in table and "| simsiam |" in table
     assert f"Command: `selfsup benchmark --suite t --out {out}`" in table
+    # changed settings: the finished run is not shown, and is redone when its method is run
+    changed = [("simclr", "simclr", {}), ("simsiam", "simsiam", {"params": {"stop_gradient": False}})]
+    third = accuracy_suite(out, "t", "t", changed, overrides, probe_epochs=2, selected=["simclr"])
+    assert [r["method"] for r in third if not r["method"].startswith("baseline")] == ["simclr"]
+    accuracy_suite(out, "t", "t", changed, overrides, probe_epochs=2, selected=["simsiam"])
+    assert (out / "runs" / "simsiam" / "metrics.json").stat().st_mtime_ns != finished
+    assert "stop_gradient: false" in (out / "runs" / "simsiam" / "config.yaml").read_text()

@@ -4,7 +4,10 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
 from pathlib import Path
+
+import yaml
 
 from ..config import merge, resolve
 from ..engine.train import pretrain
@@ -12,6 +15,19 @@ from ..methods import method_class
 from .report import bar_plot, curve_plot, write_table
 
 DIAGNOSTICS = ("normalized_std", "effective_rank", "alignment", "uniformity")
+
+
+# What a finished run must share with the suite's configuration to be reused.
+SETTINGS = ("dataset", "subset", "seed", "epochs", "batch_size", "optimizer", "schedule", "params")
+
+
+def _outdated(run_dir: Path, cfg: dict) -> bool:
+    """Whether the run in ``run_dir`` was made with other settings than ``cfg`` (options a
+    method gained after the run count with their defaults)."""
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    saved["params"] = {**method_class(cfg["method"]).defaults, **saved["params"]}
+    same_network = all(saved["backbone"][k] == cfg["backbone"][k] for k in ("name", "width"))
+    return not same_network or any(saved.get(key) != cfg.get(key) for key in SETTINGS)
 
 
 def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, dict]], overrides: dict,
@@ -29,9 +45,17 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
             layer["data_dir"] = data_dir
         cfg = merge(merge(resolve(method), layer), settings)
         run_dir = out / "runs" / re.sub(r"[^a-z0-9.]+", "-", label.lower()).strip("-")
+        wanted = selected is None or method in selected
+        if (run_dir / "metrics.json").exists() and _outdated(run_dir, cfg):
+            if not wanted:
+                print(f"{label}: the finished run in {run_dir} has other settings than the suite's; not shown "
+                      f"(run the suite with --method {method} to redo it)")
+                continue
+            print(f"{label}: the suite's settings changed since the run in {run_dir}; running it again")
+            shutil.rmtree(run_dir)
         if (run_dir / "metrics.json").exists():  # finished in an earlier call
             metrics = json.loads((run_dir / "metrics.json").read_text())
-        elif selected is None or method in selected:
+        elif wanted:
             metrics = pretrain(cfg, run_dir, resume=True, baselines=True, probe_epochs=probe_epochs)
         else:
             continue
