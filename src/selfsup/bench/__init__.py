@@ -33,7 +33,7 @@ FMNIST_QUICK = {"dataset": "fashion-mnist", "epochs": 5, "batch_size": 256,
 FMNIST_QUICK_TUNED = {
     "simclr": {"optimizer": {"lr": 0.15}, "params": {"temperature": 0.2}},
     "moco-v2": {"optimizer": {"lr": 0.3}, "params": {"key_momentum": 0.99, "queue_size": 32768, "head_batch_norm": True}},
-    "swav": {"params": {"queue_size": 3840, "queue_start_epoch": 0, "num_prototypes": 100, "small_crops": 0}},
+    "swav": {"params": {"queue_size": 3840, "queue_start_epoch": 0, "small_crops": 0}},
     "byol": {"optimizer": {"lr": 1.0}, "params": {"base_momentum": 0.99}},
 }
 
@@ -59,7 +59,7 @@ ABLATIONS = [
     ("simsiam, no stop-gradient", "simsiam", {"params": {"stop_gradient": False}}),
     ("swav", "swav", {}),
     ("swav, multi-crop 2 + 6", "swav", {"params": {"small_crops": 6}}),
-    ("swav, 3000 prototypes", "swav", {"params": {"num_prototypes": 3000}}),
+    ("swav, 100 prototypes", "swav", {"params": {"num_prototypes": 100}}),
     ("deepcluster, k 30", "deepcluster", {"params": {"num_clusters": 30}}),
     ("deepcluster, k 100", "deepcluster", {}),
     ("deepcluster, k 300", "deepcluster", {"params": {"num_clusters": 300}}),
