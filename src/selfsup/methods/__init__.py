@@ -10,12 +10,12 @@ from .instdisc import InstDisc
 from .moco import MoCoV1, MoCoV2
 from .simclr import SimCLR
 from .simsiam import SimSiam
-from .supervised import SupCon, Triplet
+from .supervised import SupCon, Supervised, Triplet
 from .swav import SwAV
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in [SimCLR, MoCoV2, MoCoV1, SwAV, DeepCluster, DeepClusterV2, BYOL,
                                                               SimSiam, BarlowTwins, SupCon, Triplet, DARe, SuperInfo,
-                                                              InstDisc, CPC]}
+                                                              InstDisc, CPC, Supervised]}
 
 
 def method_class(name: str) -> type[Method]:

@@ -1,5 +1,11 @@
-"""Metric learning with labels: Supervised Contrastive learning and the FaceNet triplet loss.
-Both read ``batch["label"]`` and are marked ``supervised`` in every benchmark table.
+"""Methods that learn from the class labels, marked ``supervised`` in every benchmark table:
+the supervised baseline (DESIGN's third baseline: the same backbone, cross-entropy on the
+labels, one augmented view per image), Supervised Contrastive learning and the FaceNet
+triplet loss.  All read ``batch["label"]``.
+
+Supervised: a linear classifier on the backbone's features, cross-entropy (label smoothing an
+option, off), SGD lr 0.1·batch/256, momentum 0.9, weight decay 5e-4, cosine — the usual
+ResNet recipe — and SimCLR's view pipeline without colour changes.
 
 SupCon: Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020.  Two SimCLR views per
 image, a 2-layer MLP head to 128-d, ``supcon`` (L_out) with τ 0.1 and base τ 0.07 over the
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data.augment import AugmentConfig
@@ -31,7 +38,8 @@ from .base import Method
 
 
 class LabelledMethod(Method):
-    """A method that needs class labels: refuses unlabelled data, builds the usual MLP head."""
+    """A method that needs class labels: refuses unlabelled data; one view per image unless
+    ``views`` says otherwise."""
 
     supervised = True
 
@@ -43,10 +51,36 @@ class LabelledMethod(Method):
 
     def __init__(self, backbone, cfg, run):
         super().__init__(backbone, cfg, run)
+        self.views = [ViewSpec(AugmentConfig(**cfg["augment"]), count=cfg.get("views", 1))]
+
+
+class Supervised(LabelledMethod):
+    """Supervised baseline: the backbone and a linear classifier trained with cross-entropy."""
+
+    name = "supervised"
+    defaults = {"label_smoothing": 0.0, "augment": {}}
+    limits = {"label_smoothing": (0, 1)}
+
+    def __init__(self, backbone, cfg, run):
+        super().__init__(backbone, cfg, run)
+        self.classifier = nn.Linear(self.feature_dim, run.num_classes)
+
+    def training_step(self, batch, step):
+        (view,) = batch["views"]
+        logits = self.classifier(self.backbone(view))
+        loss = F.cross_entropy(logits, batch["label"], label_smoothing=self.cfg["label_smoothing"])
+        return {"loss": loss, "accuracy": (logits.argmax(1) == batch["label"]).float().mean().detach()}
+
+
+class EmbeddingMethod(LabelledMethod):
+    """A labelled method with the usual 2-layer MLP head to an embedding."""
+
+    def __init__(self, backbone, cfg, run):
+        super().__init__(backbone, cfg, run)
         self.projector = mlp(self.feature_dim, cfg["proj_hidden_dim"] or self.feature_dim, cfg["proj_dim"])
 
 
-class SupCon(LabelledMethod):
+class SupCon(EmbeddingMethod):
     """SupCon (Khosla et al. 2020): contrastive loss whose positives are all views of the class."""
 
     name = "supcon"
@@ -55,10 +89,6 @@ class SupCon(LabelledMethod):
     limits = {"temperature": (1e-4, None), "base_temperature": (1e-4, None), "views": (1, None),
               "proj_hidden_dim": (1, None), "proj_dim": (1, None)}
 
-    def __init__(self, backbone, cfg, run):
-        super().__init__(backbone, cfg, run)
-        self.views = [ViewSpec(AugmentConfig(**cfg["augment"]), count=cfg["views"])]
-
     def training_step(self, batch, step):
         z = self.projector(self.backbone(torch.cat(batch["views"])))
         features = torch.stack(z.chunk(len(batch["views"])), dim=1)  # [N, V, D]
@@ -66,7 +96,7 @@ class SupCon(LabelledMethod):
                                gather=True)}
 
 
-class Triplet(LabelledMethod):
+class Triplet(EmbeddingMethod):
     """Triplet loss (Schroff et al. 2015) with online mining in P×K class batches."""
 
     name = "triplet"
@@ -98,10 +128,6 @@ class Triplet(LabelledMethod):
             raise SelfSupError(f"the batch size {run.batch_size} must be a multiple of params.classes_per_batch={p} "
                                "with at least 2 images per class (P x K batches); change --batch-size or set "
                                "params.classes_per_batch")
-
-    def __init__(self, backbone, cfg, run):
-        super().__init__(backbone, cfg, run)
-        self.views = [ViewSpec(AugmentConfig(**cfg["augment"]), count=1)]
 
     def train_loader(self, dataset, batch_size, seed):
         p = self.classes_per_batch(self.cfg, self.run)
