@@ -85,23 +85,24 @@ def test_memory_bank_two_processes_hold_the_single_process_bank():
     assert torch.allclose(results[0], single.bank) and torch.allclose(results[1], single.bank)
 
 
-def test_bank_knn_agrees_with_knn_of_fresh_embeddings(tmp_path):
-    from selfsup.data.datasets import load_split, normalization_for
-    from selfsup.engine.checkpoint import load_pretrained
+def test_bank_knn_agrees_with_knn_of_fresh_embeddings(tmp_path, capsys):
+    import json
+
+    from selfsup.cli import main
     from selfsup.engine.train import pretrain
-    from selfsup.eval.features import extract_features
-    from selfsup.eval.knn import knn_top1
     from test_methods import tiny_method_cfg
 
     cfg = tiny_method_cfg("instdisc", epochs=8)
     cfg["params"].update(noise_samples=256, temperature=0.1)
     pretrain(cfg, tmp_path / "run")
-    module = load_pretrained(tmp_path / "run" / "checkpoints" / "last.ckpt")
-    method, data = module.method, module.cfg["data"]
-    norm = normalization_for("synthetic", data["channels"])
-    with torch.no_grad():
-        fresh, train_labels = extract_features(method.embed, load_split("synthetic", "train", options=data), norm)
-        queries, test_labels = extract_features(method.embed, load_split("synthetic", "test", options=data), norm)
-    from_bank = knn_top1(method.memory.bank, train_labels, queries, test_labels, 6, k=20)
-    from_fresh = knn_top1(fresh, train_labels, queries, test_labels, 6, k=20)
+    checkpoint = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert main(["evaluate", "knn", "--checkpoint", checkpoint, "--memory-bank", "--k", "20"]) == 0
+    result = json.loads((tmp_path / "run" / "eval_knn.json").read_text())
+    from_bank, from_fresh = result["memory_bank_top1"], result["fresh_embedding_top1"]
     assert from_fresh > 2 / 6 and abs(from_bank - from_fresh) < 0.05, (from_bank, from_fresh)
+
+    pretrain(tiny_method_cfg("simclr", epochs=1), tmp_path / "simclr")
+    capsys.readouterr()
+    assert main(["evaluate", "knn", "--checkpoint", str(tmp_path / "simclr" / "checkpoints" / "last.ckpt"),
+                 "--memory-bank"]) == 2
+    assert "keeps no memory bank; --memory-bank is for instdisc" in capsys.readouterr().err

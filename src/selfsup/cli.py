@@ -76,6 +76,9 @@ def _build_parser() -> argparse.ArgumentParser:
         elif name == "knn":
             q.add_argument("--k", type=int, default=200, help="neighbours")
             q.add_argument("--temperature", type=float, default=0.1, help="vote weight exp(similarity / T)")
+            q.add_argument("--memory-bank", action="store_true",
+                           help="instdisc: also kNN of the test embeddings against the memory bank and against "
+                                "fresh embeddings of the pretraining images (the paper's evaluation)")
         else:
             q.add_argument("--epochs", type=int, default=100, help="probe training epochs")
             q.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")

@@ -6,10 +6,10 @@ import time
 import torch
 from pathlib import Path
 
-from ..data.datasets import balanced_subset_indices, load_split, normalization_for
+from ..data.datasets import balanced_subset_indices, dataset_info, load_split, normalization_for
 from ..errors import SelfSupError
 from ..io import write_json
-from .baselines import encoder_knn
+from .baselines import encoder_knn, memory_bank_knn
 from .diagnostics import embedding_diagnostics
 from .linear import linear_probe
 
@@ -58,6 +58,13 @@ def evaluate(args) -> dict:
     elif args.protocol == "knn":
         result.update(k=args.k, temperature=args.temperature,
                       top1=encoder_knn(method, train, test, norm, train.num_classes, args.k, args.temperature, **common))
+        if args.memory_bank:
+            if dataset != cfg["dataset"]:
+                raise SelfSupError("--memory-bank needs the pretraining dataset, whose images the bank holds")
+            pretrain_split = load_split(cfg["dataset"], dataset_info(cfg["dataset"]).pretrain_split, cfg["data_dir"],
+                                        cfg["subset"], cfg["seed"], cfg["data"])
+            result.update(memory_bank_knn(method, pretrain_split, test, norm, train.num_classes, args.k,
+                                          args.temperature, **common))
     else:
         probes = linear_probe(method, train, test, norm, train.num_classes, args.layers == "all", epochs=args.epochs, lr=args.lr,
                               weight_decay=args.weight_decay, seed=cfg["seed"], **common)
