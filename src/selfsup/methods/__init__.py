@@ -8,6 +8,7 @@ from .deepcluster import DeepCluster, DeepClusterV2
 from .gaussian import DARe, SuperInfo
 from .instdisc import InstDisc
 from .moco import MoCoV1, MoCoV2
+from .rotation import Rotation
 from .simclr import SimCLR
 from .simsiam import SimSiam
 from .supervised import SupCon, Supervised, Triplet
@@ -15,7 +16,7 @@ from .swav import SwAV
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in [SimCLR, MoCoV2, MoCoV1, SwAV, DeepCluster, DeepClusterV2, BYOL,
                                                               SimSiam, BarlowTwins, SupCon, Triplet, DARe, SuperInfo,
-                                                              InstDisc, CPC, Supervised]}
+                                                              InstDisc, CPC, Supervised, Rotation]}
 
 
 def method_class(name: str) -> type[Method]:
