@@ -206,6 +206,8 @@ def test_batchnorm_policy_errors(capsys, tmp_path, tiny_args):
     ("cpc", "params.patch_size=20", "params.patch_size=20 is larger than the 16-px images"),
     ("cpc", "params.prediction_steps=7", "params.prediction_steps=7 must be smaller than the 7 rows of the patch grid"),
     ("cpc", "params.context=lstm", "params.context of cpc must be one of gru, masked-conv, got 'lstm'"),
+    ("jigsaw", "params.tile_size=6", "jigsaw: 3x3 tiles of 6 px with 1-px gaps and 1-px jitter need 22 px, more than"),
+    ("relative-patch", "params.gap=-1", "params.gap of relative-patch must be a number in [0, inf], got -1"),
 ])
 def test_bad_method_params_exit_cleanly_and_write_nothing(capsys, tmp_path, tiny_args, method, setting, needle):
     out = tmp_path / "run"

@@ -1,4 +1,5 @@
 """Pretext tasks: the targets they make from the images themselves."""
+import pytest
 import torch
 
 from test_non_contrastive_methods import tiny
@@ -28,3 +29,67 @@ def test_rotation_head_learns_the_rotation_of_real_images():
         out["loss"].backward()
         optimizer.step()
     assert out["accuracy"] > 0.6  # chance: 0.25
+
+
+def test_tile_grid_cuts_jittered_tiles_at_their_grid_positions():
+    from selfsup.data.tiles import TileGrid
+
+    grid = TileGrid.for_image(28)
+    assert (grid.tile, grid.gap, grid.jitter) == (7, 2, 1)
+    x = torch.randn(3, 2, 28, 28)
+    tiles = grid.cut(x, torch.Generator().manual_seed(0))
+    assert tiles.shape == (3, 9, 2, 7, 7)
+    for b in range(3):
+        for k in range(9):  # each tile is the image at its grid position, shifted by at most the jitter
+            r0, c0 = grid.margin + (k // 3) * 9, grid.margin + (k % 3) * 9
+            matches = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)
+                       if torch.equal(tiles[b, k], x[b, :, r0 + dr:r0 + dr + 7, c0 + dc:c0 + dc + 7])]
+            assert len(matches) == 1
+    with pytest.raises(ValueError, match="need 32 px, more than the 28-px images"):
+        TileGrid.for_image(28, tile=8, gap=3, jitter=1)
+
+
+def test_permutation_set_is_seeded_distinct_and_far_apart():
+    from selfsup.methods.jigsaw import maximal_hamming_permutations
+
+    perms = maximal_hamming_permutations(100, seed=0)
+    assert perms.shape == (100, 9) and torch.equal(perms, maximal_hamming_permutations(100, seed=0))
+    assert all(sorted(p.tolist()) == list(range(9)) for p in perms)
+    distances = (perms[:, None, :] != perms[None, :, :]).sum(-1) + 100 * torch.eye(100, dtype=torch.long)
+    assert distances.min() >= 6  # greedy maximal-distance sets of 100 stay far apart (the paper's average is 8)
+    assert not torch.equal(perms, maximal_hamming_permutations(100, seed=1))
+
+
+def recording_backbone(method):
+    seen = []
+    method.backbone.forward = lambda x: seen.append(x) or torch.zeros(x.shape[0], method.feature_dim)
+    return seen
+
+
+def test_jigsaw_encodes_the_tiles_in_the_order_of_the_drawn_permutation():
+    method = tiny("jigsaw", permutations=10)
+    seen = recording_backbone(method)
+    view = torch.randn(4, 3, 16, 16)
+    method.generator.manual_seed(5)
+    method.training_step({"views": [view]}, 0)
+    method.generator.manual_seed(5)  # the same draws again: permutations first, then the jitter
+    target = torch.randint(10, (4,), generator=method.generator)
+    tiles = method.tiles.cut(view, method.generator)
+    encoded = seen[0].view(4, 9, 3, *tiles.shape[-2:])
+    for b in range(4):
+        assert torch.equal(encoded[b], tiles[b, method.permutation_set[target[b]]])
+
+
+def test_relative_patch_pairs_the_centre_with_the_neighbour_its_label_names():
+    method = tiny("relative-patch")
+    seen = recording_backbone(method)
+    view = torch.randn(16, 3, 16, 16)
+    method.generator.manual_seed(2)
+    method.training_step({"views": [view]}, 0)
+    method.generator.manual_seed(2)
+    target = torch.randint(8, (16,), generator=method.generator)
+    tiles = method.tiles.cut(view, method.generator)
+    pairs = seen[0].view(16, 2, 3, *tiles.shape[-2:])
+    positions = [0, 1, 2, 3, 5, 6, 7, 8]
+    for b in range(16):
+        assert torch.equal(pairs[b, 0], tiles[b, 4]) and torch.equal(pairs[b, 1], tiles[b, positions[target[b]]])

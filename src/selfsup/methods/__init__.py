@@ -7,7 +7,9 @@ from .cpc import CPC
 from .deepcluster import DeepCluster, DeepClusterV2
 from .gaussian import DARe, SuperInfo
 from .instdisc import InstDisc
+from .jigsaw import Jigsaw
 from .moco import MoCoV1, MoCoV2
+from .relative_patch import RelativePatch
 from .rotation import Rotation
 from .simclr import SimCLR
 from .simsiam import SimSiam
@@ -16,7 +18,8 @@ from .swav import SwAV
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in [SimCLR, MoCoV2, MoCoV1, SwAV, DeepCluster, DeepClusterV2, BYOL,
                                                               SimSiam, BarlowTwins, SupCon, Triplet, DARe, SuperInfo,
-                                                              InstDisc, CPC, Supervised, Rotation]}
+                                                              InstDisc, CPC, Supervised, Rotation,
+                                                              Jigsaw, RelativePatch]}
 
 
 def method_class(name: str) -> type[Method]:

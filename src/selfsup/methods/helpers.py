@@ -126,3 +126,13 @@ def unshuffle_across_ranks(y: torch.Tensor, restore: torch.Tensor) -> torch.Tens
     rank, world = world_info()
     everything = gather_no_grad(y)
     return everything[restore].view(world, -1, *y.shape[1:])[rank]
+
+
+def encode_tiles(backbone: nn.Module, tiles: torch.Tensor, size: int | None = None) -> torch.Tensor:
+    """Backbone features of [B, T, C, h, w] tiles as [B, T, D], the tiles optionally resized to
+    ``size`` px first (jigsaw, relative patch location: one shared encoder for every tile)."""
+    b, t = tiles.shape[:2]
+    flat = tiles.flatten(0, 1)
+    if size and size != flat.shape[-1]:
+        flat = F.interpolate(flat, size=(size, size), mode="bilinear", align_corners=False)
+    return backbone(flat).view(b, t, -1)
