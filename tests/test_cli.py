@@ -208,6 +208,8 @@ def test_batchnorm_policy_errors(capsys, tmp_path, tiny_args):
     ("cpc", "params.context=lstm", "params.context of cpc must be one of gru, masked-conv, got 'lstm'"),
     ("jigsaw", "params.tile_size=6", "jigsaw: 3x3 tiles of 6 px with 1-px gaps and 1-px jitter need 22 px, more than"),
     ("relative-patch", "params.gap=-1", "params.gap of relative-patch must be a number in [0, inf], got -1"),
+    ("denoising-ae", "params.noise=1.5", "params.noise is the fraction of masked pixels and must be in [0, 1], got 1.5"),
+    ("context-encoder", "params.region=left", "params.region of context-encoder must be one of center, random"),
 ])
 def test_bad_method_params_exit_cleanly_and_write_nothing(capsys, tmp_path, tiny_args, method, setting, needle):
     out = tmp_path / "run"

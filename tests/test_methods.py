@@ -26,7 +26,9 @@ class SimulatedCrash(RuntimeError):
 
 # every registered method, and the options that build other state
 VARIANTS = [(name, {}) for name in sorted(METHODS)] + [("moco-v2", {"negatives": "batch"}),
-                                                      ("moco-v2", {"negatives": "bank", "queue_size": 128})]
+                                                      ("moco-v2", {"negatives": "bank", "queue_size": 128}),
+                                                      ("context-encoder", {"adversarial": 0.001, "region": "random"}),
+                                                      ("denoising-ae", {"corruption": "gaussian", "noise": 0.5})]
 
 
 @pytest.mark.parametrize("name,params", VARIANTS, ids=[f"{n}{'-' + '-'.join(map(str, p.values())) if p else ''}"

@@ -93,3 +93,48 @@ def test_relative_patch_pairs_the_centre_with_the_neighbour_its_label_names():
     positions = [0, 1, 2, 3, 5, 6, 7, 8]
     for b in range(16):
         assert torch.equal(pairs[b, 0], tiles[b, 4]) and torch.equal(pairs[b, 1], tiles[b, positions[target[b]]])
+
+
+def test_denoising_masks_pixels_with_the_method_generator_and_reconstructs_the_clean_image():
+    method = tiny("denoising-ae", noise=0.25)
+    seen = recording_backbone(method)
+    clean = torch.randn(8, 3, 16, 16)
+    method.decoder.forward = lambda f: torch.zeros(f.shape[0], 3, 16, 16)
+    out = method.training_step({"views": [clean]}, 0)
+    hidden = (seen[0] == 0).all(dim=1)  # a masked pixel is 0 in every channel
+    assert abs(hidden.float().mean().item() - 0.25) < 0.05
+    assert torch.equal(seen[0], clean * ~hidden.unsqueeze(1))
+    assert out["loss"].item() == pytest.approx((clean ** 2).mean().item(), rel=1e-6)  # against the clean image
+
+
+def test_context_encoder_hides_the_centre_and_scores_only_the_hidden_pixels():
+    method = tiny("context-encoder")
+    clean = torch.randn(2, 3, 16, 16)
+    mask = method.mask(clean)
+    assert mask.sum() == 2 * 8 * 8 and mask[:, :, 4:12, 4:12].all()
+    method.reconstruct = lambda damaged: clean + 1 - mask  # wrong only where visible: no loss
+    assert method.training_step({"views": [clean]}, 0)["loss"].item() == pytest.approx(0.0, abs=1e-6)
+    method.reconstruct = lambda damaged: clean + 2 * mask  # off by 2 on every hidden pixel
+    assert method.training_step({"views": [clean]}, 0)["loss"].item() == pytest.approx(4.0)
+    blocks = tiny("context-encoder", region="random").mask(torch.randn(64, 3, 16, 16))
+    assert 0.15 < blocks.mean().item() < 0.35
+
+
+def test_context_encoder_discriminator_learns_only_from_its_own_loss():
+    import torch.nn.functional as F
+
+    method = tiny("context-encoder", adversarial=0.5)
+    clean = torch.randn(4, 3, 16, 16)
+    out = method.training_step({"views": [clean]}, 0)
+    out["loss"].backward()
+    total = [p.grad.clone() for p in method.discriminator.parameters()]
+    method.zero_grad()
+    mask = method.mask(clean)
+    filled = method.reconstruct(clean * (1 - mask))
+    ones, zeros = torch.ones(4, 1), torch.zeros(4, 1)
+    judge = (F.binary_cross_entropy_with_logits(method.discriminator(clean * mask), ones)
+             + F.binary_cross_entropy_with_logits(method.discriminator((filled * mask).detach()), zeros)) / 2
+    judge.backward()
+    for a, b in zip(total, method.discriminator.parameters()):
+        assert torch.allclose(a, b.grad, atol=1e-6)
+    assert out["adversarial"] > 0 and method.decoder.project.weight.grad is None  # zeroed, judge does not reach it

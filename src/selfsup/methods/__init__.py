@@ -1,5 +1,6 @@
 """Method registry: one file per method."""
 from ..errors import SelfSupError
+from .autoencoders import ContextEncoder, DenoisingAE
 from .barlow_twins import BarlowTwins
 from .base import Method, RunContext
 from .byol import BYOL
@@ -19,7 +20,7 @@ from .swav import SwAV
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in [SimCLR, MoCoV2, MoCoV1, SwAV, DeepCluster, DeepClusterV2, BYOL,
                                                               SimSiam, BarlowTwins, SupCon, Triplet, DARe, SuperInfo,
                                                               InstDisc, CPC, Supervised, Rotation,
-                                                              Jigsaw, RelativePatch]}
+                                                              Jigsaw, RelativePatch, DenoisingAE, ContextEncoder]}
 
 
 def method_class(name: str) -> type[Method]:

@@ -34,3 +34,25 @@ class GaussianHead(nn.Module):
     def forward(self, x):
         mu, logvar = self.net(x).chunk(2, dim=1)
         return mu.clamp(-self.mu_clamp, self.mu_clamp), logvar.clamp(-self.logvar_clamp, self.logvar_clamp)
+
+
+class ImageDecoder(nn.Module):
+    """A small decoder from a pooled feature vector back to a [C, size, size] image (the
+    autoencoder pretext tasks): a linear layer to a 64-channel map of a quarter of the side,
+    two stride-2 transposed convolutions with BatchNorm and ReLU, a 3×3 convolution to the
+    image channels, and a final resize when the side is not a multiple of 4."""
+
+    def __init__(self, in_dim: int, channels: int, size: int, width: int = 64):
+        super().__init__()
+        self.size, self.width, self.start = size, width, max(1, -(-size // 4))
+        self.project = nn.Linear(in_dim, width * self.start ** 2)
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(width, width, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(width, width // 2, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(width // 2),
+            nn.ReLU(inplace=True), nn.Conv2d(width // 2, channels, 3, padding=1))
+
+    def forward(self, features):
+        x = self.net(self.project(features).view(-1, self.width, self.start, self.start))
+        if x.shape[-1] != self.size:
+            x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return x
