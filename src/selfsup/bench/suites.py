@@ -90,8 +90,8 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
              "(`selfsup.eval.diagnostics`): normalized_std (per-dimension std of L2-normalised features; "
              "1/sqrt(d) when spread, 0 when collapsed), effective_rank (of the feature covariance, 1..d), "
              "alignment and uniformity (Wang & Isola 2020; lower is better for both)."]
-    notes.append(f"Each row is the run in `runs/LABEL/` (its `config.yaml` and `metrics.json` are committed); "
-                 f"`--method M` runs only M's rows, the command above runs every row not yet finished.")
+    notes.append("Each row is the run in `runs/LABEL/` (its `config.yaml` and `metrics.json` are committed); "
+                 "`--method M` runs only M's rows, the command above runs every row not yet finished.")
     write_table(out, name, title, rows, notes, command=f"selfsup benchmark --suite {name} --out {out}")
     bar_plot(out / f"{name}_knn.png", [r["method"].replace("baseline: ", "") for r in rows],
              [r["knn_top1"] or 0.0 for r in rows], "kNN top-1", title)

@@ -59,12 +59,11 @@ class DenoisingAE(Autoencoder):
     defaults = {"corruption": "masking", "noise": 0.25, "augment": {}}
     limits = {"noise": (0, None)}
 
+    choices = {"corruption": CORRUPTIONS}
+
     @classmethod
     def check_params(cls, params, run):
         super().check_params(params, run)
-        if params["corruption"] not in CORRUPTIONS:
-            raise SelfSupError(f"params.corruption of denoising-ae must be one of {', '.join(CORRUPTIONS)}, "
-                               f"got {params['corruption']!r}")
         if params["corruption"] == "masking" and params["noise"] > 1:
             raise SelfSupError(f"params.noise is the fraction of masked pixels and must be in [0, 1], got {params['noise']}")
 
@@ -84,13 +83,7 @@ class ContextEncoder(Autoencoder):
     name = "context-encoder"
     defaults = {"region": "center", "adversarial": 0.0, "augment": {}}
     limits = {"adversarial": (0, 1)}
-
-    @classmethod
-    def check_params(cls, params, run):
-        super().check_params(params, run)
-        if params["region"] not in REGIONS:
-            raise SelfSupError(f"params.region of context-encoder must be one of {', '.join(REGIONS)}, "
-                               f"got {params['region']!r}")
+    choices = {"region": REGIONS}
 
     def __init__(self, backbone, cfg, run):
         super().__init__(backbone, cfg, run)

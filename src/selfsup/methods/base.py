@@ -75,6 +75,8 @@ class Method(nn.Module):
     supervised: bool = False
     #: inclusive (low, high) bounds of numeric params (None: unbounded), checked before anything is built
     limits: dict[str, tuple] = {}
+    #: the allowed values of params that name an option, checked with ``limits``
+    choices: dict[str, tuple] = {}
 
     def __init__(self, backbone: nn.Module, cfg: dict, run: RunContext):
         super().__init__()
@@ -89,7 +91,7 @@ class Method(nn.Module):
     @classmethod
     def check_params(cls, params: dict, run: RunContext) -> None:
         """Raise ``SelfSupError`` for a param outside ``limits`` (a null param means "derive it"
-        and is not checked); a method with run-dependent rules extends this."""
+        and is not checked) or ``choices``; a method with run-dependent rules extends this."""
         for key, (low, high) in cls.limits.items():
             value = params.get(key)
             if value is None:
@@ -98,6 +100,10 @@ class Method(nn.Module):
                     or (low is not None and value < low) or (high is not None and value > high)):
                 bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
                 raise SelfSupError(f"params.{key} of {cls.name} must be a number in {bounds}, got {value!r}")
+        for key, options in cls.choices.items():
+            if params.get(key) not in options:
+                raise SelfSupError(f"params.{key} of {cls.name} must be one of {', '.join(map(str, options))}, "
+                                   f"got {params.get(key)!r}")
 
     @classmethod
     def build_backbone(cls, cfg: dict, run: RunContext) -> nn.Module:

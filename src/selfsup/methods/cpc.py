@@ -91,12 +91,11 @@ class CPC(Method):
                 "num_negatives": 1024, "augment": {}}
     limits = {"patch_size": (2, None), "patch_stride": (1, None), "context_dim": (1, None), "prediction_steps": (1, None),
               "num_negatives": (1, None)}
+    choices = {"context": CONTEXTS}
 
     @classmethod
     def check_params(cls, params, run):
         super().check_params(params, run)
-        if params["context"] not in CONTEXTS:
-            raise SelfSupError(f"params.context of cpc must be one of {', '.join(CONTEXTS)}, got {params['context']!r}")
         if params["patch_size"] and params["patch_size"] > run.image_size:
             raise SelfSupError(f"params.patch_size={params['patch_size']} is larger than the {run.image_size}-px images")
         grid = PatchGrid.for_image(run.image_size, params["patch_size"], params["patch_stride"]).grid

@@ -48,13 +48,11 @@ class MoCoV2(Method):
                 "negatives": "queue", "bank_momentum": 0.5, "augment": {}}
     limits = {"temperature": (1e-4, None), "queue_size": (0, None), "key_momentum": (0, 1),
               "proj_hidden_dim": (1, None), "proj_dim": (1, None), "bank_momentum": (0, 1)}
+    choices = {"negatives": NEGATIVES}
 
     @classmethod
     def check_params(cls, params, run):
         super().check_params(params, run)
-        if params["negatives"] not in NEGATIVES:
-            raise SelfSupError(f"params.negatives of {cls.name} must be one of {', '.join(NEGATIVES)}, "
-                               f"got {params['negatives']!r}")
         if params["negatives"] != "batch" and 0 < params["queue_size"] < run.batch_size:
             raise SelfSupError(f"params.queue_size={params['queue_size']} must be at least the batch size "
                                f"{run.batch_size} (or 0 for no negatives beyond the positive)")

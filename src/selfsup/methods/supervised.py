@@ -103,6 +103,7 @@ class Triplet(EmbeddingMethod):
     defaults = {"margin": 0.2, "mining": "semi-hard", "classes_per_batch": None, "proj_hidden_dim": None,
                 "proj_dim": 128, "augment": {}}
     limits = {"margin": (0, None), "classes_per_batch": (2, None), "proj_hidden_dim": (1, None), "proj_dim": (1, None)}
+    choices = {"mining": TRIPLET_MINING}
 
     @staticmethod
     def classes_per_batch(params, run) -> int:
@@ -116,9 +117,6 @@ class Triplet(EmbeddingMethod):
     def check_params(cls, params, run):
         super().check_params(params, run)
         p = cls.classes_per_batch(params, run)
-        if params["mining"] not in TRIPLET_MINING:
-            raise SelfSupError(f"params.mining of triplet must be one of {', '.join(TRIPLET_MINING)}, "
-                               f"got {params['mining']!r}")
         if p > run.num_classes:
             raise SelfSupError(f"params.classes_per_batch={p} is more classes than the dataset's {run.num_classes}")
         if run.smallest_class and run.batch_size // p > run.smallest_class:
