@@ -138,3 +138,18 @@ def test_context_encoder_discriminator_learns_only_from_its_own_loss():
     for a, b in zip(total, method.discriminator.parameters()):
         assert torch.allclose(a, b.grad, atol=1e-6)
     assert out["adversarial"] > 0 and method.decoder.project.weight.grad is None  # zeroed, judge does not reach it
+
+
+def test_count_compares_the_downsampled_image_with_its_four_quadrants():
+    import torch.nn.functional as F
+
+    method = tiny("count", count_dim=3, margin=2.0)
+    method.count = lambda x: x.mean(dim=(1, 2, 3)).unsqueeze(1).repeat(1, 3)  # a "count": mean intensity, thrice
+    x = torch.rand(4, 3, 16, 16)
+    out = method.training_step({"views": [x]}, 0)
+    whole = F.interpolate(x, size=(8, 8), mode="bilinear", antialias=True, align_corners=False).mean(dim=(1, 2, 3))
+    parts = sum(q.mean(dim=(1, 2, 3)) for q in (x[..., :8, :8], x[..., :8, 8:], x[..., 8:, :8], x[..., 8:, 8:]))
+    additive = 3 * (whole - parts) ** 2
+    contrastive = torch.relu(2.0 - 3 * (whole.roll(1) - parts) ** 2)
+    assert torch.allclose(out["additive"], additive.mean(), rtol=1e-5)
+    assert torch.allclose(out["loss"], (additive + contrastive).mean(), rtol=1e-5)

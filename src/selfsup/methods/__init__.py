@@ -4,6 +4,7 @@ from .autoencoders import ContextEncoder, DenoisingAE
 from .barlow_twins import BarlowTwins
 from .base import Method, RunContext
 from .byol import BYOL
+from .count import Count
 from .cpc import CPC
 from .deepcluster import DeepCluster, DeepClusterV2
 from .gaussian import DARe, SuperInfo
@@ -20,7 +21,8 @@ from .swav import SwAV
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in [SimCLR, MoCoV2, MoCoV1, SwAV, DeepCluster, DeepClusterV2, BYOL,
                                                               SimSiam, BarlowTwins, SupCon, Triplet, DARe, SuperInfo,
                                                               InstDisc, CPC, Supervised, Rotation,
-                                                              Jigsaw, RelativePatch, DenoisingAE, ContextEncoder]}
+                                                              Jigsaw, RelativePatch, DenoisingAE, ContextEncoder,
+                                                              Count]}
 
 
 def method_class(name: str) -> type[Method]:
