@@ -210,6 +210,8 @@ def test_batchnorm_policy_errors(capsys, tmp_path, tiny_args):
     ("relative-patch", "params.gap=-1", "params.gap of relative-patch must be a number in [0, inf], got -1"),
     ("denoising-ae", "params.noise=1.5", "params.noise is the fraction of masked pixels and must be in [0, 1], got 1.5"),
     ("context-encoder", "params.region=left", "params.region of context-encoder must be one of center, random"),
+    ("exemplar", "params.surrogate_classes=600", "params.surrogate_classes=600 is more seed images than the 512"),
+    ("exemplar", "params.scale=[1.4,0.7]", "params.scale of exemplar must be [low, high] with 0 < low <= high"),
 ])
 def test_bad_method_params_exit_cleanly_and_write_nothing(capsys, tmp_path, tiny_args, method, setting, needle):
     out = tmp_path / "run"

@@ -153,3 +153,29 @@ def test_count_compares_the_downsampled_image_with_its_four_quadrants():
     contrastive = torch.relu(2.0 - 3 * (whole.roll(1) - parts) ** 2)
     assert torch.allclose(out["additive"], additive.mean(), rtol=1e-5)
     assert torch.allclose(out["loss"], (additive + contrastive).mean(), rtol=1e-5)
+
+
+def test_exemplar_samples_only_its_seed_images_and_labels_them_by_seed():
+    from selfsup.data.datasets import load_split
+
+    method = tiny("exemplar")
+    assert len(method.seeds) == 64 and (method.class_of >= 0).sum() == 64  # 512 images / 8
+    data = load_split("synthetic", "train", options={"synthetic_size": 512})
+    loader = method.train_loader(data, 32, seed=0)
+    loader.batch_sampler.set_epoch(0)
+    indices = torch.cat([batch["index"] for batch in loader])
+    assert len(indices) == 512 and set(indices.tolist()) <= set(method.seeds.tolist())
+    batch = next(iter(loader))
+    out = method.training_step({"views": [batch["image"].float() / 255], "index": batch["index"]}, 0)
+    assert torch.isfinite(out["loss"])
+
+
+def test_exemplar_warp_turns_scales_and_shifts_each_image_by_its_own_draw():
+    method = tiny("exemplar", translation=0.0, scale=[1.0, 1.0], rotation=90.0)
+    x = torch.zeros(64, 1, 9, 9)
+    x[:, :, 0, 4] = 1.0  # a dot at the top centre
+    warped = method.warp(x)
+    top = warped[:, 0, :3, 3:6].sum(dim=(1, 2))
+    assert (top < 0.5).any() and (top > 0.5).any()  # some images turned the dot away, some kept it near the top
+    still = tiny("exemplar", translation=0.0, scale=[1.0, 1.0], rotation=0.0).warp(x)
+    assert torch.allclose(still, x, atol=1e-5)  # no transformation: the image itself

@@ -102,3 +102,15 @@ class UniformLabelBatchSampler(RankBatchSampler):
                 picks.append(group[torch.randint(len(group), (per_label,), generator=generator)])
         everything = torch.cat(picks)
         return everything[torch.randperm(len(everything), generator=generator)][:self.num_samples]
+
+
+class ResampleBatchSampler(RankBatchSampler):
+    """``num_samples`` draws with replacement from a fixed set of dataset ``indices`` each
+    epoch (Exemplar's surrogate classes: a few seed images, each seen many times)."""
+
+    def __init__(self, indices: torch.Tensor, num_samples: int, batch_size: int, seed: int):
+        self.indices = torch.as_tensor(indices)
+        super().__init__(num_samples, batch_size, seed)
+
+    def order(self, generator):
+        return self.indices[torch.randint(len(self.indices), (self.num_samples,), generator=generator)]

@@ -7,6 +7,7 @@ from .byol import BYOL
 from .count import Count
 from .cpc import CPC
 from .deepcluster import DeepCluster, DeepClusterV2
+from .exemplar import Exemplar
 from .gaussian import DARe, SuperInfo
 from .instdisc import InstDisc
 from .jigsaw import Jigsaw
@@ -22,7 +23,7 @@ METHODS: dict[str, type[Method]] = {cls.name: cls for cls in [SimCLR, MoCoV2, Mo
                                                               SimSiam, BarlowTwins, SupCon, Triplet, DARe, SuperInfo,
                                                               InstDisc, CPC, Supervised, Rotation,
                                                               Jigsaw, RelativePatch, DenoisingAE, ContextEncoder,
-                                                              Count]}
+                                                              Count, Exemplar]}
 
 
 def method_class(name: str) -> type[Method]:
