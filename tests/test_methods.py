@@ -28,7 +28,9 @@ class SimulatedCrash(RuntimeError):
 VARIANTS = [(name, {}) for name in sorted(METHODS)] + [("moco-v2", {"negatives": "batch"}),
                                                       ("moco-v2", {"negatives": "bank", "queue_size": 128}),
                                                       ("context-encoder", {"adversarial": 0.001, "region": "random"}),
-                                                      ("denoising-ae", {"corruption": "gaussian", "noise": 0.5})]
+                                                      ("denoising-ae", {"corruption": "gaussian", "noise": 0.5}),
+                                                      ("multitask", {"tasks": ["relative-patch", "supervised"],
+                                                                     "uncertainty": True})]
 
 
 @pytest.mark.parametrize("name,params", VARIANTS, ids=[f"{n}{'-' + '-'.join(map(str, p.values())) if p else ''}"

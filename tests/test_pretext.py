@@ -179,3 +179,31 @@ def test_exemplar_warp_turns_scales_and_shifts_each_image_by_its_own_draw():
     assert (top < 0.5).any() and (top > 0.5).any()  # some images turned the dot away, some kept it near the top
     still = tiny("exemplar", translation=0.0, scale=[1.0, 1.0], rotation=0.0).warp(x)
     assert torch.allclose(still, x, atol=1e-5)  # no transformation: the image itself
+
+
+def test_multitask_shares_one_trunk_and_generator_and_weights_the_task_losses():
+    method = tiny("multitask", tasks=["rotation", "denoising-ae"], weights=[0.5, 2.0],
+                  task_params={"denoising-ae": {"noise": 0.5}})
+    rotation, denoising = method.tasks["rotation"], method.tasks["denoising-ae"]
+    assert rotation.backbone is method.backbone and denoising.backbone is method.backbone
+    assert denoising.cfg["noise"] == 0.5 and rotation.cfg["augment"]["crop_scale"] == [0.5, 1.0]  # its own config
+    assert len({id(p) for p in method.parameters()}) == len(list(method.parameters()))  # the trunk counted once
+    method.generator = torch.Generator().manual_seed(3)
+    assert rotation.generator is method.generator and denoising.generator is method.generator
+    x = torch.randn(4, 3, 16, 16)
+    batch = {"tasks": {"rotation": {"views": [x]}, "denoising-ae": {"views": [x]}}}
+    method.generator.manual_seed(7)
+    out = method.training_step(batch, 0)
+    method.generator.manual_seed(7)
+    alone = rotation.training_step({"views": [x]}, 0)["loss"], denoising.training_step({"views": [x]}, 0)["loss"]
+    assert torch.allclose(out["loss"], 0.5 * alone[0] + 2.0 * alone[1], rtol=1e-5)
+
+
+def test_multitask_uncertainty_weighting_learns_one_log_variance_per_task():
+    method = tiny("multitask", tasks=["rotation", "count"], uncertainty=True)
+    x = torch.randn(4, 3, 16, 16)
+    out = method.training_step({"tasks": {"rotation": {"views": [x]}, "count": {"views": [x]}}}, 0)
+    out["loss"].backward()
+    assert method.log_variances.shape == (2,) and (method.log_variances.grad != 0).all()
+    # at s = 0 the weighted sum is the plain sum
+    assert torch.allclose(out["loss"].detach(), out["rotation_loss"] + out["count_loss"], rtol=1e-5)

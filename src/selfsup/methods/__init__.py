@@ -12,6 +12,7 @@ from .gaussian import DARe, SuperInfo
 from .instdisc import InstDisc
 from .jigsaw import Jigsaw
 from .moco import MoCoV1, MoCoV2
+from .multitask import Multitask
 from .relative_patch import RelativePatch
 from .rotation import Rotation
 from .simclr import SimCLR
@@ -23,7 +24,7 @@ METHODS: dict[str, type[Method]] = {cls.name: cls for cls in [SimCLR, MoCoV2, Mo
                                                               SimSiam, BarlowTwins, SupCon, Triplet, DARe, SuperInfo,
                                                               InstDisc, CPC, Supervised, Rotation,
                                                               Jigsaw, RelativePatch, DenoisingAE, ContextEncoder,
-                                                              Count, Exemplar]}
+                                                              Count, Exemplar, Multitask]}
 
 
 def method_class(name: str) -> type[Method]:

@@ -1,0 +1,105 @@
+"""Multi-task self-supervised learning with hard parameter sharing: Caruana, "Multitask
+Learning", Machine Learning 1997, and the survey's multi-task pretext learning (Doersch &
+Zisserman 2017 combine several pretext tasks on one trunk).
+
+One backbone (the shared trunk) and one head per task: each task in ``tasks`` is a
+registered pretext method built around the *same* backbone object with its own head, its own
+views and its own targets; the loss is Σ w_i·L_i with fixed weights (``weights``, default
+all 1), or, with ``uncertainty: true``, the learned uncertainty weighting of Kendall, Gal &
+Cipolla (CVPR 2018): Σ exp(−s_i)·L_i + s_i with one learned log-variance s_i per task.
+``supervised`` may be added as an auxiliary task when the data has labels.  Each task's
+params are its packaged defaults (configs/TASK.yaml) with ``task_params.TASK`` laid over
+them.  The tasks share the method generator the engine seeds every step, so a resumed run
+draws the same permutations, masks and warps.  Tasks that need their own data loader
+(exemplar) cannot join: the trunk sees one stream of batches.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import SelfSupError
+from .base import Method
+
+TASKS = ("rotation", "jigsaw", "relative-patch", "denoising-ae", "context-encoder", "count", "supervised")
+
+
+def task_params(name: str, overrides: dict) -> dict:
+    """A task's params: its class defaults, its packaged config, then ``overrides``."""
+    from ..config import merge, packaged_config
+    from . import method_class
+
+    cls = method_class(name)
+    return merge(merge(dict(cls.defaults), packaged_config(name).get("params", {}), f"{name}."), overrides or {},
+                 f"params.task_params.{name}.")
+
+
+class Multitask(Method):
+    """Multitask (Caruana 1997): one shared trunk, one head per pretext task, weighted sum of their losses."""
+
+    name = "multitask"
+    defaults = {"tasks": ["rotation", "jigsaw"], "weights": None, "uncertainty": False, "task_params": {}}
+
+    @classmethod
+    def check_params(cls, params, run):
+        super().check_params(params, run)
+        from . import method_class
+
+        tasks = params["tasks"]
+        if not isinstance(tasks, list) or len(tasks) < 1 or len(set(tasks)) != len(tasks):
+            raise SelfSupError(f"params.tasks of multitask must be a list of distinct task names, got {tasks!r}")
+        for task in tasks:
+            if task not in TASKS:
+                raise SelfSupError(f"params.tasks of multitask: unknown task {task!r}; choose from {', '.join(TASKS)}")
+            method_class(task).check_params(task_params(task, params["task_params"].get(task)), run)
+        unknown = set(params["task_params"]) - set(tasks)
+        if unknown:
+            raise SelfSupError(f"params.task_params names tasks that are not in params.tasks: {', '.join(sorted(unknown))}")
+        weights = params["weights"]
+        if weights is not None and (len(weights) != len(tasks) or any(w < 0 for w in weights)):
+            raise SelfSupError(f"params.weights must give one non-negative weight per task ({len(tasks)}), got {weights!r}")
+
+    def __init__(self, backbone, cfg, run):
+        from . import method_class
+
+        super().__init__(backbone, cfg, run)
+        self.tasks = nn.ModuleDict({task: method_class(task)(backbone, task_params(task, cfg["task_params"].get(task)), run)
+                                    for task in cfg["tasks"]})
+        self.weights = cfg["weights"] or [1.0] * len(self.tasks)
+        if cfg["uncertainty"]:
+            self.log_variances = nn.Parameter(torch.zeros(len(self.tasks)))
+        self.generator = self.generator  # hand the generator to the tasks
+
+    @property
+    def generator(self) -> torch.Generator:
+        return self._generator
+
+    @generator.setter
+    def generator(self, generator: torch.Generator) -> None:
+        self._generator = generator
+        for task in getattr(self, "tasks", {}).values():
+            task.generator = generator
+
+    def prepare_batch(self, batch, make_views):
+        batch["tasks"] = {name: task.prepare_batch(dict(batch), make_views) for name, task in self.tasks.items()}
+        return batch
+
+    def training_step(self, batch, step):
+        losses = {name: task.training_step(batch["tasks"][name], step)["loss"] for name, task in self.tasks.items()}
+        if self.cfg["uncertainty"]:
+            total = sum(torch.exp(-s) * loss + s for s, loss in zip(self.log_variances, losses.values()))
+        else:
+            total = sum(w * loss for w, loss in zip(self.weights, losses.values()))
+        return {"loss": total, **{f"{name}_loss": loss.detach() for name, loss in losses.items()}}
+
+    def on_epoch_start(self, epoch, embed):
+        for task in self.tasks.values():
+            task.on_epoch_start(epoch, embed)
+
+    def on_before_optimizer_step(self, epoch, step):
+        for task in self.tasks.values():
+            task.on_before_optimizer_step(epoch, step)
+
+    def on_step_end(self, step, total_steps):
+        for task in self.tasks.values():
+            task.on_step_end(step, total_steps)
