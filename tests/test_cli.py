@@ -214,6 +214,7 @@ def test_batchnorm_policy_errors(capsys, tmp_path, tiny_args):
     ("exemplar", "params.scale=[1.4,0.7]", "params.scale of exemplar must be [low, high] with 0 < low <= high"),
     ("multitask", "params.tasks=[rotation,simclr]", "params.tasks of multitask: unknown task 'simclr'; choose from"),
     ("multitask", "params.weights=[1]", "params.weights must give one non-negative weight per task (2)"),
+    ("colorization", "data.channels=1", "colorization needs colour images, but this dataset has 1 channel(s)"),
     ("multitask", "params.task_params={jigsaw: {permutations: 1}}", "params.permutations of jigsaw must be a number in [2, 1000]"),
 ])
 def test_bad_method_params_exit_cleanly_and_write_nothing(capsys, tmp_path, tiny_args, method, setting, needle):

@@ -207,3 +207,41 @@ def test_multitask_uncertainty_weighting_learns_one_log_variance_per_task():
     assert method.log_variances.shape == (2,) and (method.log_variances.grad != 0).all()
     # at s = 0 the weighted sum is the plain sum
     assert torch.allclose(out["loss"].detach(), out["rotation_loss"] + out["count_loss"], rtol=1e-5)
+
+
+def test_lab_conversion_and_ab_bins():
+    from selfsup.data.lab import ab_bin_of, ab_bins, rgb_to_lab
+
+    colours = torch.tensor([[1.0, 1, 1], [1, 0, 0], [0, 0, 1], [0, 0, 0]]).T.reshape(1, 3, 4, 1)
+    lab = rgb_to_lab(colours)[0, :, :, 0].T
+    expected = torch.tensor([[100.0, 0, 0], [53.24, 80.09, 67.20], [32.30, 79.19, -107.86], [0, 0, 0]])  # CIE tables
+    assert torch.allclose(lab, expected, atol=0.02)
+    centres, _ = ab_bins()
+    assert 200 < len(centres) < 400  # the in-gamut bins (313 in Zhang et al.)
+    ab = torch.tensor([[0.4, -0.3], [79.0, 66.0]])
+    assert torch.allclose(centres[ab_bin_of(ab)], torch.tensor([[0.0, 0.0], [80.0, 70.0]]))
+
+
+def colour_method(**params):
+    method = tiny("colorization", **params)
+    method.run = method.run.__class__(**{**method.run.__dict__, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)})
+    return method
+
+
+def test_colorization_sees_only_lightness_and_rebalances_rare_colours():
+    method = colour_method()
+    seen = recording_backbone(method)
+    rgb = torch.rand(4, 3, 16, 16)
+    view = (rgb - 0.5) / 0.25
+    images = [(rgb[:2] - 0.5) / 0.25, (rgb[2:] - 0.5) / 0.25]
+    method.on_epoch_start(0, lambda encode: (torch.cat([encode(x) for x in images]), None))
+    from selfsup.data.lab import ab_bin_of, rgb_to_lab
+
+    lab = rgb_to_lab(rgb)
+    prior = torch.bincount(ab_bin_of(lab[:, 1:].permute(0, 2, 3, 1).reshape(-1, 2)), minlength=len(method.class_weights))
+    common, rare = prior.argmax(), (prior == 0).nonzero()[0, 0]
+    assert method.class_weights[rare] > method.class_weights[common]  # rare colours weigh more
+    out = method.training_step({"views": [view]}, 0)
+    assert seen[0].shape == (4, 1, 16, 16) and torch.allclose(seen[0], lab[:, :1] / 50 - 1, atol=1e-4)
+    assert torch.isfinite(out["loss"])
+    assert colour_method(loss="regression").decoder(torch.zeros(1, method.feature_dim)).shape == (1, 2, 16, 16)

@@ -4,6 +4,7 @@ from .autoencoders import ContextEncoder, DenoisingAE
 from .barlow_twins import BarlowTwins
 from .base import Method, RunContext
 from .byol import BYOL
+from .colorization import Colorization
 from .count import Count
 from .cpc import CPC
 from .deepcluster import DeepCluster, DeepClusterV2
@@ -24,7 +25,7 @@ METHODS: dict[str, type[Method]] = {cls.name: cls for cls in [SimCLR, MoCoV2, Mo
                                                               SimSiam, BarlowTwins, SupCon, Triplet, DARe, SuperInfo,
                                                               InstDisc, CPC, Supervised, Rotation,
                                                               Jigsaw, RelativePatch, DenoisingAE, ContextEncoder,
-                                                              Count, Exemplar, Multitask]}
+                                                              Count, Exemplar, Multitask, Colorization]}
 
 
 def method_class(name: str) -> type[Method]:

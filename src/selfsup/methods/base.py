@@ -61,6 +61,8 @@ class RunContext:
     world_size: int = 1
     seed: int = 0
     smallest_class: int = 0  # images of the least frequent class in the training split (0: unlabelled)
+    mean: tuple = ()  # per-channel normalisation of the views: view = (image in [0, 1] - mean) / std
+    std: tuple = ()
 
     @property
     def rank(self) -> int:
