@@ -245,3 +245,23 @@ def test_colorization_sees_only_lightness_and_rebalances_rare_colours():
     assert seen[0].shape == (4, 1, 16, 16) and torch.allclose(seen[0], lab[:, :1] / 50 - 1, atol=1e-4)
     assert torch.isfinite(out["loss"])
     assert colour_method(loss="regression").decoder(torch.zeros(1, method.feature_dim)).shape == (1, 2, 16, 16)
+
+
+def test_split_brain_halves_see_their_own_channels_and_predict_the_others():
+    from selfsup.data.lab import rgb_to_lab
+
+    method = tiny("split-brain")
+    method.run = method.run.__class__(**{**method.run.__dict__, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)})
+    seen = {}
+    for half in ("lightness", "colour"):
+        module = getattr(method.backbone, half)
+        module.forward = (lambda name, dim: lambda x: seen.setdefault(name, x) is None or torch.zeros(x.shape[0], dim))(
+            half, module.feature_dim)
+    rgb = torch.rand(2, 3, 16, 16)
+    out = method.training_step({"views": [(rgb - 0.5) / 0.25]}, 0)
+    lab = rgb_to_lab(rgb)
+    assert torch.allclose(seen["lightness"], lab[:, :1] / 50 - 1, atol=1e-4)
+    assert torch.allclose(seen["colour"], lab[:, 1:] / 110, atol=1e-4)
+    assert set(out) == {"loss", "l_to_ab", "ab_to_l"}
+    full = tiny("split-brain")
+    assert full.feature_dim == full.backbone.lightness.feature_dim * 2

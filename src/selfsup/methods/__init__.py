@@ -18,6 +18,7 @@ from .relative_patch import RelativePatch
 from .rotation import Rotation
 from .simclr import SimCLR
 from .simsiam import SimSiam
+from .split_brain import SplitBrain
 from .supervised import SupCon, Supervised, Triplet
 from .swav import SwAV
 
@@ -25,7 +26,8 @@ METHODS: dict[str, type[Method]] = {cls.name: cls for cls in [SimCLR, MoCoV2, Mo
                                                               SimSiam, BarlowTwins, SupCon, Triplet, DARe, SuperInfo,
                                                               InstDisc, CPC, Supervised, Rotation,
                                                               Jigsaw, RelativePatch, DenoisingAE, ContextEncoder,
-                                                              Count, Exemplar, Multitask, Colorization]}
+                                                              Count, Exemplar, Multitask, Colorization,
+                                                              SplitBrain]}
 
 
 def method_class(name: str) -> type[Method]:
