@@ -33,8 +33,8 @@ VARIANTS = [(name, {}) for name in sorted(METHODS)] + [("moco-v2", {"negatives":
                                                                      "uncertainty": True})]
 
 
-@pytest.mark.parametrize("name,params", VARIANTS, ids=[f"{n}{'-' + '-'.join(map(str, p.values())) if p else ''}"
-                                                      for n, p in VARIANTS])
+@pytest.mark.parametrize("name,params", VARIANTS, ids=["-".join([n, *("+".join(v) if isinstance(v, list) else str(v)
+                                                                        for v in p.values())]) for n, p in VARIANTS])
 def test_method_trains_checkpoints_and_resumes_exactly(name, params, tmp_path, monkeypatch):
     cls = METHODS[name]
 
