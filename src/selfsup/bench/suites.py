@@ -11,6 +11,7 @@ import yaml
 
 from ..config import merge, resolve
 from ..engine.train import pretrain
+from ..errors import SelfSupError
 from ..methods import method_class
 from .report import bar_plot, curve_plot, write_table
 
@@ -56,7 +57,13 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
         if (run_dir / "metrics.json").exists():  # finished in an earlier call
             metrics = json.loads((run_dir / "metrics.json").read_text())
         elif wanted:
-            metrics = pretrain(cfg, run_dir, resume=True, baselines=True, probe_epochs=probe_epochs)
+            try:
+                metrics = pretrain(cfg, run_dir, resume=True, baselines=True, probe_epochs=probe_epochs)
+            except SelfSupError as exc:  # e.g. a colour-only task on a grey dataset: nothing was written
+                if selected is not None:
+                    raise
+                print(f"{label}: skipped ({exc})")
+                continue
         else:
             continue
         done.append((label, method, settings))
