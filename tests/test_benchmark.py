@@ -64,3 +64,15 @@ def test_a_suite_run_one_method_at_a_time_builds_one_table(tmp_path, capsys):
     accuracy_suite(out, "t", "t", changed, overrides, probe_epochs=2, selected=["simsiam"])
     assert (out / "runs" / "simsiam" / "metrics.json").stat().st_mtime_ns != finished
     assert "stop_gradient: false" in (out / "runs" / "simsiam" / "config.yaml").read_text()
+
+
+def test_a_suite_without_method_skips_methods_that_cannot_run_on_its_data(tmp_path, capsys):
+    from selfsup.bench.suites import accuracy_suite
+
+    overrides = {"dataset": "synthetic", "epochs": 1, "batch_size": 64, "backbone": {"width": 8},
+                 "data": {"channels": 1}, "trainer": {"progress_bar": False}, "knn": {"k": 20, "every_n_epochs": 0}}
+    runs = [("colorization", "colorization", {}), ("rotation", "rotation", {})]
+    rows = accuracy_suite(tmp_path / "bench", "t", "t", runs, overrides, probe_epochs=2)
+    assert [r["method"] for r in rows if not r["method"].startswith("baseline")] == ["rotation"]
+    assert "colorization: skipped (colorization needs colour images" in capsys.readouterr().out
+    assert not (tmp_path / "bench" / "runs" / "colorization").exists()

@@ -105,8 +105,12 @@ def model_ceiling(cfg: dict, train, channels_last: bool) -> float:
     module.train_set = train
     generator = torch.Generator().manual_seed(0)
     make = functools.partial(make_views, norm=module.norm, generator=generator, channels_last=channels_last)
-    batches = [module.method.prepare_batch(train.__getitems__(list(range(i * BATCH, (i + 1) * BATCH))), make)
-               for i in range(4)]
+    loader = module.method.train_loader(train, BATCH, module.cfg["seed"])  # the method's own sampling, if any
+    if loader is not None:
+        loader.batch_sampler.set_epoch(0)
+    indices = [batch["index"].tolist() for batch, _ in zip(loader, range(4))] if loader is not None else \
+        [list(range(i * BATCH, (i + 1) * BATCH)) for i in range(4)]
+    batches = [module.method.prepare_batch(train.__getitems__(chosen), make) for chosen in indices]
     seconds = _time_steps(module, (batches[i % 4] for i in range(STEPS)), STEPS, epoch_start=True)
     return STEPS * BATCH / seconds
 
