@@ -12,6 +12,7 @@ what to compare across machines.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import shutil
 import time
@@ -106,11 +107,12 @@ def model_ceiling(cfg: dict, train, channels_last: bool) -> float:
     generator = torch.Generator().manual_seed(0)
     make = functools.partial(make_views, norm=module.norm, generator=generator, channels_last=channels_last)
     loader = module.method.train_loader(train, BATCH, module.cfg["seed"])  # the method's own sampling, if any
-    if loader is not None:
+    if loader is None:
+        raw = [train.__getitems__(list(range(i * BATCH, (i + 1) * BATCH))) for i in range(4)]
+    else:
         loader.batch_sampler.set_epoch(0)
-    indices = [batch["index"].tolist() for batch, _ in zip(loader, range(4))] if loader is not None else \
-        [list(range(i * BATCH, (i + 1) * BATCH)) for i in range(4)]
-    batches = [module.method.prepare_batch(train.__getitems__(chosen), make) for chosen in indices]
+        raw = list(itertools.islice(loader, 4))
+    batches = [module.method.prepare_batch(batch, make) for batch in raw]
     seconds = _time_steps(module, (batches[i % 4] for i in range(STEPS)), STEPS, epoch_start=True)
     return STEPS * BATCH / seconds
 

@@ -5,7 +5,7 @@ import torch
 
 from ..data.views import Normalization
 from ..errors import SelfSupError
-from .features import eval_mode, extract_features, method_features
+from .features import extract_features, method_features
 from .knn import knn_top1
 
 
@@ -28,20 +28,24 @@ def encoder_knn(method: torch.nn.Module, bank, test, norm: Normalization, num_cl
     return knn_top1(bank_x, bank_y, test_x, test_y, num_classes, k, temperature)
 
 
+def check_memory_bank(method: torch.nn.Module) -> None:
+    """A clear error unless ``method`` keeps a memory bank and the embedding it stores."""
+    if not hasattr(method, "memory") or not hasattr(method, "embed"):
+        raise SelfSupError(f"{type(method).name} keeps no memory bank; --memory-bank is for instdisc")
+
+
 def memory_bank_knn(method: torch.nn.Module, pretrain_split, test, norm: Normalization, num_classes: int,
                     k: int = 200, temperature: float = 0.1, **options) -> dict:
     """InstDisc's own evaluation beside the standard one, on the method's embeddings
     (``method.embed``): kNN of the test images against the memory bank (one stored embedding
     per pretraining image, no recomputation) and against fresh embeddings of the same images
     (clean views, eval mode).  ``pretrain_split`` must be the split the bank was filled from."""
-    if not hasattr(method, "memory") or not hasattr(method, "embed"):
-        raise SelfSupError(f"{type(method).name} keeps no memory bank; --memory-bank is for instdisc")
+    check_memory_bank(method)
     if len(pretrain_split) != method.memory.bank.shape[0]:
         raise SelfSupError(f"the memory bank holds {method.memory.bank.shape[0]} images, the pretraining split "
                            f"{len(pretrain_split)}")
-    with eval_mode(method):
-        fresh, labels = extract_features(method.embed, pretrain_split, norm, desc="fresh embeddings", **options)
-        queries, test_labels = extract_features(method.embed, test, norm, desc="test embeddings", **options)
+    fresh, labels = method_features(method, pretrain_split, norm, encode=method.embed, desc="fresh embeddings", **options)
+    queries, test_labels = method_features(method, test, norm, encode=method.embed, desc="test embeddings", **options)
     bank = method.memory.bank.float().cpu()
     return {"memory_bank_top1": knn_top1(bank, labels, queries, test_labels, num_classes, k, temperature),
             "fresh_embedding_top1": knn_top1(fresh, labels, queries, test_labels, num_classes, k, temperature)}

@@ -50,11 +50,13 @@ def eval_mode(module: torch.nn.Module):
         module.train(was_training)
 
 
-def method_features(method, dataset, norm: Normalization, layers: bool = False, **options):
+def method_features(method, dataset, norm: Normalization, layers: bool = False, encode=None, **options):
     """(features, labels) of ``dataset`` by ``method.features`` (``layers``: a list, one per
-    ``method.feature_layers`` stage), in eval mode; ``options`` go to ``extract_features``."""
+    ``method.feature_layers`` stage; ``encode``: another of the method's encoders, e.g.
+    InstDisc's ``embed``), in eval mode; ``options`` go to ``extract_features``."""
     with eval_mode(method):
-        return extract_features(method.feature_layers if layers else method.features, dataset, norm, **options)
+        encode = encode or (method.feature_layers if layers else method.features)
+        return extract_features(encode, dataset, norm, **options)
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..data.datasets import balanced_subset_indices, dataset_info, load_split, normalization_for
 from ..errors import SelfSupError
 from ..io import write_json
-from .baselines import encoder_knn, memory_bank_knn
+from .baselines import check_memory_bank, encoder_knn, memory_bank_knn
 from .diagnostics import embedding_diagnostics
 from .linear import linear_probe
 
@@ -56,11 +56,13 @@ def evaluate(args) -> dict:
         result.update(images=len(images), **embedding_diagnostics(method, images, norm, device, cfg["seed"],
                                                                   module.channels_last, args.batch_size))
     elif args.protocol == "knn":
+        if args.memory_bank:  # checked before any work
+            check_memory_bank(method)
+            if dataset != cfg["dataset"]:
+                raise SelfSupError("--memory-bank needs the pretraining dataset, whose images the bank holds")
         result.update(k=args.k, temperature=args.temperature,
                       top1=encoder_knn(method, train, test, norm, train.num_classes, args.k, args.temperature, **common))
         if args.memory_bank:
-            if dataset != cfg["dataset"]:
-                raise SelfSupError("--memory-bank needs the pretraining dataset, whose images the bank holds")
             pretrain_split = load_split(cfg["dataset"], dataset_info(cfg["dataset"]).pretrain_split, cfg["data_dir"],
                                         cfg["subset"], cfg["seed"], cfg["data"])
             result.update(memory_bank_knn(method, pretrain_split, test, norm, train.num_classes, args.k,

@@ -136,3 +136,11 @@ def encode_tiles(backbone: nn.Module, tiles: torch.Tensor, size: int | None = No
     if size and size != flat.shape[-1]:
         flat = F.interpolate(flat, size=(size, size), mode="bilinear", align_corners=False)
     return backbone(flat).view(b, t, -1)
+
+
+def classification(logits: torch.Tensor, target: torch.Tensor, **options) -> dict:
+    """Cross-entropy of ``logits`` against ``target`` (``options`` go to ``F.cross_entropy``) and
+    the batch accuracy, the step output of every method that classifies (pretext tasks, the
+    supervised baseline)."""
+    return {"loss": F.cross_entropy(logits, target, **options),
+            "accuracy": (logits.argmax(1) == target).float().mean().detach()}

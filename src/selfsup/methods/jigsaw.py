@@ -16,7 +16,6 @@ from __future__ import annotations
 import itertools
 
 import torch
-import torch.nn.functional as F
 
 from ..data.augment import AugmentConfig
 from ..data.tiles import TileGrid
@@ -24,7 +23,7 @@ from ..data.views import ViewSpec
 from ..errors import SelfSupError
 from ..models.heads import mlp
 from .base import Method
-from .helpers import encode_tiles
+from .helpers import classification, encode_tiles
 
 
 def maximal_hamming_permutations(count: int, seed: int) -> torch.Tensor:
@@ -68,10 +67,6 @@ class TileTask(Method):
         picked = tiles[torch.arange(view.shape[0], device=view.device).unsqueeze(1), order.to(view.device)]
         return encode_tiles(self.backbone, picked, self.cfg["upsample"])
 
-    @staticmethod
-    def classify(logits: torch.Tensor, target: torch.Tensor) -> dict:
-        return {"loss": F.cross_entropy(logits, target), "accuracy": (logits.argmax(1) == target).float().mean().detach()}
-
 
 class Jigsaw(TileTask):
     """Jigsaw (Noroozi & Favaro 2016): which of N maximally distant permutations shuffled the 3×3 tiles."""
@@ -89,4 +84,4 @@ class Jigsaw(TileTask):
         (view,) = batch["views"]
         target = torch.randint(len(self.permutation_set), (view.shape[0],), generator=self.generator)
         features = self.cut_and_encode(view, self.permutation_set[target.to(self.permutation_set.device)])
-        return self.classify(self.classifier(features.flatten(1)), target.to(view.device))
+        return classification(self.classifier(features.flatten(1)), target.to(view.device))

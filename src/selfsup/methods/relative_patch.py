@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..models.heads import mlp
+from .helpers import classification
 from .jigsaw import TileTask
 
 
@@ -32,4 +33,4 @@ class RelativePatch(TileTask):
         neighbour = target + (target >= 4).long()  # grid positions 0..8 without the centre, 4
         order = torch.stack([torch.full_like(neighbour, 4), neighbour], dim=1)
         features = self.cut_and_encode(view, order)
-        return self.classify(self.classifier(features.flatten(1)), target.to(view.device))
+        return classification(self.classifier(features.flatten(1)), target.to(view.device))

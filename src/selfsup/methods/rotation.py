@@ -12,12 +12,12 @@ the paper; cosine decay instead of its steps.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ..data.augment import AugmentConfig
 from ..data.views import ViewSpec
 from ..models.heads import mlp
 from .base import Method
+from .helpers import classification
 
 
 class Rotation(Method):
@@ -37,4 +37,4 @@ class Rotation(Method):
         rotated = torch.cat([torch.rot90(view, quarter, dims=(2, 3)) for quarter in range(4)])
         target = torch.arange(4, device=view.device).repeat_interleave(view.shape[0])
         logits = self.classifier(self.backbone(rotated))
-        return {"loss": F.cross_entropy(logits, target), "accuracy": (logits.argmax(1) == target).float().mean().detach()}
+        return classification(logits, target)

@@ -35,6 +35,7 @@ from ..losses import supcon, triplet
 from ..losses.supervised import TRIPLET_MINING
 from ..models.heads import mlp
 from .base import Method
+from .helpers import classification
 
 
 class LabelledMethod(Method):
@@ -68,8 +69,7 @@ class Supervised(LabelledMethod):
     def training_step(self, batch, step):
         (view,) = batch["views"]
         logits = self.classifier(self.backbone(view))
-        loss = F.cross_entropy(logits, batch["label"], label_smoothing=self.cfg["label_smoothing"])
-        return {"loss": loss, "accuracy": (logits.argmax(1) == batch["label"]).float().mean().detach()}
+        return classification(logits, batch["label"], label_smoothing=self.cfg["label_smoothing"])
 
 
 class EmbeddingMethod(LabelledMethod):
