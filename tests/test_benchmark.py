@@ -1,5 +1,7 @@
 import csv
 
+import pytest
+
 from selfsup.cli import main
 
 
@@ -28,13 +30,16 @@ def test_unknown_method_in_a_suite_is_refused_before_any_work(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_every_ablation_row_changes_a_real_setting_of_its_method():
-    from selfsup.bench import ABLATIONS, FMNIST_QUICK, FMNIST_QUICK_TUNED
+@pytest.mark.parametrize("suite", ["ABLATIONS", "MULTITASK"])
+def test_every_ablation_row_changes_a_real_setting_of_its_method(suite):
+    from selfsup import bench
+    from selfsup.bench import FMNIST_QUICK, FMNIST_QUICK_TUNED
     from selfsup.config import merge, resolve
 
-    labels = [label for label, _, _ in ABLATIONS]
+    rows = getattr(bench, suite)
+    labels = [label for label, _, _ in rows]
     assert len(set(labels)) == len(labels)
-    for label, method, change in ABLATIONS:
+    for label, method, change in rows:
         reference = merge(merge(resolve(method), FMNIST_QUICK), FMNIST_QUICK_TUNED.get(method, {}))
         ablated = merge(reference, change)  # strict: a misspelt key is an error
         assert (ablated != reference) == bool(change), label
@@ -76,3 +81,27 @@ def test_a_suite_without_method_skips_methods_that_cannot_run_on_its_data(tmp_pa
     assert [r["method"] for r in rows if not r["method"].startswith("baseline")] == ["rotation"]
     assert "colorization: skipped (colorization needs colour images" in capsys.readouterr().out
     assert not (tmp_path / "bench" / "runs" / "colorization").exists()
+
+
+def test_per_stage_probes_are_added_to_finished_runs_from_their_checkpoints(tmp_path):
+    import json
+
+    from selfsup.bench.suites import accuracy_suite
+
+    overrides = {"dataset": "synthetic", "epochs": 1, "batch_size": 64, "backbone": {"width": 8},
+                 "trainer": {"progress_bar": False}, "knn": {"k": 20, "every_n_epochs": 0}}
+    runs = [("simclr", "simclr", {})]
+    out = tmp_path / "bench"
+    accuracy_suite(out, "t", "t", runs, overrides, probe_epochs=2)
+    metrics_file = out / "runs" / "simclr" / "metrics.json"
+    assert "linear_layers" not in json.loads(metrics_file.read_text())
+    rows = accuracy_suite(out, "t", "t", runs, overrides, probe_epochs=2, probe_layers=True)
+    metrics = json.loads(metrics_file.read_text())
+    assert list(metrics["linear_layers"]) == ["conv1", "conv2", "conv3", "conv4", "conv5"]
+    # conv5 is the pooled final stage, the features the main probe sees: the same probe, the same result
+    assert metrics["linear_layers"]["conv5"] == metrics["linear_top1"]
+    assert rows[0]["linear_conv3"] == metrics["linear_layers"]["conv3"]
+    random_init = rows[-1]
+    assert random_init["method"].startswith("baseline: random-init")
+    assert random_init["linear_conv1"] == metrics["baselines"]["random_init_linear_layers"]["conv1"]
+    assert "| linear_conv1 |" in (out / "t.md").read_text()

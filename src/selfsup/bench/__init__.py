@@ -43,7 +43,7 @@ def _fmnist_quick(out: Path, data_dir: str | None, methods: list[str] | None):
     from ..methods import METHODS
     return accuracy_suite(out, "fmnist-quick", "Fashion-MNIST quick: ResNet-18 (small stem, width 16), batch 256, 5 epochs",
                           [(m, m, FMNIST_QUICK_TUNED.get(m, {})) for m in METHODS], FMNIST_QUICK, probe_epochs=100,
-                          data_dir=data_dir, selected=methods)
+                          data_dir=data_dir, selected=methods, probe_layers=True)
 
 
 # Ablations on a smaller budget than fmnist-quick (3 epochs over a class-balanced 20k subset
@@ -102,6 +102,23 @@ def _ablations(out: Path, data_dir: str | None, methods: list[str] | None):
                           "training images", runs, ABLATION_BUDGET, probe_epochs=100, data_dir=data_dir, selected=methods)
 
 
+# Caruana's question for pretext tasks: does one shared trunk trained on several tasks give
+# better features than each task alone?  Same budget as the ablations, per-stage probes.
+MULTITASK = [
+    ("rotation alone", "rotation", {}),
+    ("jigsaw alone", "jigsaw", {}),
+    ("multitask: rotation + jigsaw", "multitask", {}),
+    ("multitask: rotation + jigsaw, uncertainty weights", "multitask", {"params": {"uncertainty": True}}),
+]
+
+
+def _multitask(out: Path, data_dir: str | None, methods: list[str] | None):
+    from .suites import accuracy_suite
+    return accuracy_suite(out, "multitask", "Multitask vs single pretext tasks: ResNet-18 width 16, batch 256, 3 epochs "
+                          "on 20k Fashion-MNIST training images", MULTITASK, ABLATION_BUDGET, probe_epochs=100,
+                          data_dir=data_dir, selected=methods, probe_layers=True)
+
+
 def _throughput(out: Path, data_dir: str | None, methods: list[str] | None):
     from .throughput import throughput_suite
     return throughput_suite(out, data_dir, methods or ["simclr"])
@@ -113,6 +130,8 @@ SUITES: dict[str, Suite] = {
                           _fmnist_quick),
     "ablations": Suite("one setting changed per row, 3 epochs on 20k Fashion-MNIST images: predictors, targets, "
                        "stop-gradient, multi-crop, k, lambdas, temperatures, dictionaries, noise samples", _ablations),
+    "multitask": Suite("rotation and jigsaw alone vs one trunk trained on both (fixed and learned weights), "
+                       "per-stage linear probes, the ablations' budget", _multitask),
     "throughput": Suite("training images/s of --method M (or all): our engine vs the model-only ceiling "
                         "(and, for simclr, a plain PyTorch loop)", _throughput),
 }

@@ -10,8 +10,10 @@ from pathlib import Path
 import yaml
 
 from ..config import merge, resolve
-from ..engine.train import pretrain
+from ..engine.checkpoint import load_pretrained
+from ..engine.train import knn_baselines, layer_probes, load_datasets, pretrain
 from ..errors import SelfSupError
+from ..io import write_json
 from ..methods import method_class
 from .report import bar_plot, curve_plot, write_table
 
@@ -31,12 +33,35 @@ def _outdated(run_dir: Path, cfg: dict) -> bool:
     return not same_network or any(saved.get(key) != cfg.get(key) for key in SETTINGS)
 
 
+def _add_layer_probes(run_dir: Path, metrics: dict, probe_epochs: int) -> dict:
+    """Per-stage probes for a run finished before the suite asked for them, from its
+    checkpoint (none: the run's row leaves those columns empty)."""
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if not ckpt.exists():
+        return metrics
+    print(f"{run_dir.name}: adding per-stage linear probes from {ckpt}")
+    module = load_pretrained(ckpt)
+    _, bank, test = load_datasets(module.cfg)
+    metrics["linear_layers"] = layer_probes(module.method, module.cfg, bank, test, probe_epochs)
+    metrics["baselines"] = knn_baselines(module.cfg, bank, test, probe_epochs)
+    write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _layer_columns(layers: dict | None, wanted: bool) -> dict:
+    """``linear_conv1..5`` columns (empty when the run has no per-stage probes)."""
+    if not wanted:
+        return {}
+    return {f"linear_conv{i}": (layers or {}).get(f"conv{i}") for i in range(1, 6)}
+
+
 def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, dict]], overrides: dict,
-                   probe_epochs: int, data_dir: str | None = None, selected: list[str] | None = None) -> list[dict]:
+                   probe_epochs: int, data_dir: str | None = None, selected: list[str] | None = None,
+                   probe_layers: bool = False) -> list[dict]:
     """Pretrain the suite's runs ``(label, method, settings)`` whose method is in ``selected``
     (None: all) with ``overrides`` then ``settings`` laid over the method's defaults, into
-    ``out/runs/LABEL`` (as a slug), and evaluate them with the shared protocol.  A run that
-    finished in an earlier call is not re-run.  ``{name}.md``/``.csv`` and the plots in ``out``
+    ``out/runs/LABEL`` (as a slug), and evaluate them with the shared protocol (``probe_layers``:
+    a linear probe per backbone stage too).  A run that finished in an earlier call is not re-run.  ``{name}.md``/``.csv`` and the plots in ``out``
     then show every finished run of the suite, in the suite's order, so that suites run one
     method at a time build one table."""
     rows, curves, finals, baselines, done = [], {}, {}, {}, []
@@ -56,9 +81,12 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
             shutil.rmtree(run_dir)
         if (run_dir / "metrics.json").exists():  # finished in an earlier call
             metrics = json.loads((run_dir / "metrics.json").read_text())
+            if probe_layers and "linear_layers" not in metrics:
+                metrics = _add_layer_probes(run_dir, metrics, probe_epochs)
         elif wanted:
             try:
-                metrics = pretrain(cfg, run_dir, resume=True, baselines=True, probe_epochs=probe_epochs)
+                metrics = pretrain(cfg, run_dir, resume=True, baselines=True, probe_epochs=probe_epochs,
+                                   probe_layers=probe_layers)
             except SelfSupError as exc:  # e.g. a colour-only task on a grey dataset: nothing was written
                 if selected is not None:
                     raise
@@ -75,13 +103,15 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
                      "peak_memory_mb": metrics["peak_memory_mb"],
                      # the same architecture at its random initialisation (e.g. DeepCluster's Sobel input)
                      "random_init_knn_top1": metrics.get("baselines", {}).get("random_init_knn_top1"),
-                     **{name: metrics.get("diagnostics", {}).get(name) for name in DIAGNOSTICS}})
+                     **{name: metrics.get("diagnostics", {}).get(name) for name in DIAGNOSTICS},
+                     **_layer_columns(metrics.get("linear_layers"), probe_layers)})
         history = metrics["knn_history"]
         curves[label] = ([h["epoch"] for h in history], [h["knn_top1"] for h in history])
         finals[label] = (cfg["epochs"], metrics["knn_top1"])
     for label, key in [("raw pixels", "raw_pixels_knn_top1"), ("standardised pixels", "standardized_pixels_knn_top1"),
                        (f"random-init backbone ({done[0][1]}'s network)", "random_init_knn_top1")]:
         rows.append({"method": f"baseline: {label}", "knn_top1": baselines.get(key)})
+    rows[-1].update(_layer_columns(baselines.get("random_init_linear_layers"), probe_layers))
     knn = cfg["knn"]
     notes = [f"Settings laid over each method's defaults: `{overrides}`; then, per run: "
              + "; ".join(f"{label}: `{settings}`" for label, _, settings in done if settings) + ".",
@@ -97,6 +127,10 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
              "(`selfsup.eval.diagnostics`): normalized_std (per-dimension std of L2-normalised features; "
              "1/sqrt(d) when spread, 0 when collapsed), effective_rank (of the feature covariance, 1..d), "
              "alignment and uniformity (Wang & Isola 2020; lower is better for both)."]
+    if probe_layers:
+        notes.append("linear_convN: the same probe on the globally pooled output of the stem (conv1) and of each "
+                     "ResNet stage (conv2..conv5), as in the survey's per-layer tables; the random-init row probes "
+                     "the first run's network at its initialisation.")
     notes.append("Each row is the run in `runs/LABEL/` (its `config.yaml` and `metrics.json` are committed); "
                  "`--method M` runs only M's rows, the command above runs every row not yet finished.")
     write_table(out, name, title, rows, notes, command=f"selfsup benchmark --suite {name} --out {out}")

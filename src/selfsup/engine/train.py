@@ -138,12 +138,13 @@ def quiet_lightning() -> None:
 
 
 def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False, probe_epochs: int = 0,
-             is_worker: bool = False) -> dict:
+             probe_layers: bool = False, is_worker: bool = False) -> dict:
     """Pretrain ``cfg['method']`` on ``cfg['dataset']`` into ``out``; returns metrics.json's dict.
 
     ``baselines`` adds raw-pixel and random-init kNN; ``probe_epochs`` > 0 adds a linear
-    probe (``linear_top1``); ``is_worker`` marks the extra processes that DDP launches,
-    which leave the run directory to rank 0."""
+    probe (``linear_top1``), and with ``probe_layers`` one per stage (``linear_layers``, and
+    the random-init network's in the baselines); ``is_worker`` marks the extra processes that
+    DDP launches, which leave the run directory to rank 0."""
     quiet_lightning()
     out = Path(out)
     train, bank, test = load_datasets(cfg)
@@ -207,27 +208,41 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
         probe = linear_probe(module.method, bank, test, module.norm, cfg["data"]["num_classes"], device=device,
                              channels_last=module.channels_last, epochs=probe_epochs, seed=cfg["seed"])
         metrics["linear_top1"] = probe["features"]["test_top1"]
+        if probe_layers:
+            metrics["linear_layers"] = layer_probes(module.method, cfg, bank, test, probe_epochs, device,
+                                                    module.channels_last)
     if baselines and test is not None:
-        print("computing the raw-pixel and random-init kNN baselines...", file=sys.stderr)
-        metrics["baselines"] = knn_baselines(cfg, bank, test)
+        print("computing the raw-pixel and random-init baselines...", file=sys.stderr)
+        metrics["baselines"] = knn_baselines(cfg, bank, test, probe_epochs if probe_layers else 0)
     write_json(out / "metrics.json", metrics)
     return metrics
 
 
-def knn_baselines(cfg: dict, bank, test) -> dict:
+def layer_probes(method, cfg: dict, bank, test, probe_epochs: int, device="cpu", channels_last: bool = False) -> dict:
+    """Test top-1 of a linear probe on each stage's pooled features ({"conv1": ..., ...})."""
+    probes = linear_probe(method, bank, test, run_normalization(cfg), cfg["data"]["num_classes"], layers=True,
+                          device=device, channels_last=channels_last, epochs=probe_epochs, seed=cfg["seed"])
+    return {name: probe["test_top1"] for name, probe in probes.items()}
+
+
+def knn_baselines(cfg: dict, bank, test, layer_probe_epochs: int = 0) -> dict:
     """kNN on raw pixel values in [0, 1], on pixels standardised with the dataset's mean and
     std (what the network sees; centring changes cosine similarity), and on the same
-    backbone at its random initialisation."""
+    backbone at its random initialisation (with ``layer_probe_epochs``, also its per-stage
+    linear probes)."""
     norm = run_normalization(cfg)
     identity = Normalization((0.0,) * len(norm.mean), (1.0,) * len(norm.std))
     k, temperature, classes = cfg["knn"]["k"], cfg["knn"]["temperature"], cfg["data"]["num_classes"]
     L.seed_everything(cfg["seed"], verbose=False)
     random_method = build_method(cfg)
-    return {
+    result = {
         "raw_pixels_knn_top1": raw_pixel_knn(bank, test, identity, classes, k, temperature),
         "standardized_pixels_knn_top1": raw_pixel_knn(bank, test, norm, classes, k, temperature),
         "random_init_knn_top1": encoder_knn(random_method, bank, test, norm, classes, k, temperature),
     }
+    if layer_probe_epochs:
+        result["random_init_linear_layers"] = layer_probes(random_method, cfg, bank, test, layer_probe_epochs)
+    return result
 
 
 def peak_memory_mb() -> float:
