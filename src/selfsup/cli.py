@@ -1,4 +1,4 @@
-"""The ``selfsup`` command line: list, pretrain, evaluate, benchmark.
+"""The ``selfsup`` command line: list, pretrain, evaluate, benchmark, report.
 
 Every problem with the user's input ends in one line on stderr naming the problem and the
 fix, and exit code 2; ``--debug`` shows the traceback instead.
@@ -60,31 +60,58 @@ def _build_parser() -> argparse.ArgumentParser:
     eval_sub = p.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
     for name, text in [("knn", "weighted kNN on L2-normalised backbone features (k=200, T=0.1)"),
                        ("linear", "linear probe on frozen backbone features"),
+                       ("finetune", "fine-tune the whole encoder on a fraction of the labels, vs the same from "
+                                    "random initialisation"),
+                       ("transfer", "kNN and linear probe on another dataset (--dataset), its images adapted to "
+                                    "the pretraining size and channels"),
+                       ("retrieval", "test images query the training split: precision@k, mAP, a PNG grid"),
+                       ("embedding", "t-SNE and UMAP plots of test features coloured by class"),
                        ("diagnostics", "collapse diagnostics of the backbone features on test images: normalised "
                                        "std, effective rank, alignment, uniformity")]:
-        q = eval_sub.add_parser(name, help=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        q = eval_sub.add_parser(name, help=text, description=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         q.add_argument("--checkpoint", required=True, help="a selfsup checkpoint (RUN/checkpoints/last.ckpt)")
-        q.add_argument("--dataset", default=None, help="dataset to evaluate on (default: the pretraining dataset)")
+        q.add_argument("--dataset", required=name == "transfer", default=None,
+                       help="dataset to evaluate on" + ("" if name == "transfer" else " (default: the pretraining dataset)"))
         q.add_argument("--data-dir", default=None, help="directory with the dataset files")
         q.add_argument("--subset", type=int, default=None, help="seeded class-balanced subset of the training split")
         q.add_argument("--channels", type=int, default=None, help="convert images to 1 or 3 channels")
         q.add_argument("--batch-size", type=int, default=512, help="batch size for feature extraction")
         q.add_argument("--output", default=None, help="JSON result file (default: RUN/eval_PROTOCOL.json)")
-        if name == "diagnostics":
+        if name in ("knn", "linear", "transfer", "retrieval", "finetune"):
+            q.add_argument("--no-baselines", dest="baselines", action="store_false",
+                           help="skip the same protocol on standardised pixels and on the random-init network")
+        if name in ("diagnostics", "embedding"):
             q.add_argument("--images", type=int, default=2000,
-                           help="seeded class-balanced test images to measure on (uniformity compares all pairs)")
-        elif name == "knn":
+                           help="seeded class-balanced test images to measure on (uniformity compares all pairs)"
+                           if name == "diagnostics" else "seeded class-balanced test images to plot")
+        if name == "embedding":
+            q.add_argument("--projection", action="append", choices=["tsne", "umap"], default=None,
+                           help="which map(s) to draw (repeat the flag; default both)")
+        if name in ("knn", "transfer"):
             q.add_argument("--k", type=int, default=200, help="neighbours")
             q.add_argument("--temperature", type=float, default=0.1, help="vote weight exp(similarity / T)")
+        if name == "knn":
             q.add_argument("--memory-bank", action="store_true",
                            help="instdisc: also kNN of the test embeddings against the memory bank and against "
                                 "fresh embeddings of the pretraining images (the paper's evaluation)")
-        else:
+        if name == "retrieval":
+            q.add_argument("--k", type=int, nargs="+", default=[1, 5, 10, 100], help="precision@k for these k")
+            q.add_argument("--grid-queries", type=int, default=8, help="query rows in retrieval.png")
+            q.add_argument("--grid-neighbours", type=int, default=8, help="neighbours per row in retrieval.png")
+        if name in ("linear", "transfer"):
             q.add_argument("--epochs", type=int, default=100, help="probe training epochs")
             q.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
             q.add_argument("--weight-decay", type=float, default=0.0, help="weight decay of the probe")
+        if name == "linear":
             q.add_argument("--layers", choices=["last", "all"], default="last",
                            help="probe the pooled final features, or every stage (conv1..conv5)")
+        if name == "finetune":
+            labels = q.add_mutually_exclusive_group()
+            labels.add_argument("--label-fraction", type=float, default=None,
+                                help="fraction of the training split used with its labels (default 0.1)")
+            labels.add_argument("--labels-per-class", type=int, default=None, help="labelled images per class")
+            q.add_argument("--epochs", type=int, default=None,
+                           help="fine-tuning epochs (default: 60 below 10%% of the labels, 30 from there; SimCLR's)")
         _add_common(q)
 
     p = sub.add_parser("benchmark", help="run a benchmark suite; writes a markdown table, a CSV and plots",
@@ -95,6 +122,14 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", action="append", default=None, metavar="M",
                    help="method(s) to run instead of the suite's own list (repeat the flag; `all`: every registered "
                         "method); throughput measures simclr by default")
+    _add_common(p)
+
+    p = sub.add_parser("report", help="an HTML page (and markdown) of one or more run directories",
+                       description="Write DIR/index.html and DIR/report.md: each run's settings, headline metrics, "
+                                   "loss and kNN curves, evaluations (eval_*.json), diagnostics and images; with "
+                                   "several runs also a side-by-side table and overlaid curves.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directory written by `selfsup pretrain`")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for the report (created if needed)")
     _add_common(p)
     return parser
 
@@ -188,12 +223,20 @@ def _cmd_benchmark(args) -> None:
     run_suite(args.suite, Path(args.out), data_dir=args.data_dir, methods=args.method)
 
 
+def _cmd_report(args) -> None:
+    from .report import write_report
+
+    index = write_report(args.runs, Path(args.out))
+    print(f"report in {index} (markdown: {index.parent / 'report.md'})")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if not args.debug:
         warnings.simplefilter("ignore")  # library deprecation chatter; --debug shows it
         os.environ.setdefault("PYTHONWARNINGS", "ignore")  # and in DDP worker processes
-    handlers = {"list": _cmd_list, "pretrain": _cmd_pretrain, "evaluate": _cmd_evaluate, "benchmark": _cmd_benchmark}
+    handlers = {"list": _cmd_list, "pretrain": _cmd_pretrain, "evaluate": _cmd_evaluate, "benchmark": _cmd_benchmark,
+                "report": _cmd_report}
     try:
         handlers[args.command](args)
     except SelfSupError as exc:

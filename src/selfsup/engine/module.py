@@ -51,7 +51,8 @@ def run_normalization(cfg: dict) -> Normalization:
     return Normalization(tuple(cfg["data"]["mean"]), tuple(cfg["data"]["std"]))
 
 
-def _seeded(device, *key) -> torch.Generator:
+def seeded_generator(device, *key) -> torch.Generator:
+    """A generator on ``device`` seeded by a hash of ``key`` (e.g. seed, epoch, batch, rank)."""
     return torch.Generator(device=device).manual_seed(zlib.crc32("/".join(map(str, key)).encode()))
 
 
@@ -79,9 +80,9 @@ class PretrainModule(L.LightningModule):
         # run draws exactly what the uninterrupted run drew.
         rank, _ = world_info()
         key = (self.cfg["seed"], self.current_epoch, batch_idx, rank)
-        view_maker = functools.partial(make_views, norm=self.norm, generator=_seeded(self.device, *key),
+        view_maker = functools.partial(make_views, norm=self.norm, generator=seeded_generator(self.device, *key),
                                        channels_last=self.channels_last)
-        self.method.generator = _seeded(self.device, *key, "method")
+        self.method.generator = seeded_generator(self.device, *key, "method")
         batch = self.method.prepare_batch(batch, view_maker)
         out = self.method.training_step(batch, self.global_step)
         loss = out["loss"]
@@ -118,7 +119,7 @@ class PretrainModule(L.LightningModule):
         sampler = self.trainer.train_dataloader.batch_sampler
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(self.current_epoch)
-        self.method.generator = _seeded(self.device, self.cfg["seed"], self.current_epoch, "epoch")
+        self.method.generator = seeded_generator(self.device, self.cfg["seed"], self.current_epoch, "epoch")
         stats = self.method.on_epoch_start(self.current_epoch, self.embed_training_set)
         if stats:
             self.epoch_history.append({"epoch": self.current_epoch, **stats})

@@ -46,10 +46,12 @@ def train_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: tor
 
 def linear_probe(method, train, test, norm: Normalization, num_classes: int, layers: bool = False,
                  batch_size: int = 512, device="cpu", channels_last: bool = False, progress: bool = False,
-                 **probe_options) -> dict:
+                 size: int | None = None, **probe_options) -> dict:
     """Probe ``method.features`` (or, with ``layers``, each of ``method.feature_layers``: conv1,
-    conv2, ...) on ``train``, in eval mode; returns {layer name: {"train_top1", "test_top1"}}."""
-    common = dict(layers=layers, batch_size=batch_size, device=device, channels_last=channels_last, progress=progress)
+    conv2, ...) on ``train``, in eval mode, images resized to ``size`` if given; returns
+    {layer name: {"train_top1", "test_top1"}}."""
+    common = dict(layers=layers, batch_size=batch_size, device=device, channels_last=channels_last, progress=progress,
+                  size=size)
     train_x, train_y = method_features(method, train, norm, desc="train features", **common)
     test_x, test_y = method_features(method, test, norm, desc="test features", **common)
     train_layers = train_x if layers else [train_x]

@@ -1,26 +1,36 @@
-"""``selfsup evaluate``: run one protocol on a checkpoint and write its JSON result."""
+"""``selfsup evaluate``: run one protocol on a checkpoint and write its JSON result.
+
+Every protocol sees images at the pretraining image size (resized when the evaluation
+dataset differs) through ``Method.features`` in eval mode, and, unless ``--no-baselines``,
+reports the same protocol on the standardised pixels and on the method's network at its
+random initialisation, so that what pretraining adds is visible under each protocol.
+"""
 from __future__ import annotations
 
 import time
-
-import torch
 from pathlib import Path
+
+import lightning as L
+import torch
 
 from ..data.datasets import balanced_subset_indices, dataset_info, load_split, normalization_for
 from ..errors import SelfSupError
 from ..io import write_json
-from .baselines import check_memory_bank, encoder_knn, memory_bank_knn
+from .baselines import check_memory_bank, memory_bank_knn
 from .diagnostics import embedding_diagnostics
-from .linear import linear_probe
+from .features import extract_features, method_features
+from .knn import knn_top1
+from .linear import linear_probe, train_linear_probe
 
 
-def _evaluation_data(args, cfg: dict, labelled: bool = True):
+def _evaluation_data(args, cfg: dict, labelled: bool = True, adapt: bool = False):
     """Train and test splits of the evaluation dataset (``labelled``: required to have class
-    labels), checked against the model."""
+    labels), checked against the model; ``adapt`` converts 1 <-> 3 channels to the model's."""
     dataset = args.dataset or cfg["dataset"]
     same = dataset == cfg["dataset"]
     data_dir = args.data_dir or (cfg["data_dir"] if same else None)
-    options = {"channels": args.channels, "image_size": cfg["data"]["image_size"]}
+    channels = args.channels or (cfg["data"]["channels"] if adapt else None)
+    options = {"channels": channels, "image_size": cfg["data"]["image_size"]}
     train = load_split(dataset, "train", data_dir, args.subset, cfg["seed"], options)
     test = load_split(dataset, "test", data_dir, None, cfg["seed"], options)
     channels = int(train[0]["image"].shape[0])
@@ -34,48 +44,193 @@ def _evaluation_data(args, cfg: dict, labelled: bool = True):
     return dataset, train, test, norm
 
 
+class Encoders:
+    """The feature extractors a protocol compares: the checkpoint's ``features`` and, with
+    baselines, the standardised pixels and the same network at its random initialisation."""
+
+    def __init__(self, module, norm, size: int, baselines: bool, device: str, batch_size: int):
+        self.module, self.norm, self.size, self.device, self.batch_size = module, norm, size, device, batch_size
+        self.methods = {"features": module.method}
+        if baselines:
+            from ..engine.module import build_method
+
+            L.seed_everything(module.cfg["seed"], verbose=False)
+            random_init = build_method(module.cfg).to(device)
+            if module.channels_last:
+                random_init.to(memory_format=torch.channels_last)
+            self.methods["random_init"] = random_init
+        self.baselines = ["random_init", "pixels"] if baselines else []
+
+    def __call__(self, name: str, dataset, layers: bool = False):
+        """(features, labels) of ``dataset`` by encoder ``name``."""
+        common = dict(batch_size=self.batch_size, device=self.device, size=self.size)
+        if name == "pixels":
+            return extract_features(lambda x: x.flatten(1), dataset, self.norm, **common)
+        return method_features(self.methods[name], dataset, self.norm, layers=layers, progress=True,
+                               channels_last=self.module.channels_last, desc=f"{name} of {len(dataset)} images",
+                               **common)
+
+    def each(self, score):
+        """``score(name)`` of the checkpoint's features, and {baseline name: its score}."""
+        return score("features"), {name: score(name) for name in self.baselines}
+
+
+def _knn(args, enc, train, test):
+    def score(name):
+        train_x, train_y = enc(name, train)
+        test_x, test_y = enc(name, test)
+        return knn_top1(train_x, train_y, test_x, test_y, train.num_classes, args.k, args.temperature)
+    return enc.each(score)
+
+
+def _linear_score(args, enc, train, test, seed):
+    """score(encoder name): test top-1 of a linear probe on that encoder's features."""
+    def score(name):
+        train_x, train_y = enc(name, train)
+        test_x, test_y = enc(name, test)
+        return train_linear_probe(train_x, train_y, test_x, test_y, train.num_classes, epochs=args.epochs, lr=args.lr,
+                                  weight_decay=args.weight_decay, seed=seed)["test_top1"]
+    return score
+
+
 def evaluate(args) -> dict:
     from ..engine.checkpoint import load_pretrained
 
     module = load_pretrained(args.checkpoint)
     cfg = module.cfg
-    dataset, train, test, norm = _evaluation_data(args, cfg, labelled=args.protocol != "diagnostics")
+    protocol = args.protocol
+    dataset, train, test, norm = _evaluation_data(args, cfg, labelled=protocol not in ("diagnostics", "embedding"),
+                                                  adapt=protocol == "transfer")
+    output = Path(args.output) if args.output else Path(args.checkpoint).resolve().parent.parent / f"eval_{protocol}.json"
     start = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     module.to(device)
-    common = dict(batch_size=args.batch_size, channels_last=module.channels_last, progress=True, device=device)
-    result = {"protocol": args.protocol, "checkpoint": str(args.checkpoint), "method": cfg["method"],
+    size = cfg["data"]["image_size"]
+    enc = Encoders(module, norm, size, getattr(args, "baselines", False) and protocol != "diagnostics", device,
+                   args.batch_size)
+    result = {"protocol": protocol, "checkpoint": str(args.checkpoint), "method": cfg["method"],
               "pretrain_dataset": cfg["dataset"], "dataset": dataset, "train_images": len(train),
               "test_images": len(test)}
     method = module.method
-    if args.protocol == "diagnostics":
+    if protocol == "diagnostics":
         if args.images < 2:
             raise SelfSupError(f"--images must be at least 2, got {args.images}")
         images = test.subset(balanced_subset_indices(test.labels.numpy(), args.images, cfg["seed"])) \
             if args.images < len(test) else test
         result.update(images=len(images), **embedding_diagnostics(method, images, norm, device, cfg["seed"],
                                                                   module.channels_last, args.batch_size))
-    elif args.protocol == "knn":
+    elif protocol == "knn":
         if args.memory_bank:  # checked before any work
             check_memory_bank(method)
             if dataset != cfg["dataset"]:
                 raise SelfSupError("--memory-bank needs the pretraining dataset, whose images the bank holds")
-        result.update(k=args.k, temperature=args.temperature,
-                      top1=encoder_knn(method, train, test, norm, train.num_classes, args.k, args.temperature, **common))
+        top1, baselines = _knn(args, enc, train, test)
+        result.update(k=args.k, temperature=args.temperature, top1=top1, baselines=baselines)
         if args.memory_bank:
             pretrain_split = load_split(cfg["dataset"], dataset_info(cfg["dataset"]).pretrain_split, cfg["data_dir"],
                                         cfg["subset"], cfg["seed"], cfg["data"])
             result.update(memory_bank_knn(method, pretrain_split, test, norm, train.num_classes, args.k,
-                                          args.temperature, **common))
-    else:
-        probes = linear_probe(method, train, test, norm, train.num_classes, args.layers == "all", epochs=args.epochs, lr=args.lr,
-                              weight_decay=args.weight_decay, seed=cfg["seed"], **common)
-        result.update(epochs=args.epochs, lr=args.lr, layers=probes, top1=list(probes.values())[-1]["test_top1"])
+                                          args.temperature, batch_size=args.batch_size, device=device,
+                                          channels_last=module.channels_last, progress=True))
+    elif protocol == "linear":
+        probes = linear_probe(method, train, test, norm, train.num_classes, args.layers == "all", epochs=args.epochs,
+                              lr=args.lr, weight_decay=args.weight_decay, seed=cfg["seed"], batch_size=args.batch_size,
+                              channels_last=module.channels_last, progress=True, device=device, size=size)
+        score = _linear_score(args, enc, train, test, cfg["seed"])
+        baselines = {name: score(name) for name in enc.baselines}
+        result.update(epochs=args.epochs, lr=args.lr, layers=probes, top1=list(probes.values())[-1]["test_top1"],
+                      baselines=baselines)
+    elif protocol == "transfer":
+        (knn, knn_base) = _knn(args, enc, train, test)
+        linear, linear_base = enc.each(_linear_score(args, enc, train, test, cfg["seed"]))
+        native = f"{train.image_size}x{train.image_size}"
+        result.update(adaptation=f"{dataset} images ({native}) resized to {size}x{size}, "
+                                 f"{cfg['data']['channels']} channel(s) as the pretraining data",
+                      knn_top1=knn, linear_top1=linear, k=args.k, temperature=args.temperature, epochs=args.epochs,
+                      baselines={name: {"knn_top1": knn_base[name], "linear_top1": linear_base[name]}
+                                 for name in knn_base})
+    elif protocol == "retrieval":
+        result.update(_retrieval(args, enc, train, test, output.parent / "retrieval.png", cfg))
+    elif protocol == "embedding":
+        result.update(_embedding(args, enc, test, output.parent, cfg))
+    elif protocol == "finetune":
+        result.update(_finetune(args, module, train, test, norm, device, cfg))
     result["seconds"] = round(time.perf_counter() - start, 2)
-    output = Path(args.output) if args.output else Path(args.checkpoint).resolve().parent.parent / f"eval_{args.protocol}.json"
     try:
         write_json(output, result)
     except OSError as exc:
         raise SelfSupError(f"cannot write {output} ({exc.strerror}); pass --output") from exc
     result["output"] = str(output)
+    return result
+
+
+def _retrieval(args, enc, train, test, grid_path: Path, cfg: dict) -> dict:
+    from .retrieval import precision_at_k, retrieval_grid, retrieval_scores
+
+    ks = sorted(set(args.k))
+    if ks[0] < 1 or ks[-1] > len(train):
+        raise SelfSupError(f"--k values must be between 1 and the {len(train)} training images, got {args.k}")
+    features = {}
+
+    def score(name):
+        features[name] = enc(name, train), enc(name, test)
+        (train_x, train_y), (test_x, test_y) = features[name]
+        return retrieval_scores(train_x, train_y, test_x, test_y, ks)
+    main, baselines = enc.each(score)
+    (train_x, train_y), (test_x, test_y) = features["features"]
+    queries = torch.from_numpy(balanced_subset_indices(test_y.numpy(), min(args.grid_queries, len(test)), cfg["seed"]))
+    _, neighbours = precision_at_k(train_x, train_y, test_x[queries], test_y[queries], [args.grid_neighbours])
+    retrieval_grid(grid_path, _images(test, queries), _images(train, neighbours),
+                   train_y[neighbours] == test_y[queries, None],
+                   f"{cfg['method']}: nearest training images of test queries (green: same class)")
+    return {**main, "baselines": baselines, "grid": str(grid_path)}
+
+
+def _images(dataset, indices: torch.Tensor) -> torch.Tensor:
+    """The uint8 images of ``dataset`` at ``indices`` (any shape), stacked in that shape."""
+    images = torch.stack([dataset[int(i)]["image"] for i in indices.flatten()])
+    return images.view(*indices.shape, *images.shape[1:])
+
+
+def _embedding(args, enc, test, folder: Path, cfg: dict) -> dict:
+    from .embedding import PROJECTIONS, embedding_plot, project
+
+    if args.images < 10:
+        raise SelfSupError(f"--images must be at least 10 for a map, got {args.images}")
+    images = test.subset(balanced_subset_indices(test.labels.numpy(), args.images, cfg["seed"])) \
+        if args.images < len(test) else test
+    features, labels = enc("features", images)
+    plots = {}
+    for how in args.projection or PROJECTIONS:
+        path = folder / f"embedding_{how}.png"
+        embedding_plot(path, project(features, how, cfg["seed"]), labels.numpy(),
+                       f"{cfg['method']} on {cfg['dataset']}: {how.upper()} of {len(images)} test images")
+        plots[how] = str(path)
+    return {"images": len(images), "plots": plots}
+
+
+def _finetune(args, module, train, test, norm, device, cfg: dict) -> dict:
+    from ..engine.module import build_method
+    from .finetune import default_epochs, finetune, label_subset
+
+    fraction = 0.1 if args.label_fraction is None and args.labels_per_class is None else args.label_fraction
+    labelled = label_subset(train, fraction, args.labels_per_class, cfg["seed"])
+    epochs = args.epochs or default_epochs(len(labelled), len(train))
+    common = dict(labelled=labelled, test=test, norm=norm, num_classes=train.num_classes, epochs=epochs,
+                  seed=cfg["seed"], device=device, channels_last=module.channels_last, progress=True,
+                  batch_size=args.batch_size)
+    pretrained = finetune(module.method, **common)
+    L.seed_everything(cfg["seed"], verbose=False)
+    scratch_method = build_method(cfg)
+    if module.channels_last:
+        scratch_method.to(memory_format=torch.channels_last)
+    scratch = finetune(scratch_method, **common)
+    result = {"labelled_images": len(labelled), "label_fraction": len(labelled) / len(train), "epochs": epochs,
+              "top1": pretrained, "scratch_top1": scratch, "gain": pretrained - scratch}
+    if args.baselines:  # a linear classifier on the labelled images' standardised pixels
+        flatten = lambda x: x.flatten(1)  # noqa: E731
+        train_x, train_y = extract_features(flatten, labelled, norm, size=cfg["data"]["image_size"])
+        test_x, test_y = extract_features(flatten, test, norm, size=cfg["data"]["image_size"])
+        result["baselines"] = {"pixels_linear": train_linear_probe(train_x, train_y, test_x, test_y, train.num_classes,
+                                                                   epochs=100, seed=cfg["seed"])["test_top1"]}
     return result

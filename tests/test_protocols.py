@@ -1,0 +1,128 @@
+"""`selfsup evaluate finetune|transfer|retrieval|embedding` and the per-protocol baselines,
+on a seconds-long SimCLR run; the retrieval metrics against independent formulas."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score
+
+from selfsup.cli import main
+from selfsup.eval.retrieval import mean_average_precision, precision_at_k
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from conftest import TINY
+    out = tmp_path_factory.mktemp("runs") / "simclr"
+    assert main(["pretrain", "--method", "simclr", "--epochs", "2", "--out", str(out)] + TINY) == 0
+    return out / "checkpoints" / "last.ckpt"
+
+
+def run_json(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured
+
+
+def test_mean_average_precision_matches_scikit_learn():
+    g = torch.Generator().manual_seed(0)
+    bank, queries = torch.randn(50, 6, generator=g), torch.randn(7, 6, generator=g)
+    bank_y, query_y = torch.randint(0, 3, (50,), generator=g), torch.randint(0, 3, (7,), generator=g)
+    similarity = torch.nn.functional.normalize(queries, dim=1) @ torch.nn.functional.normalize(bank, dim=1).T
+    expected = np.mean([average_precision_score((bank_y == query_y[i]).numpy(), similarity[i].numpy())
+                        for i in range(7)])
+    assert mean_average_precision(bank, bank_y, queries, query_y, block=3) == pytest.approx(expected, abs=1e-6)
+
+
+def test_precision_at_k_by_hand():
+    bank = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    bank_y = torch.tensor([0, 1, 1, 1])
+    queries, query_y = torch.tensor([[1.0, 0.05]]), torch.tensor([0])
+    # ranking by cosine: bank 0 (class 0), 1 (class 1), 3, 2
+    precision, neighbours = precision_at_k(bank, bank_y, queries, query_y, [1, 2, 4])
+    assert precision == {1: 1.0, 2: 0.5, 4: 0.25}
+    assert neighbours[0].tolist() == [0, 1, 3, 2]
+
+
+def test_knn_and_linear_report_pixel_and_random_init_baselines(capsys, checkpoint, tmp_path):
+    from selfsup.data.datasets import load_split, normalization_for
+    from selfsup.eval.baselines import raw_pixel_knn
+
+    out = tmp_path / "knn.json"
+    assert main(["evaluate", "knn", "--checkpoint", str(checkpoint), "--k", "20", "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    train, test = load_split("synthetic", "train"), load_split("synthetic", "test")
+    expected = raw_pixel_knn(train, test, normalization_for("synthetic", 3), train.num_classes, 20, 0.1)
+    assert result["baselines"]["pixels"] == pytest.approx(expected)
+    assert 0 <= result["baselines"]["random_init"] <= 1 and 0 <= result["top1"] <= 1
+    assert main(["evaluate", "linear", "--checkpoint", str(checkpoint), "--epochs", "5", "--output",
+                 str(tmp_path / "lin.json")]) == 0
+    linear = json.loads((tmp_path / "lin.json").read_text())
+    assert set(linear["baselines"]) == {"pixels", "random_init"}
+    assert main(["evaluate", "knn", "--checkpoint", str(checkpoint), "--k", "20", "--no-baselines", "--output",
+                 str(out)]) == 0
+    assert json.loads(out.read_text())["baselines"] == {}
+
+
+def test_finetune_reports_the_gain_over_random_init(capsys, checkpoint, tmp_path):
+    out = tmp_path / "ft.json"
+    assert main(["evaluate", "finetune", "--checkpoint", str(checkpoint), "--labels-per-class", "10", "--epochs", "3",
+                 "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["labelled_images"] == 60 and result["epochs"] == 3  # 6 classes
+    assert result["gain"] == pytest.approx(result["top1"] - result["scratch_top1"])
+    assert result["top1"] > 1 / 6 + 0.1  # above chance on 6 classes
+    assert 0 <= result["baselines"]["pixels_linear"] <= 1
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--label-fraction", "0"], "--label-fraction must be in (0, 1]"),
+    (["--label-fraction", "1.5"], "--label-fraction must be in (0, 1]"),
+    (["--labels-per-class", "100000"], "more than the"),
+])
+def test_finetune_bad_label_amounts(capsys, checkpoint, tmp_path, flags, message):
+    out = tmp_path / "ft.json"
+    code, captured = run_json(capsys, "evaluate", "finetune", "--checkpoint", str(checkpoint), *flags,
+                              "--output", str(out))
+    assert code == 2 and message in captured.err and "Traceback" not in captured.err
+    assert not out.exists()
+
+
+def test_transfer_to_digits_adapts_size_and_channels(capsys, checkpoint, tmp_path):
+    out = tmp_path / "transfer.json"
+    assert main(["evaluate", "transfer", "--checkpoint", str(checkpoint), "--dataset", "digits", "--k", "20",
+                 "--epochs", "20", "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert "(8x8) resized to 16x16, 3 channel(s)" in result["adaptation"]
+    assert result["knn_top1"] > 0.3 and result["linear_top1"] > 0.3  # 10 classes: chance 0.1
+    assert set(result["baselines"]["pixels"]) == {"knn_top1", "linear_top1"}
+
+
+def test_transfer_needs_a_target_dataset(capsys, checkpoint):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "transfer", "--checkpoint", str(checkpoint)])
+    assert "--dataset" in capsys.readouterr().err
+
+
+def test_retrieval_writes_scores_and_a_grid(capsys, checkpoint, tmp_path):
+    out = tmp_path / "ret.json"
+    assert main(["evaluate", "retrieval", "--checkpoint", str(checkpoint), "--k", "1", "10", "--grid-queries", "4",
+                 "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["precision_at_k"]) == {"1", "10"}
+    assert 0 < result["mean_average_precision"] <= 1
+    assert 0 < result["baselines"]["pixels"]["mean_average_precision"] <= 1
+    assert (tmp_path / "retrieval.png").stat().st_size > 1000
+    code, captured = run_json(capsys, "evaluate", "retrieval", "--checkpoint", str(checkpoint), "--k", "0",
+                              "--output", str(tmp_path / "bad.json"))
+    assert code == 2 and "--k values" in captured.err and not (tmp_path / "bad.json").exists()
+
+
+def test_embedding_plots(capsys, checkpoint, tmp_path):
+    out = tmp_path / "emb.json"
+    assert main(["evaluate", "embedding", "--checkpoint", str(checkpoint), "--images", "60", "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["images"] == 60
+    for how in ("tsne", "umap"):
+        assert (tmp_path / f"embedding_{how}.png").stat().st_size > 1000

@@ -1,0 +1,129 @@
+"""``selfsup report``: an HTML page and a markdown twin from run directories; bad runs write nothing."""
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pytest
+from matplotlib.image import imsave
+
+from conftest import TINY
+from selfsup.cli import main
+
+ODD_LABEL = "<i>run &1"  # must come out escaped in the HTML
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A real 2-epoch run, and a copy of it under the same directory name with evaluations, images and
+    another kNN value."""
+    root = tmp_path_factory.mktemp("runs")
+    first = root / "a" / "run"
+    assert main(["pretrain", "--method", "simclr", "--epochs", "2", "--out", str(first), *TINY,
+                 "--set", "data.synthetic_size=128", "--set", "trainer.log_every_n_steps=1"]) == 0
+    second = root / "b" / "run"
+    shutil.copytree(first, second)
+    metrics = json.loads((second / "metrics.json").read_text())
+    metrics.update(knn_top1=0.8125, linear_layers={"conv1": 0.5, "conv5": 0.75}, unknown_thing={"x": [1, {"y": 2}]})
+    (second / "metrics.json").write_text(json.dumps(metrics))
+    (second / "eval_linear.json").write_text(json.dumps(
+        {"protocol": "linear", "top1": 0.6, "layers": {"conv1": {"test_top1": 0.31, "train_top1": 0.4}},
+         "baselines": {"random_init": 0.2}, "curve": [0.1, 0.2]}))
+    (second / "eval_retrieval.json").write_text(json.dumps({"precision_at_k": {"1": 0.7, "5": 0.65}, "mAP": 0.42}))
+    (second / "eval_broken.json").write_text("{not json")
+    imsave(second / "retrieval.png", np.zeros((8, 8, 3)))
+    imsave(second / "embedding tsne & more.png", np.ones((8, 8, 3)))
+    odd = root / ODD_LABEL
+    odd.mkdir()
+    (odd / "metrics.json").write_text(json.dumps({"method": "hand-made", "knn_top1": 0.25, "knn_history": "garbage",
+                                                  "epoch_history": [{"epoch": 0, "nmi": 0.5}, {"epoch": 1}]}))
+    return first, second, odd
+
+
+def run_report(capsys, *argv) -> tuple[int, str]:
+    code = main(["report", *map(str, argv)])
+    return code, capsys.readouterr().err
+
+
+def image_sources(out: Path) -> list[str]:
+    html = (out / "index.html").read_text()
+    markdown = (out / "report.md").read_text()
+    return re.findall(r'<img src="([^"]+)"', html) + re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+
+
+def test_report_of_several_runs(capsys, runs, tmp_path):
+    out = tmp_path / "report"
+    code, err = run_report(capsys, *runs, "--out", out)
+    assert code == 0, err
+    html, markdown = (out / "index.html").read_text(), (out / "report.md").read_text()
+    knn = f"{100 * json.loads((runs[0] / 'metrics.json').read_text())['knn_top1']:.2f}%"
+    assert "<h2>a/run</h2>" in html and "<h2>b/run</h2>" in html  # same names told apart by their parents
+    assert "## a/run\n" in markdown and "## b/run\n" in markdown
+    for text in (html, markdown):
+        assert knn in text and "81.25%" in text and "25.00%" in text
+        assert "comparison" in text and "eval_linear.json" in text and "conv5" in text and "0.42" in text
+        assert "could not read eval_broken.json" in text and "method: simclr" in text
+        assert "75.00%" in text  # linear_layers: top-1 fractions
+    assert '[1, {"y": 2}]' in markdown  # an unknown structure is shown as JSON, not dropped
+    assert "&lt;i&gt;run &amp;1" in html and ODD_LABEL not in html
+    assert "no loss log" in html and "no config.yaml" in html
+    sources = image_sources(out)
+    # comparison and each real run: loss + kNN; the odd run has neither; the copy's two images, in both files
+    assert len(sources) == 2 * (2 + 2 + 2 + 2)
+    for src in sources:
+        assert (out / unquote(src)).is_file(), src
+    assert sum(src.endswith("retrieval.png") for src in sources) == 2
+
+
+def test_one_run_and_overwriting_an_existing_report(capsys, runs, tmp_path):
+    out = tmp_path / "report"
+    assert run_report(capsys, runs[1], runs[0], "--out", out)[0] == 0
+    code, err = run_report(capsys, runs[0], "--out", out)
+    assert code == 0, err
+    html = (out / "index.html").read_text()
+    assert "comparison" not in html and "b/run" not in html and "<h2>run</h2>" in html
+    for src in image_sources(out):
+        assert (out / unquote(src)).is_file(), src
+
+
+def test_images_load_in_a_headless_browser(capsys, runs, tmp_path):
+    browser = next(filter(None, map(shutil.which, ["chromium", "chromium-browser", "google-chrome"])), None)
+    if browser is None:
+        pytest.skip("chromium not installed: apt-get install -y chromium")
+    out = tmp_path / "report"
+    assert run_report(capsys, *runs, "--out", out)[0] == 0
+    dom = subprocess.run([browser, "--headless", "--disable-gpu", "--no-sandbox", "--virtual-time-budget=5000",
+                          "--dump-dom", (out / "index.html").as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    found = re.search(r'<div id="image-check"[^>]*>(\d+)/(\d+)</div>', dom)
+    assert found, dom[-2000:]
+    assert found.group(1) == found.group(2) == str(len(image_sources(out)) // 2)
+
+
+@pytest.mark.parametrize("problem", ["absent", "not a directory", "no metrics.json", "invalid json", "json list"])
+def test_bad_run_exits_2_and_writes_nothing(capsys, runs, tmp_path, problem):
+    bad = tmp_path / "bad"
+    if problem == "not a directory":
+        bad.write_text("x")
+    elif problem != "absent":
+        bad.mkdir()
+        contents = {"no metrics.json": None, "invalid json": "{oops", "json list": "[1, 2]"}[problem]
+        if contents is not None:
+            (bad / "metrics.json").write_text(contents)
+    out = tmp_path / "report"
+    code, err = run_report(capsys, runs[0], bad, "--out", out)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("selfsup: error:") and str(bad) in err, err
+    assert not out.exists()
+
+
+def test_out_that_is_a_file_is_refused(capsys, runs, tmp_path):
+    out = tmp_path / "report"
+    out.write_text("keep me")
+    code, err = run_report(capsys, runs[0], "--out", out)
+    assert code == 2 and "is a file" in err and str(out) in err
+    assert out.read_text() == "keep me"
