@@ -35,6 +35,7 @@ FMNIST_QUICK_TUNED = {
     "moco-v2": {"optimizer": {"lr": 0.3}, "params": {"key_momentum": 0.99, "queue_size": 32768, "head_batch_norm": True}},
     "swav": {"params": {"queue_size": 3840, "queue_start_epoch": 0, "small_crops": 0}},
     "byol": {"optimizer": {"lr": 1.0}, "params": {"base_momentum": 0.99}},
+    "simsiam": {"optimizer": {"lr": 0.5, "weight_decay": 1.0e-5}},
 }
 
 
