@@ -126,3 +126,39 @@ def test_embedding_plots(capsys, checkpoint, tmp_path):
     assert result["images"] == 60
     for how in ("tsne", "umap"):
         assert (tmp_path / f"embedding_{how}.png").stat().st_size > 1000
+
+
+def test_evaluations_suite_evaluates_each_checkpoint_once(capsys, checkpoint, tmp_path, monkeypatch):
+    import shutil
+
+    from selfsup.bench import evaluations, run_suite
+
+    quick = {"finetune": ["--epochs", "2"], "embedding": ["--images", "60", "--projection", "tsne"],
+             "transfer": ["--epochs", "5"]}
+    monkeypatch.setattr(evaluations, "PROTOCOLS", [(name, argv + quick.get(argv[0], []))
+                                                   for name, argv in evaluations.PROTOCOLS])
+    runs = tmp_path / "bench" / "fmnist-quick" / "runs"
+    shutil.copytree(checkpoint.parent.parent, runs / "simclr", ignore=shutil.ignore_patterns("eval_*", "*.png"))
+    out = tmp_path / "bench" / "evaluations"
+    rows = run_suite("evaluations", out)
+    assert [r["method"] for r in rows][0] == "simclr" and rows[-1]["method"].startswith("baseline: random-init")
+    finetune = json.loads((runs / "simclr" / "eval_finetune-1pct.json").read_text())
+    assert rows[0]["finetune_1pct"] == finetune["top1"] and rows[-1]["finetune_1pct"] == finetune["scratch_top1"]
+    assert (runs / "simclr" / "embedding_tsne.png").exists() and (out / "report" / "index.html").exists()
+    assert "| finetune_1pct |" in (out / "evaluations.md").read_text()
+    stamp = (runs / "simclr" / "eval_retrieval.json").stat().st_mtime_ns
+    run_suite("evaluations", out)
+    assert (runs / "simclr" / "eval_retrieval.json").stat().st_mtime_ns == stamp  # not recomputed
+
+
+def test_evaluations_suite_needs_checkpoints(capsys, tmp_path):
+    assert main(["benchmark", "--suite", "evaluations", "--out", str(tmp_path / "evaluations")]) == 2
+    assert "run `selfsup benchmark --suite fmnist-quick" in capsys.readouterr().err
+
+
+def test_odd_batches_train_without_crashing(tmp_path):
+    """PyTorch 2.14 corrupts memory in the channels-last backward of strided 1x1 convolutions
+    for odd batches (CPU); the engine trains such batches in NCHW."""
+    from conftest import TINY
+    args = [a if a != "64" else "33" for a in TINY]
+    assert main(["pretrain", "--method", "supervised", "--epochs", "1", "--out", str(tmp_path / "odd")] + args) == 0

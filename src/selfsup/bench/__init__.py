@@ -120,6 +120,11 @@ def _multitask(out: Path, data_dir: str | None, methods: list[str] | None):
                           data_dir=data_dir, selected=methods, probe_layers=True)
 
 
+def _evaluations(out: Path, data_dir: str | None, methods: list[str] | None):
+    from .evaluations import evaluations_suite
+    return evaluations_suite(out, out.parent / "fmnist-quick" / "runs", methods)
+
+
 def _throughput(out: Path, data_dir: str | None, methods: list[str] | None):
     from .throughput import throughput_suite
     return throughput_suite(out, data_dir, methods or ["simclr"])
@@ -133,6 +138,9 @@ SUITES: dict[str, Suite] = {
                        "stop-gradient, multi-crop, k, lambdas, temperatures, dictionaries, noise samples", _ablations),
     "multitask": Suite("rotation and jigsaw alone vs one trunk trained on both (fixed and learned weights), "
                        "per-stage linear probes, the ablations' budget", _multitask),
+    "evaluations": Suite("fine-tuning on 1% and 10% of the labels vs from scratch, transfer to digits, retrieval, "
+                         "t-SNE/UMAP, on the fmnist-quick checkpoints in OUT/../fmnist-quick; a report page",
+                         _evaluations),
     "throughput": Suite("training images/s of --method M (or all): our engine vs the model-only ceiling "
                         "(and, for simclr, a plain PyTorch loop)", _throughput),
 }

@@ -66,7 +66,9 @@ class PretrainModule(L.LightningModule):
         self.cfg = cfg
         self.method = build_method(cfg)
         self.norm = run_normalization(cfg)
-        self.channels_last = bool(cfg["trainer"]["channels_last"])
+        # PyTorch 2.14's CPU backward of channels-last strided 1x1 convolutions (ResNet
+        # shortcuts) corrupts memory for odd batch sizes, so odd batches train in NCHW.
+        self.channels_last = bool(cfg["trainer"]["channels_last"]) and cfg["batch_size"] % 2 == 0
         self.train_set = None
         self.epoch_history: list[dict] = []  # what the method's epoch-start hook reported
         if self.channels_last:

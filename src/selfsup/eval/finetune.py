@@ -8,8 +8,10 @@ run from the method's random initialisation, on the same labels with the same sc
 the baseline that says what pretraining adds.  From the paper: Nesterov SGD, momentum 0.9, no
 weight decay, lr 0.05·batch/256, random crop and flip, 60 epochs for 1% of the labels and 30
 for 10% (our default: 60 below 10%, 30 from there).  Our choices for small data: batches of
-min(256, labelled images), crops of 8-100% of the image (the supervised baseline's), cosine
-decay per step.
+the largest even number up to min(256, labelled images), crops of 8-100% of the image (the supervised baseline's), cosine
+decay per step; full batches of an even size only (each epoch drops the remainder, a new
+one every epoch): on the CPU, PyTorch 2.14's channels-last backward of strided 1x1
+convolutions corrupts memory for odd batches.
 """
 from __future__ import annotations
 
@@ -86,9 +88,9 @@ def finetune(method: nn.Module, labelled, test, norm: Normalization, num_classes
              device: str = "cpu", channels_last: bool = False, progress: bool = False, batch_size: int = 512) -> float:
     """Fine-tune ``method`` (changed in place) on ``labelled``; test top-1 on ``test``."""
     L.seed_everything(seed, verbose=False)
-    train_batch = min(256, len(labelled))
+    train_batch = min(256, len(labelled) - len(labelled) % 2)
     model = Finetuner(method, num_classes, norm, 0.05 * train_batch / 256, seed, channels_last)
-    loader = DataLoader(labelled, batch_size=train_batch, shuffle=True, collate_fn=collate_batch,
+    loader = DataLoader(labelled, batch_size=train_batch, shuffle=True, drop_last=True, collate_fn=collate_batch,
                         generator=torch.Generator().manual_seed(seed))
     trainer = L.Trainer(max_epochs=epochs, accelerator="gpu" if device == "cuda" else "cpu", devices=1, logger=False,
                         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,

@@ -41,9 +41,9 @@ def mean_average_precision(bank: torch.Tensor, bank_labels: torch.Tensor, querie
 
 
 def retrieval_scores(bank, bank_labels, queries, query_labels, ks: list[int]) -> dict:
-    """precision@k for each k and mAP."""
+    """precision@k for each k (keyed by str(k), as in the JSON result) and mAP."""
     precision, _ = precision_at_k(bank, bank_labels, queries, query_labels, ks)
-    return {"precision_at_k": precision,
+    return {"precision_at_k": {str(k): value for k, value in precision.items()},
             "mean_average_precision": mean_average_precision(bank, bank_labels, queries, query_labels)}
 
 

@@ -1,0 +1,92 @@
+"""The evaluations suite: every protocol of ``selfsup evaluate`` on the checkpoints of the
+fmnist-quick suite, one table, and one report page of those runs.
+
+Each result is written beside its run (``fmnist-quick/runs/LABEL/eval_*.json`` and its
+PNGs), so ``selfsup report`` of a run shows them; a result that exists is not recomputed.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import SelfSupError
+from ..methods import method_class
+from .report import write_table
+
+# (result name, evaluate arguments): SimCLR's 1% and 10% label fractions, transfer to
+# scikit-learn digits, retrieval, the embedding maps.
+PROTOCOLS = [
+    ("finetune-1pct", ["finetune", "--label-fraction", "0.01"]),
+    ("finetune-10pct", ["finetune", "--label-fraction", "0.1"]),
+    ("transfer-digits", ["transfer", "--dataset", "digits"]),
+    ("retrieval", ["retrieval"]),
+    ("embedding", ["embedding"]),
+]
+
+
+def _evaluate(run_dir: Path, name: str, argv: list[str]) -> dict:
+    from ..cli import _build_parser
+    from ..eval.run import evaluate
+
+    output = run_dir / f"eval_{name}.json"
+    if output.exists():
+        return json.loads(output.read_text())
+    print(f"{run_dir.name}: {name}")
+    args = _build_parser().parse_args(["evaluate", *argv, "--checkpoint", str(run_dir / "checkpoints" / "last.ckpt"),
+                                       "--output", str(output)])
+    return evaluate(args)
+
+
+def _frozen(transfer: dict, retrieval: dict) -> dict:
+    """The table's frozen-feature columns from a transfer and a retrieval result (or baseline)."""
+    return {"digits_knn": transfer["knn_top1"], "digits_linear": transfer["linear_top1"],
+            "retrieval_map": retrieval["mean_average_precision"], "precision_at_10": retrieval["precision_at_k"]["10"]}
+
+
+def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = None) -> list[dict]:
+    """Run every protocol on each checkpoint in ``runs_dir`` (of ``methods``; None: all) and
+    write ``out/evaluations.md``/``.csv`` and the report ``out/report/index.html``."""
+    from ..report import write_report
+
+    runs = sorted(p.parent.parent for p in runs_dir.glob("*/checkpoints/last.ckpt")
+                  if (p.parent.parent / "metrics.json").exists())
+    if not runs:
+        raise SelfSupError(f"no finished runs with checkpoints in {runs_dir}; run "
+                           "`selfsup benchmark --suite fmnist-quick --out benchmarks/fmnist-quick` first")
+    rows, first = [], None
+    for run_dir in runs:
+        method = json.loads((run_dir / "metrics.json").read_text())["method"]
+        if methods and method not in methods:
+            continue
+        r = {name: _evaluate(run_dir, name, argv) for name, argv in PROTOCOLS}
+        rows.append({"method": run_dir.name + (" (supervised)" if method_class(method).supervised else ""),
+                     "finetune_1pct": r["finetune-1pct"]["top1"], "scratch_1pct": r["finetune-1pct"]["scratch_top1"],
+                     "finetune_10pct": r["finetune-10pct"]["top1"], "scratch_10pct": r["finetune-10pct"]["scratch_top1"],
+                     **_frozen(r["transfer-digits"], r["retrieval"])})
+        first = first or (run_dir.name, r)
+    if first:  # the pixel and random-init rows, from the first run's evaluations
+        label, r = first
+        rows.append({"method": "baseline: standardised pixels",
+                     "finetune_1pct": r["finetune-1pct"]["baselines"]["pixels_linear"],
+                     "finetune_10pct": r["finetune-10pct"]["baselines"]["pixels_linear"],
+                     **_frozen(r["transfer-digits"]["baselines"]["pixels"], r["retrieval"]["baselines"]["pixels"])})
+        rows.append({"method": f"baseline: random-init backbone ({label}'s network)",
+                     "finetune_1pct": r["finetune-1pct"]["scratch_top1"],
+                     "finetune_10pct": r["finetune-10pct"]["scratch_top1"],
+                     **_frozen(r["transfer-digits"]["baselines"]["random_init"],
+                               r["retrieval"]["baselines"]["random_init"])})
+    notes = [f"Checkpoints: the fmnist-quick runs in `{runs_dir}`; each result is `RUN/eval_NAME.json` there.",
+             "finetune_Xpct: the whole encoder and a linear layer fine-tuned on X% of the training labels "
+             "(seeded, class-balanced), top-1 on the full test split; scratch_Xpct: the same from the method's random "
+             "initialisation. SimCLR's protocol: Nesterov SGD, lr 0.05*batch/256, no weight decay, crop and flip, 60 "
+             "epochs for 1% and 30 for 10%. The pixel baseline row is a linear classifier on the same labelled images.",
+             "digits_*: transfer to scikit-learn digits (8x8 grey, resized to 28x28): kNN (k=200, T=0.1) and a linear "
+             "probe (Adam, 100 epochs) on frozen features.",
+             "retrieval_map: mean average precision of test images querying the 60k training images by cosine "
+             "similarity (relevant: same class), over the whole ranking; precision_at_10: the share of the 10 nearest "
+             "with the query's class.",
+             f"Report page of these runs: `{out / 'report' / 'index.html'}` (retrieval grids, t-SNE and UMAP maps)."]
+    write_table(out, "evaluations", "Evaluation protocols on the fmnist-quick checkpoints", rows, notes,
+                command=f"selfsup benchmark --suite evaluations --out {out}")
+    write_report(runs, out / "report")
+    return rows
