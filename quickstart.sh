@@ -14,10 +14,10 @@ if [ ! -f "$FMNIST/train-images-idx3-ubyte.gz" ]; then
     echo "Fashion-MNIST is missing from $FMNIST. Install it with" >&2
     echo "  sudo apt-get install dataset-fashion-mnist" >&2
     echo "or put the four *-ubyte.gz files in a directory and run" >&2
-    echo "  .venv/bin/selfsup pretrain --method simclr --config configs/quickstart.yaml --data-dir DIR --baselines" >&2
+    echo "  .venv/bin/selfsup pretrain --method simclr --config configs/quickstart.yaml --data-dir DIR --baselines --linear-probe" >&2
     exit 1
   fi
 fi
 out="runs/quickstart-$(date +%Y%m%d-%H%M%S)"
 exec .venv/bin/selfsup pretrain --method simclr --dataset fashion-mnist --config configs/quickstart.yaml \
-  --baselines --out "$out" "$@"
+  --baselines --linear-probe --out "$out" "$@"

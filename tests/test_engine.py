@@ -22,9 +22,10 @@ def tiny_cfg(**overrides):
     return cfg
 
 
-def test_tiny_run_learns_and_writes_the_contract(tmp_path, tiny_args):
+def test_tiny_run_learns_and_writes_the_contract(tmp_path, tiny_args, capsys):
     out = tmp_path / "run"
-    assert main(["pretrain", "--method", "simclr", "--epochs", "6", "--out", str(out), "--baselines"] + tiny_args) == 0
+    assert main(["pretrain", "--method", "simclr", "--epochs", "6", "--out", str(out), "--baselines", "--linear-probe"]
+                + tiny_args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ["method", "dataset", "epochs", "final_loss", "knn_top1", "train_seconds", "samples_per_second"]:
         assert key in metrics
@@ -35,6 +36,12 @@ def test_tiny_run_learns_and_writes_the_contract(tmp_path, tiny_args):
     assert metrics["knn_top1"] > 0.5
     assert metrics["knn_top1"] > metrics["baselines"]["random_init_knn_top1"] + 0.15
     assert metrics["final_loss"] < torch.log(torch.tensor(127.0)).item()  # below the uniform-guess loss
+    assert metrics["linear_top1"] > 1 / 6 + 0.2
+    summary = capsys.readouterr().out
+    for name in ("standardized_pixels", "random_init"):
+        value = metrics["baselines"][f"{name}_linear_top1"]
+        assert 0 <= value <= 1 and f"{100 * value:.2f}%" in summary
+    assert f"linear probe top-1 (100 epochs, backbone features): {100 * metrics['linear_top1']:.2f}%" in summary
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["data"]["channels"] == 3 and cfg["backbone"]["small_stem"] is True
 

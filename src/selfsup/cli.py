@@ -53,7 +53,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-nodes", type=int, default=None, help="nodes for multi-node DDP (default 1)")
     p.add_argument("--accelerator", default=None, help="cpu | gpu | auto (default auto)")
     p.add_argument("--baselines", action="store_true",
-                   help="also report raw-pixel and random-init kNN baselines in metrics.json")
+                   help="also report raw-pixel and random-init kNN baselines (and linear, with --linear-probe) "
+                        "in metrics.json")
+    p.add_argument("--linear-probe", action="store_true",
+                   help="after pretraining, train a linear probe on frozen features (Adam, 100 epochs) and report "
+                        "its test top-1")
     _add_common(p)
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint's backbone")
@@ -175,7 +179,8 @@ def _cmd_pretrain(args) -> None:
         print(dump(cfg), end="")
         return
     out = Path(args.out or f"runs/{cfg['method']}-{cfg['dataset']}")
-    metrics = pretrain(cfg, out, resume=args.resume, baselines=args.baselines, is_worker=_is_worker_process())
+    metrics = pretrain(cfg, out, resume=args.resume, baselines=args.baselines, probe_epochs=100 if args.linear_probe else 0,
+                       is_worker=_is_worker_process())
     if metrics:
         _print_summary(metrics, out, cfg)
 
@@ -203,10 +208,17 @@ def _print_summary(metrics: dict, out: Path, cfg: dict) -> None:
     print(f"\n{metrics['method']} on {metrics['dataset']}: {metrics['epochs']} epochs in {metrics['train_seconds']:.0f} s "
           f"({metrics['samples_per_second']:.0f} images/s), final loss {metrics['final_loss']:.4f}")
     print(f"  kNN top-1 (k={cfg['knn']['k']}, T={cfg['knn']['temperature']}, backbone features): {pct(metrics['knn_top1'])}")
-    labels = {"raw_pixels_knn_top1": "raw pixels", "standardized_pixels_knn_top1": "standardised pixels",
-              "random_init_knn_top1": "random-init backbone"}
-    for name, value in metrics.get("baselines", {}).items():
-        print(f"  baseline kNN top-1, {labels.get(name, name)}: {pct(value)}")
+    baselines = metrics.get("baselines", {})
+    names = {"raw_pixels": "raw pixels", "standardized_pixels": "standardised pixels",
+             "random_init": "random-init backbone"}
+    for key, label in names.items():
+        if f"{key}_knn_top1" in baselines:
+            print(f"  baseline kNN top-1, {label}: {pct(baselines[f'{key}_knn_top1'])}")
+    if metrics.get("linear_top1") is not None:
+        print(f"  linear probe top-1 (100 epochs, backbone features): {pct(metrics['linear_top1'])}")
+        for key, label in names.items():
+            if f"{key}_linear_top1" in baselines:
+                print(f"  baseline linear probe top-1, {label}: {pct(baselines[f'{key}_linear_top1'])}")
     print(f"  results in {out}/metrics.json, checkpoint in {out}/checkpoints/last.ckpt")
 
 

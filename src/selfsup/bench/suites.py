@@ -11,7 +11,7 @@ import yaml
 
 from ..config import merge, resolve
 from ..engine.checkpoint import load_pretrained
-from ..engine.train import knn_baselines, layer_probes, load_datasets, pretrain
+from ..engine.train import layer_probes, load_datasets, pretrain, run_baselines
 from ..errors import SelfSupError
 from ..io import write_json
 from ..methods import method_class
@@ -43,7 +43,7 @@ def _add_layer_probes(run_dir: Path, metrics: dict, probe_epochs: int) -> dict:
     module = load_pretrained(ckpt)
     _, bank, test = load_datasets(module.cfg)
     metrics["linear_layers"] = layer_probes(module.method, module.cfg, bank, test, probe_epochs)
-    metrics["baselines"] = knn_baselines(module.cfg, bank, test, probe_epochs)
+    metrics["baselines"] = run_baselines(module.cfg, bank, test, probe_epochs, layers=True)
     write_json(run_dir / "metrics.json", metrics)
     return metrics
 
@@ -108,9 +108,10 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
         history = metrics["knn_history"]
         curves[label] = ([h["epoch"] for h in history], [h["knn_top1"] for h in history])
         finals[label] = (cfg["epochs"], metrics["knn_top1"])
-    for label, key in [("raw pixels", "raw_pixels_knn_top1"), ("standardised pixels", "standardized_pixels_knn_top1"),
-                       (f"random-init backbone ({done[0][1]}'s network)", "random_init_knn_top1")]:
-        rows.append({"method": f"baseline: {label}", "knn_top1": baselines.get(key)})
+    for label, key in [("raw pixels", "raw_pixels"), ("standardised pixels", "standardized_pixels"),
+                       (f"random-init backbone ({done[0][1]}'s network)", "random_init")]:
+        rows.append({"method": f"baseline: {label}", "knn_top1": baselines.get(f"{key}_knn_top1"),
+                     "linear_top1": baselines.get(f"{key}_linear_top1")})
     rows[-1].update(_layer_columns(baselines.get("random_init_linear_layers"), probe_layers))
     knn = cfg["knn"]
     notes = [f"Settings laid over each method's defaults: `{overrides}`; then, per run: "

@@ -29,7 +29,8 @@ from ..data.views import Normalization
 from ..errors import SelfSupError
 from ..eval.baselines import encoder_knn, raw_pixel_knn
 from ..eval.diagnostics import embedding_diagnostics
-from ..eval.linear import linear_probe
+from ..eval.features import extract_features
+from ..eval.linear import linear_probe, train_linear_probe
 from ..io import atomic_write_text, ensure_writable_dir, write_json
 from .callbacks import AtomicCheckpointIO, EpochCheckpoint, KNNMonitor, ProgressBar, Throughput
 from .checkpoint import read_checkpoint
@@ -142,8 +143,8 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
     """Pretrain ``cfg['method']`` on ``cfg['dataset']`` into ``out``; returns metrics.json's dict.
 
     ``baselines`` adds raw-pixel and random-init kNN; ``probe_epochs`` > 0 adds a linear
-    probe (``linear_top1``), and with ``probe_layers`` one per stage (``linear_layers``, and
-    the random-init network's in the baselines); ``is_worker`` marks the extra processes that
+    probe (``linear_top1``, and in the baselines the pixels' and random-init network's), and
+    with ``probe_layers`` one per stage (``linear_layers``, and the random-init network's); ``is_worker`` marks the extra processes that
     DDP launches, which leave the run directory to rank 0."""
     quiet_lightning()
     out = Path(out)
@@ -213,7 +214,7 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
                                                     module.channels_last)
     if baselines and test is not None:
         print("computing the raw-pixel and random-init baselines...", file=sys.stderr)
-        metrics["baselines"] = knn_baselines(cfg, bank, test, probe_epochs if probe_layers else 0)
+        metrics["baselines"] = run_baselines(cfg, bank, test, probe_epochs, probe_layers)
     write_json(out / "metrics.json", metrics)
     return metrics
 
@@ -225,11 +226,11 @@ def layer_probes(method, cfg: dict, bank, test, probe_epochs: int, device="cpu",
     return {name: probe["test_top1"] for name, probe in probes.items()}
 
 
-def knn_baselines(cfg: dict, bank, test, layer_probe_epochs: int = 0) -> dict:
+def run_baselines(cfg: dict, bank, test, probe_epochs: int = 0, layers: bool = False) -> dict:
     """kNN on raw pixel values in [0, 1], on pixels standardised with the dataset's mean and
     std (what the network sees; centring changes cosine similarity), and on the same
-    backbone at its random initialisation (with ``layer_probe_epochs``, also its per-stage
-    linear probes)."""
+    backbone at its random initialisation; with ``probe_epochs``, the linear probe on the
+    standardised pixels and on the random-init backbone too (``layers``: per stage)."""
     norm = run_normalization(cfg)
     identity = Normalization((0.0,) * len(norm.mean), (1.0,) * len(norm.std))
     k, temperature, classes = cfg["knn"]["k"], cfg["knn"]["temperature"], cfg["data"]["num_classes"]
@@ -240,8 +241,14 @@ def knn_baselines(cfg: dict, bank, test, layer_probe_epochs: int = 0) -> dict:
         "standardized_pixels_knn_top1": raw_pixel_knn(bank, test, norm, classes, k, temperature),
         "random_init_knn_top1": encoder_knn(random_method, bank, test, norm, classes, k, temperature),
     }
-    if layer_probe_epochs:
-        result["random_init_linear_layers"] = layer_probes(random_method, cfg, bank, test, layer_probe_epochs)
+    if probe_epochs:
+        pixels = [extract_features(lambda x: x.flatten(1), split, norm) for split in (bank, test)]
+        result["standardized_pixels_linear_top1"] = train_linear_probe(
+            *pixels[0], *pixels[1], classes, epochs=probe_epochs, seed=cfg["seed"])["test_top1"]
+        result["random_init_linear_top1"] = linear_probe(random_method, bank, test, norm, classes, epochs=probe_epochs,
+                                                         seed=cfg["seed"])["features"]["test_top1"]
+    if probe_epochs and layers:
+        result["random_init_linear_layers"] = layer_probes(random_method, cfg, bank, test, probe_epochs)
     return result
 
 
