@@ -24,8 +24,9 @@ class SimulatedCrash(RuntimeError):
     pass
 
 
-# every registered method, and the options that build other state
-VARIANTS = [(name, {}) for name in sorted(METHODS)] + [("moco-v2", {"negatives": "batch"}),
+# every registered method (semi-supervised ones with one unlabelled image per labelled one: the
+# same 8 steps per epoch), and the options that build other state
+VARIANTS = [(name, {"unlabelled_ratio": 1} if METHODS[name].semi_supervised else {}) for name in sorted(METHODS)] + [("moco-v2", {"negatives": "batch"}),
                                                       ("moco-v2", {"negatives": "bank", "queue_size": 128}),
                                                       ("context-encoder", {"adversarial": 0.001, "region": "random"}),
                                                       ("denoising-ae", {"corruption": "gaussian", "noise": 0.5}),

@@ -21,18 +21,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and Lightning's messages")
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="selfsup", description="Self-supervised representation learning: "
-                                     "pretrain, evaluate and benchmark methods under one engine.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("list", help="methods, datasets, backbones and benchmark suites")
-    _add_common(p)
-
-    p = sub.add_parser("pretrain", help="pretrain an encoder; writes config.yaml, checkpoints/last.ckpt, metrics.json",
-                       description="Pretrain an encoder. Options not given here come from the method's config "
-                                   "(`--print-config` shows them all, with the values this command would use).")
-    p.add_argument("--method", required=True, help="pretraining method (see `selfsup list`)")
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    """The options of a training run, shared by pretrain and semisup."""
     p.add_argument("--dataset", default=None, help="dataset name (default from the config: fashion-mnist)")
     p.add_argument("--data-dir", default=None, help="directory with the dataset files (default: the dataset's usual place)")
     p.add_argument("--backbone", default=None, help="resnet18 | resnet34 | resnet50 (default resnet18)")
@@ -52,12 +42,40 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, default=None, help="devices per node; DDP when more than one (default 1)")
     p.add_argument("--num-nodes", type=int, default=None, help="nodes for multi-node DDP (default 1)")
     p.add_argument("--accelerator", default=None, help="cpu | gpu | auto (default auto)")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="selfsup", description="Self-supervised representation learning: "
+                                     "pretrain, evaluate and benchmark methods under one engine.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="methods, datasets, backbones and benchmark suites")
+    _add_common(p)
+
+    p = sub.add_parser("pretrain", help="pretrain an encoder; writes config.yaml, checkpoints/last.ckpt, metrics.json",
+                       description="Pretrain an encoder. Options not given here come from the method's config "
+                                   "(`--print-config` shows them all, with the values this command would use).")
+    p.add_argument("--method", required=True, help="pretraining method (see `selfsup list`)")
+    _add_run_flags(p)
     p.add_argument("--baselines", action="store_true",
                    help="also report raw-pixel and random-init kNN baselines (and linear, with --linear-probe) "
                         "in metrics.json")
     p.add_argument("--linear-probe", action="store_true",
                    help="after pretraining, train a linear probe on frozen features (Adam, 100 epochs) and report "
                         "its test top-1")
+    _add_common(p)
+
+    p = sub.add_parser("semisup", help="semi-supervised learning from a few labels per class; writes config.yaml, "
+                       "checkpoints/last.ckpt, metrics.json (test_top1)",
+                       description="Train a classifier from --labels-per-class labelled images of each class and the "
+                                   "rest of the training split unlabelled. Options not given here come from the "
+                                   "method's config (`--print-config`).")
+    p.add_argument("--method", required=True, help="supervised-only | pseudo-label | fixmatch")
+    p.add_argument("--labels-per-class", type=int, default=None, help="labelled images of each class (default 4)")
+    p.add_argument("--label-seed", type=int, default=None, help="which images are labelled (default 0)")
+    p.add_argument("--init", default=None, help="start from the backbone of this selfsup checkpoint "
+                                                "(RUN/checkpoints/last.ckpt of a pretraining run)")
+    _add_run_flags(p)
     _add_common(p)
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint's backbone")
@@ -161,28 +179,53 @@ def _is_worker_process() -> bool:
     return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("RANK", "0")) > 0
 
 
-def _cmd_pretrain(args) -> None:
+def _run_config(args, params: dict | None = None, backbone: dict | None = None) -> dict:
+    """The resolved configuration of a training command's flags."""
     from .config import resolve
-    from .engine.train import pretrain
 
     flags = {
         "dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs, "batch_size": args.batch_size,
         "subset": args.subset, "seed": args.seed,
-        "backbone": {k: v for k, v in {"name": args.backbone, "width": args.width}.items() if v is not None},
+        "backbone": {k: v for k, v in {"name": args.backbone, "width": args.width, **(backbone or {})}.items()
+                     if v is not None},
         "trainer": {k: v for k, v in {"devices": args.devices, "num_nodes": args.num_nodes,
                                       "accelerator": args.accelerator}.items() if v is not None},
+        "params": {k: v for k, v in (params or {}).items() if v is not None},
     }
     cfg = resolve(args.method, args.config, flags, args.set)
     _validate(cfg)
+    return cfg
+
+
+def _train(args, cfg: dict, **options) -> None:
+    from .engine.train import pretrain
+
     if args.print_config:
         from .config import dump
         print(dump(cfg), end="")
         return
     out = Path(args.out or f"runs/{cfg['method']}-{cfg['dataset']}")
-    metrics = pretrain(cfg, out, resume=args.resume, baselines=args.baselines, probe_epochs=100 if args.linear_probe else 0,
-                       is_worker=_is_worker_process())
+    metrics = pretrain(cfg, out, resume=args.resume, is_worker=_is_worker_process(), **options)
     if metrics:
         _print_summary(metrics, out, cfg)
+
+
+def _cmd_pretrain(args) -> None:
+    _train(args, _run_config(args), baselines=args.baselines, probe_epochs=100 if args.linear_probe else 0)
+
+
+def _cmd_semisup(args) -> None:
+    from .methods import method_class
+
+    if not method_class(args.method).semi_supervised:
+        from .methods import METHODS
+        raise SelfSupError(f"semisup trains a semi-supervised method, not '{args.method}'; choose one of: "
+                           + ", ".join(name for name, cls in METHODS.items() if cls.semi_supervised))
+    if args.init:
+        from .engine.checkpoint import read_checkpoint
+        read_checkpoint(args.init)  # a clear error for a missing or damaged file, before any work
+    params = {"labels_per_class": args.labels_per_class, "label_seed": args.label_seed}
+    _train(args, _run_config(args, params, {"init": args.init}))
 
 
 def _validate(cfg: dict) -> None:
@@ -207,6 +250,8 @@ def _print_summary(metrics: dict, out: Path, cfg: dict) -> None:
         return "n/a" if v is None else f"{100 * v:.2f}%"
     print(f"\n{metrics['method']} on {metrics['dataset']}: {metrics['epochs']} epochs in {metrics['train_seconds']:.0f} s "
           f"({metrics['samples_per_second']:.0f} images/s), final loss {metrics['final_loss']:.4f}")
+    if "test_top1" in metrics:
+        print(f"  classifier test top-1: {pct(metrics['test_top1'])}")
     print(f"  kNN top-1 (k={cfg['knn']['k']}, T={cfg['knn']['temperature']}, backbone features): {pct(metrics['knn_top1'])}")
     baselines = metrics.get("baselines", {})
     names = {"raw_pixels": "raw pixels", "standardized_pixels": "standardised pixels",
@@ -247,8 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.debug:
         warnings.simplefilter("ignore")  # library deprecation chatter; --debug shows it
         os.environ.setdefault("PYTHONWARNINGS", "ignore")  # and in DDP worker processes
-    handlers = {"list": _cmd_list, "pretrain": _cmd_pretrain, "evaluate": _cmd_evaluate, "benchmark": _cmd_benchmark,
-                "report": _cmd_report}
+    handlers = {"list": _cmd_list, "pretrain": _cmd_pretrain, "semisup": _cmd_semisup, "evaluate": _cmd_evaluate,
+                "benchmark": _cmd_benchmark, "report": _cmd_report}
     try:
         handlers[args.command](args)
     except SelfSupError as exc:

@@ -43,7 +43,8 @@ def _fmnist_quick(out: Path, data_dir: str | None, methods: list[str] | None):
     from .suites import accuracy_suite
     from ..methods import METHODS
     return accuracy_suite(out, "fmnist-quick", "Fashion-MNIST quick: ResNet-18 (small stem, width 16), batch 256, 5 epochs",
-                          [(m, m, FMNIST_QUICK_TUNED.get(m, {})) for m in METHODS], FMNIST_QUICK, probe_epochs=100,
+                          [(m, m, FMNIST_QUICK_TUNED.get(m, {})) for m, cls in METHODS.items() if not cls.semi_supervised],
+                          FMNIST_QUICK, probe_epochs=100,
                           data_dir=data_dir, selected=methods, probe_layers=True)
 
 

@@ -114,3 +114,26 @@ class ResampleBatchSampler(RankBatchSampler):
 
     def order(self, generator):
         return self.indices[torch.randint(len(self.indices), (self.num_samples,), generator=generator)]
+
+
+class LabelledUnlabelledBatchSampler(RankBatchSampler):
+    """Semi-supervised steps (FixMatch's batches): each batch is ``labelled_batch`` indices
+    from ``labelled`` (reshuffled whenever used up) followed by ``unlabelled_ratio`` times
+    as many from the whole pool of ``pool_size`` images; an epoch is one pass over the pool."""
+
+    def __init__(self, labelled: torch.Tensor, pool_size: int, labelled_batch: int, unlabelled_ratio: int, seed: int):
+        self.labelled, self.labelled_batch = labelled, labelled_batch
+        self.unlabelled_batch = labelled_batch * unlabelled_ratio
+        steps = pool_size // self.unlabelled_batch
+        if steps < 1:
+            raise ValueError(f"cannot make batches of {self.unlabelled_batch} unlabelled images from {pool_size}")
+        self.pool_size = pool_size
+        super().__init__(steps * (labelled_batch + self.unlabelled_batch), labelled_batch + self.unlabelled_batch, seed)
+
+    def order(self, generator):
+        steps = self.num_samples // self.batch_size
+        unlabelled = torch.randperm(self.pool_size, generator=generator)[:steps * self.unlabelled_batch]
+        rounds = -(-steps * self.labelled_batch // len(self.labelled))
+        labelled = torch.cat([self.labelled[torch.randperm(len(self.labelled), generator=generator)]
+                              for _ in range(rounds)])[:steps * self.labelled_batch]
+        return torch.cat([labelled.view(steps, -1), unlabelled.view(steps, -1)], dim=1).flatten()

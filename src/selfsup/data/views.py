@@ -13,16 +13,19 @@ import torch
 import torch.nn.functional as F
 
 from .augment import AugmentConfig, augment_batch
+from .randaugment import rand_augment
 
 
 @dataclass(frozen=True)
 class ViewSpec:
     """``count`` views made with ``augment`` (None: no augmentation) at ``size`` pixels
-    (None: the dataset's image size)."""
+    (None: the dataset's image size), then ``rand_augment`` RandAugment operations and
+    Cutout (FixMatch's strong view, ``selfsup.data.randaugment``; 0: none)."""
 
     augment: AugmentConfig | None = None
     count: int = 1
     size: int | None = None
+    rand_augment: int = 0
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,10 @@ def make_views(images: torch.Tensor, specs: list[ViewSpec], norm: Normalization,
     for spec in specs:
         size = spec.size or x.shape[-1]
         for _ in range(spec.count):
-            view = norm(augment_batch(x, spec.augment, size, generator)) if spec.augment else clean_view(images, norm, size)
+            if spec.augment:
+                view = augment_batch(x, spec.augment, size, generator)
+                view = norm(rand_augment(view, generator, spec.rand_augment) if spec.rand_augment else view)
+            else:
+                view = clean_view(images, norm, size)
             views.append(view.contiguous(memory_format=torch.channels_last) if channels_last else view)
     return views

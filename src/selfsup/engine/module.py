@@ -35,7 +35,10 @@ def build_method(cfg: dict):
     run = run_context(cfg)
     cls = method_class(cfg["method"])
     cls.check_params(cfg["params"], run)
-    method = cls(cls.build_backbone(cfg, run), cfg["params"], run)
+    backbone = cls.build_backbone(cfg, run)
+    if cfg["backbone"].get("init"):
+        load_backbone(backbone, cfg["backbone"]["init"])
+    method = cls(backbone, cfg["params"], run)
     norm, splits = cfg["backbone"]["batchnorm"], cfg["backbone"]["bn_splits"]
     if norm not in BATCHNORM_POLICIES:
         raise SelfSupError(f"backbone.batchnorm must be one of {', '.join(BATCHNORM_POLICIES)}, not {norm!r}")
@@ -44,6 +47,22 @@ def build_method(cfg: dict):
                            f"divide the batch size {run.batch_size}; change --batch-size or --set backbone.bn_splits=N")
     # split-BN emulates per-device statistics on one device; with several devices they are per-device anyway
     return apply_batchnorm_policy(method, "local" if norm == "split" and run.world_size > 1 else norm, splits)
+
+
+def load_backbone(backbone: torch.nn.Module, path: str) -> None:
+    """Copy the backbone weights of the selfsup checkpoint at ``path`` into ``backbone`` (the
+    ``backbone.init`` option: fine-tuning and semi-supervised runs from a pretrained encoder)."""
+    from .checkpoint import read_checkpoint
+
+    checkpoint, saved = read_checkpoint(path)
+    prefix = "method.backbone."
+    weights = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    try:
+        backbone.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise SelfSupError(f"backbone.init: the backbone in {path} ({saved['backbone']['name']}, width "
+                           f"{saved['backbone']['width']}, {saved['data']['channels']}-channel input) does not fit this "
+                           f"run's; pretrain on data with the same channels and use the same --backbone and --width") from exc
 
 
 def run_normalization(cfg: dict) -> Normalization:

@@ -29,7 +29,8 @@ from ..data.views import Normalization
 from ..errors import SelfSupError
 from ..eval.baselines import encoder_knn, raw_pixel_knn
 from ..eval.diagnostics import embedding_diagnostics
-from ..eval.features import extract_features
+from ..eval.features import extract_features, method_features
+from ..methods.base import Method
 from ..eval.linear import linear_probe, train_linear_probe
 from ..io import atomic_write_text, ensure_writable_dir, write_json
 from .callbacks import AtomicCheckpointIO, EpochCheckpoint, KNNMonitor, ProgressBar, Throughput
@@ -201,6 +202,10 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
     if test is not None:  # collapse diagnostics of the final encoder on the monitor's test images
         metrics["diagnostics"] = embedding_diagnostics(module.method, _monitor_subset(test, knn_cfg["monitor_test_size"],
                                                        cfg["seed"]), module.norm, device, channels_last=module.channels_last)
+    if test is not None and type(module.method).predict is not Method.predict:  # a method with a classifier
+        scores, labels = method_features(module.method, test, module.norm, encode=module.method.predict, device=device,
+                                         channels_last=module.channels_last)
+        metrics["test_top1"] = (scores.argmax(1) == labels).float().mean().item()
     if test is not None and knn_cfg["final"]:
         metrics["knn_top1"] = encoder_knn(module.method, bank, test, module.norm, cfg["data"]["num_classes"],
                                           knn_cfg["k"], knn_cfg["temperature"], device, module.channels_last,

@@ -75,6 +75,8 @@ class Method(nn.Module):
     defaults: dict = {}
     #: trains on the class labels (marked as such in every benchmark table)
     supervised: bool = False
+    #: learns from a few labelled images and an unlabelled pool (``selfsup semisup``; not in pretraining tables)
+    semi_supervised: bool = False
     #: inclusive (low, high) bounds of numeric params (None: unbounded), checked before anything is built
     limits: dict[str, tuple] = {}
     #: the allowed values of params that name an option, checked with ``limits``
@@ -121,6 +123,11 @@ class Method(nn.Module):
     def feature_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Pooled features after the stem and each stage, for per-layer probes (conv1..conv5)."""
         return self.backbone.forward_stages(x)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Class scores, for a method that trains a classifier (its ``test_top1`` in
+        metrics.json); None for the others."""
+        return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

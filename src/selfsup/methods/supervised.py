@@ -66,9 +66,12 @@ class Supervised(LabelledMethod):
         super().__init__(backbone, cfg, run)
         self.classifier = nn.Linear(self.feature_dim, run.num_classes)
 
+    def predict(self, x):
+        return self.classifier(self.backbone(x))
+
     def training_step(self, batch, step):
         (view,) = batch["views"]
-        logits = self.classifier(self.backbone(view))
+        logits = self.predict(view)
         return classification(logits, batch["label"], label_smoothing=self.cfg["label_smoothing"])
 
 

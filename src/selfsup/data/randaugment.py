@@ -1,0 +1,117 @@
+"""FixMatch's strong augmentation on whole batches: RandAugment with random magnitudes, then
+Cutout (Sohn et al. 2020, Sec. 2.3 and Table 12; Cubuk et al. 2020).
+
+Each image gets ``num_ops`` operations drawn uniformly from the 14 below, each with its own
+magnitude drawn uniformly from the operation's range (FixMatch's "RA" variant), then one
+square cut out (grey 0.5) of side up to half the image.  The work is batched: every
+operation runs once per round on the images that drew it.  Equalize is done by ranks (each
+pixel's value becomes its channel's empirical CDF), which is histogram equalisation for
+continuous values.  Values stay in [0, 1].
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .augment import _blend, grayscale
+
+
+def _factor(m):  # enhancement factor in [0.05, 0.95], as FixMatch's ranges
+    return (0.05 + 0.9 * m).view(-1, 1, 1, 1)
+
+
+def _autocontrast(x, m):
+    low, high = x.amin(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
+    return ((x - low) / (high - low).clamp_min(1e-3)).clamp(0, 1)
+
+
+def _equalize(x, m):
+    flat = x.flatten(2)
+    ranks = flat.argsort(dim=2).argsort(dim=2).float() / max(1, flat.shape[2] - 1)
+    return ranks.view_as(x)
+
+
+def _sharpness(x, m):
+    kernel = torch.tensor([[1.0, 1, 1], [1, 5, 1], [1, 1, 1]], device=x.device, dtype=x.dtype) / 13
+    c = x.shape[1]
+    smooth = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel.expand(c, 1, 3, 3), groups=c)
+    return _blend(x, smooth, _factor(m))  # PIL: f·image + (1 − f)·degenerate
+
+
+def _posterize(x, m):
+    step = 2 ** (4 - (4 * m).round()).view(-1, 1, 1, 1)  # keep 4..8 bits
+    return torch.floor(x * 255 / step) * step / 255
+
+
+def _affine(x, theta):
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
+
+
+def _geometric(kind):
+    def op(x, m):
+        n = x.shape[0]
+        theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1
+        v = 2 * m - 1  # in [-1, 1]
+        if kind == "rotate":
+            a = v * math.radians(30)
+            theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = a.cos(), -a.sin(), a.sin(), a.cos()
+        elif kind == "shear_x":
+            theta[:, 0, 1] = 0.3 * v
+        elif kind == "shear_y":
+            theta[:, 1, 0] = 0.3 * v
+        elif kind == "translate_x":
+            theta[:, 0, 2] = 0.6 * v  # 30% of the side (affine_grid spans [-1, 1])
+        else:
+            theta[:, 1, 2] = 0.6 * v
+        return _affine(x, theta)
+    return op
+
+
+OPERATIONS = {
+    "identity": lambda x, m: x,
+    "autocontrast": _autocontrast,
+    "equalize": _equalize,
+    "brightness": lambda x, m: _blend(x, torch.zeros_like(x), _factor(m)),
+    "color": lambda x, m: _blend(x, grayscale(x).expand_as(x), _factor(m)),
+    "contrast": lambda x, m: _blend(x, grayscale(x).mean(dim=(1, 2, 3), keepdim=True).expand_as(x), _factor(m)),
+    "sharpness": _sharpness,
+    "posterize": _posterize,
+    "solarize": lambda x, m: torch.where(x >= m.view(-1, 1, 1, 1), 1 - x, x),
+    "rotate": _geometric("rotate"),
+    "shear_x": _geometric("shear_x"),
+    "shear_y": _geometric("shear_y"),
+    "translate_x": _geometric("translate_x"),
+    "translate_y": _geometric("translate_y"),
+}
+
+
+def cutout(x: torch.Tensor, max_fraction: float, g: torch.Generator) -> torch.Tensor:
+    """One grey square per image, side uniform in [0, max_fraction·size], centre uniform."""
+    n, _, h, w = x.shape
+    side = torch.rand(n, generator=g, device=x.device) * max_fraction * min(h, w)
+    cy = torch.rand(n, generator=g, device=x.device) * h
+    cx = torch.rand(n, generator=g, device=x.device) * w
+    ys = torch.arange(h, device=x.device).view(1, h, 1)
+    xs = torch.arange(w, device=x.device).view(1, 1, w)
+    inside = ((ys - cy.view(-1, 1, 1)).abs() <= side.view(-1, 1, 1) / 2) & \
+             ((xs - cx.view(-1, 1, 1)).abs() <= side.view(-1, 1, 1) / 2)
+    return torch.where(inside.unsqueeze(1), torch.full_like(x, 0.5), x)
+
+
+def rand_augment(x: torch.Tensor, g: torch.Generator, num_ops: int = 2, cutout_fraction: float = 0.5) -> torch.Tensor:
+    """FixMatch's strong view of a float batch in [0, 1] (see the module docstring)."""
+    ops = list(OPERATIONS.values())
+    for _ in range(num_ops):
+        choice = torch.randint(len(ops), (x.shape[0],), generator=g, device=x.device)
+        magnitude = torch.rand(x.shape[0], generator=g, device=x.device, dtype=x.dtype)
+        out = x.clone()
+        for k, op in enumerate(ops):
+            chosen = choice == k
+            if chosen.any():
+                out[chosen] = op(x[chosen], magnitude[chosen]).to(x.dtype)
+        x = out.clamp(0, 1)
+    return cutout(x, cutout_fraction, g) if cutout_fraction > 0 else x

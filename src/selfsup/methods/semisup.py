@@ -1,0 +1,201 @@
+"""Semi-supervised learning from a few labels per class (the survey: J = λs·Js + λu·Ju).
+
+The labelled set is ``labels_per_class`` images of every class, drawn from the training split
+with ``label_seed``; the unlabelled pool is the whole split, its labels used only to report
+how accurate the pseudo-labels are.  Each step sees ``batch_size`` labelled images and
+``unlabelled_ratio`` (μ) times as many unlabelled ones; an epoch is one pass over the pool,
+so every method here gets the same steps.  Predictions (``predict``, the ``test_top1`` of
+metrics.json) come from an exponential moving average of the classifier network (FixMatch's
+evaluation model, rate ``ema``).
+
+* ``supervised-only``: Js alone, the floor every other method is measured against.
+* ``pseudo-label``: Lee, ICML-W 2013: the class the network predicts for an unlabelled image is
+  its target when the prediction's confidence reaches ``threshold``; λu ramps linearly from 0
+  over the first ``ramp`` fraction of the steps (Lee ramps α from 0 to 3 over epochs 100-600;
+  we keep λu at 1 and a threshold, as the issue and later papers do).
+* ``fixmatch``: Sohn et al., NeurIPS 2020: the weak view's prediction, when confident
+  (≥ 0.95), is the target of the strong view (RandAugment with random magnitudes, then
+  Cutout); λu 1, μ 7, SGD lr 0.03 Nesterov, weight decay 5e-4, cosine, EMA 0.999.  Labelled,
+  weak and strong images go through the network in one batch, as in the paper (BatchNorm
+  sees all of them).  Weak view: flip and a random crop of 60-100% of the image (our
+  stand-in for the paper's flip and ±12.5% translation).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..data.augment import AugmentConfig
+from ..data.datasets import collate_batch
+from ..data.samplers import LabelledUnlabelledBatchSampler
+from ..data.views import ViewSpec
+from ..errors import SelfSupError
+from .base import Method
+from .helpers import ema_update, frozen_copy
+
+WEAK = AugmentConfig(crop_scale=(0.6, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
+
+
+def labelled_indices(labels: np.ndarray, per_class: int, seed: int) -> torch.Tensor:
+    """``per_class`` indices of each class, drawn with ``seed`` (the same on every call)."""
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in np.unique(labels)]
+    return torch.from_numpy(np.sort(np.concatenate(chosen)))
+
+
+class _SplitParts(Dataset):
+    """Serves a batch of indices as {"labeled": the first ``labelled_batch``, "unlabeled": the rest}."""
+
+    def __init__(self, dataset, labelled_batch: int):
+        self.dataset, self.labelled_batch = dataset, labelled_batch
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitems__(self, indices):
+        k = self.labelled_batch
+        return {"labeled": collate_batch(self.dataset.__getitems__(indices[:k])),
+                "unlabeled": collate_batch(self.dataset.__getitems__(indices[k:]))}
+
+
+def _identity(batch):
+    return batch
+
+
+class SemiSupervised(Method):
+    """Base of the semi-supervised methods: labelled subset, mixed batches, classifier, EMA model."""
+
+    supervised = True
+    semi_supervised = True
+    defaults = {"labels_per_class": 4, "label_seed": 0, "unlabelled_ratio": 7, "lambda_u": 1.0, "threshold": 0.95,
+                "ema": 0.999}
+    limits = {"labels_per_class": (1, None), "label_seed": (0, None), "unlabelled_ratio": (1, None),
+              "lambda_u": (0, None), "threshold": (1e-6, 1.0), "ema": (0, 1)}
+    #: views of the unlabelled images: none, weak only, or weak and strong
+    unlabelled_views: list[ViewSpec] = []
+
+    @classmethod
+    def check_params(cls, params, run):
+        super().check_params(params, run)
+        if run.num_classes < 2:
+            raise SelfSupError(f"{cls.name} needs a labelled dataset to draw its labelled images from")
+        if run.smallest_class and params["labels_per_class"] > run.smallest_class:
+            raise SelfSupError(f"--labels-per-class {params['labels_per_class']} is more than the "
+                               f"{run.smallest_class} images of the smallest class")
+
+    def __init__(self, backbone, cfg, run):
+        super().__init__(backbone, cfg, run)
+        self.classifier = nn.Linear(self.feature_dim, run.num_classes)
+        self.ema_backbone, self.ema_classifier = frozen_copy(self.backbone), frozen_copy(self.classifier)
+        self.views = [ViewSpec(WEAK)]
+        self.register_buffer("labelled", torch.zeros(cfg["labels_per_class"] * run.num_classes, dtype=torch.long))
+        # confident pseudo-labels of the current epoch: per class, and how many were right
+        self.register_buffer("pseudo_counts", torch.zeros(run.num_classes))
+        self.register_buffer("pseudo_correct", torch.zeros(()))
+        self.register_buffer("pseudo_seen", torch.zeros(()))
+        self.total_steps = 0
+
+    def train_loader(self, dataset, batch_size, seed):
+        self.labelled.copy_(labelled_indices(dataset.labels.numpy(), self.cfg["labels_per_class"],
+                                             self.cfg["label_seed"]))
+        sampler = LabelledUnlabelledBatchSampler(self.labelled.cpu(), len(dataset), batch_size,
+                                                 self.cfg["unlabelled_ratio"], seed)
+        return DataLoader(_SplitParts(dataset, batch_size), batch_sampler=sampler, collate_fn=_identity)
+
+    def batch_size(self, batch):
+        return batch["labeled"]["index"].shape[0] + batch["unlabeled"]["index"].shape[0]
+
+    def prepare_batch(self, batch, make_views):
+        batch["labeled"]["views"] = make_views(batch["labeled"]["image"], self.views)
+        batch["unlabeled"]["views"] = make_views(batch["unlabeled"]["image"], self.unlabelled_views) \
+            if self.unlabelled_views else []
+        return batch
+
+    def logits(self, x):
+        return self.classifier(self.backbone(x))
+
+    def predict(self, x):
+        """Class scores of the EMA network (the evaluation model)."""
+        return self.ema_classifier(self.ema_backbone(x))
+
+    def on_step_end(self, step, total_steps):
+        self.total_steps = total_steps
+        ema_update(self.ema_backbone, self.backbone, self.cfg["ema"])
+        ema_update(self.ema_classifier, self.classifier, self.cfg["ema"])
+        for target, online in zip(self.ema_backbone.buffers(), self.backbone.buffers()):
+            target.copy_(online)  # BatchNorm statistics follow the online network
+
+    def pseudo_labels(self, logits: torch.Tensor, true_labels: torch.Tensor):
+        """(targets, mask of confident ones) from ``logits``; counts them for the epoch's report."""
+        probs = logits.detach().softmax(1)
+        confidence, targets = probs.max(1)
+        mask = confidence >= self.cfg["threshold"]
+        self.pseudo_counts += torch.bincount(targets[mask], minlength=self.pseudo_counts.numel()).float()
+        self.pseudo_correct += (targets[mask] == true_labels[mask]).sum()
+        self.pseudo_seen += targets.numel()
+        return targets, mask
+
+    def on_epoch_start(self, epoch, embed):
+        if self.pseudo_seen == 0:
+            return None
+        confident = self.pseudo_counts.sum()
+        stats = {"pseudo_label_rate": float(confident / self.pseudo_seen),
+                 "pseudo_label_accuracy": float(self.pseudo_correct / confident.clamp_min(1)),
+                 **{f"pseudo_labels_class_{c}": float(n) for c, n in enumerate(self.pseudo_counts)}}
+        self.pseudo_counts.zero_(), self.pseudo_correct.zero_(), self.pseudo_seen.zero_()
+        return stats
+
+    def unlabelled_loss(self, batch, step) -> torch.Tensor | None:
+        return None
+
+    def training_step(self, batch, step):
+        labelled = batch["labeled"]
+        supervised = F.cross_entropy(self.logits(labelled["views"][0]), labelled["label"])
+        unlabelled = self.unlabelled_loss(batch, step)
+        if unlabelled is None:
+            return {"loss": supervised, "supervised": supervised.detach()}
+        return {"loss": supervised + self.cfg["lambda_u"] * unlabelled, "supervised": supervised.detach(),
+                "unlabelled": unlabelled.detach()}
+
+
+class SupervisedOnly(SemiSupervised):
+    """Supervised-only: the labelled images alone, with the same network and steps."""
+
+    name = "supervised-only"
+
+
+class PseudoLabel(SemiSupervised):
+    """Pseudo-Label (Lee 2013): confident predictions on unlabelled images as their targets."""
+
+    name = "pseudo-label"
+    defaults = {**SemiSupervised.defaults, "ramp": 0.4}
+    limits = {**SemiSupervised.limits, "ramp": (0, 1)}
+    unlabelled_views = [ViewSpec(WEAK)]
+
+    def unlabelled_loss(self, batch, step):
+        unlabelled = batch["unlabeled"]
+        logits = self.logits(unlabelled["views"][0])
+        targets, mask = self.pseudo_labels(logits, unlabelled["label"])
+        ramp = min(1.0, step / max(1.0, self.cfg["ramp"] * self.total_steps)) if self.cfg["ramp"] else 1.0
+        return ramp * (F.cross_entropy(logits, targets, reduction="none") * mask).mean()
+
+
+class FixMatch(SemiSupervised):
+    """FixMatch (Sohn et al. 2020): the weak view's confident prediction is the strong view's target."""
+
+    name = "fixmatch"
+    unlabelled_views = [ViewSpec(WEAK), ViewSpec(WEAK, rand_augment=2)]
+
+    def training_step(self, batch, step):
+        labelled, unlabelled = batch["labeled"], batch["unlabeled"]
+        n, m = labelled["views"][0].shape[0], unlabelled["views"][0].shape[0]
+        logits = self.logits(torch.cat([labelled["views"][0], *unlabelled["views"]]))
+        supervised = F.cross_entropy(logits[:n], labelled["label"])
+        weak, strong = logits[n:n + m], logits[n + m:]
+        targets, mask = self.pseudo_labels(weak, unlabelled["label"])
+        consistency = (F.cross_entropy(strong, targets, reduction="none") * mask).mean()
+        return {"loss": supervised + self.cfg["lambda_u"] * consistency, "supervised": supervised.detach(),
+                "unlabelled": consistency.detach(), "mask_rate": mask.float().mean()}
