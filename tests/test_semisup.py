@@ -49,14 +49,17 @@ def test_strong_view_stays_in_range_and_changes_every_image():
     assert ((cut == 0.5).flatten(1).sum(1) <= 8 * 8 + 2 * 9).all() and (cut == 0.5).any()
 
 
-@pytest.mark.parametrize("method", ["supervised-only", "pseudo-label", "fixmatch"])
+@pytest.mark.parametrize("method", ["supervised-only", "pseudo-label", "self-training", "fixmatch"])
 def test_tiny_semisup_run_beats_chance(method, tmp_path, capsys):
     out = tmp_path / method
     assert main(["semisup", "--method", method, "--epochs", "6", "--out", str(out)] + SEMI) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_top1"] > 1 / 6 + 0.15  # 6 classes
     assert "classifier test top-1" in capsys.readouterr().out
-    if method != "supervised-only":
+    if method == "self-training":  # rounds start at epochs 2 and 4
+        assert [h["round"] for h in metrics["epoch_history"] if "round" in h] == [1, 2]
+        assert metrics["epoch_history"][-1]["pool_label_accuracy"] > 0.5
+    elif method != "supervised-only":
         history = metrics["epoch_history"][-1]
         counted = sum(history[f"pseudo_labels_class_{c}"] for c in range(6))
         assert counted == pytest.approx(history["pseudo_label_rate"] * 16 * 2 * 512 // 32)
@@ -84,3 +87,48 @@ def test_init_starts_from_a_pretrained_backbone_and_refuses_another_input(tmp_pa
                 ["--set", "data.channels=1"])
     err = capsys.readouterr().err
     assert code == 2 and "does not fit this run's" in err and not out.exists()
+
+
+def _method(balance: str, name: str = "fixmatch"):
+    from selfsup.config import resolve
+    from selfsup.engine.module import build_method
+    from selfsup.engine.train import load_datasets
+
+    cfg = resolve(name, None, {"dataset": "synthetic", "backbone": {"width": 8}, "batch_size": 16,
+                               "params": {"balance": balance, "threshold": 0.5}})
+    load_datasets(cfg)
+    return build_method(cfg)
+
+
+@pytest.mark.parametrize("balance", ["none", "data", "loss", "hybrid"])
+def test_balancing_favours_the_rare_pseudo_label_classes(balance):
+    """An imbalanced pool: class 0 was predicted 10 times as often as the others last epoch."""
+    method = _method(balance)
+    method.previous_counts.copy_(torch.tensor([100.0, 10, 10, 10, 10, 10]))
+    targets = torch.arange(6).repeat_interleave(200)
+    logits = torch.nn.functional.one_hot(targets, 6).float() * 10  # all confident
+    _, weights = method.pseudo_labels(logits, targets)
+    per_class = torch.stack([weights[targets == c].sum() for c in range(6)])
+    kept = torch.tensor([method.pseudo_counts[c] for c in range(6)])
+    if balance == "none":
+        assert torch.equal(per_class, torch.full((6,), 200.0)) and torch.equal(kept, torch.full((6,), 200.0))
+    if balance in ("data", "hybrid"):  # class 0 kept with probability 10/100
+        assert 5 < kept[0] < 40 and (kept[1:] == 200).all()
+    if balance == "loss":  # weights mean n / n_c, normalised: class 0 gets 1/10 of the others
+        assert (kept == 200).all() and float(per_class[0]) == pytest.approx(float(per_class[1]) / 10, rel=1e-4)
+    if balance != "none":
+        assert per_class[0] < per_class[1:].min() / 4
+
+
+def test_self_training_data_balance_keeps_as_many_pool_labels_per_class():
+    method = _method("data", "self-training")
+    n = method.run.train_size
+    targets = torch.where(torch.arange(n) % 4 == 0, (torch.arange(n) // 4) % 6, torch.zeros(n, dtype=torch.long))
+    scores = torch.nn.functional.one_hot(targets, 6).float() * 10  # the "network" favours class 0
+
+    def embed(encode=None):
+        return scores, targets
+
+    stats = method.on_epoch_start(method.run.epochs // method.cfg["iterations"], embed)  # the first relabelling
+    counts = [stats[f"pool_class_{c}"] for c in range(6)]
+    assert len(set(counts)) == 1 and counts[0] > 0

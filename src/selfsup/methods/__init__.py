@@ -16,7 +16,7 @@ from .moco import MoCoV1, MoCoV2
 from .multitask import Multitask
 from .relative_patch import RelativePatch
 from .rotation import Rotation
-from .semisup import FixMatch, PseudoLabel, SupervisedOnly
+from .semisup import FixMatch, PseudoLabel, SelfTraining, SupervisedOnly
 from .simclr import SimCLR
 from .simsiam import SimSiam
 from .split_brain import SplitBrain
@@ -28,7 +28,8 @@ METHODS: dict[str, type[Method]] = {cls.name: cls for cls in [SimCLR, MoCoV2, Mo
                                                               InstDisc, CPC, Supervised, Rotation,
                                                               Jigsaw, RelativePatch, DenoisingAE, ContextEncoder,
                                                               Count, Exemplar, Multitask, Colorization,
-                                                              SplitBrain, SupervisedOnly, PseudoLabel, FixMatch]}
+                                                              SplitBrain, SupervisedOnly, PseudoLabel, SelfTraining,
+                                                              FixMatch]}
 
 
 def method_class(name: str) -> type[Method]:

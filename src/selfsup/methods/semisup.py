@@ -13,12 +13,22 @@ evaluation model, rate ``ema``).
   its target when the prediction's confidence reaches ``threshold``; λu ramps linearly from 0
   over the first ``ramp`` fraction of the steps (Lee ramps α from 0 to 3 over epochs 100-600;
   we keep λu at 1 and a threshold, as the issue and later papers do).
+* ``self-training``: train, label the pool, retrain (Scudder 1965; Yarowsky 1995; the survey's
+  iterative self-labelling): the run is cut into ``iterations`` rounds; at the start of each
+  round after the first, the EMA network labels every pool image, the confident ones become
+  fixed targets for the next round (training continues from the current weights, our choice).
 * ``fixmatch``: Sohn et al., NeurIPS 2020: the weak view's prediction, when confident
   (≥ 0.95), is the target of the strong view (RandAugment with random magnitudes, then
   Cutout); λu 1, μ 7, SGD lr 0.03 Nesterov, weight decay 5e-4, cosine, EMA 0.999.  Labelled,
   weak and strong images go through the network in one batch, as in the paper (BatchNorm
   sees all of them).  Weak view: flip and a random crop of 60-100% of the image (our
   stand-in for the paper's flip and ±12.5% translation).
+
+Class balancing (``balance``, after BOSS, Smith & Conovaloff 2020, and FROST): the confident
+predictions of the previous epoch counted per class (n_c) drive ``data``-level resampling
+(a pseudo-label of class c is kept with probability min n / n_c; self-training keeps the
+min n most confident of each class), ``loss``-level weights (mean n / n_c, normalised to
+mean 1 over the classes), or both (``hybrid``).
 """
 from __future__ import annotations
 
@@ -71,9 +81,10 @@ class SemiSupervised(Method):
     supervised = True
     semi_supervised = True
     defaults = {"labels_per_class": 4, "label_seed": 0, "unlabelled_ratio": 7, "lambda_u": 1.0, "threshold": 0.95,
-                "ema": 0.999}
+                "ema": 0.999, "balance": "none"}
     limits = {"labels_per_class": (1, None), "label_seed": (0, None), "unlabelled_ratio": (1, None),
               "lambda_u": (0, None), "threshold": (1e-6, 1.0), "ema": (0, 1)}
+    choices = {"balance": ("none", "data", "loss", "hybrid")}
     #: views of the unlabelled images: none, weak only, or weak and strong
     unlabelled_views: list[ViewSpec] = []
 
@@ -92,7 +103,10 @@ class SemiSupervised(Method):
         self.ema_backbone, self.ema_classifier = frozen_copy(self.backbone), frozen_copy(self.classifier)
         self.views = [ViewSpec(WEAK)]
         self.register_buffer("labelled", torch.zeros(cfg["labels_per_class"] * run.num_classes, dtype=torch.long))
-        # confident pseudo-labels of the current epoch: per class, and how many were right
+        # confident predictions per class (before balancing) this epoch and the last: balancing's input
+        self.register_buffer("confident_counts", torch.zeros(run.num_classes))
+        self.register_buffer("previous_counts", torch.zeros(run.num_classes))
+        # pseudo-labels used this epoch (after balancing): per class, and how many were right
         self.register_buffer("pseudo_counts", torch.zeros(run.num_classes))
         self.register_buffer("pseudo_correct", torch.zeros(()))
         self.register_buffer("pseudo_seen", torch.zeros(()))
@@ -128,22 +142,44 @@ class SemiSupervised(Method):
         for target, online in zip(self.ema_backbone.buffers(), self.backbone.buffers()):
             target.copy_(online)  # BatchNorm statistics follow the online network
 
+    def class_balance(self, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(keep probability, loss weight) per class from confident-prediction ``counts``."""
+        ones = torch.ones_like(counts)
+        if counts.sum() == 0 or self.cfg["balance"] == "none":
+            return ones, ones
+        seen = counts.clamp_min(1)
+        keep = (counts[counts > 0].min() / seen).clamp(max=1) if self.cfg["balance"] in ("data", "hybrid") else ones
+        weight = ones
+        if self.cfg["balance"] in ("loss", "hybrid"):
+            weight = counts.mean() / seen
+            weight = weight / weight.mean()
+        return keep, weight
+
     def pseudo_labels(self, logits: torch.Tensor, true_labels: torch.Tensor):
-        """(targets, mask of confident ones) from ``logits``; counts them for the epoch's report."""
+        """(targets, per-image weights: 0 for images without a pseudo-label) from ``logits``:
+        the confident predictions, class-balanced; counted for the epoch's report."""
         probs = logits.detach().softmax(1)
         confidence, targets = probs.max(1)
         mask = confidence >= self.cfg["threshold"]
-        self.pseudo_counts += torch.bincount(targets[mask], minlength=self.pseudo_counts.numel()).float()
-        self.pseudo_correct += (targets[mask] == true_labels[mask]).sum()
-        self.pseudo_seen += targets.numel()
-        return targets, mask
+        self.confident_counts += torch.bincount(targets[mask], minlength=self.confident_counts.numel()).float()
+        keep, weight = self.class_balance(self.previous_counts)
+        mask &= torch.rand(targets.shape, generator=self.generator, device=targets.device) < keep[targets]
+        self.count_pseudo_labels(targets[mask], true_labels[mask], targets.numel())
+        return targets, mask.float() * weight[targets]
+
+    def count_pseudo_labels(self, targets: torch.Tensor, true_labels: torch.Tensor, seen: int) -> None:
+        self.pseudo_counts += torch.bincount(targets, minlength=self.pseudo_counts.numel()).float()
+        self.pseudo_correct += (targets == true_labels).sum()
+        self.pseudo_seen += seen
 
     def on_epoch_start(self, epoch, embed):
+        self.previous_counts.copy_(self.confident_counts)
+        self.confident_counts.zero_()
         if self.pseudo_seen == 0:
             return None
-        confident = self.pseudo_counts.sum()
-        stats = {"pseudo_label_rate": float(confident / self.pseudo_seen),
-                 "pseudo_label_accuracy": float(self.pseudo_correct / confident.clamp_min(1)),
+        used = self.pseudo_counts.sum()
+        stats = {"pseudo_label_rate": float(used / self.pseudo_seen),
+                 "pseudo_label_accuracy": float(self.pseudo_correct / used.clamp_min(1)),
                  **{f"pseudo_labels_class_{c}": float(n) for c, n in enumerate(self.pseudo_counts)}}
         self.pseudo_counts.zero_(), self.pseudo_correct.zero_(), self.pseudo_seen.zero_()
         return stats
@@ -178,9 +214,64 @@ class PseudoLabel(SemiSupervised):
     def unlabelled_loss(self, batch, step):
         unlabelled = batch["unlabeled"]
         logits = self.logits(unlabelled["views"][0])
-        targets, mask = self.pseudo_labels(logits, unlabelled["label"])
+        targets, weights = self.pseudo_labels(logits, unlabelled["label"])
         ramp = min(1.0, step / max(1.0, self.cfg["ramp"] * self.total_steps)) if self.cfg["ramp"] else 1.0
-        return ramp * (F.cross_entropy(logits, targets, reduction="none") * mask).mean()
+        return ramp * (F.cross_entropy(logits, targets, reduction="none") * weights).mean()
+
+
+class SelfTraining(SemiSupervised):
+    """Self-training: rounds of training, then labelling the pool with the confident predictions."""
+
+    name = "self-training"
+    defaults = {**SemiSupervised.defaults, "iterations": 3}
+    limits = {**SemiSupervised.limits, "iterations": (1, None)}
+    unlabelled_views = [ViewSpec(WEAK)]
+
+    @classmethod
+    def check_params(cls, params, run):
+        super().check_params(params, run)
+        if params["iterations"] > run.epochs:
+            raise SelfSupError(f"--iterations {params['iterations']} needs at least as many epochs, got {run.epochs}")
+
+    def __init__(self, backbone, cfg, run):
+        super().__init__(backbone, cfg, run)
+        self.register_buffer("assigned", torch.full((run.train_size,), -1, dtype=torch.long))  # -1: no pseudo-label
+
+    def on_epoch_start(self, epoch, embed):
+        stats = super().on_epoch_start(epoch, embed)
+        round_length = self.run.epochs // self.cfg["iterations"]
+        if epoch == 0 or epoch % round_length or epoch // round_length >= self.cfg["iterations"]:
+            return stats
+        scores, labels = embed(self.predict)
+        confidence, targets = scores.softmax(1).max(1)
+        confident = confidence >= self.cfg["threshold"]
+        counts = torch.bincount(targets[confident], minlength=self.run.num_classes).float()
+        if self.cfg["balance"] in ("data", "hybrid") and counts.sum() > 0:  # the n most confident of each class
+            n = int(counts[counts > 0].min())
+            ranked = torch.where(confident, confidence, torch.zeros_like(confidence))
+            chosen = torch.zeros_like(confident)
+            for c in range(self.run.num_classes):
+                members = torch.nonzero(confident & (targets == c)).flatten()
+                chosen[members[ranked[members].argsort(descending=True)[:n]]] = True
+            confident = chosen
+        self.assigned.copy_(torch.where(confident, targets, torch.full_like(targets, -1)))
+        labelled = self.assigned >= 0
+        return {**(stats or {}), "round": epoch // round_length, "pool_labelled": float(labelled.float().mean()),
+                "pool_label_accuracy": float((self.assigned[labelled] == labels.to(self.assigned.device)[labelled])
+                                             .float().mean()) if labelled.any() else 0.0,
+                **{f"pool_class_{c}": float((self.assigned == c).sum()) for c in range(self.run.num_classes)}}
+
+    def unlabelled_loss(self, batch, step):
+        unlabelled = batch["unlabeled"]
+        targets = self.assigned[unlabelled["index"].to(self.assigned.device)]
+        has_target = targets >= 0
+        if not has_target.any():
+            return None
+        logits = self.logits(unlabelled["views"][0])
+        _, weight = self.class_balance(torch.bincount(self.assigned[self.assigned >= 0],
+                                                      minlength=self.run.num_classes).float())
+        weights = has_target.float() * weight[targets.clamp_min(0)]
+        return (F.cross_entropy(logits, targets.clamp_min(0), reduction="none") * weights).mean()
 
 
 class FixMatch(SemiSupervised):
@@ -195,7 +286,7 @@ class FixMatch(SemiSupervised):
         logits = self.logits(torch.cat([labelled["views"][0], *unlabelled["views"]]))
         supervised = F.cross_entropy(logits[:n], labelled["label"])
         weak, strong = logits[n:n + m], logits[n + m:]
-        targets, mask = self.pseudo_labels(weak, unlabelled["label"])
-        consistency = (F.cross_entropy(strong, targets, reduction="none") * mask).mean()
+        targets, weights = self.pseudo_labels(weak, unlabelled["label"])
+        consistency = (F.cross_entropy(strong, targets, reduction="none") * weights).mean()
         return {"loss": supervised + self.cfg["lambda_u"] * consistency, "supervised": supervised.detach(),
-                "unlabelled": consistency.detach(), "mask_rate": mask.float().mean()}
+                "unlabelled": consistency.detach(), "mask_rate": (weights > 0).float().mean()}
