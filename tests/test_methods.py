@@ -25,11 +25,11 @@ class SimulatedCrash(RuntimeError):
 
 
 # every registered method (semi-supervised ones with one unlabelled image per labelled one: the
-# same 8 steps per epoch; self-training relabels at the second epoch), and the options that
+# same 8 steps per epoch; self-training and FROST relabel at the second epoch), and the options that
 # build other state
 SEMI = {"unlabelled_ratio": 1}
-VARIANTS = [(name, {**SEMI, "iterations": 2} if name == "self-training" else SEMI if METHODS[name].semi_supervised
-             else {}) for name in sorted(METHODS)] + [("moco-v2", {"negatives": "batch"}),
+VARIANTS = [(name, {**SEMI, "iterations": 2} if "iterations" in METHODS[name].defaults else SEMI
+             if METHODS[name].semi_supervised else {}) for name in sorted(METHODS)] + [("moco-v2", {"negatives": "batch"}),
                                                       ("moco-v2", {"negatives": "bank", "queue_size": 128}),
                                                       ("context-encoder", {"adversarial": 0.001, "region": "random"}),
                                                       ("denoising-ae", {"corruption": "gaussian", "noise": 0.5}),

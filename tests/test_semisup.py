@@ -49,7 +49,7 @@ def test_strong_view_stays_in_range_and_changes_every_image():
     assert ((cut == 0.5).flatten(1).sum(1) <= 8 * 8 + 2 * 9).all() and (cut == 0.5).any()
 
 
-@pytest.mark.parametrize("method", ["supervised-only", "pseudo-label", "self-training", "fixmatch"])
+@pytest.mark.parametrize("method", ["supervised-only", "pseudo-label", "self-training", "fixmatch", "frost"])
 def test_tiny_semisup_run_beats_chance(method, tmp_path, capsys):
     out = tmp_path / method
     assert main(["semisup", "--method", method, "--epochs", "6", "--out", str(out)] + SEMI) == 0

@@ -70,14 +70,14 @@ def _build_parser() -> argparse.ArgumentParser:
                        description="Train a classifier from --labels-per-class labelled images of each class and the "
                                    "rest of the training split unlabelled. Options not given here come from the "
                                    "method's config (`--print-config`).")
-    p.add_argument("--method", required=True, help="supervised-only | pseudo-label | self-training | fixmatch")
+    p.add_argument("--method", required=True, help="supervised-only | pseudo-label | self-training | fixmatch | frost")
     p.add_argument("--labels-per-class", type=int, default=None, help="labelled images of each class (default 4)")
     p.add_argument("--label-seed", type=int, default=None, help="which images are labelled (default 0)")
     p.add_argument("--init", default=None, help="start from the backbone of this selfsup checkpoint "
                                                 "(RUN/checkpoints/last.ckpt of a pretraining run)")
     p.add_argument("--balance", choices=["none", "data", "loss", "hybrid"], default=None,
                    help="class balancing of the pseudo-labels (BOSS): resampling, loss weights or both (default none)")
-    p.add_argument("--iterations", type=int, default=None, help="self-training: rounds of labelling the pool "
+    p.add_argument("--iterations", type=int, default=None, help="self-training and frost: rounds of labelling the pool "
                                                                 "(default 3)")
     _add_run_flags(p)
     _add_common(p)

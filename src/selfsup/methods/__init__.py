@@ -16,7 +16,7 @@ from .moco import MoCoV1, MoCoV2
 from .multitask import Multitask
 from .relative_patch import RelativePatch
 from .rotation import Rotation
-from .semisup import FixMatch, PseudoLabel, SelfTraining, SupervisedOnly
+from .semisup import FixMatch, Frost, PseudoLabel, SelfTraining, SupervisedOnly
 from .simclr import SimCLR
 from .simsiam import SimSiam
 from .split_brain import SplitBrain
@@ -29,7 +29,7 @@ METHODS: dict[str, type[Method]] = {cls.name: cls for cls in [SimCLR, MoCoV2, Mo
                                                               Jigsaw, RelativePatch, DenoisingAE, ContextEncoder,
                                                               Count, Exemplar, Multitask, Colorization,
                                                               SplitBrain, SupervisedOnly, PseudoLabel, SelfTraining,
-                                                              FixMatch]}
+                                                              FixMatch, Frost]}
 
 
 def method_class(name: str) -> type[Method]:

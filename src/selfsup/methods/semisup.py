@@ -17,6 +17,12 @@ evaluation model, rate ``ema``).
   iterative self-labelling): the run is cut into ``iterations`` rounds; at the start of each
   round after the first, the EMA network labels every pool image, the confident ones become
   fixed targets for the next round (training continues from the current weights, our choice).
+* ``frost``: Liu & Smith, "Building One-Shot Semi-supervised (BOSS) Learning up to Fully
+  Supervised Performance" / FROST (2020): FixMatch plus ``lambda_ss`` times a registered
+  self-supervised method's loss on the unlabelled images (``self_supervised``, SimCLR by
+  default, sharing the backbone as in multitask learning) plus self-training rounds with
+  class balancing (``balance: data`` by default); ``--init`` starts it from a pretrained
+  checkpoint.
 * ``fixmatch``: Sohn et al., NeurIPS 2020: the weak view's prediction, when confident
   (≥ 0.95), is the target of the strong view (RandAugment with random magnitudes, then
   Cutout); λu 1, μ 7, SGD lr 0.03 Nesterov, weight decay 5e-4, cosine, EMA 0.999.  Labelled,
@@ -219,13 +225,11 @@ class PseudoLabel(SemiSupervised):
         return ramp * (F.cross_entropy(logits, targets, reduction="none") * weights).mean()
 
 
-class SelfTraining(SemiSupervised):
-    """Self-training: rounds of training, then labelling the pool with the confident predictions."""
-
-    name = "self-training"
-    defaults = {**SemiSupervised.defaults, "iterations": 3}
-    limits = {**SemiSupervised.limits, "iterations": (1, None)}
-    unlabelled_views = [ViewSpec(WEAK)]
+class PoolRelabelling:
+    """Mixin for self-training: the run is cut into ``iterations`` rounds; at the start of each
+    round after the first, the EMA network labels the pool, and the confident labels
+    (class-balanced with ``balance`` data or hybrid: the n most confident of each class) are
+    fixed targets (``assigned``) until the next round."""
 
     @classmethod
     def check_params(cls, params, run):
@@ -248,11 +252,10 @@ class SelfTraining(SemiSupervised):
         counts = torch.bincount(targets[confident], minlength=self.run.num_classes).float()
         if self.cfg["balance"] in ("data", "hybrid") and counts.sum() > 0:  # the n most confident of each class
             n = int(counts[counts > 0].min())
-            ranked = torch.where(confident, confidence, torch.zeros_like(confidence))
             chosen = torch.zeros_like(confident)
             for c in range(self.run.num_classes):
                 members = torch.nonzero(confident & (targets == c)).flatten()
-                chosen[members[ranked[members].argsort(descending=True)[:n]]] = True
+                chosen[members[confidence[members].argsort(descending=True)[:n]]] = True
             confident = chosen
         self.assigned.copy_(torch.where(confident, targets, torch.full_like(targets, -1)))
         labelled = self.assigned >= 0
@@ -261,17 +264,30 @@ class SelfTraining(SemiSupervised):
                                              .float().mean()) if labelled.any() else 0.0,
                 **{f"pool_class_{c}": float((self.assigned == c).sum()) for c in range(self.run.num_classes)}}
 
-    def unlabelled_loss(self, batch, step):
-        unlabelled = batch["unlabeled"]
-        targets = self.assigned[unlabelled["index"].to(self.assigned.device)]
+    def assigned_loss(self, logits: torch.Tensor, indices: torch.Tensor) -> torch.Tensor | None:
+        """Cross-entropy of ``logits`` against the assigned labels of the pool images
+        ``indices`` (loss-balanced with ``balance`` loss or hybrid); None before the first round."""
+        targets = self.assigned[indices.to(self.assigned.device)]
         has_target = targets >= 0
         if not has_target.any():
             return None
-        logits = self.logits(unlabelled["views"][0])
-        _, weight = self.class_balance(torch.bincount(self.assigned[self.assigned >= 0],
-                                                      minlength=self.run.num_classes).float())
+        counts = torch.bincount(self.assigned[self.assigned >= 0], minlength=self.run.num_classes).float()
+        _, weight = self.class_balance(counts)
         weights = has_target.float() * weight[targets.clamp_min(0)]
         return (F.cross_entropy(logits, targets.clamp_min(0), reduction="none") * weights).mean()
+
+
+class SelfTraining(PoolRelabelling, SemiSupervised):
+    """Self-training: rounds of training, then labelling the pool with the confident predictions."""
+
+    name = "self-training"
+    defaults = {**SemiSupervised.defaults, "iterations": 3}
+    limits = {**SemiSupervised.limits, "iterations": (1, None)}
+    unlabelled_views = [ViewSpec(WEAK)]
+
+    def unlabelled_loss(self, batch, step):
+        unlabelled = batch["unlabeled"]
+        return self.assigned_loss(self.logits(unlabelled["views"][0]), unlabelled["index"])
 
 
 class FixMatch(SemiSupervised):
@@ -280,13 +296,61 @@ class FixMatch(SemiSupervised):
     name = "fixmatch"
     unlabelled_views = [ViewSpec(WEAK), ViewSpec(WEAK, rand_augment=2)]
 
+    def extra_terms(self, batch, weak_logits: torch.Tensor) -> dict:
+        """Further loss terms (name -> weighted tensor), for methods built on FixMatch."""
+        return {}
+
     def training_step(self, batch, step):
         labelled, unlabelled = batch["labeled"], batch["unlabeled"]
         n, m = labelled["views"][0].shape[0], unlabelled["views"][0].shape[0]
-        logits = self.logits(torch.cat([labelled["views"][0], *unlabelled["views"]]))
+        logits = self.logits(torch.cat([labelled["views"][0], *unlabelled["views"][:2]]))
         supervised = F.cross_entropy(logits[:n], labelled["label"])
         weak, strong = logits[n:n + m], logits[n + m:]
         targets, weights = self.pseudo_labels(weak, unlabelled["label"])
         consistency = (F.cross_entropy(strong, targets, reduction="none") * weights).mean()
-        return {"loss": supervised + self.cfg["lambda_u"] * consistency, "supervised": supervised.detach(),
-                "unlabelled": consistency.detach(), "mask_rate": (weights > 0).float().mean()}
+        extra = self.extra_terms(batch, weak)
+        loss = supervised + self.cfg["lambda_u"] * consistency + sum(extra.values())
+        return {"loss": loss, "supervised": supervised.detach(), "unlabelled": consistency.detach(),
+                "mask_rate": (weights > 0).float().mean(), **{k: v.detach() for k, v in extra.items()}}
+
+
+class Frost(PoolRelabelling, FixMatch):
+    """FROST (Liu & Smith 2020): FixMatch + a self-supervised term + class-balanced self-training."""
+
+    name = "frost"
+    defaults = {**FixMatch.defaults, "iterations": 3, "balance": "data", "self_supervised": "simclr",
+                "lambda_ss": 1.0}
+    limits = {**FixMatch.limits, "iterations": (1, None), "lambda_ss": (0, None)}
+
+    @classmethod
+    def check_params(cls, params, run):
+        super().check_params(params, run)
+        from . import method_class
+
+        if method_class(params["self_supervised"]).semi_supervised or method_class(params["self_supervised"]).supervised:
+            raise SelfSupError(f"params.self_supervised must name a self-supervised method, not "
+                               f"'{params['self_supervised']}'")
+
+    def __init__(self, backbone, cfg, run):
+        super().__init__(backbone, cfg, run)
+        from .multitask import task_params
+        from . import method_class
+
+        name = cfg["self_supervised"]
+        self.self_supervised = method_class(name)(self.backbone, task_params(name, {}), run)
+
+    def prepare_batch(self, batch, make_views):
+        batch = super().prepare_batch(batch, make_views)
+        unlabelled = batch["unlabeled"]
+        batch["self_supervised"] = self.self_supervised.prepare_batch(
+            {k: unlabelled[k] for k in ("image", "index", "label")}, make_views)
+        return batch
+
+    def extra_terms(self, batch, weak_logits):
+        self.self_supervised.generator = self.generator
+        terms = {"self_supervised": self.cfg["lambda_ss"]
+                 * self.self_supervised.training_step(batch["self_supervised"], 0)["loss"]}
+        self_training = self.assigned_loss(weak_logits, batch["unlabeled"]["index"])
+        if self_training is not None:
+            terms["self_training"] = self_training
+        return terms
