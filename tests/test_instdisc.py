@@ -92,7 +92,7 @@ def test_bank_knn_agrees_with_knn_of_fresh_embeddings(tmp_path, capsys):
     from selfsup.engine.train import pretrain
     from test_methods import tiny_method_cfg
 
-    cfg = tiny_method_cfg("instdisc", epochs=8)
+    cfg = tiny_method_cfg("instdisc", epochs=12)
     cfg["params"].update(noise_samples=256, temperature=0.1)
     pretrain(cfg, tmp_path / "run")
     checkpoint = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
