@@ -27,12 +27,12 @@ from ..data.datasets import (TensorImageDataset, balanced_subset_indices, collat
 from ..data.samplers import ShuffleBatchSampler
 from ..data.views import Normalization
 from ..errors import SelfSupError
-from ..eval.baselines import encoder_knn, raw_pixel_knn
+from ..eval.baselines import encoder_knn, pixel_features, raw_pixel_knn
 from ..eval.diagnostics import embedding_diagnostics
-from ..eval.features import extract_features, method_features
-from ..methods.base import Method
+from ..eval.features import classifier_top1
 from ..eval.linear import linear_probe, train_linear_probe
 from ..io import atomic_write_text, ensure_writable_dir, write_json
+from ..methods.base import Method
 from .callbacks import AtomicCheckpointIO, EpochCheckpoint, KNNMonitor, ProgressBar, Throughput
 from .checkpoint import read_checkpoint
 from .module import PretrainModule, build_method, run_normalization
@@ -145,8 +145,9 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
 
     ``baselines`` adds raw-pixel and random-init kNN; ``probe_epochs`` > 0 adds a linear
     probe (``linear_top1``, and in the baselines the pixels' and random-init network's), and
-    with ``probe_layers`` one per stage (``linear_layers``, and the random-init network's); ``is_worker`` marks the extra processes that
-    DDP launches, which leave the run directory to rank 0."""
+    with ``probe_layers`` one per stage (``linear_layers``, and the random-init network's);
+    ``is_worker`` marks the extra processes that DDP launches, which leave the run directory
+    to rank 0."""
     quiet_lightning()
     out = Path(out)
     train, bank, test = load_datasets(cfg)
@@ -203,9 +204,8 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
         metrics["diagnostics"] = embedding_diagnostics(module.method, _monitor_subset(test, knn_cfg["monitor_test_size"],
                                                        cfg["seed"]), module.norm, device, channels_last=module.channels_last)
     if test is not None and type(module.method).predict is not Method.predict:  # a method with a classifier
-        scores, labels = method_features(module.method, test, module.norm, encode=module.method.predict, device=device,
-                                         channels_last=module.channels_last)
-        metrics["test_top1"] = (scores.argmax(1) == labels).float().mean().item()
+        metrics["test_top1"] = classifier_top1(module.method, module.method.predict, test, module.norm, device=device,
+                                               channels_last=module.channels_last)
     if test is not None and knn_cfg["final"]:
         metrics["knn_top1"] = encoder_knn(module.method, bank, test, module.norm, cfg["data"]["num_classes"],
                                           knn_cfg["k"], knn_cfg["temperature"], device, module.channels_last,
@@ -247,7 +247,7 @@ def run_baselines(cfg: dict, bank, test, probe_epochs: int = 0, layers: bool = F
         "random_init_knn_top1": encoder_knn(random_method, bank, test, norm, classes, k, temperature),
     }
     if probe_epochs:
-        pixels = [extract_features(lambda x: x.flatten(1), split, norm) for split in (bank, test)]
+        pixels = [pixel_features(split, norm) for split in (bank, test)]
         result["standardized_pixels_linear_top1"] = train_linear_probe(
             *pixels[0], *pixels[1], classes, epochs=probe_epochs, seed=cfg["seed"])["test_top1"]
         result["random_init_linear_top1"] = linear_probe(random_method, bank, test, norm, classes, epochs=probe_epochs,

@@ -9,11 +9,16 @@ from .features import extract_features, method_features
 from .knn import knn_top1
 
 
+def pixel_features(dataset, norm: Normalization, **options):
+    """(flattened pixels scaled to [0, 1] and normalised with ``norm``, labels) of ``dataset``:
+    the pixel baseline of every protocol; ``options`` go to ``extract_features``."""
+    return extract_features(lambda x: x.flatten(1), dataset, norm, **options)
+
+
 def raw_pixel_knn(bank, test, norm: Normalization, num_classes: int, k: int = 200, temperature: float = 0.1) -> float:
     """kNN top-1 on flattened pixels, scaled to [0, 1] and then normalised with ``norm``."""
-    flatten = lambda x: x.flatten(1)  # noqa: E731
-    bank_x, bank_y = extract_features(flatten, bank, norm)
-    test_x, test_y = extract_features(flatten, test, norm)
+    bank_x, bank_y = pixel_features(bank, norm)
+    test_x, test_y = pixel_features(test, norm)
     return knn_top1(bank_x, bank_y, test_x, test_y, num_classes, k, temperature)
 
 

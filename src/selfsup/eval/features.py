@@ -59,6 +59,12 @@ def method_features(method, dataset, norm: Normalization, layers: bool = False, 
         return extract_features(encode, dataset, norm, **options)
 
 
+def classifier_top1(method, encode, dataset, norm: Normalization, **options) -> float:
+    """Top-1 of the class scores ``encode`` (one of ``method``'s classifiers) on ``dataset``, in eval mode."""
+    scores, labels = method_features(method, dataset, norm, encode=encode, **options)
+    return (scores.argmax(1) == labels).float().mean().item()
+
+
 @torch.no_grad()
 def embed_split(encode, method, dataset, norm: Normalization, device, channels_last: bool = False,
                 batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:

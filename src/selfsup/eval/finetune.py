@@ -29,7 +29,7 @@ from ..data.datasets import balanced_subset_indices, collate_batch
 from ..data.views import Normalization, ViewSpec, make_views
 from ..engine.module import seeded_generator
 from ..errors import SelfSupError
-from .features import method_features
+from .features import classifier_top1
 
 FINETUNE_VIEW = ViewSpec(AugmentConfig(crop_scale=(0.08, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0,
                                        solarize_p=0.0))
@@ -97,6 +97,4 @@ def finetune(method: nn.Module, labelled, test, norm: Normalization, num_classes
                         log_every_n_steps=1)
     trainer.fit(model, loader)
     model.to(device)
-    logits, labels = method_features(model, test, norm, encode=model, device=device, channels_last=channels_last,
-                                     batch_size=batch_size)
-    return (logits.argmax(1) == labels).float().mean().item()
+    return classifier_top1(model, model, test, norm, device=device, channels_last=channels_last, batch_size=batch_size)

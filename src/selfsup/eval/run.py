@@ -16,9 +16,9 @@ import torch
 from ..data.datasets import balanced_subset_indices, dataset_info, load_split, normalization_for
 from ..errors import SelfSupError
 from ..io import write_json
-from .baselines import check_memory_bank, memory_bank_knn
+from .baselines import check_memory_bank, memory_bank_knn, pixel_features
 from .diagnostics import embedding_diagnostics
-from .features import extract_features, method_features
+from .features import method_features
 from .knn import knn_top1
 from .linear import linear_probe, train_linear_probe
 
@@ -65,7 +65,7 @@ class Encoders:
         """(features, labels) of ``dataset`` by encoder ``name``."""
         common = dict(batch_size=self.batch_size, device=self.device, size=self.size)
         if name == "pixels":
-            return extract_features(lambda x: x.flatten(1), dataset, self.norm, **common)
+            return pixel_features(dataset, self.norm, **common)
         return method_features(self.methods[name], dataset, self.norm, layers=layers, progress=True,
                                channels_last=self.module.channels_last, desc=f"{name} of {len(dataset)} images",
                                **common)
@@ -228,9 +228,8 @@ def _finetune(args, module, train, test, norm, device, cfg: dict) -> dict:
     result = {"labelled_images": len(labelled), "label_fraction": len(labelled) / len(train), "epochs": epochs,
               "top1": pretrained, "scratch_top1": scratch, "gain": pretrained - scratch}
     if args.baselines:  # a linear classifier on the labelled images' standardised pixels
-        flatten = lambda x: x.flatten(1)  # noqa: E731
-        train_x, train_y = extract_features(flatten, labelled, norm, size=cfg["data"]["image_size"])
-        test_x, test_y = extract_features(flatten, test, norm, size=cfg["data"]["image_size"])
+        train_x, train_y = pixel_features(labelled, norm, size=cfg["data"]["image_size"])
+        test_x, test_y = pixel_features(test, norm, size=cfg["data"]["image_size"])
         result["baselines"] = {"pixels_linear": train_linear_probe(train_x, train_y, test_x, test_y, train.num_classes,
                                                                    epochs=100, seed=cfg["seed"])["test_top1"]}
     return result
