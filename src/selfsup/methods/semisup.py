@@ -116,13 +116,14 @@ class SemiSupervised(Method):
         self.register_buffer("pseudo_counts", torch.zeros(run.num_classes))
         self.register_buffer("pseudo_correct", torch.zeros(()))
         self.register_buffer("pseudo_seen", torch.zeros(()))
-        self.total_steps = 0
+        self.total_steps = 0  # set with the loader (every run and resume builds it before the first step)
 
     def train_loader(self, dataset, batch_size, seed):
         self.labelled.copy_(labelled_indices(dataset.labels.numpy(), self.cfg["labels_per_class"],
                                              self.cfg["label_seed"]))
         sampler = LabelledUnlabelledBatchSampler(self.labelled.cpu(), len(dataset), batch_size,
                                                  self.cfg["unlabelled_ratio"], seed)
+        self.total_steps = self.run.epochs * len(sampler)
         return DataLoader(_SplitParts(dataset, batch_size), batch_sampler=sampler, collate_fn=_identity)
 
     def batch_size(self, batch):
@@ -142,7 +143,6 @@ class SemiSupervised(Method):
         return self.ema_classifier(self.ema_backbone(x))
 
     def on_step_end(self, step, total_steps):
-        self.total_steps = total_steps
         ema_update(self.ema_backbone, self.backbone, self.cfg["ema"])
         ema_update(self.ema_classifier, self.classifier, self.cfg["ema"])
         for target, online in zip(self.ema_backbone.buffers(), self.backbone.buffers()):
