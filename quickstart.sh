@@ -4,7 +4,7 @@
 # raw-pixel and random-init baselines.
 set -euo pipefail
 cd "$(dirname "$0")"
-bash scripts/install.sh
+bash scripts/install.sh timeseries
 FMNIST=/usr/share/datasets/fashion-mnist
 if [ ! -f "$FMNIST/train-images-idx3-ubyte.gz" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

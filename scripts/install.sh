@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv (if missing) and installs selfsup with its pinned dependencies into it.
-# Usage: bash scripts/install.sh [extra]   e.g. `dev` for the test tools.
+# Usage: bash scripts/install.sh [extras]   e.g. `dev` for the test tools, `dev,timeseries` for tests and series.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

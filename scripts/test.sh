@@ -2,7 +2,7 @@
 # Installs what the tests need into .venv and runs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh dev
+bash scripts/install.sh dev,timeseries
 # The report's browser test needs Chromium; install it where we can, never fail over it.
 if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null && ! command -v google-chrome >/dev/null \
     && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

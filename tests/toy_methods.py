@@ -121,6 +121,7 @@ class SeriesContrast(Method):
     """1-D series: its own encoder, its own views (random crop-and-resize and jitter), NT-Xent."""
 
     name = "toy-series"
+    modalities = ("series",)
 
     @classmethod
     def build_backbone(cls, cfg, run):
@@ -168,7 +169,8 @@ class IndexRecorder(NoisyContrast):
 
 
 SERIES_INFO = DatasetInfo("toy-sines", "two-frequency sines (tests)", 1, 32, 2, Normalization((0.0,), (1.0,)),
-                          ("train",), "train", lambda path, split, options: SeriesDataset(), needs_dir=False)
+                          ("train",), "train", lambda path, split, options: SeriesDataset(), needs_dir=False,
+                          modality="series")
 TOY_METHODS = [NoisyContrast, LabelledPlusUnlabelled, SeriesContrast, IndexRecorder]
 
 

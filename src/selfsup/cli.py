@@ -25,7 +25,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     """The options of a training run, shared by pretrain and semisup."""
     p.add_argument("--dataset", default=None, help="dataset name (default from the config: fashion-mnist)")
     p.add_argument("--data-dir", default=None, help="directory with the dataset files (default: the dataset's usual place)")
-    p.add_argument("--backbone", default=None, help="resnet18 | resnet34 | resnet50 (default resnet18)")
+    p.add_argument("--backbone", default=None, help="resnet18 | resnet34 | resnet50 for images, conv1d for series "
+                                                    "(default: resnet18 or conv1d, by the dataset)")
     p.add_argument("--width", type=int, default=None, help="base channel width of the ResNet (default 64)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default from the method's config)")
     p.add_argument("--batch-size", type=int, default=None, help="images per step per device (default 256)")
@@ -150,6 +151,43 @@ def _build_parser() -> argparse.ArgumentParser:
                         "method); throughput measures simclr by default")
     _add_common(p)
 
+    p = sub.add_parser("forecast", help="self-boosted time-series forecasting (EEMD, multi-task, multi-view) and "
+                       "baselines; writes config.yaml, checkpoints/last.ckpt, metrics.json (test NRMSE, MAE)",
+                       description="Forecast a univariate series h steps ahead from its last --lags values "
+                                   "(Nguyen et al. 2019). Network models read EEMD components made from the past "
+                                   "only (a sliding --window) unless --leaky-decomposition. See docs/forecasting.md.")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--series", help="registry series: sunspots | co2 | elnino | nile | macrodata (statsmodels)")
+    source.add_argument("--csv", metavar="FILE", help="a CSV file with a header row")
+    p.add_argument("--column", action="append", default=None, metavar="C",
+                   help="with --csv: the target column; repeat the flag for extra input columns of the networks")
+    p.add_argument("--date-column", default=None, metavar="D", help="with --csv: sort the rows by this date column")
+    p.add_argument("--interpolate", action="store_true", default=None,
+                   help="fill missing or non-numeric CSV values linearly (otherwise they are an error)")
+    p.add_argument("--model", required=True, metavar="M", help="persistence | seasonal-naive | ar | plain | mtl | mtv | "
+                                                                 "self-boosted")
+    p.add_argument("--lags", type=int, default=None, help="input values before each forecast (default 6)")
+    p.add_argument("--horizon", type=int, default=None, help="steps ahead (default 1)")
+    p.add_argument("--season", type=int, default=None, help="season length for seasonal-naive (default: the series')")
+    p.add_argument("--epochs", type=int, default=None, help="network training epochs (default 100)")
+    p.add_argument("--seed", type=int, default=None, help="random seed of the network (default 0)")
+    p.add_argument("--window", type=int, default=None, help="values in each causal EEMD window (default 96)")
+    p.add_argument("--eemd-trials", type=int, default=None, help="EEMD ensemble size (default 100)")
+    p.add_argument("--noise-width", type=float, default=None, help="EEMD noise width (default 0.05)")
+    p.add_argument("--eemd-seed", type=int, default=None, help="EEMD noise seed (default 0)")
+    p.add_argument("--max-imfs", type=int, default=None, help="IMFs per decomposition; fewer are zero-padded, the "
+                                                                "residue comes last (default 6)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="|Pearson r| with the series from which a component is closely related (default 0.3)")
+    p.add_argument("--leaky-decomposition", action="store_true",
+                   help="decompose the whole series once, as the paper does (sees the future; labelled leaky)")
+    p.add_argument("--out", default=None, help="run directory (default runs/forecast-SERIES-MODEL-lagN)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one option, e.g. --set network.lr=0.01 (all keys: --print-config)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    _add_common(p)
+
     p = sub.add_parser("report", help="an HTML page (and markdown) of one or more run directories",
                        description="Write DIR/index.html and DIR/report.md: each run's settings, headline metrics, "
                                    "loss and kNN curves, evaluations (eval_*.json), diagnostics and images; with "
@@ -243,8 +281,8 @@ def _validate(cfg: dict) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise SelfSupError(f"{name} must be an integer of at least {minimum}, got {value!r}")
     from .models import BACKBONES
-    if cfg["backbone"]["name"] not in BACKBONES:
-        raise SelfSupError(f"unknown backbone '{cfg['backbone']['name']}'; choose one of: {', '.join(BACKBONES)}")
+    if cfg["backbone"]["name"] not in (*BACKBONES, "auto"):
+        raise SelfSupError(f"unknown backbone '{cfg['backbone']['name']}'; choose one of: auto, {', '.join(BACKBONES)}")
     channels = cfg["data"]["channels"]
     if channels not in (None, 1, 3):
         raise SelfSupError(f"data.channels must be 1 or 3 (or null for the dataset's own), got {channels!r}")
@@ -254,12 +292,13 @@ def _print_summary(metrics: dict, out: Path, cfg: dict) -> None:
     def pct(v):
         return "n/a" if v is None else f"{100 * v:.2f}%"
     print(f"\n{metrics['method']} on {metrics['dataset']}: {metrics['epochs']} epochs in {metrics['train_seconds']:.0f} s "
-          f"({metrics['samples_per_second']:.0f} images/s), final loss {metrics['final_loss']:.4f}")
+          f"({metrics['samples_per_second']:.0f} samples/s), final loss {metrics['final_loss']:.4f}")
     if "test_top1" in metrics:
         print(f"  classifier test top-1: {pct(metrics['test_top1'])}")
     print(f"  kNN top-1 (k={cfg['knn']['k']}, T={cfg['knn']['temperature']}, backbone features): {pct(metrics['knn_top1'])}")
     baselines = metrics.get("baselines", {})
-    names = {"raw_pixels": "raw pixels", "standardized_pixels": "standardised pixels",
+    raw = "values" if cfg["data"].get("modality") == "series" else "pixels"
+    names = {"raw_pixels": f"raw {raw}", "standardized_pixels": f"standardised {raw}",
              "random_init": "random-init backbone"}
     for key, label in names.items():
         if f"{key}_knn_top1" in baselines:
@@ -277,6 +316,24 @@ def _cmd_evaluate(args) -> None:
 
     result = evaluate(args)
     print(json.dumps(result, indent=2))
+
+
+def _cmd_forecast(args) -> None:
+    from .config import dump
+    from .timeseries.run import default_out, forecast_config, run_forecast, summary
+
+    flags = {"model": args.model, "series": args.series, "csv": args.csv, "columns": args.column,
+             "date_column": args.date_column, "interpolate": args.interpolate, "season": args.season,
+             "lags": args.lags, "horizon": args.horizon, "seed": args.seed, "network": {"epochs": args.epochs},
+             "decomposition": {"window": args.window, "trials": args.eemd_trials, "noise_width": args.noise_width,
+                               "seed": args.eemd_seed, "max_imfs": args.max_imfs, "threshold": args.threshold,
+                               "mode": "leaky-whole-series" if args.leaky_decomposition else None}}
+    cfg = forecast_config(flags, args.set)
+    if args.print_config:
+        print(dump(cfg), end="")
+        return
+    out = Path(args.out) if args.out else default_out(cfg)
+    print(summary(run_forecast(cfg, out, resume=args.resume), out))
 
 
 def _cmd_benchmark(args) -> None:
@@ -298,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("ignore")  # library deprecation chatter; --debug shows it
         os.environ.setdefault("PYTHONWARNINGS", "ignore")  # and in DDP worker processes
     handlers = {"list": _cmd_list, "pretrain": _cmd_pretrain, "semisup": _cmd_semisup, "evaluate": _cmd_evaluate,
-                "benchmark": _cmd_benchmark, "report": _cmd_report}
+                "benchmark": _cmd_benchmark, "report": _cmd_report, "forecast": _cmd_forecast}
     try:
         handlers[args.command](args)
     except SelfSupError as exc:

@@ -8,6 +8,7 @@ from typing import Callable
 from ..config import merge
 from ..errors import SelfSupError
 from ..io import ensure_writable_dir
+from .forecast import forecast_suite
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,11 @@ def _evaluations(out: Path, data_dir: str | None, methods: list[str] | None):
     return evaluations_suite(out, out.parent / "fmnist-quick" / "runs", methods)
 
 
+def _series_ssl(out: Path, data_dir: str | None, methods: list[str] | None):
+    from .series import series_ssl_suite
+    return series_ssl_suite(out, data_dir)
+
+
 def _throughput(out: Path, data_dir: str | None, methods: list[str] | None):
     from .throughput import throughput_suite
     return throughput_suite(out, data_dir, methods or ["simclr"])
@@ -145,8 +151,13 @@ SUITES: dict[str, Suite] = {
     "evaluations": Suite("fine-tuning on 1% and 10% of the labels vs from scratch, transfer to digits, retrieval, "
                          "t-SNE/UMAP, on the fmnist-quick checkpoints in OUT/../fmnist-quick; a report page",
                          _evaluations),
+    "series-ssl": Suite("CPC on the UCR problems shipped with aeon (gunpoint, italy-power-demand, arrowhead, osuleaf): "
+                        "kNN and linear probe vs the raw series and the random-init encoder", _series_ssl),
     "throughput": Suite("training images/s of --method M (or all): our engine vs the model-only ceiling "
                         "(and, for simclr, a plain PyTorch loop)", _throughput),
+    "forecast": Suite("self-boosted time-series forecasting (EEMD; mtl, mtv) vs plain network, AR, persistence, "
+                      "seasonal naive on sunspots, co2, elnino at lags 3, 6, 12: NRMSE per lag, plots, EEMD cost",
+                      forecast_suite),
 }
 
 

@@ -29,8 +29,24 @@ def _outdated(run_dir: Path, cfg: dict) -> bool:
     method gained after the run count with their defaults)."""
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     saved["params"] = {**method_class(cfg["method"]).defaults, **saved["params"]}
-    same_network = all(saved["backbone"][k] == cfg["backbone"][k] for k in ("name", "width"))
+    same_network = all(cfg["backbone"][k] in (saved["backbone"][k], "auto") for k in ("name", "width"))
     return not same_network or any(saved.get(key) != cfg.get(key) for key in SETTINGS)
+
+
+def finished_run(run_dir: Path, cfg: dict, redo: bool = True) -> dict | None:
+    """metrics.json of the run in ``run_dir`` if it finished with ``cfg``'s settings; a run
+    made with other settings is deleted when ``redo`` (to be run again), else ignored."""
+    if not (run_dir / "metrics.json").exists():
+        return None
+    if _outdated(run_dir, cfg):
+        if not redo:
+            print(f"{run_dir.name}: the finished run in {run_dir} has other settings than the suite's; not shown "
+                  f"(run the suite with --method {cfg['method']} to redo it)")
+            return None
+        print(f"{run_dir.name}: the suite's settings changed since the run in {run_dir}; running it again")
+        shutil.rmtree(run_dir)
+        return None
+    return json.loads((run_dir / "metrics.json").read_text())
 
 
 def _add_layer_probes(run_dir: Path, metrics: dict, probe_epochs: int) -> dict:
@@ -72,15 +88,8 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
         cfg = merge(merge(resolve(method), layer), settings)
         run_dir = out / "runs" / re.sub(r"[^a-z0-9.]+", "-", label.lower()).strip("-")
         wanted = selected is None or method in selected
-        if (run_dir / "metrics.json").exists() and _outdated(run_dir, cfg):
-            if not wanted:
-                print(f"{label}: the finished run in {run_dir} has other settings than the suite's; not shown "
-                      f"(run the suite with --method {method} to redo it)")
-                continue
-            print(f"{label}: the suite's settings changed since the run in {run_dir}; running it again")
-            shutil.rmtree(run_dir)
-        if (run_dir / "metrics.json").exists():  # finished in an earlier call
-            metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics = finished_run(run_dir, cfg, redo=wanted)
+        if metrics is not None:  # finished in an earlier call
             if probe_layers and "linear_layers" not in metrics:
                 metrics = _add_layer_probes(run_dir, metrics, probe_epochs)
         elif wanted:

@@ -43,11 +43,11 @@ class AugmentConfig:
     solarize_p: float = 0.0
 
 
-def _uniform(n: int, low: float, high: float, g: torch.Generator, device) -> torch.Tensor:
+def uniform(n: int, low: float, high: float, g: torch.Generator, device) -> torch.Tensor:
     return torch.rand(n, generator=g, device=device) * (high - low) + low
 
 
-def _chance(n: int, p: float, g: torch.Generator, device) -> torch.Tensor:
+def chance(n: int, p: float, g: torch.Generator, device) -> torch.Tensor:
     return torch.rand(n, generator=g, device=device) < p
 
 
@@ -65,13 +65,13 @@ def random_resized_crop(x: torch.Tensor, size: int, scale, ratio, flip_p: float,
     """Crop a random area fraction in ``scale`` with aspect ratio in ``ratio`` from each
     image, flip it horizontally with probability ``flip_p``, and resize it to size×size."""
     n, device = x.shape[0], x.device
-    area = _uniform(n, scale[0], scale[1], g, device)
-    aspect = torch.exp(_uniform(n, math.log(ratio[0]), math.log(ratio[1]), g, device))
+    area = uniform(n, scale[0], scale[1], g, device)
+    aspect = torch.exp(uniform(n, math.log(ratio[0]), math.log(ratio[1]), g, device))
     width = torch.sqrt(area * aspect).clamp(max=1.0)
     height = torch.sqrt(area / aspect).clamp(max=1.0)
     centre_x = torch.rand(n, generator=g, device=device) * (1 - width) + width / 2
     centre_y = torch.rand(n, generator=g, device=device) * (1 - height) + height / 2
-    flip = torch.where(_chance(n, flip_p, g, device), -1.0, 1.0)
+    flip = torch.where(chance(n, flip_p, g, device), -1.0, 1.0)
     theta = torch.zeros(n, 2, 3, device=device, dtype=x.dtype)
     theta[:, 0, 0] = width * flip
     theta[:, 0, 2] = 2 * centre_x - 1
@@ -115,9 +115,9 @@ def color_jitter(x: torch.Tensor, strength: float, p: float, g: torch.Generator)
     """SimCLR's colour distortion with per-image factors; applied to each image with
     probability ``p`` (the others get identity factors).  Saturation and hue act on RGB only."""
     n, device = x.shape[0], x.device
-    applied = _chance(n, p, g, device)
+    applied = chance(n, p, g, device)
     def factors(spread: float, centre: float) -> torch.Tensor:
-        drawn = _uniform(n, centre - spread, centre + spread, g, device)
+        drawn = uniform(n, centre - spread, centre + spread, g, device)
         return torch.where(applied, drawn, torch.full_like(drawn, centre))
     brightness, contrast = factors(0.8 * strength, 1.0), factors(0.8 * strength, 1.0)
     saturation, hue = factors(0.8 * strength, 1.0), factors(0.2 * strength, 0.0)
@@ -138,7 +138,7 @@ def random_grayscale(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Ten
     """RGB images replaced by their luma (kept 3-channel) with probability ``p``; others unchanged."""
     if x.shape[1] != 3:
         return x
-    chosen = _chance(x.shape[0], p, g, x.device).view(-1, 1, 1, 1)
+    chosen = chance(x.shape[0], p, g, x.device).view(-1, 1, 1, 1)
     return torch.where(chosen, grayscale(x).expand_as(x), x)
 
 
@@ -146,8 +146,8 @@ def gaussian_blur(x: torch.Tensor, p: float, sigma_range, g: torch.Generator) ->
     """Separable Gaussian blur, kernel side 10% of the image (odd, at least 3), σ per image."""
     n, c, h, w = x.shape
     kernel_size = max(3, int(0.1 * min(h, w)) // 2 * 2 + 1)
-    sigma = _uniform(n, sigma_range[0], sigma_range[1], g, x.device)
-    sigma = torch.where(_chance(n, p, g, x.device), sigma, torch.zeros_like(sigma))
+    sigma = uniform(n, sigma_range[0], sigma_range[1], g, x.device)
+    sigma = torch.where(chance(n, p, g, x.device), sigma, torch.zeros_like(sigma))
     offsets = torch.arange(kernel_size, device=x.device, dtype=x.dtype) - kernel_size // 2
     kernel = torch.exp(-offsets.view(1, -1) ** 2 / (2 * sigma.clamp_min(1e-3).view(-1, 1) ** 2))
     kernel = kernel / kernel.sum(1, keepdim=True)  # σ=0 leaves a unit impulse: no blur
@@ -160,7 +160,7 @@ def gaussian_blur(x: torch.Tensor, p: float, sigma_range, g: torch.Generator) ->
 
 
 def random_solarize(x: torch.Tensor, p: float, g: torch.Generator, threshold: float = 0.5) -> torch.Tensor:
-    chosen = _chance(x.shape[0], p, g, x.device).view(-1, 1, 1, 1)
+    chosen = chance(x.shape[0], p, g, x.device).view(-1, 1, 1, 1)
     return torch.where(chosen & (x >= threshold), 1 - x, x)
 
 

@@ -1,9 +1,11 @@
 """Dataset registry.
 
-Every dataset yields batches as dicts: ``image`` (uint8 [B, C, H, W]), ``label`` (int64,
+Every image dataset yields batches as dicts: ``image`` (uint8 [B, C, H, W]), ``label`` (int64,
 -1 when unlabelled) and ``index`` (int64 position in the split: memory banks and cluster
 assignments are indexed by it).  Datasets that fit in memory are held as one uint8 tensor
 and served a whole batch at a time (``__getitems__``); image folders are decoded per image.
+Series datasets (``modality`` "series", ``selfsup.data.series``) yield ``series`` (float32
+[B, C, T]) in place of ``image``; ``batch_inputs`` returns whichever a batch holds.
 """
 from __future__ import annotations
 
@@ -18,28 +20,26 @@ from torch.utils.data import Dataset
 
 from ..errors import SelfSupError
 from . import formats
+from .memory import InMemoryDataset
+from .series import aeon_loader, ucr_folder_loader
 from .views import Normalization
 
 DEBIAN_DIR = "/usr/share/datasets"
 
 
-class TensorImageDataset(Dataset):
+class TensorImageDataset(InMemoryDataset):
     """uint8 images [N, C, H, W] and int64 labels [N] held in memory."""
+
+    key = "image"
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int):
         if images.dtype != torch.uint8 or images.dim() != 4 or labels.shape != (images.shape[0],):
             raise ValueError("TensorImageDataset needs uint8 images [N, C, H, W] and labels [N]")
-        self.images, self.labels, self.num_classes = images, labels, num_classes
+        super().__init__(images, labels, num_classes)
 
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitems__(self, indices: list[int]) -> dict:
-        index = torch.as_tensor(indices, dtype=torch.long)
-        return {"image": self.images[index], "label": self.labels[index], "index": index}
-
-    def __getitem__(self, i: int) -> dict:
-        return {"image": self.images[i], "label": self.labels[i], "index": torch.tensor(i)}
+    @property
+    def images(self) -> torch.Tensor:
+        return self.samples
 
     @property
     def channels(self) -> int:
@@ -48,10 +48,6 @@ class TensorImageDataset(Dataset):
     @property
     def image_size(self) -> int:
         return self.images.shape[-1]
-
-    def subset(self, indices: np.ndarray) -> "TensorImageDataset":
-        index = torch.as_tensor(indices, dtype=torch.long)
-        return TensorImageDataset(self.images[index], self.labels[index], self.num_classes)
 
     def with_channels(self, channels: int) -> "TensorImageDataset":
         """Grey images repeated to RGB, or RGB reduced to luma (ITU-R 601)."""
@@ -65,6 +61,11 @@ class TensorImageDataset(Dataset):
         else:
             raise SelfSupError(f"cannot convert {self.channels}-channel images to {channels} channels (only 1 <-> 3)")
         return TensorImageDataset(images, self.labels, self.num_classes)
+
+
+def batch_inputs(batch: dict) -> torch.Tensor:
+    """The model inputs of a batch: its images, or its series."""
+    return batch["image"] if "image" in batch else batch["series"]
 
 
 def collate_batch(batch):
@@ -105,6 +106,8 @@ class ImageFileDataset(Dataset):
 
 @dataclass(frozen=True)
 class DatasetInfo:
+    """A registered dataset; for series, ``image_size`` is the series length (0: read from the files)."""
+
     name: str
     description: str
     channels: int
@@ -116,6 +119,7 @@ class DatasetInfo:
     load: Callable[[Path, str, dict], Dataset]
     default_dir: str | None = None
     needs_dir: bool = True
+    modality: str = "image"  # image | series
 
 
 def _mnist_loader(path: Path, split: str, options: dict) -> TensorImageDataset:
@@ -242,6 +246,13 @@ DATASETS: dict[str, DatasetInfo] = {info.name: info for info in [
     DatasetInfo("synthetic", "textured 16x16 RGB images in 6 classes (tests and smoke runs only)", 3, 16, 6,
                 Normalization((0.5, 0.5, 0.5), (0.2, 0.2, 0.2)), ("train", "test"), "train", _synthetic_loader,
                 needs_dir=False),
+    *(DatasetInfo(name, f"UCR {name}, {size} univariate series in {classes} classes (ships inside aeon)", 1, length,
+                  classes, Normalization((0.0,), (1.0,)), ("train", "test"), "train", aeon_loader(name),
+                  needs_dir=False, modality="series")
+      for name, length, classes, size in [("gunpoint", 150, 2, "50/150"), ("italy-power-demand", 24, 2, "67/1029"),
+                                          ("arrowhead", 251, 3, "36/175"), ("osuleaf", 427, 6, "200/242")]),
+    DatasetInfo("ucr", "a UCR/UEA problem folder: NAME_TRAIN.ts and NAME_TEST.ts (or .tsv), equal-length series",
+                1, 0, 0, Normalization((0.0,), (1.0,)), ("train", "test"), "train", ucr_folder_loader, modality="series"),
 ]}
 
 
@@ -276,11 +287,13 @@ def load_split(name: str, split: str, data_dir: str | None = None, subset: int |
     options = dict(options or {})
     dataset = info.load(resolve_data_dir(info, data_dir), split, options)
     channels = options.get("channels")
+    if channels and info.modality == "series" and int(channels) != dataset.series.shape[1]:
+        raise SelfSupError(f"{name} has {dataset.series.shape[1]}-channel series; channel conversion is for images")
     if channels and isinstance(dataset, TensorImageDataset):
         dataset = dataset.with_channels(int(channels))
     if subset is not None:
         if subset <= 0 or subset > len(dataset):
-            raise SelfSupError(f"--subset {subset} must be between 1 and the {len(dataset)} images of {name}/{split}")
+            raise SelfSupError(f"--subset {subset} must be between 1 and the {len(dataset)} samples of {name}/{split}")
         labels = dataset.labels.numpy()
         dataset = dataset.subset(balanced_subset_indices(labels, subset, seed))
     return dataset

@@ -14,11 +14,13 @@ import torch.nn.functional as F
 
 from .augment import AugmentConfig, augment_batch
 from .randaugment import rand_augment
+from .series import SeriesAugmentConfig, augment_series
 
 
 @dataclass(frozen=True)
 class ViewSpec:
-    """``count`` views made with ``augment`` (None: no augmentation) at ``size`` pixels
+    """``count`` views made with ``augment`` (None: no augmentation; a
+    ``SeriesAugmentConfig`` for series) at ``size`` pixels
     (None: the dataset's image size), then ``rand_augment`` RandAugment operations and
     Cutout (FixMatch's strong view, ``selfsup.data.randaugment``; 0: none)."""
 
@@ -34,8 +36,10 @@ class Normalization:
     std: tuple[float, ...]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        """Per-channel normalisation of images [B, C, H, W] or series [B, C, T]."""
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(shape)
+        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(shape)
         return (x - mean) / std
 
 
@@ -44,22 +48,26 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 
 
 def clean_view(images: torch.Tensor, norm: Normalization, size: int | None = None) -> torch.Tensor:
-    """The evaluation view: scaled to [0, 1], resized if ``size`` differs, normalised."""
+    """The evaluation view: scaled to [0, 1], resized if ``size`` differs, normalised
+    (series: normalised only)."""
     x = to_float(images)
-    if size is not None and x.shape[-1] != size:
+    if size is not None and x.shape[-1] != size and x.dim() == 4:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return norm(x)
 
 
 def make_views(images: torch.Tensor, specs: list[ViewSpec], norm: Normalization,
                generator: torch.Generator, channels_last: bool = False) -> list[torch.Tensor]:
-    """All views requested by ``specs`` for a uint8 batch [B, C, H, W], in spec order."""
+    """All views requested by ``specs`` for a uint8 batch [B, C, H, W] (or a float series
+    batch [B, C, T] with ``SeriesAugmentConfig`` specs), in spec order."""
     x = to_float(images)
     views = []
     for spec in specs:
         size = spec.size or x.shape[-1]
         for _ in range(spec.count):
-            if spec.augment:
+            if isinstance(spec.augment, SeriesAugmentConfig):
+                view = norm(augment_series(x, spec.augment, generator))
+            elif spec.augment:
                 view = augment_batch(x, spec.augment, size, generator)
                 view = norm(rand_augment(view, generator, spec.rand_augment) if spec.rand_augment else view)
             else:

@@ -11,7 +11,8 @@ from ..data.views import Normalization, make_views
 from ..errors import SelfSupError
 from ..eval.features import embed_split
 from ..losses import world_info
-from ..methods import RunContext, method_class
+from ..methods import METHODS, RunContext, method_class
+from ..models.backbones import SERIES_BACKBONES, default_backbone
 from ..models.norm import BATCHNORM_POLICIES, apply_batchnorm_policy
 from .optim import build_optimizer, warmup_cosine
 
@@ -27,13 +28,23 @@ def run_context(cfg: dict) -> RunContext:
                       channels=data["channels"], epochs=cfg["epochs"], batch_size=cfg["batch_size"],
                       batches_per_epoch=run["batches_per_epoch"], world_size=run["world_size"], seed=cfg["seed"],
                       smallest_class=run.get("smallest_class", 0), mean=tuple(data.get("mean", ())),
-                      std=tuple(data.get("std", ())))
+                      std=tuple(data.get("std", ())), modality=data.get("modality", "image"))
 
 
 def build_method(cfg: dict):
     """The method of a resolved config, with its backbone (fresh weights) and BatchNorm policy."""
     run = run_context(cfg)
     cls = method_class(cfg["method"])
+    if cfg["backbone"]["name"] == "auto":
+        cfg["backbone"]["name"] = default_backbone(run.modality)
+    if run.modality not in cls.modalities:
+        usable = ", ".join(name for name, c in METHODS.items() if run.modality in c.modalities)
+        raise SelfSupError(f"{cls.name} learns from {' and '.join(cls.modalities)} data, but {cfg['dataset']} holds "
+                           f"{run.modality} data; methods for it: {usable}")
+    if (cfg["backbone"]["name"] in SERIES_BACKBONES) != (run.modality == "series"):
+        kind = "series (conv1d)" if run.modality == "series" else "images (resnet18, resnet34, resnet50)"
+        raise SelfSupError(f"backbone {cfg['backbone']['name']} does not fit {cfg['dataset']}: its data needs a backbone "
+                           f"for {kind}; leave --backbone out (auto) or pick one of those")
     cls.check_params(cfg["params"], run)
     backbone = cls.build_backbone(cfg, run)
     if cfg["backbone"].get("init"):
@@ -87,7 +98,8 @@ class PretrainModule(L.LightningModule):
         self.norm = run_normalization(cfg)
         # PyTorch 2.14's CPU backward of channels-last strided 1x1 convolutions (ResNet
         # shortcuts) corrupts memory for odd batch sizes, so odd batches train in NCHW.
-        self.channels_last = bool(cfg["trainer"]["channels_last"]) and cfg["batch_size"] % 2 == 0
+        self.channels_last = (bool(cfg["trainer"]["channels_last"]) and cfg["batch_size"] % 2 == 0
+                              and cfg["data"].get("modality", "image") == "image")
         self.train_set = None
         self.epoch_history: list[dict] = []  # what the method's epoch-start hook reported
         if self.channels_last:

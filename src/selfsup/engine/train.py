@@ -22,8 +22,9 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader
 
 from ..config import dump
-from ..data.datasets import (TensorImageDataset, balanced_subset_indices, collate_batch, dataset_info, load_split,
+from ..data.datasets import (balanced_subset_indices, batch_inputs, collate_batch, dataset_info, load_split,
                              normalization_for)
+from ..data.memory import InMemoryDataset
 from ..data.samplers import ShuffleBatchSampler
 from ..data.views import Normalization
 from ..errors import SelfSupError
@@ -33,6 +34,7 @@ from ..eval.features import classifier_top1
 from ..eval.linear import linear_probe, train_linear_probe
 from ..io import atomic_write_text, ensure_writable_dir, write_json
 from ..methods.base import Method
+from ..models.backbones import default_backbone
 from .callbacks import AtomicCheckpointIO, EpochCheckpoint, KNNMonitor, ProgressBar, Throughput
 from .checkpoint import read_checkpoint
 from .module import PretrainModule, build_method, run_normalization
@@ -51,12 +53,15 @@ def load_datasets(cfg: dict) -> tuple:
         print(f"note: no labelled test split, so no kNN evaluation ({exc})", file=sys.stderr)
         test = None
     sample = train[0]
-    sample = sample["image"] if "image" in sample else sample["series"]  # images [C, H, W], series [C, T]
+    sample = batch_inputs(sample)  # images [C, H, W], series [C, T]
     data = cfg["data"]
     data["channels"], data["image_size"] = int(sample.shape[0]), int(sample.shape[-1])
     norm = normalization_for(cfg["dataset"], data["channels"])
     data["mean"], data["std"] = list(norm.mean), list(norm.std)
     data["num_classes"] = int(getattr(bank, "num_classes", 0) or 0)
+    data["modality"] = info.modality
+    if cfg["backbone"]["name"] == "auto":
+        cfg["backbone"]["name"] = default_backbone(info.modality)
     if cfg["backbone"]["small_stem"] == "auto":
         cfg["backbone"]["small_stem"] = data["image_size"] <= 64
     t = cfg["trainer"]
@@ -71,7 +76,7 @@ def load_datasets(cfg: dict) -> tuple:
 
 def default_loader(train, cfg: dict) -> DataLoader:
     """Shuffled by (seed, epoch), sharded by rank, full batches only; in-memory splits need no workers."""
-    workers = 0 if isinstance(train, TensorImageDataset) else cfg["data"]["num_workers"]
+    workers = 0 if isinstance(train, InMemoryDataset) else cfg["data"]["num_workers"]
     return DataLoader(train, batch_sampler=ShuffleBatchSampler(len(train), cfg["batch_size"], cfg["seed"]),
                       collate_fn=collate_batch, num_workers=workers, persistent_workers=workers > 0)
 
@@ -137,6 +142,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
     warnings.filterwarnings("ignore", message=".*tensorboardX.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 
 
 def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False, probe_epochs: int = 0,

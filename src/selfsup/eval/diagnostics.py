@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..data.augment import AugmentConfig
-from ..data.datasets import collate_batch
+from ..data.datasets import batch_inputs, collate_batch
+from ..data.series import SeriesAugmentConfig
 from ..data.views import Normalization, ViewSpec, clean_view, make_views
 from .features import eval_mode
 
@@ -60,13 +61,13 @@ def embedding_diagnostics(method, dataset, norm: Normalization, device="cpu", se
     """The four diagnostics of ``method.features`` on ``dataset`` (clean images for the
     spread, two seeded augmented views per image for alignment), in eval mode."""
     generator = torch.Generator(device=device).manual_seed(seed)
-    pair = [ViewSpec(AugmentConfig(), count=2)]
     clean, first, second = [], [], []
     with eval_mode(method):
         for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_batch):
-            images = batch["image"].to(device)
+            images = batch_inputs(batch).to(device)
             x = clean_view(images, norm)
-            views = make_views(images, pair, norm, generator, channels_last)
+            pair = ViewSpec(AugmentConfig() if images.dim() == 4 else SeriesAugmentConfig(), count=2)
+            views = make_views(images, [pair], norm, generator, channels_last)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             for out, inputs in zip((clean, first, second), (x, *views)):

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from ..data.datasets import collate_batch
+from ..data.datasets import batch_inputs, collate_batch
 from ..data.views import Normalization, clean_view
 from ..losses.distributed import gather_no_grad, world_info
 
@@ -22,12 +22,12 @@ from ..losses.distributed import gather_no_grad, world_info
 def extract_features(encode, dataset, norm: Normalization, batch_size: int = 512,
                      device: torch.device | str = "cpu", size: int | None = None,
                      channels_last: bool = False, progress: bool = False, desc: str = "features"):
-    """Run ``encode`` (images -> features, or -> list of per-layer features) over ``dataset``
+    """Run ``encode`` (inputs -> features, or -> list of per-layer features) over ``dataset``
     with the clean view; returns (features or list of them, labels) on the CPU."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_batch)
     outputs, labels = [], []
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
-        x = clean_view(batch["image"].to(device), norm, size)
+        x = clean_view(batch_inputs(batch).to(device), norm, size)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         out = encode(x)

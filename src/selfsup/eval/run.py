@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from ..data.datasets import balanced_subset_indices, dataset_info, load_split, normalization_for
+from ..data.datasets import balanced_subset_indices, batch_inputs, dataset_info, load_split, normalization_for
 from ..errors import SelfSupError
 from ..io import write_json
 from .baselines import check_memory_bank, memory_bank_knn, pixel_features
@@ -33,7 +33,7 @@ def _evaluation_data(args, cfg: dict, labelled: bool = True, adapt: bool = False
     options = {"channels": channels, "image_size": cfg["data"]["image_size"]}
     train = load_split(dataset, "train", data_dir, args.subset, cfg["seed"], options)
     test = load_split(dataset, "test", data_dir, None, cfg["seed"], options)
-    channels = int(train[0]["image"].shape[0])
+    channels = int(batch_inputs(train[0]).shape[0])
     if channels != cfg["data"]["channels"]:
         raise SelfSupError(
             f"the checkpoint's backbone takes {cfg['data']['channels']}-channel images but {dataset} has {channels}; "

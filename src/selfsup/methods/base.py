@@ -9,7 +9,7 @@ A method owns its networks and its per-step objective, never a training loop.  T
   shard and the shards are gathered, so every rank holds the same tensor).  ``self.generator``
   is then seeded by (seed, epoch) only, identical on every rank.
 * per batch: ``prepare_batch(batch, make_views)`` (default: the views of ``self.views`` from
-  ``batch["image"]``) and ``training_step(batch, step)`` → ``{"loss": tensor, **scalars}``;
+  ``batch["image"]`` or ``batch["series"]``) and ``training_step(batch, step)`` → ``{"loss": tensor, **scalars}``;
   ``self.generator`` is seeded by (seed, epoch, batch, rank), so random numbers the method
   draws itself (noise samples, permutations, masks, shuffles) repeat exactly on resume.
 * ``on_before_optimizer_step(epoch, step)`` after backward (and DDP's all-reduce), before the
@@ -41,6 +41,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..data.datasets import batch_inputs
 from ..data.views import ViewSpec
 from ..errors import SelfSupError
 from ..losses.distributed import world_info
@@ -63,6 +64,7 @@ class RunContext:
     smallest_class: int = 0  # images of the least frequent class in the training split (0: unlabelled)
     mean: tuple = ()  # per-channel normalisation of the views: view = (image in [0, 1] - mean) / std
     std: tuple = ()
+    modality: str = "image"  # image (``image_size``: side in pixels) | series (``image_size``: length in steps)
 
     @property
     def rank(self) -> int:
@@ -81,6 +83,8 @@ class Method(nn.Module):
     limits: dict[str, tuple] = {}
     #: the allowed values of params that name an option, checked with ``limits``
     choices: dict[str, tuple] = {}
+    #: the kinds of data it learns from (``DatasetInfo.modality``)
+    modalities: tuple[str, ...] = ("image",)
 
     def __init__(self, backbone: nn.Module, cfg: dict, run: RunContext):
         super().__init__()
@@ -136,7 +140,7 @@ class Method(nn.Module):
         return batch["index"].shape[0]
 
     def prepare_batch(self, batch: dict, make_views: Callable[[torch.Tensor, list[ViewSpec]], list[torch.Tensor]]) -> dict:
-        batch["views"] = make_views(batch["image"], self.views)
+        batch["views"] = make_views(batch_inputs(batch), self.views)
         return batch
 
     def training_step(self, batch: dict, step: int) -> dict:

@@ -1,5 +1,6 @@
-"""Contrastive Predictive Coding on images: van den Oord, Li, Vinyals, "Representation
-Learning with Contrastive Predictive Coding", 2018 (Sec. 3.2), and Hénaff et al. 2020 (v2).
+"""Contrastive Predictive Coding on images and series: van den Oord, Li, Vinyals,
+"Representation Learning with Contrastive Predictive Coding", 2018 (Sec. 3.1 audio, 3.2
+images), and Hénaff et al. 2020 (v2).
 
 Each augmented image is cut into a grid of overlapping square patches (the paper: 64-px
 patches with stride 32 on 256-px images, a 7×7 grid; here the patch side scales as 2/7 of the
@@ -16,6 +17,13 @@ keep the score matrix small), with the log-bilinear score z·W_k c of the paper.
 Evaluation features: the patch encodings, mean-pooled over the grid.
 Optimiser (Adam lr 2e-4) from the paper; augmentation: random crops and flips, as the
 paper's (no colour changes).
+
+On series (a dataset of modality "series") the same method runs on the strided 1-D
+convolutional encoder (``Conv1dEncoder``, backbone ``conv1d``): its encodings over time are
+the rows of a one-column grid, so the context (GRU over time, the paper's audio setting) and
+the k-steps-ahead InfoNCE with negatives drawn from every time step of the batch are the
+image code unchanged.  Views: ``series_augment`` (mild crop, scaling and jitter, our choice;
+the paper trains on raw audio).  Evaluation features: the encodings averaged over time.
 """
 from __future__ import annotations
 
@@ -26,10 +34,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.augment import AugmentConfig
+from ..data.series import SeriesAugmentConfig
 from ..data.views import ViewSpec
 from ..errors import SelfSupError
 from ..losses import sampled_info_nce
-from ..models.backbones import build_backbone
+from ..models.backbones import Conv1dEncoder, build_backbone
 from .base import Method
 
 CONTEXTS = ("gru", "masked-conv")
@@ -87,8 +96,9 @@ class CPC(Method):
     """CPC (van den Oord et al. 2018): patch encodings, a context down the rows, InfoNCE k rows ahead."""
 
     name = "cpc"
+    modalities = ("image", "series")
     defaults = {"patch_size": None, "patch_stride": None, "context": "gru", "context_dim": None, "prediction_steps": 2,
-                "num_negatives": 1024, "augment": {}}
+                "num_negatives": 1024, "augment": {}, "series_augment": {}}
     limits = {"patch_size": (2, None), "patch_stride": (1, None), "context_dim": (1, None), "prediction_steps": (1, None),
               "num_negatives": (1, None)}
     choices = {"context": CONTEXTS}
@@ -96,12 +106,16 @@ class CPC(Method):
     @classmethod
     def check_params(cls, params, run):
         super().check_params(params, run)
-        if params["patch_size"] and params["patch_size"] > run.image_size:
-            raise SelfSupError(f"params.patch_size={params['patch_size']} is larger than the {run.image_size}-px images")
-        grid = PatchGrid.for_image(run.image_size, params["patch_size"], params["patch_stride"]).grid
-        if params["prediction_steps"] >= grid:
+        if run.modality == "series":
+            rows, what = Conv1dEncoder.output_length(run.image_size), f"encodings of a {run.image_size}-step series"
+        else:
+            if params["patch_size"] and params["patch_size"] > run.image_size:
+                raise SelfSupError(f"params.patch_size={params['patch_size']} is larger than the {run.image_size}-px images")
+            rows = PatchGrid.for_image(run.image_size, params["patch_size"], params["patch_stride"]).grid
+            what = "rows of the patch grid"
+        if params["prediction_steps"] >= rows:
             raise SelfSupError(f"params.prediction_steps={params['prediction_steps']} must be smaller than the "
-                               f"{grid} rows of the patch grid")
+                               f"{rows} {what}")
 
     @classmethod
     def build_backbone(cls, cfg, run):
@@ -110,24 +124,30 @@ class CPC(Method):
 
     def __init__(self, backbone, cfg, run):
         super().__init__(backbone, cfg, run)
-        self.patches = PatchGrid.for_image(run.image_size, cfg["patch_size"], cfg["patch_stride"])
+        self.series = run.modality == "series"
+        self.patches = None if self.series else PatchGrid.for_image(run.image_size, cfg["patch_size"], cfg["patch_stride"])
         context_dim = cfg["context_dim"] or self.feature_dim
         self.context = (GRUContext if cfg["context"] == "gru" else MaskedConvContext)(self.feature_dim, context_dim)
         self.predictors = nn.ModuleList(nn.Linear(context_dim, self.feature_dim, bias=False)
                                         for _ in range(cfg["prediction_steps"]))
-        self.views = [ViewSpec(AugmentConfig(**cfg["augment"]), count=1)]
+        augment = SeriesAugmentConfig(**cfg["series_augment"]) if self.series else AugmentConfig(**cfg["augment"])
+        self.views = [ViewSpec(augment, count=1)]
 
     def _grid(self, flat: torch.Tensor, batch: int) -> torch.Tensor:
         return flat.reshape(batch, self.patches.grid, self.patches.grid, -1)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Patch encodings z, [B, rows, cols, D]."""
+        """Patch encodings z, [B, rows, cols, D] (series: [B, time, 1, D])."""
+        if self.series:
+            return self.backbone.forward_sequence(x).unsqueeze(2)
         return self._grid(self.backbone(self.patches.cut(x)), x.shape[0])
 
     def features(self, x):
         return self.encode(x).mean(dim=(1, 2))
 
     def feature_layers(self, x):
+        if self.series:
+            return self.backbone.forward_stages(x)
         return [self._grid(layer, x.shape[0]).mean(dim=(1, 2)) for layer in self.backbone.forward_stages(self.patches.cut(x))]
 
     def training_step(self, batch, step):

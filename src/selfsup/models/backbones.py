@@ -64,10 +64,67 @@ class ResNetBackbone(ResNet):
         return pooled
 
 
-BACKBONES = tuple(RESNET_LAYOUTS)
+class Conv1dEncoder(nn.Module):
+    """Strided 1-D convolutions for series, CPC's audio encoder (van den Oord et al. 2018:
+    five strided convolutions without padding, 160x down-sampling of 16 kHz audio) scaled to
+    short series: kernels 5, 3, 3, 3 with one stride of 2, no padding (zero padding would
+    tell every encoding where it sits in the series, a shortcut for CPC's task), so that a
+    24-step series still gives 5 encodings; channels width, width, 2 width, 2 width.  Each
+    convolution is followed by a channel-wise layer norm (GroupNorm with one group, as
+    wav2vec; CPC v2 drops BatchNorm, which leaks information between the series of a batch)
+    and a ReLU.  ``forward_sequence`` gives the encodings over time, ``forward`` their mean."""
+
+    LAYOUT = ((5, 1, 1), (3, 2, 1), (3, 1, 2), (3, 1, 2))  # (kernel, stride, channel multiple)
+
+    def __init__(self, in_channels: int = 1, width: int = 64):
+        super().__init__()
+        stages, channels = [], in_channels
+        for kernel, stride, multiple in self.LAYOUT:
+            out = width * multiple
+            stages.append(nn.Sequential(nn.Conv1d(channels, out, kernel, stride),
+                                        nn.GroupNorm(1, out), nn.ReLU(inplace=True)))
+            channels = out
+        self.stages = nn.ModuleList(stages)
+        self.feature_dim = channels
+        self.stage_dims = [width * multiple for _, _, multiple in self.LAYOUT]
+
+    @classmethod
+    def output_length(cls, length: int) -> int:
+        """Encodings per series of ``length`` steps."""
+        for kernel, stride, _ in cls.LAYOUT:
+            length = (length - kernel) // stride + 1
+        return length
+
+    def forward_sequence(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, C, T] -> [B, T', feature_dim]."""
+        for stage in self.stages:
+            x = stage(x)
+        return x.transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_sequence(x).mean(1)
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Features after each stage, averaged over time."""
+        pooled = []
+        for stage in self.stages:
+            x = stage(x)
+            pooled.append(x.mean(-1))
+        return pooled
 
 
-def build_backbone(name: str, in_channels: int, width: int, small_stem: bool) -> ResNetBackbone:
+BACKBONES = (*RESNET_LAYOUTS, "conv1d")
+SERIES_BACKBONES = ("conv1d",)
+
+
+def default_backbone(modality: str) -> str:
+    """What ``backbone.name: auto`` means for images and for series."""
+    return "conv1d" if modality == "series" else "resnet18"
+
+
+def build_backbone(name: str, in_channels: int, width: int, small_stem: bool) -> nn.Module:
+    if name == "conv1d":
+        return Conv1dEncoder(in_channels, width)
     if name not in RESNET_LAYOUTS:
         raise KeyError(name)
     return ResNetBackbone(name, in_channels=in_channels, width=width, small_stem=small_stem)

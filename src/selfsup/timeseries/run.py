@@ -1,0 +1,314 @@
+"""``selfsup forecast``: settings, the run directory, and one forecasting run.
+
+A run directory holds ``config.yaml`` (fully resolved settings), ``checkpoints/last.ckpt``
+(network models; written atomically after every epoch), ``predictions.csv`` (validation and
+test forecasts) and, once the run finished, ``metrics.json``.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ..config import dump, merge, parse_assignment
+from ..errors import SelfSupError
+from ..io import atomic_write_text, ensure_writable_dir, write_json
+from . import require_extra
+from .eemd import CAUSAL, LEAKY, Decomposition, decompose
+from .metrics import NRMSE_DEFINITION, mae, nrmse
+from .samples import Arrays, Plan, Scaler, correlations, group, network_arrays, plan_samples
+from .series import Series, load_csv_series, load_registry_series, registry_entry
+
+
+@dataclass(frozen=True)
+class Model:
+    description: str
+    network: bool = False
+    aux: bool = False       # closely related components as auxiliary targets (multi-task)
+    views: bool = False     # loosely related components as extra inputs (multi-view)
+
+    @property
+    def decomposes(self) -> bool:
+        return self.aux or self.views
+
+
+MODELS: dict[str, Model] = {
+    "persistence": Model("the last observed value"),
+    "seasonal-naive": Model("the last observed value of the same season (--season or the series')"),
+    "ar": Model("statsmodels AutoReg(lags) fitted on the training part, h steps recursively"),
+    "plain": Model("the network on the series' lags only", network=True),
+    "mtl": Model("the network, closely related EEMD components as auxiliary targets (multi-task)", network=True,
+                 aux=True),
+    "mtv": Model("the network, loosely related EEMD components as extra input views (multi-view)", network=True,
+                 views=True),
+    "self-boosted": Model("the network with both: auxiliary targets and input views (Nguyen et al. 2019)",
+                          network=True, aux=True, views=True),
+}
+
+# Defaults.  From the paper: EEMD, grouping by Pearson correlation, the conv-GRU network
+# trained with MSE and Adam, one-step forecasts, NRMSE.  From PyEMD / EEMD practice: 100
+# trials, noise width 0.05.  Ours: the rest (see the docstrings of eemd, samples, network).
+DEFAULTS = {
+    "model": None, "series": None, "csv": None, "columns": None, "date_column": None, "interpolate": False,
+    "season": None, "lags": 6, "horizon": 1, "seed": 0,
+    "split": {"train": 0.7, "val": 0.1},
+    "decomposition": {"mode": CAUSAL, "window": 96, "trials": 100, "noise_width": 0.05, "seed": 0, "max_imfs": 6,
+                      "threshold": 0.3},
+    "network": {"epochs": 100, "batch_size": 32, "lr": 1.0e-3, "weight_decay": 0.0, "channels": 32, "hidden": 32,
+                "dense": 32, "kernel_size": 2, "aux_weight": 0.5},
+    "trainer": {"accelerator": "cpu", "progress_bar": False},  # runs take seconds: no bar unless asked
+}
+
+# Settings with a flag of their own, for error messages.
+FLAGS = {"lags": "--lags", "horizon": "--horizon", "seed": "--seed", "season": "--season",
+         "network.epochs": "--epochs", "decomposition.window": "--window", "decomposition.trials": "--eemd-trials",
+         "decomposition.noise_width": "--noise-width", "decomposition.seed": "--eemd-seed",
+         "decomposition.max_imfs": "--max-imfs", "decomposition.threshold": "--threshold"}
+
+
+def _given(flags: dict) -> dict:
+    """``flags`` without the options that were not given (None)."""
+    return {k: _given(v) if isinstance(v, dict) else v for k, v in flags.items() if v is not None}
+
+
+def forecast_config(flags: dict, assignments: list[str] | None = None) -> dict:
+    """DEFAULTS, then ``flags`` (nested like DEFAULTS; None: not given), then ``--set`` assignments;
+    the series' column and season filled in, every value checked."""
+    cfg = merge(copy.deepcopy(DEFAULTS), _given(flags))
+    for text in assignments or []:
+        cfg = merge(cfg, parse_assignment(text))
+    _resolve_source(cfg)
+    validate(cfg)
+    return cfg
+
+
+def _resolve_source(cfg: dict) -> None:
+    if (cfg["series"] is None) == (cfg["csv"] is None):
+        raise SelfSupError("give either --series NAME or --csv FILE --column C")
+    if cfg["csv"] is not None:
+        if not cfg["columns"]:
+            raise SelfSupError("--csv needs --column NAME (the target; repeat the flag for extra input columns)")
+        return
+    entry = registry_entry(cfg["series"])
+    if cfg["columns"] not in (None, [entry.column]) or cfg["date_column"] is not None:
+        raise SelfSupError("--column and --date-column choose columns of a --csv file; a registry series has one")
+    cfg["columns"] = [entry.column]
+    cfg["season"] = cfg["season"] or entry.season
+
+
+def _check(cfg: dict, key: str, ok, wanted: str) -> None:
+    value = cfg
+    for part in key.split("."):
+        value = value[part]
+    if isinstance(value, bool) or not ok(value):
+        raise SelfSupError(f"{FLAGS.get(key, key)} must be {wanted}, got {value!r}")
+
+
+def validate(cfg: dict) -> None:
+    """Range checks of every option; unknown model or mode names list the known ones."""
+    if cfg["model"] not in MODELS:
+        raise SelfSupError(f"unknown model '{cfg['model']}'; choose one of: {', '.join(MODELS)}")
+    if cfg["decomposition"]["mode"] not in (CAUSAL, LEAKY):
+        raise SelfSupError(f"decomposition.mode must be {CAUSAL} or {LEAKY}, got {cfg['decomposition']['mode']!r}")
+    integers = ["lags", "horizon", "network.epochs", "network.batch_size", "network.channels", "network.hidden",
+                "network.dense", "network.kernel_size", "decomposition.trials", "decomposition.max_imfs"]
+    for key in integers:
+        _check(cfg, key, lambda v: isinstance(v, int) and v >= 1, "an integer of at least 1")
+    for key in ("seed", "decomposition.seed"):
+        _check(cfg, key, lambda v: isinstance(v, int) and v >= 0, "a non-negative integer")
+    _check(cfg, "season", lambda v: v is None or (isinstance(v, int) and v >= 1), "an integer of at least 1")
+    if uses_window(cfg):
+        _check(cfg, "decomposition.window", lambda v: isinstance(v, int) and v >= max(cfg["lags"], 2),
+               f"an integer of at least --lags ({cfg['lags']}) and 2")
+    for key in ("decomposition.noise_width", "network.lr"):
+        _check(cfg, key, lambda v: isinstance(v, (int, float)) and v > 0, "a positive number")
+    for key in ("network.aux_weight", "network.weight_decay"):
+        _check(cfg, key, lambda v: isinstance(v, (int, float)) and v >= 0, "a non-negative number")
+    _check(cfg, "decomposition.threshold", lambda v: isinstance(v, (int, float)) and 0 <= v <= 1,
+           "a correlation between 0 and 1")
+    for key in ("split.train", "split.val"):
+        _check(cfg, key, lambda v: isinstance(v, (int, float)) and 0 < v < 1, "a fraction between 0 and 1")
+    if cfg["split"]["train"] + cfg["split"]["val"] >= 1:
+        raise SelfSupError("split.train + split.val must leave a test part (sum below 1)")
+    if cfg["model"] == "seasonal-naive" and cfg["season"] is None:
+        where = f"series '{cfg['series']}' has no known season" if cfg["series"] else "a CSV series has no known season"
+        raise SelfSupError(f"seasonal-naive needs a season: {where}; pass --season N (e.g. 12 for monthly data)")
+
+
+def load_series(cfg: dict) -> Series:
+    if cfg["series"] is not None:
+        return load_registry_series(cfg["series"])
+    return load_csv_series(cfg["csv"], cfg["columns"], cfg["date_column"], cfg["interpolate"])
+
+
+def uses_window(cfg: dict) -> bool:
+    return MODELS[cfg["model"]].decomposes and cfg["decomposition"]["mode"] == CAUSAL
+
+
+def make_plan(cfg: dict, length: int) -> Plan:
+    window = cfg["decomposition"]["window"]
+    what = f"a {window}-value decomposition window" if uses_window(cfg) else f"{cfg['lags']} lags"
+    plan = plan_samples(length, window if uses_window(cfg) else cfg["lags"], cfg["horizon"], cfg["split"]["train"],
+                        cfg["split"]["val"], what)
+    if cfg["model"] == "seasonal-naive" and plan.train_end < cfg["season"] * math.ceil(cfg["horizon"] / cfg["season"]):
+        raise SelfSupError(f"seasonal-naive with season {cfg['season']} looks further back than the training part "
+                           f"({plan.train_end} values) reaches; use a longer series or a shorter --season")
+    return plan
+
+
+def _flat(cfg: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in cfg.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def check_run_dir(out: Path, cfg: dict, resume: bool) -> Path | None:
+    """The checkpoint to resume from, after refusing anything that would damage a run."""
+    if out.exists() and not out.is_dir():
+        raise SelfSupError(f"{out} is a file, not a run directory; choose another --out")
+    if (out / "metrics.json").exists():
+        raise SelfSupError(f"{out} already holds a finished run (metrics.json); choose another --out")
+    if out.is_dir() and any(out.iterdir()):
+        if not resume:
+            raise SelfSupError(f"{out} is not empty; pass --resume to continue the run in it, or choose another --out")
+        saved = out / "config.yaml"
+        if not saved.is_file():
+            raise SelfSupError(f"{out} holds files but no config.yaml of a forecast run; choose another --out")
+        before, now = _flat(yaml.safe_load(saved.read_text()) or {}), _flat(cfg)
+        changed = sorted(k for k in set(before) | set(now)
+                         if before.get(k) != now.get(k) and k != "trainer.progress_bar")
+        if changed:
+            raise SelfSupError(f"--resume must repeat the run's settings; these differ from {saved}: "
+                               f"{', '.join(changed)}")
+    ckpt = out / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        return None
+    from ..engine.checkpoint import read_checkpoint
+    read_checkpoint(ckpt)  # a clear error for a damaged checkpoint, before Lightning reads it
+    return ckpt
+
+
+def _components(decomposition: Decomposition, values: np.ndarray, plan: Plan, cfg: dict) -> tuple[dict, list, list]:
+    """(metrics.json's description, auxiliary indices, view indices): correlations with the
+    series over the training part, the groups, and which of them this model uses."""
+    model = MODELS[cfg["model"]]
+    r = correlations(decomposition.current(len(values)), values, np.arange(decomposition.first, plan.train_end))
+    close, loose = group(r, cfg["decomposition"]["threshold"])
+    names = decomposition.names
+    aux, views = close if model.aux else [], loose if model.views else []
+    return {"names": names, "correlations": {n: round(float(v), 4) for n, v in zip(names, r)},
+            "threshold": cfg["decomposition"]["threshold"],
+            "closely_related": [names[k] for k in close], "loosely_related": [names[k] for k in loose],
+            "constant": [names[k] for k, v in enumerate(r) if v == 0],
+            "auxiliary": [names[k] for k in aux], "views": [names[k] for k in views]}, aux, views
+
+
+def _network_forecasts(cfg: dict, out: Path, series: Series, plan: Plan, decomposition, aux: list, views: list,
+                       ckpt: Path | None) -> tuple[dict, dict]:
+    from .network import train_network
+
+    arrays = {part: network_arrays(series.values, series.extras, decomposition, views, aux, plan.origins(part),
+                                   cfg["lags"], cfg["horizon"]) for part in ("train", "val", "test")}
+    x_scale = Scaler.fit(arrays["train"].inputs, (0, 2))
+    y_scale = Scaler.fit(arrays["train"].targets, (0,))
+    scaled = {part: Arrays(x_scale(a.inputs), y_scale(a.targets), a.base) for part, a in arrays.items()}
+    val_levels = series.values[plan.origins("val") + plan.horizon]
+    module, seconds = train_network(cfg, out, scaled["train"], scaled["val"], ckpt,
+                                    nrmse_scale=float(y_scale.std[0, 0] / np.std(val_levels)))
+    forecasts = {part: arrays[part].base + module.predict_main(scaled[part].inputs) * y_scale.std[0, 0]
+                 + y_scale.mean[0, 0] for part in ("val", "test")}
+    return forecasts, {"train_seconds": round(seconds, 2), "epochs": cfg["network"]["epochs"],
+                       "best_epoch": module.best_epoch, "input_channels": int(arrays["train"].inputs.shape[1]),
+                       "tasks": int(arrays["train"].targets.shape[1]), "history": module.history,
+                       "resumed_from": str(ckpt) if ckpt else None}
+
+
+def _baseline_forecasts(cfg: dict, series: Series, plan: Plan) -> tuple[dict, dict]:
+    from .baselines import autoregression, persistence, seasonal_naive
+
+    values, h, start = series.values, cfg["horizon"], time.perf_counter()
+    if cfg["model"] == "ar":
+        both = np.concatenate([plan.origins("val"), plan.origins("test")])
+        forecast, params = autoregression(values, plan.train_end, both, cfg["lags"], h)
+        forecasts = {"val": forecast[:len(plan.origins("val"))], "test": forecast[len(plan.origins("val")):]}
+        details = {"ar_params": params}
+    elif cfg["model"] == "seasonal-naive":
+        forecasts = {p: seasonal_naive(values, plan.origins(p), h, cfg["season"]) for p in ("val", "test")}
+        details = {"season": cfg["season"]}
+    else:
+        forecasts = {p: persistence(values, plan.origins(p), h) for p in ("val", "test")}
+        details = {}
+    return forecasts, {"train_seconds": round(time.perf_counter() - start, 4), **details}
+
+
+def _predictions_csv(plan: Plan, values: np.ndarray, forecasts: dict) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["part", "origin", "target_time", "target", "forecast"])
+    for part in ("val", "test"):
+        for t, f in zip(plan.origins(part), forecasts[part]):
+            target = t + plan.horizon
+            writer.writerow([part, int(t), int(target), repr(float(values[target])), repr(float(f))])
+    return buffer.getvalue()
+
+
+def run_forecast(cfg: dict, out: Path, resume: bool = False) -> dict:
+    """One run of ``cfg`` (from ``forecast_config``) into ``out``; returns metrics.json's dict.
+    Every check of the input comes before anything is written."""
+    require_extra()
+    out, model, d = Path(out), MODELS[cfg["model"]], cfg["decomposition"]
+    series = load_series(cfg)
+    plan = make_plan(cfg, len(series.values))
+    ckpt = check_run_dir(out, cfg, resume)
+    ensure_writable_dir(out)
+    decomposition, components, aux, views = None, None, [], []
+    if model.decomposes:
+        decomposition = decompose(series.values, d["mode"], d["window"], d["trials"], d["noise_width"], d["seed"],
+                                  d["max_imfs"])
+        components, aux, views = _components(decomposition, series.values, plan, cfg)
+    atomic_write_text(out / "config.yaml", dump(cfg))
+    if model.network:
+        forecasts, details = _network_forecasts(cfg, out, series, plan, decomposition, aux, views, ckpt)
+    else:
+        forecasts, details = _baseline_forecasts(cfg, series, plan)
+    targets = {p: series.values[plan.origins(p) + plan.horizon] for p in ("val", "test")}
+    metrics = {
+        "model": cfg["model"], "series": series.name, "target": cfg["columns"][0],
+        "extra_inputs": list(series.extra_names) if model.network else [],
+        "lags": cfg["lags"], "horizon": cfg["horizon"],
+        "nrmse": nrmse(forecasts["test"], targets["test"]), "mae": mae(forecasts["test"], targets["test"]),
+        "val_nrmse": nrmse(forecasts["val"], targets["val"]), "val_mae": mae(forecasts["val"], targets["val"]),
+        "nrmse_definition": NRMSE_DEFINITION,
+        "n_train": len(plan.origins("train")), "n_val": len(plan.origins("val")), "n_test": len(plan.origins("test")),
+        "decomposition": d["mode"] if model.decomposes else "none",
+        "leaky": bool(model.decomposes and d["mode"] == LEAKY),
+        "components": components,
+        "eemd_seconds": round(decomposition.seconds, 3) if decomposition else 0.0,
+        "eemd_seconds_when_computed": round(decomposition.computed_seconds, 3) if decomposition else 0.0,
+        "eemd_decompositions": decomposition.count if decomposition else 0,
+        "cache_hit": decomposition.cache_hit if decomposition else None,
+        "seed": cfg["seed"], **details,
+    }
+    atomic_write_text(out / "predictions.csv", _predictions_csv(plan, series.values, forecasts))
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def default_out(cfg: dict) -> Path:
+    source = cfg["series"] or Path(cfg["csv"]).stem
+    return Path("runs") / f"forecast-{source}-{cfg['model']}-lag{cfg['lags']}"
+
+
+def summary(metrics: dict, out: Path) -> str:
+    leaky = " [leaky: whole-series EEMD sees the future]" if metrics["leaky"] else ""
+    return (f"{metrics['model']} on {metrics['series']} (lags {metrics['lags']}, horizon {metrics['horizon']}, "
+            f"decomposition {metrics['decomposition']}){leaky}: test NRMSE {metrics['nrmse']:.4f}, MAE "
+            f"{metrics['mae']:.4g} over {metrics['n_test']} targets\n  results in {out}/metrics.json")
