@@ -132,3 +132,31 @@ def test_self_training_data_balance_keeps_as_many_pool_labels_per_class():
     stats = method.on_epoch_start(method.run.epochs // method.cfg["iterations"], embed)  # the first relabelling
     counts = [stats[f"pool_class_{c}"] for c in range(6)]
     assert len(set(counts)) == 1 and counts[0] > 0
+
+
+def test_semisup_suite_tabulates_seeds_reuses_runs_and_probes_the_init(tmp_path):
+    from conftest import TINY
+
+    from selfsup.bench.semisup import semisup_suite
+
+    assert main(["pretrain", "--method", "simclr", "--epochs", "1", "--out", str(tmp_path / "simclr")] + TINY) == 0
+    budget = {"dataset": "synthetic", "epochs": 4, "batch_size": 16, "backbone": {"width": 8},
+              "knn": {"k": 20, "every_n_epochs": 0}, "params": {"unlabelled_ratio": 2},
+              "trainer": {"progress_bar": False}}
+    out = tmp_path / "suite"
+    kwargs = dict(methods=["supervised-only", "self-training"], labels=(3,), seeds=(0, 1), budget=budget,
+                  init=tmp_path / "simclr" / "checkpoints" / "last.ckpt")
+    rows = semisup_suite(out, **kwargs)
+    assert [r["method"] for r in rows] == ["supervised-only", "self-training", "linear probe of the SimCLR checkpoint"]
+    assert all(r["3_per_class"].endswith("(n=2)") for r in rows)
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert runs == ["self-training-3labels-seed0", "self-training-3labels-seed1", "supervised-only-3labels-seed0",
+                    "supervised-only-3labels-seed1"]
+    saved = json.loads((out / "runs" / runs[0] / "config.yaml").parent.joinpath("metrics.json").read_text())
+    assert saved["epoch_history"][-1]["pool_top1"] > 1 / 6  # the pool's accuracy at the last round's start
+    assert (out / "semisup_self_training.png").stat().st_size > 0
+    probes = json.loads((out / "simclr_linear_probes.json").read_text())
+    assert set(probes) == {"3/0", "3/1"} and probes["3/0"] != probes["3/1"]  # other labelled images per seed
+    stamp = (out / "runs" / runs[0] / "metrics.json").stat().st_mtime_ns
+    assert semisup_suite(out, **kwargs) == rows  # everything reused
+    assert (out / "runs" / runs[0] / "metrics.json").stat().st_mtime_ns == stamp

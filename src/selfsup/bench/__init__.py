@@ -130,6 +130,11 @@ def _evaluations(out: Path, data_dir: str | None, methods: list[str] | None):
     return evaluations_suite(out, out.parent / "fmnist-quick" / "runs", methods)
 
 
+def _semisup(out: Path, data_dir: str | None, methods: list[str] | None):
+    from .semisup import semisup_suite
+    return semisup_suite(out, data_dir, methods)
+
+
 def _series_ssl(out: Path, data_dir: str | None, methods: list[str] | None):
     from .series import series_ssl_suite
     return series_ssl_suite(out, data_dir)
@@ -151,6 +156,9 @@ SUITES: dict[str, Suite] = {
     "evaluations": Suite("fine-tuning on 1% and 10% of the labels vs from scratch, transfer to digits, retrieval, "
                          "t-SNE/UMAP, on the fmnist-quick checkpoints in OUT/../fmnist-quick; a report page",
                          _evaluations),
+    "semisup": Suite("supervised-only, pseudo-label, self-training, FixMatch (with and without balancing) and FROST "
+                     "from the fmnist-quick SimCLR checkpoint, 1/4/25 labels per class, 3 label seeds, beside a linear "
+                     "probe of that checkpoint on the same labels", _semisup),
     "series-ssl": Suite("CPC on the UCR problems shipped with aeon (gunpoint, italy-power-demand, arrowhead, osuleaf): "
                         "kNN and linear probe vs the raw series and the random-init encoder", _series_ssl),
     "throughput": Suite("training images/s of --method M (or all): our engine vs the model-only ceiling "

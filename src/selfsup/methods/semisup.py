@@ -260,6 +260,7 @@ class PoolRelabelling:
         self.assigned.copy_(torch.where(confident, targets, torch.full_like(targets, -1)))
         labelled = self.assigned >= 0
         return {**(stats or {}), "round": epoch // round_length, "pool_labelled": float(labelled.float().mean()),
+                "pool_top1": float((targets == labels.to(targets.device)).float().mean()),
                 "pool_label_accuracy": float((self.assigned[labelled] == labels.to(self.assigned.device)[labelled])
                                              .float().mean()) if labelled.any() else 0.0,
                 **{f"pool_class_{c}": float((self.assigned == c).sum()) for c in range(self.run.num_classes)}}

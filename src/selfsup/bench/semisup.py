@@ -1,0 +1,131 @@
+"""The semisup suite: every semi-supervised method on Fashion-MNIST from 1, 4 and 25 labels
+per class, over several label seeds, beside a linear probe of the SimCLR checkpoint on the
+same labelled images.
+
+Budget (scaled to a 2-core CPU; FixMatch trains 2^20 steps of 64 + 448 images): the pool is a
+class-balanced 20k subset of the training split, batches of 32 labelled and 7 x 32
+unlabelled images, 12 passes over the pool (about 1070 steps); everything else is each
+method's config (FixMatch's recipe).  FROST starts from the fmnist-quick SimCLR checkpoint
+(``OUT/../fmnist-quick/runs/simclr``), as the issue asks.  Each run lives in
+``OUT/runs/LABEL-Nlabels-seedS``; finished runs are reused.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from ..config import merge, resolve
+from ..engine.checkpoint import load_pretrained
+from ..engine.train import load_datasets, pretrain
+from ..errors import SelfSupError
+from ..eval.features import method_features
+from ..eval.linear import train_linear_probe
+from ..io import write_json
+from ..methods.semisup import labelled_indices
+from .report import curve_plot, write_table
+from .suites import finished_run
+
+SEMISUP_BUDGET = {"dataset": "fashion-mnist", "subset": 20000, "epochs": 12, "batch_size": 32,
+                  "backbone": {"name": "resnet18", "width": 16, "small_stem": True},
+                  "knn": {"every_n_epochs": 0}, "trainer": {"progress_bar": False}}
+LABELS_PER_CLASS = (1, 4, 25)
+LABEL_SEEDS = (0, 1, 2)
+SIMCLR_INIT = "simclr-init"  # stands for the SimCLR checkpoint in a row's settings
+SEMISUP_ROWS = [
+    ("supervised-only", "supervised-only", {}),
+    ("pseudo-label", "pseudo-label", {}),
+    ("self-training", "self-training", {"params": {"iterations": 4}}),
+    ("fixmatch", "fixmatch", {}),
+    ("fixmatch, balance hybrid", "fixmatch", {"params": {"balance": "hybrid"}}),
+    ("frost from simclr (balance data)", "frost", {"params": {"iterations": 4}, "backbone": {"init": SIMCLR_INIT}}),
+    ("frost from simclr, no balancing", "frost", {"params": {"iterations": 4, "balance": "none"},
+                                                  "backbone": {"init": SIMCLR_INIT}}),
+]
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c == "." else "-" for c in text.lower()).strip("-")
+
+
+def simclr_probe(checkpoint: Path, cfg: dict, per_class: int, seed: int) -> float:
+    """Test top-1 of a linear probe on the SimCLR checkpoint's features of the labelled images
+    a semi-supervised run with ``cfg`` draws (the same pool, ``per_class`` and ``seed``)."""
+    module = load_pretrained(checkpoint)
+    train, _, test = load_datasets(cfg)
+    labelled = train.subset(labelled_indices(train.labels.numpy(), per_class, seed).numpy())
+    norm = module.norm
+    train_x, train_y = method_features(module.method, labelled, norm)
+    test_x, test_y = method_features(module.method, test, norm)
+    return train_linear_probe(train_x, train_y, test_x, test_y, train.num_classes, seed=seed)["test_top1"]
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return ""
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} ± {spread:.4f} (n={len(values)})"
+
+
+def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | None = None,
+                  labels: tuple[int, ...] = LABELS_PER_CLASS, seeds: tuple[int, ...] = LABEL_SEEDS,
+                  budget: dict | None = None, init: Path | None = None) -> list[dict]:
+    """Run the rows of ``methods`` (None: all) for every label count and seed, then write
+    ``semisup.md``/``.csv``, ``semisup_runs.csv`` and the self-training plot."""
+    init = init or out.parent / "fmnist-quick" / "runs" / "simclr" / "checkpoints" / "last.ckpt"
+    results: dict[tuple[str, int], list[float]] = {}
+    rounds: dict[str, tuple[list, list]] = {}
+    finals: dict[str, tuple[int, float]] = {}
+    runs = []
+    for label, method, settings in SEMISUP_ROWS:
+        if methods and method not in methods:
+            continue
+        for per_class in labels:
+            for seed in seeds:
+                change = merge(settings, {"params": {"labels_per_class": per_class, "label_seed": seed}}, strict=False)
+                if change.get("backbone", {}).get("init") == SIMCLR_INIT:
+                    if not init.exists():
+                        raise SelfSupError(f"{label} starts from the SimCLR checkpoint {init}; run `selfsup benchmark "
+                                           f"--suite fmnist-quick --out {out.parent / 'fmnist-quick'} --method simclr`")
+                    change["backbone"]["init"] = str(init)
+                cfg = merge(merge(resolve(method), {**(budget or SEMISUP_BUDGET), "data_dir": data_dir}), change)
+                run_dir = out / "runs" / _slug(f"{label}-{per_class}labels-seed{seed}")
+                metrics = finished_run(run_dir, cfg) or pretrain(cfg, run_dir, resume=True)
+                results.setdefault((label, per_class), []).append(metrics["test_top1"])
+                runs.append({"row": label, "labels_per_class": per_class, "label_seed": seed,
+                             "test_top1": metrics["test_top1"], "train_seconds": metrics["train_seconds"]})
+                history = [h for h in metrics["epoch_history"] if "pool_top1" in h]
+                if history:
+                    name = f"{label}, {per_class}/class, seed {seed}"
+                    rounds[name] = ([h["round"] for h in history], [h["pool_top1"] for h in history])
+                    finals[name] = (history[-1]["round"] + 1, metrics["test_top1"])
+    if init.exists():
+        path = out / "simclr_linear_probes.json"
+        probes = json.loads(path.read_text()) if path.exists() else {}
+        for per_class in labels:
+            for seed in seeds:
+                key = f"{per_class}/{seed}"
+                if key not in probes:
+                    cfg = merge(resolve("supervised-only"), {**(budget or SEMISUP_BUDGET), "data_dir": data_dir})
+                    probes[key] = simclr_probe(init, cfg, per_class, seed)
+                    write_json(path, probes)
+                results.setdefault(("linear probe of the SimCLR checkpoint", per_class), []).append(probes[key])
+    rows = []
+    for name in dict.fromkeys(key[0] for key in results):
+        rows.append({"method": name, **{f"{n}_per_class": _mean_std(results.get((name, n), [])) for n in labels}})
+    budget = budget or SEMISUP_BUDGET
+    notes = [f"Test top-1 on the full Fashion-MNIST test split (EMA network), mean ± standard deviation over the label "
+             f"seeds {list(seeds)} (which images are labelled).",
+             f"Budget laid over each method's config: `{budget}` (pool: a class-balanced subset; FixMatch's paper trains "
+             "2^20 steps, this about a thousand, so absolute numbers are far below the paper's).",
+             "frost: initialised from the fmnist-quick SimCLR checkpoint; its linear-probe row trains one linear layer "
+             "on that checkpoint's frozen features of the same labelled images (Adam, 100 epochs).",
+             "Each run is `runs/ROW-Nlabels-seedS/` (config.yaml and metrics.json committed); `semisup_runs.csv` lists "
+             "every run."]
+    command = f"selfsup benchmark --suite semisup --out {out}"
+    write_table(out, "semisup", "Semi-supervised learning on Fashion-MNIST", rows, notes, command=command)
+    write_table(out, "semisup_runs", "Semi-supervised runs", runs, [], command=command)
+    if rounds:
+        curve_plot(out / "semisup_self_training.png", rounds, "self-training round",
+                   "top-1 (pool: the EMA network's labels at each round start)", "Self-training rounds", None, finals)
+    return rows
