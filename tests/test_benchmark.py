@@ -45,6 +45,18 @@ def test_every_ablation_row_changes_a_real_setting_of_its_method(suite):
         assert (ablated != reference) == bool(change), label
 
 
+def test_ablation_notes_set_each_group_beside_its_paper():
+    from selfsup.bench import ABLATIONS, PAPER_FINDINGS, ablation_findings
+
+    assert {method for _, method, _ in ABLATIONS} <= set(PAPER_FINDINGS)
+    done = [("simclr, T 0.2", "simclr", {"knn_top1": 0.75}), ("simclr, T 0.5", "simclr", {"knn_top1": 0.70}),
+            ("byol", "byol", {"knn_top1": 0.6})]
+    simclr, byol = ablation_findings(done)
+    assert simclr.startswith(PAPER_FINDINGS["simclr"])
+    assert simclr.endswith("Here (kNN): simclr, T 0.2 0.750; simclr, T 0.5 0.700 (-0.050).")
+    assert byol.endswith("Here (kNN): byol 0.600.")
+
+
 def test_a_suite_run_one_method_at_a_time_builds_one_table(tmp_path, capsys):
     from selfsup.bench.suites import accuracy_suite
 

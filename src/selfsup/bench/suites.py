@@ -73,11 +73,12 @@ def _layer_columns(layers: dict | None, wanted: bool) -> dict:
 
 def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, dict]], overrides: dict,
                    probe_epochs: int, data_dir: str | None = None, selected: list[str] | None = None,
-                   probe_layers: bool = False) -> list[dict]:
+                   probe_layers: bool = False, findings=None) -> list[dict]:
     """Pretrain the suite's runs ``(label, method, settings)`` whose method is in ``selected``
     (None: all) with ``overrides`` then ``settings`` laid over the method's defaults, into
     ``out/runs/LABEL`` (as a slug), and evaluate them with the shared protocol (``probe_layers``:
-    a linear probe per backbone stage too).  A run that finished in an earlier call is not re-run.  ``{name}.md``/``.csv`` and the plots in ``out``
+    a linear probe per backbone stage too; ``findings``: lines for the notes from the finished
+    ``(label, method, row)`` triples).  A run that finished in an earlier call is not re-run.  ``{name}.md``/``.csv`` and the plots in ``out``
     then show every finished run of the suite, in the suite's order, so that suites run one
     method at a time build one table."""
     rows, curves, finals, baselines, done = [], {}, {}, {}, []
@@ -143,6 +144,8 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
                      "the first run's network at its initialisation.")
     notes.append("Each row is the run in `runs/LABEL/` (its `config.yaml` and `metrics.json` are committed); "
                  "`--method M` runs only M's rows, the command above runs every row not yet finished.")
+    if findings:  # e.g. the ablations' comparison with each paper
+        notes.extend(findings([(label, method, row) for (label, method, _), row in zip(done, rows)]))
     write_table(out, name, title, rows, notes, command=f"selfsup benchmark --suite {name} --out {out}")
     bar_plot(out / f"{name}_knn.png", [r["method"].replace("baseline: ", "") for r in rows],
              [r["knn_top1"] or 0.0 for r in rows], "kNN top-1", title)
