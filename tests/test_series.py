@@ -183,3 +183,15 @@ def test_image_backbone_names_stay_for_images(tmp_path, capsys, tiny_args):
     assert main(["pretrain", "--method", "simclr", *tiny_args, "--backbone", "conv1d", "--epochs", "1",
                  "--out", str(out)]) == 2
     assert "backbone conv1d does not fit synthetic" in capsys.readouterr().err
+
+
+def test_every_protocol_runs_on_a_series_checkpoint(ucr_dir, tmp_path):
+    out = tmp_path / "run"
+    assert main(["pretrain", *SERIES_RUN, "--data-dir", str(ucr_dir), "--epochs", "2", "--out", str(out)]) == 0
+    checkpoint = str(out / "checkpoints" / "last.ckpt")
+    for protocol in (["knn"], ["linear"], ["finetune", "--labels-per-class", "4", "--epochs", "2"],
+                     ["retrieval", "--k", "1", "5"], ["embedding", "--projection", "tsne"], ["diagnostics"]):
+        result = tmp_path / f"{protocol[0]}.json"
+        assert main(["evaluate", *protocol, "--checkpoint", checkpoint, "--output", str(result)]) == 0, protocol
+        assert json.loads(result.read_text())["protocol"] == protocol[0]
+    assert (tmp_path / "retrieval.png").stat().st_size > 0

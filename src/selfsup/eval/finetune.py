@@ -25,7 +25,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data.augment import AugmentConfig
-from ..data.datasets import balanced_subset_indices, collate_batch
+from ..data.datasets import balanced_subset_indices, batch_inputs, collate_batch
+from ..data.series import SeriesAugmentConfig
 from ..data.views import Normalization, ViewSpec, make_views
 from ..engine.module import seeded_generator
 from ..errors import SelfSupError
@@ -33,6 +34,7 @@ from .features import classifier_top1
 
 FINETUNE_VIEW = ViewSpec(AugmentConfig(crop_scale=(0.08, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0,
                                        solarize_p=0.0))
+FINETUNE_SERIES_VIEW = ViewSpec(SeriesAugmentConfig())  # series: the default 1-D views (mild crop, scaling, jitter)
 
 
 def label_subset(train, fraction: float | None = None, per_class: int | None = None, seed: int = 0):
@@ -72,7 +74,9 @@ class Finetuner(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         generator = seeded_generator(self.device, self.seed, self.current_epoch, batch_idx, "finetune")
-        (view,) = make_views(batch["image"], [FINETUNE_VIEW], self.norm, generator, self.channels_last)
+        inputs = batch_inputs(batch)
+        spec = FINETUNE_VIEW if inputs.dim() == 4 else FINETUNE_SERIES_VIEW
+        (view,) = make_views(inputs, [spec], self.norm, generator, self.channels_last)
         loss = F.cross_entropy(self(view), batch["label"])
         self.log("loss", loss.detach(), prog_bar=True, batch_size=view.shape[0])
         return loss

@@ -50,7 +50,8 @@ def retrieval_scores(bank, bank_labels, queries, query_labels, ks: list[int]) ->
 def retrieval_grid(path, query_images: torch.Tensor, neighbour_images: torch.Tensor, relevant: torch.Tensor,
                    title: str) -> None:
     """A PNG grid: one row per query (first column), then its nearest training images, framed
-    green when of the query's class and red otherwise.  Images are uint8 [N, C, H, W]."""
+    green when of the query's class and red otherwise.  Images are uint8 [N, C, H, W]; series
+    [N, C, T] are drawn as curves, one per channel."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -62,8 +63,11 @@ def retrieval_grid(path, query_images: torch.Tensor, neighbour_images: torch.Ten
                                                 for c in range(cols)]
         for c, (image, colour) in enumerate(cells):
             ax = axes[r, c]
-            picture = image.permute(1, 2, 0).numpy()
-            ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray")
+            if image.dim() == 2:
+                ax.plot(image.T.numpy(), linewidth=0.8)
+            else:
+                picture = image.permute(1, 2, 0).numpy()
+                ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray")
             ax.set_xticks([]), ax.set_yticks([])
             for spine in ax.spines.values():
                 spine.set_color(colour)

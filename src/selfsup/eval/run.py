@@ -180,16 +180,16 @@ def _retrieval(args, enc, train, test, grid_path: Path, cfg: dict) -> dict:
     (train_x, train_y), (test_x, test_y) = features["features"]
     queries = torch.from_numpy(balanced_subset_indices(test_y.numpy(), min(args.grid_queries, len(test)), cfg["seed"]))
     _, neighbours = precision_at_k(train_x, train_y, test_x[queries], test_y[queries], [args.grid_neighbours])
-    retrieval_grid(grid_path, _images(test, queries), _images(train, neighbours),
+    retrieval_grid(grid_path, _samples(test, queries), _samples(train, neighbours),
                    train_y[neighbours] == test_y[queries, None],
-                   f"{cfg['method']}: nearest training images of test queries (green: same class)")
+                   f"{cfg['method']}: nearest training samples of test queries (green: same class)")
     return {**main, "baselines": baselines, "grid": str(grid_path)}
 
 
-def _images(dataset, indices: torch.Tensor) -> torch.Tensor:
-    """The uint8 images of ``dataset`` at ``indices`` (any shape), stacked in that shape."""
-    images = torch.stack([dataset[int(i)]["image"] for i in indices.flatten()])
-    return images.view(*indices.shape, *images.shape[1:])
+def _samples(dataset, indices: torch.Tensor) -> torch.Tensor:
+    """The images (or series) of ``dataset`` at ``indices`` (any shape), stacked in that shape."""
+    samples = torch.stack([batch_inputs(dataset[int(i)]) for i in indices.flatten()])
+    return samples.view(*indices.shape, *samples.shape[1:])
 
 
 def _embedding(args, enc, test, folder: Path, cfg: dict) -> dict:
