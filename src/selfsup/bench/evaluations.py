@@ -79,7 +79,9 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
              "finetune_Xpct: the whole encoder and a linear layer fine-tuned on X% of the training labels "
              "(seeded, class-balanced), top-1 on the full test split; scratch_Xpct: the same from the method's random "
              "initialisation. SimCLR's protocol: Nesterov SGD, lr 0.05*batch/256, no weight decay, crop and flip, 60 "
-             "epochs for 1% and 30 for 10%. The pixel baseline row is a linear classifier on the same labelled images.",
+             "epochs for 1% and 30 for 10%, with a 10% linear warm-up and gradient-norm clipping at 1 (ours: pretrained "
+             "checkpoints diverged without them). The pixel baseline row is a linear classifier on the same labelled "
+             "images.",
              "digits_*: transfer to scikit-learn digits (8x8 grey, resized to 28x28): kNN (k=200, T=0.1) and a linear "
              "probe (Adam, 100 epochs) on frozen features.",
              "retrieval_map: mean average precision of test images querying the 60k training images by cosine "
