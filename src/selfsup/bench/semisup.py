@@ -24,7 +24,7 @@ from ..eval.linear import train_linear_probe
 from ..io import write_json
 from ..methods.semisup import labelled_indices
 from .report import curve_plot, write_table
-from .suites import finished_run
+from .suites import finished_run, run_slug
 
 SEMISUP_BUDGET = {"dataset": "fashion-mnist", "subset": 20000, "epochs": 12, "batch_size": 32,
                   "backbone": {"name": "resnet18", "width": 16, "small_stem": True},
@@ -44,20 +44,20 @@ SEMISUP_ROWS = [
 ]
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c == "." else "-" for c in text.lower()).strip("-")
-
-
-def simclr_probe(checkpoint: Path, cfg: dict, per_class: int, seed: int) -> float:
+def simclr_probes(checkpoint: Path, cfg: dict, draws: list[tuple[int, int]]) -> dict[tuple[int, int], float]:
     """Test top-1 of a linear probe on the SimCLR checkpoint's features of the labelled images
-    a semi-supervised run with ``cfg`` draws (the same pool, ``per_class`` and ``seed``)."""
+    a semi-supervised run with ``cfg`` draws, for each ``(per_class, seed)`` of ``draws`` (the
+    pool and the test split are embedded once)."""
     module = load_pretrained(checkpoint)
     train, _, test = load_datasets(cfg)
-    labelled = train.subset(labelled_indices(train.labels.numpy(), per_class, seed).numpy())
-    norm = module.norm
-    train_x, train_y = method_features(module.method, labelled, norm)
-    test_x, test_y = method_features(module.method, test, norm)
-    return train_linear_probe(train_x, train_y, test_x, test_y, train.num_classes, seed=seed)["test_top1"]
+    pool_x, pool_y = method_features(module.method, train, module.norm)
+    test_x, test_y = method_features(module.method, test, module.norm)
+    probes = {}
+    for per_class, seed in draws:
+        labelled = labelled_indices(pool_y.numpy(), per_class, seed)
+        probes[per_class, seed] = train_linear_probe(pool_x[labelled], pool_y[labelled], test_x, test_y,
+                                                     train.num_classes, seed=seed)["test_top1"]
+    return probes
 
 
 def _mean_std(values: list[float]) -> str:
@@ -89,7 +89,7 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
                                            f"--suite fmnist-quick --out {out.parent / 'fmnist-quick'} --method simclr`")
                     change["backbone"]["init"] = str(init)
                 cfg = merge(merge(resolve(method), {**(budget or SEMISUP_BUDGET), "data_dir": data_dir}), change)
-                run_dir = out / "runs" / _slug(f"{label}-{per_class}labels-seed{seed}")
+                run_dir = out / "runs" / run_slug(f"{label}-{per_class}labels-seed{seed}")
                 metrics = finished_run(run_dir, cfg) or pretrain(cfg, run_dir, resume=True)
                 results.setdefault((label, per_class), []).append(metrics["test_top1"])
                 runs.append({"row": label, "labels_per_class": per_class, "label_seed": seed,
@@ -102,14 +102,15 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
     if init.exists():
         path = out / "simclr_linear_probes.json"
         probes = json.loads(path.read_text()) if path.exists() else {}
+        missing = [(n, s) for n in labels for s in seeds if f"{n}/{s}" not in probes]
+        if missing:
+            cfg = merge(resolve("supervised-only"), {**(budget or SEMISUP_BUDGET), "data_dir": data_dir})
+            probes.update({f"{n}/{s}": top1 for (n, s), top1 in simclr_probes(init, cfg, missing).items()})
+            write_json(path, probes)
         for per_class in labels:
             for seed in seeds:
-                key = f"{per_class}/{seed}"
-                if key not in probes:
-                    cfg = merge(resolve("supervised-only"), {**(budget or SEMISUP_BUDGET), "data_dir": data_dir})
-                    probes[key] = simclr_probe(init, cfg, per_class, seed)
-                    write_json(path, probes)
-                results.setdefault(("linear probe of the SimCLR checkpoint", per_class), []).append(probes[key])
+                results.setdefault(("linear probe of the SimCLR checkpoint", per_class), []).append(
+                    probes[f"{per_class}/{seed}"])
     rows = []
     for name in dict.fromkeys(key[0] for key in results):
         rows.append({"method": name, **{f"{n}_per_class": _mean_std(results.get((name, n), [])) for n in labels}})

@@ -33,6 +33,11 @@ def _outdated(run_dir: Path, cfg: dict) -> bool:
     return not same_network or any(saved.get(key) != cfg.get(key) for key in SETTINGS)
 
 
+def run_slug(label: str) -> str:
+    """The run folder name of a suite row's label: lower case, runs of other characters as one hyphen."""
+    return re.sub(r"[^a-z0-9.]+", "-", label.lower()).strip("-")
+
+
 def finished_run(run_dir: Path, cfg: dict, redo: bool = True) -> dict | None:
     """metrics.json of the run in ``run_dir`` if it finished with ``cfg``'s settings; a run
     made with other settings is deleted when ``redo`` (to be run again), else ignored."""
@@ -87,7 +92,7 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
         if data_dir:
             layer["data_dir"] = data_dir
         cfg = merge(merge(resolve(method), layer), settings)
-        run_dir = out / "runs" / re.sub(r"[^a-z0-9.]+", "-", label.lower()).strip("-")
+        run_dir = out / "runs" / run_slug(label)
         wanted = selected is None or method in selected
         metrics = finished_run(run_dir, cfg, redo=wanted)
         if metrics is not None:  # finished in an earlier call

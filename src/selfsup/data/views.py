@@ -43,6 +43,12 @@ class Normalization:
         return (x - mean) / std
 
 
+def augment_for(inputs: torch.Tensor, image_augment: AugmentConfig) -> AugmentConfig | SeriesAugmentConfig:
+    """``image_augment`` for an image batch [B, C, H, W]; the default 1-D views (mild crop,
+    scaling, jitter) for a series batch [B, C, T]: the views of protocols that take either."""
+    return image_augment if inputs.dim() == 4 else SeriesAugmentConfig()
+
+
 def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
 

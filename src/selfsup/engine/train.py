@@ -21,7 +21,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader
 
-from ..config import dump
+from ..config import dump, setting_differences
 from ..data.datasets import (balanced_subset_indices, batch_inputs, collate_batch, dataset_info, load_split,
                              normalization_for)
 from ..data.memory import InMemoryDataset
@@ -99,16 +99,10 @@ def _check_run_dir(out: Path, cfg: dict, resume: bool) -> Path | None:
         return None
     if saved.exists():
         previous = yaml.safe_load(saved.read_text())
-        changed = _differences(previous, cfg)
+        changed = setting_differences(previous, cfg)
         if changed:
             raise SelfSupError(f"--resume must repeat the run's settings; these differ from {saved}: {', '.join(changed)}")
     return ckpt if ckpt.exists() else None
-
-
-def _differences(a, b, where: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for key in sorted(set(a) | set(b), key=str) for d in _differences(a.get(key), b.get(key), f"{where}{key}.")]
-    return [] if a == b or where.startswith("trainer.progress_bar") else [where.rstrip(".")]
 
 
 def build_trainer(cfg: dict, out: Path, callbacks: list) -> L.Trainer:

@@ -23,8 +23,7 @@ from torch.utils.data import DataLoader
 
 from ..data.augment import AugmentConfig
 from ..data.datasets import batch_inputs, collate_batch
-from ..data.series import SeriesAugmentConfig
-from ..data.views import Normalization, ViewSpec, clean_view, make_views
+from ..data.views import Normalization, ViewSpec, augment_for, clean_view, make_views
 from .features import eval_mode
 
 
@@ -66,7 +65,7 @@ def embedding_diagnostics(method, dataset, norm: Normalization, device="cpu", se
         for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_batch):
             images = batch_inputs(batch).to(device)
             x = clean_view(images, norm)
-            pair = ViewSpec(AugmentConfig() if images.dim() == 4 else SeriesAugmentConfig(), count=2)
+            pair = ViewSpec(augment_for(images, AugmentConfig()), count=2)
             views = make_views(images, [pair], norm, generator, channels_last)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

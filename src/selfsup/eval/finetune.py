@@ -28,16 +28,13 @@ from torch.utils.data import DataLoader
 
 from ..data.augment import AugmentConfig
 from ..data.datasets import balanced_subset_indices, batch_inputs, collate_batch
-from ..data.series import SeriesAugmentConfig
-from ..data.views import Normalization, ViewSpec, make_views
+from ..data.views import Normalization, ViewSpec, augment_for, make_views
 from ..engine.module import seeded_generator
 from ..engine.optim import warmup_cosine
 from ..errors import SelfSupError
 from .features import classifier_top1
 
-FINETUNE_VIEW = ViewSpec(AugmentConfig(crop_scale=(0.08, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0,
-                                       solarize_p=0.0))
-FINETUNE_SERIES_VIEW = ViewSpec(SeriesAugmentConfig())  # series: the default 1-D views (mild crop, scaling, jitter)
+FINETUNE_AUGMENT = AugmentConfig(crop_scale=(0.08, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
 
 
 def label_subset(train, fraction: float | None = None, per_class: int | None = None, seed: int = 0):
@@ -78,7 +75,7 @@ class Finetuner(L.LightningModule):
     def training_step(self, batch, batch_idx):
         generator = seeded_generator(self.device, self.seed, self.current_epoch, batch_idx, "finetune")
         inputs = batch_inputs(batch)
-        spec = FINETUNE_VIEW if inputs.dim() == 4 else FINETUNE_SERIES_VIEW
+        spec = ViewSpec(augment_for(inputs, FINETUNE_AUGMENT))
         (view,) = make_views(inputs, [spec], self.norm, generator, self.channels_last)
         loss = F.cross_entropy(self(view), batch["label"])
         self.log("loss", loss.detach(), prog_bar=True, batch_size=view.shape[0])

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..config import dump, merge, parse_assignment
+from ..config import dump, merge, parse_assignment, setting_differences
 from ..errors import SelfSupError
 from ..io import atomic_write_text, ensure_writable_dir, write_json
 from . import require_extra
@@ -163,13 +163,6 @@ def make_plan(cfg: dict, length: int) -> Plan:
     return plan
 
 
-def _flat(cfg: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in cfg.items():
-        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return out
-
-
 def check_run_dir(out: Path, cfg: dict, resume: bool) -> Path | None:
     """The checkpoint to resume from, after refusing anything that would damage a run."""
     if out.exists() and not out.is_dir():
@@ -182,9 +175,7 @@ def check_run_dir(out: Path, cfg: dict, resume: bool) -> Path | None:
         saved = out / "config.yaml"
         if not saved.is_file():
             raise SelfSupError(f"{out} holds files but no config.yaml of a forecast run; choose another --out")
-        before, now = _flat(yaml.safe_load(saved.read_text()) or {}), _flat(cfg)
-        changed = sorted(k for k in set(before) | set(now)
-                         if before.get(k) != now.get(k) and k != "trainer.progress_bar")
+        changed = setting_differences(yaml.safe_load(saved.read_text()) or {}, cfg)
         if changed:
             raise SelfSupError(f"--resume must repeat the run's settings; these differ from {saved}: "
                                f"{', '.join(changed)}")
