@@ -113,6 +113,32 @@ def test_finetune_reports_the_gain_over_random_init(capsys, checkpoint, tmp_path
     assert 0 <= result["baselines"]["pixels_linear"] <= 1
 
 
+def test_the_from_scratch_run_is_shared_by_checkpoints_with_the_same_initial_network(capsys, checkpoint, tmp_path):
+    """SimSiam builds the same ResNet as SimCLR at one seed: its from-scratch run is SimCLR's,
+    and the cached number is exactly what running it again gives; DeepCluster's Sobel input
+    makes another network, so another run."""
+    from conftest import TINY
+
+    cache, flags = tmp_path / "scratch", ["--labels-per-class", "4", "--epochs", "2", "--no-baselines"]
+    others = {}
+    for method in ["simsiam", "deepcluster"]:
+        assert main(["pretrain", "--method", method, "--epochs", "1", "--out", str(tmp_path / method)] + TINY) == 0
+        others[method] = str(tmp_path / method / "checkpoints" / "last.ckpt")
+
+    def scratch(ckpt, name, *extra):
+        assert main(["evaluate", "finetune", "--checkpoint", ckpt, *flags, *extra,
+                     "--output", str(tmp_path / f"{name}.json")]) == 0
+        return json.loads((tmp_path / f"{name}.json").read_text())
+
+    simclr = scratch(str(checkpoint), "simclr", "--scratch-cache", str(cache))
+    assert len(list(cache.glob("*.json"))) == 1
+    simsiam = scratch(others["simsiam"], "simsiam", "--scratch-cache", str(cache))
+    assert simsiam["scratch_cache"] == simclr["scratch_cache"] and len(list(cache.glob("*.json"))) == 1
+    assert scratch(others["simsiam"], "simsiam-fresh")["scratch_top1"] == simsiam["scratch_top1"]
+    deepcluster = scratch(others["deepcluster"], "deepcluster", "--scratch-cache", str(cache))
+    assert deepcluster["scratch_cache"] != simclr["scratch_cache"] and len(list(cache.glob("*.json"))) == 2
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--label-fraction", "0"], "--label-fraction must be in (0, 1]"),
     (["--label-fraction", "1.5"], "--label-fraction must be in (0, 1]"),

@@ -139,6 +139,9 @@ def _build_parser() -> argparse.ArgumentParser:
             labels.add_argument("--labels-per-class", type=int, default=None, help="labelled images per class")
             q.add_argument("--epochs", type=int, default=None,
                            help="fine-tuning epochs (default: 60 below 10%% of the labels, 30 from there; SimCLR's)")
+            q.add_argument("--scratch-cache", default=None, metavar="DIR",
+                           help="keep the from-scratch run's result in DIR, keyed by a hash of its initial network, "
+                                "data and schedule, and reuse it for every checkpoint that shares them")
         _add_common(q)
 
     p = sub.add_parser("benchmark", help="run a benchmark suite; writes a markdown table, a CSV and plots",

@@ -58,7 +58,9 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
         method = json.loads((run_dir / "metrics.json").read_text())["method"]
         if methods and method not in methods:
             continue
-        r = {name: _evaluate(run_dir, name, argv) for name, argv in PROTOCOLS}
+        r = {name: _evaluate(run_dir, name, argv + (["--scratch-cache", str(out / "finetune-scratch")]
+                                                    if argv[0] == "finetune" else []))
+             for name, argv in PROTOCOLS}
         rows.append({"method": run_dir.name + (" (supervised)" if method_class(method).supervised else ""),
                      "finetune_1pct": r["finetune-1pct"]["top1"], "scratch_1pct": r["finetune-1pct"]["scratch_top1"],
                      "finetune_10pct": r["finetune-10pct"]["top1"], "scratch_10pct": r["finetune-10pct"]["scratch_top1"],
@@ -78,7 +80,9 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
     notes = [f"Checkpoints: the fmnist-quick runs in `{runs_dir}`; each result is `RUN/eval_NAME.json` there.",
              "finetune_Xpct: the whole encoder and a linear layer fine-tuned on X% of the training labels "
              "(seeded, class-balanced), top-1 on the full test split; scratch_Xpct: the same from the method's random "
-             "initialisation. SimCLR's protocol: Nesterov SGD, lr 0.05*batch/256, no weight decay, crop and flip, 60 "
+             "initialisation (made once per initial network, data and schedule, and kept in "
+             f"`{out / 'finetune-scratch'}`: checkpoints of methods that build the same backbone share it). "
+             "SimCLR's protocol: Nesterov SGD, lr 0.05*batch/256, no weight decay, crop and flip, 60 "
              "epochs for 1% and 30 for 10%, with a 10% linear warm-up and gradient-norm clipping at 1 (ours: pretrained "
              "checkpoints diverged without them). The pixel baseline row is a linear classifier on the same labelled "
              "images.",

@@ -18,6 +18,8 @@ convolutions corrupts memory for odd batches.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 
 import lightning as L
 import numpy as np
@@ -58,6 +60,28 @@ def label_subset(train, fraction: float | None = None, per_class: int | None = N
 def default_epochs(labelled: int, total: int) -> int:
     """SimCLR's schedule: 60 epochs below 10% of the labels, 30 from there."""
     return 60 if labelled < 0.1 * total else 30
+
+
+def scratch_fingerprint(method: nn.Module, labelled, test, norm: Normalization, epochs: int, seed: int,
+                        device: str, channels_last: bool) -> str:
+    """A sha256 of everything a fine-tuning run of ``method`` at its random initialisation
+    depends on: the backbone's architecture and initial weights, where ``features`` is defined
+    (a method that overrides it, e.g. with an input filter or a patch grid, adds its settings),
+    the labelled and test data, normalisation, epochs, seed, device and memory format.
+    Methods that build the same backbone at one seed (SimCLR's and SimSiam's ResNet-18) share
+    it, so the run is made once for all of them (``--scratch-cache``)."""
+    digest = hashlib.sha256()
+    features_owner = type(method).features.__qualname__
+    settings = method.cfg if features_owner != "Method.features" else None
+    digest.update(json.dumps([features_owner, settings, str(method.backbone), epochs, seed, device, channels_last,
+                              list(norm.mean), list(norm.std)], sort_keys=True, default=str).encode())
+    for name, tensor in method.backbone.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    for split in (labelled, test):
+        for tensor in (split.samples, split.labels):
+            digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 class Finetuner(L.LightningModule):

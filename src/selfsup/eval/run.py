@@ -7,6 +7,7 @@ random initialisation, so that what pretraining adds is visible under each proto
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -211,7 +212,7 @@ def _embedding(args, enc, test, folder: Path, cfg: dict) -> dict:
 
 def _finetune(args, module, train, test, norm, device, cfg: dict) -> dict:
     from ..engine.module import build_method
-    from .finetune import default_epochs, finetune, label_subset
+    from .finetune import default_epochs, finetune, label_subset, scratch_fingerprint
 
     fraction = 0.1 if args.label_fraction is None and args.labels_per_class is None else args.label_fraction
     labelled = label_subset(train, fraction, args.labels_per_class, cfg["seed"])
@@ -224,9 +225,21 @@ def _finetune(args, module, train, test, norm, device, cfg: dict) -> dict:
     scratch_method = build_method(cfg)
     if module.channels_last:
         scratch_method.to(memory_format=torch.channels_last)
-    scratch = finetune(scratch_method, **common)
-    result = {"labelled_images": len(labelled), "label_fraction": len(labelled) / len(train), "epochs": epochs,
-              "top1": pretrained, "scratch_top1": scratch, "gain": pretrained - scratch}
+    result = {"labelled_images": len(labelled), "label_fraction": len(labelled) / len(train), "epochs": epochs}
+    cache = None
+    if args.scratch_cache:  # the from-scratch run, shared by every checkpoint with the same initial network
+        key = scratch_fingerprint(scratch_method, labelled, test, norm, epochs, cfg["seed"], device,
+                                  module.channels_last)
+        cache = Path(args.scratch_cache) / f"{key}.json"
+        result["scratch_cache"] = str(cache)
+    if cache is not None and cache.exists():
+        scratch = json.loads(cache.read_text())["scratch_top1"]
+    else:
+        scratch = finetune(scratch_method, **common)
+        if cache is not None:
+            write_json(cache, {"scratch_top1": scratch, "made_for": str(args.checkpoint), "method": cfg["method"],
+                               "labelled_images": len(labelled), "epochs": epochs})
+    result.update(top1=pretrained, scratch_top1=scratch, gain=pretrained - scratch)
     if args.baselines:  # a linear classifier on the labelled images' standardised pixels
         train_x, train_y = pixel_features(labelled, norm, size=cfg["data"]["image_size"])
         test_x, test_y = pixel_features(test, norm, size=cfg["data"]["image_size"])
