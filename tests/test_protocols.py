@@ -213,6 +213,21 @@ def test_evaluations_suite_evaluates_each_checkpoint_once(capsys, checkpoint, tm
     run_suite("evaluations", out)
     assert (runs / "simclr" / "eval_retrieval.json").stat().st_mtime_ns == stamp  # not recomputed
 
+    # On another machine the checkpoints are gone (they are not committed): finished results
+    # are read back, and a run that lacks some is pretrained again from its config.yaml.
+    shutil.rmtree(runs / "simclr" / "checkpoints")
+    shutil.copytree(checkpoint.parent.parent, runs / "gone", ignore=shutil.ignore_patterns("eval_*", "*.png", "checkpoints"))
+    original = (runs / "gone" / "metrics.json").read_text()
+    rows = run_suite("evaluations", out)
+    assert [r["method"] for r in rows][:2] == ["gone", "simclr"]
+    assert (runs / "simclr" / "eval_retrieval.json").stat().st_mtime_ns == stamp
+    assert not (runs / "simclr" / "remade").exists()
+    remade = runs / "gone" / "remade"
+    assert (remade / "checkpoints" / "last.ckpt").exists() and (remade / "metrics.json").exists()
+    assert (runs / "gone" / "metrics.json").read_text() == original
+    assert json.loads((runs / "gone" / "eval_retrieval.json").read_text())["checkpoint"] == \
+        str(remade / "checkpoints" / "last.ckpt")
+
 
 def test_evaluations_suite_needs_checkpoints(capsys, tmp_path):
     assert main(["benchmark", "--suite", "evaluations", "--out", str(tmp_path / "evaluations")]) == 2

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..errors import SelfSupError
 from ..methods import method_class
 from .report import write_table
+from .suites import run_checkpoint
 
 # (result name, evaluate arguments): SimCLR's 1% and 10% label fractions, transfer to
 # scikit-learn digits, retrieval, the embedding maps.
@@ -31,9 +32,9 @@ def _evaluate(run_dir: Path, name: str, argv: list[str]) -> dict:
     output = run_dir / f"eval_{name}.json"
     if output.exists():
         return json.loads(output.read_text())
+    checkpoint = run_checkpoint(run_dir)
     print(f"{run_dir.name}: {name}")
-    args = _build_parser().parse_args(["evaluate", *argv, "--checkpoint", str(run_dir / "checkpoints" / "last.ckpt"),
-                                       "--output", str(output)])
+    args = _build_parser().parse_args(["evaluate", *argv, "--checkpoint", str(checkpoint), "--output", str(output)])
     return evaluate(args)
 
 
@@ -44,14 +45,15 @@ def _frozen(transfer: dict, retrieval: dict) -> dict:
 
 
 def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = None) -> list[dict]:
-    """Run every protocol on each checkpoint in ``runs_dir`` (of ``methods``; None: all) and
-    write ``out/evaluations.md``/``.csv`` and the report ``out/report/index.html``."""
+    """Run every protocol on each finished run in ``runs_dir`` (of ``methods``; None: all) and
+    write ``out/evaluations.md``/``.csv`` and the report ``out/report/index.html``.  Results
+    that exist are read back; a missing one needs the run's checkpoint, which is pretrained
+    again where it is gone (``run_checkpoint``)."""
     from ..report import write_report
 
-    runs = sorted(p.parent.parent for p in runs_dir.glob("*/checkpoints/last.ckpt")
-                  if (p.parent.parent / "metrics.json").exists())
+    runs = sorted(p.parent for p in runs_dir.glob("*/metrics.json"))
     if not runs:
-        raise SelfSupError(f"no finished runs with checkpoints in {runs_dir}; run "
+        raise SelfSupError(f"no finished runs in {runs_dir}; run "
                            "`selfsup benchmark --suite fmnist-quick --out benchmarks/fmnist-quick` first")
     rows, first = [], None
     for run_dir in runs:
@@ -77,7 +79,10 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
                      "finetune_10pct": r["finetune-10pct"]["scratch_top1"],
                      **_frozen(r["transfer-digits"]["baselines"]["random_init"],
                                r["retrieval"]["baselines"]["random_init"])})
-    notes = [f"Checkpoints: the fmnist-quick runs in `{runs_dir}`; each result is `RUN/eval_NAME.json` there.",
+    notes = [f"Checkpoints: the fmnist-quick runs in `{runs_dir}`; each result is `RUN/eval_NAME.json` there. "
+             "Where a run's checkpoint was gone (they are not committed), the run was pretrained again from its "
+             "config.yaml in `RUN/remade/` and evaluated there (each eval file names its checkpoint; "
+             "`RUN/remade/metrics.json` has the remade run's kNN).",
              "finetune_Xpct: the whole encoder and a linear layer fine-tuned on X% of the training labels "
              "(seeded, class-balanced), top-1 on the full test split; scratch_Xpct: the same from the method's random "
              "initialisation (made once per initial network, data and schedule, and kept in "

@@ -24,7 +24,7 @@ from ..eval.linear import train_linear_probe
 from ..io import write_json
 from ..methods.semisup import labelled_indices
 from .report import curve_plot, write_table
-from .suites import finished_run, run_slug
+from .suites import finished_run, run_checkpoint, run_slug
 
 SEMISUP_BUDGET = {"dataset": "fashion-mnist", "subset": 20000, "epochs": 12, "batch_size": 32,
                   "backbone": {"name": "resnet18", "width": 16, "small_stem": True},
@@ -72,7 +72,18 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
                   budget: dict | None = None, init: Path | None = None) -> list[dict]:
     """Run the rows of ``methods`` (None: all) for every label count and seed, then write
     ``semisup.md``/``.csv``, ``semisup_runs.csv`` and the self-training plot."""
-    init = init or out.parent / "fmnist-quick" / "runs" / "simclr" / "checkpoints" / "last.ckpt"
+    simclr_run = out.parent / "fmnist-quick" / "runs" / "simclr"
+
+    def simclr_init() -> Path:  # asked for only when a run or probe needs it: remaking it takes a while
+        nonlocal init
+        if init is None:
+            if not (simclr_run / "metrics.json").exists():
+                raise SelfSupError(f"FROST and the linear-probe row start from the SimCLR run {simclr_run}; run "
+                                   f"`selfsup benchmark --suite fmnist-quick --out {out.parent / 'fmnist-quick'} "
+                                   "--method simclr`")
+            init = run_checkpoint(simclr_run)
+        return init
+
     results: dict[tuple[str, int], list[float]] = {}
     rounds: dict[str, tuple[list, list]] = {}
     finals: dict[str, tuple[int, float]] = {}
@@ -83,14 +94,13 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
         for per_class in labels:
             for seed in seeds:
                 change = merge(settings, {"params": {"labels_per_class": per_class, "label_seed": seed}}, strict=False)
-                if change.get("backbone", {}).get("init") == SIMCLR_INIT:
-                    if not init.exists():
-                        raise SelfSupError(f"{label} starts from the SimCLR checkpoint {init}; run `selfsup benchmark "
-                                           f"--suite fmnist-quick --out {out.parent / 'fmnist-quick'} --method simclr`")
-                    change["backbone"]["init"] = str(init)
                 cfg = merge(merge(resolve(method), {**(budget or SEMISUP_BUDGET), "data_dir": data_dir}), change)
                 run_dir = out / "runs" / run_slug(f"{label}-{per_class}labels-seed{seed}")
-                metrics = finished_run(run_dir, cfg) or pretrain(cfg, run_dir, resume=True)
+                metrics = finished_run(run_dir, cfg)  # the init's path is no setting that makes another run
+                if metrics is None:
+                    if cfg["backbone"].get("init") == SIMCLR_INIT:
+                        cfg["backbone"]["init"] = str(simclr_init())
+                    metrics = pretrain(cfg, run_dir, resume=True)
                 results.setdefault((label, per_class), []).append(metrics["test_top1"])
                 runs.append({"row": label, "labels_per_class": per_class, "label_seed": seed,
                              "test_top1": metrics["test_top1"], "train_seconds": metrics["train_seconds"]})
@@ -99,13 +109,13 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
                     name = f"{label}, {per_class}/class, seed {seed}"
                     rounds[name] = ([h["round"] for h in history], [h["pool_top1"] for h in history])
                     finals[name] = (history[-1]["round"] + 1, metrics["test_top1"])
-    if init.exists():
+    if init is not None or (simclr_run / "metrics.json").exists():
         path = out / "simclr_linear_probes.json"
         probes = json.loads(path.read_text()) if path.exists() else {}
         missing = [(n, s) for n in labels for s in seeds if f"{n}/{s}" not in probes]
         if missing:
             cfg = merge(resolve("supervised-only"), {**(budget or SEMISUP_BUDGET), "data_dir": data_dir})
-            probes.update({f"{n}/{s}": top1 for (n, s), top1 in simclr_probes(init, cfg, missing).items()})
+            probes.update({f"{n}/{s}": top1 for (n, s), top1 in simclr_probes(simclr_init(), cfg, missing).items()})
             write_json(path, probes)
         for per_class in labels:
             for seed in seeds:

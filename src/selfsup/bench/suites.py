@@ -54,6 +54,23 @@ def finished_run(run_dir: Path, cfg: dict, redo: bool = True) -> dict | None:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def run_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint of the finished run in ``run_dir``.  Checkpoints are not committed, so
+    where it is missing the run is pretrained again from its own ``config.yaml`` (same
+    settings and seed) in ``run_dir/remade`` (resumable), whose ``metrics.json`` says how close
+    the remade run came to the original; the original's metrics.json is left as it was."""
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if ckpt.exists():
+        return ckpt
+    remade = run_dir / "remade"
+    if not (remade / "checkpoints" / "last.ckpt").exists() or not (remade / "metrics.json").exists():
+        print(f"{run_dir.name}: no checkpoint here (checkpoints are not committed); pretraining the run again from "
+              f"its config.yaml in {remade}")
+        (remade / "metrics.json").unlink(missing_ok=True)  # a remade run of another machine, its checkpoint gone
+        pretrain(yaml.safe_load((run_dir / "config.yaml").read_text()), remade, resume=True)
+    return remade / "checkpoints" / "last.ckpt"
+
+
 def _add_layer_probes(run_dir: Path, metrics: dict, probe_epochs: int) -> dict:
     """Per-stage probes for a run finished before the suite asked for them, from its
     checkpoint (none: the run's row leaves those columns empty)."""
