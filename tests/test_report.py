@@ -69,6 +69,7 @@ def test_report_of_several_runs(capsys, runs, tmp_path):
         assert "75.00%" in text  # linear_layers: top-1 fractions
     assert '[1, {"y": 2}]' in markdown  # an unknown structure is shown as JSON, not dropped
     assert "&lt;i&gt;run &amp;1" in html and ODD_LABEL not in html
+    assert "\\<i\\>run &1" in markdown and ODD_LABEL not in markdown  # no raw HTML tag in the markdown either
     assert "no loss log" in html and "no config.yaml" in html
     sources = image_sources(out)
     # comparison and each real run: loss + kNN; the odd run has neither; the copy's two images, in both files

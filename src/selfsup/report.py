@@ -53,6 +53,14 @@ class Run:
     images: list[Path]
 
 
+def _md(text: str, inline: bool = True) -> str:
+    """``text`` as literal markdown: characters that would start emphasis, code, HTML or a table
+    cell are backslash-escaped (a run label like ``<i>run`` or ``a*b*`` stays as written);
+    ``inline``: on one line."""
+    text = re.sub(r"([\\`*<>|])", r"\\\1", text)
+    return text.replace("\n", " ") if inline else text
+
+
 @dataclass
 class Table:
     title: str
@@ -66,8 +74,8 @@ class Table:
 
     def markdown(self) -> str:
         def row(cells):
-            return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
-        return "\n".join([f"### {self.title}", "", row(self.header), "|" + "---|" * len(self.header),
+            return "| " + " | ".join(map(_md, cells)) + " |"
+        return "\n".join([f"### {_md(self.title)}", "", row(self.header), "|" + "---|" * len(self.header),
                           *map(row, self.rows)])
 
 
@@ -81,7 +89,8 @@ class Image:
                 f"<figcaption>{escape(self.caption)}</figcaption></figure>")
 
     def markdown(self) -> str:
-        return f"![{self.caption}]({quote(self.src)})"
+        alt = re.sub(r"([][])", r"\\\1", _md(self.caption))
+        return f"![{alt}]({quote(self.src)})"
 
 
 @dataclass
@@ -92,7 +101,7 @@ class Text:
         return f"<p>{escape(self.text)}</p>"
 
     def markdown(self) -> str:
-        return self.text
+        return _md(self.text, inline=False)
 
 
 class Settings(Text):
@@ -307,7 +316,7 @@ def _html(title: str, sections: list[Section]) -> str:
 
 
 def _markdown(title: str, sections: list[Section]) -> str:
-    parts = [f"# {title}"]
+    parts = [f"# {_md(title)}"]
     for section in sections:
-        parts += [f"## {section.title}", *(block.markdown() for block in section.blocks)]
+        parts += [f"## {_md(section.title)}", *(block.markdown() for block in section.blocks)]
     return "\n\n".join(parts) + "\n"
