@@ -28,9 +28,10 @@ from ..data.memory import InMemoryDataset
 from ..data.samplers import ShuffleBatchSampler
 from ..data.views import Normalization
 from ..errors import SelfSupError
-from ..eval.baselines import encoder_knn, pixel_features, raw_pixel_knn
+from ..eval.baselines import pixel_features, raw_pixel_knn
 from ..eval.diagnostics import embedding_diagnostics
-from ..eval.features import classifier_top1
+from ..eval.features import classifier_top1, method_features
+from ..eval.knn import knn_top1
 from ..eval.linear import linear_probe, train_linear_probe
 from ..io import atomic_write_text, ensure_writable_dir, write_json
 from ..methods.base import Method
@@ -206,15 +207,13 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
     if test is not None and type(module.method).predict is not Method.predict:  # a method with a classifier
         metrics["test_top1"] = classifier_top1(module.method, module.method.predict, test, module.norm, device=device,
                                                channels_last=module.channels_last)
-    if test is not None and knn_cfg["final"]:
-        metrics["knn_top1"] = encoder_knn(module.method, bank, test, module.norm, cfg["data"]["num_classes"],
-                                          knn_cfg["k"], knn_cfg["temperature"], device, module.channels_last,
-                                          progress=cfg["trainer"]["progress_bar"])
-    if probe_epochs and test is not None:
-        probe = linear_probe(module.method, bank, test, module.norm, cfg["data"]["num_classes"], device=device,
-                             channels_last=module.channels_last, epochs=probe_epochs, seed=cfg["seed"])
-        metrics["linear_top1"] = probe["features"]["test_top1"]
-        if probe_layers:
+    if test is not None and (knn_cfg["final"] or probe_epochs):
+        scores = knn_and_probe(module.method, cfg, bank, test, module.norm, probe_epochs, device, module.channels_last,
+                               progress=cfg["trainer"]["progress_bar"])
+        metrics["knn_top1"] = scores["knn_top1"] if knn_cfg["final"] else None
+        if probe_epochs:
+            metrics["linear_top1"] = scores["linear_top1"]
+        if probe_epochs and probe_layers:
             metrics["linear_layers"] = layer_probes(module.method, cfg, bank, test, probe_epochs, device,
                                                     module.channels_last)
     if baselines and test is not None:
@@ -222,6 +221,21 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
         metrics["baselines"] = run_baselines(cfg, bank, test, probe_epochs, probe_layers)
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def knn_and_probe(method, cfg: dict, bank, test, norm: Normalization, probe_epochs: int = 0, device="cpu",
+                  channels_last: bool = False, progress: bool = False) -> dict:
+    """kNN top-1 (``cfg['knn']``'s k and T) of ``method.features`` and, with ``probe_epochs``,
+    the linear probe's, from one embedding of ``bank`` and ``test``."""
+    common = dict(device=device, channels_last=channels_last, progress=progress)
+    bank_x, bank_y = method_features(method, bank, norm, desc="bank features", **common)
+    test_x, test_y = method_features(method, test, norm, desc="test features", **common)
+    classes = cfg["data"]["num_classes"]
+    scores = {"knn_top1": knn_top1(bank_x, bank_y, test_x, test_y, classes, cfg["knn"]["k"], cfg["knn"]["temperature"])}
+    if probe_epochs:
+        scores["linear_top1"] = train_linear_probe(bank_x, bank_y, test_x, test_y, classes, epochs=probe_epochs,
+                                                   seed=cfg["seed"])["test_top1"]
+    return scores
 
 
 def layer_probes(method, cfg: dict, bank, test, probe_epochs: int, device="cpu", channels_last: bool = False) -> dict:
@@ -241,17 +255,17 @@ def run_baselines(cfg: dict, bank, test, probe_epochs: int = 0, layers: bool = F
     k, temperature, classes = cfg["knn"]["k"], cfg["knn"]["temperature"], cfg["data"]["num_classes"]
     L.seed_everything(cfg["seed"], verbose=False)
     random_method = build_method(cfg)
+    random_init = knn_and_probe(random_method, cfg, bank, test, norm, probe_epochs)
     result = {
         "raw_pixels_knn_top1": raw_pixel_knn(bank, test, identity, classes, k, temperature),
         "standardized_pixels_knn_top1": raw_pixel_knn(bank, test, norm, classes, k, temperature),
-        "random_init_knn_top1": encoder_knn(random_method, bank, test, norm, classes, k, temperature),
+        "random_init_knn_top1": random_init["knn_top1"],
     }
     if probe_epochs:
         pixels = [pixel_features(split, norm) for split in (bank, test)]
         result["standardized_pixels_linear_top1"] = train_linear_probe(
             *pixels[0], *pixels[1], classes, epochs=probe_epochs, seed=cfg["seed"])["test_top1"]
-        result["random_init_linear_top1"] = linear_probe(random_method, bank, test, norm, classes, epochs=probe_epochs,
-                                                         seed=cfg["seed"])["features"]["test_top1"]
+        result["random_init_linear_top1"] = random_init["linear_top1"]
     if probe_epochs and layers:
         result["random_init_linear_layers"] = layer_probes(random_method, cfg, bank, test, probe_epochs)
     return result
