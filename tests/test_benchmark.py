@@ -30,17 +30,17 @@ def test_unknown_method_in_a_suite_is_refused_before_any_work(tmp_path, capsys):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("suite", ["ABLATIONS", "MULTITASK"])
-def test_every_ablation_row_changes_a_real_setting_of_its_method(suite):
+@pytest.mark.parametrize("suite, budget", [("ABLATIONS", "ABLATION_BUDGET"), ("MULTITASK", "MULTITASK_BUDGET")])
+def test_every_ablation_row_changes_a_real_setting_of_its_method(suite, budget):
     from selfsup import bench
-    from selfsup.bench import FMNIST_QUICK, FMNIST_QUICK_TUNED
+    from selfsup.bench import FMNIST_QUICK_TUNED
     from selfsup.config import merge, resolve
 
     rows = getattr(bench, suite)
     labels = [label for label, _, _ in rows]
     assert len(set(labels)) == len(labels)
     for label, method, change in rows:
-        reference = merge(merge(resolve(method), FMNIST_QUICK), FMNIST_QUICK_TUNED.get(method, {}))
+        reference = merge(merge(resolve(method), getattr(bench, budget)), FMNIST_QUICK_TUNED.get(method, {}))
         ablated = merge(reference, change)  # strict: a misspelt key is an error
         assert (ablated != reference) == bool(change), label
 
@@ -81,6 +81,15 @@ def test_a_suite_run_one_method_at_a_time_builds_one_table(tmp_path, capsys):
     accuracy_suite(out, "t", "t", changed, overrides, probe_epochs=2, selected=["simsiam"])
     assert (out / "runs" / "simsiam" / "metrics.json").stat().st_mtime_ns != finished
     assert "stop_gradient: false" in (out / "runs" / "simsiam" / "config.yaml").read_text()
+    assert {r["precision"] for r in third if not r["method"].startswith("baseline")} == {"32-true"}
+    # a run interrupted under other settings (here another precision) is started over, not resumed
+    import shutil
+
+    shutil.copytree(out / "runs" / "simclr", out / "runs" / "byol", ignore=shutil.ignore_patterns("metrics.json"))
+    bf16 = [("byol", "byol", {"trainer": {"precision": "bf16-mixed"}})]
+    rows = accuracy_suite(out, "t", "t", bf16, overrides, probe_epochs=2, selected=["byol"])
+    assert rows[0]["method"] == "byol" and rows[0]["precision"] == "bf16-mixed"
+    assert "byol: the unfinished run was begun with other settings" in capsys.readouterr().out
 
 
 def test_a_suite_without_method_skips_methods_that_cannot_run_on_its_data(tmp_path, capsys):

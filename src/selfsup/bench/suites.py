@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import merge, resolve
+from ..config import merge, resolve, setting_differences
 from ..engine.checkpoint import load_pretrained
 from ..engine.train import layer_probes, load_datasets, pretrain, run_baselines
 from ..errors import SelfSupError
@@ -71,6 +71,18 @@ def run_checkpoint(run_dir: Path) -> Path:
     return remade / "checkpoints" / "last.ckpt"
 
 
+def _drop_unfinished_with_other_settings(run_dir: Path, cfg: dict) -> None:
+    """Start the suite's unfinished run in ``run_dir`` over when the suite's settings for it
+    changed since it began (resuming would mix two configurations)."""
+    saved = run_dir / "config.yaml"
+    if saved.exists() and not (run_dir / "metrics.json").exists():
+        changed = setting_differences(yaml.safe_load(saved.read_text()), cfg)
+        if changed:
+            print(f"{run_dir.name}: the unfinished run was begun with other settings ({', '.join(changed)}); "
+                  "starting it again")
+            shutil.rmtree(run_dir)
+
+
 def _add_layer_probes(run_dir: Path, metrics: dict, probe_epochs: int) -> dict:
     """Per-stage probes for a run finished before the suite asked for them, from its
     checkpoint (none: the run's row leaves those columns empty)."""
@@ -116,6 +128,7 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
             if probe_layers and "linear_layers" not in metrics:
                 metrics = _add_layer_probes(run_dir, metrics, probe_epochs)
         elif wanted:
+            _drop_unfinished_with_other_settings(run_dir, cfg)
             try:
                 metrics = pretrain(cfg, run_dir, resume=True, baselines=True, probe_epochs=probe_epochs,
                                    probe_layers=probe_layers)
@@ -129,7 +142,9 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
         done.append((label, method, settings))
         baselines = baselines or metrics.get("baselines", {})
         supervised = " (supervised)" if method_class(method).supervised else ""
-        rows.append({"method": label + supervised, "epochs": cfg["epochs"], "knn_top1": metrics["knn_top1"],
+        precision = yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]["precision"]
+        rows.append({"method": label + supervised, "epochs": cfg["epochs"], "precision": precision,
+                     "knn_top1": metrics["knn_top1"],
                      "linear_top1": metrics["linear_top1"], "final_loss": metrics["final_loss"],
                      "train_seconds": metrics["train_seconds"], "samples_per_second": metrics["samples_per_second"],
                      "peak_memory_mb": metrics["peak_memory_mb"],
@@ -153,7 +168,9 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
              f"{knn['monitor_train_size']} bank images and {knn['monitor_test_size']} test queries.",
              f"Linear: one linear layer on frozen, standardised backbone features of clean images, Adam, "
              f"{probe_epochs} epochs.",
-             "samples_per_second counts each training image once per epoch, however many views it yields.",
+             "samples_per_second counts each training image once per epoch, however many views it yields; "
+             "precision: the run's training precision (bf16-mixed autocasts to bfloat16 on the CPU's AMX units; "
+             "every evaluation runs in fp32).",
              "random_init_knn_top1 in a method's row: kNN of that method's own network (its input filter and "
              "BatchNorm policy included) at its random initialisation, the bar its pretraining must clear.",
              "Collapse diagnostics of the final backbone features on the monitor's test images "
