@@ -73,6 +73,20 @@ def test_a_suite_run_one_method_at_a_time_builds_one_table(tmp_path, capsys):
     assert (out / "runs" / "simsiam" / "metrics.json").stat().st_mtime_ns == finished  # not re-run
     table = (out / "t.md").read_text()
     assert "| simclr |" in table and "| simsiam |" in table
+    # SimCLR's network at its initialisation is SimSiam's: the baselines were computed once, and
+    # the kept result is what computing them again gives
+    import json
+
+    import yaml
+
+    from selfsup.engine.train import load_datasets, run_baselines
+
+    assert len(list((out / "baselines").glob("*.json"))) == 1
+    saved = [json.loads((out / "runs" / m / "metrics.json").read_text())["baselines"] for m in ("simclr", "simsiam")]
+    assert saved[0] == saved[1]
+    cfg = yaml.safe_load((out / "runs" / "simclr" / "config.yaml").read_text())
+    _, bank, test = load_datasets(cfg)
+    assert run_baselines(cfg, bank, test, probe_epochs=2) == saved[0]
     assert f"Command: `selfsup benchmark --suite t --out {out}`" in table
     # changed settings: the finished run is not shown, and is redone when its method is run
     changed = [("simclr", "simclr", {}), ("simsiam", "simsiam", {"params": {"stop_gradient": False}})]

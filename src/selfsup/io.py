@@ -1,10 +1,13 @@
 """Small file helpers: atomic writes and output-directory checks."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
+
+import torch
 
 from .errors import SelfSupError
 
@@ -38,3 +41,21 @@ def ensure_writable_dir(path: Path) -> Path:
     except OSError as exc:
         raise SelfSupError(f"output directory {path} is not writable ({exc.strerror}); choose another --out") from exc
     return path
+
+
+def content_hash(*parts) -> str:
+    """sha256 of ``parts``: tensors by their bytes, modules by their structure and every
+    parameter and buffer, anything else by its JSON form (a cache key for results that follow
+    from these inputs alone)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, torch.nn.Module):
+            digest.update(str(part).encode())
+            for name, tensor in part.state_dict().items():
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(part, torch.Tensor):
+            digest.update(part.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return digest.hexdigest()

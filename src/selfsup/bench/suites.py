@@ -93,7 +93,8 @@ def _add_layer_probes(run_dir: Path, metrics: dict, probe_epochs: int) -> dict:
     module = load_pretrained(ckpt)
     _, bank, test = load_datasets(module.cfg)
     metrics["linear_layers"] = layer_probes(module.method, module.cfg, bank, test, probe_epochs)
-    metrics["baselines"] = run_baselines(module.cfg, bank, test, probe_epochs, layers=True)
+    metrics["baselines"] = run_baselines(module.cfg, bank, test, probe_epochs, layers=True,
+                                         cache=run_dir.parent.parent / "baselines")
     write_json(run_dir / "metrics.json", metrics)
     return metrics
 
@@ -130,7 +131,8 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
         elif wanted:
             _drop_unfinished_with_other_settings(run_dir, cfg)
             try:
-                metrics = pretrain(cfg, run_dir, resume=True, baselines=True, probe_epochs=probe_epochs,
+                metrics = pretrain(cfg, run_dir, resume=True, baselines=True, baselines_cache=out / "baselines",
+                                   probe_epochs=probe_epochs,
                                    probe_layers=probe_layers)
             except SelfSupError as exc:  # e.g. a colour-only task on a grey dataset: nothing was written
                 if selected is not None:

@@ -6,6 +6,7 @@ atomically after every epoch), ``logs/`` (CSV and TensorBoard) and, when the run
 """
 from __future__ import annotations
 
+import json
 import logging
 import resource
 import sys
@@ -30,10 +31,10 @@ from ..data.views import Normalization
 from ..errors import SelfSupError
 from ..eval.baselines import pixel_features, raw_pixel_knn
 from ..eval.diagnostics import embedding_diagnostics
-from ..eval.features import classifier_top1, method_features
+from ..eval.features import classifier_top1, evaluated_network, method_features
 from ..eval.knn import knn_top1
 from ..eval.linear import linear_probe, train_linear_probe
-from ..io import atomic_write_text, ensure_writable_dir, write_json
+from ..io import atomic_write_text, content_hash, ensure_writable_dir, write_json
 from ..methods.base import Method
 from ..models.backbones import default_backbone
 from .callbacks import AtomicCheckpointIO, EpochCheckpoint, KNNMonitor, ProgressBar, Throughput
@@ -141,10 +142,11 @@ def quiet_lightning() -> None:
 
 
 def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False, probe_epochs: int = 0,
-             probe_layers: bool = False, is_worker: bool = False) -> dict:
+             probe_layers: bool = False, is_worker: bool = False, baselines_cache: Path | None = None) -> dict:
     """Pretrain ``cfg['method']`` on ``cfg['dataset']`` into ``out``; returns metrics.json's dict.
 
-    ``baselines`` adds raw-pixel and random-init kNN; ``probe_epochs`` > 0 adds a linear
+    ``baselines`` adds raw-pixel and random-init kNN (kept in ``baselines_cache`` if given,
+    see ``run_baselines``); ``probe_epochs`` > 0 adds a linear
     probe (``linear_top1``, and in the baselines the pixels' and random-init network's), and
     with ``probe_layers`` one per stage (``linear_layers``, and the random-init network's);
     ``is_worker`` marks the extra processes that DDP launches, which leave the run directory
@@ -218,7 +220,7 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
                                                     module.channels_last)
     if baselines and test is not None:
         print("computing the raw-pixel and random-init baselines...", file=sys.stderr)
-        metrics["baselines"] = run_baselines(cfg, bank, test, probe_epochs, probe_layers)
+        metrics["baselines"] = run_baselines(cfg, bank, test, probe_epochs, probe_layers, baselines_cache)
     write_json(out / "metrics.json", metrics)
     return metrics
 
@@ -245,16 +247,34 @@ def layer_probes(method, cfg: dict, bank, test, probe_epochs: int, device="cpu",
     return {name: probe["test_top1"] for name, probe in probes.items()}
 
 
-def run_baselines(cfg: dict, bank, test, probe_epochs: int = 0, layers: bool = False) -> dict:
+def run_baselines(cfg: dict, bank, test, probe_epochs: int = 0, layers: bool = False,
+                  cache: Path | None = None) -> dict:
     """kNN on raw pixel values in [0, 1], on pixels standardised with the dataset's mean and
     std (what the network sees; centring changes cosine similarity), and on the same
     backbone at its random initialisation; with ``probe_epochs``, the linear probe on the
-    standardised pixels and on the random-init backbone too (``layers``: per stage)."""
+    standardised pixels and on the random-init backbone too (``layers``: per stage).  With
+    ``cache`` (a folder), the result is kept there under a hash of all it follows from (the
+    random-init network, data, settings), so a suite's runs of one network compute it once."""
     norm = run_normalization(cfg)
     identity = Normalization((0.0,) * len(norm.mean), (1.0,) * len(norm.std))
     k, temperature, classes = cfg["knn"]["k"], cfg["knn"]["temperature"], cfg["data"]["num_classes"]
     L.seed_everything(cfg["seed"], verbose=False)
     random_method = build_method(cfg)
+    if cache is not None:
+        where, backbone = evaluated_network(random_method)
+        key = content_hash([where, probe_epochs, layers, k, temperature, cfg["seed"], list(norm.mean), list(norm.std)],
+                           backbone, bank.samples, bank.labels, test.samples, test.labels)
+        cached = Path(cache) / f"{key}.json"
+        if cached.exists():
+            return json.loads(cached.read_text())
+    result = _baselines(cfg, random_method, bank, test, norm, identity, probe_epochs, layers)
+    if cache is not None:
+        write_json(cached, result)
+    return result
+
+
+def _baselines(cfg: dict, random_method, bank, test, norm, identity, probe_epochs: int, layers: bool) -> dict:
+    k, temperature, classes = cfg["knn"]["k"], cfg["knn"]["temperature"], cfg["data"]["num_classes"]
     random_init = knn_and_probe(random_method, cfg, bank, test, norm, probe_epochs)
     result = {
         "raw_pixels_knn_top1": raw_pixel_knn(bank, test, identity, classes, k, temperature),

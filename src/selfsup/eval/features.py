@@ -50,6 +50,16 @@ def eval_mode(module: torch.nn.Module):
         module.train(was_training)
 
 
+def evaluated_network(method) -> tuple[list, torch.nn.Module]:
+    """What ``method.features`` and ``feature_layers`` compute from, as cache-key parts: where
+    they are defined (a method that overrides either adds its settings, which with the seed
+    fix its other modules, e.g. an input filter) and the backbone, structure and weights.
+    Methods that build the same backbone at one seed (SimCLR, SimSiam, BYOL) share the key."""
+    owners = [type(method).features.__qualname__, type(method).feature_layers.__qualname__]
+    overridden = owners != ["Method.features", "Method.feature_layers"]
+    return [owners, method.cfg if overridden else None], method.backbone
+
+
 def method_features(method, dataset, norm: Normalization, layers: bool = False, encode=None, **options):
     """(features, labels) of ``dataset`` by ``method.features`` (``layers``: a list, one per
     ``method.feature_layers`` stage; ``encode``: another of the method's encoders, e.g.

@@ -18,8 +18,6 @@ convolutions corrupts memory for odd batches.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 
 import lightning as L
 import numpy as np
@@ -34,7 +32,8 @@ from ..data.views import Normalization, ViewSpec, augment_for, make_views
 from ..engine.module import seeded_generator
 from ..engine.optim import warmup_cosine
 from ..errors import SelfSupError
-from .features import classifier_top1
+from ..io import content_hash
+from .features import classifier_top1, evaluated_network
 
 FINETUNE_AUGMENT = AugmentConfig(crop_scale=(0.08, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
 
@@ -65,23 +64,12 @@ def default_epochs(labelled: int, total: int) -> int:
 def scratch_fingerprint(method: nn.Module, labelled, test, norm: Normalization, epochs: int, seed: int,
                         device: str, channels_last: bool) -> str:
     """A sha256 of everything a fine-tuning run of ``method`` at its random initialisation
-    depends on: the backbone's architecture and initial weights, where ``features`` is defined
-    (a method that overrides it, e.g. with an input filter or a patch grid, adds its settings),
-    the labelled and test data, normalisation, epochs, seed, device and memory format.
-    Methods that build the same backbone at one seed (SimCLR's and SimSiam's ResNet-18) share
-    it, so the run is made once for all of them (``--scratch-cache``)."""
-    digest = hashlib.sha256()
-    features_owner = type(method).features.__qualname__
-    settings = method.cfg if features_owner != "Method.features" else None
-    digest.update(json.dumps([features_owner, settings, str(method.backbone), epochs, seed, device, channels_last,
-                              list(norm.mean), list(norm.std)], sort_keys=True, default=str).encode())
-    for name, tensor in method.backbone.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    for split in (labelled, test):
-        for tensor in (split.samples, split.labels):
-            digest.update(tensor.contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    depends on: its evaluated network (``evaluated_network``), the labelled and test data,
+    normalisation, epochs, seed, device and memory format, so that checkpoints of methods that
+    build the same network make the run once (``--scratch-cache``)."""
+    where, backbone = evaluated_network(method)
+    return content_hash([where, epochs, seed, device, channels_last, list(norm.mean), list(norm.std)], backbone,
+                        labelled.samples, labelled.labels, test.samples, test.labels)
 
 
 class Finetuner(L.LightningModule):
