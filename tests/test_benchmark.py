@@ -96,14 +96,22 @@ def test_a_suite_run_one_method_at_a_time_builds_one_table(tmp_path, capsys):
     assert (out / "runs" / "simsiam" / "metrics.json").stat().st_mtime_ns != finished
     assert "stop_gradient: false" in (out / "runs" / "simsiam" / "config.yaml").read_text()
     assert {r["precision"] for r in third if not r["method"].startswith("baseline")} == {"32-true"}
-    # a run interrupted under other settings (here another precision) is started over, not resumed
+    # an interrupted run resumes; one interrupted under other settings (another precision) starts over
     import shutil
 
-    shutil.copytree(out / "runs" / "simclr", out / "runs" / "byol", ignore=shutil.ignore_patterns("metrics.json"))
-    bf16 = [("byol", "byol", {"trainer": {"precision": "bf16-mixed"}})]
-    rows = accuracy_suite(out, "t", "t", bf16, overrides, probe_epochs=2, selected=["byol"])
-    assert rows[0]["method"] == "byol" and rows[0]["precision"] == "bf16-mixed"
-    assert "byol: the unfinished run was begun with other settings" in capsys.readouterr().out
+    for name in ("simclr-again", "simclr-bf16"):
+        shutil.copytree(out / "runs" / "simclr", out / "runs" / name, ignore=shutil.ignore_patterns("metrics.json"))
+    capsys.readouterr()
+    again = [("simclr again", "simclr", {})]
+    accuracy_suite(out, "t", "t", again, overrides, probe_epochs=2, selected=["simclr"])
+    assert json.loads((out / "runs" / "simclr-again" / "metrics.json").read_text())["resumed_from"]
+    bf16 = [("simclr bf16", "simclr", {"trainer": {"precision": "bf16-mixed"}})]
+    rows = accuracy_suite(out, "t", "t", bf16, overrides, probe_epochs=2, selected=["simclr"])
+    assert rows[0]["method"] == "simclr bf16" and rows[0]["precision"] == "bf16-mixed"
+    assert json.loads((out / "runs" / "simclr-bf16" / "metrics.json").read_text())["resumed_from"] is None
+    output = capsys.readouterr().out
+    assert "simclr bf16: the unfinished run was begun with other settings" in output and "trainer.precision" in output
+    assert "simclr again: the unfinished" not in output
 
 
 def test_a_suite_without_method_skips_methods_that_cannot_run_on_its_data(tmp_path, capsys):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import yaml
 
-from ..config import merge, resolve, setting_differences
+from ..config import merge, resolve
 from ..engine.checkpoint import load_pretrained
-from ..engine.train import layer_probes, load_datasets, pretrain, run_baselines
+from ..engine.train import ResumeMismatch, layer_probes, load_datasets, pretrain, run_baselines
 from ..errors import SelfSupError
 from ..io import write_json
 from ..methods import method_class
@@ -71,16 +71,15 @@ def run_checkpoint(run_dir: Path) -> Path:
     return remade / "checkpoints" / "last.ckpt"
 
 
-def _drop_unfinished_with_other_settings(run_dir: Path, cfg: dict) -> None:
-    """Start the suite's unfinished run in ``run_dir`` over when the suite's settings for it
-    changed since it began (resuming would mix two configurations)."""
-    saved = run_dir / "config.yaml"
-    if saved.exists() and not (run_dir / "metrics.json").exists():
-        changed = setting_differences(yaml.safe_load(saved.read_text()), cfg)
-        if changed:
-            print(f"{run_dir.name}: the unfinished run was begun with other settings ({', '.join(changed)}); "
-                  "starting it again")
-            shutil.rmtree(run_dir)
+def _pretrain_row(label: str, cfg: dict, run_dir: Path, **options) -> dict:
+    """Pretrain (or resume) a suite's run; an unfinished run begun with other settings (the
+    suite's changed since) is started over instead of resumed."""
+    try:
+        return pretrain(cfg, run_dir, resume=True, **options)
+    except ResumeMismatch as exc:
+        print(f"{label}: the unfinished run was begun with other settings; starting it again ({exc})")
+        shutil.rmtree(run_dir)
+        return pretrain(cfg, run_dir, resume=True, **options)
 
 
 def _add_layer_probes(run_dir: Path, metrics: dict, probe_epochs: int) -> dict:
@@ -129,11 +128,9 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
             if probe_layers and "linear_layers" not in metrics:
                 metrics = _add_layer_probes(run_dir, metrics, probe_epochs)
         elif wanted:
-            _drop_unfinished_with_other_settings(run_dir, cfg)
             try:
-                metrics = pretrain(cfg, run_dir, resume=True, baselines=True, baselines_cache=out / "baselines",
-                                   probe_epochs=probe_epochs,
-                                   probe_layers=probe_layers)
+                metrics = _pretrain_row(label, cfg, run_dir, baselines=True, baselines_cache=out / "baselines",
+                                        probe_epochs=probe_epochs, probe_layers=probe_layers)
             except SelfSupError as exc:  # e.g. a colour-only task on a grey dataset: nothing was written
                 if selected is not None:
                     raise

@@ -89,6 +89,10 @@ def _monitor_subset(dataset, n: int, seed: int):
     return dataset.subset(balanced_subset_indices(dataset.labels.numpy(), n, seed))
 
 
+class ResumeMismatch(SelfSupError):
+    """--resume of a run directory whose run was begun with other settings."""
+
+
 def _check_run_dir(out: Path, cfg: dict, resume: bool) -> Path | None:
     """The checkpoint to resume from, after refusing anything that would damage a run."""
     ckpt = out / "checkpoints" / "last.ckpt"
@@ -103,7 +107,8 @@ def _check_run_dir(out: Path, cfg: dict, resume: bool) -> Path | None:
         previous = yaml.safe_load(saved.read_text())
         changed = setting_differences(previous, cfg)
         if changed:
-            raise SelfSupError(f"--resume must repeat the run's settings; these differ from {saved}: {', '.join(changed)}")
+            raise ResumeMismatch(f"--resume must repeat the run's settings; these differ from {saved}: "
+                                 f"{', '.join(changed)}")
     return ckpt if ckpt.exists() else None
 
 
