@@ -131,3 +131,23 @@ def test_bank_holds_each_images_embedding_and_its_knn_reads_it_in_the_splits_ord
     assert main(["evaluate", "knn", "--checkpoint", str(tmp_path / "simclr" / "checkpoints" / "last.ckpt"),
                  "--memory-bank"]) == 2
     assert "keeps no memory bank; --memory-bank is for instdisc" in capsys.readouterr().err
+
+
+def test_bank_init_embeddings_starts_the_bank_from_the_networks_own_embeddings():
+    from selfsup.engine.module import PretrainModule
+    from selfsup.engine.train import load_datasets
+    from test_methods import tiny_method_cfg
+
+    cfg = tiny_method_cfg("instdisc")
+    cfg["params"]["bank_init"] = "embeddings"
+    train, _, _ = load_datasets(cfg)
+    module = PretrainModule(cfg)
+    module.train_set = train
+    method = module.method
+    before = method.memory.bank.clone()
+    method.on_epoch_start(1, module.embed_training_set)
+    assert torch.equal(method.memory.bank, before)  # only at the start of the run
+    method.on_epoch_start(0, module.embed_training_set)
+    expected, _ = module.embed_training_set(method.embed)
+    assert torch.allclose(method.memory.bank, F.normalize(expected, dim=1), atol=1e-6)
+    assert not torch.allclose(method.memory.bank, before, atol=0.1)

@@ -31,6 +31,7 @@ SEMI = {"unlabelled_ratio": 1}
 VARIANTS = [(name, {**SEMI, "iterations": 2} if "iterations" in METHODS[name].defaults else SEMI
              if METHODS[name].semi_supervised else {}) for name in sorted(METHODS)] + [("moco-v2", {"negatives": "batch"}),
                                                       ("moco-v2", {"negatives": "bank", "queue_size": 128}),
+                                                      ("instdisc", {"bank_init": "embeddings"}),
                                                       ("context-encoder", {"adversarial": 0.001, "region": "random"}),
                                                       ("denoising-ae", {"corruption": "gaussian", "noise": 0.5}),
                                                       ("multitask", {"tasks": ["relative-patch", "supervised"],
