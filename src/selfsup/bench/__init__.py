@@ -40,6 +40,7 @@ FMNIST_QUICK_TUNED = {
     "swav": {"params": {"queue_size": 3840, "queue_start_epoch": 0, "small_crops": 0}},
     "byol": {"optimizer": {"lr": 1.0}, "params": {"base_momentum": 0.99}},
     "simsiam": {"optimizer": {"lr": 0.5, "weight_decay": 1.0e-5}},
+    "instdisc": {"optimizer": {"lr": 0.12}, "params": {"temperature": 0.2, "bank_init": "embeddings"}},
 }
 
 
