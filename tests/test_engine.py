@@ -134,3 +134,25 @@ def test_checkpoint_from_before_a_new_method_option_loads_with_its_default(tmp_p
     torch.save(checkpoint, tmp_path / "old.ckpt")
     module = load_pretrained(tmp_path / "old.ckpt")
     assert module.cfg["params"]["proj_dim"] == SimCLR.defaults["proj_dim"]
+
+
+def test_final_evaluation_embeds_each_split_once_when_the_last_stage_is_the_features(tmp_path, monkeypatch):
+    """kNN, the linear probe and the per-stage probes share one pass over the bank and one over
+    the test split (the same numbers as separate passes: tests/test_benchmark.py's suites)."""
+    import selfsup.engine.train as train
+
+    passes = []
+    real = train.method_features
+
+    def counting(method, dataset, norm, **options):
+        if len(dataset) > 8:  # the few images of the bit-for-bit check do not count
+            passes.append(options.get("layers", False))
+        return real(method, dataset, norm, **options)
+
+    monkeypatch.setattr(train, "method_features", counting)
+    from test_methods import tiny_method_cfg
+
+    cfg = tiny_method_cfg("simclr", epochs=1)
+    metrics = train.pretrain(cfg, tmp_path / "run", baselines=True, probe_epochs=2, probe_layers=True)
+    assert passes == [True, True, True, True]  # bank and test, trained then random-init network
+    assert metrics["linear_top1"] == metrics["linear_layers"]["conv5"]

@@ -215,14 +215,13 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
         metrics["test_top1"] = classifier_top1(module.method, module.method.predict, test, module.norm, device=device,
                                                channels_last=module.channels_last)
     if test is not None and (knn_cfg["final"] or probe_epochs):
-        scores = knn_and_probe(module.method, cfg, bank, test, module.norm, probe_epochs, device, module.channels_last,
-                               progress=cfg["trainer"]["progress_bar"])
+        scores = knn_and_probe(module.method, cfg, bank, test, module.norm, probe_epochs, probe_layers, device,
+                               module.channels_last, progress=cfg["trainer"]["progress_bar"])
         metrics["knn_top1"] = scores["knn_top1"] if knn_cfg["final"] else None
         if probe_epochs:
             metrics["linear_top1"] = scores["linear_top1"]
         if probe_epochs and probe_layers:
-            metrics["linear_layers"] = layer_probes(module.method, cfg, bank, test, probe_epochs, device,
-                                                    module.channels_last)
+            metrics["linear_layers"] = scores["linear_layers"]
     if baselines and test is not None:
         print("computing the raw-pixel and random-init baselines...", file=sys.stderr)
         metrics["baselines"] = run_baselines(cfg, bank, test, probe_epochs, probe_layers, baselines_cache)
@@ -230,18 +229,32 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
     return metrics
 
 
-def knn_and_probe(method, cfg: dict, bank, test, norm: Normalization, probe_epochs: int = 0, device="cpu",
-                  channels_last: bool = False, progress: bool = False) -> dict:
+def knn_and_probe(method, cfg: dict, bank, test, norm: Normalization, probe_epochs: int = 0, layers: bool = False,
+                  device="cpu", channels_last: bool = False, progress: bool = False) -> dict:
     """kNN top-1 (``cfg['knn']``'s k and T) of ``method.features`` and, with ``probe_epochs``,
-    the linear probe's, from one embedding of ``bank`` and ``test``."""
+    the linear probe's (``layers``: also one per stage, ``linear_layers``), from as few
+    embeddings of ``bank`` and ``test`` as possible: one, when the last stage of
+    ``feature_layers`` is ``features`` itself (checked bit for bit on a few images)."""
     common = dict(device=device, channels_last=channels_last, progress=progress)
-    bank_x, bank_y = method_features(method, bank, norm, desc="bank features", **common)
-    test_x, test_y = method_features(method, test, norm, desc="test features", **common)
-    classes = cfg["data"]["num_classes"]
+    stages = layers and probe_epochs
+    bank_x = test_x = None
+    if stages:
+        bank_layers, bank_y = method_features(method, bank, norm, layers=True, desc="bank stages", **common)
+        test_layers, test_y = method_features(method, test, norm, layers=True, desc="test stages", **common)
+        few = bank.subset(range(min(8, len(bank))))
+        if torch.equal(method_features(method, few, norm, **common)[0],
+                       method_features(method, few, norm, layers=True, **common)[0][-1]):
+            bank_x, test_x = bank_layers[-1], test_layers[-1]
+    if bank_x is None:
+        bank_x, bank_y = method_features(method, bank, norm, desc="bank features", **common)
+        test_x, test_y = method_features(method, test, norm, desc="test features", **common)
+    classes, probe = cfg["data"]["num_classes"], dict(epochs=probe_epochs, seed=cfg["seed"])
     scores = {"knn_top1": knn_top1(bank_x, bank_y, test_x, test_y, classes, cfg["knn"]["k"], cfg["knn"]["temperature"])}
     if probe_epochs:
-        scores["linear_top1"] = train_linear_probe(bank_x, bank_y, test_x, test_y, classes, epochs=probe_epochs,
-                                                   seed=cfg["seed"])["test_top1"]
+        scores["linear_top1"] = train_linear_probe(bank_x, bank_y, test_x, test_y, classes, **probe)["test_top1"]
+    if stages:
+        scores["linear_layers"] = {f"conv{i + 1}": train_linear_probe(tr, bank_y, te, test_y, classes, **probe)["test_top1"]
+                                   for i, (tr, te) in enumerate(zip(bank_layers, test_layers))}
     return scores
 
 
@@ -280,7 +293,7 @@ def run_baselines(cfg: dict, bank, test, probe_epochs: int = 0, layers: bool = F
 
 def _baselines(cfg: dict, random_method, bank, test, norm, identity, probe_epochs: int, layers: bool) -> dict:
     k, temperature, classes = cfg["knn"]["k"], cfg["knn"]["temperature"], cfg["data"]["num_classes"]
-    random_init = knn_and_probe(random_method, cfg, bank, test, norm, probe_epochs)
+    random_init = knn_and_probe(random_method, cfg, bank, test, norm, probe_epochs, layers)
     result = {
         "raw_pixels_knn_top1": raw_pixel_knn(bank, test, identity, classes, k, temperature),
         "standardized_pixels_knn_top1": raw_pixel_knn(bank, test, norm, classes, k, temperature),
@@ -292,7 +305,7 @@ def _baselines(cfg: dict, random_method, bank, test, norm, identity, probe_epoch
             *pixels[0], *pixels[1], classes, epochs=probe_epochs, seed=cfg["seed"])["test_top1"]
         result["random_init_linear_top1"] = random_init["linear_top1"]
     if probe_epochs and layers:
-        result["random_init_linear_layers"] = layer_probes(random_method, cfg, bank, test, probe_epochs)
+        result["random_init_linear_layers"] = random_init["linear_layers"]
     return result
 
 
