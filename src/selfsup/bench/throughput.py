@@ -30,7 +30,7 @@ from ..engine.optim import build_optimizer
 from ..engine.train import pretrain
 from ..errors import SelfSupError
 from ..io import write_json
-from . import FMNIST_QUICK
+from . import BF16, FMNIST_QUICK
 from .report import bar_plot, write_table
 
 STEPS = 40
@@ -38,7 +38,6 @@ BATCH = 256
 # fmnist-quick's data and model (each method's own optimiser), one epoch of STEPS batches, no evaluation
 SETTINGS = dict(FMNIST_QUICK, epochs=1, batch_size=BATCH, subset=STEPS * BATCH,
                 knn={"every_n_epochs": 0, "final": False}, trainer={"progress_bar": False, "precision": "32-true"})
-BF16 = {"trainer": {"precision": "bf16-mixed"}}  # the engine once more in bf16 mixed precision
 
 
 class TwoViewPerImage(Dataset):
