@@ -41,6 +41,9 @@ FMNIST_QUICK_TUNED = {
     "byol": {"optimizer": {"lr": 1.0}, "params": {"base_momentum": 0.99}},
     "simsiam": {"optimizer": {"lr": 0.5, "weight_decay": 1.0e-5}},
     "instdisc": {"optimizer": {"lr": 0.12}, "params": {"temperature": 0.2, "bank_init": "embeddings"}},
+    "dare": {"params": {"temperature": 0.2}},
+    "superinfo": {"optimizer": {"name": "sgd", "lr": 0.25, "momentum": 0.9, "weight_decay": 1.0e-4},
+                  "params": {"temperature": 0.2}},
 }
 
 
