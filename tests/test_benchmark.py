@@ -49,12 +49,16 @@ def test_ablation_notes_set_each_group_beside_its_paper():
     from selfsup.bench import ABLATIONS, PAPER_FINDINGS, ablation_findings
 
     assert {method for _, method, _ in ABLATIONS} <= set(PAPER_FINDINGS)
-    done = [("simclr, T 0.2", "simclr", {"knn_top1": 0.75}), ("simclr, T 0.5", "simclr", {"knn_top1": 0.70}),
-            ("byol", "byol", {"knn_top1": 0.6})]
-    simclr, byol = ablation_findings(done)
+    done = [("simclr, T 0.2", "simclr", {"knn_top1": 0.75, "epochs": 3}),
+            ("simclr, T 0.5", "simclr", {"knn_top1": 0.70, "epochs": 3}),
+            ("byol", "byol", {"knn_top1": 0.6, "epochs": 10}),
+            ("simclr 10 ep, T 0.2", "simclr", {"knn_top1": 0.8, "epochs": 10}),
+            ("simclr 10 ep, T 0.5", "simclr", {"knn_top1": 0.82, "epochs": 10})]
+    simclr, byol, longer = ablation_findings(done)  # a method's rows at another budget: a group of their own
     assert simclr.startswith(PAPER_FINDINGS["simclr"])
     assert simclr.endswith("Here (kNN): simclr, T 0.2 0.750; simclr, T 0.5 0.700 (-0.050).")
     assert byol.endswith("Here (kNN): byol 0.600.")
+    assert longer.endswith("Here (kNN): simclr 10 ep, T 0.2 0.800; simclr 10 ep, T 0.5 0.820 (+0.020).")
 
 
 def test_a_suite_run_one_method_at_a_time_builds_one_table(tmp_path, capsys):
@@ -112,6 +116,32 @@ def test_a_suite_run_one_method_at_a_time_builds_one_table(tmp_path, capsys):
     output = capsys.readouterr().out
     assert "simclr bf16: the unfinished run was begun with other settings" in output and "trainer.precision" in output
     assert "simclr again: the unfinished" not in output
+
+
+def test_a_suite_started_in_two_processes_shares_out_its_rows(tmp_path, capsys):
+    import subprocess
+
+    from selfsup.bench.suites import accuracy_suite
+
+    overrides = {"dataset": "synthetic", "epochs": 1, "batch_size": 64, "backbone": {"width": 8},
+                 "trainer": {"progress_bar": False}, "knn": {"k": 20, "every_n_epochs": 0}}
+    runs = [("simclr", "simclr", {}), ("simsiam", "simsiam", {})]
+    out = tmp_path / "bench"
+    (out / "runs").mkdir(parents=True)
+    other = subprocess.Popen(["sleep", "120"])  # a live process holds simclr's row
+    (out / "runs" / ".simclr.claim").write_text(str(other.pid))
+    gone = subprocess.Popen(["true"])  # one that died holding simsiam's row
+    gone.wait()
+    (out / "runs" / ".simsiam.claim").write_text(str(gone.pid))
+    try:
+        rows = accuracy_suite(out, "t", "t", runs, overrides, probe_epochs=2)
+    finally:
+        other.kill()
+    assert [r["method"] for r in rows if not r["method"].startswith("baseline")] == ["simsiam"]
+    assert "simclr: being trained by another process of this suite; left to it" in capsys.readouterr().out
+    assert not (out / "runs" / "simclr").exists()
+    assert (out / "runs" / ".simclr.claim").read_text() == str(other.pid)  # not this process's to remove
+    assert not (out / "runs" / ".simsiam.claim").exists()  # released once the row finished
 
 
 def test_a_suite_without_method_skips_methods_that_cannot_run_on_its_data(tmp_path, capsys):

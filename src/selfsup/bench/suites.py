@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -71,6 +73,46 @@ def run_checkpoint(run_dir: Path) -> Path:
     return remade / "checkpoints" / "last.ckpt"
 
 
+@contextmanager
+def claim(run_dir: Path):
+    """Claim a suite row for this process while it trains, so that the same suite command
+    started in several processes (say one per core, each with ``OMP_NUM_THREADS=1``) shares
+    out its rows: yields False while another live process on this machine holds the row.  The
+    claim is the file ``.LABEL.claim`` beside the run folder, holding the owner's process id;
+    a claim left by a process that died is taken over."""
+    path = run_dir.parent / f".{run_dir.name}.claim"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ours = False
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            holder = path.read_text().strip() if path.exists() else ""
+            if not holder.isdigit() or _alive(int(holder)):  # empty: its owner is writing it
+                break
+            path.unlink(missing_ok=True)
+            continue
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        ours = True
+        break
+    try:
+        yield ours
+    finally:
+        if ours:
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _pretrain_row(label: str, cfg: dict, run_dir: Path, **options) -> dict:
     """Pretrain (or resume) a suite's run; an unfinished run begun with other settings (the
     suite's changed since) is started over instead of resumed."""
@@ -115,29 +157,39 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
     ``(label, method, row)`` triples).  A run that finished in an earlier call is not re-run.  ``{name}.md``/``.csv`` and the plots in ``out``
     then show every finished run of the suite, in the suite's order, so that suites run one
     method at a time build one table."""
-    rows, curves, finals, baselines, done = [], {}, {}, {}, []
-    for label, method, settings in runs:
+    def configured(settings, method):
         layer = copy.deepcopy(overrides)
         if data_dir:
             layer["data_dir"] = data_dir
-        cfg = merge(merge(resolve(method), layer), settings)
-        run_dir = out / "runs" / run_slug(label)
-        wanted = selected is None or method in selected
-        metrics = finished_run(run_dir, cfg, redo=wanted)
-        if metrics is not None:  # finished in an earlier call
-            if probe_layers and "linear_layers" not in metrics:
-                metrics = _add_layer_probes(run_dir, metrics, probe_epochs)
-        elif wanted:
+        return merge(merge(resolve(method), layer), settings)
+
+    for label, method, settings in runs:  # train the selected rows not yet finished
+        if selected is not None and method not in selected:
+            continue
+        cfg, run_dir = configured(settings, method), out / "runs" / run_slug(label)
+        if finished_run(run_dir, cfg) is not None:
+            continue
+        with claim(run_dir) as ours:
+            if not ours:
+                print(f"{label}: being trained by another process of this suite; left to it")
+                continue
+            if finished_run(run_dir, cfg) is not None:  # finished by another process meanwhile
+                continue
             try:
-                metrics = _pretrain_row(label, cfg, run_dir, baselines=True, baselines_cache=out / "baselines",
-                                        probe_epochs=probe_epochs, probe_layers=probe_layers)
+                _pretrain_row(label, cfg, run_dir, baselines=True, baselines_cache=out / "baselines",
+                              probe_epochs=probe_epochs, probe_layers=probe_layers)
             except SelfSupError as exc:  # e.g. a colour-only task on a grey dataset: nothing was written
                 if selected is not None:
                     raise
                 print(f"{label}: skipped ({exc})")
-                continue
-        else:
+    rows, curves, finals, baselines, done = [], {}, {}, {}, []
+    for label, method, settings in runs:  # the table: every finished row, in the suite's order
+        cfg, run_dir = configured(settings, method), out / "runs" / run_slug(label)
+        metrics = finished_run(run_dir, cfg, redo=False)
+        if metrics is None:
             continue
+        if probe_layers and "linear_layers" not in metrics:
+            metrics = _add_layer_probes(run_dir, metrics, probe_epochs)
         done.append((label, method, settings))
         baselines = baselines or metrics.get("baselines", {})
         supervised = " (supervised)" if method_class(method).supervised else ""
