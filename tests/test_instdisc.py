@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from selfsup.losses import estimate_log_z, nce_memory
+from selfsup.losses import bank_softmax, estimate_log_z, nce_memory
 from selfsup.methods.helpers import MemoryBank
 from two_processes import run_two_processes
 
@@ -41,6 +41,27 @@ def test_nce_memory_matches_reference(b, m, d, t, n):
     log_z = estimate_log_z(F.normalize(f, dim=1) @ F.normalize(noise, dim=1).T, t, n).double()
     expected = nce_reference(f, pos, noise, t, math.exp(log_z.item()), n)
     assert nce_memory(f, pos, noise, t, log_z, n).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_bank_softmax_hand_computed_and_against_the_softmax_written_out():
+    # f along its own entry (row 1 of the bank), orthogonal to row 0, opposite to row 2; τ 1
+    f, bank = torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 2.0], [1.0, 0.0], [-1.0, 0.0]])
+    expected = -math.log(math.e / (1 + math.e + 1 / math.e))
+    assert bank_softmax(f, bank, torch.tensor([1]), 1.0).item() == pytest.approx(expected, rel=1e-6)
+    torch.manual_seed(0)
+    f, bank, index = torch.randn(5, 4, dtype=torch.float64), torch.randn(9, 4, dtype=torch.float64), torch.tensor([0, 3, 3, 8, 2])
+    written_out = 0.0
+    for i in range(5):
+        sims = [(F.normalize(f[i], dim=0) @ F.normalize(bank[j], dim=0)).item() / 0.2 for j in range(9)]
+        written_out -= sims[index[i]] - math.log(sum(math.exp(s) for s in sims))
+    assert bank_softmax(f, bank, index, 0.2).item() == pytest.approx(written_out / 5, rel=1e-9)
+    bank.requires_grad_(True)
+    f.requires_grad_(True)
+    torch.autograd.gradcheck(lambda x: bank_softmax(x, bank, index, 0.2), (f,))
+    bank_softmax(f, bank, index, 0.2).backward()
+    assert bank.grad is None  # the bank is a target, not a parameter
+    with pytest.raises(ValueError, match="bank_softmax expects"):
+        bank_softmax(f, torch.randn(9, 3), index, 0.2)
 
 
 def test_estimate_log_z_is_n_times_the_mean_exponential():

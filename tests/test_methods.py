@@ -32,6 +32,7 @@ VARIANTS = [(name, {**SEMI, "iterations": 2} if "iterations" in METHODS[name].de
              if METHODS[name].semi_supervised else {}) for name in sorted(METHODS)] + [("moco-v2", {"negatives": "batch"}),
                                                       ("moco-v2", {"negatives": "bank", "queue_size": 128}),
                                                       ("instdisc", {"bank_init": "embeddings"}),
+                                                      ("instdisc", {"loss": "softmax"}),
                                                       ("context-encoder", {"adversarial": 0.001, "region": "random"}),
                                                       ("denoising-ae", {"corruption": "gaussian", "noise": 0.5}),
                                                       ("multitask", {"tasks": ["relative-patch", "supervised"],

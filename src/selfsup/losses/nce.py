@@ -43,3 +43,15 @@ def nce_memory(embeddings: torch.Tensor, positives: torch.Tensor, noise: torch.T
     log_p_data = (f * positives).sum(dim=1) / temperature - log_z
     log_p_noise = f @ noise.T / temperature - log_z
     return (F.softplus(log_noise - log_p_data) + F.softplus(log_p_noise - log_noise).sum(dim=1)).mean()
+
+
+def bank_softmax(embeddings: torch.Tensor, bank: torch.Tensor, index: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The non-parametric softmax itself, computed exactly over every bank entry (eq. 2, which
+    the paper's CIFAR-10 experiments compare with its NCE approximation): the mean over the
+    batch of −log P(i | f), P(i | f) = exp(v_i·f / τ) / Σ_j exp(v_j·f / τ), where ``index``
+    holds each embedding's own bank row i.  L2-normalised inside; the bank is detached."""
+    if embeddings.dim() != 2 or bank.dim() != 2 or bank.shape[1] != embeddings.shape[1]:
+        raise ValueError(f"bank_softmax expects [B, D] embeddings and an [N, D] bank, got {tuple(embeddings.shape)} "
+                         f"and {tuple(bank.shape)}")
+    f = F.normalize(embeddings, dim=1)
+    return F.cross_entropy(f @ F.normalize(bank.detach().to(f.dtype), dim=1).T / temperature, index)
