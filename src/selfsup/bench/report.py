@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import sys
+import textwrap
 from pathlib import Path
 
 from ..io import atomic_write_text
@@ -36,13 +37,21 @@ def bar_plot(path: Path, labels: list[str], values: list[float], ylabel: str, ti
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(labels)), 3.5))
-    bars = ax.bar(labels, values, color=[f"C{i % 10}" for i in range(len(values))])
-    ax.bar_label(bars, fmt="%.3g")
-    if len(labels) > 5:
-        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    colours = [f"C{i % 10}" for i in range(len(values))]
+    if len(labels) > 12:  # many rows (the ablations): horizontal bars keep every label readable
+        fig, ax = plt.subplots(figsize=(8.0, 1.2 + 0.26 * len(labels)))
+        bars = ax.barh(labels, values, color=colours)
+        ax.invert_yaxis()  # the table's order, top to bottom
+        ax.tick_params(axis="y", labelsize=8)
+        ax.set_xlabel(ylabel)
+    else:
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(labels)), 3.5))
+        bars = ax.bar(labels, values, color=colours)
+        if len(labels) > 5:
+            ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+        ax.set_ylabel(ylabel)
+    ax.bar_label(bars, fmt="%.3g", fontsize=8)
+    ax.set_title(textwrap.fill(title, 70), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
