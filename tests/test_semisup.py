@@ -1,6 +1,7 @@
 """Semi-supervised learning: labelled subsets, mixed batches, FixMatch's strong view, the
 `selfsup semisup` command (tiny runs beat chance), --init and its errors."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -161,3 +162,7 @@ def test_semisup_suite_tabulates_seeds_reuses_runs_and_probes_the_init(tmp_path)
     stamp = (out / "runs" / runs[0] / "metrics.json").stat().st_mtime_ns
     assert semisup_suite(out, **kwargs) == rows  # everything reused
     assert (out / "runs" / runs[0] / "metrics.json").stat().st_mtime_ns == stamp
+    # a run claimed by another live process (here: this one) is left to it and out of the table
+    (out / "runs" / ".supervised-only-3labels-seed2.claim").write_text(str(os.getpid()))
+    shared = semisup_suite(out, **{**kwargs, "methods": ["supervised-only"], "seeds": (0, 1, 2)})
+    assert shared[0]["3_per_class"].endswith("(n=2)") and not (out / "runs" / "supervised-only-3labels-seed2").exists()

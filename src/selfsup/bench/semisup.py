@@ -7,7 +7,8 @@ class-balanced 20k subset of the training split, batches of 32 labelled and 7 x 
 unlabelled images, 12 passes over the pool (about 1070 steps); everything else is each
 method's config (FixMatch's recipe).  FROST starts from the fmnist-quick SimCLR checkpoint
 (``OUT/../fmnist-quick/runs/simclr``), as the issue asks.  Each run lives in
-``OUT/runs/LABEL-Nlabels-seedS``; finished runs are reused.
+``OUT/runs/LABEL-Nlabels-seedS``; finished runs are reused, and the same command started in
+several processes shares out the runs (``suites.claim``); the tables show the finished ones.
 """
 from __future__ import annotations
 
@@ -24,11 +25,11 @@ from ..eval.linear import train_linear_probe
 from ..io import write_json
 from ..methods.semisup import labelled_indices
 from .report import curve_plot, write_table
-from .suites import finished_run, run_checkpoint, run_slug
+from .suites import claim, finished_run, run_checkpoint, run_slug
 
 SEMISUP_BUDGET = {"dataset": "fashion-mnist", "subset": 20000, "epochs": 12, "batch_size": 32,
                   "backbone": {"name": "resnet18", "width": 16, "small_stem": True},
-                  "knn": {"every_n_epochs": 0}, "trainer": {"progress_bar": False}}
+                  "knn": {"every_n_epochs": 0}, "trainer": {"progress_bar": False, "precision": "bf16-mixed"}}
 LABELS_PER_CLASS = (1, 4, 25)
 LABEL_SEEDS = (0, 1, 2)
 SIMCLR_INIT = "simclr-init"  # stands for the SimCLR checkpoint in a row's settings
@@ -98,9 +99,14 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
                 run_dir = out / "runs" / run_slug(f"{label}-{per_class}labels-seed{seed}")
                 metrics = finished_run(run_dir, cfg)  # the init's path is no setting that makes another run
                 if metrics is None:
-                    if cfg["backbone"].get("init") == SIMCLR_INIT:
-                        cfg["backbone"]["init"] = str(simclr_init())
-                    metrics = pretrain(cfg, run_dir, resume=True)
+                    with claim(run_dir) as ours:
+                        if ours:
+                            if cfg["backbone"].get("init") == SIMCLR_INIT:
+                                cfg["backbone"]["init"] = str(simclr_init())
+                            metrics = finished_run(run_dir, cfg) or pretrain(cfg, run_dir, resume=True)
+                if metrics is None:
+                    print(f"{run_dir.name}: being trained by another process of this suite; left to it")
+                    continue
                 results.setdefault((label, per_class), []).append(metrics["test_top1"])
                 runs.append({"row": label, "labels_per_class": per_class, "label_seed": seed,
                              "test_top1": metrics["test_top1"], "train_seconds": metrics["train_seconds"]})
