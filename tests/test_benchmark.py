@@ -178,3 +178,16 @@ def test_per_stage_probes_are_added_to_finished_runs_from_their_checkpoints(tmp_
     assert random_init["method"].startswith("baseline: random-init")
     assert random_init["linear_conv1"] == metrics["baselines"]["random_init_linear_layers"]["conv1"]
     assert "| linear_conv1 |" in (out / "t.md").read_text()
+
+
+def test_throughput_runs_colour_only_tasks_on_grey_images_repeated_to_three_channels(tmp_path):
+    from selfsup.bench.throughput import throughput_config
+    from selfsup.config import merge
+    from selfsup.engine.train import pretrain
+
+    assert throughput_config("rotation", None)["data"]["channels"] is None  # the dataset's own
+    cfg = throughput_config("split-brain", None)
+    assert cfg["data"]["channels"] == 3
+    grey = merge(cfg, {"dataset": "digits", "subset": None, "batch_size": 64, "backbone": {"width": 8}})  # 1-channel
+    metrics = pretrain(grey, tmp_path / "split-brain")
+    assert metrics["samples_per_second"] > 0

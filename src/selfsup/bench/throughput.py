@@ -118,11 +118,21 @@ def model_ceiling(cfg: dict, train, channels_last: bool) -> float:
     return STEPS * BATCH / seconds
 
 
+def throughput_config(method: str, data_dir: str | None) -> dict:
+    """``method``'s config in the suite: colour-only tasks get the images repeated to 3 channels
+    (the compute of colour images of this size; the task itself is moot on grey ones)."""
+    from ..methods import method_class
+
+    settings = dict(SETTINGS, **({"data_dir": data_dir} if data_dir else {}))
+    if method_class(method).colour_only:
+        settings["data"] = {"channels": 3}
+    return merge(resolve(method), settings)
+
+
 def method_throughput(method: str, out: Path, data_dir: str | None) -> dict:
     """(a) the engine in fp32 and in bf16 mixed precision, and (c) the fp32 model-only ceiling
     (channels_last, the engine's format) for ``method``."""
-    settings = dict(SETTINGS, **({"data_dir": data_dir} if data_dir else {}))
-    cfg = merge(resolve(method), settings)
+    cfg = throughput_config(method, data_dir)
     speeds = {}
     for name, precision in [("engine", {}), ("engine_bf16", BF16)]:
         run_dir = out / "runs" / (method + ("-bf16" if precision else ""))
@@ -187,6 +197,8 @@ def throughput_suite(out: Path, data_dir: str | None, methods: list[str]) -> lis
              "training_step, backward, pre-step hook, optimiser step and post-step hook on views made beforehand; "
              "(a) adds the engine: data loading, view making on the batch, logging, the progress of Lightning.",
              "Each image counts once, however many views it yields.",
+             "Colour-only tasks (colorization, split-brain) run on Fashion-MNIST repeated to 3 channels: the compute "
+             "of colour images of this size, although their task is moot on grey ones.",
              "(a) and (c) train in fp32; the bf16-mixed row is the engine again with autocast to bfloat16 (this "
              "CPU's AMX units; fmnist-quick trains so since 2026-11-29): its a_over_row below 1 is the speed-up.",
              "Each method's rows come from its own measurement (`measured`); `--method M` re-measures M alone and "

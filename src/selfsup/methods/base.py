@@ -85,6 +85,8 @@ class Method(nn.Module):
     choices: dict[str, tuple] = {}
     #: the kinds of data it learns from (``DatasetInfo.modality``)
     modalities: tuple[str, ...] = ("image",)
+    #: learns from colour alone (3-channel images); refused on other data
+    colour_only: bool = False
 
     def __init__(self, backbone: nn.Module, cfg: dict, run: RunContext):
         super().__init__()
@@ -112,6 +114,9 @@ class Method(nn.Module):
             if params.get(key) not in options:
                 raise SelfSupError(f"params.{key} of {cls.name} must be one of {', '.join(map(str, options))}, "
                                    f"got {params.get(key)!r}")
+        if cls.colour_only and run.channels != 3:
+            raise SelfSupError(f"{cls.name} needs colour images, but this dataset has {run.channels} channel(s); use a "
+                               "colour dataset (cifar10, cifar100, stl10, imagefolder)")
 
     @classmethod
     def build_backbone(cls, cfg: dict, run: RunContext) -> nn.Module:

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from ..data.augment import AugmentConfig
 from ..data.lab import ab_bin_of, ab_bins, rgb_to_lab
 from ..data.views import ViewSpec
-from ..errors import SelfSupError
 from ..models.backbones import build_backbone
 from ..models.heads import ImageDecoder
 from .base import Method
@@ -30,12 +29,7 @@ from .base import Method
 class ColourTask(Method):
     """A task on colour images whose backbone sees one channel (L) of CIELAB."""
 
-    @classmethod
-    def check_params(cls, params, run):
-        super().check_params(params, run)
-        if run.channels != 3:
-            raise SelfSupError(f"{cls.name} needs colour images, but this dataset has {run.channels} channel(s); use a "
-                               "colour dataset (cifar10, cifar100, stl10, imagefolder)")
+    colour_only = True
 
     def lab(self, x: torch.Tensor) -> torch.Tensor:
         """CIELAB of normalised views (the run's normalisation undone)."""
