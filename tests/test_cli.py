@@ -172,6 +172,18 @@ def test_print_config_shows_resolved_values_and_writes_nothing(capsys, tmp_path,
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_runs_config_file_repeats_the_run(capsys, finished_run):
+    import yaml
+
+    from selfsup.config import setting_differences
+    saved = yaml.safe_load((finished_run / "config.yaml").read_text())  # with the data facts its run filled in
+    assert main(["pretrain", "--method", "simclr", "--config", str(finished_run / "config.yaml"), "--print-config"]) == 0
+    again = yaml.safe_load(capsys.readouterr().out)
+    facts = {f"data.{k}" for k in ("mean", "std", "num_classes", "modality")}  # found again by the run
+    assert facts & set(setting_differences(saved, again))
+    assert {d for d in setting_differences(saved, again) if d.split(".")[0] != "run"} <= facts
+
+
 def test_checkpoint_that_does_not_match_its_configuration(capsys, finished_run, tmp_path):
     import torch
     checkpoint = torch.load(finished_run / "checkpoints" / "last.ckpt", weights_only=True)

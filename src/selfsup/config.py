@@ -74,6 +74,11 @@ def parse_assignment(text: str) -> dict:
     return nested
 
 
+# what ``pretrain`` measures from the dataset and writes into a run's config.yaml: these keys
+# of ``data``, and the whole ``run`` section
+DATA_FACTS = ("mean", "std", "num_classes", "modality")
+
+
 def resolve(method: str, user_file: str | None = None, flags: dict | None = None,
             assignments: list[str] | None = None) -> dict:
     """Merge the layers for ``method`` (flags whose value is None are not given)."""
@@ -84,8 +89,12 @@ def resolve(method: str, user_file: str | None = None, flags: dict | None = None
     cfg["params"] = copy.deepcopy(cls.defaults)
     cfg = merge(cfg, packaged_config(method))
     layers = []
-    if user_file:
-        layers.append(read_config_file(user_file))
+    if user_file:  # a run's own config.yaml too: the facts its run filled in are found again
+        layer = read_config_file(user_file)
+        layer.pop("run", None)
+        if isinstance(layer.get("data"), dict):
+            layer["data"] = {k: v for k, v in layer["data"].items() if k not in DATA_FACTS}
+        layers.append(layer)
     layers.append({k: v for k, v in (flags or {}).items() if v is not None})
     layers += [parse_assignment(a) for a in assignments or []]
     for layer in layers:
