@@ -44,6 +44,8 @@ FMNIST_QUICK_TUNED = {
     "dare": {"params": {"temperature": 0.2}},
     "superinfo": {"optimizer": {"name": "sgd", "lr": 0.25, "momentum": 0.9, "weight_decay": 1.0e-4},
                   "params": {"temperature": 0.2}},
+    "jigsaw": {"optimizer": {"lr": 0.1}},
+    "relative-patch": {"optimizer": {"lr": 0.1}},
 }
 
 
@@ -188,11 +190,14 @@ def _ablations(out: Path, data_dir: str | None, methods: list[str] | None):
 
 
 # Caruana's question for pretext tasks: does one shared trunk trained on several tasks give
-# better features than each task alone?  Same budget as the ablations, per-stage probes.
+# better features than each task alone?  Same budget as the ablations, per-stage probes, and
+# every row with the multitask config's optimiser (SGD lr 0.1 x batch/256), so that only the
+# tasks differ.
 MULTITASK_BUDGET = merge(ABLATION_BUDGET, BF16)
+SAME_OPTIMIZER = {"optimizer": {"lr": 0.1}}
 MULTITASK = [
-    ("rotation alone", "rotation", {}),
-    ("jigsaw alone", "jigsaw", {}),
+    ("rotation alone", "rotation", SAME_OPTIMIZER),
+    ("jigsaw alone", "jigsaw", SAME_OPTIMIZER),
     ("multitask: rotation + jigsaw", "multitask", {}),
     ("multitask: rotation + jigsaw, uncertainty weights", "multitask", {"params": {"uncertainty": True}}),
 ]
