@@ -46,6 +46,8 @@ FMNIST_QUICK_TUNED = {
                   "params": {"temperature": 0.2}},
     "jigsaw": {"optimizer": {"lr": 0.1}},
     "relative-patch": {"optimizer": {"lr": 0.1}},
+    "count": {"optimizer": {"lr": 1.0e-3}, "params": {"count_dim": 1000}},
+    "exemplar": {"params": {"surrogate_classes": 1000}},
 }
 
 
