@@ -25,7 +25,7 @@ from ..eval.linear import train_linear_probe
 from ..io import write_json
 from ..methods.semisup import labelled_indices
 from .report import curve_plot, write_table
-from .suites import claim, finished_run, run_checkpoint, run_slug
+from .suites import claimed_run, run_checkpoint, run_slug
 
 SEMISUP_BUDGET = {"dataset": "fashion-mnist", "subset": 20000, "epochs": 12, "batch_size": 32,
                   "backbone": {"name": "resnet18", "width": 16, "small_stem": True},
@@ -97,15 +97,13 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
                 change = merge(settings, {"params": {"labels_per_class": per_class, "label_seed": seed}}, strict=False)
                 cfg = merge(merge(resolve(method), {**(budget or SEMISUP_BUDGET), "data_dir": data_dir}), change)
                 run_dir = out / "runs" / run_slug(f"{label}-{per_class}labels-seed{seed}")
-                metrics = finished_run(run_dir, cfg)  # the init's path is no setting that makes another run
+                def train():
+                    if cfg["backbone"].get("init") == SIMCLR_INIT:
+                        cfg["backbone"]["init"] = str(simclr_init())
+                    return pretrain(cfg, run_dir, resume=True)
+
+                metrics = claimed_run(run_dir, cfg, run_dir.name, train)  # the init's path makes no other run
                 if metrics is None:
-                    with claim(run_dir) as ours:
-                        if ours:
-                            if cfg["backbone"].get("init") == SIMCLR_INIT:
-                                cfg["backbone"]["init"] = str(simclr_init())
-                            metrics = finished_run(run_dir, cfg) or pretrain(cfg, run_dir, resume=True)
-                if metrics is None:
-                    print(f"{run_dir.name}: being trained by another process of this suite; left to it")
                     continue
                 results.setdefault((label, per_class), []).append(metrics["test_top1"])
                 runs.append({"row": label, "labels_per_class": per_class, "label_seed": seed,

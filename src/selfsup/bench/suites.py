@@ -103,6 +103,20 @@ def claim(run_dir: Path):
             path.unlink(missing_ok=True)
 
 
+def claimed_run(run_dir: Path, cfg: dict, label: str, train) -> dict | None:
+    """metrics.json of ``run_dir``'s run finished with ``cfg``'s settings, else ``train()``'s
+    (it trains the run and returns its metrics) under this process's claim; None while another
+    live process of the suite holds the row."""
+    metrics = finished_run(run_dir, cfg)
+    if metrics is not None:
+        return metrics
+    with claim(run_dir) as ours:
+        if not ours:
+            print(f"{label}: being trained by another process of this suite; left to it")
+            return None
+        return finished_run(run_dir, cfg) or train()  # finished by another process meanwhile
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -167,21 +181,14 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
         if selected is not None and method not in selected:
             continue
         cfg, run_dir = configured(settings, method), out / "runs" / run_slug(label)
-        if finished_run(run_dir, cfg) is not None:
-            continue
-        with claim(run_dir) as ours:
-            if not ours:
-                print(f"{label}: being trained by another process of this suite; left to it")
-                continue
-            if finished_run(run_dir, cfg) is not None:  # finished by another process meanwhile
-                continue
-            try:
-                _pretrain_row(label, cfg, run_dir, baselines=True, baselines_cache=out / "baselines",
-                              probe_epochs=probe_epochs, probe_layers=probe_layers)
-            except SelfSupError as exc:  # e.g. a colour-only task on a grey dataset: nothing was written
-                if selected is not None:
-                    raise
-                print(f"{label}: skipped ({exc})")
+        try:
+            claimed_run(run_dir, cfg, label, lambda: _pretrain_row(
+                label, cfg, run_dir, baselines=True, baselines_cache=out / "baselines",
+                probe_epochs=probe_epochs, probe_layers=probe_layers))
+        except SelfSupError as exc:  # e.g. a colour-only task on a grey dataset: nothing was written
+            if selected is not None:
+                raise
+            print(f"{label}: skipped ({exc})")
     rows, curves, finals, baselines, done = [], {}, {}, {}, []
     for label, method, settings in runs:  # the table: every finished row, in the suite's order
         cfg, run_dir = configured(settings, method), out / "runs" / run_slug(label)
