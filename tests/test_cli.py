@@ -182,6 +182,11 @@ def test_a_runs_config_file_repeats_the_run(capsys, finished_run):
     facts = {f"data.{k}" for k in ("mean", "std", "num_classes", "modality")}  # found again by the run
     assert facts & set(setting_differences(saved, again))
     assert {d for d in setting_differences(saved, again) if d.split(".")[0] != "run"} <= facts
+    # a hand-written file may not set them: only a run's own config is read this way
+    handwritten = finished_run.parent / "mine.yaml"
+    handwritten.write_text("data:\n  mean: [0.5]\n")
+    assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", "--config", str(handwritten),
+                                "--print-config"), "unknown config key 'data.mean'")
 
 
 def test_checkpoint_that_does_not_match_its_configuration(capsys, finished_run, tmp_path):

@@ -74,8 +74,8 @@ def parse_assignment(text: str) -> dict:
     return nested
 
 
-# what ``pretrain`` measures from the dataset and writes into a run's config.yaml: these keys
-# of ``data``, and the whole ``run`` section
+# what ``pretrain`` measures from the dataset and writes into a run's config.yaml (known by
+# its ``run`` section, also written by the run): these keys of ``data``
 DATA_FACTS = ("mean", "std", "num_classes", "modality")
 
 
@@ -89,11 +89,12 @@ def resolve(method: str, user_file: str | None = None, flags: dict | None = None
     cfg["params"] = copy.deepcopy(cls.defaults)
     cfg = merge(cfg, packaged_config(method))
     layers = []
-    if user_file:  # a run's own config.yaml too: the facts its run filled in are found again
+    if user_file:
         layer = read_config_file(user_file)
-        layer.pop("run", None)
-        if isinstance(layer.get("data"), dict):
-            layer["data"] = {k: v for k, v in layer["data"].items() if k not in DATA_FACTS}
+        if "run" in layer:  # a run's own config.yaml: the facts its run filled in are found again
+            layer.pop("run")
+            if isinstance(layer.get("data"), dict):
+                layer["data"] = {k: v for k, v in layer["data"].items() if k not in DATA_FACTS}
         layers.append(layer)
     layers.append({k: v for k, v in (flags or {}).items() if v is not None})
     layers += [parse_assignment(a) for a in assignments or []]
