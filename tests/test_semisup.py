@@ -10,7 +10,7 @@ import torch
 from selfsup.cli import main
 from selfsup.data.randaugment import OPERATIONS, cutout, rand_augment
 from selfsup.data.samplers import LabelledUnlabelledBatchSampler
-from selfsup.methods.semisup import labelled_indices
+from selfsup.methods.semisup import ema_note, labelled_indices
 
 SEMI = ["--dataset", "synthetic", "--width", "8", "--batch-size", "16", "--labels-per-class", "10",
         "--set", "trainer.progress_bar=false", "--set", "knn.k=20", "--set", "params.unlabelled_ratio=2",
@@ -23,6 +23,12 @@ def test_labelled_indices_per_class_and_seeded():
     assert np.bincount(labels[a.numpy()]).tolist() == [4, 4, 4]
     assert torch.equal(a, labelled_indices(labels, 4, seed=0))
     assert not torch.equal(a, labelled_indices(labels, 4, seed=1))
+
+
+def test_ema_note_when_the_initial_weights_would_linger():
+    assert "keeps 34% of its random initial weights" in ema_note(0.999, 1070)  # 0.999 ** 1070 = 0.343
+    assert "a rate of 0.9953 or lower" in ema_note(0.999, 1070)
+    assert 0.9953 ** 1070 < 0.01 and ema_note(0.99, 1070) is None and ema_note(0.999, 2 ** 20) is None
 
 
 def test_mixed_batches_start_with_labelled_images_and_pass_over_the_pool():
@@ -162,7 +168,15 @@ def test_semisup_suite_tabulates_seeds_reuses_runs_and_probes_the_init(tmp_path)
     stamp = (out / "runs" / runs[0] / "metrics.json").stat().st_mtime_ns
     assert semisup_suite(out, **kwargs) == rows  # everything reused
     assert (out / "runs" / runs[0] / "metrics.json").stat().st_mtime_ns == stamp
+    assert semisup_suite(out, **{**kwargs, "seeds": (1,)}) == rows  # the table shows every finished run of the grid
+    assert "--labels-per-class 3 --label-seed 0 --label-seed 1" in (out / "semisup.md").read_text()
     # a run claimed by another live process (here: this one) is left to it and out of the table
     (out / "runs" / ".supervised-only-3labels-seed2.claim").write_text(str(os.getpid()))
     shared = semisup_suite(out, **{**kwargs, "methods": ["supervised-only"], "seeds": (0, 1, 2)})
     assert shared[0]["3_per_class"].endswith("(n=2)") and not (out / "runs" / "supervised-only-3labels-seed2").exists()
+
+
+def test_benchmark_refuses_a_suite_option_of_another_suite(tmp_path, capsys):
+    assert main(["benchmark", "--suite", "smoke", "--out", str(tmp_path / "out"), "--label-seed", "1"]) == 2
+    assert "--label-seed is not an option of the smoke suite" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

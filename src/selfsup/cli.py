@@ -152,6 +152,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", action="append", default=None, metavar="M",
                    help="method(s) to run instead of the suite's own list (repeat the flag; `all`: every registered "
                         "method); throughput measures simclr by default")
+    p.add_argument("--labels-per-class", type=int, action="append", default=None, metavar="N",
+                   help="semisup suite: train only these labels per class (repeat the flag; default 1, 4 and 25); "
+                        "the table shows every finished run")
+    p.add_argument("--label-seed", type=int, action="append", default=None, metavar="S",
+                   help="semisup suite: train only these label seeds (repeat the flag; default 0, 1 and 2)")
     _add_common(p)
 
     p = sub.add_parser("forecast", help="self-boosted time-series forecasting (EEMD, multi-task, multi-view) and "
@@ -342,7 +347,8 @@ def _cmd_forecast(args) -> None:
 def _cmd_benchmark(args) -> None:
     from .bench import run_suite
 
-    run_suite(args.suite, Path(args.out), data_dir=args.data_dir, methods=args.method)
+    run_suite(args.suite, Path(args.out), data_dir=args.data_dir, methods=args.method,
+              labels_per_class=args.labels_per_class, label_seed=args.label_seed)
 
 
 def _cmd_report(args) -> None:

@@ -14,7 +14,8 @@ from .forecast import forecast_suite
 @dataclass(frozen=True)
 class Suite:
     description: str
-    run: Callable[[Path, str | None, list[str] | None], object]
+    run: Callable[..., object]  # (out, data_dir, methods, **options)
+    options: tuple[str, ...] = ()  # the suite's own keyword options (benchmark flags), if any
 
 
 def _smoke(out: Path, data_dir: str | None, methods: list[str] | None):
@@ -217,9 +218,11 @@ def _evaluations(out: Path, data_dir: str | None, methods: list[str] | None):
     return evaluations_suite(out, out.parent / "fmnist-quick" / "runs", methods)
 
 
-def _semisup(out: Path, data_dir: str | None, methods: list[str] | None):
-    from .semisup import semisup_suite
-    return semisup_suite(out, data_dir, methods)
+def _semisup(out: Path, data_dir: str | None, methods: list[str] | None, labels_per_class: list[int] | None = None,
+             label_seed: list[int] | None = None):
+    from .semisup import LABEL_SEEDS, LABELS_PER_CLASS, semisup_suite
+    return semisup_suite(out, data_dir, methods, labels=tuple(labels_per_class or LABELS_PER_CLASS),
+                         seeds=tuple(label_seed or LABEL_SEEDS))
 
 
 def _series_ssl(out: Path, data_dir: str | None, methods: list[str] | None):
@@ -245,7 +248,8 @@ SUITES: dict[str, Suite] = {
                          _evaluations),
     "semisup": Suite("supervised-only, pseudo-label, self-training, FixMatch (with and without balancing) and FROST "
                      "from the fmnist-quick SimCLR checkpoint, 1/4/25 labels per class, 3 label seeds, beside a linear "
-                     "probe of that checkpoint on the same labels", _semisup),
+                     "probe of that checkpoint on the same labels", _semisup,
+                     options=("labels_per_class", "label_seed")),
     "series-ssl": Suite("CPC on the UCR problems shipped with aeon (gunpoint, italy-power-demand, arrowhead, osuleaf): "
                         "kNN and linear probe vs the raw series and the random-init encoder", _series_ssl),
     "throughput": Suite("training images/s of --method M (or all): our engine vs the model-only ceiling "
@@ -256,8 +260,9 @@ SUITES: dict[str, Suite] = {
 }
 
 
-def run_suite(name: str, out: Path, data_dir: str | None = None, methods: list[str] | None = None):
-    """Run suite ``name``; ``methods`` (registry names, or ["all"]) replaces the suite's own list."""
+def run_suite(name: str, out: Path, data_dir: str | None = None, methods: list[str] | None = None, **options):
+    """Run suite ``name``; ``methods`` (registry names, or ["all"]) replaces the suite's own
+    list; ``options`` (those not None) go to a suite that has them."""
     from ..methods import METHODS, method_class
 
     if name not in SUITES:
@@ -266,5 +271,11 @@ def run_suite(name: str, out: Path, data_dir: str | None = None, methods: list[s
         methods = list(METHODS)
     for method in methods or []:
         method_class(method)  # a clear error for an unknown name, before any work
+    options = {key: value for key, value in options.items() if value is not None}
+    foreign = [key for key in options if key not in SUITES[name].options]
+    if foreign:
+        raise SelfSupError(f"--{foreign[0].replace('_', '-')} is not an option of the {name} suite"
+                           + (f" (its options: {', '.join('--' + o.replace('_', '-') for o in SUITES[name].options)})"
+                              if SUITES[name].options else ""))
     ensure_writable_dir(out)
-    return SUITES[name].run(out, data_dir, methods)
+    return SUITES[name].run(out, data_dir, methods, **options)

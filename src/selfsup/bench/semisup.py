@@ -5,7 +5,7 @@ same labelled images.
 Budget (scaled to a 2-core CPU; FixMatch trains 2^20 steps of 64 + 448 images): the pool is a
 class-balanced 20k subset of the training split, batches of 32 labelled and 7 x 32
 unlabelled images, 12 passes over the pool (about 1070 steps); everything else is each
-method's config (FixMatch's recipe).  FROST starts from the fmnist-quick SimCLR checkpoint
+XX starts from the fmnist-quick SimCLR checkpoint
 (``OUT/../fmnist-quick/runs/simclr``), as the issue asks.  Each run lives in
 ``OUT/runs/LABEL-Nlabels-seedS``; finished runs are reused, and the same command started in
 several processes shares out the runs (``suites.claim``); the tables show the finished ones.
@@ -18,16 +18,16 @@ from pathlib import Path
 
 from ..config import merge, resolve
 from ..engine.checkpoint import load_pretrained
-from ..engine.train import load_datasets, pretrain
+from ..engine.train import load_datasets
 from ..errors import SelfSupError
 from ..eval.features import method_features
 from ..eval.linear import train_linear_probe
 from ..io import write_json
 from ..methods.semisup import labelled_indices
 from .report import curve_plot, write_table
-from .suites import claimed_run, run_checkpoint, run_slug
+from .suites import claimed_run, finished_run, pretrain_row, run_checkpoint, run_slug
 
-SEMISUP_BUDGET = {"dataset": "fashion-mnist", "subset": 20000, "epochs": 12, "batch_size": 32,
+SEMISUP_BUDGET = {"dataset": "fashion-mnist", "subset": 20000, "epochs": 12, "batch_size": 32, "params": {"ema": 0.99},
                   "backbone": {"name": "resnet18", "width": 16, "small_stem": True},
                   "knn": {"every_n_epochs": 0}, "trainer": {"progress_bar": False, "precision": "bf16-mixed"}}
 LABELS_PER_CLASS = (1, 4, 25)
@@ -71,8 +71,10 @@ def _mean_std(values: list[float]) -> str:
 def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | None = None,
                   labels: tuple[int, ...] = LABELS_PER_CLASS, seeds: tuple[int, ...] = LABEL_SEEDS,
                   budget: dict | None = None, init: Path | None = None) -> list[dict]:
-    """Run the rows of ``methods`` (None: all) for every label count and seed, then write
-    ``semisup.md``/``.csv``, ``semisup_runs.csv`` and the self-training plot."""
+    """Run the rows of ``methods`` (None: all) for every count of ``labels`` per class and
+    label seed of ``seeds``, then write ``semisup.md``/``.csv``, ``semisup_runs.csv`` and the
+    self-training plot from every finished run of the grid (the suite's own label counts and
+    seeds and the ones asked for), so that a grid can be filled a part at a time."""
     simclr_run = out.parent / "fmnist-quick" / "runs" / "simclr"
 
     def simclr_init() -> Path:  # asked for only when a run or probe needs it: remaking it takes a while
@@ -88,23 +90,26 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
     results: dict[tuple[str, int], list[float]] = {}
     rounds: dict[str, tuple[list, list]] = {}
     finals: dict[str, tuple[int, float]] = {}
-    runs = []
+    runs, cells = [], set()
+    table_labels = sorted(set(LABELS_PER_CLASS) | set(labels))
     for label, method, settings in SEMISUP_ROWS:
-        if methods and method not in methods:
-            continue
-        for per_class in labels:
-            for seed in seeds:
+        for per_class in table_labels:
+            for seed in sorted(set(LABEL_SEEDS) | set(seeds)):
                 change = merge(settings, {"params": {"labels_per_class": per_class, "label_seed": seed}}, strict=False)
                 cfg = merge(merge(resolve(method), {**(budget or SEMISUP_BUDGET), "data_dir": data_dir}), change)
                 run_dir = out / "runs" / run_slug(f"{label}-{per_class}labels-seed{seed}")
-                def train():
-                    if cfg["backbone"].get("init") == SIMCLR_INIT:
-                        cfg["backbone"]["init"] = str(simclr_init())
-                    return pretrain(cfg, run_dir, resume=True)
+                if (methods and method not in methods) or per_class not in labels or seed not in seeds:
+                    metrics = finished_run(run_dir, cfg, redo=False)  # not asked for: shown when finished
+                else:
+                    def train():
+                        if cfg["backbone"].get("init") == SIMCLR_INIT:
+                            cfg["backbone"]["init"] = str(simclr_init())
+                        return pretrain_row(run_dir.name, cfg, run_dir)
 
-                metrics = claimed_run(run_dir, cfg, run_dir.name, train)  # the init's path makes no other run
+                    metrics = claimed_run(run_dir, cfg, run_dir.name, train)  # the init's path makes no other run
                 if metrics is None:
                     continue
+                cells.add((per_class, seed))
                 results.setdefault((label, per_class), []).append(metrics["test_top1"])
                 runs.append({"row": label, "labels_per_class": per_class, "label_seed": seed,
                              "test_top1": metrics["test_top1"], "train_seconds": metrics["train_seconds"]})
@@ -113,31 +118,32 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
                     name = f"{label}, {per_class}/class, seed {seed}"
                     rounds[name] = ([h["round"] for h in history], [h["pool_top1"] for h in history])
                     finals[name] = (history[-1]["round"] + 1, metrics["test_top1"])
-    if init is not None or (simclr_run / "metrics.json").exists():
+    if cells and (init is not None or (simclr_run / "metrics.json").exists()):
         path = out / "simclr_linear_probes.json"
         probes = json.loads(path.read_text()) if path.exists() else {}
-        missing = [(n, s) for n in labels for s in seeds if f"{n}/{s}" not in probes]
+        missing = [(n, s) for n, s in sorted(cells) if f"{n}/{s}" not in probes]
         if missing:
             cfg = merge(resolve("supervised-only"), {**(budget or SEMISUP_BUDGET), "data_dir": data_dir})
             probes.update({f"{n}/{s}": top1 for (n, s), top1 in simclr_probes(simclr_init(), cfg, missing).items()})
             write_json(path, probes)
-        for per_class in labels:
-            for seed in seeds:
-                results.setdefault(("linear probe of the SimCLR checkpoint", per_class), []).append(
-                    probes[f"{per_class}/{seed}"])
+        for per_class, seed in sorted(cells):
+            results.setdefault(("linear probe of the SimCLR checkpoint", per_class), []).append(
+                probes[f"{per_class}/{seed}"])
+    labels = [n for n in table_labels if any(key[1] == n for key in results)]
     rows = []
     for name in dict.fromkeys(key[0] for key in results):
         rows.append({"method": name, **{f"{n}_per_class": _mean_std(results.get((name, n), [])) for n in labels}})
     budget = budget or SEMISUP_BUDGET
     notes = [f"Test top-1 on the full Fashion-MNIST test split (EMA network), mean ± standard deviation over the label "
-             f"seeds {list(seeds)} (which images are labelled).",
+             f"seeds (which images are labelled) of the finished runs, n of them; `semisup_runs.csv` says which.",
              f"Budget laid over each method's config: `{budget}` (pool: a class-balanced subset; FixMatch's paper trains "
              "2^20 steps, this about a thousand, so absolute numbers are far below the paper's).",
              "frost: initialised from the fmnist-quick SimCLR checkpoint; its linear-probe row trains one linear layer "
              "on that checkpoint's frozen features of the same labelled images (Adam, 100 epochs).",
              "Each run is `runs/ROW-Nlabels-seedS/` (config.yaml and metrics.json committed); `semisup_runs.csv` lists "
              "every run."]
-    command = f"selfsup benchmark --suite semisup --out {out}"
+    command = f"selfsup benchmark --suite semisup --out {out}" + "".join(
+        f" --labels-per-class {n}" for n in labels) + "".join(f" --label-seed {s}" for s in sorted({s for _, s in cells}))
     write_table(out, "semisup", "Semi-supervised learning on Fashion-MNIST", rows, notes, command=command)
     write_table(out, "semisup_runs", "Semi-supervised runs", runs, [], command=command)
     if rounds:

@@ -127,7 +127,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _pretrain_row(label: str, cfg: dict, run_dir: Path, **options) -> dict:
+def pretrain_row(label: str, cfg: dict, run_dir: Path, **options) -> dict:
     """Pretrain (or resume) a suite's run; an unfinished run begun with other settings (the
     suite's changed since) is started over instead of resumed."""
     try:
@@ -182,7 +182,7 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
             continue
         cfg, run_dir = configured(settings, method), out / "runs" / run_slug(label)
         try:
-            claimed_run(run_dir, cfg, label, lambda: _pretrain_row(
+            claimed_run(run_dir, cfg, label, lambda: pretrain_row(
                 label, cfg, run_dir, baselines=True, baselines_cache=out / "baselines",
                 probe_epochs=probe_epochs, probe_layers=probe_layers))
         except SelfSupError as exc:  # e.g. a colour-only task on a grey dataset: nothing was written

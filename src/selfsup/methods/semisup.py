@@ -38,6 +38,8 @@ mean 1 over the classes), or both (``hybrid``).
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -53,6 +55,17 @@ from .base import Method
 from .helpers import ema_update, frozen_copy
 
 WEAK = AugmentConfig(crop_scale=(0.6, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
+
+
+def ema_note(ema: float, steps: int) -> str | None:
+    """A note when the EMA evaluation network would still hold over 1% of its random initial
+    weights after ``steps`` updates at rate ``ema`` (FixMatch's 0.999 needs thousands of steps)."""
+    left = ema ** steps
+    if left <= 0.01:
+        return None
+    return (f"note: with params.ema={ema} over {steps} steps the EMA network that makes the predictions keeps "
+            f"{left:.0%} of its random initial weights; a rate of {1 - 5 / steps:.4f} or lower keeps under 1% "
+            "(--set params.ema=...)")
 
 
 def labelled_indices(labels: np.ndarray, per_class: int, seed: int) -> torch.Tensor:
@@ -124,6 +137,9 @@ class SemiSupervised(Method):
         sampler = LabelledUnlabelledBatchSampler(self.labelled.cpu(), len(dataset), batch_size,
                                                  self.cfg["unlabelled_ratio"], seed)
         self.total_steps = self.run.epochs * len(sampler)
+        note = ema_note(self.cfg["ema"], self.total_steps)
+        if note:
+            print(note, file=sys.stderr)
         return DataLoader(_SplitParts(dataset, batch_size), batch_sampler=sampler, collate_fn=_identity)
 
     def batch_size(self, batch):
