@@ -137,6 +137,10 @@ def test_the_from_scratch_run_is_shared_by_checkpoints_with_the_same_initial_net
     assert scratch(others["simsiam"], "simsiam-fresh")["scratch_top1"] == simsiam["scratch_top1"]
     deepcluster = scratch(others["deepcluster"], "deepcluster", "--scratch-cache", str(cache))
     assert deepcluster["scratch_cache"] != simclr["scratch_cache"] and len(list(cache.glob("*.json"))) == 2
+    # the checkpoint's precision by default; another precision is another from-scratch run
+    bf16 = scratch(str(checkpoint), "simclr-bf16", "--scratch-cache", str(cache), "--precision", "bf16-mixed")
+    assert simclr["precision"] == "32-true" and bf16["precision"] == "bf16-mixed"
+    assert bf16["scratch_cache"] != simclr["scratch_cache"] and len(list(cache.glob("*.json"))) == 3
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -212,6 +216,7 @@ def test_evaluations_suite_evaluates_each_checkpoint_once(capsys, checkpoint, tm
     stamp = (runs / "simclr" / "eval_retrieval.json").stat().st_mtime_ns
     run_suite("evaluations", out)
     assert (runs / "simclr" / "eval_retrieval.json").stat().st_mtime_ns == stamp  # not recomputed
+    assert run_suite("evaluations", out, methods=["byol"]) == rows  # no byol run; finished rows still shown
 
     # On another machine the checkpoints are gone (they are not committed): finished results
     # are read back, and a run that lacks some is pretrained again from its config.yaml.

@@ -139,6 +139,8 @@ def _build_parser() -> argparse.ArgumentParser:
             labels.add_argument("--labels-per-class", type=int, default=None, help="labelled images per class")
             q.add_argument("--epochs", type=int, default=None,
                            help="fine-tuning epochs (default: 60 below 10%% of the labels, 30 from there; SimCLR's)")
+            q.add_argument("--precision", default=None, choices=["32-true", "bf16-mixed", "16-mixed"],
+                           help="fine-tuning precision (default: the checkpoint's trainer.precision)")
             q.add_argument("--scratch-cache", default=None, metavar="DIR",
                            help="keep the from-scratch run's result in DIR, keyed by a hash of its initial network, "
                                 "data and schedule, and reuse it for every checkpoint that shares them")

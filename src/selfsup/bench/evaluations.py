@@ -46,7 +46,8 @@ def _frozen(transfer: dict, retrieval: dict) -> dict:
 
 def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = None) -> list[dict]:
     """Run every protocol on each finished run in ``runs_dir`` (of ``methods``; None: all) and
-    write ``out/evaluations.md``/``.csv`` and the report ``out/report/index.html``.  Results
+    write ``out/evaluations.md``/``.csv`` (every run with all its results) and the report
+    ``out/report/index.html``.  Results
     that exist are read back; a missing one needs the run's checkpoint, which is pretrained
     again where it is gone (``run_checkpoint``)."""
     from ..report import write_report
@@ -58,8 +59,9 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
     rows, first = [], None
     for run_dir in runs:
         method = json.loads((run_dir / "metrics.json").read_text())["method"]
-        if methods and method not in methods:
-            continue
+        if methods and method not in methods and not all((run_dir / f"eval_{name}.json").exists()
+                                                          for name, _ in PROTOCOLS):
+            continue  # not asked for: shown when every result is there
         r = {name: _evaluate(run_dir, name, argv + (["--scratch-cache", str(out / "finetune-scratch")]
                                                     if argv[0] == "finetune" else []))
              for name, argv in PROTOCOLS}
@@ -89,7 +91,7 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
              f"`{out / 'finetune-scratch'}`: checkpoints of methods that build the same backbone share it). "
              "SimCLR's protocol: Nesterov SGD, lr 0.05*batch/256, no weight decay, crop and flip, 60 "
              "epochs for 1% and 30 for 10%, with a 10% linear warm-up and gradient-norm clipping at 1 (ours: pretrained "
-             "checkpoints diverged without them). The pixel baseline row is a linear classifier on the same labelled "
+             "checkpoints diverged without them), at the checkpoint's training precision (bf16-mixed here). The pixel baseline row is a linear classifier on the same labelled "
              "images.",
              "digits_*: transfer to scikit-learn digits (8x8 grey, resized to 28x28): kNN (k=200, T=0.1) and a linear "
              "probe (Adam, 100 epochs) on frozen features.",

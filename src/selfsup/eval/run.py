@@ -217,19 +217,21 @@ def _finetune(args, module, train, test, norm, device, cfg: dict) -> dict:
     fraction = 0.1 if args.label_fraction is None and args.labels_per_class is None else args.label_fraction
     labelled = label_subset(train, fraction, args.labels_per_class, cfg["seed"])
     epochs = args.epochs or default_epochs(len(labelled), len(train))
+    precision = args.precision or cfg["trainer"]["precision"]
     common = dict(labelled=labelled, test=test, norm=norm, num_classes=train.num_classes, epochs=epochs,
                   seed=cfg["seed"], device=device, channels_last=module.channels_last, progress=True,
-                  batch_size=args.batch_size)
+                  batch_size=args.batch_size, precision=precision)
     pretrained = finetune(module.method, **common)
     L.seed_everything(cfg["seed"], verbose=False)
     scratch_method = build_method(cfg)
     if module.channels_last:
         scratch_method.to(memory_format=torch.channels_last)
-    result = {"labelled_images": len(labelled), "label_fraction": len(labelled) / len(train), "epochs": epochs}
+    result = {"labelled_images": len(labelled), "label_fraction": len(labelled) / len(train), "epochs": epochs,
+              "precision": precision}
     cache = None
     if args.scratch_cache:  # the from-scratch run, shared by every checkpoint with the same initial network
         key = scratch_fingerprint(scratch_method, labelled, test, norm, epochs, cfg["seed"], device,
-                                  module.channels_last)
+                                  module.channels_last, precision)
         cache = Path(args.scratch_cache) / f"{key}.json"
         result["scratch_cache"] = str(cache)
     if cache is not None and cache.exists():
