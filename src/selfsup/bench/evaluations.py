@@ -91,7 +91,7 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
              f"`{out / 'finetune-scratch'}`: checkpoints of methods that build the same backbone share it). "
              "SimCLR's protocol: Nesterov SGD, lr 0.05*batch/256, no weight decay, crop and flip, 60 "
              "epochs for 1% and 30 for 10%, with a 10% linear warm-up and gradient-norm clipping at 1 (ours: pretrained "
-             "checkpoints diverged without them), at the checkpoint's training precision (bf16-mixed here). The pixel baseline row is a linear classifier on the same labelled "
+             "checkpoints diverged without them), at the checkpoint's training precision (fmnist-quick's precision column: bf16-mixed or fp32). The pixel baseline row is a linear classifier on the same labelled "
              "images.",
              "digits_*: transfer to scikit-learn digits (8x8 grey, resized to 28x28): kNN (k=200, T=0.1) and a linear "
              "probe (Adam, 100 epochs) on frozen features.",
