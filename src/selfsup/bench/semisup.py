@@ -90,8 +90,8 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
         return init
 
     results: dict[tuple[str, int], list[float]] = {}
-    rounds: dict[str, tuple[list, list]] = {}
-    finals: dict[str, tuple[int, float]] = {}
+    rounds: dict[str, dict[str, tuple[list, list]]] = {}  # label count's panel → line → (rounds, pool top-1)
+    finals: dict[str, dict[str, tuple[int, float]]] = {}
     runs = []
     table_labels = sorted(set(LABELS_PER_CLASS) | set(labels))
     table_seeds = sorted(set(LABEL_SEEDS) | set(seeds))
@@ -117,9 +117,10 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
                              "test_top1": metrics["test_top1"], "train_seconds": metrics["train_seconds"]})
                 history = [h for h in metrics["epoch_history"] if "pool_top1" in h]
                 if history:
-                    name = f"{label}, {per_class}/class, seed {seed}"
-                    rounds[name] = ([h["round"] for h in history], [h["pool_top1"] for h in history])
-                    finals[name] = (history[-1]["round"] + 1, metrics["test_top1"])
+                    name = f"{label}, label seed {seed}"
+                    panel = f"{per_class} labels per class"
+                    rounds.setdefault(panel, {})[name] = ([h["round"] for h in history], [h["pool_top1"] for h in history])
+                    finals.setdefault(panel, {})[name] = (history[-1]["round"] + 1, metrics["test_top1"])
     cells = sorted({(r["labels_per_class"], r["label_seed"]) for r in runs})
     if cells and (init is not None or (simclr_run / "metrics.json").exists()):
         path = out / "simclr_linear_probes.json"
@@ -152,6 +153,8 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
     write_table(out, "semisup", "Semi-supervised learning on Fashion-MNIST", rows, notes, command=command)
     write_table(out, "semisup_runs", "Semi-supervised runs", runs, [], command=command)
     if rounds:
-        curve_plot(out / "semisup_self_training.png", rounds, "self-training round",
-                   "top-1 (pool: the EMA network's labels at each round start)", "Self-training rounds", None, finals)
+        curve_plot(out / "semisup_self_training.png", dict(sorted(rounds.items(), key=lambda kv: int(kv[0].split()[0]))),
+                   "self-training round", "pool pseudo-label accuracy",
+                   "Self-training: accuracy of the EMA network's labels on the unlabelled pool at each round's start",
+                   None, finals)
     return rows

@@ -246,8 +246,9 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
     write_table(out, name, title, rows, notes, command=f"selfsup benchmark --suite {name} --out {out}")
     bar_plot(out / f"{name}_knn.png", [r["method"].replace("baseline: ", "") for r in rows],
              [r["knn_top1"] or 0.0 for r in rows], "kNN top-1", title)
-    curve_plot(out / f"{name}_knn_curve.png", curves, "epoch", "kNN top-1", title,
+    panel = "kNN monitor during training (held-out subset)"
+    curve_plot(out / f"{name}_knn_curve.png", {panel: curves}, "epoch", "kNN top-1", title,
                {"raw pixels": baselines.get("raw_pixels_knn_top1"),
                 "standardised pixels": baselines.get("standardized_pixels_knn_top1"),
-                "random init": baselines.get("random_init_knn_top1")}, finals)
+                "random init": baselines.get("random_init_knn_top1")}, {panel: finals})
     return rows
