@@ -224,7 +224,8 @@ def test_evaluations_suite_evaluates_each_checkpoint_once(capsys, checkpoint, tm
     shutil.copytree(checkpoint.parent.parent, runs / "gone", ignore=shutil.ignore_patterns("eval_*", "*.png", "checkpoints"))
     original = (runs / "gone" / "metrics.json").read_text()
     rows = run_suite("evaluations", out)
-    assert [r["method"] for r in rows][:2] == ["gone", "simclr"]
+    assert [(r["method"], r["checkpoint"]) for r in rows[:2]] == [("gone", "remade"), ("simclr", "original")]
+    assert rows[0]["precision"] == json.loads((runs / "gone" / "eval_finetune-1pct.json").read_text())["precision"]
     assert (runs / "simclr" / "eval_retrieval.json").stat().st_mtime_ns == stamp
     assert not (runs / "simclr" / "remade").exists()
     remade = runs / "gone" / "remade"

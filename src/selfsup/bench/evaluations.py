@@ -65,7 +65,10 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
         r = {name: _evaluate(run_dir, name, argv + (["--scratch-cache", str(out / "finetune-scratch")]
                                                     if argv[0] == "finetune" else []))
              for name, argv in PROTOCOLS}
+        finetune = r["finetune-1pct"]
         rows.append({"method": run_dir.name + (" (supervised)" if method_class(method).supervised else ""),
+                     "checkpoint": "remade" if Path(finetune["checkpoint"]).parent.parent.name == "remade" else "original",
+                     "precision": finetune["precision"],
                      "finetune_1pct": r["finetune-1pct"]["top1"], "scratch_1pct": r["finetune-1pct"]["scratch_top1"],
                      "finetune_10pct": r["finetune-10pct"]["top1"], "scratch_10pct": r["finetune-10pct"]["scratch_top1"],
                      **_frozen(r["transfer-digits"], r["retrieval"])})
@@ -91,8 +94,10 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
              f"`{out / 'finetune-scratch'}`: checkpoints of methods that build the same backbone share it). "
              "SimCLR's protocol: Nesterov SGD, lr 0.05*batch/256, no weight decay, crop and flip, 60 "
              "epochs for 1% and 30 for 10%, with a 10% linear warm-up and gradient-norm clipping at 1 (ours: pretrained "
-             "checkpoints diverged without them), at the checkpoint's training precision (fmnist-quick's precision column: bf16-mixed or fp32). The pixel baseline row is a linear classifier on the same labelled "
+             "checkpoints diverged without them), at the checkpoint's training precision (the precision column; "
+             "scratch runs at the same precision). The pixel baseline row is a linear classifier on the same labelled "
              "images.",
+             "checkpoint: original (the fmnist-quick run's own) or remade (pretrained again, see above).",
              "digits_*: transfer to scikit-learn digits (8x8 grey, resized to 28x28): kNN (k=200, T=0.1) and a linear "
              "probe (Adam, 100 epochs) on frozen features.",
              "retrieval_map: mean average precision of test images querying the 60k training images by cosine "
