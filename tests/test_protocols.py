@@ -234,6 +234,12 @@ def test_evaluations_suite_evaluates_each_checkpoint_once(capsys, checkpoint, tm
     assert json.loads((runs / "gone" / "eval_retrieval.json").read_text())["checkpoint"] == \
         str(remade / "checkpoints" / "last.ckpt")
 
+    # The original checkpoint's results are kept when it is lost; the missing ones come from the remade one.
+    for name in ["finetune-1pct", "finetune-10pct"]:
+        (runs / "simclr" / f"eval_{name}.json").unlink()
+    rows = run_suite("evaluations", out)
+    assert rows[1]["checkpoint"] == "original: transfer-digits, retrieval, embedding; remade: finetune-1pct, finetune-10pct"
+
 
 def test_evaluations_suite_needs_checkpoints(capsys, tmp_path):
     assert main(["benchmark", "--suite", "evaluations", "--out", str(tmp_path / "evaluations")]) == 2

@@ -44,6 +44,15 @@ def _frozen(transfer: dict, retrieval: dict) -> dict:
             "retrieval_map": retrieval["mean_average_precision"], "precision_at_10": retrieval["precision_at_k"]["10"]}
 
 
+def _checkpoints(results: dict) -> str:
+    """"original" or "remade" (``run_checkpoint``) as every result names it, else which protocols used which."""
+    kinds = {name: "remade" if Path(r["checkpoint"]).parent.parent.name == "remade" else "original"
+             for name, r in results.items()}
+    if len(set(kinds.values())) == 1:
+        return next(iter(kinds.values()))
+    return "; ".join(f"{kind}: {', '.join(n for n, k in kinds.items() if k == kind)}" for kind in ("original", "remade"))
+
+
 def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = None) -> list[dict]:
     """Run every protocol on each finished run in ``runs_dir`` (of ``methods``; None: all) and
     write ``out/evaluations.md``/``.csv`` (every run with all its results) and the report
@@ -65,10 +74,8 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
         r = {name: _evaluate(run_dir, name, argv + (["--scratch-cache", str(out / "finetune-scratch")]
                                                     if argv[0] == "finetune" else []))
              for name, argv in PROTOCOLS}
-        finetune = r["finetune-1pct"]
         rows.append({"method": run_dir.name + (" (supervised)" if method_class(method).supervised else ""),
-                     "checkpoint": "remade" if Path(finetune["checkpoint"]).parent.parent.name == "remade" else "original",
-                     "precision": finetune["precision"],
+                     "checkpoint": _checkpoints(r), "precision": r["finetune-1pct"]["precision"],
                      "finetune_1pct": r["finetune-1pct"]["top1"], "scratch_1pct": r["finetune-1pct"]["scratch_top1"],
                      "finetune_10pct": r["finetune-10pct"]["top1"], "scratch_10pct": r["finetune-10pct"]["scratch_top1"],
                      **_frozen(r["transfer-digits"], r["retrieval"])})
@@ -97,7 +104,9 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
              "checkpoints diverged without them), at the checkpoint's training precision (the precision column; "
              "scratch runs at the same precision). The pixel baseline row is a linear classifier on the same labelled "
              "images.",
-             "checkpoint: original (the fmnist-quick run's own) or remade (pretrained again, see above).",
+             "checkpoint: original (the fmnist-quick run's own) or remade (pretrained again, see above); where the "
+             "protocols used both, which used which (the frozen-feature results of a few runs predate their "
+             "checkpoint's loss).",
              "digits_*: transfer to scikit-learn digits (8x8 grey, resized to 28x28): kNN (k=200, T=0.1) and a linear "
              "probe (Adam, 100 epochs) on frozen features.",
              "retrieval_map: mean average precision of test images querying the 60k training images by cosine "
