@@ -58,7 +58,8 @@ def test_checkpoint_round_trip(tmp_path):
 
 def test_resume_continues_to_the_same_result(tmp_path, monkeypatch):
     straight = tmp_path / "straight"
-    pretrain(tiny_cfg(epochs=3), straight)
+    straight_metrics = pretrain(tiny_cfg(epochs=3), straight)
+    assert [h["epoch"] for h in straight_metrics["knn_history"]] == [1, 2, 3]
 
     interrupted = tmp_path / "interrupted"
     original = SimCLR.on_epoch_start
@@ -76,8 +77,14 @@ def test_resume_continues_to_the_same_result(tmp_path, monkeypatch):
         pretrain(tiny_cfg(epochs=3), interrupted)
     assert not (interrupted / "metrics.json").exists()
     monkeypatch.setattr(SimCLR, "on_epoch_start", original)
+    saved = torch.load(interrupted / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
+    first_segment = next(state for key, state in saved.items() if "Throughput" in key)
     metrics = pretrain(tiny_cfg(epochs=3), interrupted, resume=True)
     assert metrics["resumed_from"].endswith("last.ckpt")
+    # the metrics cover the whole run, not only the resumed segment
+    assert metrics["train_seconds"] > first_segment["wall_seconds"] > 0
+    assert [h["epoch"] for h in metrics["knn_history"]] == [h["epoch"] for h in straight_metrics["knn_history"]]
+    assert metrics["knn_history"][:2] == next(s for k, s in saved.items() if "KNNMonitor" in k)["history"]
     # the interrupted attempt's logs are kept beside the resumed one's
     assert len(list((interrupted / "logs" / "csv").glob("version_*/metrics.csv"))) == 2
 

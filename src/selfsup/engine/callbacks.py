@@ -43,12 +43,29 @@ class EpochCheckpoint(L.Callback):
 
 
 class Throughput(L.Callback):
-    """Time spent in training epochs and images seen (each image once, whatever its views)."""
+    """Time spent in training epochs, images seen (each image once, whatever its views), and
+    the wall time of ``fit``; all three are kept in checkpoints, so that a resumed run reports
+    its whole training (up to its last checkpoint before the interruption, plus the rest)."""
 
     def __init__(self):
         self.train_seconds = 0.0
         self.images = 0
-        self._start = None
+        self.earlier_wall_seconds = 0.0  # of the run's segments before this process resumed it
+        self._start = self._fit_start = None
+
+    def state_dict(self):
+        return {"train_seconds": self.train_seconds, "images": self.images, "wall_seconds": self.wall_seconds}
+
+    def load_state_dict(self, state):
+        self.train_seconds, self.images = state["train_seconds"], state["images"]
+        self.earlier_wall_seconds = state["wall_seconds"]
+
+    @property
+    def wall_seconds(self) -> float:
+        return self.earlier_wall_seconds + (time.perf_counter() - self._fit_start if self._fit_start else 0.0)
+
+    def on_fit_start(self, trainer, pl_module):
+        self._fit_start = time.perf_counter()
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._start = time.perf_counter()
@@ -69,6 +86,12 @@ class KNNMonitor(L.Callback):
         self.bank, self.queries, self.num_classes = bank, queries, num_classes
         self.k, self.temperature, self.every = k, temperature, every_n_epochs
         self.history: list[dict] = []
+
+    def state_dict(self):  # a resumed run's curve starts at epoch 1
+        return {"history": self.history}
+
+    def load_state_dict(self, state):
+        self.history = list(state["history"])
 
     @torch.no_grad()
     def on_train_epoch_end(self, trainer, pl_module):

@@ -10,7 +10,6 @@ import json
 import logging
 import resource
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -185,11 +184,9 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
         callbacks.append(monitor)
     callbacks.append(EpochCheckpoint(out / "checkpoints" / "last.ckpt"))
     trainer = build_trainer(cfg, out, callbacks)
-    start = time.perf_counter()
     if ckpt:
         read_checkpoint(ckpt)  # a clear error for a damaged checkpoint, before Lightning reads it
     trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
-    wall = time.perf_counter() - start
     if not trainer.is_global_zero:
         return {}
     device = trainer.strategy.root_device  # Lightning moves the model to the CPU after fit
@@ -199,7 +196,7 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
         "method": cfg["method"], "dataset": cfg["dataset"], "epochs": cfg["epochs"],
         "final_loss": float(final_loss) if final_loss is not None else None,
         "knn_top1": None,
-        "train_seconds": round(wall, 2),
+        "train_seconds": round(throughput.wall_seconds, 2),  # every segment of a resumed run
         "samples_per_second": round(throughput.images / throughput.train_seconds, 2) if throughput.train_seconds else None,
         "train_images": len(train), "batch_size": cfg["batch_size"], "backbone": cfg["backbone"]["name"],
         "width": cfg["backbone"]["width"], "seed": cfg["seed"],
