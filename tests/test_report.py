@@ -128,3 +128,23 @@ def test_out_that_is_a_file_is_refused(capsys, runs, tmp_path):
     code, err = run_report(capsys, runs[0], "--out", out)
     assert code == 2 and "is a file" in err and str(out) in err
     assert out.read_text() == "keep me"
+
+
+def test_curve_plot_draws_only_non_empty_curves_in_the_colour_of_their_place(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from selfsup.plots import curve_plot
+
+    assert not curve_plot(tmp_path / "none.png", {"": {"a": ([], [])}}, "x", "y")
+    assert not (tmp_path / "none.png").exists()
+    drawn = []
+    savefig = Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        drawn.extend((line.get_label(), line.get_color()) for ax in fig.axes for line in ax.get_lines())
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    assert curve_plot(tmp_path / "two.png", {"": {"a": ([], []), "b": ([1, 2], [3, 4])}}, "x", "y",
+                      baselines={"floor": 2.0, "missing": None})
+    assert drawn == [(" b", "C1"), ("floor", "0.4")] and (tmp_path / "two.png").stat().st_size > 0

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from .errors import SelfSupError
 from .io import atomic_write_text, ensure_writable_dir
+from .plots import curve_plot
 
 HEADLINE = {"method": "method", "dataset": "dataset", "epochs": "epochs", "final_loss": "final loss",
             "knn_top1": "kNN top-1", "linear_top1": "linear top-1", "train_seconds": "train seconds",
@@ -235,31 +236,6 @@ def _tables(title: str, data: dict) -> list[Table]:
     return ([Table(title, ["key", "value"], rows)] if rows else []) + tables
 
 
-def _plot(path: Path, curves: dict[str, tuple[list, list]], xlabel: str, ylabel: str) -> bool:
-    """Lines of the non-empty curves into ``path`` (Agg); False, and no file, when there is nothing to draw."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    curves = {label: xy for label, xy in curves.items() if xy[0]}
-    if not curves:
-        return False
-    fig = Figure(figsize=(6, 3.5))
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    for label, (xs, ys) in curves.items():
-        ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, label=" " + label)  # "_…" labels would be hidden
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    if len(curves) > 1:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return True
-
-
 def _curves(runs: list[Run], out: Path, folder: str) -> list:
     """The loss and kNN plots of ``runs`` (overlaid when several) in ``out/folder``, or a note for each missing one."""
     (out / folder).mkdir(parents=True, exist_ok=True)
@@ -268,7 +244,7 @@ def _curves(runs: list[Run], out: Path, folder: str) -> list:
             ("loss", "step", "training loss", "training loss per step", "no loss log (logs/csv/version_*/metrics.csv)"),
             ("knn", "epoch", "kNN top-1 (%)", "kNN top-1 per epoch (monitor)", "no kNN history in metrics.json")]:
         src = f"{folder}/{name}.png"
-        if _plot(out / src, {run.label: getattr(run, name) for run in runs}, xlabel, ylabel):
+        if curve_plot(out / src, {"": {run.label: getattr(run, name) for run in runs}}, xlabel, ylabel):
             blocks.append(Image(src, caption))
         else:
             blocks.append(Text(missing))

@@ -1,4 +1,4 @@
-"""Writing benchmark results: a markdown table, a CSV, and plots."""
+"""Writing benchmark results: a markdown table, a CSV, and bar plots (line plots: ``selfsup.plots``)."""
 from __future__ import annotations
 
 import csv
@@ -54,39 +54,4 @@ def bar_plot(path: Path, labels: list[str], values: list[float], ylabel: str, ti
     ax.set_title(textwrap.fill(title, 70), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def curve_plot(path: Path, panels: dict[str, dict[str, tuple[list, list]]], xlabel: str, ylabel: str, title: str,
-               baselines: dict[str, float] | None = None,
-               finals: dict[str, dict[str, tuple[float, float]]] | None = None) -> None:
-    """One axes per panel (its title → {line label → (xs, ys)}), stacked, each with its legend on the right.
-
-    Dashed horizontal ``baselines`` are drawn in every panel; ``finals`` adds a star at a line's final point in the
-    line's colour, explained once in the figure title;
-    ``finals`` is keyed like ``panels`` (panel → line label → (x, y)).
-    """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    fig, axes = plt.subplots(len(panels), 1, figsize=(8.5, 0.6 + 3.0 * len(panels)), squeeze=False, layout="constrained")
-    for ax, (panel, curves) in zip(axes[:, 0], panels.items()):
-        for i, (label, (xs, ys)) in enumerate(curves.items()):  # 10 colours × 3 markers tell 30 lines apart
-            line, = ax.plot(xs, ys, marker="os^"[i // 10 % 3], label=label)
-            if label in (finals or {}).get(panel, {}):
-                ax.plot(*finals[panel][label], marker="*", markersize=12, linestyle="none", color=line.get_color())
-        styles = ["--", ":", "-."]
-        for i, (label, value) in enumerate((k, v) for k, v in (baselines or {}).items() if v is not None):
-            ax.axhline(value, linestyle=styles[i % 3], color="0.4", linewidth=1.2, label=f"{label} (full test)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.set_title(panel, fontsize=9)
-        entries = len(curves) + len(baselines or {})
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, ncols=1 + entries // 14)
-    star = "; ★ final top-1, full test split" if finals else ""
-    fig.suptitle(textwrap.fill(title + star, 90), fontsize=10)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)

@@ -26,7 +26,8 @@ from ..eval.features import method_features
 from ..eval.linear import train_linear_probe
 from ..io import write_json
 from ..methods.semisup import labelled_indices
-from .report import curve_plot, write_table
+from ..plots import curve_plot
+from .report import write_table
 from .suites import claimed_run, finished_run, pretrain_row, run_checkpoint, run_slug
 
 SEMISUP_BUDGET = {"dataset": "fashion-mnist", "subset": 20000, "epochs": 12, "batch_size": 32, "params": {"ema": 0.99},

@@ -17,7 +17,8 @@ from ..engine.train import ResumeMismatch, layer_probes, load_datasets, pretrain
 from ..errors import SelfSupError
 from ..io import write_json
 from ..methods import method_class
-from .report import bar_plot, curve_plot, write_table
+from ..plots import curve_plot
+from .report import bar_plot, write_table
 
 DIAGNOSTICS = ("normalized_std", "effective_rank", "alignment", "uniformity")
 
@@ -248,7 +249,7 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
              [r["knn_top1"] or 0.0 for r in rows], "kNN top-1", title)
     panel = "kNN monitor during training (held-out subset)"
     curve_plot(out / f"{name}_knn_curve.png", {panel: curves}, "epoch", "kNN top-1", title,
-               {"raw pixels": baselines.get("raw_pixels_knn_top1"),
-                "standardised pixels": baselines.get("standardized_pixels_knn_top1"),
-                "random init": baselines.get("random_init_knn_top1")}, {panel: finals})
+               {"raw pixels (full test)": baselines.get("raw_pixels_knn_top1"),
+                "standardised pixels (full test)": baselines.get("standardized_pixels_knn_top1"),
+                "random init (full test)": baselines.get("random_init_knn_top1")}, {panel: finals})
     return rows
