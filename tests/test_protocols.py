@@ -130,17 +130,34 @@ def test_the_from_scratch_run_is_shared_by_checkpoints_with_the_same_initial_net
                      "--output", str(tmp_path / f"{name}.json")]) == 0
         return json.loads((tmp_path / f"{name}.json").read_text())
 
-    simclr = scratch(str(checkpoint), "simclr", "--scratch-cache", str(cache))
+    simclr = scratch(str(checkpoint), "simclr", "--baseline-cache", str(cache))
     assert len(list(cache.glob("*.json"))) == 1
-    simsiam = scratch(others["simsiam"], "simsiam", "--scratch-cache", str(cache))
+    simsiam = scratch(others["simsiam"], "simsiam", "--baseline-cache", str(cache))
     assert simsiam["scratch_cache"] == simclr["scratch_cache"] and len(list(cache.glob("*.json"))) == 1
     assert scratch(others["simsiam"], "simsiam-fresh")["scratch_top1"] == simsiam["scratch_top1"]
-    deepcluster = scratch(others["deepcluster"], "deepcluster", "--scratch-cache", str(cache))
+    deepcluster = scratch(others["deepcluster"], "deepcluster", "--baseline-cache", str(cache))
     assert deepcluster["scratch_cache"] != simclr["scratch_cache"] and len(list(cache.glob("*.json"))) == 2
     # the checkpoint's precision by default; another precision is another from-scratch run
-    bf16 = scratch(str(checkpoint), "simclr-bf16", "--scratch-cache", str(cache), "--precision", "bf16-mixed")
+    bf16 = scratch(str(checkpoint), "simclr-bf16", "--baseline-cache", str(cache), "--precision", "bf16-mixed")
     assert simclr["precision"] == "32-true" and bf16["precision"] == "bf16-mixed"
     assert bf16["scratch_cache"] != simclr["scratch_cache"] and len(list(cache.glob("*.json"))) == 3
+
+    # The other protocols' pixel and random-init scores are shared the same way.
+    def retrieval(ckpt, name, *extra):
+        assert main(["evaluate", "retrieval", "--checkpoint", ckpt, "--k", "1", "5", *extra,
+                     "--output", str(tmp_path / f"retrieval-{name}.json")]) == 0
+        return json.loads((tmp_path / f"retrieval-{name}.json").read_text())
+
+    finetune_runs = set(cache.glob("*.json"))
+    simclr = retrieval(str(checkpoint), "simclr", "--baseline-cache", str(cache))
+    added = set(cache.glob("*.json")) - finetune_runs
+    assert sorted(json.loads(p.read_text())["baseline"] for p in added) == ["pixels", "random_init"]
+    simsiam = retrieval(others["simsiam"], "simsiam", "--baseline-cache", str(cache))
+    assert set(cache.glob("*.json")) - finetune_runs == added and simsiam["baselines"] == simclr["baselines"]
+    assert retrieval(others["simsiam"], "simsiam-fresh")["baselines"] == simsiam["baselines"]
+    assert retrieval(others["deepcluster"], "deepcluster", "--baseline-cache", str(cache))["baselines"]["pixels"] == \
+        simclr["baselines"]["pixels"]
+    assert len(set(cache.glob("*.json")) - finetune_runs) == 3  # its Sobel network's random-init score is its own
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -107,6 +107,11 @@ def _build_parser() -> argparse.ArgumentParser:
         if name in ("knn", "linear", "transfer", "retrieval", "finetune"):
             q.add_argument("--no-baselines", dest="baselines", action="store_false",
                            help="skip the same protocol on standardised pixels and on the random-init network")
+            q.add_argument("--baseline-cache", default=None, metavar="DIR",
+                           help="keep the baselines' results (" + ("the from-scratch run, " if name == "finetune" else "")
+                                + "the pixels' and the random-init network's scores) in DIR, keyed by a hash of "
+                                  "everything they depend on (initial network, data, settings), and reuse them for "
+                                  "every checkpoint that shares it")
         if name in ("diagnostics", "embedding"):
             q.add_argument("--images", type=int, default=2000,
                            help="seeded class-balanced test images to measure on (uniformity compares all pairs)"
@@ -141,9 +146,6 @@ def _build_parser() -> argparse.ArgumentParser:
                            help="fine-tuning epochs (default: 60 below 10%% of the labels, 30 from there; SimCLR's)")
             q.add_argument("--precision", default=None, choices=["32-true", "bf16-mixed", "16-mixed"],
                            help="fine-tuning precision (default: the checkpoint's trainer.precision)")
-            q.add_argument("--scratch-cache", default=None, metavar="DIR",
-                           help="keep the from-scratch run's result in DIR, keyed by a hash of its initial network, "
-                                "data and schedule, and reuse it for every checkpoint that shares them")
         _add_common(q)
 
     p = sub.add_parser("benchmark", help="run a benchmark suite; writes a markdown table, a CSV and plots",

@@ -71,8 +71,8 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
         if methods and method not in methods and not all((run_dir / f"eval_{name}.json").exists()
                                                           for name, _ in PROTOCOLS):
             continue  # not asked for: shown when every result is there
-        r = {name: _evaluate(run_dir, name, argv + (["--scratch-cache", str(out / "finetune-scratch")]
-                                                    if argv[0] == "finetune" else []))
+        r = {name: _evaluate(run_dir, name, argv + (["--baseline-cache", str(out / "baseline-cache")]
+                                                    if argv[0] != "embedding" else []))
              for name, argv in PROTOCOLS}
         rows.append({"method": run_dir.name + (" (supervised)" if method_class(method).supervised else ""),
                      "checkpoint": _checkpoints(r), "precision": r["finetune-1pct"]["precision"],
@@ -98,7 +98,8 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
              "finetune_Xpct: the whole encoder and a linear layer fine-tuned on X% of the training labels "
              "(seeded, class-balanced), top-1 on the full test split; scratch_Xpct: the same from the method's random "
              "initialisation (made once per initial network, data and schedule, and kept in "
-             f"`{out / 'finetune-scratch'}`: checkpoints of methods that build the same backbone share it). "
+             f"`{out / 'baseline-cache'}` with the pixel and random-init scores of the other protocols: checkpoints "
+             "of methods that build the same backbone share them). "
              "SimCLR's protocol: Nesterov SGD, lr 0.05*batch/256, no weight decay, crop and flip, 60 "
              "epochs for 1% and 30 for 10%, with a 10% linear warm-up and gradient-norm clipping at 1 (ours: pretrained "
              "checkpoints diverged without them), at the checkpoint's training precision (the precision column; "

@@ -67,7 +67,7 @@ def scratch_fingerprint(method: nn.Module, labelled, test, norm: Normalization, 
     """A sha256 of everything a fine-tuning run of ``method`` at its random initialisation
     depends on: its evaluated network (``evaluated_network``), the labelled and test data,
     normalisation, epochs, seed, device, memory format and precision, so that checkpoints of
-    methods that build the same network make the run once (``--scratch-cache``)."""
+    methods that build the same network make the run once (``--baseline-cache``)."""
     where, backbone = evaluated_network(method)
     return content_hash([where, epochs, seed, device, channels_last, precision, list(norm.mean), list(norm.std)], backbone,
                         labelled.samples, labelled.labels, test.samples, test.labels)

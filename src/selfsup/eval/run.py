@@ -16,10 +16,10 @@ import torch
 
 from ..data.datasets import balanced_subset_indices, batch_inputs, dataset_info, load_split, normalization_for
 from ..errors import SelfSupError
-from ..io import write_json
+from ..io import content_hash, write_json
 from .baselines import check_memory_bank, memory_bank_knn, pixel_features
 from .diagnostics import embedding_diagnostics
-from .features import method_features
+from .features import evaluated_network, method_features
 from .knn import knn_top1
 from .linear import linear_probe, train_linear_probe
 
@@ -47,10 +47,14 @@ def _evaluation_data(args, cfg: dict, labelled: bool = True, adapt: bool = False
 
 class Encoders:
     """The feature extractors a protocol compares: the checkpoint's ``features`` and, with
-    baselines, the standardised pixels and the same network at its random initialisation."""
+    baselines, the standardised pixels and the same network at its random initialisation.
+    With a ``cache`` folder a baseline's score is kept there under a hash of all it depends on,
+    and read back for every later checkpoint that shares it (``--baseline-cache``)."""
 
-    def __init__(self, module, norm, size: int, baselines: bool, device: str, batch_size: int):
+    def __init__(self, module, norm, size: int, baselines: bool, device: str, batch_size: int,
+                 cache: Path | None = None, checkpoint: str | None = None):
         self.module, self.norm, self.size, self.device, self.batch_size = module, norm, size, device, batch_size
+        self.cache, self.checkpoint = cache, checkpoint
         self.methods = {"features": module.method}
         if baselines:
             from ..engine.module import build_method
@@ -71,9 +75,32 @@ class Encoders:
                                channels_last=self.module.channels_last, desc=f"{name} of {len(dataset)} images",
                                **common)
 
-    def each(self, score):
-        """``score(name)`` of the checkpoint's features, and {baseline name: its score}."""
-        return score("features"), {name: score(name) for name in self.baselines}
+    def each(self, score, settings: list, *datasets):
+        """``score(name)`` of the checkpoint's features, and ``baseline_scores``."""
+        return score("features"), self.baseline_scores(score, settings, *datasets)
+
+    def baseline_scores(self, score, settings: list, *datasets) -> dict:
+        """{baseline name: ``score(name)``}; with a cache, keyed by a hash of ``settings`` (the
+        protocol and whatever of its options the score depends on), the baseline's encoder (the
+        evaluated network at its initialisation, or the pixels), the normalisation, image size,
+        device, memory format and ``datasets``' samples and labels."""
+        scores = {}
+        for name in self.baselines:
+            if self.cache is None:
+                scores[name] = score(name)
+                continue
+            where, network = evaluated_network(self.methods[name]) if name != "pixels" else (None, None)
+            key = content_hash([name, settings, where, list(self.norm.mean), list(self.norm.std), self.size,
+                                self.device, self.module.channels_last], *([network] if network else []),
+                               *(t for d in datasets for t in (d.samples, d.labels)))
+            path = self.cache / f"{key}.json"
+            if path.exists():
+                scores[name] = json.loads(path.read_text())["score"]
+            else:
+                scores[name] = score(name)
+                write_json(path, {"score": scores[name], "baseline": name, "settings": settings,
+                                  "made_for": self.checkpoint})
+        return scores
 
 
 def _knn(args, enc, train, test):
@@ -81,7 +108,11 @@ def _knn(args, enc, train, test):
         train_x, train_y = enc(name, train)
         test_x, test_y = enc(name, test)
         return knn_top1(train_x, train_y, test_x, test_y, train.num_classes, args.k, args.temperature)
-    return enc.each(score)
+    return enc.each(score, ["knn", args.k, args.temperature], train, test)
+
+
+def _linear_settings(args, seed: int) -> list:
+    return ["linear", args.epochs, args.lr, args.weight_decay, seed]
 
 
 def _linear_score(args, enc, train, test, seed):
@@ -107,8 +138,9 @@ def evaluate(args) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     module.to(device)
     size = cfg["data"]["image_size"]
+    cache = Path(args.baseline_cache) if getattr(args, "baseline_cache", None) else None
     enc = Encoders(module, norm, size, getattr(args, "baselines", False) and protocol != "diagnostics", device,
-                   args.batch_size)
+                   args.batch_size, cache, str(args.checkpoint))
     result = {"protocol": protocol, "checkpoint": str(args.checkpoint), "method": cfg["method"],
               "pretrain_dataset": cfg["dataset"], "dataset": dataset, "train_images": len(train),
               "test_images": len(test)}
@@ -138,12 +170,13 @@ def evaluate(args) -> dict:
                               lr=args.lr, weight_decay=args.weight_decay, seed=cfg["seed"], batch_size=args.batch_size,
                               channels_last=module.channels_last, progress=True, device=device, size=size)
         score = _linear_score(args, enc, train, test, cfg["seed"])
-        baselines = {name: score(name) for name in enc.baselines}
+        baselines = enc.baseline_scores(score, _linear_settings(args, cfg["seed"]), train, test)
         result.update(epochs=args.epochs, lr=args.lr, layers=probes, top1=list(probes.values())[-1]["test_top1"],
                       baselines=baselines)
     elif protocol == "transfer":
         (knn, knn_base) = _knn(args, enc, train, test)
-        linear, linear_base = enc.each(_linear_score(args, enc, train, test, cfg["seed"]))
+        linear, linear_base = enc.each(_linear_score(args, enc, train, test, cfg["seed"]),
+                                       _linear_settings(args, cfg["seed"]), train, test)
         native = f"{train.image_size}x{train.image_size}"
         result.update(adaptation=f"{dataset} images ({native}) resized to {size}x{size}, "
                                  f"{cfg['data']['channels']} channel(s) as the pretraining data",
@@ -177,7 +210,7 @@ def _retrieval(args, enc, train, test, grid_path: Path, cfg: dict) -> dict:
         features[name] = enc(name, train), enc(name, test)
         (train_x, train_y), (test_x, test_y) = features[name]
         return retrieval_scores(train_x, train_y, test_x, test_y, ks)
-    main, baselines = enc.each(score)
+    main, baselines = enc.each(score, ["retrieval", ks], train, test)
     (train_x, train_y), (test_x, test_y) = features["features"]
     queries = torch.from_numpy(balanced_subset_indices(test_y.numpy(), min(args.grid_queries, len(test)), cfg["seed"]))
     _, neighbours = precision_at_k(train_x, train_y, test_x[queries], test_y[queries], [args.grid_neighbours])
@@ -229,10 +262,10 @@ def _finetune(args, module, train, test, norm, device, cfg: dict) -> dict:
     result = {"labelled_images": len(labelled), "label_fraction": len(labelled) / len(train), "epochs": epochs,
               "precision": precision}
     cache = None
-    if args.scratch_cache:  # the from-scratch run, shared by every checkpoint with the same initial network
+    if args.baseline_cache:  # the from-scratch run, shared by every checkpoint with the same initial network
         key = scratch_fingerprint(scratch_method, labelled, test, norm, epochs, cfg["seed"], device,
                                   module.channels_last, precision)
-        cache = Path(args.scratch_cache) / f"{key}.json"
+        cache = Path(args.baseline_cache) / f"{key}.json"
         result["scratch_cache"] = str(cache)
     if cache is not None and cache.exists():
         scratch = json.loads(cache.read_text())["scratch_top1"]
