@@ -59,3 +59,16 @@ def content_hash(*parts) -> str:
         else:
             digest.update(json.dumps(part, sort_keys=True, default=str).encode())
     return digest.hexdigest()
+
+
+def cached_json(folder: Path | None, key: str, compute) -> dict:
+    """``compute()``'s dict, kept as ``folder/KEY.json`` and read back from there by later
+    calls with the same ``key`` (a ``content_hash`` of everything the result follows from);
+    without a folder, always computed."""
+    path = Path(folder) / f"{key}.json" if folder is not None else None
+    if path is not None and path.exists():
+        return json.loads(path.read_text())
+    result = compute()
+    if path is not None:
+        write_json(path, result)
+    return result

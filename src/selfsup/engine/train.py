@@ -6,7 +6,6 @@ atomically after every epoch), ``logs/`` (CSV and TensorBoard) and, when the run
 """
 from __future__ import annotations
 
-import json
 import logging
 import resource
 import sys
@@ -33,7 +32,7 @@ from ..eval.diagnostics import embedding_diagnostics
 from ..eval.features import classifier_top1, evaluated_network, method_features
 from ..eval.knn import knn_top1
 from ..eval.linear import linear_probe, train_linear_probe
-from ..io import atomic_write_text, content_hash, ensure_writable_dir, write_json
+from ..io import atomic_write_text, cached_json, content_hash, ensure_writable_dir, write_json
 from ..methods.base import Method
 from ..models.backbones import default_backbone
 from .callbacks import AtomicCheckpointIO, EpochCheckpoint, KNNMonitor, ProgressBar, Throughput
@@ -275,17 +274,11 @@ def run_baselines(cfg: dict, bank, test, probe_epochs: int = 0, layers: bool = F
     k, temperature, classes = cfg["knn"]["k"], cfg["knn"]["temperature"], cfg["data"]["num_classes"]
     L.seed_everything(cfg["seed"], verbose=False)
     random_method = build_method(cfg)
-    if cache is not None:
-        where, backbone = evaluated_network(random_method)
-        key = content_hash([where, probe_epochs, layers, k, temperature, cfg["seed"], list(norm.mean), list(norm.std)],
-                           backbone, bank.samples, bank.labels, test.samples, test.labels)
-        cached = Path(cache) / f"{key}.json"
-        if cached.exists():
-            return json.loads(cached.read_text())
-    result = _baselines(cfg, random_method, bank, test, norm, identity, probe_epochs, layers)
-    if cache is not None:
-        write_json(cached, result)
-    return result
+    where, backbone = evaluated_network(random_method)
+    key = content_hash([where, probe_epochs, layers, k, temperature, cfg["seed"], list(norm.mean), list(norm.std)],
+                       backbone, bank.samples, bank.labels, test.samples, test.labels) if cache is not None else ""
+    return cached_json(cache, key, lambda: _baselines(cfg, random_method, bank, test, norm, identity, probe_epochs,
+                                                      layers))
 
 
 def _baselines(cfg: dict, random_method, bank, test, norm, identity, probe_epochs: int, layers: bool) -> dict:

@@ -7,7 +7,6 @@ random initialisation, so that what pretraining adds is visible under each proto
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 
 from ..data.datasets import balanced_subset_indices, batch_inputs, dataset_info, load_split, normalization_for
 from ..errors import SelfSupError
-from ..io import content_hash, write_json
+from ..io import cached_json, content_hash, write_json
 from .baselines import check_memory_bank, memory_bank_knn, pixel_features
 from .diagnostics import embedding_diagnostics
 from .features import evaluated_network, method_features
@@ -86,20 +85,12 @@ class Encoders:
         device, memory format and ``datasets``' samples and labels."""
         scores = {}
         for name in self.baselines:
-            if self.cache is None:
-                scores[name] = score(name)
-                continue
             where, network = evaluated_network(self.methods[name]) if name != "pixels" else (None, None)
             key = content_hash([name, settings, where, list(self.norm.mean), list(self.norm.std), self.size,
                                 self.device, self.module.channels_last], *([network] if network else []),
-                               *(t for d in datasets for t in (d.samples, d.labels)))
-            path = self.cache / f"{key}.json"
-            if path.exists():
-                scores[name] = json.loads(path.read_text())["score"]
-            else:
-                scores[name] = score(name)
-                write_json(path, {"score": scores[name], "baseline": name, "settings": settings,
-                                  "made_for": self.checkpoint})
+                               *(t for d in datasets for t in (d.samples, d.labels))) if self.cache else ""
+            scores[name] = cached_json(self.cache, key, lambda: {
+                "score": score(name), "baseline": name, "settings": settings, "made_for": self.checkpoint})["score"]
         return scores
 
 
@@ -261,19 +252,14 @@ def _finetune(args, module, train, test, norm, device, cfg: dict) -> dict:
         scratch_method.to(memory_format=torch.channels_last)
     result = {"labelled_images": len(labelled), "label_fraction": len(labelled) / len(train), "epochs": epochs,
               "precision": precision}
-    cache = None
+    key = ""
     if args.baseline_cache:  # the from-scratch run, shared by every checkpoint with the same initial network
         key = scratch_fingerprint(scratch_method, labelled, test, norm, epochs, cfg["seed"], device,
                                   module.channels_last, precision)
-        cache = Path(args.baseline_cache) / f"{key}.json"
-        result["scratch_cache"] = str(cache)
-    if cache is not None and cache.exists():
-        scratch = json.loads(cache.read_text())["scratch_top1"]
-    else:
-        scratch = finetune(scratch_method, **common)
-        if cache is not None:
-            write_json(cache, {"scratch_top1": scratch, "made_for": str(args.checkpoint), "method": cfg["method"],
-                               "labelled_images": len(labelled), "epochs": epochs})
+        result["scratch_cache"] = str(Path(args.baseline_cache) / f"{key}.json")
+    scratch = cached_json(args.baseline_cache, key, lambda: {
+        "scratch_top1": finetune(scratch_method, **common), "made_for": str(args.checkpoint), "method": cfg["method"],
+        "labelled_images": len(labelled), "epochs": epochs})["scratch_top1"]
     result.update(top1=pretrained, scratch_top1=scratch, gain=pretrained - scratch)
     if args.baselines:  # a linear classifier on the labelled images' standardised pixels
         train_x, train_y = pixel_features(labelled, norm, size=cfg["data"]["image_size"])
