@@ -203,13 +203,26 @@ def test_retrieval_writes_scores_and_a_grid(capsys, checkpoint, tmp_path):
     assert code == 2 and "--k values" in captured.err and not (tmp_path / "bad.json").exists()
 
 
-def test_embedding_plots(capsys, checkpoint, tmp_path):
+def test_embedding_plots(capsys, checkpoint, tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from selfsup.data.datasets import SYNTHETIC_PATTERNS
+
+    legends = []
+    savefig = matplotlib.figure.Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        legends.append([t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()])
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
     out = tmp_path / "emb.json"
     assert main(["evaluate", "embedding", "--checkpoint", str(checkpoint), "--images", "60", "--output", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["images"] == 60
     for how in ("tsne", "umap"):
         assert (tmp_path / f"embedding_{how}.png").stat().st_size > 1000
+    assert legends == [[f"{i}: {name}" for i, name in enumerate(SYNTHETIC_PATTERNS)]] * 2  # the classes by name
 
 
 def test_evaluations_suite_evaluates_each_checkpoint_once(capsys, checkpoint, tmp_path, monkeypatch):

@@ -120,6 +120,7 @@ class DatasetInfo:
     default_dir: str | None = None
     needs_dir: bool = True
     modality: str = "image"  # image | series
+    class_names: tuple[str, ...] = ()  # by label, where the dataset names its classes
 
 
 def _mnist_loader(path: Path, split: str, options: dict) -> TensorImageDataset:
@@ -225,19 +226,23 @@ def balanced_subset_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray
 DATASETS: dict[str, DatasetInfo] = {info.name: info for info in [
     DatasetInfo("fashion-mnist", "Fashion-MNIST, 60k/10k 28x28 grey (idx .gz)", 1, 28, 10,
                 Normalization((0.2860,), (0.3530,)), ("train", "test"), "train", _mnist_loader,
-                default_dir=f"{DEBIAN_DIR}/fashion-mnist"),
+                default_dir=f"{DEBIAN_DIR}/fashion-mnist",
+                class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                             "Bag", "Ankle boot")),
     DatasetInfo("mnist", "MNIST, 60k/10k 28x28 grey (idx .gz)", 1, 28, 10,
                 Normalization((0.1307,), (0.3081,)), ("train", "test"), "train", _mnist_loader,
                 default_dir=f"{DEBIAN_DIR}/mnist"),
     DatasetInfo("cifar10", "CIFAR-10, 50k/10k 32x32 RGB (python pickle batches)", 3, 32, 10,
                 Normalization((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)), ("train", "test"), "train",
-                _cifar_loader(10)),
+                _cifar_loader(10), class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                                                "horse", "ship", "truck")),
     DatasetInfo("cifar100", "CIFAR-100, 50k/10k 32x32 RGB, fine labels (python pickle)", 3, 32, 100,
                 Normalization((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)), ("train", "test"), "train",
                 _cifar_loader(100)),
     DatasetInfo("stl10", "STL-10, 5k/8k labelled + 100k unlabelled 96x96 RGB (binary)", 3, 96, 10,
                 Normalization((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
-                ("train", "test", "unlabeled", "train+unlabeled"), "train+unlabeled", _stl10_loader),
+                ("train", "test", "unlabeled", "train+unlabeled"), "train+unlabeled", _stl10_loader,
+                class_names=("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")),
     DatasetInfo("imagefolder", "class sub-folders (or a flat folder, unlabelled); train/ and test/ or val/ inside",
                 3, 64, 0, Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), ("train", "test"), "train",
                 _imagefolder_loader),
@@ -245,7 +250,7 @@ DATASETS: dict[str, DatasetInfo] = {info.name: info for info in [
                 Normalization((0.3,), (0.38,)), ("train", "test"), "train", _digits_loader, needs_dir=False),
     DatasetInfo("synthetic", "textured 16x16 RGB images in 6 classes (tests and smoke runs only)", 3, 16, 6,
                 Normalization((0.5, 0.5, 0.5), (0.2, 0.2, 0.2)), ("train", "test"), "train", _synthetic_loader,
-                needs_dir=False),
+                needs_dir=False, class_names=SYNTHETIC_PATTERNS),
     *(DatasetInfo(name, f"UCR {name}, {size} univariate series in {classes} classes (ships inside aeon)", 1, length,
                   classes, Normalization((0.0,), (1.0,)), ("train", "test"), "train", aeon_loader(name),
                   needs_dir=False, modality="series")

@@ -26,8 +26,10 @@ def project(features: torch.Tensor, how: str, seed: int = 0) -> np.ndarray:
                          random_state=seed).fit_transform(x)
 
 
-def embedding_plot(path, coordinates: np.ndarray, labels: np.ndarray, title: str) -> None:
-    """Scatter plot of ``coordinates`` coloured by ``labels``, with a class legend."""
+def embedding_plot(path, coordinates: np.ndarray, labels: np.ndarray, title: str,
+                   class_names: tuple[str, ...] = ()) -> None:
+    """Scatter plot of ``coordinates`` coloured by ``labels``, with a class legend (a label's
+    name beside it where ``class_names`` has one)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -37,7 +39,8 @@ def embedding_plot(path, coordinates: np.ndarray, labels: np.ndarray, title: str
     colours = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
     for i, c in enumerate(classes):
         points = coordinates[labels == c]
-        ax.scatter(points[:, 0], points[:, 1], s=4, color=colours(i % colours.N), label=str(c), alpha=0.7)
+        ax.scatter(points[:, 0], points[:, 1], s=4, color=colours(i % colours.N), alpha=0.7,
+                   label=f"{c}: {class_names[c]}" if c < len(class_names) else str(c))
     ax.set_xticks([]), ax.set_yticks([])
     ax.set_title(title, fontsize=10)
     if len(classes) <= 20:

@@ -177,7 +177,7 @@ def evaluate(args) -> dict:
     elif protocol == "retrieval":
         result.update(_retrieval(args, enc, train, test, output.parent / "retrieval.png", cfg))
     elif protocol == "embedding":
-        result.update(_embedding(args, enc, test, output.parent, cfg))
+        result.update(_embedding(args, enc, test, output.parent, cfg, dataset))
     elif protocol == "finetune":
         result.update(_finetune(args, module, train, test, norm, device, cfg))
     result["seconds"] = round(time.perf_counter() - start, 2)
@@ -217,7 +217,7 @@ def _samples(dataset, indices: torch.Tensor) -> torch.Tensor:
     return samples.view(*indices.shape, *samples.shape[1:])
 
 
-def _embedding(args, enc, test, folder: Path, cfg: dict) -> dict:
+def _embedding(args, enc, test, folder: Path, cfg: dict, dataset: str) -> dict:
     from .embedding import PROJECTIONS, embedding_plot, project
 
     if args.images < 10:
@@ -229,7 +229,8 @@ def _embedding(args, enc, test, folder: Path, cfg: dict) -> dict:
     for how in args.projection or PROJECTIONS:
         path = folder / f"embedding_{how}.png"
         embedding_plot(path, project(features, how, cfg["seed"]), labels.numpy(),
-                       f"{cfg['method']} on {cfg['dataset']}: {how.upper()} of {len(images)} test images")
+                       f"{cfg['method']} on {dataset}: {how.upper()} of {len(images)} test images",
+                       dataset_info(dataset).class_names)
         plots[how] = str(path)
     return {"images": len(images), "plots": plots}
 
