@@ -1,6 +1,7 @@
 """`selfsup evaluate finetune|transfer|retrieval|embedding` and the per-protocol baselines,
 on a seconds-long SimCLR run; the retrieval metrics against independent formulas."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -237,6 +238,11 @@ def test_evaluations_suite_evaluates_each_checkpoint_once(capsys, checkpoint, tm
     runs = tmp_path / "bench" / "fmnist-quick" / "runs"
     shutil.copytree(checkpoint.parent.parent, runs / "simclr", ignore=shutil.ignore_patterns("eval_*", "*.png"))
     out = tmp_path / "bench" / "evaluations"
+    claimed = runs / ".simclr.evaluations.claim"  # another live process of the suite is evaluating the run
+    claimed.write_text(str(os.getppid()))
+    assert run_suite("evaluations", out) == [] and not list((runs / "simclr").glob("eval_*"))
+    assert "being evaluated by another process" in capsys.readouterr().out
+    claimed.unlink()
     rows = run_suite("evaluations", out)
     assert [r["method"] for r in rows][0] == "simclr" and rows[-1]["method"].startswith("baseline: random-init")
     finetune = json.loads((runs / "simclr" / "eval_finetune-1pct.json").read_text())

@@ -3,16 +3,18 @@ fmnist-quick suite, one table, and one report page of those runs.
 
 Each result is written beside its run (``fmnist-quick/runs/LABEL/eval_*.json`` and its
 PNGs), so ``selfsup report`` of a run shows them; a result that exists is not recomputed.
+Several processes of the suite share out the runs (``claim``).
 """
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 from ..errors import SelfSupError
 from ..methods import method_class
 from .report import write_table
-from .suites import run_checkpoint
+from .suites import claim, run_checkpoint
 
 # (result name, evaluate arguments): SimCLR's 1% and 10% label fractions, transfer to
 # scikit-learn digits, retrieval, the embedding maps.
@@ -68,12 +70,16 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
     rows, first = [], None
     for run_dir in runs:
         method = json.loads((run_dir / "metrics.json").read_text())["method"]
-        if methods and method not in methods and not all((run_dir / f"eval_{name}.json").exists()
-                                                          for name, _ in PROTOCOLS):
+        done = all((run_dir / f"eval_{name}.json").exists() for name, _ in PROTOCOLS)
+        if methods and method not in methods and not done:
             continue  # not asked for: shown when every result is there
-        r = {name: _evaluate(run_dir, name, argv + (["--baseline-cache", str(out / "baseline-cache")]
-                                                    if argv[0] != "embedding" else []))
-             for name, argv in PROTOCOLS}
+        with nullcontext(True) if done else claim(run_dir, "evaluations") as ours:
+            if not ours:
+                print(f"{run_dir.name}: being evaluated by another process of this suite; left to it")
+                continue
+            r = {name: _evaluate(run_dir, name, argv + (["--baseline-cache", str(out / "baseline-cache")]
+                                                        if argv[0] != "embedding" else []))
+                 for name, argv in PROTOCOLS}
         rows.append({"method": run_dir.name + (" (supervised)" if method_class(method).supervised else ""),
                      "checkpoint": _checkpoints(r), "precision": r["finetune-1pct"]["precision"],
                      "finetune_1pct": r["finetune-1pct"]["top1"], "scratch_1pct": r["finetune-1pct"]["scratch_top1"],

@@ -75,13 +75,14 @@ def run_checkpoint(run_dir: Path) -> Path:
 
 
 @contextmanager
-def claim(run_dir: Path):
+def claim(run_dir: Path, work: str = ""):
     """Claim a suite row for this process while it trains, so that the same suite command
     started in several processes (say one per core, each with ``OMP_NUM_THREADS=1``) shares
     out its rows: yields False while another live process on this machine holds the row.  The
-    claim is the file ``.LABEL.claim`` beside the run folder, holding the owner's process id;
-    a claim left by a process that died is taken over."""
-    path = run_dir.parent / f".{run_dir.name}.claim"
+    claim is the file ``.LABEL.claim`` (``.LABEL.WORK.claim`` for other ``work`` on a run, such
+    as its evaluations) beside the run folder, holding the owner's process id; a claim left by
+    a process that died is taken over."""
+    path = run_dir.parent / f".{run_dir.name}{'.' + work if work else ''}.claim"
     path.parent.mkdir(parents=True, exist_ok=True)
     ours = False
     for _ in range(2):
