@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
+import yaml
 from sklearn.metrics import average_precision_score
 
 from selfsup.cli import main
@@ -258,6 +259,9 @@ def test_evaluations_suite_evaluates_each_checkpoint_once(capsys, checkpoint, tm
     # are read back, and a run that lacks some is pretrained again from its config.yaml.
     shutil.rmtree(runs / "simclr" / "checkpoints")
     shutil.copytree(checkpoint.parent.parent, runs / "gone", ignore=shutil.ignore_patterns("eval_*", "*.png", "checkpoints"))
+    config = yaml.safe_load((runs / "gone" / "config.yaml").read_text())
+    del config["params"]["temperature"]  # a run older than an option: remade with the option's default
+    (runs / "gone" / "config.yaml").write_text(yaml.safe_dump(config))
     original = (runs / "gone" / "metrics.json").read_text()
     rows = run_suite("evaluations", out)
     assert [(r["method"], r["checkpoint"]) for r in rows[:2]] == [("gone", "remade"), ("simclr", "original")]
@@ -266,6 +270,7 @@ def test_evaluations_suite_evaluates_each_checkpoint_once(capsys, checkpoint, tm
     assert not (runs / "simclr" / "remade").exists()
     remade = runs / "gone" / "remade"
     assert (remade / "checkpoints" / "last.ckpt").exists() and (remade / "metrics.json").exists()
+    assert yaml.safe_load((remade / "config.yaml").read_text())["params"]["temperature"] == 0.5  # SimCLR's default
     assert (runs / "gone" / "metrics.json").read_text() == original
     assert json.loads((runs / "gone" / "eval_retrieval.json").read_text())["checkpoint"] == \
         str(remade / "checkpoints" / "last.ckpt")

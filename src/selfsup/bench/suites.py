@@ -60,8 +60,10 @@ def finished_run(run_dir: Path, cfg: dict, redo: bool = True) -> dict | None:
 def run_checkpoint(run_dir: Path) -> Path:
     """The checkpoint of the finished run in ``run_dir``.  Checkpoints are not committed, so
     where it is missing the run is pretrained again from its own ``config.yaml`` (same
-    settings and seed) in ``run_dir/remade`` (resumable), whose ``metrics.json`` says how close
-    the remade run came to the original; the original's metrics.json is left as it was."""
+    settings and seed, laid over the method's defaults as ``--config RUN/config.yaml`` does, so
+    that options added since the run take their defaults) in ``run_dir/remade`` (resumable),
+    whose ``metrics.json`` says how close the remade run came to the original; the original's
+    metrics.json is left as it was."""
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     if ckpt.exists():
         return ckpt
@@ -70,7 +72,8 @@ def run_checkpoint(run_dir: Path) -> Path:
         print(f"{run_dir.name}: no checkpoint here (checkpoints are not committed); pretraining the run again from "
               f"its config.yaml in {remade}")
         (remade / "metrics.json").unlink(missing_ok=True)  # a remade run of another machine, its checkpoint gone
-        pretrain(yaml.safe_load((run_dir / "config.yaml").read_text()), remade, resume=True)
+        saved = run_dir / "config.yaml"
+        pretrain(resolve(yaml.safe_load(saved.read_text())["method"], str(saved)), remade, resume=True)
     return remade / "checkpoints" / "last.ckpt"
 
 
