@@ -265,6 +265,7 @@ def test_evaluations_suite_evaluates_each_checkpoint_once(capsys, checkpoint, tm
     original = (runs / "gone" / "metrics.json").read_text()
     rows = run_suite("evaluations", out)
     assert [(r["method"], r["checkpoint"]) for r in rows[:2]] == [("gone", "remade"), ("simclr", "original")]
+    assert rows[-1]["method"] == "baseline: random-init backbone (the initial network of 2 rows, e.g. gone's)"
     assert rows[0]["precision"] == json.loads((runs / "gone" / "eval_finetune-1pct.json").read_text())["precision"]
     assert (runs / "simclr" / "eval_retrieval.json").stat().st_mtime_ns == stamp
     assert not (runs / "simclr" / "remade").exists()

@@ -8,6 +8,7 @@ Several processes of the suite share out the runs (``claim``).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
     if not runs:
         raise SelfSupError(f"no finished runs in {runs_dir}; run "
                            "`selfsup benchmark --suite fmnist-quick --out benchmarks/fmnist-quick` first")
-    rows, first = [], None
+    rows, evaluated = [], []
     for run_dir in runs:
         method = json.loads((run_dir / "metrics.json").read_text())["method"]
         done = all((run_dir / f"eval_{name}.json").exists() for name, _ in PROTOCOLS)
@@ -85,14 +86,17 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
                      "finetune_1pct": r["finetune-1pct"]["top1"], "scratch_1pct": r["finetune-1pct"]["scratch_top1"],
                      "finetune_10pct": r["finetune-10pct"]["top1"], "scratch_10pct": r["finetune-10pct"]["scratch_top1"],
                      **_frozen(r["transfer-digits"], r["retrieval"])})
-        first = first or (run_dir.name, r)
-    if first:  # the pixel and random-init rows, from the first run's evaluations
-        label, r = first
+        evaluated.append((run_dir.name, r))
+    if evaluated:  # the pixel and random-init rows, from a run of the network most rows share
+        networks = Counter(r["finetune-1pct"].get("scratch_cache") for _, r in evaluated)
+        label, r = next((name, r) for name, r in evaluated
+                        if r["finetune-1pct"].get("scratch_cache") == networks.most_common(1)[0][0])
         rows.append({"method": "baseline: standardised pixels",
                      "finetune_1pct": r["finetune-1pct"]["baselines"]["pixels_linear"],
                      "finetune_10pct": r["finetune-10pct"]["baselines"]["pixels_linear"],
                      **_frozen(r["transfer-digits"]["baselines"]["pixels"], r["retrieval"]["baselines"]["pixels"])})
-        rows.append({"method": f"baseline: random-init backbone ({label}'s network)",
+        rows.append({"method": f"baseline: random-init backbone (the initial network of {networks.most_common(1)[0][1]} "
+                               f"rows, e.g. {label}'s)",
                      "finetune_1pct": r["finetune-1pct"]["scratch_top1"],
                      "finetune_10pct": r["finetune-10pct"]["scratch_top1"],
                      **_frozen(r["transfer-digits"]["baselines"]["random_init"],
