@@ -14,7 +14,8 @@ def curve_plot(path: Path, panels: dict[str, dict[str, tuple[list, list]]], xlab
     when no panel has a line.  Dashed grey
     ``baselines`` (label → y) are drawn in every panel; ``finals``, keyed like ``panels``,
     adds a star at a line's final point, explained once in the figure title.  Lines get 10
-    colours × 3 markers (markers only on curves of under 30 points, such as epochs).
+    colours × 3 markers on curves of under 30 points (such as epochs), × 3 line styles on longer
+    ones (such as steps).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -30,8 +31,8 @@ def curve_plot(path: Path, panels: dict[str, dict[str, tuple[list, list]]], xlab
         for i, (label, (xs, ys)) in enumerate(curves.items()):  # the i-th line keeps its style when some are empty
             if not len(xs):
                 continue
-            marker = "os^"[i // 10 % 3] if len(xs) < 30 else None
-            line, = ax.plot(xs, ys, marker=marker, color=f"C{i % 10}", label=" " + label)  # "_…" would hide it
+            style = {"marker": "os^"[i // 10 % 3]} if len(xs) < 30 else {"linestyle": ["-", "--", ":"][i // 10 % 3]}
+            line, = ax.plot(xs, ys, color=f"C{i % 10}", label=" " + label, **style)  # "_…" would hide the label
             if label in (finals or {}).get(panel, {}):
                 ax.plot(*finals[panel][label], marker="*", markersize=12, linestyle="none", color=line.get_color())
         for i, (label, value) in enumerate(baselines.items()):
