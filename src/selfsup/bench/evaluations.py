@@ -88,15 +88,13 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
                      **_frozen(r["transfer-digits"], r["retrieval"])})
         evaluated.append((run_dir.name, r))
     if evaluated:  # the pixel and random-init rows, from a run of the network most rows share
-        networks = Counter(r["finetune-1pct"].get("scratch_cache") for _, r in evaluated)
-        label, r = next((name, r) for name, r in evaluated
-                        if r["finetune-1pct"].get("scratch_cache") == networks.most_common(1)[0][0])
+        (network, shared), = Counter(r["finetune-1pct"].get("scratch_cache") for _, r in evaluated).most_common(1)
+        label, r = next((name, r) for name, r in evaluated if r["finetune-1pct"].get("scratch_cache") == network)
         rows.append({"method": "baseline: standardised pixels",
                      "finetune_1pct": r["finetune-1pct"]["baselines"]["pixels_linear"],
                      "finetune_10pct": r["finetune-10pct"]["baselines"]["pixels_linear"],
                      **_frozen(r["transfer-digits"]["baselines"]["pixels"], r["retrieval"]["baselines"]["pixels"])})
-        rows.append({"method": f"baseline: random-init backbone (the initial network of {networks.most_common(1)[0][1]} "
-                               f"rows, e.g. {label}'s)",
+        rows.append({"method": f"baseline: random-init backbone (the initial network of {shared} rows, e.g. {label}'s)",
                      "finetune_1pct": r["finetune-1pct"]["scratch_top1"],
                      "finetune_10pct": r["finetune-10pct"]["scratch_top1"],
                      **_frozen(r["transfer-digits"]["baselines"]["random_init"],

@@ -91,8 +91,8 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
         return init
 
     results: dict[tuple[str, int], list[float]] = {}
-    rounds: dict[str, dict[str, tuple[list, list]]] = {}  # label count's panel → line → (rounds, pool top-1)
-    finals: dict[str, dict[str, tuple[int, float]]] = {}
+    rounds: dict[int, dict[str, tuple[list, list]]] = {}  # labels per class → line → (rounds, pool top-1)
+    finals: dict[int, dict[str, tuple[int, float]]] = {}
     runs = []
     table_labels = sorted(set(LABELS_PER_CLASS) | set(labels))
     table_seeds = sorted(set(LABEL_SEEDS) | set(seeds))
@@ -119,9 +119,9 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
                 history = [h for h in metrics["epoch_history"] if "pool_top1" in h]
                 if history:
                     name = f"{label}, label seed {seed}"
-                    panel = f"{per_class} labels per class"
-                    rounds.setdefault(panel, {})[name] = ([h["round"] for h in history], [h["pool_top1"] for h in history])
-                    finals.setdefault(panel, {})[name] = (history[-1]["round"] + 1, metrics["test_top1"])
+                    rounds.setdefault(per_class, {})[name] = ([h["round"] for h in history],
+                                                              [h["pool_top1"] for h in history])
+                    finals.setdefault(per_class, {})[name] = (history[-1]["round"] + 1, metrics["test_top1"])
     cells = sorted({(r["labels_per_class"], r["label_seed"]) for r in runs})
     if cells and (init is not None or (simclr_run / "metrics.json").exists()):
         path = out / "simclr_linear_probes.json"
@@ -154,8 +154,9 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
     write_table(out, "semisup", "Semi-supervised learning on Fashion-MNIST", rows, notes, command=command)
     write_table(out, "semisup_runs", "Semi-supervised runs", runs, [], command=command)
     if rounds:
-        curve_plot(out / "semisup_self_training.png", dict(sorted(rounds.items(), key=lambda kv: int(kv[0].split()[0]))),
+        panel = "{} labels per class".format
+        curve_plot(out / "semisup_self_training.png", {panel(n): rounds[n] for n in sorted(rounds)},
                    "self-training round", "pool pseudo-label accuracy",
                    "Self-training: accuracy of the EMA network's labels on the unlabelled pool at each round's start",
-                   None, finals)
+                   None, {panel(n): lines for n, lines in finals.items()})
     return rows
