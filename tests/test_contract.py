@@ -12,32 +12,12 @@ from selfsup.engine.train import pretrain
 from selfsup.eval.linear import linear_probe
 from selfsup.methods.deepcluster import DeepCluster
 from selfsup.models.norm import SplitBatchNorm2d
-from test_methods import SimulatedCrash, tiny_method_cfg
+from test_methods import crash_and_resume, tiny_method_cfg
 
 
 @pytest.fixture
 def toys(monkeypatch):
     toy_methods.register(monkeypatch.setitem)
-
-
-def run_crash_resume(name, tmp_path, monkeypatch, cfg_fn):
-    """(uninterrupted checkpoint, checkpoint of a run crashed in epoch 2 and resumed)."""
-    pretrain(cfg_fn(), tmp_path / "straight")
-    cls = toy_methods.METHODS[name]
-    original = cls.on_epoch_start
-
-    def crash(self, epoch, embed):
-        if epoch == 1:
-            raise SimulatedCrash
-        return original(self, epoch, embed)
-
-    monkeypatch.setattr(cls, "on_epoch_start", crash)
-    with pytest.raises(SimulatedCrash):
-        pretrain(cfg_fn(), tmp_path / "resumed")
-    monkeypatch.setattr(cls, "on_epoch_start", original)
-    pretrain(cfg_fn(), tmp_path / "resumed", resume=True)
-    return [torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)
-            for run in ("straight", "resumed")]
 
 
 def assert_same_state(a, b):
@@ -48,7 +28,7 @@ def assert_same_state(a, b):
 
 @pytest.mark.parametrize("name", ["toy-noisy", "toy-semisup"])
 def test_method_randomness_and_two_part_batches_resume_exactly(name, toys, tmp_path, monkeypatch):
-    a, b = run_crash_resume(name, tmp_path, monkeypatch, lambda: tiny_method_cfg(name))
+    _, (a, b) = crash_and_resume(name, tmp_path, monkeypatch, lambda: tiny_method_cfg(name))
     assert_same_state(a, b)
 
 
@@ -76,7 +56,7 @@ def test_series_batches_through_pretrain_checkpoint_and_resume(toys, tmp_path, m
         c["knn"]["final"] = False
         return c
 
-    a, b = run_crash_resume("toy-series", tmp_path, monkeypatch, cfg)
+    _, (a, b) = crash_and_resume("toy-series", tmp_path, monkeypatch, cfg)
     assert a["global_step"] == 16  # 256 series / 32, two epochs
     assert_same_state(a, b)
     assert a["hyper_parameters"]["cfg"]["data"]["image_size"] == 32  # the series length

@@ -24,6 +24,27 @@ class SimulatedCrash(RuntimeError):
     pass
 
 
+def crash_and_resume(name, tmp_path, monkeypatch, make_cfg):
+    """Train ``make_cfg()`` straight, and again with a crash at the start of epoch 2 then resumed:
+    (both runs' metrics, both last checkpoints)."""
+    straight = pretrain(make_cfg(), tmp_path / "straight")
+    cls = METHODS[name]
+    original = cls.on_epoch_start
+
+    def crash_in_second_epoch(self, epoch, embed):
+        if epoch == 1:
+            raise SimulatedCrash
+        return original(self, epoch, embed)
+
+    monkeypatch.setattr(cls, "on_epoch_start", crash_in_second_epoch)
+    with pytest.raises(SimulatedCrash):
+        pretrain(make_cfg(), tmp_path / "resumed")
+    monkeypatch.setattr(cls, "on_epoch_start", original)
+    resumed = pretrain(make_cfg(), tmp_path / "resumed", resume=True)
+    return (straight, resumed), [torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)
+                                 for run in ("straight", "resumed")]
+
+
 # every registered method (semi-supervised ones with one unlabelled image per labelled one: the
 # same 8 steps per epoch; self-training and FROST relabel at the second epoch), and the options that
 # build other state
@@ -42,32 +63,14 @@ VARIANTS = [(name, {**SEMI, "iterations": 2} if "iterations" in METHODS[name].de
 @pytest.mark.parametrize("name,params", VARIANTS, ids=["-".join([n, *("+".join(v) if isinstance(v, list) else str(v)
                                                                         for v in p.values())]) for n, p in VARIANTS])
 def test_method_trains_checkpoints_and_resumes_exactly(name, params, tmp_path, monkeypatch):
-    cls = METHODS[name]
-
     def tiny_method_cfg(method):
         cfg = tiny_cfg(method)
         cfg["params"].update(params)
         return cfg
 
-    straight = pretrain(tiny_method_cfg(name), tmp_path / "straight")
+    (straight, resumed), (a, b) = crash_and_resume(name, tmp_path, monkeypatch, lambda: tiny_method_cfg(name))
     assert straight["final_loss"] is not None and straight["knn_top1"] > 1 / 6  # 6 classes
-
-    original = cls.on_epoch_start
-
-    def crash_in_second_epoch(self, epoch, embed):
-        if epoch == 1:
-            raise SimulatedCrash
-        return original(self, epoch, embed)
-
-    monkeypatch.setattr(cls, "on_epoch_start", crash_in_second_epoch)
-    with pytest.raises(SimulatedCrash):
-        pretrain(tiny_method_cfg(name), tmp_path / "resumed")
-    monkeypatch.setattr(cls, "on_epoch_start", original)
-    resumed = pretrain(tiny_method_cfg(name), tmp_path / "resumed", resume=True)
     assert resumed["resumed_from"]
-
-    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
     assert a["global_step"] == b["global_step"] == 16
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key, value in a["state_dict"].items():  # parameters and buffers alike
