@@ -141,10 +141,12 @@ def test_self_training_data_balance_keeps_as_many_pool_labels_per_class():
     assert len(set(counts)) == 1 and counts[0] > 0
 
 
-def test_semisup_suite_tabulates_seeds_reuses_runs_and_probes_the_init(tmp_path):
+def test_semisup_suite_tabulates_seeds_reuses_runs_and_probes_the_init(tmp_path, monkeypatch):
     from conftest import TINY
 
+    from selfsup.bench import semisup
     from selfsup.bench.semisup import semisup_suite
+    from selfsup.config import merge, resolve
 
     assert main(["pretrain", "--method", "simclr", "--epochs", "1", "--out", str(tmp_path / "simclr")] + TINY) == 0
     budget = {"dataset": "synthetic", "epochs": 4, "batch_size": 16, "backbone": {"width": 8},
@@ -174,6 +176,19 @@ def test_semisup_suite_tabulates_seeds_reuses_runs_and_probes_the_init(tmp_path)
     (out / "runs" / ".supervised-only-3labels-seed2.claim").write_text(str(os.getpid()))
     shared = semisup_suite(out, **{**kwargs, "methods": ["supervised-only"], "seeds": (0, 1, 2)})
     assert shared[0]["3_per_class"].endswith("(n=2)") and not (out / "runs" / "supervised-only-3labels-seed2").exists()
+    # ... and counts when that process finishes it while this one trains a later row
+    train_row = semisup.pretrain_row
+
+    def the_other_process_finishes_first(label, cfg, run_dir):
+        other = out / "runs" / "supervised-only-3labels-seed2"
+        if not other.exists():
+            saved = resolve("supervised-only", str(out / "runs" / "supervised-only-3labels-seed0" / "config.yaml"))
+            train_row(other.name, merge(saved, {"params": {"label_seed": 2}}), other)
+        return train_row(label, cfg, run_dir)
+
+    monkeypatch.setattr(semisup, "pretrain_row", the_other_process_finishes_first)
+    rows = semisup_suite(out, **{**kwargs, "seeds": (0, 1, 2)})
+    assert [r["3_per_class"][-5:] for r in rows] == ["(n=3)"] * 3
 
 
 def test_benchmark_refuses_a_suite_option_of_another_suite(tmp_path, capsys):

@@ -10,7 +10,8 @@ evaluation network: supervised-only scored 15% with it); everything else is each
 config (FixMatch's recipe).  FROST starts from the fmnist-quick SimCLR checkpoint
 (``OUT/../fmnist-quick/runs/simclr``), as the issue asks.  Each run lives in
 ``OUT/runs/LABEL-Nlabels-seedS``; finished runs are reused, and the same command started in
-several processes shares out the runs (``suites.claim``); the tables show the finished ones.
+several processes shares out the runs (``suites.claim``); the tables, written after this
+process's training, show every finished run, those other processes finished meanwhile included.
 """
 from __future__ import annotations
 
@@ -96,32 +97,36 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
     runs = []
     table_labels = sorted(set(LABELS_PER_CLASS) | set(labels))
     table_seeds = sorted(set(LABEL_SEEDS) | set(seeds))
+    grid = []
     for label, method, settings in SEMISUP_ROWS:
         for per_class in table_labels:
             for seed in table_seeds:
                 change = merge(settings, {"params": {"labels_per_class": per_class, "label_seed": seed}}, strict=False)
                 cfg = merge(merge(resolve(method), {**(budget or SEMISUP_BUDGET), "data_dir": data_dir}), change)
                 run_dir = out / "runs" / run_slug(f"{label}-{per_class}labels-seed{seed}")
+                grid.append((label, per_class, seed, cfg, run_dir))
                 if (methods and method not in methods) or per_class not in labels or seed not in seeds:
-                    metrics = finished_run(run_dir, cfg, redo=False)  # not asked for: shown when finished
-                else:
-                    def train():
-                        if cfg["backbone"].get("init") == SIMCLR_INIT:
-                            cfg["backbone"]["init"] = str(simclr_init())
-                        return pretrain_row(run_dir.name, cfg, run_dir)
-
-                    metrics = claimed_run(run_dir, cfg, run_dir.name, train)  # the init's path makes no other run
-                if metrics is None:
                     continue
-                results.setdefault((label, per_class), []).append(metrics["test_top1"])
-                runs.append({"row": label, "labels_per_class": per_class, "label_seed": seed,
-                             "test_top1": metrics["test_top1"], "train_seconds": metrics["train_seconds"]})
-                history = [h for h in metrics["epoch_history"] if "pool_top1" in h]
-                if history:
-                    name = f"{label}, label seed {seed}"
-                    rounds.setdefault(per_class, {})[name] = ([h["round"] for h in history],
-                                                              [h["pool_top1"] for h in history])
-                    finals.setdefault(per_class, {})[name] = (history[-1]["round"] + 1, metrics["test_top1"])
+
+                def train():
+                    if cfg["backbone"].get("init") == SIMCLR_INIT:
+                        cfg["backbone"]["init"] = str(simclr_init())
+                    return pretrain_row(run_dir.name, cfg, run_dir)
+
+                claimed_run(run_dir, cfg, run_dir.name, train)  # the init's path makes no other run
+    for label, per_class, seed, cfg, run_dir in grid:  # after training: runs other processes finished meanwhile count
+        metrics = finished_run(run_dir, cfg, redo=False)
+        if metrics is None:
+            continue
+        results.setdefault((label, per_class), []).append(metrics["test_top1"])
+        runs.append({"row": label, "labels_per_class": per_class, "label_seed": seed,
+                     "test_top1": metrics["test_top1"], "train_seconds": metrics["train_seconds"]})
+        history = [h for h in metrics["epoch_history"] if "pool_top1" in h]
+        if history:
+            name = f"{label}, label seed {seed}"
+            rounds.setdefault(per_class, {})[name] = ([h["round"] for h in history],
+                                                      [h["pool_top1"] for h in history])
+            finals.setdefault(per_class, {})[name] = (history[-1]["round"] + 1, metrics["test_top1"])
     cells = sorted({(r["labels_per_class"], r["label_seed"]) for r in runs})
     if cells and (init is not None or (simclr_run / "metrics.json").exists()):
         path = out / "simclr_linear_probes.json"
