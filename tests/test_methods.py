@@ -17,9 +17,6 @@ def tiny_method_cfg(method: str, epochs: int = 2) -> dict:
                    assignments=assignments + ["knn.every_n_epochs=0"])
 
 
-tiny_cfg = tiny_method_cfg
-
-
 class SimulatedCrash(RuntimeError):
     pass
 
@@ -63,12 +60,12 @@ VARIANTS = [(name, {**SEMI, "iterations": 2} if "iterations" in METHODS[name].de
 @pytest.mark.parametrize("name,params", VARIANTS, ids=["-".join([n, *("+".join(v) if isinstance(v, list) else str(v)
                                                                         for v in p.values())]) for n, p in VARIANTS])
 def test_method_trains_checkpoints_and_resumes_exactly(name, params, tmp_path, monkeypatch):
-    def tiny_method_cfg(method):
-        cfg = tiny_cfg(method)
+    def make_cfg():
+        cfg = tiny_method_cfg(name)
         cfg["params"].update(params)
         return cfg
 
-    (straight, resumed), (a, b) = crash_and_resume(name, tmp_path, monkeypatch, lambda: tiny_method_cfg(name))
+    (straight, resumed), (a, b) = crash_and_resume(name, tmp_path, monkeypatch, make_cfg)
     assert straight["final_loss"] is not None and straight["knn_top1"] > 1 / 6  # 6 classes
     assert resumed["resumed_from"]
     assert a["global_step"] == b["global_step"] == 16
