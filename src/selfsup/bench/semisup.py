@@ -159,7 +159,9 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
     write_table(out, "semisup", "Semi-supervised learning on Fashion-MNIST", rows, notes, command=command)
     write_table(out, "semisup_runs", "Semi-supervised runs", runs, [], command=command)
     if rounds:
-        panel = "{} labels per class".format
+        def panel(n: int) -> str:
+            return f"{n} label{'' if n == 1 else 's'} per class"
+
         curve_plot(out / "semisup_self_training.png", {panel(n): rounds[n] for n in sorted(rounds)},
                    "self-training round", "pool pseudo-label accuracy",
                    "Self-training: accuracy of the EMA network's labels on the unlabelled pool at each round's start",
