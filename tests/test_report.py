@@ -82,12 +82,23 @@ def test_report_of_several_runs(capsys, runs, tmp_path):
 def test_one_run_and_overwriting_an_existing_report(capsys, runs, tmp_path):
     out = tmp_path / "report"
     assert run_report(capsys, runs[1], runs[0], "--out", out)[0] == 0
+    (out / "runs" / "notes.txt").write_text("the user's")  # beside the report's files: must survive
+    (tmp_path / "outside.png").write_text("the user's")  # named in a hand-edited list: must survive too
+    with (out / ".selfsup-report-files").open("a") as listing:
+        listing.write(f"../outside.png\n{tmp_path / 'outside.png'}\n")
     code, err = run_report(capsys, runs[0], "--out", out)
     assert code == 0, err
     html = (out / "index.html").read_text()
     assert "comparison" not in html and "b/run" not in html and "<h2>run</h2>" in html
     for src in image_sources(out):
         assert (out / unquote(src)).is_file(), src
+    # the first report's plots and images that this one does not show are gone, with their emptied folders
+    images = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert images == sorted({unquote(src) for src in image_sources(out)}) == ["runs/01-run/knn.png",
+                                                                               "runs/01-run/loss.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".selfsup-report-files", "index.html", "report.md", "runs"]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["01-run", "notes.txt"]
+    assert (tmp_path / "outside.png").is_file()
 
 
 def test_images_load_in_a_headless_browser(capsys, runs, tmp_path):

@@ -1,7 +1,8 @@
 """``selfsup report``: one HTML page (``index.html``) and its markdown twin (``report.md``) from run directories.
 
 Every run is read and checked before anything is written. The page is self-contained: its plots and
-the runs' images are files next to it, linked by relative paths.
+the runs' images are files next to it, linked by relative paths. ``.selfsup-report-files`` lists those
+files, so that a later report into the same directory deletes the ones it no longer shows (and nothing else).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from .plots import curve_plot
 HEADLINE = {"method": "method", "dataset": "dataset", "epochs": "epochs", "final_loss": "final loss",
             "knn_top1": "kNN top-1", "linear_top1": "linear top-1", "train_seconds": "train seconds",
             "samples_per_second": "images/s", "peak_memory_mb": "peak memory (MB)"}
+REPORT_FILES = ".selfsup-report-files"
 
 STYLE = """body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; padding: 0 1em; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; }
@@ -136,9 +138,28 @@ def write_report(run_dirs: list, out: Path) -> Path:
         title = "selfsup report: " + ", ".join(run.label for run in runs)
         atomic_write_text(out / "index.html", _html(title, sections))
         atomic_write_text(out / "report.md", _markdown(title, sections))
+        _forget_earlier_files(out, [block.src for section in sections for block in section.blocks
+                                    if isinstance(block, Image)])
     except OSError as exc:
         raise SelfSupError(f"cannot write the report into {out} ({exc})") from exc
     return out / "index.html"
+
+
+def _forget_earlier_files(out: Path, written: list[str]) -> None:
+    """Delete the files that the last report into ``out`` wrote (its ``REPORT_FILES`` list) and this one did not,
+    and the folders they leave empty; then list this report's ``written`` files (relative to ``out``)."""
+    listing = out / REPORT_FILES
+    earlier = listing.read_text().splitlines() if listing.is_file() else []
+    for name in set(earlier) - set(written):
+        if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+            continue  # not a path this module writes: a hand-edited list deletes nothing outside ``out``
+        if (out / name).is_file():
+            (out / name).unlink()
+        for folder in (out / name).parents:
+            if folder == out or not folder.is_dir() or any(folder.iterdir()):
+                break
+            folder.rmdir()
+    atomic_write_text(listing, "".join(f"{name}\n" for name in sorted(written)))
 
 
 def load_run(path: Path, label: str) -> Run:
