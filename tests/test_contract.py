@@ -12,18 +12,12 @@ from selfsup.engine.train import pretrain
 from selfsup.eval.linear import linear_probe
 from selfsup.methods.deepcluster import DeepCluster
 from selfsup.models.norm import SplitBatchNorm2d
-from test_methods import crash_and_resume, tiny_method_cfg
+from test_methods import assert_same_state, crash_and_resume, tiny_method_cfg
 
 
 @pytest.fixture
 def toys(monkeypatch):
     toy_methods.register(monkeypatch.setitem)
-
-
-def assert_same_state(a, b):
-    assert a["global_step"] == b["global_step"]
-    for key, value in a["state_dict"].items():
-        assert torch.allclose(value.float(), b["state_dict"][key].float(), atol=1e-6), key
 
 
 @pytest.mark.parametrize("name", ["toy-noisy", "toy-semisup"])

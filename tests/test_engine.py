@@ -11,6 +11,7 @@ from selfsup.config import resolve
 from selfsup.engine.checkpoint import load_pretrained
 from selfsup.engine.train import pretrain
 from selfsup.methods.simclr import SimCLR
+from test_methods import SimulatedCrash, assert_same_state
 
 
 def tiny_cfg(**overrides):
@@ -64,9 +65,6 @@ def test_resume_continues_to_the_same_result(tmp_path, monkeypatch):
     interrupted = tmp_path / "interrupted"
     original = SimCLR.on_epoch_start
 
-    class SimulatedCrash(RuntimeError):
-        pass
-
     def crash_in_third_epoch(self, epoch, loader):
         if epoch == 2:
             raise SimulatedCrash
@@ -88,11 +86,8 @@ def test_resume_continues_to_the_same_result(tmp_path, monkeypatch):
     # the interrupted attempt's logs are kept beside the resumed one's
     assert len(list((interrupted / "logs" / "csv").glob("version_*/metrics.csv"))) == 2
 
-    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(interrupted / "checkpoints" / "last.ckpt", weights_only=True)
-    assert a["global_step"] == b["global_step"]
-    for name in a["state_dict"]:
-        assert torch.allclose(a["state_dict"][name].float(), b["state_dict"][name].float(), atol=1e-6), name
+    assert_same_state(*(torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+                        for run in (straight, interrupted)))
 
 
 def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path, monkeypatch, capsys, tiny_args):
