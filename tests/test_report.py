@@ -79,17 +79,19 @@ def test_report_of_several_runs(capsys, runs, tmp_path):
     assert sum(src.endswith("retrieval.png") for src in sources) == 2
 
 
-def test_one_run_and_overwriting_an_existing_report(capsys, runs, tmp_path):
+def test_one_run_and_overwriting_an_existing_report(capsys, runs, tmp_path, monkeypatch):
     out = tmp_path / "report"
     assert run_report(capsys, runs[1], runs[0], "--out", out)[0] == 0
     (out / "runs" / "notes.txt").write_text("the user's")  # beside the report's files: must survive
     (tmp_path / "outside.png").write_text("the user's")  # named in a hand-edited list: must survive too
     with (out / ".selfsup-report-files").open("a") as listing:
         listing.write(f"../outside.png\n{tmp_path / 'outside.png'}\n")
-    code, err = run_report(capsys, runs[0], "--out", out)
+    monkeypatch.chdir(runs[0].parents[1])
+    code, err = run_report(capsys, Path("a/run"), "--out", out)
     assert code == 0, err
     html = (out / "index.html").read_text()
     assert "comparison" not in html and "b/run" not in html and "<h2>run</h2>" in html
+    assert "run directory: a/run<" in html  # as given: a committed page names no machine's folders
     for src in image_sources(out):
         assert (out / unquote(src)).is_file(), src
     # the first report's plots and images that this one does not show are gone, with their emptied folders

@@ -127,8 +127,8 @@ class Section:
 
 def write_report(run_dirs: list, out: Path) -> Path:
     """Check every run, then write ``out/index.html``, ``out/report.md`` and their images; returns index.html."""
-    paths = [Path(p).resolve() for p in run_dirs]
-    runs = [load_run(path, label) for path, label in zip(paths, _labels(paths))]
+    paths = [Path(p) for p in run_dirs]  # shown as given: a committed page names no machine's folders
+    runs = [load_run(path, label) for path, label in zip(paths, _labels([p.resolve() for p in paths]))]
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SelfSupError(f"--out {out} is a file; choose a directory for the report")
