@@ -1,5 +1,5 @@
 """Semi-supervised learning: labelled subsets, mixed batches, FixMatch's strong view, the
-`selfsup semisup` command (tiny runs beat chance), --init and its errors."""
+`selfsup semisup` command (tiny runs beat chance), --init, and bad input (exit 2, nothing written)."""
 import json
 import os
 
@@ -94,6 +94,40 @@ def test_init_starts_from_a_pretrained_backbone_and_refuses_another_input(tmp_pa
                 ["--set", "data.channels=1"])
     err = capsys.readouterr().err
     assert code == 2 and "does not fit this run's" in err and not out.exists()
+
+
+@pytest.fixture(scope="module")
+def interrupted_semisup_run(tmp_path_factory):
+    """A run with its checkpoint and settings but no metrics.json yet, as a crash leaves it."""
+    out = tmp_path_factory.mktemp("semisup") / "run"
+    assert main(["semisup", "--method", "fixmatch", "--epochs", "1", "--out", str(out)] + SEMI) == 0
+    (out / "metrics.json").unlink()
+    return out
+
+
+# (flags, the error's words for a new run, for resuming a run): a count that only the data can refuse
+# differs from the interrupted run's settings first
+@pytest.mark.parametrize("argv,needles", [
+    (["--labels-per-class", "0"], ["labels_per_class"] * 2),
+    (["--labels-per-class", "100000"], ["more than the 85 images", "must repeat the run's settings"]),
+    (["--set", "params.threshold=0"], ["params.threshold"] * 2),
+    (["--set", "params.threshold=1.5"], ["params.threshold"] * 2),
+    (["--init", "corrupt.ckpt"], ["corrupt"] * 2),
+    (["--init", "absent.ckpt"], ["does not exist"] * 2)])
+@pytest.mark.parametrize("into", ["a new directory", "an interrupted run"])
+def test_bad_input_exits_2_and_writes_nothing(argv, needles, into, interrupted_semisup_run, tmp_path, capsys):
+    (tmp_path / "corrupt.ckpt").write_bytes(b"not a checkpoint")
+    argv = [str(tmp_path / a) if a.endswith(".ckpt") else a for a in argv]
+    out = tmp_path / "new" if into == "a new directory" else interrupted_semisup_run
+    needle = needles[into != "a new directory"]
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    code = main(["semisup", "--method", "fixmatch", "--epochs", "1", "--out", str(out), *SEMI, *argv, "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("selfsup: error:"), err
+    assert out.exists() == (into != "a new directory")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # nothing written or changed
 
 
 def _method(balance: str, name: str = "fixmatch"):
