@@ -56,10 +56,13 @@ def test_strong_view_stays_in_range_and_changes_every_image():
     assert ((cut == 0.5).flatten(1).sum(1) <= 8 * 8 + 2 * 9).all() and (cut == 0.5).any()
 
 
-@pytest.mark.parametrize("method", ["supervised-only", "pseudo-label", "self-training", "fixmatch", "frost"])
-def test_tiny_semisup_run_beats_chance(method, tmp_path, capsys):
+@pytest.mark.parametrize("method,balance", [(name, []) for name in ("supervised-only", "pseudo-label", "self-training",
+                                                                      "fixmatch", "frost")] +
+                         [("fixmatch", ["--balance", "loss"]), ("fixmatch", ["--balance", "hybrid"])],
+                         ids=lambda v: (" ".join(v) or "default balance") if isinstance(v, list) else v)
+def test_tiny_semisup_run_beats_chance(method, balance, tmp_path, capsys):
     out = tmp_path / method
-    assert main(["semisup", "--method", method, "--epochs", "6", "--out", str(out)] + SEMI) == 0
+    assert main(["semisup", "--method", method, "--epochs", "6", "--out", str(out)] + SEMI + balance) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_top1"] > 1 / 6 + 0.15  # 6 classes
     assert "classifier test top-1" in capsys.readouterr().out
