@@ -56,6 +56,7 @@ def crash_and_resume(name, tmp_path, monkeypatch, make_cfg):
 SEMI = {"unlabelled_ratio": 1}
 VARIANTS = [(name, {**SEMI, "iterations": 2} if "iterations" in METHODS[name].defaults else SEMI
              if METHODS[name].semi_supervised else {}) for name in sorted(METHODS)] + [("fixmatch", {**SEMI, "balance": "hybrid"}),
+                                                      ("frost", {**SEMI, "iterations": 2, "self_supervised": "moco-v2"}),
                                                       ("moco-v2", {"negatives": "batch"}),
                                                       ("moco-v2", {"negatives": "bank", "queue_size": 128}),
                                                       ("instdisc", {"bank_init": "embeddings"}),

@@ -133,15 +133,40 @@ def test_bad_input_exits_2_and_writes_nothing(argv, needles, into, interrupted_s
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # nothing written or changed
 
 
-def _method(balance: str, name: str = "fixmatch"):
+def _method(balance: str, name: str = "fixmatch", **params):
     from selfsup.config import resolve
     from selfsup.engine.module import build_method
     from selfsup.engine.train import load_datasets
 
     cfg = resolve(name, None, {"dataset": "synthetic", "backbone": {"width": 8}, "batch_size": 16,
-                               "params": {"balance": balance, "threshold": 0.5}})
+                               "params": {"balance": balance, "threshold": 0.5, **params}})
     load_datasets(cfg)
     return build_method(cfg)
+
+
+def test_frost_runs_the_step_hooks_of_its_self_supervised_method():
+    """BYOL's target network follows the shared backbone only through BYOL's own step hook."""
+    method = _method("data", "frost", self_supervised="byol")
+    byol = method.self_supervised
+    assert byol.backbone is method.backbone and byol.generator is method.generator
+    with torch.no_grad():
+        for param in method.backbone.parameters():
+            param.add_(1.0)
+    before = [p.clone() for p in byol.target_backbone.parameters()]
+    method.on_step_end(1, 100)
+    momentum = byol.cfg["base_momentum"]
+    for old, new, online in zip(before, byol.target_backbone.parameters(), method.backbone.parameters()):
+        assert torch.allclose(new, momentum * old + (1 - momentum) * online, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,needle", [("simsiam", "its own parameter groups"), ("deepcluster", "its own train loader"),
+                                         ("supcon", "self-supervised method"), ("nonsense", "self-supervised method")])
+def test_frost_refuses_a_method_it_cannot_host(name, needle, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["semisup", "--method", "frost", "--out", str(out), *SEMI, "--set", f"params.self_supervised={name}"])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("balance", ["none", "data", "loss", "hybrid"])

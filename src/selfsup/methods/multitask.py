@@ -24,6 +24,54 @@ from .base import Method
 TASKS = ("rotation", "jigsaw", "relative-patch", "denoising-ae", "context-encoder", "count", "supervised")
 
 
+class HostsMethods:
+    """Mixin for a method that trains other registered methods around its own backbone
+    (multitask's tasks, FROST's self-supervised term), listed by ``hosted()``: they share the
+    generator the engine seeds every step, and their epoch, gradient and step hooks run after
+    the host's own (epoch statistics under ``NAME_``).  They see the host's batches and
+    optimiser groups, so a method with its own data loader or parameter groups cannot be hosted
+    (``check_hostable``)."""
+
+    def hosted(self) -> dict:
+        raise NotImplementedError
+
+    @staticmethod
+    def check_hostable(host: str, name: str) -> None:
+        from . import method_class
+
+        own = [hook.replace("_", " ") for hook in ("train_loader", "parameter_groups")
+               if getattr(method_class(name), hook) is not getattr(Method, hook)]
+        if own:
+            raise SelfSupError(f"{host} cannot train {name} beside its own objective: {name} needs its own "
+                               f"{' and '.join(own)}; choose another method")
+
+    @property
+    def generator(self) -> torch.Generator:
+        return self._generator
+
+    @generator.setter
+    def generator(self, generator: torch.Generator) -> None:
+        self._generator = generator
+        for method in self.hosted().values():
+            method.generator = generator
+
+    def on_epoch_start(self, epoch, embed):
+        stats = super().on_epoch_start(epoch, embed) or {}
+        for name, method in self.hosted().items():
+            stats.update({f"{name}_{key}": value for key, value in (method.on_epoch_start(epoch, embed) or {}).items()})
+        return stats or None
+
+    def on_before_optimizer_step(self, epoch, step):
+        super().on_before_optimizer_step(epoch, step)
+        for method in self.hosted().values():
+            method.on_before_optimizer_step(epoch, step)
+
+    def on_step_end(self, step, total_steps):
+        super().on_step_end(step, total_steps)
+        for method in self.hosted().values():
+            method.on_step_end(step, total_steps)
+
+
 def task_params(name: str, overrides: dict) -> dict:
     """A task's params: its class defaults, its packaged config, then ``overrides``."""
     from ..config import merge, packaged_config
@@ -34,7 +82,7 @@ def task_params(name: str, overrides: dict) -> dict:
                  f"params.task_params.{name}.")
 
 
-class Multitask(Method):
+class Multitask(HostsMethods, Method):
     """Multitask (Caruana 1997): one shared trunk, one head per pretext task, weighted sum of their losses."""
 
     name = "multitask"
@@ -52,6 +100,7 @@ class Multitask(Method):
             if task not in TASKS:
                 raise SelfSupError(f"params.tasks of multitask: unknown task {task!r}; choose from {', '.join(TASKS)}")
             method_class(task).check_params(task_params(task, params["task_params"].get(task)), run)
+            cls.check_hostable(cls.name, task)
         unknown = set(params["task_params"]) - set(tasks)
         if unknown:
             raise SelfSupError(f"params.task_params names tasks that are not in params.tasks: {', '.join(sorted(unknown))}")
@@ -70,15 +119,8 @@ class Multitask(Method):
             self.log_variances = nn.Parameter(torch.zeros(len(self.tasks)))
         self.generator = self.generator  # hand the generator to the tasks
 
-    @property
-    def generator(self) -> torch.Generator:
-        return self._generator
-
-    @generator.setter
-    def generator(self, generator: torch.Generator) -> None:
-        self._generator = generator
-        for task in getattr(self, "tasks", {}).values():
-            task.generator = generator
+    def hosted(self):
+        return dict(getattr(self, "tasks", {}))
 
     def prepare_batch(self, batch, make_views):
         batch["tasks"] = {name: task.prepare_batch(dict(batch), make_views) for name, task in self.tasks.items()}
@@ -91,15 +133,3 @@ class Multitask(Method):
         else:
             total = sum(w * loss for w, loss in zip(self.weights, losses.values()))
         return {"loss": total, **{f"{name}_loss": loss.detach() for name, loss in losses.items()}}
-
-    def on_epoch_start(self, epoch, embed):
-        for task in self.tasks.values():
-            task.on_epoch_start(epoch, embed)
-
-    def on_before_optimizer_step(self, epoch, step):
-        for task in self.tasks.values():
-            task.on_before_optimizer_step(epoch, step)
-
-    def on_step_end(self, step, total_steps):
-        for task in self.tasks.values():
-            task.on_step_end(step, total_steps)

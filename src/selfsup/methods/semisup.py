@@ -17,10 +17,11 @@ evaluation model, rate ``ema``).
   iterative self-labelling): the run is cut into ``iterations`` rounds; at the start of each
   round after the first, the EMA network labels every pool image, the confident ones become
   fixed targets for the next round (training continues from the current weights, our choice).
-* ``frost``: Liu & Smith, "Building One-Shot Semi-supervised (BOSS) Learning up to Fully
+* ``frost``: Smith & Conovaloff, "Building One-Shot Semi-supervised (BOSS) Learning up to Fully
   Supervised Performance" / FROST (2020): FixMatch plus ``lambda_ss`` times a registered
   self-supervised method's loss on the unlabelled images (``self_supervised``, SimCLR by
-  default, sharing the backbone as in multitask learning) plus self-training rounds with
+  default, sharing the backbone and hosted with its own hooks as multitask's tasks are; its
+  params are its packaged defaults) plus self-training rounds with
   class balancing (``balance: data`` by default); ``--init`` starts it from a pretrained
   checkpoint.
 * ``fixmatch``: Sohn et al., NeurIPS 2020: the weak view's prediction, when confident
@@ -53,6 +54,7 @@ from ..data.views import ViewSpec
 from ..errors import SelfSupError
 from .base import Method
 from .helpers import ema_update, frozen_copy
+from .multitask import HostsMethods, task_params
 
 WEAK = AugmentConfig(crop_scale=(0.6, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
 
@@ -313,7 +315,7 @@ class FixMatch(SemiSupervised):
     name = "fixmatch"
     unlabelled_views = [ViewSpec(WEAK), ViewSpec(WEAK, rand_augment=2)]
 
-    def extra_terms(self, batch, weak_logits: torch.Tensor) -> dict:
+    def extra_terms(self, batch, weak_logits: torch.Tensor, step: int) -> dict:
         """Further loss terms (name -> weighted tensor), for methods built on FixMatch."""
         return {}
 
@@ -325,14 +327,14 @@ class FixMatch(SemiSupervised):
         weak, strong = logits[n:n + m], logits[n + m:]
         targets, weights = self.pseudo_labels(weak, unlabelled["label"])
         consistency = (F.cross_entropy(strong, targets, reduction="none") * weights).mean()
-        extra = self.extra_terms(batch, weak)
+        extra = self.extra_terms(batch, weak, step)
         loss = supervised + self.cfg["lambda_u"] * consistency + sum(extra.values())
         return {"loss": loss, "supervised": supervised.detach(), "unlabelled": consistency.detach(),
                 "mask_rate": (weights > 0).float().mean(), **{k: v.detach() for k, v in extra.items()}}
 
 
-class Frost(PoolRelabelling, FixMatch):
-    """FROST (Liu & Smith 2020): FixMatch + a self-supervised term + class-balanced self-training."""
+class Frost(HostsMethods, PoolRelabelling, FixMatch):
+    """FROST (Smith & Conovaloff 2020): FixMatch + a self-supervised term + class-balanced self-training."""
 
     name = "frost"
     defaults = {**FixMatch.defaults, "iterations": 3, "balance": "data", "self_supervised": "simclr",
@@ -342,19 +344,24 @@ class Frost(PoolRelabelling, FixMatch):
     @classmethod
     def check_params(cls, params, run):
         super().check_params(params, run)
-        from . import method_class
+        from . import METHODS
 
-        if method_class(params["self_supervised"]).semi_supervised or method_class(params["self_supervised"]).supervised:
-            raise SelfSupError(f"params.self_supervised must name a self-supervised method, not "
-                               f"'{params['self_supervised']}'")
+        name = params["self_supervised"]
+        if name not in METHODS or METHODS[name].semi_supervised or METHODS[name].supervised:
+            raise SelfSupError(f"params.self_supervised must name a self-supervised method, not {name!r}")
+        cls.check_hostable(cls.name, name)
+        METHODS[name].check_params(task_params(name, {}), run)
 
     def __init__(self, backbone, cfg, run):
         super().__init__(backbone, cfg, run)
-        from .multitask import task_params
         from . import method_class
 
         name = cfg["self_supervised"]
         self.self_supervised = method_class(name)(self.backbone, task_params(name, {}), run)
+        self.generator = self.generator  # hand the generator to the self-supervised method
+
+    def hosted(self):
+        return {"self_supervised": self.self_supervised} if "self_supervised" in self._modules else {}
 
     def prepare_batch(self, batch, make_views):
         batch = super().prepare_batch(batch, make_views)
@@ -363,10 +370,9 @@ class Frost(PoolRelabelling, FixMatch):
             {k: unlabelled[k] for k in ("image", "index", "label")}, make_views)
         return batch
 
-    def extra_terms(self, batch, weak_logits):
-        self.self_supervised.generator = self.generator
+    def extra_terms(self, batch, weak_logits, step):
         terms = {"self_supervised": self.cfg["lambda_ss"]
-                 * self.self_supervised.training_step(batch["self_supervised"], 0)["loss"]}
+                 * self.self_supervised.training_step(batch["self_supervised"], step)["loss"]}
         self_training = self.assigned_loss(weak_logits, batch["unlabeled"]["index"])
         if self_training is not None:
             terms["self_training"] = self_training
