@@ -189,6 +189,17 @@ def test_balancing_favours_the_rare_pseudo_label_classes(balance):
         assert per_class[0] < per_class[1:].min() / 4
 
 
+@pytest.mark.parametrize("balance", ["data", "loss", "hybrid"])
+def test_a_class_without_confident_predictions_counts_as_the_rarest(balance):
+    """Counts (0, 100, 10, 10, 10, 10): class 0 is kept and weighted like classes 2-5, and the
+    weights of the classes that have counts keep their size (1/n_c over the mean of 1/n_c)."""
+    keep, weight = _method(balance).class_balance(torch.tensor([0.0, 100, 10, 10, 10, 10]))
+    inverse = 1 / torch.tensor([10.0, 100, 10, 10, 10, 10])
+    expected_weight = inverse / inverse.mean() if balance != "data" else torch.ones(6)
+    expected_keep = torch.tensor([1.0, 0.1, 1, 1, 1, 1]) if balance != "loss" else torch.ones(6)
+    assert torch.allclose(weight, expected_weight) and torch.allclose(keep, expected_keep)
+
+
 def test_self_training_data_balance_keeps_as_many_pool_labels_per_class():
     method = _method("data", "self-training")
     n = method.run.train_size

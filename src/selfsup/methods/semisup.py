@@ -35,7 +35,8 @@ Class balancing (``balance``, after BOSS, Smith & Conovaloff 2020, and FROST): t
 predictions of the previous epoch counted per class (n_c) drive ``data``-level resampling
 (a pseudo-label of class c is kept with probability min n / n_c; self-training keeps the
 min n most confident of each class), ``loss``-level weights (mean n / n_c, normalised to
-mean 1 over the classes), or both (``hybrid``).
+mean 1 over the classes), or both (``hybrid``); min n is over the classes with a count, and a
+class without one is treated as that rarest class.
 """
 from __future__ import annotations
 
@@ -171,8 +172,9 @@ class SemiSupervised(Method):
         ones = torch.ones_like(counts)
         if counts.sum() == 0 or self.cfg["balance"] == "none":
             return ones, ones
-        seen = counts.clamp_min(1)
-        keep = (counts[counts > 0].min() / seen).clamp(max=1) if self.cfg["balance"] in ("data", "hybrid") else ones
+        rarest = counts[counts > 0].min()
+        seen = counts.clamp_min(rarest)  # a class without confident predictions counts as the rarest one
+        keep = rarest / seen if self.cfg["balance"] in ("data", "hybrid") else ones
         weight = ones
         if self.cfg["balance"] in ("loss", "hybrid"):
             weight = counts.mean() / seen
