@@ -56,6 +56,18 @@ def test_strong_view_stays_in_range_and_changes_every_image():
     assert ((cut == 0.5).flatten(1).sum(1) <= 8 * 8 + 2 * 9).all() and (cut == 0.5).any()
 
 
+def test_equalize_maps_each_level_to_its_cumulative_share():
+    """Half black, a quarter at 0.4, a quarter at 0.8 → 0, 1/2, 1; a one-level image is kept."""
+    x = torch.zeros(2, 1, 4, 4)
+    x[0, 0, 2] = 0.4
+    x[0, 0, 3] = 0.8
+    x[1] = 0.3
+    out = OPERATIONS["equalize"](x, torch.zeros(2))
+    expected = torch.zeros(4, 4)
+    expected[2], expected[3] = 0.5, 1.0
+    assert torch.allclose(out[0, 0], expected) and torch.equal(out[1], x[1])
+
+
 @pytest.mark.parametrize("method,balance", [(name, []) for name in ("supervised-only", "pseudo-label", "self-training",
                                                                       "fixmatch", "frost")] +
                          [("fixmatch", ["--balance", "loss"]), ("fixmatch", ["--balance", "hybrid"])],

@@ -163,7 +163,7 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
             return f"{n} label{'' if n == 1 else 's'} per class"
 
         curve_plot(out / "semisup_self_training.png", {panel(n): rounds[n] for n in sorted(rounds)},
-                   "self-training round", "pool pseudo-label accuracy",
-                   "Self-training: accuracy of the EMA network's labels on the unlabelled pool at each round's start",
+                   "self-training round", "EMA network's top-1 on the pool",
+                   "Self-training: top-1 of the EMA network's predictions on the whole pool at each round's start",
                    None, {panel(n): lines for n, lines in finals.items()})
     return rows

@@ -4,9 +4,10 @@ Cutout (Sohn et al. 2020, Sec. 2.3 and Table 12; Cubuk et al. 2020).
 Each image gets ``num_ops`` operations drawn uniformly from the 14 below, each with its own
 magnitude drawn uniformly from the operation's range (FixMatch's "RA" variant), then one
 square cut out (grey 0.5) of side up to half the image.  The work is batched: every
-operation runs once per round on the images that drew it.  Equalize is done by ranks (each
-pixel's value becomes its channel's empirical CDF), which is histogram equalisation for
-continuous values.  Values stay in [0, 1].
+operation runs once per round on the images that drew it.  Equalize is histogram equalisation
+over 256 levels per image and channel: a level becomes the share of the channel's pixels above
+the darkest level and at or below it, so equal values stay equal, the darkest level becomes 0
+and the brightest 1.  Values stay in [0, 1].
 """
 from __future__ import annotations
 
@@ -29,8 +30,14 @@ def _autocontrast(x, m):
 
 def _equalize(x, m):
     flat = x.flatten(2)
-    ranks = flat.argsort(dim=2).argsort(dim=2).float() / max(1, flat.shape[2] - 1)
-    return ranks.view_as(x)
+    levels = (flat.clamp(0, 1) * 255).round().long()
+    counts = torch.zeros(*flat.shape[:2], 256, device=x.device).scatter_add_(2, levels, torch.ones_like(levels,
+                                                                                                    dtype=torch.float))
+    cdf = counts.cumsum(2)
+    darkest = cdf.gather(2, levels.amin(2, keepdim=True))  # pixels at the lowest level present: mapped to 0
+    spread = cdf[..., -1:] - darkest
+    equalized = (cdf.gather(2, levels) - darkest) / spread.clamp_min(1)
+    return torch.where(spread > 0, equalized.to(x.dtype), flat).view_as(x)  # a one-level channel stays as it is
 
 
 def _sharpness(x, m):

@@ -26,7 +26,8 @@ evaluation model, rate ``ema``).
   checkpoint.
 * ``fixmatch``: Sohn et al., NeurIPS 2020: the weak view's prediction, when confident
   (≥ 0.95), is the target of the strong view (RandAugment with random magnitudes, then
-  Cutout); λu 1, μ 7, SGD lr 0.03 Nesterov, weight decay 5e-4, cosine, EMA 0.999.  Labelled,
+  Cutout); λu 1, μ 7, SGD lr 0.03 Nesterov, weight decay 5e-4, EMA 0.999; the learning rate
+  follows a cosine to 0 (ours: the paper's cos(7πk/16K) ends near 0.2·lr).  Labelled,
   weak and strong images go through the network in one batch, as in the paper (BatchNorm
   sees all of them).  Weak view: flip and a random crop of 60-100% of the image (our
   stand-in for the paper's flip and ±12.5% translation).
@@ -37,6 +38,10 @@ predictions of the previous epoch counted per class (n_c) drive ``data``-level r
 min n most confident of each class), ``loss``-level weights (mean n / n_c, normalised to
 mean 1 over the classes), or both (``hybrid``); min n is over the classes with a count, and a
 class without one is treated as that rarest class.
+
+The pseudo-label figures (rate, accuracy, per-class counts) are counted over an epoch and
+reported by the next epoch's start, so the ``epoch_history`` entry of epoch e describes epoch
+e − 1 and the last epoch's figures are not reported.
 """
 from __future__ import annotations
 
