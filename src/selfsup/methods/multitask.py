@@ -30,20 +30,24 @@ class HostsMethods:
     generator the engine seeds every step, and their epoch, gradient and step hooks run after
     the host's own (epoch statistics under ``NAME_``).  They see the host's batches and
     optimiser groups, so a method with its own data loader or parameter groups cannot be hosted
-    (``check_hostable``)."""
+    (``check_hosted``)."""
 
     def hosted(self) -> dict:
         raise NotImplementedError
 
     @staticmethod
-    def check_hostable(host: str, name: str) -> None:
+    def check_hosted(host: str, name: str, overrides: dict | None, run) -> None:
+        """Refuse method ``name`` if it needs its own loader or parameter groups, then check its
+        params (``task_params`` with ``overrides``) as its own run would."""
         from . import method_class
 
+        cls = method_class(name)
         own = [hook.replace("_", " ") for hook in ("train_loader", "parameter_groups")
-               if getattr(method_class(name), hook) is not getattr(Method, hook)]
+               if getattr(cls, hook) is not getattr(Method, hook)]
         if own:
             raise SelfSupError(f"{host} cannot train {name} beside its own objective: {name} needs its own "
                                f"{' and '.join(own)}; choose another method")
+        cls.check_params(task_params(name, overrides), run)
 
     @property
     def generator(self) -> torch.Generator:
@@ -91,16 +95,13 @@ class Multitask(HostsMethods, Method):
     @classmethod
     def check_params(cls, params, run):
         super().check_params(params, run)
-        from . import method_class
-
         tasks = params["tasks"]
         if not isinstance(tasks, list) or len(tasks) < 1 or len(set(tasks)) != len(tasks):
             raise SelfSupError(f"params.tasks of multitask must be a list of distinct task names, got {tasks!r}")
         for task in tasks:
             if task not in TASKS:
                 raise SelfSupError(f"params.tasks of multitask: unknown task {task!r}; choose from {', '.join(TASKS)}")
-            method_class(task).check_params(task_params(task, params["task_params"].get(task)), run)
-            cls.check_hostable(cls.name, task)
+            cls.check_hosted(cls.name, task, params["task_params"].get(task), run)
         unknown = set(params["task_params"]) - set(tasks)
         if unknown:
             raise SelfSupError(f"params.task_params names tasks that are not in params.tasks: {', '.join(sorted(unknown))}")

@@ -356,8 +356,7 @@ class Frost(HostsMethods, PoolRelabelling, FixMatch):
         name = params["self_supervised"]
         if name not in METHODS or METHODS[name].semi_supervised or METHODS[name].supervised:
             raise SelfSupError(f"params.self_supervised must name a self-supervised method, not {name!r}")
-        cls.check_hostable(cls.name, name)
-        METHODS[name].check_params(task_params(name, {}), run)
+        cls.check_hosted(cls.name, name, {}, run)
 
     def __init__(self, backbone, cfg, run):
         super().__init__(backbone, cfg, run)
