@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from selfsup.losses import sampled_info_nce
 from selfsup.methods.cpc import GRUContext, MaskedConvContext, PatchGrid
+from selfsup.models.backbones import Conv1dEncoder
 from test_non_contrastive_methods import tiny
 
 
@@ -71,3 +72,19 @@ def test_cpc_features_are_mean_pooled_patch_encodings_and_the_loss_learns_every_
     assert set(out) == {"loss", "infonce_1", "infonce_2"}
     for part in (method.backbone.conv1, method.context.gru, method.predictors[1]):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+
+
+def test_series_encodings_and_contexts_do_not_see_the_future():
+    # the encoder's receptive field: encoding j covers steps 2j..2j+14; changing steps 60.. of
+    # a 96-step series may change encodings 23.. and contexts 23.., never the earlier ones
+    torch.manual_seed(0)
+    encoder, context = Conv1dEncoder(in_channels=2, width=8), GRUContext(16, 12)
+    x = torch.randn(3, 2, 96)
+    future = x.clone()
+    future[..., 60:] += torch.randn(3, 2, 36)
+    with torch.no_grad():
+        z, z_future = encoder.forward_sequence(x), encoder.forward_sequence(future)
+        c, c_future = context(z.unsqueeze(2)), context(z_future.unsqueeze(2))
+    assert z.shape == (3, Conv1dEncoder.output_length(96), 16) == (3, 41, 16)
+    assert torch.equal(z[:, :23], z_future[:, :23]) and not torch.allclose(z[:, 23:], z_future[:, 23:])
+    assert torch.equal(c[:, :23], c_future[:, :23]) and not torch.allclose(c[:, 23:], c_future[:, 23:])

@@ -13,7 +13,7 @@ def test_two_process_cpu_ddp_run(tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "selfsup.cli", "pretrain", "--method", "simclr", "--epochs", "2",
-                           "--devices", "2", "--accelerator", "cpu", "--batch-size", "32", "--out", str(out)]
+                           "--devices", "2", "--accelerator", "cpu", "--batch-size", "32", "--out", str(out), "--baselines"]
                           + [a for a in TINY if a not in ("--batch-size", "64")],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -21,4 +21,4 @@ def test_two_process_cpu_ddp_run(tmp_path):
     # 512 images, 32 per rank and step, 2 ranks: 8 steps per epoch, every image seen once per epoch
     checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 16
-    assert metrics["knn_top1"] > 1 / 6
+    assert metrics["knn_top1"] > metrics["baselines"]["random_init_knn_top1"] + 0.1  # it learned, on two processes

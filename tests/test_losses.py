@@ -52,3 +52,28 @@ def test_nt_xent_gradients():
 def test_nt_xent_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="nt_xent"):
         nt_xent(torch.randn(4, 3), torch.randn(5, 3))
+
+
+def decoupled_reference(z1, z2, t):
+    """DARe's L_con by loops: −mean_i log(e^{s_ii/τ} / Σ_{j≠i} e^{s_ij/τ}), s cosine similarity."""
+    import math
+
+    n = len(z1)
+    cos = lambda u, v: (u @ v / (u.norm() * v.norm())).item()  # noqa: E731
+    return -sum(math.log(math.exp(cos(z1[i], z2[i]) / t)
+                         / sum(math.exp(cos(z1[i], z2[j]) / t) for j in range(n) if j != i)) for i in range(n)) / n
+
+
+@pytest.mark.parametrize("n,d,t", [(2, 3, 1.0), (5, 4, 0.5), (16, 8, 0.1)])
+def test_decoupled_nt_xent_matches_reference(n, d, t):
+    from selfsup.losses import decoupled_nt_xent
+
+    g = torch.Generator().manual_seed(n * d)
+    z1, z2 = torch.randn(n, d, generator=g, dtype=torch.float64), torch.randn(n, d, generator=g, dtype=torch.float64)
+    assert decoupled_nt_xent(z1, z2, t).item() == pytest.approx(decoupled_reference(z1, z2, t), rel=1e-9)
+    # two views that agree: with the positive out of the denominator the loss goes below zero
+    assert decoupled_nt_xent(z1, z1, t).item() < decoupled_nt_xent(z1, z2, t).item()
+    z1.requires_grad_(True)
+    torch.autograd.gradcheck(lambda a: decoupled_nt_xent(a, z2, t), (z1,))
+    with pytest.raises(ValueError, match="at least two candidates"):
+        decoupled_nt_xent(z1[:1], z2[:1], t)

@@ -76,6 +76,17 @@ def test_info_nce_hand_computed():
     assert info_nce(query, key, queue, temperature=t).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_info_nce_leaves_a_querys_own_image_out_of_its_negatives():
+    # each query's loss equals info_nce against the queue without the rows of its own image
+    g = torch.Generator().manual_seed(0)
+    query, key, queue = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g), torch.randn(10, 6, generator=g)
+    index, queue_index = torch.tensor([3, 5, 7, 9]), torch.tensor([3, 1, 5, 3, -1, 2, 9, 0, 4, 8])
+    masked = info_nce(query, key, queue, 0.2, index=index, queue_index=queue_index)
+    expected = sum(info_nce(query[i:i + 1], key[i:i + 1], queue[queue_index != index[i]], 0.2) for i in range(4)) / 4
+    assert masked.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert masked.item() < info_nce(query, key, queue, 0.2).item()
+
+
 @pytest.mark.parametrize("n,d,k", [(1, 3, 1), (4, 8, 16), (7, 5, 3), (3, 16, 64)])
 @pytest.mark.parametrize("temperature", [0.07, 0.2, 1.0])
 def test_info_nce_matches_reference(n, d, k, temperature):

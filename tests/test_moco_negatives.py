@@ -62,6 +62,25 @@ def test_end_to_end_dictionary_has_no_key_encoder_and_trains_the_keys():
     assert method.projector[-1].weight.grad is not None
 
 
+def test_end_to_end_keys_are_computed_on_a_shuffled_batch(monkeypatch):
+    import selfsup.methods.moco as moco
+
+    seen = []
+    monkeypatch.setattr(moco, "shuffle_across_ranks", lambda x, seed: seen.append(seed) or (x.flip(0), torch.arange(
+        x.shape[0] - 1, -1, -1)))
+    method = tiny("moco-v2", negatives="batch")
+    method.training_step(moco_batch(method), 0)["loss"].backward()
+    assert len(seen) == 1
+
+
+def test_queue_keeps_image_indices_and_is_not_clamped_to_the_dataset():
+    method = tiny("moco-v2", queue_size=4096)
+    assert method.queue.size == 4096 > method.run.train_size
+    batch = moco_batch(method)
+    method.training_step(batch, 0)
+    assert method.queue.index[: len(batch["index"])].tolist() == batch["index"].tolist()
+
+
 def test_memory_bank_dictionary_updates_the_batch_entries_only():
     method = tiny("moco-v2", negatives="bank", queue_size=100)
     before = method.memory.bank.clone()

@@ -64,3 +64,20 @@ def test_numbers_in_exponent_notation_are_numbers_in_set_and_config_files(tmp_pa
     cfg = resolve("simclr", user_file=str(user), assignments=["optimizer.weight_decay=1e-6", "params.temperature=2E-1"])
     assert cfg["optimizer"]["lr"] == 3e-4 and cfg["optimizer"]["weight_decay"] == 1e-6
     assert cfg["params"]["temperature"] == 0.2
+
+
+@pytest.mark.parametrize("method, decays_everything", [("moco-v2", True), ("simsiam", True), ("instdisc", True),
+                                                       ("deepcluster", True), ("supcon", True), ("simclr", False),
+                                                       ("byol", False)])
+def test_weight_decay_reaches_biases_and_norms_only_where_the_reference_code_decays_them(method, decays_everything):
+    from selfsup.config import resolve
+    from selfsup.engine.optim import build_optimizer
+    from selfsup.methods.base import split_decay
+
+    cfg = resolve(method)["optimizer"]
+    assert cfg["decay_biases_and_norms"] is decays_everything
+    layer = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    optimizer = build_optimizer(split_decay(layer.parameters()), cfg, 256)
+    by_shape = {p.ndim: group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+    assert by_shape[2] == cfg["weight_decay"] > 0
+    assert by_shape[1] == (cfg["weight_decay"] if decays_everything else 0.0)

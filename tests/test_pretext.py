@@ -1,4 +1,6 @@
 """Pretext tasks: the targets they make from the images themselves."""
+import itertools
+
 import pytest
 import torch
 
@@ -55,9 +57,14 @@ def test_permutation_set_is_seeded_distinct_and_far_apart():
     perms = maximal_hamming_permutations(100, seed=0)
     assert perms.shape == (100, 9) and torch.equal(perms, maximal_hamming_permutations(100, seed=0))
     assert all(sorted(p.tolist()) == list(range(9)) for p in perms)
-    distances = (perms[:, None, :] != perms[None, :, :]).sum(-1) + 100 * torch.eye(100, dtype=torch.long)
-    assert distances.min() >= 6  # greedy maximal-distance sets of 100 stay far apart (the paper's average is 8)
+    distances = (perms[:, None, :] != perms[None, :, :]).sum(-1)
+    assert (distances + 100 * torch.eye(100, dtype=torch.long)).min() >= 2  # distinct
+    assert distances.sum() / (100 * 99) > 8.05  # the paper's Algorithm 1 maximises the average (8 at random)
     assert not torch.equal(perms, maximal_hamming_permutations(100, seed=1))
+    assert distances[0, 1] == 9  # the second is as far as can be from the first
+    totals = distances[:10, :10].sum(0)  # the 10th: no permutation is farther, summed, from the first 9
+    everything = torch.tensor(list(itertools.permutations(range(9))))
+    assert (everything[:, None, :] != perms[None, :9]).sum((1, 2)).max() == totals[9]
 
 
 def recording_backbone(method):

@@ -79,8 +79,11 @@ def test_feature_queue_is_first_in_first_out_with_wraparound():
     queue.push(torch.arange(6.0, 12.0).view(3, 2))  # wraps: the oldest row is overwritten
     assert int(queue.filled) == 5 and int(queue.pointer) == 1
     assert queue.items().tolist() == [[10, 11], [2, 3], [4, 5], [6, 7], [8, 9]]
+    assert queue.indices().tolist() == [-1] * 5  # pushed without image indices
+    queue.push(torch.zeros(2, 2), index=torch.tensor([7, 8]))
+    assert queue.indices().tolist() == [-1, 7, 8, -1, -1]
     state = queue.state_dict()
-    assert set(state) == {"queue", "pointer", "filled"}
+    assert set(state) == {"queue", "index", "pointer", "filled"}
     random = FeatureQueue(4, 3, random_init=True)
     assert torch.allclose(random.items().norm(dim=1), torch.ones(4))
 
@@ -92,3 +95,12 @@ def test_shuffle_on_one_device_permutes_and_restores():
     assert torch.equal(unshuffle_across_ranks(shuffled * 10, restore), x * 10)
     again, _ = shuffle_across_ranks(x, seed=5)
     assert torch.equal(again, shuffled)
+
+
+def test_unshuffle_keeps_the_gradient_of_end_to_end_keys():
+    x = torch.arange(8.0).view(8, 1)
+    weight = torch.ones(1, requires_grad=True)
+    shuffled, restore = shuffle_across_ranks(x, seed=5)
+    restored = unshuffle_across_ranks(shuffled * weight, restore)
+    (restored.flatten() * torch.arange(8.0)).sum().backward()
+    assert torch.equal(restored.detach(), x) and weight.grad.item() == sum(i * i for i in range(8))

@@ -280,3 +280,48 @@ def test_benchmark_refuses_a_suite_option_of_another_suite(tmp_path, capsys):
     assert main(["benchmark", "--suite", "smoke", "--out", str(tmp_path / "out"), "--label-seed", "1"]) == 2
     assert "--label-seed is not an option of the smoke suite" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def scripted(method_name: str, **params):
+    """A semi-supervised method whose network returns its input: each view *is* its logits."""
+    from test_non_contrastive_methods import tiny
+
+    method = tiny(method_name, **params)
+    method.logits = lambda x: x
+    return method
+
+
+def test_fixmatch_step_trains_the_strong_view_on_the_confident_weak_predictions():
+    method = scripted("fixmatch", threshold=0.95, lambda_u=2.0)
+    labelled = torch.tensor([[2.0, 0, 0, 0, 0, 0], [0, 0, 1.0, 0, 0, 0]])
+    weak = torch.tensor([[9.0, 0, 0, 0, 0, 0],  # confident: class 0
+                         [1.0, 1.0, 0, 0, 0, 0],  # not confident
+                         [0, 0, 0, 0, 9.0, 0]], requires_grad=True)  # confident: class 4
+    strong = torch.randn(3, 6, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    batch = {"labeled": {"views": [labelled], "label": torch.tensor([0, 1])},
+             "unlabeled": {"views": [weak, strong], "label": torch.tensor([0, 1, 3])}}
+    out = method.training_step(batch, 0)
+    supervised = torch.nn.functional.cross_entropy(labelled, torch.tensor([0, 1]))
+    per_image = torch.nn.functional.cross_entropy(strong, torch.tensor([0, 0, 4]), reduction="none")
+    consistency = (per_image[0] + per_image[2]) / 3  # masked, averaged over all unlabelled images
+    assert out["supervised"].item() == pytest.approx(supervised.item(), rel=1e-6)
+    assert out["unlabelled"].item() == pytest.approx(consistency.item(), rel=1e-6)
+    assert out["loss"].item() == pytest.approx((supervised + 2.0 * consistency).item(), rel=1e-6)
+    assert out["mask_rate"].item() == pytest.approx(2 / 3)
+    out["loss"].backward()
+    assert torch.all(weak.grad == 0)  # the weak view is the target: no gradient through it
+    assert strong.grad[1].abs().sum() == 0 and strong.grad[0].abs().sum() > 0  # unconfident image: no loss
+    assert method.confident_counts.tolist() == [1, 0, 0, 0, 1, 0]
+
+
+def test_pseudo_label_weight_ramps_up_linearly_over_its_share_of_the_run():
+    method = scripted("pseudo-label", threshold=0.5, ramp=0.4)
+    method.total_steps = 100
+    unlabelled = {"views": [torch.tensor([[5.0, 0, 0, 0, 0, 0], [0, 4.0, 0, 0, 0, 0]])], "label": torch.tensor([0, 1])}
+    full = torch.nn.functional.cross_entropy(unlabelled["views"][0], torch.tensor([0, 1]))
+    for step, weight in [(0, 0.0), (10, 0.25), (20, 0.5), (40, 1.0), (90, 1.0)]:
+        loss = method.unlabelled_loss({"unlabeled": unlabelled}, step)
+        assert loss.item() == pytest.approx(weight * full.item(), rel=1e-6, abs=1e-9), step
+    method = scripted("pseudo-label", threshold=0.5, ramp=0.0)  # no ramp: full weight from the first step
+    method.total_steps = 100
+    assert method.unlabelled_loss({"unlabeled": unlabelled}, 0).item() == pytest.approx(full.item(), rel=1e-6)

@@ -121,6 +121,9 @@ ABLATIONS = [
     ("dare, lambda 0.9", "dare", {}),
     ("dare, lambda 0", "dare", {"params": {"lambd": 0.0}}),
     ("dare, lambda 3", "dare", {"params": {"lambd": 3.0}}),
+    # where the report is silent: the JSD on L2-normalised means; its L_con against SimCLR's symmetric NT-Xent
+    ("dare, lambda 0.9, normalised means", "dare", {"params": {"normalize_mean": True}}),
+    ("dare, lambda 0.9, symmetric NT-Xent", "dare", {"params": {"contrastive": "nt_xent"}}),
     ("superinfo, lambda_a = lambda_b = 0.01", "superinfo", {}),
     ("superinfo, lambda_a = lambda_b = 0 (InfoNCE)", "superinfo", {"params": {"lambda_a": 0.0, "lambda_b": 0.0}}),
     ("superinfo, lambda_a 0.1, lambda_b 0", "superinfo", {"params": {"lambda_a": 0.1, "lambda_b": 0.0}}),

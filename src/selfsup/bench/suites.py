@@ -29,9 +29,13 @@ SETTINGS = ("dataset", "subset", "seed", "epochs", "batch_size", "optimizer", "s
 
 def _outdated(run_dir: Path, cfg: dict) -> bool:
     """Whether the run in ``run_dir`` was made with other settings than ``cfg`` (options a
-    method gained after the run count with their defaults)."""
+    method or the configuration gained after the run count as ``cfg``'s: a fix that changes
+    what a method trains raises its ``revision`` instead, see ``made_before_a_fix``)."""
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     saved["params"] = {**method_class(cfg["method"]).defaults, **saved["params"]}
+    for key in SETTINGS:
+        if isinstance(cfg.get(key), dict) and isinstance(saved.get(key), dict):
+            saved[key] = {**cfg[key], **saved[key]}
     same_network = all(cfg["backbone"][k] in (saved["backbone"][k], "auto") for k in ("name", "width"))
     return not same_network or any(saved.get(key) != cfg.get(key) for key in SETTINGS)
 
@@ -41,9 +45,21 @@ def run_slug(label: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", label.lower()).strip("-")
 
 
+def made_before_a_fix(metrics: dict, method: str) -> bool:
+    """Whether a finished run predates a fix of its method (its ``Method.revision``)."""
+    return metrics.get("method_revision", 1) < method_class(method).revision
+
+
+BEFORE_FIX = " [before fix]"
+BEFORE_FIX_NOTE = (f"`{BEFORE_FIX.strip()}`: the run was made before a fix changed what its method trains (the "
+                   "method's `revision` in its source file says which fix); `--method M` makes it again.")
+
+
 def finished_run(run_dir: Path, cfg: dict, redo: bool = True) -> dict | None:
     """metrics.json of the run in ``run_dir`` if it finished with ``cfg``'s settings; a run
-    made with other settings is deleted when ``redo`` (to be run again), else ignored."""
+    made with other settings is deleted when ``redo`` (to be run again), else ignored.  A run
+    made before a fix of its method (``made_before_a_fix``) is deleted when ``redo``, else
+    returned with ``before_fix`` set, for the table to mark it."""
     if not (run_dir / "metrics.json").exists():
         return None
     if _outdated(run_dir, cfg):
@@ -54,7 +70,15 @@ def finished_run(run_dir: Path, cfg: dict, redo: bool = True) -> dict | None:
         print(f"{run_dir.name}: the suite's settings changed since the run in {run_dir}; running it again")
         shutil.rmtree(run_dir)
         return None
-    return json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    if made_before_a_fix(metrics, cfg["method"]):
+        if not redo:
+            return {**metrics, "before_fix": True}
+        print(f"{run_dir.name}: made before a fix of {cfg['method']} (revision {metrics.get('method_revision', 1)} < "
+              f"{method_class(cfg['method']).revision}); running it again")
+        shutil.rmtree(run_dir)
+        return None
+    return metrics
 
 
 def run_checkpoint(run_dir: Path) -> Path:
@@ -206,7 +230,7 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
         baselines = baselines or metrics.get("baselines", {})
         supervised = " (supervised)" if method_class(method).supervised else ""
         precision = yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]["precision"]
-        rows.append({"method": label + supervised, "epochs": cfg["epochs"], "precision": precision,
+        rows.append({"method": label + supervised + (BEFORE_FIX if metrics.get("before_fix") else ""), "epochs": cfg["epochs"], "precision": precision,
                      "knn_top1": metrics["knn_top1"],
                      "linear_top1": metrics["linear_top1"], "final_loss": metrics["final_loss"],
                      "train_seconds": metrics["train_seconds"], "samples_per_second": metrics["samples_per_second"],
@@ -246,6 +270,8 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
                      "the first run's network at its initialisation.")
     notes.append("Each row is the run in `runs/LABEL/` (its `config.yaml` and `metrics.json` are committed); "
                  "`--method M` runs only M's rows, the command above runs every row not yet finished.")
+    if any(row["method"].endswith(BEFORE_FIX) for row in rows):
+        notes.append(BEFORE_FIX_NOTE)
     if findings:  # e.g. the ablations' comparison with each paper
         notes.extend(findings([(label, method, row) for (label, method, _), row in zip(done, rows)]))
     write_table(out, name, title, rows, notes, command=f"selfsup benchmark --suite {name} --out {out}")

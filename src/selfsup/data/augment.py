@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from .. import rng
 
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -44,11 +45,11 @@ class AugmentConfig:
 
 
 def uniform(n: int, low: float, high: float, g: torch.Generator, device) -> torch.Tensor:
-    return torch.rand(n, generator=g, device=device) * (high - low) + low
+    return rng.rand(n, g, device=device) * (high - low) + low
 
 
 def chance(n: int, p: float, g: torch.Generator, device) -> torch.Tensor:
-    return torch.rand(n, generator=g, device=device) < p
+    return rng.rand(n, g, device=device) < p
 
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:
@@ -69,8 +70,8 @@ def random_resized_crop(x: torch.Tensor, size: int, scale, ratio, flip_p: float,
     aspect = torch.exp(uniform(n, math.log(ratio[0]), math.log(ratio[1]), g, device))
     width = torch.sqrt(area * aspect).clamp(max=1.0)
     height = torch.sqrt(area / aspect).clamp(max=1.0)
-    centre_x = torch.rand(n, generator=g, device=device) * (1 - width) + width / 2
-    centre_y = torch.rand(n, generator=g, device=device) * (1 - height) + height / 2
+    centre_x = rng.rand(n, g, device=device) * (1 - width) + width / 2
+    centre_y = rng.rand(n, g, device=device) * (1 - height) + height / 2
     flip = torch.where(chance(n, flip_p, g, device), -1.0, 1.0)
     theta = torch.zeros(n, 2, 3, device=device, dtype=x.dtype)
     theta[:, 0, 0] = width * flip
@@ -129,7 +130,7 @@ def color_jitter(x: torch.Tensor, strength: float, p: float, g: torch.Generator)
         ops["saturation"] = lambda im: _blend(im, grayscale(im), saturation)
         ops["hue"] = lambda im: shift_hue(im, hue)
     names = list(ops)
-    for i in torch.randperm(len(names), generator=g, device=device).tolist():
+    for i in rng.randperm(len(names), g, device=device).tolist():
         x = ops[names[i]](x)
     return x
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import _blend, grayscale
+from .. import rng
 
 
 def _factor(m):  # enhancement factor in [0.05, 0.95], as FixMatch's ranges
@@ -99,9 +100,9 @@ OPERATIONS = {
 def cutout(x: torch.Tensor, max_fraction: float, g: torch.Generator) -> torch.Tensor:
     """One grey square per image, side uniform in [0, max_fraction·size], centre uniform."""
     n, _, h, w = x.shape
-    side = torch.rand(n, generator=g, device=x.device) * max_fraction * min(h, w)
-    cy = torch.rand(n, generator=g, device=x.device) * h
-    cx = torch.rand(n, generator=g, device=x.device) * w
+    side = rng.rand(n, g, device=x.device) * max_fraction * min(h, w)
+    cy = rng.rand(n, g, device=x.device) * h
+    cx = rng.rand(n, g, device=x.device) * w
     ys = torch.arange(h, device=x.device).view(1, h, 1)
     xs = torch.arange(w, device=x.device).view(1, 1, w)
     inside = ((ys - cy.view(-1, 1, 1)).abs() <= side.view(-1, 1, 1) / 2) & \
@@ -113,8 +114,8 @@ def rand_augment(x: torch.Tensor, g: torch.Generator, num_ops: int = 2, cutout_f
     """FixMatch's strong view of a float batch in [0, 1] (see the module docstring)."""
     ops = list(OPERATIONS.values())
     for _ in range(num_ops):
-        choice = torch.randint(len(ops), (x.shape[0],), generator=g, device=x.device)
-        magnitude = torch.rand(x.shape[0], generator=g, device=x.device, dtype=x.dtype)
+        choice = rng.randint(0, len(ops), x.shape[0], g, device=x.device)
+        magnitude = rng.rand(x.shape[0], g, device=x.device, dtype=x.dtype)
         out = x.clone()
         for k, op in enumerate(ops):
             chosen = choice == k

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Sampler
 
 from ..losses.distributed import world_info
+from .. import rng
 
 
 class RankBatchSampler(Sampler[list[int]]):
@@ -51,7 +52,7 @@ class ShuffleBatchSampler(RankBatchSampler):
     """A fresh permutation of the dataset each epoch (the default sampler)."""
 
     def order(self, generator):
-        return torch.randperm(self.num_samples, generator=generator)
+        return rng.randperm(self.num_samples, generator)
 
 
 class ClassBatchSampler(RankBatchSampler):
@@ -71,12 +72,12 @@ class ClassBatchSampler(RankBatchSampler):
         members = [torch.nonzero(self.labels == c).flatten() for c in self.classes]
         batches = []
         for _ in range(self.num_samples // self.batch_size):
-            for c in torch.randperm(len(members), generator=generator)[:self.classes_per_batch].tolist():
+            for c in rng.randperm(len(members), generator)[:self.classes_per_batch].tolist():
                 pool = members[c]
                 if len(pool) >= self.per_class:
-                    pick = torch.randperm(len(pool), generator=generator)[:self.per_class]
+                    pick = rng.randperm(len(pool), generator)[:self.per_class]
                 else:
-                    pick = torch.randint(len(pool), (self.per_class,), generator=generator)
+                    pick = rng.randint(0, len(pool), self.per_class, generator)
                 batches.append(pool[pick])
         return torch.cat(batches)
 
@@ -97,11 +98,11 @@ class UniformLabelBatchSampler(RankBatchSampler):
         picks = []
         for group in groups:
             if len(group) >= per_label:
-                picks.append(group[torch.randperm(len(group), generator=generator)[:per_label]])
+                picks.append(group[rng.randperm(len(group), generator)[:per_label]])
             else:
-                picks.append(group[torch.randint(len(group), (per_label,), generator=generator)])
+                picks.append(group[rng.randint(0, len(group), per_label, generator)])
         everything = torch.cat(picks)
-        return everything[torch.randperm(len(everything), generator=generator)][:self.num_samples]
+        return everything[rng.randperm(len(everything), generator)][:self.num_samples]
 
 
 class ResampleBatchSampler(RankBatchSampler):
@@ -113,7 +114,7 @@ class ResampleBatchSampler(RankBatchSampler):
         super().__init__(num_samples, batch_size, seed)
 
     def order(self, generator):
-        return self.indices[torch.randint(len(self.indices), (self.num_samples,), generator=generator)]
+        return self.indices[rng.randint(0, len(self.indices), self.num_samples, generator)]
 
 
 class LabelledUnlabelledBatchSampler(RankBatchSampler):
@@ -132,8 +133,8 @@ class LabelledUnlabelledBatchSampler(RankBatchSampler):
 
     def order(self, generator):
         steps = self.num_samples // self.batch_size
-        unlabelled = torch.randperm(self.pool_size, generator=generator)[:steps * self.unlabelled_batch]
+        unlabelled = rng.randperm(self.pool_size, generator)[:steps * self.unlabelled_batch]
         rounds = -(-steps * self.labelled_batch // len(self.labelled))
-        labelled = torch.cat([self.labelled[torch.randperm(len(self.labelled), generator=generator)]
+        labelled = torch.cat([self.labelled[rng.randperm(len(self.labelled), generator)]
                               for _ in range(rounds)])[:steps * self.labelled_batch]
         return torch.cat([labelled.view(steps, -1), unlabelled.view(steps, -1)], dim=1).flatten()

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from ..errors import SelfSupError
 from .augment import chance, uniform
 from .memory import InMemoryDataset
+from .. import rng
 
 TIMESERIES_EXTRA = "pip install -e .[timeseries] (or: bash scripts/install.sh timeseries)"
 
@@ -141,7 +142,7 @@ def random_crop_resize(x: torch.Tensor, scale, g: torch.Generator) -> torch.Tens
     """A random window of each series [B, C, T] (fraction of T in ``scale``), resized to T."""
     n, _, length = x.shape
     width = uniform(n, scale[0], scale[1], g, x.device)
-    start = torch.rand(n, generator=g, device=x.device) * (1 - width)
+    start = rng.rand(n, g, device=x.device) * (1 - width)
     positions = torch.linspace(0, 1, length, device=x.device)
     grid_x = (start[:, None] + width[:, None] * positions[None]) * 2 - 1  # [-1, 1] across the series
     grid = torch.stack([grid_x, torch.zeros_like(grid_x)], -1).unsqueeze(1)  # [B, 1, T, 2]
@@ -152,7 +153,7 @@ def random_mask(x: torch.Tensor, p: float, fraction: float, g: torch.Generator) 
     """With probability ``p`` per series, zero a random segment of up to ``fraction`` of its length."""
     n, _, length = x.shape
     span = (uniform(n, 0, fraction, g, x.device) * length).round()
-    start = torch.rand(n, generator=g, device=x.device) * (length - span)
+    start = rng.rand(n, g, device=x.device) * (length - span)
     t = torch.arange(length, device=x.device)
     masked = (t[None] >= start[:, None].floor()) & (t[None] < (start.floor() + span)[:, None])
     masked &= chance(n, p, g, x.device)[:, None]
@@ -165,9 +166,9 @@ def augment_series(x: torch.Tensor, cfg: SeriesAugmentConfig, g: torch.Generator
     if cfg.crop_scale[0] < 1:
         x = random_crop_resize(x, cfg.crop_scale, g)
     if cfg.scale_sigma > 0:
-        x = x * (1 + cfg.scale_sigma * torch.randn(n, c, 1, generator=g, device=x.device))
+        x = x * (1 + cfg.scale_sigma * rng.randn((n, c, 1), g, device=x.device))
     if cfg.jitter_sigma > 0:
-        x = x + cfg.jitter_sigma * torch.randn(x.shape, generator=g, device=x.device)
+        x = x + cfg.jitter_sigma * rng.randn(x.shape, g, device=x.device)
     if cfg.mask_p > 0:
         x = random_mask(x, cfg.mask_p, cfg.mask_fraction, g)
     return x

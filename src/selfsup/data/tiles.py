@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from .. import rng
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class TileGrid:
         starts = self.margin + torch.arange(3) * (self.tile + self.gap)
         rows = starts.repeat_interleave(3).expand(b, 9)
         cols = starts.repeat(3).expand(b, 9)
-        shift = torch.randint(-self.jitter, self.jitter + 1, (2, b, 9), generator=generator)
+        shift = rng.randint(-self.jitter, self.jitter + 1, (2, b, 9), generator)
         span = torch.arange(self.tile)
         r = (rows + shift[0]).unsqueeze(-1) + span  # [B, 9, tile]
         c = (cols + shift[1]).unsqueeze(-1) + span

@@ -67,13 +67,18 @@ def scaled_lr(lr: float, rule: str, batch_size: int) -> float:
 
 
 def build_optimizer(groups: list[dict], cfg: dict, batch_size: int) -> torch.optim.Optimizer:
-    """The optimiser named in ``cfg`` over ``groups``, at the learning rate ``scaled_lr`` gives."""
+    """The optimiser named in ``cfg`` over ``groups``, at the learning rate ``scaled_lr`` gives.
+    Groups marked ``bias_and_norm`` (``split_decay``) get no weight decay unless
+    ``cfg["decay_biases_and_norms"]`` (the reference code of MoCo, SimSiam, InstDisc,
+    DeepCluster and SupCon decays every parameter)."""
     name = cfg["name"]
     lr = scaled_lr(cfg["lr"], cfg["lr_scaling"], batch_size)
     wd = cfg["weight_decay"]
     for group in groups:
         if "lr_scale" in group:
             group["lr"] = lr * group.pop("lr_scale")
+        if group.pop("bias_and_norm", False) and cfg.get("decay_biases_and_norms"):
+            group.pop("weight_decay", None)
     plain = [{k: v for k, v in g.items() if k != "lars_exclude"} for g in groups]
     if name == "sgd":
         return torch.optim.SGD(plain, lr=lr, momentum=cfg["momentum"], weight_decay=wd, nesterov=cfg["nesterov"])

@@ -192,8 +192,8 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
     module.to(device)
     final_loss = trainer.callback_metrics.get("loss_epoch", trainer.callback_metrics.get("loss"))
     metrics = {
-        "method": cfg["method"], "dataset": cfg["dataset"], "epochs": cfg["epochs"],
-        "final_loss": float(final_loss) if final_loss is not None else None,
+        "method": cfg["method"], "method_revision": type(module.method).revision, "dataset": cfg["dataset"],
+        "epochs": cfg["epochs"], "final_loss": float(final_loss) if final_loss is not None else None,
         "knn_top1": None,
         "train_seconds": round(throughput.wall_seconds, 2),  # every segment of a resumed run
         "samples_per_second": round(throughput.images / throughput.train_seconds, 2) if throughput.train_seconds else None,

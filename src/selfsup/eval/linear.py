@@ -15,6 +15,7 @@ from torch import nn
 
 from ..data.views import Normalization
 from .features import method_features
+from .. import rng
 
 
 def train_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
@@ -30,7 +31,7 @@ def train_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: tor
     steps_per_epoch = max(1, -(-train_x.shape[0] // batch_size))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
     for _ in range(epochs):
-        order = torch.randperm(train_x.shape[0], generator=generator)
+        order = rng.randperm(train_x.shape[0], generator)
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             loss = F.cross_entropy(layer(train_x[idx]), train_y[idx])

@@ -5,9 +5,9 @@ from .gaussian import gaussian_jsd, gaussian_kl
 from .info_nce import batch_info_nce, info_nce, sampled_info_nce
 from .nce import bank_softmax, estimate_log_z, nce_memory
 from .non_contrastive import barlow_twins, negative_cosine
-from .nt_xent import nt_xent
+from .nt_xent import decoupled_nt_xent, nt_xent
 from .supervised import supcon, triplet
 from .swav import sinkhorn, swav
 
-__all__ = ["all_reduce_sum", "bank_softmax", "barlow_twins", "batch_info_nce", "gather_no_grad", "gather_with_grad", "gaussian_jsd", "gaussian_kl", "info_nce",
+__all__ = ["all_reduce_sum", "bank_softmax", "barlow_twins", "batch_info_nce", "decoupled_nt_xent", "gather_no_grad", "gather_with_grad", "gaussian_jsd", "gaussian_kl", "info_nce",
            "estimate_log_z", "nce_memory", "negative_cosine", "nt_xent", "sampled_info_nce", "sinkhorn", "supcon", "swav", "triplet", "world_info"]

@@ -14,14 +14,16 @@ import torch.nn.functional as F
 from .distributed import gather_with_grad, world_info
 
 
-def info_nce(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor,
-             temperature: float = 0.07) -> torch.Tensor:
+def info_nce(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor, temperature: float = 0.07,
+             index: torch.Tensor | None = None, queue_index: torch.Tensor | None = None) -> torch.Tensor:
     """Mean InfoNCE of [N, D] queries against their [N, D] keys and a [K, D] queue.
 
     All three are L2-normalised inside.  ``key`` and ``queue`` are detached inside (in MoCo
     they come from the momentum encoder, which gets no gradient), so only ``query``
     receives a gradient.  ``queue`` may have K = 0 rows; then each query's only logit is
-    its positive and the loss is 0.
+    its positive and the loss is 0.  With the queries' image ``index`` ([N]) and the
+    queue's ``queue_index`` ([K]), a queued key of the query's own image is left out of its
+    negatives (it would be a second positive counted as a negative).
     """
     if query.dim() != 2 or key.shape != query.shape:
         raise ValueError(f"info_nce expects query and key of one [N, D] shape, got {tuple(query.shape)} and {tuple(key.shape)}")
@@ -32,6 +34,8 @@ def info_nce(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor,
     negatives = F.normalize(queue.detach().to(q.dtype), dim=1)
     positive = (q * k).sum(dim=1, keepdim=True)
     negative = q @ negatives.T
+    if index is not None and queue_index is not None:
+        negative = negative.masked_fill(index.unsqueeze(1) == queue_index.unsqueeze(0), float("-inf"))
     logits = torch.cat([positive, negative], dim=1) / temperature
     target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
     return F.cross_entropy(logits, target)

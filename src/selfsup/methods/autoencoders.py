@@ -31,6 +31,7 @@ from ..data.views import ViewSpec
 from ..errors import SelfSupError
 from ..models.heads import ImageDecoder
 from .base import Method
+from .. import rng
 
 CORRUPTIONS = ("masking", "gaussian")
 REGIONS = ("center", "random")
@@ -46,7 +47,7 @@ class Autoencoder(Method):
 
     def draw(self, shape, kind: str, device) -> torch.Tensor:
         """Uniform ("rand") or normal ("randn") numbers from the method's generator."""
-        return getattr(torch, kind)(shape, generator=self.generator).to(device)
+        return getattr(rng, kind)(shape, self.generator, device=device)
 
     def reconstruct(self, damaged: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.backbone(damaged))

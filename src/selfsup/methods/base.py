@@ -46,6 +46,7 @@ from ..data.views import ViewSpec
 from ..errors import SelfSupError
 from ..losses.distributed import world_info
 from ..models.backbones import build_backbone
+from .. import rng
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,9 @@ class Method(nn.Module):
     modalities: tuple[str, ...] = ("image",)
     #: learns from colour alone (3-channel images); refused on other data
     colour_only: bool = False
+    #: raised by one whenever a fix changes what the method trains (its docstring says what); runs
+    #: record it in metrics.json and benchmark suites redo or mark the runs made before the fix
+    revision: int = 1
 
     def __init__(self, backbone: nn.Module, cfg: dict, run: RunContext):
         super().__init__()
@@ -170,7 +174,7 @@ class Method(nn.Module):
         """Fresh parameters for ``modules`` (their own ``reset_parameters``), drawn from
         ``self.generator`` so that every rank and a resumed run draw the same; the engine
         drops the optimiser state of these parameters before the next step."""
-        seed = int(torch.randint(2**62, (1,), generator=self.generator))
+        seed = rng.seed_from(self.generator)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             for module in modules:
@@ -195,10 +199,12 @@ class Method(nn.Module):
 
 
 def split_decay(params, **options) -> list[dict]:
-    """Two groups of ``params``: weights, and biases/norm parameters (no weight decay, no
-    LARS adaptation); ``options`` (``fixed_lr``, ``lr_scale``...) go to both."""
+    """Two groups of ``params``: weights, and biases/norm parameters (no weight decay unless
+    ``optimizer.decay_biases_and_norms``, no LARS adaptation; marked ``bias_and_norm``);
+    ``options`` (``fixed_lr``, ``lr_scale``...) go to both."""
     decay, no_decay = [], []
     for param in params:
         (no_decay if param.ndim <= 1 else decay).append(param)
-    groups = [{"params": decay, **options}, {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True, **options}]
+    groups = [{"params": decay, **options},
+              {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True, "bias_and_norm": True, **options}]
     return [g for g in groups if g["params"]]

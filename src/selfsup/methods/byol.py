@@ -3,8 +3,9 @@ Learning", NeurIPS 2020.
 
 An online network (backbone, projector, predictor) predicts the projection of the other
 view made by a target network (backbone, projector), an exponential moving average of the
-online one whose rate τ rises from 0.996 to 1 along a cosine over the run; symmetric
-``negative_cosine`` (the paper's 2 − 2·cos, up to the constant).  From the paper: projector
+online one whose rate τ rises from 0.996 to 1 along a cosine over the run; the loss is the
+paper's eq. (2) in both directions, 2 − 2·cos(p, z) each (``2 + 2·negative_cosine``), so its
+gradient has the paper's size against weight decay.  From the paper: projector
 and predictor MLPs with hidden width 4096 and output 256 for ResNet-50 (feature 2048), LARS,
 lr 0.2·batch/256, weight decay 1.5e-6, 10 warm-up epochs, asymmetric views (blur 1.0 / 0.1,
 solarise 0 / 0.2).  Our choice: hidden width 2 × the backbone's feature width (4096 for
@@ -24,6 +25,7 @@ class BYOL(Method):
     """BYOL (Grill et al. 2020): online network predicts an EMA target network's projection."""
 
     name = "byol"
+    revision = 2  # 2: the paper's 2 − 2·cos per direction (1: −cos, half the gradient)
     defaults = {"base_momentum": 0.996, "final_momentum": 1.0, "use_predictor": True, "proj_hidden_dim": None,
                 "proj_dim": 256, "augment": {}, "augment_second": {}}
     limits = {"base_momentum": (0, 1), "final_momentum": (0, 1), "proj_hidden_dim": (1, None), "proj_dim": (1, None)}
@@ -41,7 +43,7 @@ class BYOL(Method):
         online = self.predictor(self.projector(self.backbone(both))).chunk(2)
         with torch.no_grad():
             target = self.target_projector(self.target_backbone(both)).chunk(2)
-        loss = negative_cosine(online[0], target[1]) + negative_cosine(online[1], target[0])
+        loss = sum(2 + 2 * negative_cosine(p, z) for p, z in ((online[0], target[1]), (online[1], target[0])))
         return {"loss": loss}
 
     def on_step_end(self, step, total_steps):

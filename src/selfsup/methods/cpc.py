@@ -40,6 +40,7 @@ from ..errors import SelfSupError
 from ..losses import sampled_info_nce
 from ..models.backbones import Conv1dEncoder, build_backbone
 from .base import Method
+from .. import rng
 
 CONTEXTS = ("gru", "masked-conv")
 
@@ -158,7 +159,7 @@ class CPC(Method):
         for k, predictor in enumerate(self.predictors, start=1):
             prediction = predictor(c[:, :-k]).reshape(-1, z.shape[-1])
             target = z[:, k:].reshape(-1, z.shape[-1])
-            negatives = torch.randint(target.shape[0], (self.cfg["num_negatives"],), generator=self.generator)
+            negatives = rng.randint(0, target.shape[0], self.cfg["num_negatives"], self.generator, device=target.device)
             losses[f"infonce_{k}"] = sampled_info_nce(prediction, target, negatives.to(target.device))
         loss = sum(losses.values()) / len(losses)
         return {"loss": loss, **{name: value.detach() for name, value in losses.items()}}

@@ -18,7 +18,9 @@ Assignments", NeurIPS 2020, appendix): no PCA and no Sobel; k-means (10 iteratio
 L2-normalised output of a 2-layer MLP projector (128-d), whose centroids become fixed
 prototypes; each view's embedding is classified against them (softmax at τ 0.1) with the
 image's cluster as the label; ordinary shuffled sampling.  From the paper: LARS, τ 0.1, 128-d
-projections, multi-crop and 3 × 3000 prototypes on ImageNet.  Our choices: one set of k = 10 ×
+projections, multi-crop and 3 × 3000 prototypes on ImageNet; spherical k-means (centroids
+re-normalised at every iteration, as the reference code does), so that the assignment and the
+prototypes' softmax agree on which centroid is nearest.  Our choices: one set of k = 10 ×
 the classes prototypes, the two global views only, and the epoch's features computed by the
 epoch-start pass over clean images (the paper reuses the previous epoch's crop embeddings).
 """
@@ -41,13 +43,16 @@ from ..data.views import ViewSpec
 from ..errors import SelfSupError
 from ..models.heads import mlp
 from .base import Method
+from .. import rng
 
 
 def kmeans_assign(features: torch.Tensor, k: int, seed: int, pca_dim: int | None = 256, iterations: int = 20,
-                  whiten: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                  whiten: bool = True, spherical: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(cluster index of each row, [k, d'] centroids): PCA (whitened, to ``pca_dim``; None: no
     PCA), L2 normalisation, then faiss k-means with ``seed``; the centroids live in the space
-    that was clustered."""
+    that was clustered.  ``spherical`` re-normalises the centroids after every iteration
+    (spherical k-means: each point goes to the centroid of highest cosine similarity, the
+    rule the prototypes then apply in training)."""
     x = np.ascontiguousarray(features.float().cpu().numpy())
     if pca_dim:
         pca = faiss.PCAMatrix(x.shape[1], min(pca_dim, x.shape[1]), -0.5 if whiten else 0.0)
@@ -55,7 +60,8 @@ def kmeans_assign(features: torch.Tensor, k: int, seed: int, pca_dim: int | None
         pca.train(x)
         x = pca.apply(x)
     x = np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12), dtype=np.float32)
-    kmeans = faiss.Kmeans(x.shape[1], k, niter=iterations, seed=seed, max_points_per_centroid=10_000_000)
+    kmeans = faiss.Kmeans(x.shape[1], k, niter=iterations, seed=seed, max_points_per_centroid=10_000_000,
+                          spherical=spherical)
     kmeans.train(x)
     _, assignment = kmeans.index.search(x, 1)
     return torch.from_numpy(assignment[:, 0].astype(np.int64)), torch.from_numpy(kmeans.centroids.copy())
@@ -96,12 +102,15 @@ class Clustering(Method):
     def cluster_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    #: cluster by cosine similarity with unit centroids (DeepCluster-v2) rather than L2 k-means
+    spherical: bool = False
+
     def recluster(self, epoch: int, embed) -> tuple[dict, torch.Tensor]:
         """New pseudo-labels in ``assignment``; returns (statistics, centroids)."""
         features, labels = embed(self.cluster_features)
-        seed = int(torch.randint(2**31 - 1, (1,), generator=self.generator, device=self.generator.device))
+        seed = int(rng.randint(0, 2**31 - 1, 1, self.generator)[0])
         new, centroids = kmeans_assign(features, self.num_clusters, seed, self.cfg["pca_dim"],
-                                       self.cfg["kmeans_iterations"])
+                                       self.cfg["kmeans_iterations"], spherical=self.spherical)
         stats = {"clusters_used": float(len(new.unique())),
                  "nmi_true_labels": normalized_mutual_info_score(labels.numpy(), new.numpy())}
         if epoch > 0:
@@ -114,6 +123,7 @@ class DeepCluster(Clustering):
     """DeepCluster (Caron et al. 2018): k-means pseudo-labels each epoch, re-initialised classifier."""
 
     name = "deepcluster"
+    revision = 2  # 2: weight decay on every parameter, as the reference code (1: weights only)
     defaults = {**Clustering.defaults, "sobel": True, "head_hidden_dim": None, "augment": {}}
     limits = {**Clustering.limits, "head_hidden_dim": (1, None)}
 
@@ -158,6 +168,8 @@ class DeepClusterV2(Clustering):
     """DeepCluster-v2 (Caron et al. 2020): k-means centroids of projected embeddings as fixed prototypes."""
 
     name = "deepcluster-v2"
+    revision = 2  # 2: spherical k-means (1: L2 k-means on unnormalised centroids)
+    spherical = True
     defaults = {**Clustering.defaults, "pca_dim": None, "kmeans_iterations": 10, "temperature": 0.1,
                 "proj_hidden_dim": None, "proj_dim": 128, "augment": {}}
     limits = {**Clustering.limits, "temperature": (1e-4, None), "proj_hidden_dim": (1, None), "proj_dim": (1, None)}

@@ -28,6 +28,7 @@ from ..data.views import ViewSpec
 from ..errors import SelfSupError
 from .base import Method
 from .helpers import classification
+from .. import rng
 
 
 class Exemplar(Method):
@@ -54,7 +55,7 @@ class Exemplar(Method):
     def __init__(self, backbone, cfg, run):
         super().__init__(backbone, cfg, run)
         n = self.class_count(cfg, run)
-        seeds = torch.randperm(run.train_size, generator=torch.Generator().manual_seed(run.seed))[:n].sort().values
+        seeds = rng.randperm(run.train_size, rng.cpu_generator(run.seed))[:n].sort().values
         class_of = torch.full((run.train_size,), -1, dtype=torch.long)
         class_of[seeds] = torch.arange(n)
         self.register_buffer("seeds", seeds)
@@ -69,7 +70,7 @@ class Exemplar(Method):
     def warp(self, x: torch.Tensor) -> torch.Tensor:
         """Each image translated, scaled and rotated by its own random amounts."""
         b = x.shape[0]
-        draw = lambda low, high: low + (high - low) * torch.rand(b, generator=self.generator)  # noqa: E731
+        draw = lambda low, high: low + (high - low) * rng.rand(b, self.generator)  # noqa: E731
         angle = draw(-self.cfg["rotation"], self.cfg["rotation"]) * math.pi / 180
         zoom = 1 / draw(*self.cfg["scale"])  # the sampling grid shrinks as the content grows
         shift = 2 * self.cfg["translation"]  # normalised coordinates span 2 per image side

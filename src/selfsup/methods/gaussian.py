@@ -3,12 +3,16 @@
 Both encode two augmented views, predict a diagonal Gaussian per view with ``GaussianHead``
 (μ, log σ², clamped to ±20 and ±10), draw z = μ + ε·σ (reparameterisation, ε from the
 method's generator so that a resumed run draws the same noise) and add a divergence between
-the two views' Gaussians to ``nt_xent(z1, z2)`` over the global batch.
+the two views' Gaussians to a contrastive loss of the samples over the global batch.
 
 DARe (Tomer & Sharma, seed 002; DESIGN's method note): 256-d Gaussians, τ 0.5, loss
-NT-Xent + λ·JSD with λ 0.9, the JSD of ``gaussian_jsd`` on L2-normalised μ (for this term
-only) divided by the dimension (the report averages over dimensions).  The report's
-optimiser: SGD lr 0.5 Nesterov, cosine, batch 512 (lr scaled linearly from 512).
+L_con + λ·JSD with λ 0.9.  L_con as the report writes it: one direction, the positive left
+out of the denominator (``decoupled_nt_xent``); ``contrastive: nt_xent`` is the symmetric
+SimCLR loss instead (our option).  The JSD is ``gaussian_jsd`` (moment-matched mixture),
+summed over dimensions as the report's KL formula (1) sums.  Whether μ is L2-normalised for
+the JSD is not in the report: ``normalize_mean`` (default off, the report's formula as
+written; benchmarks/ablations measures both).  The report's optimiser: SGD lr 0.5 Nesterov,
+cosine, batch 512 (lr scaled linearly from 512).
 
 SuperInfo (Yu et al. 2024, seed 000): maximise J = I(z1; z2) − λa·I(v1; z1 | v2) −
 λb·I(v2; z2 | v1).  The document gives no estimators; we use (DESIGN's method note):
@@ -29,9 +33,10 @@ import torch.nn.functional as F
 
 from ..data.augment import AugmentConfig
 from ..data.views import ViewSpec
-from ..losses import gaussian_jsd, gaussian_kl, nt_xent
+from ..losses import decoupled_nt_xent, gaussian_jsd, gaussian_kl, nt_xent
 from ..models.heads import GaussianHead
 from .base import Method
+from .. import rng
 
 
 class GaussianContrastive(Method):
@@ -50,25 +55,39 @@ class GaussianContrastive(Method):
 
     def training_step(self, batch, step):
         mu, logvar = self.head(self.backbone(torch.cat(batch["views"])))
-        noise = torch.randn(mu.shape, generator=self.generator).to(mu)
+        noise = rng.randn(mu.shape, self.generator).to(mu)
         z1, z2 = (mu + noise * (0.5 * logvar).exp()).chunk(2)
-        contrastive = nt_xent(z1, z2, self.cfg["temperature"], gather=True)
+        contrastive = self.contrastive(z1, z2)
         (mu1, mu2), (logvar1, logvar2) = mu.chunk(2), logvar.chunk(2)
         terms = self.divergence(mu1, logvar1, mu2, logvar2)
-        return {"loss": contrastive + sum(terms.values()), "nt_xent": contrastive.detach(),
+        return {"loss": contrastive + sum(terms.values()), "contrastive": contrastive.detach(),
                 **{name: value.detach() for name, value in terms.items()}}
+
+    def contrastive(self, z1, z2) -> torch.Tensor:
+        """The contrastive term on the samples (NT-Xent over the global batch)."""
+        return nt_xent(z1, z2, self.cfg["temperature"], gather=True)
 
 
 class DARe(GaussianContrastive):
     """DARe (Tomer & Sharma): NT-Xent on Gaussian samples + λ·JSD between the views' Gaussians."""
 
     name = "dare"
-    defaults = {**GaussianContrastive.defaults, "proj_dim": 256, "lambd": 0.9}
+    revision = 2  # 2: the report's one-way decoupled L_con, the JSD with the mean term, summed (1: NT-Xent,
+                  # the JSD of normalised means without it, averaged over dimensions)
+    defaults = {**GaussianContrastive.defaults, "proj_dim": 256, "lambd": 0.9, "contrastive": "decoupled",
+                "normalize_mean": False}
     limits = {**GaussianContrastive.limits, "lambd": (0, None)}
+    choices = {"contrastive": ("decoupled", "nt_xent"), "normalize_mean": (False, True)}
+
+    def contrastive(self, z1, z2):
+        if self.cfg["contrastive"] == "nt_xent":
+            return super().contrastive(z1, z2)
+        return decoupled_nt_xent(z1, z2, self.cfg["temperature"], gather=True)
 
     def divergence(self, mu1, logvar1, mu2, logvar2):
-        jsd = gaussian_jsd(F.normalize(mu1, dim=1), logvar1, F.normalize(mu2, dim=1), logvar2) / mu1.shape[1]
-        return {"jsd": self.cfg["lambd"] * jsd}
+        if self.cfg["normalize_mean"]:
+            mu1, mu2 = F.normalize(mu1, dim=1), F.normalize(mu2, dim=1)
+        return {"jsd": self.cfg["lambd"] * gaussian_jsd(mu1, logvar1, mu2, logvar2)}
 
 
 class SuperInfo(GaussianContrastive):

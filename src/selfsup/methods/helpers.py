@@ -14,7 +14,8 @@ from torch import nn
 
 from ..data.augment import AugmentConfig
 from ..data.views import ViewSpec
-from ..losses.distributed import gather_no_grad, world_info
+from ..losses.distributed import gather_no_grad, gather_with_grad, world_info
+from .. import rng
 
 
 @torch.no_grad()
@@ -54,12 +55,14 @@ class FeatureQueue(nn.Module):
     every rank are gathered first and written on every rank, so all ranks hold the same queue
     without any broadcast (MoCo's dictionary of keys).  ``random_init`` starts the queue full
     of random unit vectors, as MoCo's code does; otherwise ``items()`` returns only what was
-    pushed so far."""
+    pushed so far.  ``push(x, index)`` also keeps each vector's image index (−1 for the random
+    start), read by ``indices()``: MoCo leaves a query's own image out of its negatives."""
 
     def __init__(self, size: int, dim: int, random_init: bool = False):
         super().__init__()
         init = F.normalize(torch.randn(size, dim), dim=1) if random_init else torch.zeros(size, dim)
         self.register_buffer("queue", init)
+        self.register_buffer("index", torch.full((size,), -1, dtype=torch.long))
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
         self.register_buffer("filled", torch.tensor(size if random_init else 0, dtype=torch.long))
 
@@ -70,12 +73,19 @@ class FeatureQueue(nn.Module):
     def items(self) -> torch.Tensor:
         return self.queue[: int(self.filled)]
 
+    def indices(self) -> torch.Tensor:
+        """The image index of each of ``items()`` (−1 where unknown)."""
+        return self.index[: int(self.filled)]
+
     @torch.no_grad()
-    def push(self, x: torch.Tensor, gather: bool = True) -> None:
-        x = gather_no_grad(x.detach()) if gather else x.detach()
-        x = x[-self.size:]
+    def push(self, x: torch.Tensor, index: torch.Tensor | None = None, gather: bool = True) -> None:
+        if index is None:
+            index = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
+        x, index = (gather_no_grad(x), gather_no_grad(index)) if gather else (x.detach(), index)
+        x, index = x[-self.size:], index[-self.size:]
         rows = (self.pointer + torch.arange(x.shape[0], device=x.device)) % self.size
         self.queue[rows] = x.to(self.queue.dtype)
+        self.index[rows] = index.to(self.index.device)
         self.pointer.copy_((self.pointer + x.shape[0]) % self.size)
         self.filled.copy_(torch.clamp(self.filled + x.shape[0], max=self.size))
 
@@ -88,14 +98,14 @@ class MemoryBank(nn.Module):
 
     def __init__(self, size: int, dim: int, generator: torch.Generator | None = None):
         super().__init__()
-        self.register_buffer("bank", F.normalize(torch.randn(size, dim, generator=generator), dim=1))
+        self.register_buffer("bank", F.normalize(rng.randn((size, dim), generator or rng.cpu_generator(0)), dim=1))
 
     def __getitem__(self, indices: torch.Tensor) -> torch.Tensor:
         return self.bank[indices]
 
     def sample(self, count: int, generator: torch.Generator) -> torch.Tensor:
         """``count`` indices drawn uniformly (with replacement) by ``generator``."""
-        return torch.randint(self.bank.shape[0], (count,), generator=generator).to(self.bank.device)
+        return rng.randint(0, self.bank.shape[0], count, generator, device=self.bank.device)
 
     @torch.no_grad()
     def update(self, indices: torch.Tensor, features: torch.Tensor, momentum: float) -> None:
@@ -106,7 +116,7 @@ class MemoryBank(nn.Module):
 
 def shuffled_order(total: int, seed: int, device=None) -> torch.Tensor:
     """A permutation of ``total`` items drawn from ``seed`` alone: every rank draws the same one."""
-    return torch.randperm(total, generator=torch.Generator().manual_seed(seed)).to(device)
+    return rng.randperm(total, rng.cpu_generator(seed), device=device)
 
 
 @torch.no_grad()
@@ -122,9 +132,11 @@ def shuffle_across_ranks(x: torch.Tensor, seed: int) -> tuple[torch.Tensor, torc
 
 
 def unshuffle_across_ranks(y: torch.Tensor, restore: torch.Tensor) -> torch.Tensor:
-    """This rank's outputs of ``shuffle_across_ranks``'s inputs back in the original order."""
+    """This rank's outputs of ``shuffle_across_ranks``'s inputs back in the original order;
+    differentiable when ``y`` requires grad (each output's gradient returns to the rank that
+    computed it: MoCo's end-to-end keys)."""
     rank, world = world_info()
-    everything = gather_no_grad(y)
+    everything = gather_with_grad(y) if y.requires_grad else gather_no_grad(y)
     return everything[restore].view(world, -1, *y.shape[1:])[rank]
 
 

@@ -40,6 +40,7 @@ class InstDisc(Method):
     """InstDisc (Wu et al. 2018): NCE against a memory bank with one entry per image."""
 
     name = "instdisc"
+    revision = 2  # 2: weight decay on every parameter, as the reference code (1: weights only)
     defaults = {"temperature": 0.07, "noise_samples": 4096, "bank_momentum": 0.5, "proximal": 0.0, "proj_dim": 128,
                 "bank_init": "random", "loss": "nce", "augment": {}}
     choices = {"bank_init": ("random", "embeddings"), "loss": ("nce", "softmax")}

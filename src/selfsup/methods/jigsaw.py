@@ -5,11 +5,11 @@ Each augmented image is cut into 3×3 tiles with gaps and jitter (``TileGrid``: 
 to the image), the tiles are shuffled by one permutation drawn from a fixed set, each tile
 goes through the backbone (shared weights, the paper's context-free network), the nine
 feature vectors are concatenated in shuffled order and an MLP classifies which permutation
-was applied.  The permutation set (default 100) is chosen greedily for maximal minimum
-Hamming distance, as in the paper, from a seeded first permutation; it is a buffer, saved
-with the run.  Permutations and jitter come from the method's generator.  ``upsample``
-resizes the tiles before encoding (small images give small tiles).  Optimiser: SGD lr 0.01,
-momentum 0.9, weight decay 5e-4 (the paper's), cosine decay.
+was applied.  The permutation set (default 100) is chosen as the paper's Algorithm 1 does:
+from a seeded first permutation, greedily, each next the permutation not yet chosen whose
+*average* Hamming distance to those chosen is largest; it is a buffer, saved with the run.  Permutations and jitter come from the method's generator.  ``upsample``
+resizes the tiles before encoding (small images give small tiles).  Optimiser: SGD lr 0.01
+for batch 256, momentum 0.9, weight decay 5e-4 (the paper's), cosine decay (ours).
 """
 from __future__ import annotations
 
@@ -24,18 +24,21 @@ from ..errors import SelfSupError
 from ..models.heads import mlp
 from .base import Method
 from .helpers import classification, encode_tiles
+from .. import rng
 
 
 def maximal_hamming_permutations(count: int, seed: int) -> torch.Tensor:
     """``count`` permutations of 9 tiles, [count, 9]: a seeded first one, then each next the
-    permutation whose smallest Hamming distance to those chosen is largest (first on ties)."""
+    permutation not yet chosen whose summed (so average) Hamming distance to those chosen is
+    largest, first on ties (Noroozi & Favaro 2016, Algorithm 1)."""
     candidates = torch.tensor(list(itertools.permutations(range(9))), dtype=torch.uint8)
-    first = int(torch.randint(len(candidates), (1,), generator=torch.Generator().manual_seed(seed)))
+    first = int(rng.randint(0, len(candidates), 1, rng.cpu_generator(seed))[0])
     chosen = [first]
-    nearest = (candidates != candidates[first]).sum(dim=1)
+    total = (candidates != candidates[first]).sum(dim=1)
     for _ in range(count - 1):
-        chosen.append(int(nearest.argmax()))
-        nearest = torch.minimum(nearest, (candidates != candidates[chosen[-1]]).sum(dim=1))
+        total[chosen] = -1
+        chosen.append(int(total.argmax()))
+        total += (candidates != candidates[chosen[-1]]).sum(dim=1)
     return candidates[chosen].long()
 
 
@@ -72,6 +75,7 @@ class Jigsaw(TileTask):
     """Jigsaw (Noroozi & Favaro 2016): which of N maximally distant permutations shuffled the 3×3 tiles."""
 
     name = "jigsaw"
+    revision = 2  # 2: the paper's permutation set (maximal average Hamming distance; 1: maximal minimum)
     defaults = {**TileTask.defaults, "permutations": 100}
     limits = {**TileTask.limits, "permutations": (2, 1000)}
 
@@ -82,6 +86,6 @@ class Jigsaw(TileTask):
 
     def training_step(self, batch, step):
         (view,) = batch["views"]
-        target = torch.randint(len(self.permutation_set), (view.shape[0],), generator=self.generator)
+        target = rng.randint(0, len(self.permutation_set), view.shape[0], self.generator, device=view.device)
         features = self.cut_and_encode(view, self.permutation_set[target.to(self.permutation_set.device)])
         return classification(self.classifier(features.flatten(1)), target.to(view.device))

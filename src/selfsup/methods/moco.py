@@ -4,7 +4,10 @@ CVPR 2020 (v1), and Chen et al., "Improved Baselines with Momentum Contrastive L
 
 The query encoder learns by ``info_nce`` against the key of the same image, computed by a
 momentum copy of the encoder (m = 0.999), and against a queue of earlier keys (65536 in
-the papers; clamped to the dataset size, since more keys than images only repeats them).
+the papers).  The queue remembers each key's image index and a query never takes an earlier
+key of its own image as a negative: on ImageNet the queue holds about 5% of the images and
+this never happens; on a dataset smaller than the queue it would happen at every step (our
+choice, which keeps the paper's property at any dataset size).
 Keys are computed on a shuffled batch so that BatchNorm cannot leak which key belongs to
 which query: across ranks the global batch is shuffled (shuffle BN); on one device the
 ``split`` BatchNorm policy (the config's default) gives each of ``bn_splits`` groups its
@@ -17,10 +20,11 @@ BN-free head maps every image to nearly one direction and MoCo needs many epochs
 (benchmarks/tuning-fmnist-quick.md).
 ``negatives`` selects the dictionary, for the MoCo paper's comparison of mechanisms (Fig. 3):
 ``queue`` (MoCo: momentum keys, FIFO of ``queue_size``), ``batch`` (end-to-end: keys from the
-query encoder with gradient, the dictionary is the global batch, ``batch_info_nce``) or
+query encoder with gradient, computed in their own shuffled pass like the momentum keys, the
+dictionary is the global batch, ``batch_info_nce``) or
 ``bank`` (memory bank of Wu et al.: one entry per image, updated with ``bank_momentum`` 0.5;
 the positive is the image's own entry and ``queue_size`` entries drawn uniformly by the
-method's generator are the negatives).  Only ``queue`` builds the key encoder.
+method's generator, other than the image's own, are the negatives).  Only ``queue`` builds the key encoder.
 Optimiser (SGD lr 0.03·batch/256, momentum 0.9, weight decay 1e-4, cosine) from the papers.
 """
 from __future__ import annotations
@@ -43,6 +47,9 @@ class MoCoV2(Method):
     """MoCo v2 (Chen et al. 2020): momentum key encoder, queue of keys, MLP head, shuffle BN."""
 
     name = "moco-v2"
+    # 2: own-image keys never negatives, the queue no longer clamped to the dataset, end-to-end keys on a
+    # shuffled batch, weight decay on every parameter as the reference code
+    revision = 2
     defaults = {"temperature": 0.2, "queue_size": 65536, "key_momentum": 0.999, "mlp_head": True,
                 "head_batch_norm": False, "symmetric": False, "proj_hidden_dim": None, "proj_dim": 128,
                 "negatives": "queue", "bank_momentum": 0.5, "augment": {}}
@@ -62,7 +69,7 @@ class MoCoV2(Method):
         hidden = cfg["proj_hidden_dim"] or self.feature_dim
         self.projector = mlp(self.feature_dim, hidden, cfg["proj_dim"], layers=2 if cfg["mlp_head"] else 1,
                              batch_norm=cfg["head_batch_norm"])
-        self.dictionary_size = min(cfg["queue_size"], run.train_size)
+        self.dictionary_size = cfg["queue_size"]
         if cfg["negatives"] == "queue":
             self.key_backbone, self.key_projector = frozen_copy(self.backbone), frozen_copy(self.projector)
             self.queue = FeatureQueue(self.dictionary_size, cfg["proj_dim"], random_init=True)
@@ -73,31 +80,36 @@ class MoCoV2(Method):
     def training_step(self, batch, step):
         pairs = [batch["views"]] + ([batch["views"][::-1]] if self.cfg["symmetric"] else [])
         loss = getattr(self, f"{self.cfg['negatives']}_loss")
-        queued = self.queue.items().clone() if self.cfg["negatives"] == "queue" else None  # both passes see it
+        queued = ((self.queue.items().clone(), self.queue.indices().clone())  # both passes see the same queue
+                  if self.cfg["negatives"] == "queue" else None)
         return {"loss": sum(loss(q, k, batch, step * 2 + i, queued) for i, (q, k) in enumerate(pairs)) / len(pairs)}
 
     def queue_loss(self, x_query, x_key, batch, pass_index, negatives):
-        key = self.momentum_key(x_key, self.run.seed * 1_000_003 * 2 + pass_index)
-        loss = info_nce(self.projector(self.backbone(x_query)), key, negatives, self.cfg["temperature"])
-        self.queue.push(F.normalize(key, dim=1))
+        with torch.no_grad():
+            key = self.shuffled_keys(self.key_backbone, self.key_projector, x_key, pass_index)
+        index, (negatives, negatives_index) = batch["index"], negatives
+        loss = info_nce(self.projector(self.backbone(x_query)), key, negatives, self.cfg["temperature"],
+                        index=index, queue_index=negatives_index)
+        self.queue.push(F.normalize(key, dim=1), index)
         return loss
 
     def batch_loss(self, x_query, x_key, batch, pass_index, queued):
-        query, key = self.projector(self.backbone(torch.cat([x_query, x_key]))).chunk(2)
+        query = self.projector(self.backbone(x_query))
+        key = self.shuffled_keys(self.backbone, self.projector, x_key, pass_index)
         return batch_info_nce(query, key, self.cfg["temperature"], gather=True)
 
     def bank_loss(self, x_query, x_key, batch, pass_index, queued):
         query, index = self.projector(self.backbone(x_query)), batch["index"]
-        negatives = self.memory[self.memory.sample(self.dictionary_size, self.generator)]
-        loss = info_nce(query, self.memory[index], negatives, self.cfg["temperature"])
+        sampled = self.memory.sample(self.dictionary_size, self.generator)
+        loss = info_nce(query, self.memory[index], self.memory[sampled], self.cfg["temperature"],
+                        index=index, queue_index=sampled)
         self.memory.update(index, query.detach(), self.cfg["bank_momentum"])
         return loss
 
-    @torch.no_grad()
-    def momentum_key(self, x, shuffle_seed):
-        """Keys of ``x`` from the momentum encoder, computed on a shuffled batch (shuffle BN)."""
-        shuffled, restore = shuffle_across_ranks(x, shuffle_seed)
-        return unshuffle_across_ranks(self.key_projector(self.key_backbone(shuffled)), restore)
+    def shuffled_keys(self, backbone, projector, x, pass_index):
+        """Keys of ``x`` computed on a shuffled batch (shuffle BN), returned in ``x``'s order."""
+        shuffled, restore = shuffle_across_ranks(x, self.run.seed * 1_000_003 * 2 + pass_index)
+        return unshuffle_across_ranks(projector(backbone(shuffled)), restore)
 
     def on_step_end(self, step, total_steps):
         if self.cfg["negatives"] != "queue":

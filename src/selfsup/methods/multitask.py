@@ -90,6 +90,7 @@ class Multitask(HostsMethods, Method):
     """Multitask (Caruana 1997): one shared trunk, one head per pretext task, weighted sum of their losses."""
 
     name = "multitask"
+    revision = 2  # 2: its default tasks include jigsaw, whose permutation set changed
     defaults = {"tasks": ["rotation", "jigsaw"], "weights": None, "uncertainty": False, "task_params": {}}
 
     @classmethod

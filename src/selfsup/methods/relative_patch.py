@@ -16,6 +16,7 @@ import torch
 from ..models.heads import mlp
 from .helpers import classification
 from .jigsaw import TileTask
+from .. import rng
 
 
 class RelativePatch(TileTask):
@@ -29,7 +30,7 @@ class RelativePatch(TileTask):
 
     def training_step(self, batch, step):
         (view,) = batch["views"]
-        target = torch.randint(8, (view.shape[0],), generator=self.generator)
+        target = rng.randint(0, 8, view.shape[0], self.generator, device=view.device)
         neighbour = target + (target >= 4).long()  # grid positions 0..8 without the centre, 4
         order = torch.stack([torch.full_like(neighbour, 4), neighbour], dim=1)
         features = self.cut_and_encode(view, order)

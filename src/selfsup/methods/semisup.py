@@ -17,8 +17,8 @@ evaluation model, rate ``ema``).
   iterative self-labelling): the run is cut into ``iterations`` rounds; at the start of each
   round after the first, the EMA network labels every pool image, the confident ones become
   fixed targets for the next round (training continues from the current weights, our choice).
-* ``frost``: Smith & Conovaloff, "Building One-Shot Semi-supervised (BOSS) Learning up to Fully
-  Supervised Performance" / FROST (2020): FixMatch plus ``lambda_ss`` times a registered
+* ``frost``: Liu & Smith, "FROST: Faster and more Robust One-shot Semi-supervised Training"
+  (2020): FixMatch plus ``lambda_ss`` times a registered
   self-supervised method's loss on the unlabelled images (``self_supervised``, SimCLR by
   default, sharing the backbone and hosted with its own hooks as multitask's tasks are; its
   params are its packaged defaults) plus self-training rounds with
@@ -61,6 +61,7 @@ from ..errors import SelfSupError
 from .base import Method
 from .helpers import ema_update, frozen_copy
 from .multitask import HostsMethods, task_params
+from .. import rng
 
 WEAK = AugmentConfig(crop_scale=(0.6, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
 
@@ -194,7 +195,7 @@ class SemiSupervised(Method):
         mask = confidence >= self.cfg["threshold"]
         self.confident_counts += torch.bincount(targets[mask], minlength=self.confident_counts.numel()).float()
         keep, weight = self.class_balance(self.previous_counts)
-        mask &= torch.rand(targets.shape, generator=self.generator, device=targets.device) < keep[targets]
+        mask &= rng.rand(targets.shape, self.generator, device=targets.device) < keep[targets]
         self.count_pseudo_labels(targets[mask], true_labels[mask], targets.numel())
         return targets, mask.float() * weight[targets]
 
@@ -341,7 +342,7 @@ class FixMatch(SemiSupervised):
 
 
 class Frost(HostsMethods, PoolRelabelling, FixMatch):
-    """FROST (Smith & Conovaloff 2020): FixMatch + a self-supervised term + class-balanced self-training."""
+    """FROST (Liu & Smith 2020): FixMatch + a self-supervised term + class-balanced self-training."""
 
     name = "frost"
     defaults = {**FixMatch.defaults, "iterations": 3, "balance": "data", "self_supervised": "simclr",

@@ -24,6 +24,7 @@ class SimSiam(Method):
     """SimSiam (Chen & He 2021): symmetric negative cosine with stop-gradient, predictor MLP."""
 
     name = "simsiam"
+    revision = 2  # 2: weight decay on every parameter, as the reference code (1: weights only)
     defaults = {"proj_dim": None, "pred_hidden_dim": None, "stop_gradient": True, "fixed_lr_predictor": True,
                 "augment": {}}
     limits = {"proj_dim": (1, None), "pred_hidden_dim": (1, None)}

@@ -87,6 +87,7 @@ class SupCon(EmbeddingMethod):
     """SupCon (Khosla et al. 2020): contrastive loss whose positives are all views of the class."""
 
     name = "supcon"
+    revision = 2  # 2: weight decay on every parameter, as the reference code (1: weights only)
     defaults = {"temperature": 0.1, "base_temperature": 0.07, "views": 2, "proj_hidden_dim": None,
                 "proj_dim": 128, "augment": {}}
     limits = {"temperature": (1e-4, None), "base_temperature": (1e-4, None), "views": (1, None),

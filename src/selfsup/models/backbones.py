@@ -64,15 +64,24 @@ class ResNetBackbone(ResNet):
         return pooled
 
 
+class StepLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of each time step of a [B, C, T] sequence."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
 class Conv1dEncoder(nn.Module):
     """Strided 1-D convolutions for series, CPC's audio encoder (van den Oord et al. 2018:
     five strided convolutions without padding, 160x down-sampling of 16 kHz audio) scaled to
     short series: kernels 5, 3, 3, 3 with one stride of 2, no padding (zero padding would
     tell every encoding where it sits in the series, a shortcut for CPC's task), so that a
     24-step series still gives 5 encodings; channels width, width, 2 width, 2 width.  Each
-    convolution is followed by a channel-wise layer norm (GroupNorm with one group, as
-    wav2vec; CPC v2 drops BatchNorm, which leaks information between the series of a batch)
-    and a ReLU.  ``forward_sequence`` gives the encodings over time, ``forward`` their mean."""
+    convolution is followed by a layer norm over the channels of each time step
+    (``StepLayerNorm``: no statistics across time, so an encoding depends only on the steps in
+    its receptive field and CPC cannot see the future; no BatchNorm, which leaks information
+    between the series of a batch, as CPC v2 notes) and a ReLU.  ``forward_sequence`` gives
+    the encodings over time, ``forward`` their mean."""
 
     LAYOUT = ((5, 1, 1), (3, 2, 1), (3, 1, 2), (3, 1, 2))  # (kernel, stride, channel multiple)
 
@@ -82,7 +91,7 @@ class Conv1dEncoder(nn.Module):
         for kernel, stride, multiple in self.LAYOUT:
             out = width * multiple
             stages.append(nn.Sequential(nn.Conv1d(channels, out, kernel, stride),
-                                        nn.GroupNorm(1, out), nn.ReLU(inplace=True)))
+                                        StepLayerNorm(out), nn.ReLU(inplace=True)))
             channels = out
         self.stages = nn.ModuleList(stages)
         self.feature_dim = channels

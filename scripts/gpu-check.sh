@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Every registered method on a CUDA device in bf16, a checkpoint killed and resumed, the kNN monitor,
+# `evaluate knn`, one semi-supervised method and one forecast: one line per item. Exits 0 with a
+# message where no CUDA device exists. Uses .venv when there is one (bash scripts/install.sh timeseries).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; fi
+exec "$PYTHON" scripts/gpu_check.py "$@"

@@ -1,0 +1,51 @@
+"""The one way selfsup draws random numbers from a ``torch.Generator``.
+
+PyTorch refuses to draw with a generator into a tensor on another device (a CUDA generator
+cannot fill a CPU tensor, the default device of ``torch.rand``).  The engine creates a
+method's generator on the training device, so every draw goes through these helpers: each
+creates its tensor on the generator's own device, then moves it to ``device`` (default: the
+generator's device).  On a CPU generator the numbers are exactly those of the plain
+``torch`` call.  ``tests/test_rng.py`` fails on any other call that passes a generator to a
+PyTorch random function.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def _place(x: torch.Tensor, device) -> torch.Tensor:
+    return x if device is None else x.to(device)
+
+
+def _size(size) -> tuple:
+    return (size,) if isinstance(size, int) else tuple(size)
+
+
+def rand(size, generator: torch.Generator, device=None, dtype=None) -> torch.Tensor:
+    """Uniform [0, 1) numbers of ``size``."""
+    return _place(torch.rand(_size(size), generator=generator, device=generator.device, dtype=dtype), device)
+
+
+def randn(size, generator: torch.Generator, device=None, dtype=None) -> torch.Tensor:
+    """Standard normal numbers of ``size``."""
+    return _place(torch.randn(_size(size), generator=generator, device=generator.device, dtype=dtype), device)
+
+
+def randint(low: int, high: int, size, generator: torch.Generator, device=None) -> torch.Tensor:
+    """Integers in [low, high) of ``size`` (int64)."""
+    return _place(torch.randint(low, high, _size(size), generator=generator, device=generator.device), device)
+
+
+def randperm(n: int, generator: torch.Generator, device=None) -> torch.Tensor:
+    """A random permutation of 0..n−1."""
+    return _place(torch.randperm(n, generator=generator, device=generator.device), device)
+
+
+def seed_from(generator: torch.Generator) -> int:
+    """A Python integer drawn from ``generator`` (seeds for faiss, ``fork_rng``, CPU generators)."""
+    return int(randint(0, 2**62, 1, generator)[0])
+
+
+def cpu_generator(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``seed`` (orders and tables that must not depend on the device)."""
+    return torch.Generator().manual_seed(seed)
