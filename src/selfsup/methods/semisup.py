@@ -321,6 +321,7 @@ class FixMatch(SemiSupervised):
     """FixMatch (Sohn et al. 2020): the weak view's confident prediction is the strong view's target."""
 
     name = "fixmatch"
+    revision = 2  # 2: RandAugment's Equalize is histogram equalisation (2026-11-30; 1: it ranked equal pixels apart)
     unlabelled_views = [ViewSpec(WEAK), ViewSpec(WEAK, rand_augment=2)]
 
     def extra_terms(self, batch, weak_logits: torch.Tensor, step: int) -> dict:
@@ -345,6 +346,7 @@ class Frost(HostsMethods, PoolRelabelling, FixMatch):
     """FROST (Liu & Smith 2020): FixMatch + a self-supervised term + class-balanced self-training."""
 
     name = "frost"
+    revision = 2  # 2: FixMatch's Equalize fix and its hosted method's step and epoch hooks (both 2026-11-30)
     defaults = {**FixMatch.defaults, "iterations": 3, "balance": "data", "self_supervised": "simclr",
                 "lambda_ss": 1.0}
     limits = {**FixMatch.limits, "iterations": (1, None), "lambda_ss": (0, None)}
