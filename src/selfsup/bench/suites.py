@@ -248,8 +248,9 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
                      "linear_top1": baselines.get(f"{key}_linear_top1")})
     rows[-1].update(_layer_columns(baselines.get("random_init_linear_layers"), probe_layers))
     knn = cfg["knn"]
-    notes = [f"Settings laid over each method's defaults: `{overrides}`; then, per run: "
-             + "; ".join(f"{label}: `{settings}`" for label, _, settings in done if settings) + ".",
+    per_run = "; ".join(f"{label}: `{settings}`" for label, _, settings in done if settings)
+    notes = [f"Settings laid over each method's defaults: `{overrides}`" + (f"; then, per run: {per_run}." if per_run
+                                                                            else "."),
              f"kNN: k={knn['k']}, T={knn['temperature']}, cosine, weighted vote, on backbone features of the full test "
              "split (bank: the pretraining training split). The monitor in the curve plot uses at most "
              f"{knn['monitor_train_size']} bank images and {knn['monitor_test_size']} test queries.",
