@@ -10,4 +10,12 @@ if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null 
       || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }; } >/dev/null 2>&1 \
     || echo "test.sh: could not install chromium; the report's browser test will be skipped" >&2
 fi
+# The learning tests (tests/test_learning.py) train on Fashion-MNIST: install it where we can; under
+# CI=true those tests fail rather than skip without it.
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ "$(id -u)" = 0 ] \
+    && command -v apt-get >/dev/null; then
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; }; } \
+    >/dev/null 2>&1 || echo "test.sh: could not install dataset-fashion-mnist" >&2
+fi
 exec .venv/bin/python -m pytest -q "$@"
