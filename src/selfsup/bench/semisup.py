@@ -29,7 +29,7 @@ from ..io import write_json
 from ..methods.semisup import labelled_indices
 from ..plots import curve_plot
 from .report import write_table
-from .suites import BEFORE_FIX, BEFORE_FIX_NOTE, claimed_run, finished_run, pretrain_row, run_checkpoint, run_slug
+from .suites import BEFORE_FIX, before_fix_note, claimed_run, finished_run, pretrain_row, run_checkpoint, run_slug
 
 SEMISUP_BUDGET = {"dataset": "fashion-mnist", "subset": 20000, "epochs": 12, "batch_size": 32, "params": {"ema": 0.99},
                   "backbone": {"name": "resnet18", "width": 16, "small_stem": True},
@@ -158,7 +158,7 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
              "frost: initialised from the fmnist-quick SimCLR checkpoint; its linear-probe row trains one linear layer "
              "on that checkpoint's frozen features of the same labelled images (Adam, 100 epochs).",
              "Each run is `runs/ROW-Nlabels-seedS/` (config.yaml and metrics.json committed); `semisup_runs.csv` lists "
-             "every run."] + ([BEFORE_FIX_NOTE.replace("the run was", "a run of the cell was")] if before_fix else [])
+             "every run."] + ([before_fix_note("a run of the cell")] if before_fix else [])
     command = f"selfsup benchmark --suite semisup --out {out}" + "".join(
         f" --labels-per-class {n}" for n in shown_labels) + "".join(f" --label-seed {s}" for s in sorted({s for _, s in cells}))
     write_table(out, "semisup", "Semi-supervised learning on Fashion-MNIST", rows, notes, command=command)

@@ -51,8 +51,10 @@ def made_before_a_fix(metrics: dict, method: str) -> bool:
 
 
 BEFORE_FIX = " [before fix]"
-BEFORE_FIX_NOTE = (f"`{BEFORE_FIX.strip()}`: the run was made before a fix changed what its method trains (the "
-                   "method's `revision` in its source file says which fix); `--method M` makes it again.")
+def before_fix_note(what: str = "the run") -> str:
+    """The tables' note on the ``BEFORE_FIX`` mark (``what``: what the mark stands on)."""
+    return (f"`{BEFORE_FIX.strip()}`: {what} was made before a fix changed what its method trains (the method's "
+            "`revision` in its source file says which fix); `--method M` makes it again.")
 
 
 def finished_run(run_dir: Path, cfg: dict, redo: bool = True) -> dict | None:
@@ -272,7 +274,7 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
     notes.append("Each row is the run in `runs/LABEL/` (its `config.yaml` and `metrics.json` are committed); "
                  "`--method M` runs only M's rows, the command above runs every row not yet finished.")
     if any(row["method"].endswith(BEFORE_FIX) for row in rows):
-        notes.append(BEFORE_FIX_NOTE)
+        notes.append(before_fix_note())
     if findings:  # e.g. the ablations' comparison with each paper
         notes.extend(findings([(label, method, row) for (label, method, _), row in zip(done, rows)]))
     write_table(out, name, title, rows, notes, command=f"selfsup benchmark --suite {name} --out {out}")
