@@ -39,15 +39,17 @@ def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3,
         shift = logits.max() if logits.numel() else logits.new_tensor(float("-inf"))
         if gather:
             shift = all_reduce(shift, "max")
-        q = torch.exp(logits - shift).T  # [K, B]
-        k = q.shape[0]
-        b_total = reduce(torch.tensor(float(q.shape[1]), dtype=dtype, device=q.device))
-        q = q / reduce(q.sum())
+        # Q is kept as [B, K] (Qᵀ of the paper) and scaled in place: on a CPU, a fresh
+        # [B, K] tensor per operation costs more than the arithmetic at SwAV's sizes.
+        q = logits.sub_(shift).exp_()
+        k = q.shape[1]
+        b_total = reduce(torch.tensor(float(q.shape[0]), dtype=dtype, device=q.device))
+        q.div_(reduce(q.sum()))
         for _ in range(iterations):
-            q = q / reduce(q.sum(dim=1, keepdim=True)) / k
-            q = q / q.sum(dim=0, keepdim=True) / b_total
-        q = q * b_total
-    return q.T.contiguous()
+            q.div_(reduce(q.sum(dim=0, keepdim=True)) * k)
+            q.div_(q.sum(dim=1, keepdim=True) * b_total)
+        q.mul_(b_total)
+    return q
 
 
 def swav(scores: Sequence[torch.Tensor], num_assign: int = 2, temperature: float = 0.1,
