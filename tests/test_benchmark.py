@@ -31,6 +31,30 @@ def test_unknown_method_in_a_suite_is_refused_before_any_work(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_unknown_row_or_a_row_flag_on_a_suite_without_rows_is_refused_before_any_training(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--suite", "ablations", "--row", "nope", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "the ablations suite has no row 'nope'" in err and "moco-v2-10-ep-queue-1024" in err
+    assert not (out / "runs").exists()
+    assert main(["benchmark", "--suite", "semisup", "--row", "simclr", "--out", str(out)]) == 2
+    assert "--row is not an option of the semisup suite" in capsys.readouterr().err
+
+
+def test_a_row_flag_trains_only_that_row_named_by_label_or_directory(tmp_path):
+    from selfsup.bench.suites import accuracy_suite
+
+    overrides = {"dataset": "synthetic", "epochs": 1, "batch_size": 64, "backbone": {"width": 8},
+                 "optimizer": {"name": "adam", "lr": 0.008, "lr_scaling": "none"}, "schedule": {"warmup_epochs": 0},
+                 "trainer": {"progress_bar": False}, "knn": {"k": 20, "every_n_epochs": 0}}
+    runs = [("simclr", "simclr", {}), ("simclr, T 0.5", "simclr", {"params": {"temperature": 0.5}})]
+    for row in ("simclr, T 0.5", "simclr-t-0.5"):
+        out = tmp_path / row
+        rows = accuracy_suite(out, "t", "t", runs, overrides, probe_epochs=2, selected_rows=[row])
+        assert [r["method"] for r in rows if not r["method"].startswith("baseline")] == ["simclr, T 0.5"]
+        assert not (out / "runs" / "simclr").exists()
+
+
 @pytest.mark.parametrize("suite, budget, tuned", [("ABLATIONS", "ABLATION_BUDGET", True),
                                                    ("MULTITASK", "MULTITASK_BUDGET", False)])
 def test_every_ablation_row_changes_a_real_setting_of_its_method(suite, budget, tuned):

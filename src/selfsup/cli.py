@@ -156,6 +156,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", action="append", default=None, metavar="M",
                    help="method(s) to run instead of the suite's own list (repeat the flag; `all`: every registered "
                         "method); throughput measures simclr by default")
+    p.add_argument("--row", action="append", default=None, metavar="LABEL",
+                   help="fmnist-quick, ablations and multitask suites: train only these rows, named by their label "
+                        "in the table or their directory under OUT/runs (repeat the flag); the table shows every "
+                        "finished row")
     p.add_argument("--labels-per-class", type=int, action="append", default=None, metavar="N",
                    help="semisup suite: train only these labels per class (repeat the flag; default 1, 4 and 25); "
                         "the table shows every finished run")
@@ -351,7 +355,7 @@ def _cmd_forecast(args) -> None:
 def _cmd_benchmark(args) -> None:
     from .bench import run_suite
 
-    run_suite(args.suite, Path(args.out), data_dir=args.data_dir, methods=args.method,
+    run_suite(args.suite, Path(args.out), data_dir=args.data_dir, methods=args.method, row=args.row,
               labels_per_class=args.labels_per_class, label_seed=args.label_seed)
 
 

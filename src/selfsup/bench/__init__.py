@@ -28,7 +28,7 @@ def _smoke(out: Path, data_dir: str | None, methods: list[str] | None):
 
 
 # The fixed budget every method gets on Fashion-MNIST.  Training in bf16 mixed precision (the
-# CPU's AMX units; 1.7x the images/s of fp32 here) since 2026-11-29: rows made before ran in fp32,
+# CPU's AVX-512 BF16 instructions, no AMX units) since 2026-11-29: rows made before ran in fp32,
 # the tables' precision column says which (the ablations' SimCLR group measures the difference).
 FMNIST_QUICK = {"dataset": "fashion-mnist", "epochs": 5, "batch_size": 256,
                 "backbone": {"name": "resnet18", "width": 16, "small_stem": True},
@@ -61,14 +61,14 @@ def spread_rows(label: str, method: str, settings: dict) -> list[tuple[str, str,
     return [(f"{label}, training seed {seed}", method, {**settings, "seed": seed}) for seed in SPREAD_SEEDS]
 
 
-def _fmnist_quick(out: Path, data_dir: str | None, methods: list[str] | None):
+def _fmnist_quick(out: Path, data_dir: str | None, methods: list[str] | None, row: list[str] | None = None):
     from .suites import accuracy_suite
     from ..methods import METHODS
     rows = [(m, m, FMNIST_QUICK_TUNED.get(m, {})) for m, cls in METHODS.items() if not cls.semi_supervised]
     return accuracy_suite(out, "fmnist-quick", "Fashion-MNIST quick: ResNet-18 (small stem, width 16), batch 256, 5 epochs",
                           rows + spread_rows("simclr", "simclr", FMNIST_QUICK_TUNED["simclr"]),
                           FMNIST_QUICK, probe_epochs=100,
-                          data_dir=data_dir, selected=methods, probe_layers=True)
+                          data_dir=data_dir, selected=methods, probe_layers=True, selected_rows=row)
 
 
 # Ablations on a smaller budget than fmnist-quick (3 epochs over a class-balanced 20k subset
@@ -200,12 +200,12 @@ def ablation_findings(done: list[tuple[str, str, dict]]) -> list[str]:
     return lines
 
 
-def _ablations(out: Path, data_dir: str | None, methods: list[str] | None):
+def _ablations(out: Path, data_dir: str | None, methods: list[str] | None, row: list[str] | None = None):
     from .suites import accuracy_suite
     runs = [(label, m, merge(FMNIST_QUICK_TUNED.get(m, {}), change, strict=False)) for label, m, change in ABLATIONS]
     return accuracy_suite(out, "ablations", "Ablations: ResNet-18 width 16, batch 256, 3 epochs (BYOL, 'moco-v2 10 ep': 10) on 20k "
                           "Fashion-MNIST training images", runs, ABLATION_BUDGET, probe_epochs=100, data_dir=data_dir, selected=methods,
-                          findings=ablation_findings)
+                          findings=ablation_findings, selected_rows=row)
 
 
 # Caruana's question for pretext tasks: does one shared trunk trained on several tasks give
@@ -222,11 +222,11 @@ MULTITASK = [
 ]
 
 
-def _multitask(out: Path, data_dir: str | None, methods: list[str] | None):
+def _multitask(out: Path, data_dir: str | None, methods: list[str] | None, row: list[str] | None = None):
     from .suites import accuracy_suite
     return accuracy_suite(out, "multitask", "Multitask vs single pretext tasks: ResNet-18 width 16, batch 256, 3 epochs "
                           "on 20k Fashion-MNIST training images", MULTITASK, MULTITASK_BUDGET, probe_epochs=100,
-                          data_dir=data_dir, selected=methods, probe_layers=True)
+                          data_dir=data_dir, selected=methods, probe_layers=True, selected_rows=row)
 
 
 def _evaluations(out: Path, data_dir: str | None, methods: list[str] | None):
@@ -259,11 +259,12 @@ def _throughput(out: Path, data_dir: str | None, methods: list[str] | None):
 SUITES: dict[str, Suite] = {
     "smoke": Suite("SimCLR on synthetic data, a minute on 2 CPU cores (used by the tests)", _smoke),
     "fmnist-quick": Suite("Fashion-MNIST 60k/10k, ResNet-18 width 16, batch 256, 5 epochs: kNN, linear, baselines",
-                          _fmnist_quick),
+                          _fmnist_quick, options=("row",)),
     "ablations": Suite("one setting changed per row, 3 epochs on 20k Fashion-MNIST images: predictors, targets, "
-                       "stop-gradient, multi-crop, k, lambdas, temperatures, dictionaries, noise samples", _ablations),
+                       "stop-gradient, multi-crop, k, lambdas, temperatures, dictionaries, noise samples", _ablations,
+                       options=("row",)),
     "multitask": Suite("rotation and jigsaw alone vs one trunk trained on both (fixed and learned weights), "
-                       "per-stage linear probes, the ablations' budget", _multitask),
+                       "per-stage linear probes, the ablations' budget", _multitask, options=("row",)),
     "evaluations": Suite("fine-tuning on 1% and 10% of the labels vs from scratch, transfer to digits, retrieval, "
                          "t-SNE/UMAP, on the fmnist-quick checkpoints in OUT/../fmnist-quick; a report page",
                          _evaluations),

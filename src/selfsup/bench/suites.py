@@ -194,9 +194,9 @@ def _layer_columns(layers: dict | None, wanted: bool) -> dict:
 
 def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, dict]], overrides: dict,
                    probe_epochs: int, data_dir: str | None = None, selected: list[str] | None = None,
-                   probe_layers: bool = False, findings=None) -> list[dict]:
+                   probe_layers: bool = False, findings=None, selected_rows: list[str] | None = None) -> list[dict]:
     """Pretrain the suite's runs ``(label, method, settings)`` whose method is in ``selected``
-    (None: all) with ``overrides`` then ``settings`` laid over the method's defaults, into
+    (None: all) and whose label or run directory name is in ``selected_rows`` (None: all) with ``overrides`` then ``settings`` laid over the method's defaults, into
     ``out/runs/LABEL`` (as a slug), and evaluate them with the shared protocol (``probe_layers``:
     a linear probe per backbone stage too; ``findings``: lines for the notes from the finished
     ``(label, method, row)`` triples).  A run that finished in an earlier call is not re-run.  ``{name}.md``/``.csv`` and the plots in ``out``
@@ -208,8 +208,14 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
             layer["data_dir"] = data_dir
         return merge(merge(resolve(method), layer), settings)
 
+    unknown = [row for row in selected_rows or [] if row not in {name for label, _, _ in runs
+                                                                 for name in (label, run_slug(label))}]
+    if unknown:
+        raise SelfSupError(f"the {name} suite has no row '{unknown[0]}'; its rows: "
+                           + ", ".join(run_slug(label) for label, _, _ in runs))
     for label, method, settings in runs:  # train the selected rows not yet finished
-        if selected is not None and method not in selected:
+        if (selected is not None and method not in selected) or (
+                selected_rows is not None and not {label, run_slug(label)} & set(selected_rows)):
             continue
         cfg, run_dir = configured(settings, method), out / "runs" / run_slug(label)
         try:
@@ -217,7 +223,7 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
                 label, cfg, run_dir, baselines=True, baselines_cache=out / "baselines",
                 probe_epochs=probe_epochs, probe_layers=probe_layers))
         except SelfSupError as exc:  # e.g. a colour-only task on a grey dataset: nothing was written
-            if selected is not None:
+            if selected is not None or selected_rows is not None:
                 raise
             print(f"{label}: skipped ({exc})")
     rows, curves, finals, baselines, done = [], {}, {}, {}, []
