@@ -123,7 +123,7 @@ class DeepCluster(Clustering):
     """DeepCluster (Caron et al. 2018): k-means pseudo-labels each epoch, re-initialised classifier."""
 
     name = "deepcluster"
-    revision = 2  # 2: weight decay on every parameter, as the reference code (1: weights only)
+    revision = 3  # 3: constant learning rate, as the paper; 2: weight decay on every parameter, as the reference code
     defaults = {**Clustering.defaults, "sobel": True, "head_hidden_dim": None, "augment": {}}
     limits = {**Clustering.limits, "head_hidden_dim": (1, None)}
 
