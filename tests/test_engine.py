@@ -8,7 +8,7 @@ import yaml
 from conftest import TINY
 from selfsup.cli import main
 from selfsup.config import resolve
-from selfsup.engine.checkpoint import load_pretrained
+from selfsup.methods.build import load_pretrained
 from selfsup.engine.train import pretrain
 from selfsup.methods.simclr import SimCLR
 from test_methods import SimulatedCrash, assert_same_state
@@ -52,8 +52,9 @@ def test_checkpoint_round_trip(tmp_path):
     pretrain(cfg, tmp_path / "run")
     module = load_pretrained(tmp_path / "run" / "checkpoints" / "last.ckpt")
     raw = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
-    for name, value in module.state_dict().items():
-        assert torch.equal(value, raw["state_dict"][name]), name
+    for name, value in module.method.state_dict().items():
+        assert torch.equal(value, raw["state_dict"]["method." + name]), name
+    assert len(module.method.state_dict()) == len(raw["state_dict"])  # every saved weight is the method's
     assert module.cfg == cfg
 
 

@@ -280,7 +280,7 @@ def _cmd_semisup(args) -> None:
         raise SelfSupError(f"semisup trains a semi-supervised method, not '{args.method}'; choose one of: "
                            + ", ".join(name for name, cls in METHODS.items() if cls.semi_supervised))
     if args.init:
-        from .engine.checkpoint import read_checkpoint
+        from .io import read_checkpoint
         read_checkpoint(args.init)  # a clear error for a missing or damaged file, before any work
     params = {"labels_per_class": args.labels_per_class, "label_seed": args.label_seed, "balance": args.balance,
               "iterations": args.iterations}

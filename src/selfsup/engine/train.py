@@ -36,8 +36,9 @@ from ..io import atomic_write_text, cached_json, content_hash, ensure_writable_d
 from ..methods.base import Method
 from ..models.backbones import default_backbone
 from .callbacks import AtomicCheckpointIO, EpochCheckpoint, KNNMonitor, ProgressBar, Throughput
-from .checkpoint import read_checkpoint
-from .module import PretrainModule, build_method, run_normalization
+from ..io import read_checkpoint
+from ..methods.build import build_method, run_normalization
+from .module import PretrainModule
 
 
 def load_datasets(cfg: dict) -> tuple:

@@ -44,7 +44,7 @@ from torch import nn
 from ..data.datasets import batch_inputs
 from ..data.views import ViewSpec
 from ..errors import SelfSupError
-from ..losses.distributed import world_info
+from ..distributed import world_info
 from ..models.backbones import build_backbone
 from .. import rng
 
