@@ -19,7 +19,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from selfsup.bench import FMNIST_QUICK_TUNED
+from selfsup.bench.definitions import FMNIST_QUICK_TUNED
 from selfsup.config import merge, resolve
 from selfsup.data.datasets import collate_batch
 from selfsup.data.views import make_views

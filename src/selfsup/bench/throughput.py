@@ -30,7 +30,7 @@ from ..optim import build_optimizer
 from ..engine.train import pretrain
 from ..errors import SelfSupError
 from ..io import write_json
-from . import BF16, FMNIST_QUICK
+from .definitions import BF16, FMNIST_QUICK
 from .report import bar_plot, write_table
 
 STEPS = 40
