@@ -8,7 +8,7 @@ import yaml
 from conftest import TINY
 from selfsup.cli import main
 from selfsup.config import resolve
-from selfsup.methods.build import load_pretrained
+from selfsup.build import load_pretrained
 from selfsup.engine.train import pretrain
 from selfsup.methods.simclr import SimCLR
 from test_methods import SimulatedCrash, assert_same_state

@@ -23,8 +23,8 @@ from selfsup.bench.definitions import FMNIST_QUICK_TUNED
 from selfsup.config import merge, resolve
 from selfsup.data.datasets import collate_batch
 from selfsup.data.views import make_views
-from selfsup.methods.build import load_pretrained
-from selfsup.methods.build import build_method, run_normalization
+from selfsup.build import load_pretrained
+from selfsup.build import build_method, run_normalization
 from selfsup.engine.train import knn_and_probe, load_datasets, pretrain
 from selfsup.eval.features import classifier_top1, method_features
 from selfsup.methods import METHODS

@@ -6,7 +6,7 @@ import torch
 
 from conftest import TINY
 from selfsup.config import resolve
-from selfsup.methods.build import load_pretrained
+from selfsup.build import load_pretrained
 from selfsup.engine.train import pretrain
 from selfsup.methods import METHODS
 

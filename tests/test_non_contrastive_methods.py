@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from selfsup.methods.build import build_method
+from selfsup.build import build_method
 from selfsup.methods.helpers import cosine_momentum
 from test_methods import tiny_method_cfg
 

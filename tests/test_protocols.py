@@ -73,7 +73,7 @@ def test_finetuning_warms_up_and_clips_gradients(checkpoint, monkeypatch):
     import lightning as L
 
     from selfsup.data.datasets import load_split
-    from selfsup.methods.build import load_pretrained
+    from selfsup.build import load_pretrained
     from selfsup.eval import finetune as ft
 
     seen = {}

@@ -104,6 +104,24 @@ def resolve(method: str, user_file: str | None = None, flags: dict | None = None
             raise SelfSupError(f"the config names method '{layer['method']}' but the run is for '{method}'")
         cfg = merge(cfg, layer)
     cfg["method"] = method
+    return expand_hosted(cfg)
+
+
+def expand_hosted(cfg: dict) -> dict:
+    """Write the full params of each method that ``cfg``'s method hosts
+    (``Method.hosted_methods``) into ``params.task_params``: the hosted method's class
+    defaults, its packaged config's params, then what ``task_params`` gave.  Idempotent, so
+    it also completes a config written before hosted params were written out."""
+    from .methods import method_class
+
+    params = cfg["params"]
+    hosted = method_class(cfg["method"]).hosted_methods(params)
+    if hosted and not isinstance(params.get("task_params"), dict):
+        raise SelfSupError(f"params.task_params must map method names to their params, got {params.get('task_params')!r}")
+    for name in hosted:
+        cls = method_class(name)
+        own = merge(dict(cls.defaults), packaged_config(name).get("params", {}), f"{name}.")
+        params["task_params"][name] = merge(own, params["task_params"].get(name) or {}, f"params.task_params.{name}.")
     return cfg
 
 

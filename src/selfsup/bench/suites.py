@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from ..config import merge, resolve
-from ..methods.build import load_pretrained
+from ..build import load_pretrained
 from ..engine.train import ResumeMismatch, layer_probes, load_datasets, pretrain, run_baselines
 from ..errors import SelfSupError
 from ..io import write_json

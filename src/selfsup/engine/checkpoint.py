@@ -1,11 +1,11 @@
 """Loading the training module (``PretrainModule``) back from a selfsup checkpoint: for code that
 needs the engine's own view of a run (its epoch-start ``embed``); evaluation loads the method
-alone with ``selfsup.methods.build.load_pretrained``."""
+alone with ``selfsup.build.load_pretrained``."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..methods.build import load_pretrained
+from ..build import load_pretrained
 from .module import PretrainModule
 
 

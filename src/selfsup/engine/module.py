@@ -10,7 +10,7 @@ from ..data.views import make_views
 from ..errors import SelfSupError
 from ..eval.features import embed_split
 from ..distributed import world_info
-from ..methods.build import build_method, run_normalization, uses_channels_last
+from ..build import build_method, run_normalization, uses_channels_last
 from ..rng import seeded_generator
 from ..optim import build_optimizer, warmup_cosine
 

@@ -37,7 +37,7 @@ from ..methods.base import Method
 from ..models.backbones import default_backbone
 from .callbacks import AtomicCheckpointIO, EpochCheckpoint, KNNMonitor, ProgressBar, Throughput
 from ..io import read_checkpoint
-from ..methods.build import build_method, run_normalization
+from ..build import build_method, run_normalization
 from .module import PretrainModule
 
 

@@ -100,7 +100,7 @@ class Encoders:
         self.cache, self.checkpoint = cache, checkpoint
         self.methods = {"features": module.method}
         if baselines:
-            from ..methods.build import build_method
+            from ..build import build_method
 
             L.seed_everything(module.cfg["seed"], verbose=False)
             random_init = build_method(module.cfg).to(device)
@@ -162,7 +162,7 @@ def _linear_score(args, enc, train, test, seed):
 
 def evaluate(args: EvalRequest) -> dict:
     """Run ``args`` and write its JSON result (``args.output``, default RUN/eval_PROTOCOL.json)."""
-    from ..methods.build import load_pretrained
+    from ..build import load_pretrained
 
     module = load_pretrained(args.checkpoint)
     cfg = module.cfg
@@ -281,7 +281,7 @@ def _embedding(args, enc, test, folder: Path, cfg: dict, dataset: str) -> dict:
 
 
 def _finetune(args, module, train, test, norm, device, cfg: dict) -> dict:
-    from ..methods.build import build_method
+    from ..build import build_method
     from .finetune import default_epochs, finetune, label_subset, scratch_fingerprint
 
     fraction = 0.1 if args.label_fraction is None and args.labels_per_class is None else args.label_fraction

@@ -123,6 +123,15 @@ class Method(nn.Module):
                                "colour dataset (cifar10, cifar100, stl10, imagefolder)")
 
     @classmethod
+    def hosted_methods(cls, params: dict) -> list[str]:
+        """The registered methods this method builds around its own backbone (multitask's
+        tasks, FROST's self-supervised term); their full params, from their class defaults,
+        packaged configs and ``params["task_params"][NAME]``, are written into
+        ``params["task_params"]`` when the config is resolved, so that a run's config alone
+        rebuilds them."""
+        return []
+
+    @classmethod
     def build_backbone(cls, cfg: dict, run: RunContext) -> nn.Module:
         """The encoder this method trains, from the resolved config: the ResNet of ``cfg["backbone"]``
         by default; a method with another input (Sobel channels, 1-D series) overrides this."""

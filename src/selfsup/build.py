@@ -7,12 +7,13 @@ from pathlib import Path
 
 import torch
 
-from ..data.views import Normalization
-from ..errors import SelfSupError
-from ..io import read_checkpoint
-from ..models.backbones import SERIES_BACKBONES, default_backbone
-from ..models.norm import BATCHNORM_POLICIES, apply_batchnorm_policy
-from . import METHODS, RunContext, method_class
+from .config import expand_hosted
+from .data.views import Normalization
+from .errors import SelfSupError
+from .io import read_checkpoint
+from .methods import METHODS, RunContext, method_class
+from .models.backbones import SERIES_BACKBONES, default_backbone
+from .models.norm import BATCHNORM_POLICIES, apply_batchnorm_policy
 
 
 def run_context(cfg: dict) -> RunContext:
@@ -98,8 +99,10 @@ class Pretrained:
 def load_pretrained(path: str | Path) -> Pretrained:
     """The method saved in a selfsup checkpoint, in eval mode on the CPU."""
     checkpoint, cfg = read_checkpoint(path)
-    # options added to a method after the checkpoint was written take their defaults
+    # options added to a method after the checkpoint was written take their defaults; a hosting
+    # method's checkpoint from before its hosted params were written out gets them as it was built
     cfg["params"] = {**method_class(cfg["method"]).defaults, **cfg["params"]}
+    expand_hosted(cfg)
     method = build_method(cfg)
     prefix = "method."
     try:
