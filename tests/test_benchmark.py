@@ -109,7 +109,8 @@ def test_a_suite_run_one_method_at_a_time_builds_one_table(tmp_path, capsys, mon
 
     import yaml
 
-    from selfsup.engine.train import load_datasets, run_baselines
+    from selfsup.engine.train import load_datasets
+    from selfsup.eval.final import run_baselines
 
     assert len(list((out / "baselines").glob("*.json"))) == 1
     saved = [json.loads((out / "runs" / m / "metrics.json").read_text())["baselines"] for m in ("simclr", "simsiam")]

@@ -143,16 +143,17 @@ def test_final_evaluation_embeds_each_split_once_when_the_last_stage_is_the_feat
     """kNN, the linear probe and the per-stage probes share one pass over the bank and one over
     the test split (the same numbers as separate passes: tests/test_benchmark.py's suites)."""
     import selfsup.engine.train as train
+    import selfsup.eval.final as final
 
     passes = []
-    real = train.method_features
+    real = final.method_features
 
     def counting(method, dataset, norm, **options):
         if len(dataset) > 8:  # the few images of the bit-for-bit check do not count
             passes.append(options.get("layers", False))
         return real(method, dataset, norm, **options)
 
-    monkeypatch.setattr(train, "method_features", counting)
+    monkeypatch.setattr(final, "method_features", counting)
     from test_methods import tiny_method_cfg
 
     cfg = tiny_method_cfg("simclr", epochs=1)
