@@ -44,3 +44,11 @@ def test_method_defaults_and_their_packaged_config_name_the_same_params():
         written = set(packaged_config(name).get("params", {}))
         assert written == set(cls.defaults), f"{name}: only in the class {sorted(set(cls.defaults) - written)}, " \
                                              f"only in the YAML {sorted(written - set(cls.defaults))}"
+
+
+def test_changing_the_hosted_methods_of_a_resolved_config_drops_the_old_ones_full_params():
+    cfg = resolve("multitask")
+    cfg["params"]["tasks"] = ["rotation", "count"]
+    assert set(expand_hosted(cfg)["params"]["task_params"]) == {"rotation", "count"}
+    cfg["params"]["task_params"]["jigsaw"] = {"permutations": 30}  # an override of a task not trained: kept, for
+    assert "jigsaw" in expand_hosted(cfg)["params"]["task_params"]  # multitask's check to name it

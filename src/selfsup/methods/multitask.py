@@ -49,13 +49,13 @@ class HostsMethods:
         params as its own run would."""
         from . import method_class
 
-        cls = method_class(name)
+        hosted = method_class(name)
         own = [hook.replace("_", " ") for hook in ("train_loader", "parameter_groups")
-               if getattr(cls, hook) is not getattr(Method, hook)]
+               if getattr(hosted, hook) is not getattr(Method, hook)]
         if own:
             raise SelfSupError(f"{cls.name} cannot train {name} beside its own objective: {name} needs its own "
                                f"{' and '.join(own)}; choose another method")
-        method_class(name).check_params(cls.hosted_params(name, params), run)
+        hosted.check_params(cls.hosted_params(name, params), run)
 
     @property
     def generator(self) -> torch.Generator:
