@@ -3,7 +3,7 @@ registry itself imports no method, so a method may look others up without an imp
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, MutableMapping
 
 from ..errors import SelfSupError
 from .base import Method, RunContext
@@ -44,21 +44,37 @@ _PLACES = {
 }
 
 
-class _Registry(Mapping):
-    """Read-only ``{name: Method subclass}``; each lookup imports the method's module once."""
+class _Registry(MutableMapping):
+    """``{name: Method subclass}``: each lookup of a built-in method imports its module once;
+    a class registered at run time (``METHODS[name] = cls``: a plug-in, the tests' toy
+    methods) is kept as given."""
+
+    def __init__(self):
+        self._added: dict[str, type[Method]] = {}
 
     def __getitem__(self, name: str) -> type[Method]:
+        if name in self._added:
+            return self._added[name]
         module, cls = _PLACES[name]
         return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
 
+    def __setitem__(self, name: str, cls: type[Method]) -> None:
+        if name in _PLACES:
+            raise SelfSupError(f"method '{name}' is built in and cannot be replaced")
+        self._added[name] = cls
+
+    def __delitem__(self, name: str) -> None:
+        del self._added[name]
+
     def __iter__(self) -> Iterator[str]:
-        return iter(_PLACES)
+        yield from _PLACES
+        yield from self._added
 
     def __len__(self) -> int:
-        return len(_PLACES)
+        return len(_PLACES) + len(self._added)
 
 
-METHODS: Mapping[str, type[Method]] = _Registry()
+METHODS: MutableMapping[str, type[Method]] = _Registry()
 
 
 def method_class(name: str) -> type[Method]:
