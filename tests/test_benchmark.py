@@ -58,8 +58,8 @@ def test_a_row_flag_trains_only_that_row_named_by_label_or_directory(tmp_path):
 @pytest.mark.parametrize("suite, budget, tuned", [("ABLATIONS", "ABLATION_BUDGET", True),
                                                    ("MULTITASK", "MULTITASK_BUDGET", False)])
 def test_every_ablation_row_changes_a_real_setting_of_its_method(suite, budget, tuned):
-    from selfsup import bench
-    from selfsup.bench import FMNIST_QUICK_TUNED
+    from selfsup.bench import definitions as bench
+    from selfsup.bench.definitions import FMNIST_QUICK_TUNED
     from selfsup.config import merge, resolve
 
     rows = getattr(bench, suite)
@@ -72,7 +72,7 @@ def test_every_ablation_row_changes_a_real_setting_of_its_method(suite, budget, 
 
 
 def test_ablation_notes_set_each_group_beside_its_paper():
-    from selfsup.bench import ABLATIONS, PAPER_FINDINGS, ablation_findings
+    from selfsup.bench.definitions import ABLATIONS, PAPER_FINDINGS, ablation_findings
 
     assert {method for _, method, _ in ABLATIONS} <= set(PAPER_FINDINGS)
     done = [("simclr, T 0.2", "simclr", {"knn_top1": 0.75, "epochs": 3}),
@@ -109,7 +109,8 @@ def test_a_suite_run_one_method_at_a_time_builds_one_table(tmp_path, capsys, mon
 
     import yaml
 
-    from selfsup.engine.train import load_datasets, run_baselines
+    from selfsup.engine.train import load_datasets
+    from selfsup.eval.final import run_baselines
 
     assert len(list((out / "baselines").glob("*.json"))) == 1
     saved = [json.loads((out / "runs" / m / "metrics.json").read_text())["baselines"] for m in ("simclr", "simsiam")]

@@ -253,3 +253,28 @@ def test_bad_triplet_settings_exit_cleanly(capsys, tmp_path, tiny_args, setting,
     assert_clean_error(*run_cli(capsys, "pretrain", "--method", "triplet", *tiny_args, "--set", setting,
                                 "--set", "data.synthetic_size=120", "--out", str(out)), needle)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("protocol", ["knn", "linear", "finetune", "transfer", "retrieval", "embedding", "diagnostics"])
+def test_evaluate_flags_and_their_defaults_are_the_eval_requests(protocol):
+    """The CLI builds an ``EvalRequest``; the flags' defaults are the table's, so that a suite or
+    a program that builds the request directly evaluates exactly as the command does."""
+    from selfsup.cli import _build_parser
+    from selfsup.eval.run import COMMON_OPTIONS, PROTOCOL_OPTIONS
+
+    argv = ["evaluate", protocol, "--checkpoint", "x.ckpt"] + (["--dataset", "digits"] if protocol == "transfer" else [])
+    args = vars(_build_parser().parse_args(argv))
+    expected = {**COMMON_OPTIONS, **PROTOCOL_OPTIONS[protocol], **({"dataset": "digits"} if protocol == "transfer" else {})}
+    assert {name: args[name] for name in expected} == expected
+
+
+def test_an_eval_request_refuses_what_its_protocol_lacks():
+    from selfsup.errors import SelfSupError
+    from selfsup.eval.run import EvalRequest
+
+    request = EvalRequest.make("knn", "run/checkpoints/last.ckpt", k=10)
+    assert (request.k, request.temperature, request.baselines) == (10, 0.1, True)
+    with pytest.raises(SelfSupError, match="the knn protocol has no option 'layers'"):
+        EvalRequest.make("knn", "x.ckpt", layers="all")
+    with pytest.raises(SelfSupError, match="unknown evaluation protocol 'nope'"):
+        EvalRequest.make("nope", "x.ckpt")

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 import toy_methods
-from selfsup.engine.module import PretrainModule, build_method
+from selfsup.engine.module import PretrainModule
+from selfsup.build import build_method
 from selfsup.engine.train import pretrain
 from selfsup.eval.linear import linear_probe
 from selfsup.methods.deepcluster import DeepCluster
@@ -119,7 +120,7 @@ def test_swav_drops_prototype_gradients_in_the_first_epoch(freeze_epochs, tmp_pa
 def test_evaluation_runs_in_eval_mode_and_leaves_batchnorm_statistics_alone(tmp_path):
     cfg = tiny_method_cfg("simclr", epochs=1)
     pretrain(cfg, tmp_path / "run")
-    from selfsup.engine.checkpoint import load_pretrained
+    from selfsup.build import load_pretrained
     from selfsup.data.datasets import load_split
     module = load_pretrained(tmp_path / "run" / "checkpoints" / "last.ckpt")
     method = module.method.train()

@@ -8,7 +8,7 @@ import yaml
 from conftest import TINY
 from selfsup.cli import main
 from selfsup.config import resolve
-from selfsup.engine.checkpoint import load_pretrained
+from selfsup.build import load_pretrained
 from selfsup.engine.train import pretrain
 from selfsup.methods.simclr import SimCLR
 from test_methods import SimulatedCrash, assert_same_state
@@ -52,8 +52,9 @@ def test_checkpoint_round_trip(tmp_path):
     pretrain(cfg, tmp_path / "run")
     module = load_pretrained(tmp_path / "run" / "checkpoints" / "last.ckpt")
     raw = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
-    for name, value in module.state_dict().items():
-        assert torch.equal(value, raw["state_dict"][name]), name
+    for name, value in module.method.state_dict().items():
+        assert torch.equal(value, raw["state_dict"]["method." + name]), name
+    assert len(module.method.state_dict()) == len(raw["state_dict"])  # every saved weight is the method's
     assert module.cfg == cfg
 
 
@@ -142,16 +143,17 @@ def test_final_evaluation_embeds_each_split_once_when_the_last_stage_is_the_feat
     """kNN, the linear probe and the per-stage probes share one pass over the bank and one over
     the test split (the same numbers as separate passes: tests/test_benchmark.py's suites)."""
     import selfsup.engine.train as train
+    import selfsup.eval.final as final
 
     passes = []
-    real = train.method_features
+    real = final.method_features
 
     def counting(method, dataset, norm, **options):
         if len(dataset) > 8:  # the few images of the bit-for-bit check do not count
             passes.append(options.get("layers", False))
         return real(method, dataset, norm, **options)
 
-    monkeypatch.setattr(train, "method_features", counting)
+    monkeypatch.setattr(final, "method_features", counting)
     from test_methods import tiny_method_cfg
 
     cfg = tiny_method_cfg("simclr", epochs=1)

@@ -117,7 +117,7 @@ def test_bank_holds_each_images_embedding_and_its_knn_reads_it_in_the_splits_ord
 
     from selfsup.cli import main
     from selfsup.data.datasets import dataset_info, load_split
-    from selfsup.engine.checkpoint import load_pretrained
+    from selfsup.build import load_pretrained
     from selfsup.engine.train import pretrain
     from selfsup.eval.baselines import memory_bank_knn
     from selfsup.eval.features import method_features

@@ -19,13 +19,14 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from selfsup.bench import FMNIST_QUICK_TUNED
+from selfsup.bench.definitions import FMNIST_QUICK_TUNED
 from selfsup.config import merge, resolve
 from selfsup.data.datasets import collate_batch
 from selfsup.data.views import make_views
-from selfsup.engine.checkpoint import load_pretrained
-from selfsup.engine.module import build_method, run_normalization
-from selfsup.engine.train import knn_and_probe, load_datasets, pretrain
+from selfsup.build import load_pretrained
+from selfsup.build import build_method, run_normalization
+from selfsup.engine.train import load_datasets, pretrain
+from selfsup.eval.final import knn_and_probe
 from selfsup.eval.features import classifier_top1, method_features
 from selfsup.methods import METHODS
 from selfsup.methods.base import Method

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from selfsup.losses import all_reduce_sum, gather_no_grad, info_nce, sinkhorn, swav
+from selfsup.distributed import all_reduce_sum, gather_no_grad
+from selfsup.losses import info_nce, sinkhorn, swav
 from two_processes import run_two_processes
 
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from selfsup.engine.optim import LARS, scaled_lr, warmup_cosine
+from selfsup.optim import LARS, scaled_lr, warmup_cosine
 from selfsup.models import build_backbone, mlp
 
 
@@ -71,7 +71,7 @@ def test_numbers_in_exponent_notation_are_numbers_in_set_and_config_files(tmp_pa
                                                        ("byol", False)])
 def test_weight_decay_reaches_biases_and_norms_only_where_the_reference_code_decays_them(method, decays_everything):
     from selfsup.config import resolve
-    from selfsup.engine.optim import build_optimizer
+    from selfsup.optim import build_optimizer
     from selfsup.methods.base import split_decay
 
     cfg = resolve(method)["optimizer"]

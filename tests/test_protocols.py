@@ -73,7 +73,7 @@ def test_finetuning_warms_up_and_clips_gradients(checkpoint, monkeypatch):
     import lightning as L
 
     from selfsup.data.datasets import load_split
-    from selfsup.engine.checkpoint import load_pretrained
+    from selfsup.build import load_pretrained
     from selfsup.eval import finetune as ft
 
     seen = {}
@@ -232,10 +232,9 @@ def test_evaluations_suite_evaluates_each_checkpoint_once(capsys, checkpoint, tm
 
     from selfsup.bench import evaluations, run_suite
 
-    quick = {"finetune": ["--epochs", "2"], "embedding": ["--images", "60", "--projection", "tsne"],
-             "transfer": ["--epochs", "5"]}
-    monkeypatch.setattr(evaluations, "PROTOCOLS", [(name, argv + quick.get(argv[0], []))
-                                                   for name, argv in evaluations.PROTOCOLS])
+    quick = {"finetune": {"epochs": 2}, "embedding": {"images": 60, "projection": ["tsne"]}, "transfer": {"epochs": 5}}
+    monkeypatch.setattr(evaluations, "PROTOCOLS", [(name, protocol, {**options, **quick.get(protocol, {})})
+                                                   for name, protocol, options in evaluations.PROTOCOLS])
     runs = tmp_path / "bench" / "fmnist-quick" / "runs"
     shutil.copytree(checkpoint.parent.parent, runs / "simclr", ignore=shutil.ignore_patterns("eval_*", "*.png"))
     out = tmp_path / "bench" / "evaluations"

@@ -91,8 +91,8 @@ def test_init_starts_from_a_pretrained_backbone_and_refuses_another_input(tmp_pa
     from conftest import TINY
 
     from selfsup.config import resolve
-    from selfsup.engine.checkpoint import read_checkpoint
-    from selfsup.engine.module import build_method
+    from selfsup.io import read_checkpoint
+    from selfsup.build import build_method
     from selfsup.engine.train import load_datasets
 
     assert main(["pretrain", "--method", "simclr", "--epochs", "1", "--out", str(tmp_path / "simclr")] + TINY) == 0
@@ -147,7 +147,7 @@ def test_bad_input_exits_2_and_writes_nothing(argv, needles, into, interrupted_s
 
 def _method(balance: str, name: str = "fixmatch", **params):
     from selfsup.config import resolve
-    from selfsup.engine.module import build_method
+    from selfsup.build import build_method
     from selfsup.engine.train import load_datasets
 
     cfg = resolve(name, None, {"dataset": "synthetic", "backbone": {"width": 8}, "batch_size": 16,

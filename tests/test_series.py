@@ -149,7 +149,7 @@ def test_cpc_on_a_ucr_folder_trains_and_reports_baselines(ucr_dir, tmp_path, cap
 def test_cpc_loss_falls_on_series(ucr_dir):
     from selfsup.config import merge, resolve
     from selfsup.data.views import make_views
-    from selfsup.engine.module import build_method
+    from selfsup.build import build_method
     from selfsup.engine.train import load_datasets
 
     cfg = merge(resolve("cpc"), {"dataset": "ucr", "data_dir": str(ucr_dir), "batch_size": 16, "backbone": {"width": 8}})

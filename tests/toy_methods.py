@@ -16,7 +16,7 @@ from selfsup.data.datasets import DATASETS, DatasetInfo, collate_batch
 from selfsup.data.samplers import ShuffleBatchSampler
 from selfsup.data.views import Normalization, ViewSpec
 from selfsup.losses import nt_xent
-from selfsup.losses.distributed import world_info
+from selfsup.distributed import world_info
 from selfsup.methods import METHODS, Method
 from selfsup.models.heads import mlp
 

@@ -280,7 +280,7 @@ def _cmd_semisup(args) -> None:
         raise SelfSupError(f"semisup trains a semi-supervised method, not '{args.method}'; choose one of: "
                            + ", ".join(name for name, cls in METHODS.items() if cls.semi_supervised))
     if args.init:
-        from .engine.checkpoint import read_checkpoint
+        from .io import read_checkpoint
         read_checkpoint(args.init)  # a clear error for a missing or damaged file, before any work
     params = {"labels_per_class": args.labels_per_class, "label_seed": args.label_seed, "balance": args.balance,
               "iterations": args.iterations}
@@ -328,9 +328,10 @@ def _print_summary(metrics: dict, out: Path, cfg: dict) -> None:
 
 
 def _cmd_evaluate(args) -> None:
-    from .eval.run import evaluate
+    from .eval.run import COMMON_OPTIONS, PROTOCOL_OPTIONS, EvalRequest, evaluate
 
-    result = evaluate(args)
+    names = {**COMMON_OPTIONS, **PROTOCOL_OPTIONS[args.protocol]}
+    result = evaluate(EvalRequest.make(args.protocol, args.checkpoint, **{name: getattr(args, name) for name in names}))
     print(json.dumps(result, indent=2))
 
 

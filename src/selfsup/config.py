@@ -104,6 +104,33 @@ def resolve(method: str, user_file: str | None = None, flags: dict | None = None
             raise SelfSupError(f"the config names method '{layer['method']}' but the run is for '{method}'")
         cfg = merge(cfg, layer)
     cfg["method"] = method
+    return expand_hosted(cfg)
+
+
+def expand_hosted(cfg: dict) -> dict:
+    """Write the full params of each method that ``cfg``'s method hosts
+    (``Method.hosted_methods``) into ``params.task_params``: the hosted method's class
+    defaults, its packaged config's params, then what ``task_params`` gave.  Idempotent, so
+    it also completes a config written before hosted params were written out.  An entry that
+    is exactly the full params of a method no longer hosted (a resolved config whose
+    ``tasks`` were changed) is dropped; any other entry is left for the method to judge."""
+    from .methods import METHODS, method_class
+
+    params = cfg["params"]
+    hosted = method_class(cfg["method"]).hosted_methods(params)
+    if not hosted:
+        return cfg
+    if not isinstance(params.get("task_params"), dict):
+        raise SelfSupError(f"params.task_params must map method names to their params, got {params.get('task_params')!r}")
+
+    def own(name: str) -> dict:
+        return merge(dict(METHODS[name].defaults), packaged_config(name).get("params", {}), f"{name}.")
+
+    given = params["task_params"]
+    params["task_params"] = {name: value for name, value in given.items()
+                             if name in hosted or name not in METHODS or value != own(name)}
+    for name in hosted:
+        params["task_params"][name] = merge(own(name), given.get(name) or {}, f"params.task_params.{name}.")
     return cfg
 
 

@@ -72,3 +72,21 @@ def cached_json(folder: Path | None, key: str, compute) -> dict:
     if path is not None:
         write_json(path, result)
     return result
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
+    """(checkpoint, its run configuration) of a selfsup checkpoint, or a clear error.
+
+    Reads with ``weights_only=True``: a checkpoint cannot run code when it is opened."""
+    path = Path(path)
+    if not path.is_file():
+        raise SelfSupError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - the unpickler fails in many ways on damaged bytes
+        raise SelfSupError(f"checkpoint {path} is corrupt or not a PyTorch checkpoint ({type(exc).__name__}); "
+                           "use checkpoints/last.ckpt of a selfsup run") from exc
+    cfg = checkpoint.get("hyper_parameters", {}).get("cfg") if isinstance(checkpoint, dict) else None
+    if not isinstance(cfg, dict) or "state_dict" not in checkpoint:
+        raise SelfSupError(f"{path} is not a selfsup checkpoint (no configuration or weights inside)")
+    return checkpoint, cfg

@@ -10,6 +10,8 @@ PyTorch random function.
 """
 from __future__ import annotations
 
+import zlib
+
 import torch
 
 
@@ -49,3 +51,8 @@ def seed_from(generator: torch.Generator) -> int:
 def cpu_generator(seed: int) -> torch.Generator:
     """A CPU generator seeded with ``seed`` (orders and tables that must not depend on the device)."""
     return torch.Generator().manual_seed(seed)
+
+
+def seeded_generator(device, *key) -> torch.Generator:
+    """A generator on ``device`` seeded by a hash of ``key`` (e.g. seed, epoch, batch, rank)."""
+    return torch.Generator(device=device).manual_seed(zlib.crc32("/".join(map(str, key)).encode()))

@@ -17,28 +17,26 @@ from ..methods import method_class
 from .report import write_table
 from .suites import claim, run_checkpoint
 
-# (result name, evaluate arguments): SimCLR's 1% and 10% label fractions, transfer to
+# (result name, protocol, its options): SimCLR's 1% and 10% label fractions, transfer to
 # scikit-learn digits, retrieval, the embedding maps.
 PROTOCOLS = [
-    ("finetune-1pct", ["finetune", "--label-fraction", "0.01"]),
-    ("finetune-10pct", ["finetune", "--label-fraction", "0.1"]),
-    ("transfer-digits", ["transfer", "--dataset", "digits"]),
-    ("retrieval", ["retrieval"]),
-    ("embedding", ["embedding"]),
+    ("finetune-1pct", "finetune", {"label_fraction": 0.01}),
+    ("finetune-10pct", "finetune", {"label_fraction": 0.1}),
+    ("transfer-digits", "transfer", {"dataset": "digits"}),
+    ("retrieval", "retrieval", {}),
+    ("embedding", "embedding", {}),
 ]
 
 
-def _evaluate(run_dir: Path, name: str, argv: list[str]) -> dict:
-    from ..cli import _build_parser
-    from ..eval.run import evaluate
+def _evaluate(run_dir: Path, name: str, protocol: str, options: dict) -> dict:
+    from ..eval.run import EvalRequest, evaluate
 
     output = run_dir / f"eval_{name}.json"
     if output.exists():
         return json.loads(output.read_text())
     checkpoint = run_checkpoint(run_dir)
     print(f"{run_dir.name}: {name}")
-    args = _build_parser().parse_args(["evaluate", *argv, "--checkpoint", str(checkpoint), "--output", str(output)])
-    return evaluate(args)
+    return evaluate(EvalRequest.make(protocol, checkpoint, output=str(output), **options))
 
 
 def _frozen(transfer: dict, retrieval: dict) -> dict:
@@ -71,16 +69,16 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
     rows, evaluated = [], []
     for run_dir in runs:
         method = json.loads((run_dir / "metrics.json").read_text())["method"]
-        done = all((run_dir / f"eval_{name}.json").exists() for name, _ in PROTOCOLS)
+        done = all((run_dir / f"eval_{name}.json").exists() for name, _, _ in PROTOCOLS)
         if methods and method not in methods and not done:
             continue  # not asked for: shown when every result is there
         with nullcontext(True) if done else claim(run_dir, "evaluations") as ours:
             if not ours:
                 print(f"{run_dir.name}: being evaluated by another process of this suite; left to it")
                 continue
-            r = {name: _evaluate(run_dir, name, argv + (["--baseline-cache", str(out / "baseline-cache")]
-                                                        if argv[0] != "embedding" else []))
-                 for name, argv in PROTOCOLS}
+            cache = {"baseline_cache": str(out / "baseline-cache")}
+            r = {name: _evaluate(run_dir, name, protocol, {**options, **(cache if protocol != "embedding" else {})})
+                 for name, protocol, options in PROTOCOLS}
         rows.append({"method": run_dir.name + (" (supervised)" if method_class(method).supervised else ""),
                      "checkpoint": _checkpoints(r), "precision": r["finetune-1pct"]["precision"],
                      "finetune_1pct": r["finetune-1pct"]["top1"], "scratch_1pct": r["finetune-1pct"]["scratch_top1"],

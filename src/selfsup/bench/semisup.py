@@ -20,7 +20,7 @@ import statistics
 from pathlib import Path
 
 from ..config import merge, resolve
-from ..engine.checkpoint import load_pretrained
+from ..build import load_pretrained
 from ..engine.train import load_datasets
 from ..errors import SelfSupError
 from ..eval.features import method_features

@@ -12,8 +12,9 @@ from pathlib import Path
 import yaml
 
 from ..config import merge, resolve
-from ..engine.checkpoint import load_pretrained
-from ..engine.train import ResumeMismatch, layer_probes, load_datasets, pretrain, run_baselines
+from ..build import load_pretrained
+from ..engine.train import ResumeMismatch, load_datasets, pretrain
+from ..eval.final import layer_probes, run_baselines
 from ..errors import SelfSupError
 from ..io import write_json
 from ..methods import method_class

@@ -26,11 +26,11 @@ from ..config import merge, resolve
 from ..data.datasets import dataset_info, load_split
 from ..data.views import make_views
 from ..engine.module import PretrainModule
-from ..engine.optim import build_optimizer
+from ..optim import build_optimizer
 from ..engine.train import pretrain
 from ..errors import SelfSupError
 from ..io import write_json
-from . import BF16, FMNIST_QUICK
+from .definitions import BF16, FMNIST_QUICK
 from .report import bar_plot, write_table
 
 STEPS = 40

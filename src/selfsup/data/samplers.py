@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch.utils.data import Sampler
 
-from ..losses.distributed import world_info
+from ..distributed import world_info
 from .. import rng
 
 

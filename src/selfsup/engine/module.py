@@ -2,88 +2,21 @@
 from __future__ import annotations
 
 import functools
-import zlib
 
 import lightning as L
 import torch
 
-from ..data.views import Normalization, make_views
+from ..data.views import make_views
 from ..errors import SelfSupError
 from ..eval.features import embed_split
-from ..losses import world_info
-from ..methods import METHODS, RunContext, method_class
-from ..models.backbones import SERIES_BACKBONES, default_backbone
-from ..models.norm import BATCHNORM_POLICIES, apply_batchnorm_policy
-from .optim import build_optimizer, warmup_cosine
+from ..distributed import world_info
+from ..build import build_method, run_normalization, uses_channels_last
+from ..rng import seeded_generator
+from ..optim import build_optimizer, warmup_cosine
 
 
 class NonFiniteLossError(SelfSupError):
     pass
-
-
-def run_context(cfg: dict) -> RunContext:
-    """The ``RunContext`` of a resolved config whose ``run`` facts the engine has filled."""
-    data, run = cfg["data"], cfg["run"]
-    return RunContext(train_size=run["train_size"], num_classes=data["num_classes"], image_size=data["image_size"],
-                      channels=data["channels"], epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-                      batches_per_epoch=run["batches_per_epoch"], world_size=run["world_size"], seed=cfg["seed"],
-                      smallest_class=run.get("smallest_class", 0), mean=tuple(data.get("mean", ())),
-                      std=tuple(data.get("std", ())), modality=data.get("modality", "image"))
-
-
-def build_method(cfg: dict):
-    """The method of a resolved config, with its backbone (fresh weights) and BatchNorm policy."""
-    run = run_context(cfg)
-    cls = method_class(cfg["method"])
-    if cfg["backbone"]["name"] == "auto":
-        cfg["backbone"]["name"] = default_backbone(run.modality)
-    if run.modality not in cls.modalities:
-        usable = ", ".join(name for name, c in METHODS.items() if run.modality in c.modalities)
-        raise SelfSupError(f"{cls.name} learns from {' and '.join(cls.modalities)} data, but {cfg['dataset']} holds "
-                           f"{run.modality} data; methods for it: {usable}")
-    if (cfg["backbone"]["name"] in SERIES_BACKBONES) != (run.modality == "series"):
-        kind = "series (conv1d)" if run.modality == "series" else "images (resnet18, resnet34, resnet50)"
-        raise SelfSupError(f"backbone {cfg['backbone']['name']} does not fit {cfg['dataset']}: its data needs a backbone "
-                           f"for {kind}; leave --backbone out (auto) or pick one of those")
-    cls.check_params(cfg["params"], run)
-    backbone = cls.build_backbone(cfg, run)
-    if cfg["backbone"].get("init"):
-        load_backbone(backbone, cfg["backbone"]["init"])
-    method = cls(backbone, cfg["params"], run)
-    norm, splits = cfg["backbone"]["batchnorm"], cfg["backbone"]["bn_splits"]
-    if norm not in BATCHNORM_POLICIES:
-        raise SelfSupError(f"backbone.batchnorm must be one of {', '.join(BATCHNORM_POLICIES)}, not {norm!r}")
-    if norm == "split" and run.world_size == 1 and (not isinstance(splits, int) or splits < 1 or run.batch_size % splits):
-        raise SelfSupError(f"split BatchNorm cuts each batch into backbone.bn_splits={splits!r} groups, which must "
-                           f"divide the batch size {run.batch_size}; change --batch-size or --set backbone.bn_splits=N")
-    # split-BN emulates per-device statistics on one device; with several devices they are per-device anyway
-    return apply_batchnorm_policy(method, "local" if norm == "split" and run.world_size > 1 else norm, splits)
-
-
-def load_backbone(backbone: torch.nn.Module, path: str) -> None:
-    """Copy the backbone weights of the selfsup checkpoint at ``path`` into ``backbone`` (the
-    ``backbone.init`` option: fine-tuning and semi-supervised runs from a pretrained encoder)."""
-    from .checkpoint import read_checkpoint
-
-    checkpoint, saved = read_checkpoint(path)
-    prefix = "method.backbone."
-    weights = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    try:
-        backbone.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise SelfSupError(f"backbone.init: the backbone in {path} ({saved['backbone']['name']}, width "
-                           f"{saved['backbone']['width']}, {saved['data']['channels']}-channel input) does not fit this "
-                           f"run's; pretrain on data with the same channels and use the same --backbone and --width") from exc
-
-
-def run_normalization(cfg: dict) -> Normalization:
-    """The input normalisation a resolved config trains with."""
-    return Normalization(tuple(cfg["data"]["mean"]), tuple(cfg["data"]["std"]))
-
-
-def seeded_generator(device, *key) -> torch.Generator:
-    """A generator on ``device`` seeded by a hash of ``key`` (e.g. seed, epoch, batch, rank)."""
-    return torch.Generator(device=device).manual_seed(zlib.crc32("/".join(map(str, key)).encode()))
 
 
 class PretrainModule(L.LightningModule):
@@ -96,10 +29,7 @@ class PretrainModule(L.LightningModule):
         self.cfg = cfg
         self.method = build_method(cfg)
         self.norm = run_normalization(cfg)
-        # PyTorch 2.14's CPU backward of channels-last strided 1x1 convolutions (ResNet
-        # shortcuts) corrupts memory for odd batch sizes, so odd batches train in NCHW.
-        self.channels_last = (bool(cfg["trainer"]["channels_last"]) and cfg["batch_size"] % 2 == 0
-                              and cfg["data"].get("modality", "image") == "image")
+        self.channels_last = uses_channels_last(cfg)
         self.train_set = None
         self.epoch_history: list[dict] = []  # what the method's epoch-start hook reported
         if self.channels_last:

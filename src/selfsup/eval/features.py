@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ..data.datasets import batch_inputs, collate_batch
 from ..data.views import Normalization, clean_view
-from ..losses.distributed import gather_no_grad, world_info
+from ..distributed import gather_no_grad, world_info
 
 
 @torch.no_grad()

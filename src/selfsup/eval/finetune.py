@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader
 from ..data.augment import AugmentConfig
 from ..data.datasets import balanced_subset_indices, batch_inputs, collate_batch
 from ..data.views import Normalization, ViewSpec, augment_for, make_views
-from ..engine.module import seeded_generator
-from ..engine.optim import warmup_cosine
+from ..rng import seeded_generator
+from ..optim import warmup_cosine
 from ..errors import SelfSupError
 from ..io import content_hash
 from .features import classifier_top1, evaluated_network

@@ -8,6 +8,7 @@ random initialisation, so that what pretraining adds is visible under each proto
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -21,6 +22,49 @@ from .diagnostics import embedding_diagnostics
 from .features import evaluated_network, method_features
 from .knn import knn_top1
 from .linear import linear_probe, train_linear_probe
+
+# What every protocol takes, and each protocol's own options, with their defaults (the CLI's).
+COMMON_OPTIONS = {"dataset": None, "data_dir": None, "subset": None, "channels": None, "batch_size": 512,
+                  "output": None}
+_BASELINES = {"baselines": True, "baseline_cache": None}
+_PROBE = {"epochs": 100, "lr": 1e-3, "weight_decay": 0.0}
+_KNN = {"k": 200, "temperature": 0.1}
+PROTOCOL_OPTIONS = {
+    "knn": {**_BASELINES, **_KNN, "memory_bank": False},
+    "linear": {**_BASELINES, **_PROBE, "layers": "last"},
+    "finetune": {**_BASELINES, "label_fraction": None, "labels_per_class": None, "epochs": None, "precision": None},
+    "transfer": {**_BASELINES, **_KNN, **_PROBE},
+    "retrieval": {**_BASELINES, "k": [1, 5, 10, 100], "grid_queries": 8, "grid_neighbours": 8},
+    "embedding": {"images": 2000, "projection": None},
+    "diagnostics": {"images": 2000},
+}
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """One evaluation: ``protocol`` on ``checkpoint`` with ``options`` (the common ones and the
+    protocol's own, ``COMMON_OPTIONS`` and ``PROTOCOL_OPTIONS``; read as attributes).  Build it
+    with ``EvalRequest.make``, which fills the defaults and refuses options the protocol lacks."""
+
+    protocol: str
+    checkpoint: str
+    options: dict = field(default_factory=dict)
+
+    @classmethod
+    def make(cls, protocol: str, checkpoint, **options) -> "EvalRequest":
+        if protocol not in PROTOCOL_OPTIONS:
+            raise SelfSupError(f"unknown evaluation protocol '{protocol}'; choose one of: {', '.join(PROTOCOL_OPTIONS)}")
+        allowed = {**COMMON_OPTIONS, **PROTOCOL_OPTIONS[protocol]}
+        foreign = sorted(set(options) - set(allowed))
+        if foreign:
+            raise SelfSupError(f"the {protocol} protocol has no option '{foreign[0]}'; its options: {', '.join(allowed)}")
+        return cls(protocol, str(checkpoint), {**allowed, **options})
+
+    def __getattr__(self, name: str):
+        options = self.__dict__.get("options", {})
+        if name in options:
+            return options[name]
+        raise AttributeError(name)
 
 
 def _evaluation_data(args, cfg: dict, labelled: bool = True, adapt: bool = False):
@@ -56,7 +100,7 @@ class Encoders:
         self.cache, self.checkpoint = cache, checkpoint
         self.methods = {"features": module.method}
         if baselines:
-            from ..engine.module import build_method
+            from ..build import build_method
 
             L.seed_everything(module.cfg["seed"], verbose=False)
             random_init = build_method(module.cfg).to(device)
@@ -116,8 +160,9 @@ def _linear_score(args, enc, train, test, seed):
     return score
 
 
-def evaluate(args) -> dict:
-    from ..engine.checkpoint import load_pretrained
+def evaluate(args: EvalRequest) -> dict:
+    """Run ``args`` and write its JSON result (``args.output``, default RUN/eval_PROTOCOL.json)."""
+    from ..build import load_pretrained
 
     module = load_pretrained(args.checkpoint)
     cfg = module.cfg
@@ -129,8 +174,8 @@ def evaluate(args) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     module.to(device)
     size = cfg["data"]["image_size"]
-    cache = Path(args.baseline_cache) if getattr(args, "baseline_cache", None) else None
-    enc = Encoders(module, norm, size, getattr(args, "baselines", False) and protocol != "diagnostics", device,
+    cache = Path(args.baseline_cache) if args.options.get("baseline_cache") else None
+    enc = Encoders(module, norm, size, args.options.get("baselines", False), device,
                    args.batch_size, cache, str(args.checkpoint))
     result = {"protocol": protocol, "checkpoint": str(args.checkpoint), "method": cfg["method"],
               "pretrain_dataset": cfg["dataset"], "dataset": dataset, "train_images": len(train),
@@ -236,7 +281,7 @@ def _embedding(args, enc, test, folder: Path, cfg: dict, dataset: str) -> dict:
 
 
 def _finetune(args, module, train, test, norm, device, cfg: dict) -> dict:
-    from ..engine.module import build_method
+    from ..build import build_method
     from .finetune import default_epochs, finetune, label_subset, scratch_fingerprint
 
     fraction = 0.1 if args.label_fraction is None and args.labels_per_class is None else args.label_fraction

@@ -1,6 +1,6 @@
-"""Pure loss functions: tensors in, a scalar batch mean out.  They import nothing else of
-selfsup, so they can be used in any training loop."""
-from .distributed import all_reduce_sum, gather_no_grad, gather_with_grad, world_info
+"""Pure loss functions: tensors in, a scalar batch mean out.  They import nothing of selfsup
+but the rank helpers of ``selfsup.distributed`` (identity on one process), so they can be used
+in any training loop."""
 from .gaussian import gaussian_jsd, gaussian_kl
 from .info_nce import batch_info_nce, info_nce, sampled_info_nce
 from .nce import bank_softmax, estimate_log_z, nce_memory
@@ -9,5 +9,5 @@ from .nt_xent import decoupled_nt_xent, nt_xent
 from .supervised import supcon, triplet
 from .swav import sinkhorn, swav
 
-__all__ = ["all_reduce_sum", "bank_softmax", "barlow_twins", "batch_info_nce", "decoupled_nt_xent", "gather_no_grad", "gather_with_grad", "gaussian_jsd", "gaussian_kl", "info_nce",
-           "estimate_log_z", "nce_memory", "negative_cosine", "nt_xent", "sampled_info_nce", "sinkhorn", "supcon", "swav", "triplet", "world_info"]
+__all__ = ["bank_softmax", "barlow_twins", "batch_info_nce", "decoupled_nt_xent", "gaussian_jsd", "gaussian_kl", "info_nce",
+           "estimate_log_z", "nce_memory", "negative_cosine", "nt_xent", "sampled_info_nce", "sinkhorn", "supcon", "swav", "triplet"]

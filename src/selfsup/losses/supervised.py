@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .distributed import gather_no_grad, gather_with_grad, world_info
+from ..distributed import gather_no_grad, gather_with_grad, world_info
 
 TRIPLET_MINING = ("semi-hard", "hard", "all")
 

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .distributed import all_reduce, all_reduce_sum
+from ..distributed import all_reduce, all_reduce_sum
 
 
 def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3,

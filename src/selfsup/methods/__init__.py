@@ -1,35 +1,80 @@
-"""Method registry: one file per method."""
-from ..errors import SelfSupError
-from .autoencoders import ContextEncoder, DenoisingAE
-from .barlow_twins import BarlowTwins
-from .base import Method, RunContext
-from .byol import BYOL
-from .colorization import Colorization
-from .count import Count
-from .cpc import CPC
-from .deepcluster import DeepCluster, DeepClusterV2
-from .exemplar import Exemplar
-from .gaussian import DARe, SuperInfo
-from .instdisc import InstDisc
-from .jigsaw import Jigsaw
-from .moco import MoCoV1, MoCoV2
-from .multitask import Multitask
-from .relative_patch import RelativePatch
-from .rotation import Rotation
-from .semisup import FixMatch, Frost, PseudoLabel, SelfTraining, SupervisedOnly
-from .simclr import SimCLR
-from .simsiam import SimSiam
-from .split_brain import SplitBrain
-from .supervised import SupCon, Supervised, Triplet
-from .swav import SwAV
+"""Method registry: one file per method, imported when the method is first asked for (the
+registry itself imports no method, so a method may look others up without an import circle)."""
+from __future__ import annotations
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in [SimCLR, MoCoV2, MoCoV1, SwAV, DeepCluster, DeepClusterV2, BYOL,
-                                                              SimSiam, BarlowTwins, SupCon, Triplet, DARe, SuperInfo,
-                                                              InstDisc, CPC, Supervised, Rotation,
-                                                              Jigsaw, RelativePatch, DenoisingAE, ContextEncoder,
-                                                              Count, Exemplar, Multitask, Colorization,
-                                                              SplitBrain, SupervisedOnly, PseudoLabel, SelfTraining,
-                                                              FixMatch, Frost]}
+import importlib
+from collections.abc import Iterator, MutableMapping
+
+from ..errors import SelfSupError
+from .base import Method, RunContext
+
+# name -> (module in selfsup.methods, class), in the order `selfsup list` shows them
+_PLACES = {
+    "simclr": ("simclr", "SimCLR"),
+    "moco-v2": ("moco", "MoCoV2"),
+    "moco-v1": ("moco", "MoCoV1"),
+    "swav": ("swav", "SwAV"),
+    "deepcluster": ("deepcluster", "DeepCluster"),
+    "deepcluster-v2": ("deepcluster", "DeepClusterV2"),
+    "byol": ("byol", "BYOL"),
+    "simsiam": ("simsiam", "SimSiam"),
+    "barlow-twins": ("barlow_twins", "BarlowTwins"),
+    "supcon": ("supervised", "SupCon"),
+    "triplet": ("supervised", "Triplet"),
+    "dare": ("gaussian", "DARe"),
+    "superinfo": ("gaussian", "SuperInfo"),
+    "instdisc": ("instdisc", "InstDisc"),
+    "cpc": ("cpc", "CPC"),
+    "supervised": ("supervised", "Supervised"),
+    "rotation": ("rotation", "Rotation"),
+    "jigsaw": ("jigsaw", "Jigsaw"),
+    "relative-patch": ("relative_patch", "RelativePatch"),
+    "denoising-ae": ("autoencoders", "DenoisingAE"),
+    "context-encoder": ("autoencoders", "ContextEncoder"),
+    "count": ("count", "Count"),
+    "exemplar": ("exemplar", "Exemplar"),
+    "multitask": ("multitask", "Multitask"),
+    "colorization": ("colorization", "Colorization"),
+    "split-brain": ("split_brain", "SplitBrain"),
+    "supervised-only": ("semisup", "SupervisedOnly"),
+    "pseudo-label": ("semisup", "PseudoLabel"),
+    "self-training": ("semisup", "SelfTraining"),
+    "fixmatch": ("semisup", "FixMatch"),
+    "frost": ("semisup", "Frost"),
+}
+
+
+class _Registry(MutableMapping):
+    """``{name: Method subclass}``: each lookup of a built-in method imports its module once;
+    a class registered at run time (``METHODS[name] = cls``: a plug-in, the tests' toy
+    methods) is kept as given."""
+
+    def __init__(self):
+        self._added: dict[str, type[Method]] = {}
+
+    def __getitem__(self, name: str) -> type[Method]:
+        if name in self._added:
+            return self._added[name]
+        module, cls = _PLACES[name]
+        return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+
+    def __setitem__(self, name: str, cls: type[Method]) -> None:
+        if name in _PLACES:
+            raise SelfSupError(f"method '{name}' is built in and cannot be replaced")
+        self._added[name] = cls
+
+    def __delitem__(self, name: str) -> None:
+        del self._added[name]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from _PLACES
+        yield from self._added
+
+    def __len__(self) -> int:
+        return len(_PLACES) + len(self._added)
+
+
+METHODS: MutableMapping[str, type[Method]] = _Registry()
 
 
 def method_class(name: str) -> type[Method]:

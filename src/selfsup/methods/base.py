@@ -44,7 +44,7 @@ from torch import nn
 from ..data.datasets import batch_inputs
 from ..data.views import ViewSpec
 from ..errors import SelfSupError
-from ..losses.distributed import world_info
+from ..distributed import world_info
 from ..models.backbones import build_backbone
 from .. import rng
 
@@ -121,6 +121,15 @@ class Method(nn.Module):
         if cls.colour_only and run.channels != 3:
             raise SelfSupError(f"{cls.name} needs colour images, but this dataset has {run.channels} channel(s); use a "
                                "colour dataset (cifar10, cifar100, stl10, imagefolder)")
+
+    @classmethod
+    def hosted_methods(cls, params: dict) -> list[str]:
+        """The registered methods this method builds around its own backbone (multitask's
+        tasks, FROST's self-supervised term); their full params, from their class defaults,
+        packaged configs and ``params["task_params"][NAME]``, are written into
+        ``params["task_params"]`` when the config is resolved, so that a run's config alone
+        rebuilds them."""
+        return []
 
     @classmethod
     def build_backbone(cls, cfg: dict, run: RunContext) -> nn.Module:

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..data.augment import AugmentConfig
 from ..data.views import ViewSpec
-from ..losses.distributed import gather_no_grad, gather_with_grad, world_info
+from ..distributed import gather_no_grad, gather_with_grad, world_info
 from .. import rng
 
 

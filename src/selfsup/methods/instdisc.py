@@ -31,7 +31,8 @@ from torch import nn
 
 from ..data.augment import AugmentConfig
 from ..data.views import ViewSpec
-from ..losses import all_reduce_sum, bank_softmax, estimate_log_z, nce_memory, world_info
+from ..distributed import all_reduce_sum, world_info
+from ..losses import bank_softmax, estimate_log_z, nce_memory
 from .base import Method
 from .helpers import MemoryBank
 

@@ -9,7 +9,7 @@ all 1), or, with ``uncertainty: true``, the learned uncertainty weighting of Ken
 Cipolla (CVPR 2018): Σ exp(−s_i)·L_i + s_i with one learned log-variance s_i per task.
 ``supervised`` may be added as an auxiliary task when the data has labels.  Each task's
 params are its packaged defaults (configs/TASK.yaml) with ``task_params.TASK`` laid over
-them.  The tasks share the method generator the engine seeds every step, so a resumed run
+them, written out in full into ``task_params`` when the config is resolved.  The tasks share the method generator the engine seeds every step, so a resumed run
 draws the same permutations, masks and warps.  Tasks that need their own data loader
 (exemplar) cannot join: the trunk sees one stream of batches.
 """
@@ -35,19 +35,27 @@ class HostsMethods:
     def hosted(self) -> dict:
         raise NotImplementedError
 
-    @staticmethod
-    def check_hosted(host: str, name: str, overrides: dict | None, run) -> None:
-        """Refuse method ``name`` if it needs its own loader or parameter groups, then check its
-        params (``task_params`` with ``overrides``) as its own run would."""
+    @classmethod
+    def hosted_params(cls, name: str, params: dict) -> dict:
+        """Method ``name``'s params as resolved into ``params["task_params"]`` (its class defaults
+        under them, for what a method gained after the config was written)."""
         from . import method_class
 
-        cls = method_class(name)
+        return {**method_class(name).defaults, **params["task_params"].get(name, {})}
+
+    @classmethod
+    def check_hosted(cls, name: str, params: dict, run) -> None:
+        """Refuse method ``name`` if it needs its own loader or parameter groups, then check its
+        params as its own run would."""
+        from . import method_class
+
+        hosted = method_class(name)
         own = [hook.replace("_", " ") for hook in ("train_loader", "parameter_groups")
-               if getattr(cls, hook) is not getattr(Method, hook)]
+               if getattr(hosted, hook) is not getattr(Method, hook)]
         if own:
-            raise SelfSupError(f"{host} cannot train {name} beside its own objective: {name} needs its own "
+            raise SelfSupError(f"{cls.name} cannot train {name} beside its own objective: {name} needs its own "
                                f"{' and '.join(own)}; choose another method")
-        cls.check_params(task_params(name, overrides), run)
+        hosted.check_params(cls.hosted_params(name, params), run)
 
     @property
     def generator(self) -> torch.Generator:
@@ -76,22 +84,17 @@ class HostsMethods:
             method.on_step_end(step, total_steps)
 
 
-def task_params(name: str, overrides: dict) -> dict:
-    """A task's params: its class defaults, its packaged config, then ``overrides``."""
-    from ..config import merge, packaged_config
-    from . import method_class
-
-    cls = method_class(name)
-    return merge(merge(dict(cls.defaults), packaged_config(name).get("params", {}), f"{name}."), overrides or {},
-                 f"params.task_params.{name}.")
-
-
 class Multitask(HostsMethods, Method):
     """Multitask (Caruana 1997): one shared trunk, one head per pretext task, weighted sum of their losses."""
 
     name = "multitask"
     revision = 2  # 2: its default tasks include jigsaw, whose permutation set changed
     defaults = {"tasks": ["rotation", "jigsaw"], "weights": None, "uncertainty": False, "task_params": {}}
+
+    @classmethod
+    def hosted_methods(cls, params):
+        tasks = params.get("tasks")
+        return [task for task in tasks if task in TASKS] if isinstance(tasks, list) else []
 
     @classmethod
     def check_params(cls, params, run):
@@ -102,7 +105,7 @@ class Multitask(HostsMethods, Method):
         for task in tasks:
             if task not in TASKS:
                 raise SelfSupError(f"params.tasks of multitask: unknown task {task!r}; choose from {', '.join(TASKS)}")
-            cls.check_hosted(cls.name, task, params["task_params"].get(task), run)
+            cls.check_hosted(task, params, run)
         unknown = set(params["task_params"]) - set(tasks)
         if unknown:
             raise SelfSupError(f"params.task_params names tasks that are not in params.tasks: {', '.join(sorted(unknown))}")
@@ -114,7 +117,7 @@ class Multitask(HostsMethods, Method):
         from . import method_class
 
         super().__init__(backbone, cfg, run)
-        self.tasks = nn.ModuleDict({task: method_class(task)(backbone, task_params(task, cfg["task_params"].get(task)), run)
+        self.tasks = nn.ModuleDict({task: method_class(task)(backbone, self.hosted_params(task, cfg), run)
                                     for task in cfg["tasks"]})
         self.weights = cfg["weights"] or [1.0] * len(self.tasks)
         if cfg["uncertainty"]:

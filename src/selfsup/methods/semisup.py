@@ -60,7 +60,7 @@ from ..data.views import ViewSpec
 from ..errors import SelfSupError
 from .base import Method
 from .helpers import ema_update, frozen_copy
-from .multitask import HostsMethods, task_params
+from .multitask import HostsMethods
 from .. import rng
 
 WEAK = AugmentConfig(crop_scale=(0.6, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
@@ -348,7 +348,7 @@ class Frost(HostsMethods, PoolRelabelling, FixMatch):
     name = "frost"
     revision = 2  # 2: FixMatch's Equalize fix and its hosted method's step and epoch hooks (both 2026-11-30)
     defaults = {**FixMatch.defaults, "iterations": 3, "balance": "data", "self_supervised": "simclr",
-                "lambda_ss": 1.0}
+                "lambda_ss": 1.0, "task_params": {}}
     limits = {**FixMatch.limits, "iterations": (1, None), "lambda_ss": (0, None)}
 
     @classmethod
@@ -359,14 +359,20 @@ class Frost(HostsMethods, PoolRelabelling, FixMatch):
         name = params["self_supervised"]
         if name not in METHODS or METHODS[name].semi_supervised or METHODS[name].supervised:
             raise SelfSupError(f"params.self_supervised must name a self-supervised method, not {name!r}")
-        cls.check_hosted(cls.name, name, {}, run)
+        cls.check_hosted(name, params, run)
+
+    @classmethod
+    def hosted_methods(cls, params):
+        from . import METHODS
+
+        return [params["self_supervised"]] if params.get("self_supervised") in METHODS else []
 
     def __init__(self, backbone, cfg, run):
         super().__init__(backbone, cfg, run)
         from . import method_class
 
         name = cfg["self_supervised"]
-        self.self_supervised = method_class(name)(self.backbone, task_params(name, {}), run)
+        self.self_supervised = method_class(name)(self.backbone, self.hosted_params(name, cfg), run)
         self.generator = self.generator  # hand the generator to the self-supervised method
 
     def hosted(self):

@@ -182,7 +182,7 @@ def check_run_dir(out: Path, cfg: dict, resume: bool) -> Path | None:
     ckpt = out / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
         return None
-    from ..engine.checkpoint import read_checkpoint
+    from ..io import read_checkpoint
     read_checkpoint(ckpt)  # a clear error for a damaged checkpoint, before Lightning reads it
     return ckpt
 

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from ..errors import SelfSupError
+from .errors import SelfSupError
 
 
 class LARS(torch.optim.Optimizer):
