@@ -28,6 +28,7 @@ def run_context(cfg: dict) -> RunContext:
 
 def build_method(cfg: dict):
     """The method of a resolved config, with its backbone (fresh weights) and BatchNorm policy."""
+    expand_hosted(cfg)  # a config changed after it was resolved: hosted params as resolving gives them
     run = run_context(cfg)
     cls = method_class(cfg["method"])
     if cfg["backbone"]["name"] == "auto":
@@ -99,10 +100,9 @@ class Pretrained:
 def load_pretrained(path: str | Path) -> Pretrained:
     """The method saved in a selfsup checkpoint, in eval mode on the CPU."""
     checkpoint, cfg = read_checkpoint(path)
-    # options added to a method after the checkpoint was written take their defaults; a hosting
-    # method's checkpoint from before its hosted params were written out gets them as it was built
+    # options added to a method after the checkpoint was written take their defaults (and a hosting
+    # method's checkpoint from before its hosted params were written out gets them: build_method)
     cfg["params"] = {**method_class(cfg["method"]).defaults, **cfg["params"]}
-    expand_hosted(cfg)
     method = build_method(cfg)
     prefix = "method."
     try:

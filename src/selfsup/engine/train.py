@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader
 
-from ..config import dump, setting_differences
+from ..config import dump, expand_hosted, setting_differences
 from ..data.datasets import (balanced_subset_indices, batch_inputs, collate_batch, dataset_info, load_split,
                              normalization_for)
 from ..data.memory import InMemoryDataset
@@ -153,6 +153,7 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
     to rank 0."""
     quiet_lightning()
     out = Path(out)
+    expand_hosted(cfg)  # a config changed after it was resolved: its hosted methods' params as resolving gives them
     train, bank, test = load_datasets(cfg)
     if cfg["batch_size"] > len(train):
         raise SelfSupError(f"batch size {cfg['batch_size']} is larger than the {len(train)} training images; "
