@@ -260,11 +260,11 @@ def test_evaluate_flags_and_their_defaults_are_the_eval_requests(protocol):
     """The CLI builds an ``EvalRequest``; the flags' defaults are the table's, so that a suite or
     a program that builds the request directly evaluates exactly as the command does."""
     from selfsup.cli import _build_parser
-    from selfsup.eval.run import COMMON_OPTIONS, PROTOCOL_OPTIONS
+    from selfsup.eval.run import protocol_options
 
     argv = ["evaluate", protocol, "--checkpoint", "x.ckpt"] + (["--dataset", "digits"] if protocol == "transfer" else [])
     args = vars(_build_parser().parse_args(argv))
-    expected = {**COMMON_OPTIONS, **PROTOCOL_OPTIONS[protocol], **({"dataset": "digits"} if protocol == "transfer" else {})}
+    expected = {**protocol_options(protocol), **({"dataset": "digits"} if protocol == "transfer" else {})}
     assert {name: args[name] for name in expected} == expected
 
 

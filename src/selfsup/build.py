@@ -56,14 +56,17 @@ def build_method(cfg: dict):
     return apply_batchnorm_policy(method, "local" if norm == "split" and run.world_size > 1 else norm, splits)
 
 
+def _weights_under(state_dict: dict, prefix: str) -> dict:
+    """The entries of a checkpoint's ``state_dict`` under ``prefix``, with the prefix taken off."""
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
 def load_backbone(backbone: torch.nn.Module, path: str) -> None:
     """Copy the backbone weights of the selfsup checkpoint at ``path`` into ``backbone`` (the
     ``backbone.init`` option: fine-tuning and semi-supervised runs from a pretrained encoder)."""
     checkpoint, saved = read_checkpoint(path)
-    prefix = "method.backbone."
-    weights = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     try:
-        backbone.load_state_dict(weights)
+        backbone.load_state_dict(_weights_under(checkpoint["state_dict"], "method.backbone."))
     except RuntimeError as exc:
         raise SelfSupError(f"backbone.init: the backbone in {path} ({saved['backbone']['name']}, width "
                            f"{saved['backbone']['width']}, {saved['data']['channels']}-channel input) does not fit this "
@@ -104,9 +107,8 @@ def load_pretrained(path: str | Path) -> Pretrained:
     # method's checkpoint from before its hosted params were written out gets them: build_method)
     cfg["params"] = {**method_class(cfg["method"]).defaults, **cfg["params"]}
     method = build_method(cfg)
-    prefix = "method."
     try:
-        method.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)})
+        method.load_state_dict(_weights_under(checkpoint["state_dict"], "method."))
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise SelfSupError(f"checkpoint {path} does not match its own configuration ({first}); "

@@ -328,10 +328,10 @@ def _print_summary(metrics: dict, out: Path, cfg: dict) -> None:
 
 
 def _cmd_evaluate(args) -> None:
-    from .eval.run import COMMON_OPTIONS, PROTOCOL_OPTIONS, EvalRequest, evaluate
+    from .eval.run import EvalRequest, evaluate, protocol_options
 
-    names = {**COMMON_OPTIONS, **PROTOCOL_OPTIONS[args.protocol]}
-    result = evaluate(EvalRequest.make(args.protocol, args.checkpoint, **{name: getattr(args, name) for name in names}))
+    options = {name: getattr(args, name) for name in protocol_options(args.protocol)}
+    result = evaluate(EvalRequest.make(args.protocol, args.checkpoint, **options))
     print(json.dumps(result, indent=2))
 
 

@@ -29,11 +29,10 @@ from ..errors import SelfSupError
 from ..eval.diagnostics import embedding_diagnostics
 from ..eval.features import classifier_top1
 from ..eval.final import knn_and_probe, run_baselines
-from ..io import atomic_write_text, ensure_writable_dir, write_json
+from ..io import atomic_write_text, ensure_writable_dir, read_checkpoint, write_json
 from ..methods.base import Method
 from ..models.backbones import default_backbone
 from .callbacks import AtomicCheckpointIO, EpochCheckpoint, KNNMonitor, ProgressBar, Throughput
-from ..io import read_checkpoint
 from .module import PretrainModule
 
 

@@ -40,6 +40,13 @@ PROTOCOL_OPTIONS = {
 }
 
 
+def protocol_options(protocol: str) -> dict:
+    """Every option ``protocol`` takes, with its default."""
+    if protocol not in PROTOCOL_OPTIONS:
+        raise SelfSupError(f"unknown evaluation protocol '{protocol}'; choose one of: {', '.join(PROTOCOL_OPTIONS)}")
+    return {**COMMON_OPTIONS, **PROTOCOL_OPTIONS[protocol]}
+
+
 @dataclass(frozen=True)
 class EvalRequest:
     """One evaluation: ``protocol`` on ``checkpoint`` with ``options`` (the common ones and the
@@ -52,9 +59,7 @@ class EvalRequest:
 
     @classmethod
     def make(cls, protocol: str, checkpoint, **options) -> "EvalRequest":
-        if protocol not in PROTOCOL_OPTIONS:
-            raise SelfSupError(f"unknown evaluation protocol '{protocol}'; choose one of: {', '.join(PROTOCOL_OPTIONS)}")
-        allowed = {**COMMON_OPTIONS, **PROTOCOL_OPTIONS[protocol]}
+        allowed = protocol_options(protocol)
         foreign = sorted(set(options) - set(allowed))
         if foreign:
             raise SelfSupError(f"the {protocol} protocol has no option '{foreign[0]}'; its options: {', '.join(allowed)}")
