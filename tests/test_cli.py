@@ -175,7 +175,7 @@ def test_print_config_shows_resolved_values_and_writes_nothing(capsys, tmp_path,
 def test_a_runs_config_file_repeats_the_run(capsys, finished_run):
     import yaml
 
-    from selfsup.config import setting_differences
+    from selfsup.rundir import setting_differences
     saved = yaml.safe_load((finished_run / "config.yaml").read_text())  # with the data facts its run filled in
     assert main(["pretrain", "--method", "simclr", "--config", str(finished_run / "config.yaml"), "--print-config"]) == 0
     again = yaml.safe_load(capsys.readouterr().out)

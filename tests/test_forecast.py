@@ -281,3 +281,18 @@ def test_missing_extra_names_the_install_command(sines_csv, tmp_path, monkeypatc
     assert run_cli("--csv", sines_csv, "--column", "y", "--model", "plain", "--out", tmp_path / "out") == 2
     assert "pip install -e .[timeseries]" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_forecast_suite_findings_call_a_gap_inside_the_seed_range_a_tie():
+    from selfsup.bench.forecast import LAGS, LEAKY_LABEL, _findings
+
+    plain = {lag: [0.50, 0.52, 0.54] for lag in LAGS}
+    models = {"ar": {lag: [0.45] for lag in LAGS}, "plain": plain,
+              "mtl": {lag: [0.49, 0.53, 0.51] for lag in LAGS},  # 0.01 better on average: inside the range
+              "mtv": {lag: [0.30, 0.31, 0.32] for lag in LAGS},
+              "self-boosted": {3: [0.40, 0.41, 0.42], 6: [0.51, 0.53, 0.55], 12: [0.60, 0.61, 0.62]},
+              LEAKY_LABEL: {lag: [0.2, 0.2, 0.2] for lag in LAGS}}
+    (line,) = _findings({"toy": models})
+    assert "self-boosted beats plain at lag 3; ties with plain at lag 6; trails plain at lag 12" in line
+    assert "mtl ties with plain; mtv beats plain" in line
+    assert "is mtv's (0.310)" in line and "tied with" not in line

@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "selfsup"
 LAYERS = [
     {"errors", "rng", "distributed"},
     {"io", "optim", "plots"},
-    {"losses", "models", "data"},
+    {"losses", "models", "data", "rundir"},
     {"methods"},
     {"config"},
     {"build"},

@@ -259,7 +259,7 @@ def _train(args, cfg: dict, **options) -> None:
     from .engine.train import pretrain
 
     if args.print_config:
-        from .config import dump
+        from .rundir import dump
         print(dump(cfg), end="")
         return
     out = Path(args.out or f"runs/{cfg['method']}-{cfg['dataset']}")
@@ -336,7 +336,7 @@ def _cmd_evaluate(args) -> None:
 
 
 def _cmd_forecast(args) -> None:
-    from .config import dump
+    from .rundir import dump
     from .timeseries.run import default_out, forecast_config, run_forecast, summary
 
     flags = {"model": args.model, "series": args.series, "csv": args.csv, "columns": args.column,

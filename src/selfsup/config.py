@@ -132,16 +132,3 @@ def expand_hosted(cfg: dict) -> dict:
     for name in hosted:
         params["task_params"][name] = merge(own(name), given.get(name) or {}, f"params.task_params.{name}.")
     return cfg
-
-
-def setting_differences(a, b, where: str = "") -> list[str]:
-    """Dotted names of the settings that differ between two resolved configs (what ``--resume``
-    must repeat); whether a progress bar is shown does not count."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for key in sorted(set(a) | set(b), key=str)
-                for d in setting_differences(a.get(key), b.get(key), f"{where}{key}.")]
-    return [] if a == b or where.startswith("trainer.progress_bar") else [where.rstrip(".")]
-
-
-def dump(cfg: dict) -> str:
-    return yaml.safe_dump(cfg, sort_keys=False)

@@ -5,11 +5,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..config import merge
 from ..errors import SelfSupError
 from ..io import ensure_writable_dir
-from .definitions import (ABLATION_BUDGET, ABLATIONS, FMNIST_QUICK, FMNIST_QUICK_TUNED, MULTITASK, MULTITASK_BUDGET,
-                          ablation_findings, spread_rows)
+from .definitions import (ABLATION_BUDGET, FMNIST_QUICK, MULTITASK, MULTITASK_BUDGET, ablation_findings,
+                          ablation_runs, fmnist_quick_runs)
 from .forecast import forecast_suite
 
 
@@ -31,19 +30,15 @@ def _smoke(out: Path, data_dir: str | None, methods: list[str] | None):
 
 def _fmnist_quick(out: Path, data_dir: str | None, methods: list[str] | None, row: list[str] | None = None):
     from .suites import accuracy_suite
-    from ..methods import METHODS
-    rows = [(m, m, FMNIST_QUICK_TUNED.get(m, {})) for m, cls in METHODS.items() if not cls.semi_supervised]
     return accuracy_suite(out, "fmnist-quick", "Fashion-MNIST quick: ResNet-18 (small stem, width 16), batch 256, 5 epochs",
-                          rows + spread_rows("simclr", "simclr", FMNIST_QUICK_TUNED["simclr"]),
-                          FMNIST_QUICK, probe_epochs=100,
+                          fmnist_quick_runs(), FMNIST_QUICK, probe_epochs=100,
                           data_dir=data_dir, selected=methods, probe_layers=True, selected_rows=row)
 
 
 def _ablations(out: Path, data_dir: str | None, methods: list[str] | None, row: list[str] | None = None):
     from .suites import accuracy_suite
-    runs = [(label, m, merge(FMNIST_QUICK_TUNED.get(m, {}), change, strict=False)) for label, m, change in ABLATIONS]
     return accuracy_suite(out, "ablations", "Ablations: ResNet-18 width 16, batch 256, 3 epochs (BYOL, 'moco-v2 10 ep': 10) on 20k "
-                          "Fashion-MNIST training images", runs, ABLATION_BUDGET, probe_epochs=100, data_dir=data_dir, selected=methods,
+                          "Fashion-MNIST training images", ablation_runs(), ABLATION_BUDGET, probe_epochs=100, data_dir=data_dir, selected=methods,
                           findings=ablation_findings, selected_rows=row)
 
 

@@ -39,6 +39,20 @@ def spread_rows(label: str, method: str, settings: dict) -> list[tuple[str, str,
     return [(f"{label}, training seed {seed}", method, {**settings, "seed": seed}) for seed in SPREAD_SEEDS]
 
 
+def fmnist_quick_runs() -> list[tuple[str, str, dict]]:
+    """fmnist-quick's rows: every registered method that learns without labels or with all of
+    them, then SimCLR's spread rows."""
+    from ..methods import METHODS
+
+    rows = [(m, m, FMNIST_QUICK_TUNED.get(m, {})) for m, cls in METHODS.items() if not cls.semi_supervised]
+    return rows + spread_rows("simclr", "simclr", FMNIST_QUICK_TUNED["simclr"])
+
+
+def ablation_runs() -> list[tuple[str, str, dict]]:
+    """The ablations' rows, each laid over its method's fmnist-quick settings."""
+    return [(label, m, merge(FMNIST_QUICK_TUNED.get(m, {}), change, strict=False)) for label, m, change in ABLATIONS]
+
+
 # Ablations on a smaller budget than fmnist-quick (3 epochs over a class-balanced 20k subset
 # of the training split: 234 steps), each row changing one setting of its method's
 # fmnist-quick configuration; the first row of each group is the reference.

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import SelfSupError
 from ..methods import method_class
+from ..rundir import RunDirectory
 from .report import write_table
 from .suites import claim, run_checkpoint
 
@@ -68,7 +69,7 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
                            "`selfsup benchmark --suite fmnist-quick --out benchmarks/fmnist-quick` first")
     rows, evaluated = [], []
     for run_dir in runs:
-        method = json.loads((run_dir / "metrics.json").read_text())["method"]
+        method = RunDirectory(run_dir).metrics()["method"]
         done = all((run_dir / f"eval_{name}.json").exists() for name, _, _ in PROTOCOLS)
         if methods and method not in methods and not done:
             continue  # not asked for: shown when every result is there

@@ -28,6 +28,7 @@ from ..eval.linear import train_linear_probe
 from ..io import write_json
 from ..methods.semisup import labelled_indices
 from ..plots import curve_plot
+from ..rundir import RunDirectory
 from .report import write_table
 from .suites import BEFORE_FIX, before_fix_note, claimed_run, finished_run, pretrain_row, run_checkpoint, run_slug
 
@@ -79,16 +80,16 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
     label seed of ``seeds``, then write ``semisup.md``/``.csv``, ``semisup_runs.csv`` and the
     self-training plot from every finished run of the grid (the suite's own label counts and
     seeds and the ones asked for), so that a grid can be filled a part at a time."""
-    simclr_run = out.parent / "fmnist-quick" / "runs" / "simclr"
+    simclr_run = RunDirectory(out.parent / "fmnist-quick" / "runs" / "simclr")
 
     def simclr_init() -> Path:  # asked for only when a run or probe needs it: remaking it takes a while
         nonlocal init
         if init is None:
-            if not (simclr_run / "metrics.json").exists():
-                raise SelfSupError(f"FROST and the linear-probe row start from the SimCLR run {simclr_run}; run "
+            if simclr_run.metrics() is None:
+                raise SelfSupError(f"FROST and the linear-probe row start from the SimCLR run {simclr_run.path}; run "
                                    f"`selfsup benchmark --suite fmnist-quick --out {out.parent / 'fmnist-quick'} "
                                    "--method simclr`")
-            init = run_checkpoint(simclr_run)
+            init = run_checkpoint(simclr_run.path)
         return init
 
     results: dict[tuple[str, int], list[float]] = {}
@@ -132,7 +133,7 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
                                                       [h["pool_top1"] for h in history])
             finals.setdefault(per_class, {})[name] = (history[-1]["round"] + 1, metrics["test_top1"])
     cells = sorted({(r["labels_per_class"], r["label_seed"]) for r in runs})
-    if cells and (init is not None or (simclr_run / "metrics.json").exists()):
+    if cells and (init is not None or simclr_run.metrics() is not None):
         path = out / "simclr_linear_probes.json"
         probes = json.loads(path.read_text()) if path.exists() else {}
         missing = [(n, s) for n, s in cells if f"{n}/{s}" not in probes]
@@ -149,8 +150,8 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
         rows.append({"method": name, **{f"{n}_per_class": _mean_std(results.get((name, n), []))
                                         + (BEFORE_FIX if (name, n) in before_fix else "") for n in shown_labels}})
     budget = budget or SEMISUP_BUDGET
-    notes = [f"Test top-1 on the full Fashion-MNIST test split (EMA network), mean ± standard deviation over the label "
-             f"seeds (which images are labelled) of the finished runs, n of them; `semisup_runs.csv` says which.",
+    notes = ["Test top-1 on the full Fashion-MNIST test split (EMA network), mean ± standard deviation over the label "
+             "seeds (which images are labelled) of the finished runs, n of them; `semisup_runs.csv` says which.",
              f"Budget laid over each method's config: `{budget}` (pool: a class-balanced subset; FixMatch's paper trains "
              "2^20 steps, this about a thousand, so absolute numbers are far below the paper's). The EMA rate is 0.99, "
              "not FixMatch's 0.999: after about 1070 steps 0.999 leaves 0.999^1070 of the random initial weights in the "

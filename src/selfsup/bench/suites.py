@@ -2,43 +2,29 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
 import re
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-import yaml
-
 from ..config import merge, resolve
 from ..build import load_pretrained
-from ..engine.train import ResumeMismatch, load_datasets, pretrain
+from ..engine.train import load_datasets, pretrain
 from ..eval.final import layer_probes, run_baselines
 from ..errors import SelfSupError
-from ..io import write_json
 from ..methods import method_class
 from ..plots import curve_plot
+from ..rundir import ResumeMismatch, RunDirectory
 from .report import bar_plot, write_table
 
 DIAGNOSTICS = ("normalized_std", "effective_rank", "alignment", "uniformity")
 
 
-# What a finished run must share with the suite's configuration to be reused.
-SETTINGS = ("dataset", "subset", "seed", "epochs", "batch_size", "optimizer", "schedule", "params")
-
-
-def _outdated(run_dir: Path, cfg: dict) -> bool:
-    """Whether the run in ``run_dir`` was made with other settings than ``cfg`` (options a
-    method or the configuration gained after the run count as ``cfg``'s: a fix that changes
-    what a method trains raises its ``revision`` instead, see ``made_before_a_fix``)."""
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    saved["params"] = {**method_class(cfg["method"]).defaults, **saved["params"]}
-    for key in SETTINGS:
-        if isinstance(cfg.get(key), dict) and isinstance(saved.get(key), dict):
-            saved[key] = {**cfg[key], **saved[key]}
-    same_network = all(cfg["backbone"][k] in (saved["backbone"][k], "auto") for k in ("name", "width"))
-    return not same_network or any(saved.get(key) != cfg.get(key) for key in SETTINGS)
+# What a finished run must share with the suite's configuration to be reused: the settings that
+# decide what is trained (a change of precision, logging or data loading keeps a run; the
+# tables' precision column says how each was made).
+SUITE_SCOPE = ("dataset", "subset", "seed", "epochs", "batch_size", "optimizer", "schedule", "params",
+               "backbone.name", "backbone.width")
 
 
 def run_slug(label: str) -> str:
@@ -59,27 +45,28 @@ def before_fix_note(what: str = "the run") -> str:
 
 
 def finished_run(run_dir: Path, cfg: dict, redo: bool = True) -> dict | None:
-    """metrics.json of the run in ``run_dir`` if it finished with ``cfg``'s settings; a run
-    made with other settings is deleted when ``redo`` (to be run again), else ignored.  A run
-    made before a fix of its method (``made_before_a_fix``) is deleted when ``redo``, else
-    returned with ``before_fix`` set, for the table to mark it."""
-    if not (run_dir / "metrics.json").exists():
+    """metrics.json of the run in ``run_dir`` if it finished with ``cfg``'s settings (those of
+    ``SUITE_SCOPE``); a run made with other settings is deleted when ``redo`` (to be run again),
+    else ignored.  A run made before a fix of its method (``made_before_a_fix``) is deleted when
+    ``redo``, else returned with ``before_fix`` set, for the table to mark it."""
+    run = RunDirectory(run_dir)
+    metrics = run.metrics()
+    if metrics is None:
         return None
-    if _outdated(run_dir, cfg):
+    if run.differences(cfg, SUITE_SCOPE):
         if not redo:
             print(f"{run_dir.name}: the finished run in {run_dir} has other settings than the suite's; not shown "
                   f"(run the suite with --method {cfg['method']} to redo it)")
             return None
         print(f"{run_dir.name}: the suite's settings changed since the run in {run_dir}; running it again")
-        shutil.rmtree(run_dir)
+        run.remove()
         return None
-    metrics = json.loads((run_dir / "metrics.json").read_text())
     if made_before_a_fix(metrics, cfg["method"]):
         if not redo:
             return {**metrics, "before_fix": True}
         print(f"{run_dir.name}: made before a fix of {cfg['method']} (revision {metrics.get('method_revision', 1)} < "
               f"{method_class(cfg['method']).revision}); running it again")
-        shutil.rmtree(run_dir)
+        run.remove()
         return None
     return metrics
 
@@ -91,17 +78,15 @@ def run_checkpoint(run_dir: Path) -> Path:
     that options added since the run take their defaults) in ``run_dir/remade`` (resumable),
     whose ``metrics.json`` says how close the remade run came to the original; the original's
     metrics.json is left as it was."""
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    if ckpt.exists():
-        return ckpt
-    remade = run_dir / "remade"
-    if not (remade / "checkpoints" / "last.ckpt").exists() or not (remade / "metrics.json").exists():
+    run, remade = RunDirectory(run_dir), RunDirectory(run_dir / "remade")
+    if run.checkpoint.exists():
+        return run.checkpoint
+    if not remade.checkpoint.exists() or remade.metrics() is None:
         print(f"{run_dir.name}: no checkpoint here (checkpoints are not committed); pretraining the run again from "
-              f"its config.yaml in {remade}")
-        (remade / "metrics.json").unlink(missing_ok=True)  # a remade run of another machine, its checkpoint gone
-        saved = run_dir / "config.yaml"
-        pretrain(resolve(yaml.safe_load(saved.read_text())["method"], str(saved)), remade, resume=True)
-    return remade / "checkpoints" / "last.ckpt"
+              f"its config.yaml in {remade.path}")
+        remade.metrics_file.unlink(missing_ok=True)  # a remade run of another machine, its checkpoint gone
+        pretrain(resolve(run.saved_config()["method"], str(run.config_file)), remade.path, resume=True)
+    return remade.checkpoint
 
 
 @contextmanager
@@ -166,24 +151,31 @@ def pretrain_row(label: str, cfg: dict, run_dir: Path, **options) -> dict:
         return pretrain(cfg, run_dir, resume=True, **options)
     except ResumeMismatch as exc:
         print(f"{label}: the unfinished run was begun with other settings; starting it again ({exc})")
-        shutil.rmtree(run_dir)
+        RunDirectory(run_dir).remove()
         return pretrain(cfg, run_dir, resume=True, **options)
 
 
 def _add_layer_probes(run_dir: Path, metrics: dict, probe_epochs: int) -> dict:
     """Per-stage probes for a run finished before the suite asked for them, from its
     checkpoint (none: the run's row leaves those columns empty)."""
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    if not ckpt.exists():
+    run = RunDirectory(run_dir)
+    if not run.checkpoint.exists():
         return metrics
-    print(f"{run_dir.name}: adding per-stage linear probes from {ckpt}")
-    module = load_pretrained(ckpt)
+    print(f"{run_dir.name}: adding per-stage linear probes from {run.checkpoint}")
+    module = load_pretrained(run.checkpoint)
     _, bank, test = load_datasets(module.cfg)
     metrics["linear_layers"] = layer_probes(module.method, module.cfg, bank, test, probe_epochs)
     metrics["baselines"] = run_baselines(module.cfg, bank, test, probe_epochs, layers=True,
                                          cache=run_dir.parent.parent / "baselines")
-    write_json(run_dir / "metrics.json", metrics)
-    return metrics
+    return run.finish(metrics)
+
+
+def suite_config(overrides: dict, settings: dict, method: str, data_dir: str | None = None) -> dict:
+    """A suite row's configuration: ``method``'s, then the suite's ``overrides``, then the row's ``settings``."""
+    layer = copy.deepcopy(overrides)
+    if data_dir:
+        layer["data_dir"] = data_dir
+    return merge(merge(resolve(method), layer), settings)
 
 
 def _layer_columns(layers: dict | None, wanted: bool) -> dict:
@@ -203,12 +195,6 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
     ``(label, method, row)`` triples).  A run that finished in an earlier call is not re-run.  ``{name}.md``/``.csv`` and the plots in ``out``
     then show every finished run of the suite, in the suite's order, so that suites run one
     method at a time build one table."""
-    def configured(settings, method):
-        layer = copy.deepcopy(overrides)
-        if data_dir:
-            layer["data_dir"] = data_dir
-        return merge(merge(resolve(method), layer), settings)
-
     unknown = [row for row in selected_rows or [] if row not in {name for label, _, _ in runs
                                                                  for name in (label, run_slug(label))}]
     if unknown:
@@ -218,7 +204,7 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
         if (selected is not None and method not in selected) or (
                 selected_rows is not None and not {label, run_slug(label)} & set(selected_rows)):
             continue
-        cfg, run_dir = configured(settings, method), out / "runs" / run_slug(label)
+        cfg, run_dir = suite_config(overrides, settings, method, data_dir), out / "runs" / run_slug(label)
         try:
             claimed_run(run_dir, cfg, label, lambda: pretrain_row(
                 label, cfg, run_dir, baselines=True, baselines_cache=out / "baselines",
@@ -229,7 +215,7 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
             print(f"{label}: skipped ({exc})")
     rows, curves, finals, baselines, done = [], {}, {}, {}, []
     for label, method, settings in runs:  # the table: every finished row, in the suite's order
-        cfg, run_dir = configured(settings, method), out / "runs" / run_slug(label)
+        cfg, run_dir = suite_config(overrides, settings, method, data_dir), out / "runs" / run_slug(label)
         metrics = finished_run(run_dir, cfg, redo=False)
         if metrics is None:
             continue
@@ -238,7 +224,7 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
         done.append((label, method, settings))
         baselines = baselines or metrics.get("baselines", {})
         supervised = " (supervised)" if method_class(method).supervised else ""
-        precision = yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]["precision"]
+        precision = RunDirectory(run_dir).saved_config()["trainer"]["precision"]
         rows.append({"method": label + supervised + (BEFORE_FIX if metrics.get("before_fix") else ""), "epochs": cfg["epochs"], "precision": precision,
                      "knn_top1": metrics["knn_top1"],
                      "linear_top1": metrics["linear_top1"], "final_loss": metrics["final_loss"],

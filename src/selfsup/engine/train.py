@@ -1,9 +1,5 @@
-"""``pretrain``: resolve data and model, run Lightning, evaluate, write the run directory.
-
-A run directory holds ``config.yaml`` (fully resolved), ``checkpoints/last.ckpt`` (written
-atomically after every epoch), ``logs/`` (CSV and TensorBoard) and, when the run finished,
-``metrics.json``.
-"""
+"""``pretrain``: resolve data and model, run Lightning, evaluate, write the run directory
+(``selfsup.rundir``; ``logs/`` holds the CSV and TensorBoard logs)."""
 from __future__ import annotations
 
 import logging
@@ -14,13 +10,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import yaml
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader
 
-from ..config import dump, expand_hosted, setting_differences
+from ..config import expand_hosted
 from ..data.datasets import (balanced_subset_indices, batch_inputs, collate_batch, dataset_info, load_split,
                              normalization_for)
 from ..data.memory import InMemoryDataset
@@ -29,9 +24,9 @@ from ..errors import SelfSupError
 from ..eval.diagnostics import embedding_diagnostics
 from ..eval.features import classifier_top1
 from ..eval.final import knn_and_probe, run_baselines
-from ..io import atomic_write_text, ensure_writable_dir, read_checkpoint, write_json
 from ..methods.base import Method
 from ..models.backbones import default_backbone
+from ..rundir import RunDirectory
 from .callbacks import AtomicCheckpointIO, EpochCheckpoint, KNNMonitor, ProgressBar, Throughput
 from .module import PretrainModule
 
@@ -81,29 +76,6 @@ def _monitor_subset(dataset, n: int, seed: int):
     if n <= 0 or n >= len(dataset):
         return dataset
     return dataset.subset(balanced_subset_indices(dataset.labels.numpy(), n, seed))
-
-
-class ResumeMismatch(SelfSupError):
-    """--resume of a run directory whose run was begun with other settings."""
-
-
-def _check_run_dir(out: Path, cfg: dict, resume: bool) -> Path | None:
-    """The checkpoint to resume from, after refusing anything that would damage a run."""
-    ckpt = out / "checkpoints" / "last.ckpt"
-    saved = out / "config.yaml"
-    if (out / "metrics.json").exists():
-        raise SelfSupError(f"{out} already holds a finished run (metrics.json); choose another --out")
-    if not resume:
-        if ckpt.exists() or saved.exists():
-            raise SelfSupError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-        return None
-    if saved.exists():
-        previous = yaml.safe_load(saved.read_text())
-        changed = setting_differences(previous, cfg)
-        if changed:
-            raise ResumeMismatch(f"--resume must repeat the run's settings; these differ from {saved}: "
-                                 f"{', '.join(changed)}")
-    return ckpt if ckpt.exists() else None
 
 
 def build_trainer(cfg: dict, out: Path, callbacks: list) -> L.Trainer:
@@ -157,17 +129,15 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
     if cfg["batch_size"] > len(train):
         raise SelfSupError(f"batch size {cfg['batch_size']} is larger than the {len(train)} training images; "
                            "lower --batch-size or raise --subset")
-    ckpt = out / "checkpoints" / "last.ckpt"
+    run = RunDirectory(out)
+    ckpt = run.checkpoint if resume and run.checkpoint.exists() else None
     if not is_worker:
-        ckpt = _check_run_dir(out, cfg, resume)
-    elif not (resume and ckpt.exists()):
-        ckpt = None
+        ckpt = run.start(cfg, resume)
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     module = PretrainModule(cfg)  # a method that cannot be built fails before the run directory is touched
     module.train_set = train
     if not is_worker:
-        ensure_writable_dir(out)
-        atomic_write_text(out / "config.yaml", dump(cfg))
+        run.write_config(cfg)
     loader = module.method.train_loader(train, cfg["batch_size"], cfg["seed"]) or default_loader(train, cfg)
     throughput = Throughput()
     callbacks = [throughput]
@@ -178,10 +148,8 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
                              _monitor_subset(test, knn_cfg["monitor_test_size"], cfg["seed"]),
                              cfg["data"]["num_classes"], knn_cfg["k"], knn_cfg["temperature"], knn_cfg["every_n_epochs"])
         callbacks.append(monitor)
-    callbacks.append(EpochCheckpoint(out / "checkpoints" / "last.ckpt"))
+    callbacks.append(EpochCheckpoint(run.checkpoint))
     trainer = build_trainer(cfg, out, callbacks)
-    if ckpt:
-        read_checkpoint(ckpt)  # a clear error for a damaged checkpoint, before Lightning reads it
     trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
     if not trainer.is_global_zero:
         return {}
@@ -218,8 +186,7 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
     if baselines and test is not None:
         print("computing the raw-pixel and random-init baselines...", file=sys.stderr)
         metrics["baselines"] = run_baselines(cfg, bank, test, probe_epochs, probe_layers, baselines_cache)
-    write_json(out / "metrics.json", metrics)
-    return metrics
+    return run.finish(metrics)
 
 
 def peak_memory_mb() -> float:

@@ -1,8 +1,7 @@
-"""``selfsup forecast``: settings, the run directory, and one forecasting run.
+"""``selfsup forecast``: settings and one forecasting run.
 
-A run directory holds ``config.yaml`` (fully resolved settings), ``checkpoints/last.ckpt``
-(network models; written atomically after every epoch), ``predictions.csv`` (validation and
-test forecasts) and, once the run finished, ``metrics.json``.
+Its run directory (``selfsup.rundir``; checkpoints for network models only) also holds
+``predictions.csv``, the validation and test forecasts.
 """
 from __future__ import annotations
 
@@ -15,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from ..config import dump, merge, parse_assignment, setting_differences
+from ..config import merge, parse_assignment
 from ..errors import SelfSupError
-from ..io import atomic_write_text, ensure_writable_dir, write_json
+from ..io import atomic_write_text, ensure_writable_dir
+from ..rundir import RunDirectory
 from . import require_extra
 from .eemd import CAUSAL, LEAKY, Decomposition, decompose
 from .metrics import NRMSE_DEFINITION, mae, nrmse
@@ -163,30 +162,6 @@ def make_plan(cfg: dict, length: int) -> Plan:
     return plan
 
 
-def check_run_dir(out: Path, cfg: dict, resume: bool) -> Path | None:
-    """The checkpoint to resume from, after refusing anything that would damage a run."""
-    if out.exists() and not out.is_dir():
-        raise SelfSupError(f"{out} is a file, not a run directory; choose another --out")
-    if (out / "metrics.json").exists():
-        raise SelfSupError(f"{out} already holds a finished run (metrics.json); choose another --out")
-    if out.is_dir() and any(out.iterdir()):
-        if not resume:
-            raise SelfSupError(f"{out} is not empty; pass --resume to continue the run in it, or choose another --out")
-        saved = out / "config.yaml"
-        if not saved.is_file():
-            raise SelfSupError(f"{out} holds files but no config.yaml of a forecast run; choose another --out")
-        changed = setting_differences(yaml.safe_load(saved.read_text()) or {}, cfg)
-        if changed:
-            raise SelfSupError(f"--resume must repeat the run's settings; these differ from {saved}: "
-                               f"{', '.join(changed)}")
-    ckpt = out / "checkpoints" / "last.ckpt"
-    if not ckpt.is_file():
-        return None
-    from ..io import read_checkpoint
-    read_checkpoint(ckpt)  # a clear error for a damaged checkpoint, before Lightning reads it
-    return ckpt
-
-
 def _components(decomposition: Decomposition, values: np.ndarray, plan: Plan, cfg: dict) -> tuple[dict, list, list]:
     """(metrics.json's description, auxiliary indices, view indices): correlations with the
     series over the training part, the groups, and which of them this model uses."""
@@ -258,14 +233,15 @@ def run_forecast(cfg: dict, out: Path, resume: bool = False) -> dict:
     out, model, d = Path(out), MODELS[cfg["model"]], cfg["decomposition"]
     series = load_series(cfg)
     plan = make_plan(cfg, len(series.values))
-    ckpt = check_run_dir(out, cfg, resume)
+    run = RunDirectory(out)
+    ckpt = run.start(cfg, resume)
     ensure_writable_dir(out)
     decomposition, components, aux, views = None, None, [], []
     if model.decomposes:
         decomposition = decompose(series.values, d["mode"], d["window"], d["trials"], d["noise_width"], d["seed"],
                                   d["max_imfs"])
         components, aux, views = _components(decomposition, series.values, plan, cfg)
-    atomic_write_text(out / "config.yaml", dump(cfg))
+    run.write_config(cfg)
     if model.network:
         forecasts, details = _network_forecasts(cfg, out, series, plan, decomposition, aux, views, ckpt)
     else:
@@ -289,8 +265,7 @@ def run_forecast(cfg: dict, out: Path, resume: bool = False) -> dict:
         "seed": cfg["seed"], **details,
     }
     atomic_write_text(out / "predictions.csv", _predictions_csv(plan, series.values, forecasts))
-    write_json(out / "metrics.json", metrics)
-    return metrics
+    return run.finish(metrics)
 
 
 def default_out(cfg: dict) -> Path:

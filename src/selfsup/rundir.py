@@ -1,0 +1,130 @@
+"""The run directory: one object that every command (``pretrain``, ``semisup``, ``forecast``)
+and every benchmark suite uses to start, resume, reuse and finish a run.
+
+A run directory holds ``config.yaml`` (the fully resolved settings, written before training),
+``checkpoints/last.ckpt`` (written atomically after every epoch), ``logs/`` and, once the run
+finished, ``metrics.json``.  One rule says whether a run directory holds "the same run" as a
+configuration: ``RunDirectory.differences`` (options the run's config.yaml lacks, added to the
+library since, count as the configuration's; a setting the configuration leaves ``auto``
+matches whatever the run resolved it to; whether a progress bar is shown never counts).  A
+command compares every setting; a suite may compare only the settings that decide what is
+trained (``scope``).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+
+from .errors import SelfSupError
+from .io import atomic_write_text, ensure_writable_dir, read_checkpoint, write_json
+
+UNCOMPARED = ("trainer.progress_bar",)  # settings that never make two runs differ
+
+
+class ResumeMismatch(SelfSupError):
+    """--resume of a run directory whose run was begun with other settings."""
+
+
+def setting_differences(a, b, where: str = "") -> list[str]:
+    """Dotted names of the settings that differ between two resolved configs; whether a
+    progress bar is shown does not count."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for key in sorted(set(a) | set(b), key=str)
+                for d in setting_differences(a.get(key), b.get(key), f"{where}{key}.")]
+    name = where.rstrip(".")
+    return [] if a == b or any(name == u or name.startswith(u + ".") for u in UNCOMPARED) else [name]
+
+
+def dump(cfg: dict) -> str:
+    """A resolved configuration as config.yaml writes it."""
+    return yaml.safe_dump(cfg, sort_keys=False)
+
+
+def _filled(saved, cfg):
+    """``saved`` with the options it lacks taken from ``cfg`` and ``cfg``'s ``auto`` values
+    replaced by what the run resolved them to (so they compare equal)."""
+    if not (isinstance(saved, dict) and isinstance(cfg, dict)):
+        return saved
+    return {**cfg, **{key: _filled(value, cfg.get(key)) for key, value in saved.items()}}
+
+
+def _auto_resolved(cfg, saved):
+    """``cfg`` with each ``auto`` value replaced by ``saved``'s value at the same place."""
+    if isinstance(cfg, dict) and isinstance(saved, dict):
+        return {key: _auto_resolved(value, saved.get(key)) for key, value in cfg.items()}
+    return saved if cfg == "auto" and saved is not None else cfg
+
+
+def _in_scope(name: str, scope) -> bool:
+    return scope is None or any(name == s or name.startswith(s + ".") for s in scope)
+
+
+class RunDirectory:
+    """One run's folder (see the module docstring for its files and the sameness rule)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoints" / "last.ckpt"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.json"
+
+    def saved_config(self) -> dict | None:
+        return (yaml.safe_load(self.config_file.read_text()) or {}) if self.config_file.is_file() else None
+
+    def metrics(self) -> dict | None:
+        """metrics.json's dict once the run finished, else None."""
+        return json.loads(self.metrics_file.read_text()) if self.metrics_file.is_file() else None
+
+    def differences(self, cfg: dict, scope: tuple[str, ...] | None = None) -> list[str]:
+        """The settings (dotted names, among ``scope``: top-level sections or dotted settings;
+        None: all) in which the run here was made otherwise than ``cfg`` says."""
+        saved = self.saved_config() or {}
+        names = setting_differences(_filled(saved, cfg), _auto_resolved(cfg, saved))
+        return [name for name in names if _in_scope(name, scope)]
+
+    def start(self, cfg: dict, resume: bool) -> Path | None:
+        """Make ready to run ``cfg`` here; the checkpoint to resume from (None: from the start).
+        Refuses, with a clear message, anything that would damage a run: a finished run, a
+        folder holding other files without ``resume``, a resume with other settings."""
+        out = self.path
+        if out.exists() and not out.is_dir():
+            raise SelfSupError(f"{out} is a file, not a run directory; choose another --out")
+        if self.metrics_file.exists():
+            raise SelfSupError(f"{out} already holds a finished run (metrics.json); choose another --out")
+        if out.is_dir() and any(out.iterdir()):
+            if not self.config_file.is_file():
+                raise SelfSupError(f"{out} is not empty and holds no run (no config.yaml); choose another --out")
+            if not resume:
+                raise SelfSupError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+            changed = self.differences(cfg)
+            if changed:
+                raise ResumeMismatch(f"--resume must repeat the run's settings; these differ from "
+                                     f"{self.config_file}: {', '.join(changed)}")
+        if not self.checkpoint.is_file():
+            return None
+        read_checkpoint(self.checkpoint)  # a clear error for a damaged checkpoint, before anything reads it
+        return self.checkpoint
+
+    def write_config(self, cfg: dict) -> None:
+        """Write the resolved settings, after proving the folder writable."""
+        ensure_writable_dir(self.path)
+        atomic_write_text(self.config_file, dump(cfg))
+
+    def finish(self, metrics: dict) -> dict:
+        write_json(self.metrics_file, metrics)
+        return metrics
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,98 @@
+"""The run directory shared by every command and suite: when two runs are the same, what
+starting or resuming refuses, and that every committed run is still recognised as its suite's."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from selfsup.errors import SelfSupError
+from selfsup.rundir import ResumeMismatch, RunDirectory, dump
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_with(tmp_path, saved: dict) -> RunDirectory:
+    run = RunDirectory(tmp_path / "run")
+    run.write_config(saved)
+    return run
+
+
+def test_differences_name_the_changed_settings_only(tmp_path):
+    saved = {"epochs": 5, "optimizer": {"lr": 0.1, "momentum": 0.9}, "trainer": {"progress_bar": True}}
+    run = _run_with(tmp_path, saved)
+    assert run.differences(saved) == []
+    assert run.differences({**saved, "trainer": {"progress_bar": False}}) == []  # a progress bar never counts
+    changed = {**saved, "epochs": 6, "optimizer": {"lr": 0.2, "momentum": 0.9}}
+    assert run.differences(changed) == ["epochs", "optimizer.lr"]
+    assert run.differences(changed, scope=("optimizer",)) == ["optimizer.lr"]
+    assert run.differences(changed, scope=("optimizer.momentum", "seed")) == []
+
+
+def test_options_added_since_the_run_and_auto_values_do_not_make_it_another_run(tmp_path):
+    run = _run_with(tmp_path, {"backbone": {"name": "resnet18", "width": 16}, "params": {"t": 0.2}})
+    newer = {"backbone": {"name": "auto", "width": 16}, "params": {"t": 0.2, "added_option": 3}, "new_section": {}}
+    assert run.differences(newer) == []
+    assert run.differences({**newer, "backbone": {"name": "auto", "width": 32}}) == ["backbone.width"]
+    # an option the run had and the configuration lost is a difference; a resolved name is compared
+    assert run.differences({"backbone": {"name": "conv1d", "width": 16}, "params": {}}) == ["backbone.name", "params.t"]
+
+
+def test_start_refuses_what_would_damage_a_run(tmp_path):
+    cfg = {"epochs": 2, "seed": 0}
+    fresh = RunDirectory(tmp_path / "fresh")
+    assert fresh.start(cfg, resume=False) is None and not fresh.path.exists()  # nothing written yet
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SelfSupError, match="is a file"):
+        RunDirectory(tmp_path / "file").start(cfg, resume=True)
+    stray = tmp_path / "stray"
+    (stray / "notes").mkdir(parents=True)
+    with pytest.raises(SelfSupError, match="is not empty and holds no run"):
+        RunDirectory(stray).start(cfg, resume=False)
+    with pytest.raises(SelfSupError, match="holds no run"):
+        RunDirectory(stray).start(cfg, resume=True)
+    run = _run_with(tmp_path, cfg)
+    assert run.start(cfg, resume=True) is None  # begun, no checkpoint yet: from the start
+    with pytest.raises(SelfSupError, match="already holds a run; pass --resume"):
+        run.start(cfg, resume=False)
+    with pytest.raises(ResumeMismatch, match="epochs"):
+        run.start({**cfg, "epochs": 3}, resume=True)
+    run.checkpoint.parent.mkdir()
+    run.checkpoint.write_bytes(b"not a checkpoint")
+    with pytest.raises(SelfSupError, match="corrupt|not a selfsup checkpoint"):
+        run.start(cfg, resume=True)
+    run.finish({"knn_top1": 0.5})
+    with pytest.raises(SelfSupError, match="already holds a finished run"):
+        run.start(cfg, resume=True)
+    assert run.metrics() == {"knn_top1": 0.5} and yaml.safe_load(run.config_file.read_text()) == cfg
+
+
+def test_dump_writes_settings_in_their_order():
+    assert dump({"b": 1, "a": {"c": 2}}) == "b: 1\na:\n  c: 2\n"
+
+
+def _suite_configs():
+    """(run directory, the configuration its suite builds for it today) of every committed
+    fmnist-quick and ablations run."""
+    from selfsup.bench.definitions import ABLATION_BUDGET, FMNIST_QUICK, ablation_runs, fmnist_quick_runs
+    from selfsup.bench.suites import run_slug, suite_config
+
+    for name, runs, overrides in (("fmnist-quick", fmnist_quick_runs(), FMNIST_QUICK),
+                                  ("ablations", ablation_runs(), ABLATION_BUDGET)):
+        for label, method, settings in runs:
+            run_dir = ROOT / "benchmarks" / name / "runs" / run_slug(label)
+            if (run_dir / "metrics.json").is_file():
+                yield run_dir, suite_config(overrides, settings, method)
+
+
+def test_every_committed_suite_run_is_still_its_suites_run():
+    """An option added to a method or the defaults since a run was made must not turn the
+    committed run into another one (its row would vanish from the table, or be trained again)."""
+    from selfsup.bench.suites import SUITE_SCOPE
+
+    checked = 0
+    for run_dir, cfg in _suite_configs():
+        assert RunDirectory(run_dir).differences(cfg, SUITE_SCOPE) == [], run_dir
+        checked += 1
+    assert checked >= 40
