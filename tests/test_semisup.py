@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+import yaml
 import torch
 
 from selfsup.cli import main
@@ -274,6 +275,16 @@ def test_semisup_suite_tabulates_seeds_reuses_runs_and_probes_the_init(tmp_path,
     monkeypatch.setattr(semisup, "pretrain_row", the_other_process_finishes_first)
     rows = semisup_suite(out, **{**kwargs, "seeds": (0, 1, 2)})
     assert [r["3_per_class"][-5:] for r in rows] == ["(n=3)"] * 3
+    # the run-to-run spread: a cell again with another training seed, reported in a note, not a cell
+    monkeypatch.setattr(semisup, "SPREAD_CELLS", (("supervised-only", 3, 0),))
+    monkeypatch.setattr(semisup, "SPREAD_SEEDS", (1,))
+    spread = semisup_suite(out, **{**kwargs, "methods": ["supervised-only"], "seeds": (0,)})
+    assert spread[0]["3_per_class"].endswith("(n=3)")
+    top1 = [json.loads((out / "runs" / f"supervised-only-3labels-seed0{t}" / "metrics.json").read_text())["test_top1"]
+            for t in ("", "-training-seed1")]
+    assert yaml.safe_load((out / "runs" / "supervised-only-3labels-seed0-training-seed1" / "config.yaml").read_text())[
+        "seed"] == 1
+    assert f"label seed 0: {top1[0]:.4f}, {top1[1]:.4f} (training seeds 0, 1;" in (out / "semisup.md").read_text()
 
 
 def test_benchmark_refuses_a_suite_option_of_another_suite(tmp_path, capsys):

@@ -198,3 +198,12 @@ def test_every_protocol_runs_on_a_series_checkpoint(ucr_dir, tmp_path):
         assert main(["evaluate", *protocol, "--checkpoint", checkpoint, "--output", str(result)]) == 0, protocol
         assert json.loads(result.read_text())["protocol"] == protocol[0]
     assert (tmp_path / "retrieval.png").stat().st_size > 0
+
+
+def test_series_ssl_verdict_needs_a_gap_beyond_the_seed_range():
+    from selfsup.bench.series import _verdict
+
+    row = {"dataset": "toy", "train_series": 50, "cpc_knn": 0.80, "cpc_knn_range": 0.04, "raw_series_knn": 0.70,
+           "random_init_knn": 0.78, "random_init_knn_range": 0.01, "cpc_linear": 0.60, "cpc_linear_range": 0.0,
+           "raw_series_linear": 0.65, "random_init_linear": 0.59, "random_init_linear_range": 0.02}
+    assert _verdict(row) == "toy (50 training series): knn beats raw series, linear beats neither baseline"

@@ -30,6 +30,7 @@ from ..methods.semisup import labelled_indices
 from ..plots import curve_plot
 from ..rundir import RunDirectory
 from .report import write_table
+from .definitions import SPREAD_SEEDS
 from .suites import BEFORE_FIX, before_fix_note, claimed_run, finished_run, pretrain_row, run_checkpoint, run_slug
 
 SEMISUP_BUDGET = {"dataset": "fashion-mnist", "subset": 20000, "epochs": 12, "batch_size": 32, "params": {"ema": 0.99},
@@ -38,6 +39,10 @@ SEMISUP_BUDGET = {"dataset": "fashion-mnist", "subset": 20000, "epochs": 12, "ba
 LABELS_PER_CLASS = (1, 4, 25)
 LABEL_SEEDS = (0, 1, 2)
 SIMCLR_INIT = "simclr-init"  # stands for the SimCLR checkpoint in a row's settings
+# The run-to-run spread: these cells (row, labels per class, label seed) again with the
+# training seeds SPREAD_SEEDS (network initialisation, batches, augmentations; the labelled
+# images stay the same).
+SPREAD_CELLS = (("supervised-only", 4, 0), ("fixmatch", 4, 0))
 SEMISUP_ROWS = [
     ("supervised-only", "supervised-only", {}),
     ("pseudo-label", "pseudo-label", {}),
@@ -48,6 +53,19 @@ SEMISUP_ROWS = [
     ("frost from simclr, no balancing", "frost", {"params": {"iterations": 4, "balance": "none"},
                                                   "backbone": {"init": SIMCLR_INIT}}),
 ]
+
+
+def _spread_notes(spread: dict[tuple[str, int, int], dict[int, float]]) -> list[str]:
+    """The note on the run-to-run spread: each spread cell's test top-1 per training seed."""
+    cells = [f"{label} at {per_class} labels per class, label seed {seed}: "
+             + ", ".join(f"{top1:.4f}" for _, top1 in sorted(by_seed.items()))
+             + f" (training seeds {', '.join(map(str, sorted(by_seed)))}; range {max(by_seed.values()) - min(by_seed.values()):.4f})"
+             for (label, per_class, seed), by_seed in spread.items() if len(by_seed) > 1]
+    if not cells:
+        return []
+    return ["Run-to-run spread (the same cell, the same labelled images, other training seeds; runs "
+            "`ROW-Nlabels-seedS-training-seedT/`): " + "; ".join(cells) + ". A difference between two cells "
+            "smaller than these ranges is a tie."]
 
 
 def simclr_probes(checkpoint: Path, cfg: dict, draws: list[tuple[int, int]]) -> dict[tuple[int, int], float]:
@@ -103,36 +121,47 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
     for label, method, settings in SEMISUP_ROWS:
         for per_class in table_labels:
             for seed in table_seeds:
-                change = merge(settings, {"params": {"labels_per_class": per_class, "label_seed": seed}}, strict=False)
-                cfg = merge(merge(resolve(method), {**(budget or SEMISUP_BUDGET), "data_dir": data_dir}), change)
-                run_dir = out / "runs" / run_slug(f"{label}-{per_class}labels-seed{seed}")
-                grid.append((label, per_class, seed, cfg, run_dir))
-                if (methods and method not in methods) or per_class not in labels or seed not in seeds:
-                    continue
+                spread = SPREAD_SEEDS if (label, per_class, seed) in SPREAD_CELLS else ()
+                for training_seed in (0, *spread):
+                    change = merge(settings, {"params": {"labels_per_class": per_class, "label_seed": seed}},
+                                   strict=False)
+                    cfg = merge(merge(resolve(method), {**(budget or SEMISUP_BUDGET), "data_dir": data_dir}), change)
+                    slug = f"{label}-{per_class}labels-seed{seed}"
+                    if training_seed:
+                        cfg["seed"], slug = training_seed, f"{slug}-training-seed{training_seed}"
+                    run_dir = out / "runs" / run_slug(slug)
+                    grid.append((label, per_class, seed, training_seed, cfg, run_dir))
+                    if (methods and method not in methods) or per_class not in labels or seed not in seeds:
+                        continue
 
-                def train():
-                    if cfg["backbone"].get("init") == SIMCLR_INIT:
-                        cfg["backbone"]["init"] = str(simclr_init())
-                    return pretrain_row(run_dir.name, cfg, run_dir)
+                    def train(cfg=cfg, run_dir=run_dir):
+                        if cfg["backbone"].get("init") == SIMCLR_INIT:
+                            cfg["backbone"]["init"] = str(simclr_init())
+                        return pretrain_row(run_dir.name, cfg, run_dir)
 
-                claimed_run(run_dir, cfg, run_dir.name, train)  # the init's path makes no other run
-    for label, per_class, seed, cfg, run_dir in grid:  # after training: runs other processes finished meanwhile count
+                    claimed_run(run_dir, cfg, run_dir.name, train)  # the init's path makes no other run
+    spread: dict[tuple[str, int, int], dict[int, float]] = {}
+    for label, per_class, seed, training_seed, cfg, run_dir in grid:  # runs other processes finished meanwhile count
         metrics = finished_run(run_dir, cfg, redo=False)
         if metrics is None:
             continue
+        runs.append({"row": label, "labels_per_class": per_class, "label_seed": seed, "training_seed": training_seed,
+                     "test_top1": metrics["test_top1"], "train_seconds": metrics["train_seconds"],
+                     "before_fix": bool(metrics.get("before_fix"))})
+        if (label, per_class, seed) in SPREAD_CELLS:
+            spread.setdefault((label, per_class, seed), {})[training_seed] = metrics["test_top1"]
+        if training_seed:
+            continue  # the spread's runs are not cells of the table
         results.setdefault((label, per_class), []).append(metrics["test_top1"])
         if metrics.get("before_fix"):
             before_fix.add((label, per_class))
-        runs.append({"row": label, "labels_per_class": per_class, "label_seed": seed,
-                     "test_top1": metrics["test_top1"], "train_seconds": metrics["train_seconds"],
-                     "before_fix": bool(metrics.get("before_fix"))})
         history = [h for h in metrics["epoch_history"] if "pool_top1" in h]
         if history:
             name = f"{label}, label seed {seed}"
             rounds.setdefault(per_class, {})[name] = ([h["round"] for h in history],
                                                       [h["pool_top1"] for h in history])
             finals.setdefault(per_class, {})[name] = (history[-1]["round"] + 1, metrics["test_top1"])
-    cells = sorted({(r["labels_per_class"], r["label_seed"]) for r in runs})
+    cells = sorted({(r["labels_per_class"], r["label_seed"]) for r in runs if not r["training_seed"]})
     if cells and (init is not None or simclr_run.metrics() is not None):
         path = out / "simclr_linear_probes.json"
         probes = json.loads(path.read_text()) if path.exists() else {}
@@ -159,7 +188,7 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
              "frost: initialised from the fmnist-quick SimCLR checkpoint; its linear-probe row trains one linear layer "
              "on that checkpoint's frozen features of the same labelled images (Adam, 100 epochs).",
              "Each run is `runs/ROW-Nlabels-seedS/` (config.yaml and metrics.json committed); `semisup_runs.csv` lists "
-             "every run."] + ([before_fix_note("a run of the cell")] if before_fix else [])
+             "every run."] + _spread_notes(spread) + ([before_fix_note("a run of the cell")] if before_fix else [])
     command = f"selfsup benchmark --suite semisup --out {out}" + "".join(
         f" --labels-per-class {n}" for n in shown_labels) + "".join(f" --label-seed {s}" for s in sorted({s for _, s in cells}))
     write_table(out, "semisup", "Semi-supervised learning on Fashion-MNIST", rows, notes, command=command)
