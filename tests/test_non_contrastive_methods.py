@@ -107,10 +107,10 @@ def test_deepcluster_v2_prototypes_are_normalised_centroids_of_its_embeddings():
 
 
 def test_triplet_trains_on_p_by_k_class_batches():
-    from selfsup.data.datasets import load_split
+    from selfsup.data.datasets import batch_loader, load_split
     method = tiny("triplet")
     data = load_split("synthetic", "train", options={"synthetic_size": 512})
-    loader = method.train_loader(data, 64, seed=0)
+    loader = batch_loader(*method.train_batches(data, 64, seed=0), num_workers=0)
     loader.batch_sampler.set_epoch(0)
     batch = next(iter(loader))
     counts = batch["label"].bincount()

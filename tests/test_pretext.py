@@ -163,12 +163,12 @@ def test_count_compares_the_downsampled_image_with_its_four_quadrants():
 
 
 def test_exemplar_samples_only_its_seed_images_and_labels_them_by_seed():
-    from selfsup.data.datasets import load_split
+    from selfsup.data.datasets import batch_loader, load_split
 
     method = tiny("exemplar")
     assert len(method.seeds) == 64 and (method.class_of >= 0).sum() == 64  # 512 images / 8
     data = load_split("synthetic", "train", options={"synthetic_size": 512})
-    loader = method.train_loader(data, 32, seed=0)
+    loader = batch_loader(*method.train_batches(data, 32, seed=0), num_workers=0)
     loader.batch_sampler.set_epoch(0)
     indices = torch.cat([batch["index"] for batch in loader])
     assert len(indices) == 512 and set(indices.tolist()) <= set(method.seeds.tolist())

@@ -172,7 +172,7 @@ def test_frost_runs_the_step_hooks_of_its_self_supervised_method():
         assert torch.allclose(new, momentum * old + (1 - momentum) * online, atol=1e-5)
 
 
-@pytest.mark.parametrize("name,needle", [("simsiam", "its own parameter groups"), ("deepcluster", "its own train loader"),
+@pytest.mark.parametrize("name,needle", [("simsiam", "its own parameter groups"), ("deepcluster", "its own train batches"),
                                          ("supcon", "self-supervised method"), ("nonsense", "self-supervised method")])
 def test_frost_refuses_a_method_it_cannot_host(name, needle, tmp_path, capsys):
     out = tmp_path / "run"

@@ -188,7 +188,7 @@ def test_image_backbone_names_stay_for_images(tmp_path, capsys, tiny_args):
     assert "backbone conv1d does not fit synthetic" in capsys.readouterr().err
 
 
-def test_every_protocol_runs_on_a_series_checkpoint(ucr_dir, tmp_path):
+def test_every_protocol_runs_on_a_series_checkpoint(ucr_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["pretrain", *SERIES_RUN, "--data-dir", str(ucr_dir), "--epochs", "2", "--out", str(out)]) == 0
     checkpoint = str(out / "checkpoints" / "last.ckpt")
@@ -198,6 +198,15 @@ def test_every_protocol_runs_on_a_series_checkpoint(ucr_dir, tmp_path):
         assert main(["evaluate", *protocol, "--checkpoint", checkpoint, "--output", str(result)]) == 0, protocol
         assert json.loads(result.read_text())["protocol"] == protocol[0]
     assert (tmp_path / "retrieval.png").stat().st_size > 0
+    # the dataset interface: one clear message where a protocol cannot serve the data
+    for protocol, dataset, needle in (("transfer", "digits", "pretrained on series (ucr) but digits holds images"),
+                                      ("knn", "digits", "evaluate it on a series dataset"),
+                                      ("transfer", "gunpoint", "transfer adapts images")):
+        result = tmp_path / f"refused-{protocol}.json"
+        assert main(["evaluate", protocol, "--checkpoint", checkpoint, "--dataset", dataset,
+                     "--output", str(result)]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err and not result.exists(), err
 
 
 def test_series_ssl_verdict_needs_a_gap_beyond_the_seed_range():

@@ -9,10 +9,10 @@ import os
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from selfsup.data.augment import AugmentConfig
-from selfsup.data.datasets import DATASETS, DatasetInfo, collate_batch
+from selfsup.data.datasets import DATASETS, DatasetInfo
 from selfsup.data.samplers import ShuffleBatchSampler
 from selfsup.data.views import Normalization, ViewSpec
 from selfsup.losses import nt_xent
@@ -63,9 +63,8 @@ class LabelledPlusUnlabelled(Method):
         self.classifier = nn.Linear(self.feature_dim, run.num_classes)
         self.views = [ViewSpec(AugmentConfig(), count=2)]
 
-    def train_loader(self, dataset, batch_size, seed):
-        return DataLoader(HalfLabelled(dataset), batch_sampler=ShuffleBatchSampler(len(dataset), batch_size, seed),
-                          collate_fn=collate_batch)
+    def train_batches(self, dataset, batch_size, seed):
+        return HalfLabelled(dataset), ShuffleBatchSampler(len(dataset), batch_size, seed)
 
     def batch_size(self, batch):
         return batch["labeled"]["index"].shape[0] + batch["unlabeled"]["index"].shape[0]

@@ -107,12 +107,13 @@ def model_ceiling(cfg: dict, train, channels_last: bool) -> float:
     module.train_set = train
     generator = torch.Generator().manual_seed(0)
     make = functools.partial(make_views, norm=module.norm, generator=generator, channels_last=channels_last)
-    loader = module.method.train_loader(train, BATCH, module.cfg["seed"])  # the method's own sampling, if any
-    if loader is None:
+    batches = module.method.train_batches(train, BATCH, module.cfg["seed"])  # the method's own sampling, if any
+    if batches is None:
         raw = [train.__getitems__(list(range(i * BATCH, (i + 1) * BATCH))) for i in range(4)]
     else:
-        loader.batch_sampler.set_epoch(0)
-        raw = list(itertools.islice(loader, 4))
+        dataset, sampler = batches
+        sampler.set_epoch(0)
+        raw = [dataset.__getitems__(indices) for indices in itertools.islice(sampler, 4)]
     batches = [module.method.prepare_batch(batch, make) for batch in raw]
     seconds = _time_steps(module, (batches[i % 4] for i in range(STEPS)), STEPS, epoch_start=True)
     return STEPS * BATCH / seconds

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from ..errors import SelfSupError
 from . import formats
@@ -69,15 +69,26 @@ def batch_inputs(batch: dict) -> torch.Tensor:
 
 
 def collate_batch(batch):
-    """The DataLoader's collate: in-memory datasets already return a whole batch dict."""
+    """The DataLoader's collate: every dataset's ``__getitems__`` already returns a whole batch dict."""
     if isinstance(batch, dict):
         return batch
     return torch.utils.data.default_collate(batch)
 
 
+def batch_loader(dataset, batch_sampler, num_workers: int) -> DataLoader:
+    """The training DataLoader of ``dataset`` and a batch sampler of its indices: whole batches
+    from ``__getitems__``; ``num_workers`` worker processes for datasets that decode files
+    (``decodes_files``), none for in-memory ones (one indexing operation per batch)."""
+    workers = num_workers if getattr(dataset, "decodes_files", False) else 0
+    return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate_batch, num_workers=workers,
+                      persistent_workers=workers > 0)
+
+
 class ImageFileDataset(Dataset):
     """Images decoded from files with Pillow, resized (shorter side, then centre crop) to
     ``image_size`` so that batches stack; augmentation then runs on the batch."""
+
+    decodes_files = True  # the training loader gives it data.num_workers worker processes
 
     def __init__(self, files: list[Path], labels: np.ndarray, num_classes: int, image_size: int, channels: int):
         self.files, self.labels, self.num_classes = files, torch.as_tensor(labels), num_classes
@@ -98,6 +109,16 @@ class ImageFileDataset(Dataset):
             raise SelfSupError(f"cannot decode image {self.files[i]}: {exc}") from exc
         tensor = TF.center_crop(TF.resize(tensor, self.image_size, antialias=True), [self.image_size, self.image_size])
         return {"image": tensor, "label": self.labels[i], "index": torch.tensor(i)}
+
+    def __getitems__(self, indices: list[int]) -> dict:
+        """A batch, as every dataset serves one: ``{"image": [B, C, H, W], "label": [B], "index": [B]}``."""
+        return torch.utils.data.default_collate([self[i] for i in indices])
+
+    def content_key(self) -> tuple:
+        """What the split's content follows from, for cache keys (``io.content_hash``): each file's
+        path, size and modification time, the labels, and the size and channels it is decoded to."""
+        files = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in map(Path, self.files)]
+        return files, self.labels, self.image_size, self.channels
 
     def subset(self, indices: np.ndarray) -> "ImageFileDataset":
         return ImageFileDataset([self.files[i] for i in indices], self.labels.numpy()[indices],

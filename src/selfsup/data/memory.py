@@ -23,6 +23,10 @@ class InMemoryDataset(Dataset):
         index = torch.as_tensor(indices, dtype=torch.long)
         return {self.key: self.samples[index], "label": self.labels[index], "index": index}
 
+    def content_key(self) -> tuple:
+        """What the split's content follows from, for cache keys (``io.content_hash``): its samples and labels."""
+        return self.samples, self.labels
+
     def __getitem__(self, i: int) -> dict:
         return {self.key: self.samples[i], "label": self.labels[i], "index": torch.tensor(i)}
 

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Sampler
 
 from ..distributed import world_info
+from ..errors import SelfSupError
 from .. import rng
 
 
@@ -127,7 +128,9 @@ class LabelledUnlabelledBatchSampler(RankBatchSampler):
         self.unlabelled_batch = labelled_batch * unlabelled_ratio
         steps = pool_size // self.unlabelled_batch
         if steps < 1:
-            raise ValueError(f"cannot make batches of {self.unlabelled_batch} unlabelled images from {pool_size}")
+            raise SelfSupError(f"a step takes {self.unlabelled_batch} unlabelled images (batch size {labelled_batch} x "
+                               f"params.unlabelled_ratio {unlabelled_ratio}) but the pool holds {pool_size}; lower "
+                               "--batch-size or params.unlabelled_ratio")
         self.pool_size = pool_size
         super().__init__(steps * (labelled_batch + self.unlabelled_batch), labelled_batch + self.unlabelled_batch, seed)
 

@@ -16,9 +16,8 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader
 
 from ..config import expand_hosted
-from ..data.datasets import (balanced_subset_indices, batch_inputs, collate_batch, dataset_info, load_split,
+from ..data.datasets import (balanced_subset_indices, batch_inputs, batch_loader, dataset_info, load_split,
                              normalization_for)
-from ..data.memory import InMemoryDataset
 from ..data.samplers import ShuffleBatchSampler
 from ..errors import SelfSupError
 from ..eval.diagnostics import embedding_diagnostics
@@ -65,11 +64,12 @@ def load_datasets(cfg: dict) -> tuple:
     return train, bank, test
 
 
-def default_loader(train, cfg: dict) -> DataLoader:
-    """Shuffled by (seed, epoch), sharded by rank, full batches only; in-memory splits need no workers."""
-    workers = 0 if isinstance(train, InMemoryDataset) else cfg["data"]["num_workers"]
-    return DataLoader(train, batch_sampler=ShuffleBatchSampler(len(train), cfg["batch_size"], cfg["seed"]),
-                      collate_fn=collate_batch, num_workers=workers, persistent_workers=workers > 0)
+def train_loader(method: Method, train, cfg: dict) -> DataLoader:
+    """The method's own batches (``Method.train_batches``), else shuffled by (seed, epoch),
+    sharded by rank, full batches only; ``data.num_workers`` workers where the data decodes files."""
+    batches = method.train_batches(train, cfg["batch_size"], cfg["seed"])
+    dataset, sampler = batches or (train, ShuffleBatchSampler(len(train), cfg["batch_size"], cfg["seed"]))
+    return batch_loader(dataset, sampler, cfg["data"]["num_workers"])
 
 
 def _monitor_subset(dataset, n: int, seed: int):
@@ -138,7 +138,7 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
     module.train_set = train
     if not is_worker:
         run.write_config(cfg)
-    loader = module.method.train_loader(train, cfg["batch_size"], cfg["seed"]) or default_loader(train, cfg)
+    loader = train_loader(module.method, train, cfg)
     throughput = Throughput()
     callbacks = [throughput]
     knn_cfg = cfg["knn"]

@@ -68,7 +68,7 @@ def run_baselines(cfg: dict, bank, test, probe_epochs: int = 0, layers: bool = F
     random_method = build_method(cfg)
     where, backbone = evaluated_network(random_method)
     key = content_hash([where, probe_epochs, layers, k, temperature, cfg["seed"], list(norm.mean), list(norm.std)],
-                       backbone, bank.samples, bank.labels, test.samples, test.labels) if cache is not None else ""
+                       backbone, *bank.content_key(), *test.content_key()) if cache is not None else ""
     return cached_json(cache, key, lambda: _baselines(cfg, random_method, bank, test, norm, identity, probe_epochs,
                                                       layers))
 

@@ -70,7 +70,7 @@ def scratch_fingerprint(method: nn.Module, labelled, test, norm: Normalization, 
     methods that build the same network make the run once (``--baseline-cache``)."""
     where, backbone = evaluated_network(method)
     return content_hash([where, epochs, seed, device, channels_last, precision, list(norm.mean), list(norm.std)], backbone,
-                        labelled.samples, labelled.labels, test.samples, test.labels)
+                        *labelled.content_key(), *test.content_key())
 
 
 class Finetuner(L.LightningModule):

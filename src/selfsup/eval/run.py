@@ -77,6 +77,14 @@ def _evaluation_data(args, cfg: dict, labelled: bool = True, adapt: bool = False
     labels), checked against the model; ``adapt`` converts 1 <-> 3 channels to the model's."""
     dataset = args.dataset or cfg["dataset"]
     same = dataset == cfg["dataset"]
+    pretrained_on, given = cfg["data"].get("modality", "image"), dataset_info(dataset).modality
+    if given != pretrained_on:
+        kinds = {"image": "images", "series": "series"}
+        raise SelfSupError(f"the checkpoint was pretrained on {kinds[pretrained_on]} ({cfg['dataset']}) but {dataset} "
+                           f"holds {kinds[given]}; evaluate it on a {pretrained_on} dataset")
+    if adapt and given == "series" and not same:
+        raise SelfSupError("transfer adapts images (size and channels) to the checkpoint; a series checkpoint is "
+                           f"evaluated on its own dataset ({cfg['dataset']}) with knn, linear or finetune")
     data_dir = args.data_dir or (cfg["data_dir"] if same else None)
     channels = args.channels or (cfg["data"]["channels"] if adapt else None)
     options = {"channels": channels, "image_size": cfg["data"]["image_size"]}
@@ -137,7 +145,7 @@ class Encoders:
             where, network = evaluated_network(self.methods[name]) if name != "pixels" else (None, None)
             key = content_hash([name, settings, where, list(self.norm.mean), list(self.norm.std), self.size,
                                 self.device, self.module.channels_last], *([network] if network else []),
-                               *(t for d in datasets for t in (d.samples, d.labels))) if self.cache else ""
+                               *(part for d in datasets for part in d.content_key())) if self.cache else ""
             scores[name] = cached_json(self.cache, key, lambda: {
                 "score": score(name), "baseline": name, "settings": settings, "made_for": self.checkpoint})["score"]
         return scores

@@ -24,8 +24,9 @@ keeps across steps is a sub-module or a registered buffer, so checkpoints carry 
 ``parameter_groups`` may mark groups ``fixed_lr`` (no warm-up, no decay), give them an
 ``lr_scale``, or exclude them from weight decay and LARS (``lars_exclude``).  A method that
 re-initialises a head calls ``reinitialize(module)``; the engine then drops the optimiser
-state (momentum, LARS buffers) of its parameters.  ``train_loader`` may return the method's
-own DataLoader (use the rank-aware samplers of ``selfsup.data.samplers``).  ``features`` and
+state (momentum, LARS buffers) of its parameters.  ``train_batches`` may return the method's
+own batches: the dataset to index and a batch sampler of its indices (use the rank-aware
+samplers of ``selfsup.data.samplers``); the engine builds the DataLoader (workers, collate).  ``features`` and
 ``feature_layers`` are what every evaluation protocol uses.  ``limits`` (or an override of
 ``check_params``) rejects bad params with one clear message before anything is built.  ``batch_size(batch)`` tells the
 engine how many samples a batch holds, so batches need not be one image tensor.
@@ -175,8 +176,9 @@ class Method(nn.Module):
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Called after each optimiser step."""
 
-    def train_loader(self, dataset, batch_size: int, seed: int):
-        """The method's own training DataLoader, or None for the engine's default."""
+    def train_batches(self, dataset, batch_size: int, seed: int):
+        """``(dataset, batch sampler)`` of the method's own training batches, or None for the
+        engine's shuffled full batches."""
         return None
 
     def reinitialize(self, *modules: nn.Module) -> None:

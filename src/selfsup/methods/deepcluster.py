@@ -34,10 +34,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import normalized_mutual_info_score
 from torch import nn
-from torch.utils.data import DataLoader
 
 from ..data.augment import AugmentConfig
-from ..data.datasets import collate_batch
 from ..data.samplers import UniformLabelBatchSampler
 from ..data.views import ViewSpec
 from ..errors import SelfSupError
@@ -149,9 +147,8 @@ class DeepCluster(Clustering):
     def cluster_features(self, x):
         return self.head(self.features(x))
 
-    def train_loader(self, dataset, batch_size, seed):
-        sampler = UniformLabelBatchSampler(lambda: self.assignment, len(dataset), batch_size, seed)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_batch)
+    def train_batches(self, dataset, batch_size, seed):
+        return dataset, UniformLabelBatchSampler(lambda: self.assignment, len(dataset), batch_size, seed)
 
     def on_epoch_start(self, epoch, embed):
         stats, _ = self.recluster(epoch, embed)

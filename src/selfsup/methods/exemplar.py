@@ -19,10 +19,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
 from ..data.augment import AugmentConfig
-from ..data.datasets import collate_batch
 from ..data.samplers import ResampleBatchSampler
 from ..data.views import ViewSpec
 from ..errors import SelfSupError
@@ -63,9 +61,8 @@ class Exemplar(Method):
         self.classifier = nn.Linear(self.feature_dim, n)
         self.views = [ViewSpec(AugmentConfig(**cfg["augment"]), count=1)]
 
-    def train_loader(self, dataset, batch_size, seed):
-        return DataLoader(dataset, batch_sampler=ResampleBatchSampler(self.seeds.cpu(), len(dataset), batch_size, seed),
-                          collate_fn=collate_batch)
+    def train_batches(self, dataset, batch_size, seed):
+        return dataset, ResampleBatchSampler(self.seeds.cpu(), len(dataset), batch_size, seed)
 
     def warp(self, x: torch.Tensor) -> torch.Tensor:
         """Each image translated, scaled and rotated by its own random amounts."""

@@ -50,7 +50,7 @@ class HostsMethods:
         from . import method_class
 
         hosted = method_class(name)
-        own = [hook.replace("_", " ") for hook in ("train_loader", "parameter_groups")
+        own = [hook.replace("_", " ") for hook in ("train_batches", "parameter_groups")
                if getattr(hosted, hook) is not getattr(Method, hook)]
         if own:
             raise SelfSupError(f"{cls.name} cannot train {name} beside its own objective: {name} needs its own "

@@ -51,10 +51,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..data.augment import AugmentConfig
-from ..data.datasets import collate_batch
 from ..data.samplers import LabelledUnlabelledBatchSampler
 from ..data.views import ViewSpec
 from ..errors import SelfSupError
@@ -89,18 +88,14 @@ class _SplitParts(Dataset):
 
     def __init__(self, dataset, labelled_batch: int):
         self.dataset, self.labelled_batch = dataset, labelled_batch
+        self.decodes_files = getattr(dataset, "decodes_files", False)
 
     def __len__(self):
         return len(self.dataset)
 
     def __getitems__(self, indices):
         k = self.labelled_batch
-        return {"labeled": collate_batch(self.dataset.__getitems__(indices[:k])),
-                "unlabeled": collate_batch(self.dataset.__getitems__(indices[k:]))}
-
-
-def _identity(batch):
-    return batch
+        return {"labeled": self.dataset.__getitems__(indices[:k]), "unlabeled": self.dataset.__getitems__(indices[k:])}
 
 
 class SemiSupervised(Method):
@@ -140,7 +135,7 @@ class SemiSupervised(Method):
         self.register_buffer("pseudo_seen", torch.zeros(()))
         self.total_steps = 0  # set with the loader (every run and resume builds it before the first step)
 
-    def train_loader(self, dataset, batch_size, seed):
+    def train_batches(self, dataset, batch_size, seed):
         self.labelled.copy_(labelled_indices(dataset.labels.numpy(), self.cfg["labels_per_class"],
                                              self.cfg["label_seed"]))
         sampler = LabelledUnlabelledBatchSampler(self.labelled.cpu(), len(dataset), batch_size,
@@ -149,7 +144,7 @@ class SemiSupervised(Method):
         note = ema_note(self.cfg["ema"], self.total_steps)
         if note:
             print(note, file=sys.stderr)
-        return DataLoader(_SplitParts(dataset, batch_size), batch_sampler=sampler, collate_fn=_identity)
+        return _SplitParts(dataset, batch_size), sampler
 
     def batch_size(self, batch):
         return batch["labeled"]["index"].shape[0] + batch["unlabeled"]["index"].shape[0]

@@ -24,10 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
 from ..data.augment import AugmentConfig
-from ..data.datasets import collate_batch
 from ..data.samplers import ClassBatchSampler
 from ..data.views import ViewSpec
 from ..errors import SelfSupError
@@ -131,10 +129,9 @@ class Triplet(EmbeddingMethod):
                                "with at least 2 images per class (P x K batches); change --batch-size or set "
                                "params.classes_per_batch")
 
-    def train_loader(self, dataset, batch_size, seed):
+    def train_batches(self, dataset, batch_size, seed):
         p = self.classes_per_batch(self.cfg, self.run)
-        return DataLoader(dataset, batch_sampler=ClassBatchSampler(dataset.labels, p, batch_size // p, seed),
-                          collate_fn=collate_batch)
+        return dataset, ClassBatchSampler(dataset.labels, p, batch_size // p, seed)
 
     def training_step(self, batch, step):
         (view,) = batch["views"]

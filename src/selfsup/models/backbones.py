@@ -20,6 +20,35 @@ RESNET_LAYOUTS = {
 }
 
 
+class StridedPointwiseConv(nn.Conv2d):
+    """A 1x1 convolution with a stride (a ResNet shortcut's downsampling), computed as the
+    stride-1 convolution of every ``stride``-th pixel: the same function and parameters.  We
+    avoid the strided kernel because its CPU (oneDNN) backward corrupts memory for
+    channels_last inputs of few channels (PyTorch 2.14: 8 to 16 channels at 64x64 pixels
+    crashes the process; ``tests/test_backbones.py``)."""
+
+    def _get_name(self) -> str:  # the same function as a Conv2d: printed, and so hashed for the baseline caches, as one
+        return "Conv2d"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        picked = x[:, :, ::self.stride[0], ::self.stride[1]].contiguous(memory_format=layout)
+        return nn.functional.conv2d(picked, self.weight, self.bias)
+
+
+def _pointwise_shortcuts(stage: nn.Sequential) -> nn.Sequential:
+    """``stage`` with each block's strided 1x1 shortcut convolution as a ``StridedPointwiseConv``."""
+    for block in stage:
+        conv = block.downsample[0] if block.downsample is not None else None
+        if conv is not None and conv.kernel_size == (1, 1) and conv.stride != (1, 1):
+            # skip_init draws no random numbers, so a seed builds the same network as before
+            pointwise = nn.utils.skip_init(StridedPointwiseConv, conv.in_channels, conv.out_channels, 1,
+                                           stride=conv.stride, bias=conv.bias is not None)
+            pointwise.weight, pointwise.bias = conv.weight, conv.bias
+            block.downsample[0] = pointwise
+    return stage
+
+
 class ResNetBackbone(ResNet):
     """A torchvision ResNet with a configurable stem, base width and input channels."""
 
@@ -39,9 +68,9 @@ class ResNetBackbone(ResNet):
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.layer1 = self._make_layer(block, width, layers[0])
-        self.layer2 = self._make_layer(block, width * 2, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, width * 4, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, width * 8, layers[3], stride=2)
+        self.layer2 = _pointwise_shortcuts(self._make_layer(block, width * 2, layers[1], stride=2))
+        self.layer3 = _pointwise_shortcuts(self._make_layer(block, width * 4, layers[2], stride=2))
+        self.layer4 = _pointwise_shortcuts(self._make_layer(block, width * 8, layers[3], stride=2))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Flatten()
         self.feature_dim = width * 8 * block.expansion
