@@ -11,7 +11,7 @@ import torch
 from selfsup.cli import main
 from selfsup.data.randaugment import OPERATIONS, cutout, rand_augment
 from selfsup.data.samplers import LabelledUnlabelledBatchSampler
-from selfsup.methods.semisup import ema_note, labelled_indices
+from selfsup.methods.semisup.base import ema_note, labelled_indices
 
 SEMI = ["--dataset", "synthetic", "--width", "8", "--batch-size", "16", "--labels-per-class", "10",
         "--set", "trainer.progress_bar=false", "--set", "knn.k=20", "--set", "params.unlabelled_ratio=2",

@@ -26,7 +26,7 @@ from ..errors import SelfSupError
 from ..eval.features import method_features
 from ..eval.linear import train_linear_probe
 from ..io import write_json
-from ..methods.semisup import labelled_indices
+from ..methods.semisup.base import labelled_indices
 from ..plots import curve_plot
 from ..rundir import RunDirectory
 from .report import write_table

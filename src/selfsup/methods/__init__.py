@@ -36,11 +36,11 @@ _PLACES = {
     "multitask": ("multitask", "Multitask"),
     "colorization": ("colorization", "Colorization"),
     "split-brain": ("split_brain", "SplitBrain"),
-    "supervised-only": ("semisup", "SupervisedOnly"),
-    "pseudo-label": ("semisup", "PseudoLabel"),
-    "self-training": ("semisup", "SelfTraining"),
-    "fixmatch": ("semisup", "FixMatch"),
-    "frost": ("semisup", "Frost"),
+    "supervised-only": ("semisup.base", "SupervisedOnly"),
+    "pseudo-label": ("semisup.pseudo_label", "PseudoLabel"),
+    "self-training": ("semisup.self_training", "SelfTraining"),
+    "fixmatch": ("semisup.fixmatch", "FixMatch"),
+    "frost": ("semisup.frost", "Frost"),
 }
 
 
