@@ -123,70 +123,92 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
     ``is_worker`` marks the extra processes that DDP launches, which leave the run directory
     to rank 0."""
     quiet_lightning()
-    out = Path(out)
+    run = RunDirectory(out)
     expand_hosted(cfg)  # a config changed after it was resolved: its hosted methods' params as resolving gives them
     train, bank, test = load_datasets(cfg)
     if cfg["batch_size"] > len(train):
         raise SelfSupError(f"batch size {cfg['batch_size']} is larger than the {len(train)} training images; "
                            "lower --batch-size or raise --subset")
-    run = RunDirectory(out)
-    ckpt = run.checkpoint if resume and run.checkpoint.exists() else None
-    if not is_worker:
+    if is_worker:
+        ckpt = run.checkpoint if resume and run.checkpoint.exists() else None
+    else:
         ckpt = run.start(cfg, resume)
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     module = PretrainModule(cfg)  # a method that cannot be built fails before the run directory is touched
     module.train_set = train
     if not is_worker:
         run.write_config(cfg)
-    loader = train_loader(module.method, train, cfg)
-    throughput = Throughput()
-    callbacks = [throughput]
+    trainer, throughput, monitor = fit(module, cfg, run, train, bank, test, ckpt)
+    if not trainer.is_global_zero:
+        return {}
+    module.to(trainer.strategy.root_device)  # Lightning moves the model to the CPU after fit
+    metrics = training_metrics(module, trainer, throughput, monitor, cfg, len(train), ckpt)
+    if test is not None:
+        metrics.update(final_evaluation(module, cfg, bank, test, baselines, probe_epochs, probe_layers,
+                                        baselines_cache))
+    return run.finish(metrics)
+
+
+def fit(module: PretrainModule, cfg: dict, run: RunDirectory, train, bank, test, ckpt: Path | None):
+    """Train ``module`` (resuming from ``ckpt``) with the kNN monitor and a checkpoint after every
+    epoch; (trainer, throughput callback, monitor or None)."""
+    throughput, monitor = Throughput(), None
     knn_cfg = cfg["knn"]
-    monitor = None
     if test is not None and knn_cfg["every_n_epochs"] > 0:
         monitor = KNNMonitor(_monitor_subset(bank, knn_cfg["monitor_train_size"], cfg["seed"]),
                              _monitor_subset(test, knn_cfg["monitor_test_size"], cfg["seed"]),
                              cfg["data"]["num_classes"], knn_cfg["k"], knn_cfg["temperature"], knn_cfg["every_n_epochs"])
-        callbacks.append(monitor)
-    callbacks.append(EpochCheckpoint(run.checkpoint))
-    trainer = build_trainer(cfg, out, callbacks)
-    trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
-    if not trainer.is_global_zero:
-        return {}
-    device = trainer.strategy.root_device  # Lightning moves the model to the CPU after fit
-    module.to(device)
+    callbacks = [throughput, *([monitor] if monitor else []), EpochCheckpoint(run.checkpoint)]
+    trainer = build_trainer(cfg, run.path, callbacks)
+    trainer.fit(module, train_dataloaders=train_loader(module.method, train, cfg),
+                ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+    return trainer, throughput, monitor
+
+
+def training_metrics(module: PretrainModule, trainer: L.Trainer, throughput: Throughput, monitor, cfg: dict,
+                     train_size: int, ckpt: Path | None) -> dict:
+    """What the training itself measured: loss, time, throughput, memory, the kNN curve, the
+    method's epoch history."""
     final_loss = trainer.callback_metrics.get("loss_epoch", trainer.callback_metrics.get("loss"))
-    metrics = {
+    return {
         "method": cfg["method"], "method_revision": type(module.method).revision, "dataset": cfg["dataset"],
         "epochs": cfg["epochs"], "final_loss": float(final_loss) if final_loss is not None else None,
         "knn_top1": None,
         "train_seconds": round(throughput.wall_seconds, 2),  # every segment of a resumed run
         "samples_per_second": round(throughput.images / throughput.train_seconds, 2) if throughput.train_seconds else None,
-        "train_images": len(train), "batch_size": cfg["batch_size"], "backbone": cfg["backbone"]["name"],
+        "train_images": train_size, "batch_size": cfg["batch_size"], "backbone": cfg["backbone"]["name"],
         "width": cfg["backbone"]["width"], "seed": cfg["seed"],
         "peak_memory_mb": round(peak_memory_mb(), 1),
         "knn_history": monitor.history if monitor else [],
         "epoch_history": module.epoch_history,
         "resumed_from": str(ckpt) if ckpt else None,
     }
-    if test is not None:  # collapse diagnostics of the final encoder on the monitor's test images
-        metrics["diagnostics"] = embedding_diagnostics(module.method, _monitor_subset(test, knn_cfg["monitor_test_size"],
-                                                       cfg["seed"]), module.norm, device, channels_last=module.channels_last)
-    if test is not None and type(module.method).predict is not Method.predict:  # a method with a classifier
-        metrics["test_top1"] = classifier_top1(module.method, module.method.predict, test, module.norm, device=device,
-                                               channels_last=module.channels_last)
-    if test is not None and (knn_cfg["final"] or probe_epochs):
-        scores = knn_and_probe(module.method, cfg, bank, test, module.norm, probe_epochs, probe_layers, device,
-                               module.channels_last, progress=cfg["trainer"]["progress_bar"])
-        metrics["knn_top1"] = scores["knn_top1"] if knn_cfg["final"] else None
+
+
+def final_evaluation(module: PretrainModule, cfg: dict, bank, test, baselines: bool, probe_epochs: int,
+                     probe_layers: bool, baselines_cache: Path | None) -> dict:
+    """The trained encoder on the test split: collapse diagnostics, the classifier's top-1 (a
+    method with ``predict``), kNN and probes, and the baselines, as ``pretrain`` asks."""
+    device, norm, knn_cfg = module.device, module.norm, cfg["knn"]
+    method, channels_last = module.method, module.channels_last
+    metrics = {"diagnostics": embedding_diagnostics(method, _monitor_subset(test, knn_cfg["monitor_test_size"], cfg["seed"]),
+                                                    norm, device, channels_last=channels_last)}
+    if type(method).predict is not Method.predict:  # a method with a classifier
+        metrics["test_top1"] = classifier_top1(method, method.predict, test, norm, device=device,
+                                               channels_last=channels_last)
+    if knn_cfg["final"] or probe_epochs:
+        scores = knn_and_probe(method, cfg, bank, test, norm, probe_epochs, probe_layers, device, channels_last,
+                               progress=cfg["trainer"]["progress_bar"])
+        if knn_cfg["final"]:
+            metrics["knn_top1"] = scores["knn_top1"]
         if probe_epochs:
             metrics["linear_top1"] = scores["linear_top1"]
         if probe_epochs and probe_layers:
             metrics["linear_layers"] = scores["linear_layers"]
-    if baselines and test is not None:
+    if baselines:
         print("computing the raw-pixel and random-init baselines...", file=sys.stderr)
         metrics["baselines"] = run_baselines(cfg, bank, test, probe_epochs, probe_layers, baselines_cache)
-    return run.finish(metrics)
+    return metrics
 
 
 def peak_memory_mb() -> float:
