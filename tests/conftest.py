@@ -1,5 +1,9 @@
+import shutil
+
 import pytest
 import torch
+
+from support import TINY
 
 
 @pytest.fixture(autouse=True)
@@ -7,13 +11,24 @@ def _seed():
     torch.manual_seed(0)
 
 
-TINY = ["--dataset", "synthetic", "--batch-size", "64", "--width", "8", "--set", "trainer.progress_bar=false",
-        "--set", "optimizer.name=adam", "--set", "optimizer.lr=0.008", "--set", "optimizer.lr_scaling=none",
-        "--set", "schedule.warmup_epochs=0",
-        "--set", "knn.k=20"]
-
-
 @pytest.fixture
 def tiny_args():
     """Options for a seconds-long SimCLR run on the synthetic dataset."""
     return list(TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_simclr_run(tmp_path_factory):
+    """A finished 2-epoch SimCLR run of TINY's settings, pretrained once per test session;
+    tests that write into a run take a copy (``simclr_run``)."""
+    from selfsup.cli import main
+
+    out = tmp_path_factory.mktemp("session-runs") / "simclr"
+    assert main(["pretrain", "--method", "simclr", "--epochs", "2", "--out", str(out), *TINY]) == 0
+    return out
+
+
+@pytest.fixture
+def simclr_run(tiny_simclr_run, tmp_path):
+    """A copy of the session's tiny SimCLR run, this test's to change."""
+    return shutil.copytree(tiny_simclr_run, tmp_path / "simclr")

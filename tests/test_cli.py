@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -26,11 +27,9 @@ def assert_clean_error(code: int, err: str, *needles: str):
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    from conftest import TINY
-    out = tmp_path_factory.mktemp("runs") / "done"
-    assert main(["pretrain", "--method", "simclr", "--epochs", "1", "--out", str(out)] + TINY) == 0
-    return out
+def finished_run(tmp_path_factory, tiny_simclr_run):
+    """A copy of the session's tiny SimCLR run, shared by this module's tests."""
+    return shutil.copytree(tiny_simclr_run, tmp_path_factory.mktemp("runs") / "done")
 
 
 def digest(path) -> str:
@@ -89,12 +88,10 @@ def test_existing_run_is_not_overwritten(capsys, finished_run, tiny_args):
     assert before == after
 
 
-def test_resume_with_changed_settings_is_refused(capsys, tmp_path, tiny_args, monkeypatch):
-    out = tmp_path / "r"
-    main(["pretrain", "--method", "simclr", *tiny_args, "--epochs", "1", "--out", str(out)])
+def test_resume_with_changed_settings_is_refused(capsys, simclr_run, tiny_args, monkeypatch):
+    out = simclr_run  # 2 epochs
     (out / "metrics.json").unlink()  # pretend the run was killed before it finished
-    capsys.readouterr()
-    assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", *tiny_args, "--epochs", "2", "--resume",
+    assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", *tiny_args, "--epochs", "3", "--resume",
                                 "--out", str(out)), "epochs")
 
 
@@ -150,13 +147,11 @@ def test_list_names_everything(capsys):
         assert name in out
 
 
-def test_resume_from_a_corrupt_checkpoint_is_refused(capsys, tmp_path, tiny_args):
-    out = tmp_path / "r"
-    main(["pretrain", "--method", "simclr", *tiny_args, "--epochs", "1", "--out", str(out)])
+def test_resume_from_a_corrupt_checkpoint_is_refused(capsys, simclr_run, tiny_args):
+    out = simclr_run  # 2 epochs
     (out / "metrics.json").unlink()  # pretend the run was killed before it finished
     (out / "checkpoints" / "last.ckpt").write_bytes(b"truncated")
-    capsys.readouterr()
-    assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", *tiny_args, "--epochs", "1", "--resume",
+    assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", *tiny_args, "--epochs", "2", "--resume",
                                 "--out", str(out)), "corrupt")
     assert (out / "checkpoints" / "last.ckpt").read_bytes() == b"truncated"
 

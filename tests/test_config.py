@@ -1,12 +1,19 @@
-"""Resolving a run's config: hosted methods' params are written out in full, so that the
-config alone rebuilds the method (no packaged YAML is read when it is built)."""
+"""Resolving a run's config: the typed, validated config; hosted methods' params written out
+in full, so that the config alone rebuilds the method (no packaged YAML is read when it is
+built); class and YAML defaults that agree."""
 import copy
+import math
+import re
+from pathlib import Path
 
 import pytest
+import yaml
 
 from selfsup.config import expand_hosted, merge, packaged_config, resolve
 from selfsup.errors import SelfSupError
 from selfsup.methods import METHODS
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def own_params(name: str) -> dict:
@@ -52,3 +59,79 @@ def test_changing_the_hosted_methods_of_a_resolved_config_drops_the_old_ones_ful
     assert set(expand_hosted(cfg)["params"]["task_params"]) == {"rotation", "count"}
     cfg["params"]["task_params"]["jigsaw"] = {"permutations": 30}  # an override of a task not trained: kept, for
     assert "jigsaw" in expand_hosted(cfg)["params"]["task_params"]  # multitask's check to name it
+
+
+def test_resolve_returns_a_typed_config_that_still_reads_and_dumps_as_a_dict():
+    from selfsup.config import Config, RunSettings
+    from selfsup.rundir import dump
+
+    cfg = resolve("simclr", flags={"epochs": 3, "optimizer": {"lr": 0.1}})
+    assert isinstance(cfg, Config) and cfg["epochs"] == 3
+    settings = cfg.settings
+    assert isinstance(settings, RunSettings)
+    assert (settings.epochs, settings.optimizer.lr, settings.knn.k) == (3, 0.1, 200)
+    assert yaml.safe_load(dump(cfg)) == dict(cfg)  # config.yaml stays a plain mapping
+    assert isinstance(merge(cfg, {"seed": 2}), Config)  # a suite's layers keep the type
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"epochs": 0}, "epochs must be at least 1, got 0"),
+    ({"batch_size": "big"}, "batch_size must be an integer, got 'big'"),
+    ({"optimizer": {"lr": "fast"}}, "optimizer.lr must be a number, got 'fast'"),
+    ({"optimizer": {"name": "rmsprop"}}, "optimizer.name must be one of sgd, adam, adamw, lars"),
+    ({"trainer": {"precision": "64"}}, "trainer.precision must be one of 32-true, bf16-mixed, 16-mixed"),
+    ({"knn": {"final": "yes"}}, "knn.final must be true or false, got 'yes'"),
+    ({"data": {"channels": 2}}, "data.channels must be one of 1, 3 or null, got 2"),
+    ({"subset": 0}, "subset must be at least 1, got 0"),
+])
+def test_every_setting_is_checked_against_its_type_and_range(flags, message):
+    with pytest.raises(SelfSupError, match=re.escape(message)):
+        resolve("simclr", flags=flags)
+
+
+def test_pretrain_checks_a_config_built_without_the_command_line(tmp_path):
+    """A suite or a script that changes a resolved config gets the command line's checks."""
+    from selfsup.engine.train import pretrain
+
+    cfg = merge(resolve("simclr", flags={"dataset": "synthetic"}), {"epochs": -1})
+    with pytest.raises(SelfSupError, match="epochs must be at least 1"):
+        pretrain(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_committed_run_config_is_a_valid_typed_config():
+    """Old runs still load: every committed config.yaml of an image or series run reads as RunSettings."""
+    from selfsup.config import RunSettings
+
+    configs = [yaml.safe_load(path.read_text()) for path in (ROOT / "benchmarks").glob("**/config.yaml")]
+    runs = [c for c in configs if "network" not in c]  # forecasting runs have their own settings
+    assert len(runs) > 100
+    for cfg in runs:
+        RunSettings.of(cfg)
+
+
+def _agrees(written, default) -> bool:
+    """Whether a value written in a method's YAML is its class default: mappings key by key (the
+    YAML may leave out settings at their defaults), numbers to 7 significant digits."""
+    if isinstance(written, dict) and isinstance(default, dict):
+        return all(k in default and _agrees(v, default[k]) for k, v in written.items())
+    if isinstance(written, list) and isinstance(default, (list, tuple)):
+        return len(written) == len(default) and all(map(_agrees, written, default))
+    if isinstance(written, float) or isinstance(default, float):
+        return written is not None and default is not None and math.isclose(written, default, rel_tol=1e-7)
+    return written == default
+
+
+def test_class_defaults_and_packaged_yaml_give_every_param_the_same_value():
+    """A method's defaults are written in its class and documented in configs/NAME.yaml: the two must agree."""
+    for name, cls in METHODS.items():
+        written = packaged_config(name).get("params", {})
+        differ = {k: (cls.defaults[k], v) for k, v in written.items() if not _agrees(v, cls.defaults[k])}
+        assert not differ, f"{name}: class vs YAML {differ}"
+
+
+def test_the_agreement_check_catches_a_changed_default():
+    assert _agrees({"crop_scale": [0.08, 1.0], "blur_p": 0.5}, {"crop_scale": (0.08, 1.0), "blur_p": 0.5, "flip_p": 0.5})
+    assert not _agrees({"blur_p": 1.0}, {"blur_p": 0.5})
+    assert not _agrees({"crop_scale": [0.2, 1.0]}, {"crop_scale": [0.08, 1.0]})
+    assert not _agrees(0.07, 0.2) and _agrees(1.3333333, 4 / 3) and not _agrees(None, 0.1)

@@ -13,7 +13,7 @@ from selfsup.engine.train import pretrain
 from selfsup.eval.linear import linear_probe
 from selfsup.methods.deepcluster import DeepCluster
 from selfsup.models.norm import SplitBatchNorm2d
-from test_methods import assert_same_state, crash_and_resume, tiny_method_cfg
+from support import assert_same_state, crash_and_resume, tiny_method_cfg
 
 
 @pytest.fixture

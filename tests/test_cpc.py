@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from selfsup.losses import sampled_info_nce
 from selfsup.methods.cpc import GRUContext, MaskedConvContext, PatchGrid
 from selfsup.models.backbones import Conv1dEncoder
-from test_non_contrastive_methods import tiny
+from support import tiny
 
 
 def test_patch_grid_matches_slices_of_the_padded_image():

@@ -1,28 +1,27 @@
 """Two CPU processes (gloo): the indices each rank trains on through the engine, and the
 MoCo queue and shuffle across ranks against the single-process result."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 import torch
 
-from conftest import TINY
+from support import TINY
 from selfsup.methods.helpers import FeatureQueue, shuffle_across_ranks, unshuffle_across_ranks
-from two_processes import run_two_processes
+from two_processes import run_two_processes, two_process_command
 
 SCRIPT = Path(__file__).with_name("ddp_record.py")
 
 
+pytestmark = pytest.mark.ddp
+
+
 def _ddp_run(out, record_dir, extra=(), crash_epoch=None):
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", RECORD_DIR=str(record_dir),
-               CRASH_AT_EPOCH=str(crash_epoch if crash_epoch is not None else -1))
     args = [a for a in TINY if a not in ("--batch-size", "64")]
-    return subprocess.run([sys.executable, str(SCRIPT), "pretrain", "--method", "toy-recorder", "--epochs", "3",
-                           "--devices", "2", "--accelerator", "cpu", "--batch-size", "32", "--out", str(out),
-                           "--set", "knn.every_n_epochs=0", *extra] + args,
-                          capture_output=True, text=True, env=env, timeout=600)
+    return two_process_command(["pretrain", "--method", "toy-recorder", "--epochs", "3", "--batch-size", "32",
+                                "--out", out, "--set", "knn.every_n_epochs=0", *extra] + args, script=SCRIPT,
+                               RECORD_DIR=str(record_dir),
+                               CRASH_AT_EPOCH=str(crash_epoch if crash_epoch is not None else -1))
 
 
 def _records(record_dir):

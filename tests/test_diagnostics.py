@@ -43,9 +43,8 @@ def test_uniformity_matches_a_double_loop():
     assert uniformity(x) == pytest.approx(math.log(sum(terms) / len(terms)))
 
 
-def test_evaluate_diagnostics_command(capsys, tmp_path, tiny_args):
-    out = tmp_path / "run"
-    assert main(["pretrain", "--method", "simclr", *tiny_args, "--epochs", "1", "--out", str(out)]) == 0
+def test_evaluate_diagnostics_command(capsys, tmp_path, simclr_run):
+    out = simclr_run
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"normalized_std", "effective_rank", "alignment", "uniformity"} <= set(metrics["diagnostics"])
     assert "effective_rank" in metrics["knn_history"][-1]

@@ -5,13 +5,13 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY
+from support import TINY
 from selfsup.cli import main
 from selfsup.config import resolve
 from selfsup.build import load_pretrained
 from selfsup.engine.train import pretrain
 from selfsup.methods.simclr import SimCLR
-from test_methods import SimulatedCrash, assert_same_state
+from support import SimulatedCrash, assert_same_state
 
 
 def tiny_cfg(**overrides):
@@ -154,7 +154,7 @@ def test_final_evaluation_embeds_each_split_once_when_the_last_stage_is_the_feat
         return real(method, dataset, norm, **options)
 
     monkeypatch.setattr(final, "method_features", counting)
-    from test_methods import tiny_method_cfg
+    from support import tiny_method_cfg
 
     cfg = tiny_method_cfg("simclr", epochs=1)
     metrics = train.pretrain(cfg, tmp_path / "run", baselines=True, probe_epochs=2, probe_layers=True)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.losses import gaussian_jsd, gaussian_kl, nt_xent
-from test_non_contrastive_methods import tiny
+from support import tiny
 
 
 def samples_and_gaussians(method, seed=3):

@@ -121,7 +121,7 @@ def test_bank_holds_each_images_embedding_and_its_knn_reads_it_in_the_splits_ord
     from selfsup.engine.train import pretrain
     from selfsup.eval.baselines import memory_bank_knn
     from selfsup.eval.features import method_features
-    from test_methods import tiny_method_cfg
+    from support import tiny_method_cfg
 
     cfg = tiny_method_cfg("instdisc", epochs=2)
     cfg["optimizer"]["lr"] = 1e-12
@@ -157,7 +157,7 @@ def test_bank_holds_each_images_embedding_and_its_knn_reads_it_in_the_splits_ord
 def test_bank_init_embeddings_starts_the_bank_from_the_networks_own_embeddings():
     from selfsup.engine.module import PretrainModule
     from selfsup.engine.train import load_datasets
-    from test_methods import tiny_method_cfg
+    from support import tiny_method_cfg
 
     cfg = tiny_method_cfg("instdisc")
     cfg["params"]["bank_init"] = "embeddings"

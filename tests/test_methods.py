@@ -4,50 +4,9 @@ A new method is covered by registering it."""
 import pytest
 import torch
 
-from conftest import TINY
-from selfsup.config import resolve
 from selfsup.build import load_pretrained
-from selfsup.engine.train import pretrain
 from selfsup.methods import METHODS
-
-
-def tiny_method_cfg(method: str, epochs: int = 2) -> dict:
-    assignments = [TINY[i + 1] for i, arg in enumerate(TINY) if arg == "--set"]
-    return resolve(method, flags={"dataset": "synthetic", "epochs": epochs, "batch_size": 64, "backbone": {"width": 8}},
-                   assignments=assignments + ["knn.every_n_epochs=0"])
-
-
-class SimulatedCrash(RuntimeError):
-    pass
-
-
-def assert_same_state(a: dict, b: dict, atol: float = 1e-6) -> None:
-    """Two checkpoints at the same step with the same parameters and buffers, within ``atol``."""
-    assert a["global_step"] == b["global_step"]
-    assert a["state_dict"].keys() == b["state_dict"].keys()
-    for key, value in a["state_dict"].items():
-        assert torch.allclose(value.float(), b["state_dict"][key].float(), atol=atol), key
-
-
-def crash_and_resume(name, tmp_path, monkeypatch, make_cfg):
-    """Train ``make_cfg()`` straight, and again with a crash at the start of epoch 2 then resumed:
-    (both runs' metrics, both last checkpoints)."""
-    straight = pretrain(make_cfg(), tmp_path / "straight")
-    cls = METHODS[name]
-    original = cls.on_epoch_start
-
-    def crash_in_second_epoch(self, epoch, embed):
-        if epoch == 1:
-            raise SimulatedCrash
-        return original(self, epoch, embed)
-
-    monkeypatch.setattr(cls, "on_epoch_start", crash_in_second_epoch)
-    with pytest.raises(SimulatedCrash):
-        pretrain(make_cfg(), tmp_path / "resumed")
-    monkeypatch.setattr(cls, "on_epoch_start", original)
-    resumed = pretrain(make_cfg(), tmp_path / "resumed", resume=True)
-    return (straight, resumed), [torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)
-                                 for run in ("straight", "resumed")]
+from support import assert_same_state, crash_and_resume, tiny_method_cfg
 
 
 # every registered method (semi-supervised ones with one unlabelled image per labelled one: the

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.losses import batch_info_nce
-from test_non_contrastive_methods import tiny
+from support import tiny
 from two_processes import run_two_processes
 
 

@@ -4,21 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from selfsup.build import build_method
-from selfsup.config import expand_hosted
 from selfsup.methods.helpers import cosine_momentum
-from test_methods import tiny_method_cfg
-
-
-def tiny(method: str, **params):
-    cfg = tiny_method_cfg(method)
-    cfg["data"].update(channels=3, image_size=16, num_classes=6)
-    cfg["backbone"]["small_stem"] = True
-    cfg["run"] = {"train_size": 512, "world_size": 1, "batches_per_epoch": 8}
-    cfg["params"].update(params)
-    expand_hosted(cfg)  # as resolving the config would: hosted methods' full params
-    torch.manual_seed(0)
-    return build_method(cfg)
+from support import tiny
 
 
 def test_byol_target_follows_the_cosine_ema_schedule():

@@ -4,7 +4,7 @@ import itertools
 import pytest
 import torch
 
-from test_non_contrastive_methods import tiny
+from support import tiny
 
 
 def test_rotation_puts_all_four_rotations_of_each_image_in_the_batch():

@@ -2,6 +2,7 @@
 on a seconds-long SimCLR run; the retrieval metrics against independent formulas."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -14,10 +15,9 @@ from selfsup.eval.retrieval import mean_average_precision, precision_at_k
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from conftest import TINY
-    out = tmp_path_factory.mktemp("runs") / "simclr"
-    assert main(["pretrain", "--method", "simclr", "--epochs", "2", "--out", str(out)] + TINY) == 0
+def checkpoint(tmp_path_factory, tiny_simclr_run):
+    """The checkpoint of a copy of the session's tiny SimCLR run (the protocols write beside it)."""
+    out = shutil.copytree(tiny_simclr_run, tmp_path_factory.mktemp("runs") / "simclr")
     return out / "checkpoints" / "last.ckpt"
 
 
@@ -119,7 +119,7 @@ def test_the_from_scratch_run_is_shared_by_checkpoints_with_the_same_initial_net
     """SimSiam builds the same ResNet as SimCLR at one seed: its from-scratch run is SimCLR's,
     and the cached number is exactly what running it again gives; DeepCluster's Sobel input
     makes another network, so another run."""
-    from conftest import TINY
+    from support import TINY
 
     cache, flags = tmp_path / "scratch", ["--labels-per-class", "4", "--epochs", "2", "--no-baselines"]
     others = {}
@@ -290,6 +290,6 @@ def test_evaluations_suite_needs_checkpoints(capsys, tmp_path):
 def test_odd_batches_train_without_crashing(tmp_path):
     """PyTorch 2.14 corrupts memory in the channels-last backward of strided 1x1 convolutions
     for odd batches (CPU); the engine trains such batches in NCHW."""
-    from conftest import TINY
+    from support import TINY
     args = [a if a != "64" else "33" for a in TINY]
     assert main(["pretrain", "--method", "supervised", "--epochs", "1", "--out", str(tmp_path / "odd")] + args) == 0

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imsave
 
-from conftest import TINY
+from support import TINY
 from selfsup.cli import main
 
 ODD_LABEL = "<i>run &1"  # must come out escaped in the HTML
@@ -103,6 +103,7 @@ def test_one_run_and_overwriting_an_existing_report(capsys, runs, tmp_path, monk
     assert (tmp_path / "outside.png").is_file()
 
 
+@pytest.mark.browser
 def test_images_load_in_a_headless_browser(capsys, runs, tmp_path):
     browser = next(filter(None, map(shutil.which, ["chromium", "chromium-browser", "google-chrome"])), None)
     if browser is None:

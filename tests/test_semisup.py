@@ -89,7 +89,7 @@ def test_tiny_semisup_run_beats_chance(method, balance, tmp_path, capsys):
 
 
 def test_init_starts_from_a_pretrained_backbone_and_refuses_another_input(tmp_path, capsys):
-    from conftest import TINY
+    from support import TINY
 
     from selfsup.config import resolve
     from selfsup.io import read_checkpoint
@@ -228,7 +228,7 @@ def test_self_training_data_balance_keeps_as_many_pool_labels_per_class():
 
 
 def test_semisup_suite_tabulates_seeds_reuses_runs_and_probes_the_init(tmp_path, monkeypatch):
-    from conftest import TINY
+    from support import TINY
 
     from selfsup.bench import semisup
     from selfsup.bench.semisup import semisup_suite
@@ -295,7 +295,7 @@ def test_benchmark_refuses_a_suite_option_of_another_suite(tmp_path, capsys):
 
 def scripted(method_name: str, **params):
     """A semi-supervised method whose network returns its input: each view *is* its logits."""
-    from test_non_contrastive_methods import tiny
+    from support import tiny
 
     method = tiny(method_name, **params)
     method.logits = lambda x: x

@@ -1,6 +1,9 @@
-"""Run a function on two CPU processes joined by a gloo process group (the distributed tests)."""
+"""The distributed tests' two CPU processes: a function on a gloo process group, or a
+``selfsup`` command with ``--devices 2``."""
 import os
 import socket
+import subprocess
+import sys
 
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -27,3 +30,13 @@ def run_two_processes(worker, *args, world: int = 2) -> dict:
     results = mp.Manager().dict()
     mp.spawn(_entry, args=(world, free_port(), worker, args, results), nprocs=world, join=True)
     return dict(results)
+
+
+def two_process_command(argv: list, script=None, timeout: int = 600, **env) -> subprocess.CompletedProcess:
+    """``selfsup ARGV --devices 2 --accelerator cpu`` (Lightning's DDP on two processes, one
+    thread each); ``script``: another entry point (one that registers the tests' toy methods),
+    ``env``: extra environment variables."""
+    entry = [str(script)] if script else ["-m", "selfsup.cli"]
+    environment = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1", **env)
+    return subprocess.run([sys.executable, *entry, *map(str, argv), "--devices", "2", "--accelerator", "cpu"],
+                          capture_output=True, text=True, env=environment, timeout=timeout)

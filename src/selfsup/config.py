@@ -1,15 +1,24 @@
 """Configuration: packaged YAML defaults, a method's file, the user's file, flags, ``--set``.
 
-The resolved configuration is a plain nested dict, written to ``config.yaml`` in the run
-directory and stored in every checkpoint, so that a checkpoint alone rebuilds its model.
-Unknown keys are errors, never silently ignored.
+``resolve`` returns a ``Config``: the nested dict that is written to ``config.yaml`` in the
+run directory and stored in every checkpoint (so that a checkpoint alone rebuilds its model,
+and every run written before still loads), with a typed, validated view of it
+(``Config.settings``, a ``RunSettings``: one frozen dataclass per section, each value checked
+against its type and range with one clear message).  ``pretrain`` checks the settings of any
+configuration it is given the same way, so a suite or a script gets the checks the command
+line gets.  Unknown keys are errors, never silently ignored; a method's ``params`` are checked
+by the method (``Method.check_params``).
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
+import types
+import typing
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
@@ -32,6 +41,157 @@ def _read_yaml(text: str, origin: str) -> dict:
     if not isinstance(data, dict):
         raise SelfSupError(f"{origin} must hold a mapping of options, not {type(data).__name__}")
     return data
+
+
+def _type_name(tp) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null",
+            list: "a list", dict: "a mapping"}.get(typing.get_origin(tp) or tp, str(tp))
+
+
+def _fits(value, tp) -> bool:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in typing.get_args(tp))
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, origin or tp)
+
+
+class Settings:
+    """A section of the configuration as a frozen dataclass: ``of(values)`` checks each value
+    against its field's type and its ``minimum`` (field metadata), naming the setting."""
+
+    @classmethod
+    def of(cls, values: dict, where: str = ""):
+        if not isinstance(values, dict):
+            raise SelfSupError(f"{where.rstrip('.') or 'the configuration'} must be a mapping of options, got {values!r}")
+        hints = typing.get_type_hints(cls)
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = [key for key in values if key not in known]
+        if unknown:
+            raise SelfSupError(f"unknown config key '{where}{unknown[0]}'; known keys here: {', '.join(known)}")
+        given = {}
+        for name, field in known.items():
+            if name not in values:
+                if field.default is dataclasses.MISSING:
+                    raise SelfSupError(f"the configuration lacks '{where}{name}'")
+                continue
+            value, tp = values[name], hints[name]
+            if isinstance(tp, type) and issubclass(tp, Settings):
+                given[name] = tp.of(value, f"{where}{name}.")
+                continue
+            if not _fits(value, tp):
+                raise SelfSupError(f"{where}{name} must be {_type_name(tp)}, got {value!r}")
+            minimum = field.metadata.get("minimum")
+            if minimum is not None and _fits(value, float) and value < minimum:
+                raise SelfSupError(f"{where}{name} must be at least {minimum}, got {value!r}")
+            given[name] = value
+        return cls(**given)
+
+
+def _at_least(minimum) -> dict:
+    return {"minimum": minimum}
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSettings(Settings):
+    name: str
+    width: int = dataclasses.field(metadata=_at_least(1))
+    small_stem: bool | Literal["auto"] = "auto"
+    batchnorm: Literal["sync", "local", "split"] = "sync"
+    bn_splits: int = dataclasses.field(default=8, metadata=_at_least(1))
+    init: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings(Settings):
+    channels: Literal[1, 3] | None = None
+    image_size: int | None = dataclasses.field(default=None, metadata=_at_least(1))
+    num_workers: int = dataclasses.field(default=0, metadata=_at_least(0))
+    synthetic_size: int = dataclasses.field(default=512, metadata=_at_least(1))
+    # facts the run measures from the dataset and writes into its config.yaml (``DATA_FACTS``)
+    mean: list | None = None
+    std: list | None = None
+    num_classes: int | None = None
+    modality: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSettings(Settings):
+    name: Literal["sgd", "adam", "adamw", "lars"]
+    lr: float = dataclasses.field(metadata=_at_least(0))
+    lr_scaling: Literal["linear", "sqrt", "none"] = "linear"
+    weight_decay: float = dataclasses.field(default=0.0, metadata=_at_least(0))
+    decay_biases_and_norms: bool = False
+    momentum: float = dataclasses.field(default=0.9, metadata=_at_least(0))
+    nesterov: bool = False
+    trust_coefficient: float = dataclasses.field(default=0.001, metadata=_at_least(0))
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleSettings(Settings):
+    warmup_epochs: float = dataclasses.field(default=0, metadata=_at_least(0))
+    final_lr_ratio: float = dataclasses.field(default=0.0, metadata=_at_least(0))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerSettings(Settings):
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = dataclasses.field(default=1, metadata=_at_least(1))
+    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
+    accumulate_grad_batches: int = dataclasses.field(default=1, metadata=_at_least(1))
+    channels_last: bool = True
+    log_every_n_steps: int = dataclasses.field(default=20, metadata=_at_least(1))
+    progress_bar: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class KnnSettings(Settings):
+    k: int = dataclasses.field(default=200, metadata=_at_least(1))
+    temperature: float = dataclasses.field(default=0.1, metadata=_at_least(1e-8))
+    every_n_epochs: int = dataclasses.field(default=1, metadata=_at_least(0))
+    monitor_train_size: int = dataclasses.field(default=10000, metadata=_at_least(0))
+    monitor_test_size: int = dataclasses.field(default=2000, metadata=_at_least(0))
+    final: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings(Settings):
+    """Every setting of a run but the method's ``params`` (checked by the method), typed."""
+
+    method: str
+    dataset: str
+    data_dir: str | None
+    subset: int | None = dataclasses.field(metadata=_at_least(1))
+    seed: int = dataclasses.field(metadata=_at_least(0))
+    epochs: int = dataclasses.field(metadata=_at_least(1))
+    batch_size: int = dataclasses.field(metadata=_at_least(2))
+    backbone: BackboneSettings
+    data: DataSettings
+    optimizer: OptimizerSettings
+    schedule: ScheduleSettings
+    trainer: TrainerSettings
+    knn: KnnSettings
+    params: dict
+    run: dict | None = None  # what the run measured (training set size, world size...), written by the run
+
+
+class Config(dict):
+    """A resolved configuration: the nested dict that ``config.yaml`` and checkpoints hold
+    (read by key as before) and, as ``settings``, its typed and validated view."""
+
+    @property
+    def settings(self) -> RunSettings:
+        return RunSettings.of(self)
 
 
 def packaged_config(name: str) -> dict:
@@ -104,7 +264,9 @@ def resolve(method: str, user_file: str | None = None, flags: dict | None = None
             raise SelfSupError(f"the config names method '{layer['method']}' but the run is for '{method}'")
         cfg = merge(cfg, layer)
     cfg["method"] = method
-    return expand_hosted(cfg)
+    cfg = Config(expand_hosted(cfg))
+    cfg.settings  # every value checked against its type and range, one clear message
+    return cfg
 
 
 def expand_hosted(cfg: dict) -> dict:

@@ -39,8 +39,8 @@ def setting_differences(a, b, where: str = "") -> list[str]:
 
 
 def dump(cfg: dict) -> str:
-    """A resolved configuration as config.yaml writes it."""
-    return yaml.safe_dump(cfg, sort_keys=False)
+    """A resolved configuration as config.yaml writes it (a plain mapping, whatever its class)."""
+    return yaml.safe_dump(dict(cfg), sort_keys=False)
 
 
 def _filled(saved, cfg):

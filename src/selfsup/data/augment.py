@@ -12,8 +12,9 @@ jitter applies its four operations in one random order per batch rather than per
 """
 from __future__ import annotations
 
+
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,30 @@ class AugmentConfig:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     blur_min_size: int = 64
     solarize_p: float = 0.0
+
+
+def views(pipeline=AugmentConfig, /, **changes) -> dict:
+    """Every setting of a view ``pipeline`` (``AugmentConfig``, or the series' one), with
+    ``changes``, as a config mapping (pairs as lists): a method's ``augment`` default, complete
+    so that any of its keys can be ``--set``."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(pipeline(**changes)).items()}
+
+
+def crops_only(smallest: float) -> dict:
+    """Random crops of ``smallest``-100% of the image and flips, no colour changes (the
+    pretext tasks, DeepCluster, the supervised baseline)."""
+    return views(crop_scale=(smallest, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
+
+
+# The papers' view recipes (AugmentConfig's defaults are SimCLR's CIFAR-10 recipe: crops of
+# 8-100%, colour jitter 0.8 at strength 0.5, greyscale 0.2, blur 0.5 from 64 px).  A method's
+# ``augment`` default is one of them; its configs/NAME.yaml writes the same values out.
+SIMCLR_VIEWS = views()
+MOCO_V2_VIEWS = views(crop_scale=(0.2, 1.0))  # MoCo v2, SimSiam
+INSTDISC_VIEWS = views(crop_scale=(0.2, 1.0), jitter_p=1.0, blur_p=0.0)  # InstDisc, MoCo v1: no blur
+SWAV_VIEWS = views(crop_scale=(0.14, 1.0), jitter_strength=1.0)  # SwAV, DeepCluster-v2 (ImageNet jitter)
+BYOL_VIEWS = views(blur_p=1.0)  # BYOL's first view (Barlow Twins too) ...
+BYOL_SECOND_VIEW = {"blur_p": 0.1, "solarize_p": 0.2}  # ... and what its second view changes
 
 
 def uniform(n: int, low: float, high: float, g: torch.Generator, device) -> torch.Tensor:

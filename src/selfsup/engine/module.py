@@ -25,7 +25,7 @@ class PretrainModule(L.LightningModule):
 
     def __init__(self, cfg: dict):
         super().__init__()
-        self.save_hyperparameters({"cfg": cfg})
+        self.save_hyperparameters({"cfg": dict(cfg)})  # a plain dict: checkpoints load with weights_only
         self.cfg = cfg
         self.method = build_method(cfg)
         self.norm = run_normalization(cfg)

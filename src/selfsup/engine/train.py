@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader
 
-from ..config import expand_hosted
+from ..config import RunSettings, expand_hosted
 from ..data.datasets import (balanced_subset_indices, batch_inputs, batch_loader, dataset_info, load_split,
                              normalization_for)
 from ..data.samplers import ShuffleBatchSampler
@@ -33,12 +33,13 @@ from .module import PretrainModule
 def load_datasets(cfg: dict) -> tuple:
     """(pretraining split, labelled kNN bank, labelled test split or None); fills the data
     facts (channels, size, normalisation, classes) into ``cfg``."""
-    info = dataset_info(cfg["dataset"])
+    s = RunSettings.of(cfg)
+    info = dataset_info(s.dataset)
     options = cfg["data"]
-    train = load_split(cfg["dataset"], info.pretrain_split, cfg["data_dir"], cfg["subset"], cfg["seed"], options)
-    bank = train if info.pretrain_split == "train" else load_split(cfg["dataset"], "train", cfg["data_dir"], None, cfg["seed"], options)
+    train = load_split(s.dataset, info.pretrain_split, s.data_dir, s.subset, s.seed, options)
+    bank = train if info.pretrain_split == "train" else load_split(s.dataset, "train", s.data_dir, None, s.seed, options)
     try:
-        test = load_split(cfg["dataset"], "test", cfg["data_dir"], None, cfg["seed"], options)
+        test = load_split(s.dataset, "test", s.data_dir, None, s.seed, options)
     except SelfSupError as exc:
         print(f"note: no labelled test split, so no kNN evaluation ({exc})", file=sys.stderr)
         test = None
@@ -46,30 +47,29 @@ def load_datasets(cfg: dict) -> tuple:
     sample = batch_inputs(sample)  # images [C, H, W], series [C, T]
     data = cfg["data"]
     data["channels"], data["image_size"] = int(sample.shape[0]), int(sample.shape[-1])
-    norm = normalization_for(cfg["dataset"], data["channels"])
+    norm = normalization_for(s.dataset, data["channels"])
     data["mean"], data["std"] = list(norm.mean), list(norm.std)
     data["num_classes"] = int(getattr(bank, "num_classes", 0) or 0)
     data["modality"] = info.modality
-    if cfg["backbone"]["name"] == "auto":
+    if s.backbone.name == "auto":
         cfg["backbone"]["name"] = default_backbone(info.modality)
-    if cfg["backbone"]["small_stem"] == "auto":
+    if s.backbone.small_stem == "auto":
         cfg["backbone"]["small_stem"] = data["image_size"] <= 64
-    t = cfg["trainer"]
-    world = t["devices"] * t["num_nodes"]
+    world = s.trainer.devices * s.trainer.num_nodes
     labels = torch.as_tensor(getattr(train, "labels", []), dtype=torch.long)
     labelled = labels[labels >= 0]
     cfg["run"] = {"train_size": len(train), "world_size": world,
-                  "batches_per_epoch": len(train) // (cfg["batch_size"] * world),
+                  "batches_per_epoch": len(train) // (s.batch_size * world),
                   "smallest_class": int(labelled.bincount().min()) if len(labelled) and data["num_classes"] else 0}
     return train, bank, test
 
 
-def train_loader(method: Method, train, cfg: dict) -> DataLoader:
+def train_loader(method: Method, train, s: RunSettings) -> DataLoader:
     """The method's own batches (``Method.train_batches``), else shuffled by (seed, epoch),
     sharded by rank, full batches only; ``data.num_workers`` workers where the data decodes files."""
-    batches = method.train_batches(train, cfg["batch_size"], cfg["seed"])
-    dataset, sampler = batches or (train, ShuffleBatchSampler(len(train), cfg["batch_size"], cfg["seed"]))
-    return batch_loader(dataset, sampler, cfg["data"]["num_workers"])
+    batches = method.train_batches(train, s.batch_size, s.seed)
+    dataset, sampler = batches or (train, ShuffleBatchSampler(len(train), s.batch_size, s.seed))
+    return batch_loader(dataset, sampler, s.data.num_workers)
 
 
 def _monitor_subset(dataset, n: int, seed: int):
@@ -78,27 +78,27 @@ def _monitor_subset(dataset, n: int, seed: int):
     return dataset.subset(balanced_subset_indices(dataset.labels.numpy(), n, seed))
 
 
-def build_trainer(cfg: dict, out: Path, callbacks: list) -> L.Trainer:
-    t = cfg["trainer"]
-    distributed = t["devices"] * t["num_nodes"] > 1 if isinstance(t["devices"], int) else True
+def build_trainer(s: RunSettings, out: Path, callbacks: list) -> L.Trainer:
+    t = s.trainer
+    distributed = t.devices * t.num_nodes > 1 if isinstance(t.devices, int) else True
     # PyTorch's SyncBatchNorm runs on CUDA only; CPU (gloo) DDP keeps per-process statistics.
-    on_gpu = t["accelerator"] in ("gpu", "cuda") or (t["accelerator"] == "auto" and torch.cuda.is_available())
+    on_gpu = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
     # One version directory per start (version_0, then version_1 after a resume...): a resumed
     # run never overwrites the logs of the attempt before it.
     loggers = [CSVLogger(out / "logs", name="csv"), TensorBoardLogger(out / "logs", name="tensorboard")]
     callbacks = callbacks + [LearningRateMonitor(logging_interval="step")]
-    if t["progress_bar"]:
+    if t.progress_bar:
         callbacks.append(ProgressBar(refresh_rate=5))
     # Our samplers shard by rank themselves; buffers (queues, banks) are kept in step by the
     # methods (gather, then write on every rank), never overwritten by rank 0's copy.
     strategy = DDPStrategy(broadcast_buffers=False) if distributed else "auto"
-    sync_bn = cfg["backbone"]["batchnorm"] == "sync" and distributed and on_gpu
+    sync_bn = s.backbone.batchnorm == "sync" and distributed and on_gpu
     return L.Trainer(
-        max_epochs=cfg["epochs"], accelerator=t["accelerator"], devices=t["devices"], num_nodes=t["num_nodes"],
-        strategy=strategy, precision=t["precision"], use_distributed_sampler=False,
-        accumulate_grad_batches=t["accumulate_grad_batches"], sync_batchnorm=sync_bn,
+        max_epochs=s.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+        strategy=strategy, precision=t.precision, use_distributed_sampler=False,
+        accumulate_grad_batches=t.accumulate_grad_batches, sync_batchnorm=sync_bn,
         logger=loggers, callbacks=callbacks, enable_checkpointing=False, plugins=[AtomicCheckpointIO()],
-        log_every_n_steps=t["log_every_n_steps"], enable_progress_bar=bool(t["progress_bar"]),
+        log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar,
         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, default_root_dir=out,
     )
 
@@ -125,59 +125,60 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
     quiet_lightning()
     run = RunDirectory(out)
     expand_hosted(cfg)  # a config changed after it was resolved: its hosted methods' params as resolving gives them
-    train, bank, test = load_datasets(cfg)
-    if cfg["batch_size"] > len(train):
-        raise SelfSupError(f"batch size {cfg['batch_size']} is larger than the {len(train)} training images; "
+    train, bank, test = load_datasets(cfg)  # checks every setting (RunSettings) before any work
+    s = RunSettings.of(cfg)  # with what the dataset filled in
+    if s.batch_size > len(train):
+        raise SelfSupError(f"batch size {s.batch_size} is larger than the {len(train)} training images; "
                            "lower --batch-size or raise --subset")
     if is_worker:
         ckpt = run.checkpoint if resume and run.checkpoint.exists() else None
     else:
         ckpt = run.start(cfg, resume)
-    L.seed_everything(cfg["seed"], workers=True, verbose=False)
+    L.seed_everything(s.seed, workers=True, verbose=False)
     module = PretrainModule(cfg)  # a method that cannot be built fails before the run directory is touched
     module.train_set = train
     if not is_worker:
         run.write_config(cfg)
-    trainer, throughput, monitor = fit(module, cfg, run, train, bank, test, ckpt)
+    trainer, throughput, monitor = fit(module, s, run, train, bank, test, ckpt)
     if not trainer.is_global_zero:
         return {}
     module.to(trainer.strategy.root_device)  # Lightning moves the model to the CPU after fit
-    metrics = training_metrics(module, trainer, throughput, monitor, cfg, len(train), ckpt)
+    metrics = training_metrics(module, trainer, throughput, monitor, s, len(train), ckpt)
     if test is not None:
-        metrics.update(final_evaluation(module, cfg, bank, test, baselines, probe_epochs, probe_layers,
+        metrics.update(final_evaluation(module, cfg, s, bank, test, baselines, probe_epochs, probe_layers,
                                         baselines_cache))
     return run.finish(metrics)
 
 
-def fit(module: PretrainModule, cfg: dict, run: RunDirectory, train, bank, test, ckpt: Path | None):
+def fit(module: PretrainModule, s: RunSettings, run: RunDirectory, train, bank, test, ckpt: Path | None):
     """Train ``module`` (resuming from ``ckpt``) with the kNN monitor and a checkpoint after every
     epoch; (trainer, throughput callback, monitor or None)."""
     throughput, monitor = Throughput(), None
-    knn_cfg = cfg["knn"]
-    if test is not None and knn_cfg["every_n_epochs"] > 0:
-        monitor = KNNMonitor(_monitor_subset(bank, knn_cfg["monitor_train_size"], cfg["seed"]),
-                             _monitor_subset(test, knn_cfg["monitor_test_size"], cfg["seed"]),
-                             cfg["data"]["num_classes"], knn_cfg["k"], knn_cfg["temperature"], knn_cfg["every_n_epochs"])
+    knn = s.knn
+    if test is not None and knn.every_n_epochs > 0:
+        monitor = KNNMonitor(_monitor_subset(bank, knn.monitor_train_size, s.seed),
+                             _monitor_subset(test, knn.monitor_test_size, s.seed),
+                             s.data.num_classes, knn.k, knn.temperature, knn.every_n_epochs)
     callbacks = [throughput, *([monitor] if monitor else []), EpochCheckpoint(run.checkpoint)]
-    trainer = build_trainer(cfg, run.path, callbacks)
-    trainer.fit(module, train_dataloaders=train_loader(module.method, train, cfg),
+    trainer = build_trainer(s, run.path, callbacks)
+    trainer.fit(module, train_dataloaders=train_loader(module.method, train, s),
                 ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
     return trainer, throughput, monitor
 
 
-def training_metrics(module: PretrainModule, trainer: L.Trainer, throughput: Throughput, monitor, cfg: dict,
+def training_metrics(module: PretrainModule, trainer: L.Trainer, throughput: Throughput, monitor, s: RunSettings,
                      train_size: int, ckpt: Path | None) -> dict:
     """What the training itself measured: loss, time, throughput, memory, the kNN curve, the
     method's epoch history."""
     final_loss = trainer.callback_metrics.get("loss_epoch", trainer.callback_metrics.get("loss"))
     return {
-        "method": cfg["method"], "method_revision": type(module.method).revision, "dataset": cfg["dataset"],
-        "epochs": cfg["epochs"], "final_loss": float(final_loss) if final_loss is not None else None,
+        "method": s.method, "method_revision": type(module.method).revision, "dataset": s.dataset,
+        "epochs": s.epochs, "final_loss": float(final_loss) if final_loss is not None else None,
         "knn_top1": None,
         "train_seconds": round(throughput.wall_seconds, 2),  # every segment of a resumed run
         "samples_per_second": round(throughput.images / throughput.train_seconds, 2) if throughput.train_seconds else None,
-        "train_images": train_size, "batch_size": cfg["batch_size"], "backbone": cfg["backbone"]["name"],
-        "width": cfg["backbone"]["width"], "seed": cfg["seed"],
+        "train_images": train_size, "batch_size": s.batch_size, "backbone": s.backbone.name,
+        "width": s.backbone.width, "seed": s.seed,
         "peak_memory_mb": round(peak_memory_mb(), 1),
         "knn_history": monitor.history if monitor else [],
         "epoch_history": module.epoch_history,
@@ -185,21 +186,21 @@ def training_metrics(module: PretrainModule, trainer: L.Trainer, throughput: Thr
     }
 
 
-def final_evaluation(module: PretrainModule, cfg: dict, bank, test, baselines: bool, probe_epochs: int,
-                     probe_layers: bool, baselines_cache: Path | None) -> dict:
+def final_evaluation(module: PretrainModule, cfg: dict, s: RunSettings, bank, test, baselines: bool,
+                     probe_epochs: int, probe_layers: bool, baselines_cache: Path | None) -> dict:
     """The trained encoder on the test split: collapse diagnostics, the classifier's top-1 (a
     method with ``predict``), kNN and probes, and the baselines, as ``pretrain`` asks."""
-    device, norm, knn_cfg = module.device, module.norm, cfg["knn"]
+    device, norm, knn = module.device, module.norm, s.knn
     method, channels_last = module.method, module.channels_last
-    metrics = {"diagnostics": embedding_diagnostics(method, _monitor_subset(test, knn_cfg["monitor_test_size"], cfg["seed"]),
+    metrics = {"diagnostics": embedding_diagnostics(method, _monitor_subset(test, knn.monitor_test_size, s.seed),
                                                     norm, device, channels_last=channels_last)}
     if type(method).predict is not Method.predict:  # a method with a classifier
         metrics["test_top1"] = classifier_top1(method, method.predict, test, norm, device=device,
                                                channels_last=channels_last)
-    if knn_cfg["final"] or probe_epochs:
+    if knn.final or probe_epochs:
         scores = knn_and_probe(method, cfg, bank, test, norm, probe_epochs, probe_layers, device, channels_last,
-                               progress=cfg["trainer"]["progress_bar"])
-        if knn_cfg["final"]:
+                               progress=s.trainer.progress_bar)
+        if knn.final:
             metrics["knn_top1"] = scores["knn_top1"]
         if probe_epochs:
             metrics["linear_top1"] = scores["linear_top1"]

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ..data.augment import AugmentConfig
+from ..data.augment import AugmentConfig, crops_only
 from ..data.views import ViewSpec
 from ..errors import SelfSupError
 from ..models.heads import ImageDecoder
@@ -57,7 +57,7 @@ class DenoisingAE(Autoencoder):
     """Denoising autoencoder (Vincent et al. 2008): reconstruct the clean image from a corrupted one."""
 
     name = "denoising-ae"
-    defaults = {"corruption": "masking", "noise": 0.25, "augment": {}}
+    defaults = {"corruption": "masking", "noise": 0.25, "augment": crops_only(0.6)}
     limits = {"noise": (0, None)}
 
     choices = {"corruption": CORRUPTIONS}
@@ -82,7 +82,7 @@ class ContextEncoder(Autoencoder):
     """Context encoder (Pathak et al. 2016): inpaint a masked region, optionally adversarially."""
 
     name = "context-encoder"
-    defaults = {"region": "center", "adversarial": 0.0, "augment": {}}
+    defaults = {"region": "center", "adversarial": 0.0, "augment": crops_only(0.6)}
     limits = {"adversarial": (0, 1)}
     choices = {"region": REGIONS}
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from ..data.augment import BYOL_VIEWS, BYOL_SECOND_VIEW
 from ..losses import barlow_twins
 from ..models.heads import mlp
 from .base import Method, split_decay
@@ -23,7 +24,7 @@ class BarlowTwins(Method):
     """Barlow Twins (Zbontar et al. 2021): cross-correlation of two views' projections → identity."""
 
     name = "barlow-twins"
-    defaults = {"lambd": 0.0051, "proj_dim": None, "bias_lr_scale": 0.024, "augment": {}, "augment_second": {}}
+    defaults = {"lambd": 0.0051, "proj_dim": None, "bias_lr_scale": 0.024, "augment": BYOL_VIEWS, "augment_second": BYOL_SECOND_VIEW}
     limits = {"lambd": (0, None), "proj_dim": (1, None), "bias_lr_scale": (0, None)}
 
     def __init__(self, backbone, cfg, run):

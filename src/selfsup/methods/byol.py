@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from ..data.augment import BYOL_VIEWS, BYOL_SECOND_VIEW
 from ..losses import negative_cosine
 from ..models.heads import mlp
 from .base import Method
@@ -27,7 +28,7 @@ class BYOL(Method):
     name = "byol"
     revision = 2  # 2: the paper's 2 − 2·cos per direction (1: −cos, half the gradient)
     defaults = {"base_momentum": 0.996, "final_momentum": 1.0, "use_predictor": True, "proj_hidden_dim": None,
-                "proj_dim": 256, "augment": {}, "augment_second": {}}
+                "proj_dim": 256, "augment": BYOL_VIEWS, "augment_second": BYOL_SECOND_VIEW}
     limits = {"base_momentum": (0, 1), "final_momentum": (0, 1), "proj_hidden_dim": (1, None), "proj_dim": (1, None)}
 
     def __init__(self, backbone, cfg, run):

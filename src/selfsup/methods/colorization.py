@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..data.augment import AugmentConfig
+from ..data.augment import AugmentConfig, crops_only
 from ..data.lab import ab_bin_of, ab_bins, rgb_to_lab
 from ..data.views import ViewSpec
 from ..models.backbones import build_backbone
@@ -46,7 +46,7 @@ class Colorization(ColourTask):
     """Colorization (Zhang et al. 2016): ab bins of every pixel from the lightness, class-rebalanced."""
 
     name = "colorization"
-    defaults = {"loss": "classification", "rebalance": 0.5, "augment": {}}
+    defaults = {"loss": "classification", "rebalance": 0.5, "augment": crops_only(0.6)}
     limits = {"rebalance": (0, 1)}
     choices = {"loss": ("classification", "regression")}
 

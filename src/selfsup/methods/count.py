@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.augment import AugmentConfig
+from ..data.augment import AugmentConfig, crops_only
 from ..data.views import ViewSpec
 from .base import Method
 
@@ -25,7 +25,7 @@ class Count(Method):
     """Counting (Noroozi et al. 2017): counts of the downsampled image = sum of the counts of its tiles."""
 
     name = "count"
-    defaults = {"count_dim": 128, "margin": None, "augment": {}}
+    defaults = {"count_dim": 128, "margin": None, "augment": crops_only(0.6)}
     limits = {"count_dim": (1, None), "margin": (0, None)}
 
     def __init__(self, backbone, cfg, run):

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.augment import AugmentConfig
+from ..data.augment import AugmentConfig, crops_only, views
 from ..data.series import SeriesAugmentConfig
 from ..data.views import ViewSpec
 from ..errors import SelfSupError
@@ -99,7 +99,8 @@ class CPC(Method):
     name = "cpc"
     modalities = ("image", "series")
     defaults = {"patch_size": None, "patch_stride": None, "context": "gru", "context_dim": None, "prediction_steps": 2,
-                "num_negatives": 1024, "augment": {}, "series_augment": {}}
+                "num_negatives": 1024, "augment": crops_only(0.6),
+                "series_augment": views(SeriesAugmentConfig)}
     limits = {"patch_size": (2, None), "patch_stride": (1, None), "context_dim": (1, None), "prediction_steps": (1, None),
               "num_negatives": (1, None)}
     choices = {"context": CONTEXTS}

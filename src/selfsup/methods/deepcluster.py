@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from sklearn.metrics import normalized_mutual_info_score
 from torch import nn
 
-from ..data.augment import AugmentConfig
+from ..data.augment import SWAV_VIEWS, AugmentConfig, crops_only
 from ..data.samplers import UniformLabelBatchSampler
 from ..data.views import ViewSpec
 from ..errors import SelfSupError
@@ -122,7 +122,7 @@ class DeepCluster(Clustering):
 
     name = "deepcluster"
     revision = 3  # 3: constant learning rate, as the paper; 2: weight decay on every parameter, as the reference code
-    defaults = {**Clustering.defaults, "sobel": True, "head_hidden_dim": None, "augment": {}}
+    defaults = {**Clustering.defaults, "sobel": True, "head_hidden_dim": None, "augment": crops_only(0.08)}
     limits = {**Clustering.limits, "head_hidden_dim": (1, None)}
 
     @classmethod
@@ -168,7 +168,7 @@ class DeepClusterV2(Clustering):
     revision = 2  # 2: spherical k-means (1: L2 k-means on unnormalised centroids)
     spherical = True
     defaults = {**Clustering.defaults, "pca_dim": None, "kmeans_iterations": 10, "temperature": 0.1,
-                "proj_hidden_dim": None, "proj_dim": 128, "augment": {}}
+                "proj_hidden_dim": None, "proj_dim": 128, "augment": SWAV_VIEWS}
     limits = {**Clustering.limits, "temperature": (1e-4, None), "proj_hidden_dim": (1, None), "proj_dim": (1, None)}
 
     def __init__(self, backbone, cfg, run):

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.augment import AugmentConfig
+from ..data.augment import AugmentConfig, crops_only
 from ..data.samplers import ResampleBatchSampler
 from ..data.views import ViewSpec
 from ..errors import SelfSupError
@@ -33,7 +33,8 @@ class Exemplar(Method):
     """Exemplar CNN (Dosovitskiy et al. 2014): each seed image is a class, seen under heavy transformations."""
 
     name = "exemplar"
-    defaults = {"surrogate_classes": None, "translation": 0.2, "scale": [0.7, 1.4], "rotation": 20.0, "augment": {}}
+    defaults = {"surrogate_classes": None, "translation": 0.2, "scale": [0.7, 1.4], "rotation": 20.0,
+                "augment": {**crops_only(1.0), "jitter_p": 1.0}}
     limits = {"surrogate_classes": (2, None), "translation": (0, 1), "rotation": (0, 180)}
 
     @staticmethod

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..data.augment import AugmentConfig
+from ..data.augment import SIMCLR_VIEWS, AugmentConfig
 from ..data.views import ViewSpec
 from ..losses import decoupled_nt_xent, gaussian_jsd, gaussian_kl, nt_xent
 from ..models.heads import GaussianHead
@@ -43,7 +43,7 @@ from .. import rng
 class GaussianContrastive(Method):
     """Two views → Gaussian head → reparameterised samples → NT-Xent + ``divergence``."""
 
-    defaults = {"temperature": 0.5, "proj_hidden_dim": None, "proj_dim": 128, "augment": {}}
+    defaults = {"temperature": 0.5, "proj_hidden_dim": None, "proj_dim": 128, "augment": SIMCLR_VIEWS}
     limits = {"temperature": (1e-4, None), "proj_hidden_dim": (1, None), "proj_dim": (1, None)}
 
     def __init__(self, backbone, cfg, run):

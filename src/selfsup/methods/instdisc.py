@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.augment import AugmentConfig
+from ..data.augment import INSTDISC_VIEWS, AugmentConfig
 from ..data.views import ViewSpec
 from ..distributed import all_reduce_sum, world_info
 from ..losses import bank_softmax, estimate_log_z, nce_memory
@@ -43,7 +43,7 @@ class InstDisc(Method):
     name = "instdisc"
     revision = 2  # 2: weight decay on every parameter, as the reference code (1: weights only)
     defaults = {"temperature": 0.07, "noise_samples": 4096, "bank_momentum": 0.5, "proximal": 0.0, "proj_dim": 128,
-                "bank_init": "random", "loss": "nce", "augment": {}}
+                "bank_init": "random", "loss": "nce", "augment": INSTDISC_VIEWS}
     choices = {"bank_init": ("random", "embeddings"), "loss": ("nce", "softmax")}
     limits = {"temperature": (1e-4, None), "noise_samples": (1, None), "bank_momentum": (0, 1), "proximal": (0, None),
               "proj_dim": (1, None)}

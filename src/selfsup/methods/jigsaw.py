@@ -17,7 +17,7 @@ import itertools
 
 import torch
 
-from ..data.augment import AugmentConfig
+from ..data.augment import AugmentConfig, crops_only
 from ..data.tiles import TileGrid
 from ..data.views import ViewSpec
 from ..errors import SelfSupError
@@ -46,7 +46,7 @@ class TileTask(Method):
     """Tiles of one augmented view per image, encoded by the backbone; checks that they fit."""
 
     defaults = {"tile_size": None, "gap": None, "jitter": None, "upsample": None, "head_hidden_dim": None,
-                "augment": {}}
+                "augment": crops_only(0.6)}
     limits = {"tile_size": (1, None), "gap": (0, None), "jitter": (0, None), "upsample": (1, None),
               "head_hidden_dim": (1, None)}
 

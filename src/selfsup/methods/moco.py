@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..data.augment import AugmentConfig
+from ..data.augment import INSTDISC_VIEWS, MOCO_V2_VIEWS, AugmentConfig
 from ..data.views import ViewSpec
 from ..errors import SelfSupError
 from ..losses import batch_info_nce, info_nce
@@ -52,7 +52,7 @@ class MoCoV2(Method):
     revision = 2
     defaults = {"temperature": 0.2, "queue_size": 65536, "key_momentum": 0.999, "mlp_head": True,
                 "head_batch_norm": False, "symmetric": False, "proj_hidden_dim": None, "proj_dim": 128,
-                "negatives": "queue", "bank_momentum": 0.5, "augment": {}}
+                "negatives": "queue", "bank_momentum": 0.5, "augment": MOCO_V2_VIEWS}
     limits = {"temperature": (1e-4, None), "queue_size": (0, None), "key_momentum": (0, 1),
               "proj_hidden_dim": (1, None), "proj_dim": (1, None), "bank_momentum": (0, 1)}
     choices = {"negatives": NEGATIVES}
@@ -122,4 +122,4 @@ class MoCoV1(MoCoV2):
     """MoCo v1 (He et al. 2020): as v2 with a linear head, τ 0.07 and no blur (configs/moco-v1.yaml)."""
 
     name = "moco-v1"
-    defaults = dict(MoCoV2.defaults, temperature=0.07, mlp_head=False)
+    defaults = dict(MoCoV2.defaults, temperature=0.07, mlp_head=False, augment=INSTDISC_VIEWS)

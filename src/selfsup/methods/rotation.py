@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..data.augment import AugmentConfig
+from ..data.augment import AugmentConfig, crops_only
 from ..data.views import ViewSpec
 from ..models.heads import mlp
 from .base import Method
@@ -24,7 +24,7 @@ class Rotation(Method):
     """RotNet (Gidaris et al. 2018): 4-way classification of the rotation of each image."""
 
     name = "rotation"
-    defaults = {"head_hidden_dim": None, "augment": {}}
+    defaults = {"head_hidden_dim": None, "augment": crops_only(0.5)}
     limits = {"head_hidden_dim": (1, None)}
 
     def __init__(self, backbone, cfg, run):

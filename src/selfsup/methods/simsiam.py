@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..data.augment import AugmentConfig
+from ..data.augment import MOCO_V2_VIEWS, AugmentConfig
 from ..data.views import ViewSpec
 from ..losses import negative_cosine
 from ..models.heads import mlp
@@ -26,7 +26,7 @@ class SimSiam(Method):
     name = "simsiam"
     revision = 2  # 2: weight decay on every parameter, as the reference code (1: weights only)
     defaults = {"proj_dim": None, "pred_hidden_dim": None, "stop_gradient": True, "fixed_lr_predictor": True,
-                "augment": {}}
+                "augment": MOCO_V2_VIEWS}
     limits = {"proj_dim": (1, None), "pred_hidden_dim": (1, None)}
 
     def __init__(self, backbone, cfg, run):

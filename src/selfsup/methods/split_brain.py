@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.augment import AugmentConfig
+from ..data.augment import AugmentConfig, crops_only
 from ..data.lab import ab_bin_of, ab_bins
 from ..data.views import ViewSpec
 from ..models.backbones import build_backbone
@@ -47,7 +47,7 @@ class SplitBrain(ColourTask):
     """Split-brain (Zhang et al. 2017): L predicts ab, ab predicts L, in two halves of the network."""
 
     name = "split-brain"
-    defaults = {"augment": {}}
+    defaults = {"augment": crops_only(0.6)}
 
     @classmethod
     def build_backbone(cls, cfg, run):

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.augment import AugmentConfig
+from ..data.augment import SIMCLR_VIEWS, AugmentConfig, crops_only
 from ..data.samplers import ClassBatchSampler
 from ..data.views import ViewSpec
 from ..errors import SelfSupError
@@ -57,7 +57,7 @@ class Supervised(LabelledMethod):
     """Supervised baseline: the backbone and a linear classifier trained with cross-entropy."""
 
     name = "supervised"
-    defaults = {"label_smoothing": 0.0, "augment": {}}
+    defaults = {"label_smoothing": 0.0, "augment": crops_only(0.08)}
     limits = {"label_smoothing": (0, 1)}
 
     def __init__(self, backbone, cfg, run):
@@ -87,7 +87,7 @@ class SupCon(EmbeddingMethod):
     name = "supcon"
     revision = 2  # 2: weight decay on every parameter, as the reference code (1: weights only)
     defaults = {"temperature": 0.1, "base_temperature": 0.07, "views": 2, "proj_hidden_dim": None,
-                "proj_dim": 128, "augment": {}}
+                "proj_dim": 128, "augment": SIMCLR_VIEWS}
     limits = {"temperature": (1e-4, None), "base_temperature": (1e-4, None), "views": (1, None),
               "proj_hidden_dim": (1, None), "proj_dim": (1, None)}
 
@@ -103,7 +103,7 @@ class Triplet(EmbeddingMethod):
 
     name = "triplet"
     defaults = {"margin": 0.2, "mining": "semi-hard", "classes_per_batch": None, "proj_hidden_dim": None,
-                "proj_dim": 128, "augment": {}}
+                "proj_dim": 128, "augment": SIMCLR_VIEWS}
     limits = {"margin": (0, None), "classes_per_batch": (2, None), "proj_hidden_dim": (1, None), "proj_dim": (1, None)}
     choices = {"mining": TRIPLET_MINING}
 

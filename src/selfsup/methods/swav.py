@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.augment import AugmentConfig
+from ..data.augment import SWAV_VIEWS, AugmentConfig
 from ..data.views import ViewSpec
 from ..losses import swav
 from ..models.heads import mlp
@@ -36,7 +36,7 @@ class SwAV(Method):
     defaults = {"temperature": 0.1, "epsilon": 0.05, "sinkhorn_iterations": 3, "num_prototypes": 3000,
                 "proj_hidden_dim": None, "proj_dim": 128, "freeze_prototypes_epochs": 1, "small_crops": 6,
                 "small_crop_size": None, "small_crop_scale": [0.05, 0.14], "queue_size": 0,
-                "queue_start_epoch": 15, "augment": {}}
+                "queue_start_epoch": 15, "augment": SWAV_VIEWS}
     limits = {"temperature": (1e-4, None), "epsilon": (1e-4, None), "sinkhorn_iterations": (0, None),
               "num_prototypes": (1, None), "proj_hidden_dim": (1, None), "proj_dim": (1, None),
               "freeze_prototypes_epochs": (0, None), "small_crops": (0, None), "small_crop_size": (1, None),

@@ -1,0 +1,69 @@
+"""Helpers the test modules share (no test module imports another): the tiny run's options,
+tiny methods built without the engine, and the crash-and-resume harness."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from selfsup.build import build_method
+from selfsup.config import expand_hosted, resolve
+from selfsup.engine.train import pretrain
+from selfsup.methods import METHODS
+
+# Options for a seconds-long run on the synthetic dataset.
+TINY = ["--dataset", "synthetic", "--batch-size", "64", "--width", "8", "--set", "trainer.progress_bar=false",
+        "--set", "optimizer.name=adam", "--set", "optimizer.lr=0.008", "--set", "optimizer.lr_scaling=none",
+        "--set", "schedule.warmup_epochs=0",
+        "--set", "knn.k=20"]
+
+
+def tiny_method_cfg(method: str, epochs: int = 2) -> dict:
+    """``method``'s resolved config for a tiny run (TINY's settings, no kNN monitor)."""
+    assignments = [TINY[i + 1] for i, arg in enumerate(TINY) if arg == "--set"]
+    return resolve(method, flags={"dataset": "synthetic", "epochs": epochs, "batch_size": 64, "backbone": {"width": 8}},
+                   assignments=assignments + ["knn.every_n_epochs=0"])
+
+
+def tiny(method: str, **params):
+    """``method`` built on a width-8 ResNet for 16-px colour images in 6 classes, without the engine."""
+    cfg = tiny_method_cfg(method)
+    cfg["data"].update(channels=3, image_size=16, num_classes=6)
+    cfg["backbone"]["small_stem"] = True
+    cfg["run"] = {"train_size": 512, "world_size": 1, "batches_per_epoch": 8}
+    cfg["params"].update(params)
+    expand_hosted(cfg)  # as resolving the config would: hosted methods' full params
+    torch.manual_seed(0)
+    return build_method(cfg)
+
+
+class SimulatedCrash(RuntimeError):
+    pass
+
+
+def assert_same_state(a: dict, b: dict, atol: float = 1e-6) -> None:
+    """Two checkpoints at the same step with the same parameters and buffers, within ``atol``."""
+    assert a["global_step"] == b["global_step"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key, value in a["state_dict"].items():
+        assert torch.allclose(value.float(), b["state_dict"][key].float(), atol=atol), key
+
+
+def crash_and_resume(name, tmp_path, monkeypatch, make_cfg):
+    """Train ``make_cfg()`` straight, and again with a crash at the start of epoch 2 then resumed:
+    (both runs' metrics, both last checkpoints)."""
+    straight = pretrain(make_cfg(), tmp_path / "straight")
+    cls = METHODS[name]
+    original = cls.on_epoch_start
+
+    def crash_in_second_epoch(self, epoch, embed):
+        if epoch == 1:
+            raise SimulatedCrash
+        return original(self, epoch, embed)
+
+    monkeypatch.setattr(cls, "on_epoch_start", crash_in_second_epoch)
+    with pytest.raises(SimulatedCrash):
+        pretrain(make_cfg(), tmp_path / "resumed")
+    monkeypatch.setattr(cls, "on_epoch_start", original)
+    resumed = pretrain(make_cfg(), tmp_path / "resumed", resume=True)
+    return (straight, resumed), [torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)
+                                 for run in ("straight", "resumed")]
