@@ -28,9 +28,11 @@ def run_context(cfg: dict) -> RunContext:
 
 def build_method(cfg: dict):
     """The method of a resolved config, with its backbone (fresh weights) and BatchNorm policy."""
+    cls = method_class(cfg["method"])
+    # a run written before the method gained an option: the option's default (as the run trained)
+    cfg["params"] = {**cls.defaults, **cfg["params"]}
     expand_hosted(cfg)  # a config changed after it was resolved: hosted params as resolving gives them
     run = run_context(cfg)
-    cls = method_class(cfg["method"])
     if cfg["backbone"]["name"] == "auto":
         cfg["backbone"]["name"] = default_backbone(run.modality)
     if run.modality not in cls.modalities:
