@@ -1,6 +1,7 @@
 """Numbers that cannot drift: every result figure quoted in the prose readings is a committed result.
 
-The prose readings are README.md, benchmarks/README.md, benchmarks/tuning-*.md and docs/*.md.
+The prose readings are README.md, benchmarks/README.md, benchmarks/tuning-*.md, docs/*.md and
+the notes under each generated suite table (benchmarks/SUITE/*.md, scoped to that suite's results).
 The committed results are the files git tracks under benchmarks/<suite>/ (as they stand in the
 working tree): every *.csv and *.json (runs/*/metrics.json, eval_*.json, baselines, throughput
 results) and the table rows of the generated *.md tables there (their notes are prose and back
@@ -73,6 +74,12 @@ PROSE_GLOBS = ("README.md", "benchmarks/README.md", "benchmarks/tuning-*.md", "d
 # (c) Figures quoted from papers or peers' published tables: (file, a phrase of the paragraph that
 # holds the figure, the figure as written, why it is not ours). Keep this short.
 EXTERNAL = [
+    ("benchmarks/ablations/ablations.md", "BYOL (Grill et al. 2020", "1.4%",
+     "BYOL paper (Table 5b): linear accuracy of a random network on ImageNet (the suite's paper note)"),
+    ("benchmarks/ablations/ablations.md", "BYOL (Grill et al. 2020", "18.8%",
+     "BYOL paper (Table 5b): a frozen random target's linear accuracy on ImageNet (the suite's paper note)"),
+    ("benchmarks/ablations/ablations.md", "CPC (van den Oord et al. 2018", "28.5",
+     "CPC paper (Table 2): phone accuracy predicting 2 steps ahead (the suite's paper note)"),
     ("benchmarks/README.md", "unlike ImageNet", "1.4%",
      "BYOL paper (Grill et al. 2020, Table 5b): linear accuracy of a random network on ImageNet"),
     ("benchmarks/README.md", "unlike ImageNet", "18.8%",
@@ -503,7 +510,7 @@ def test_every_figure_in_the_readings_is_a_committed_result():
 
 def test_external_figures_are_still_quoted():
     """An allowlist entry whose figure left the readings is removed, not kept 'just in case'."""
-    texts = {p.relative_to(ROOT).as_posix(): p.read_text(encoding="utf-8") for p in prose_files()}
+    texts = {**{p.relative_to(ROOT).as_posix(): p.read_text(encoding="utf-8") for p in prose_files()}, **suite_notes()}
     for path, phrase, figure, reason in EXTERNAL:
         assert reason
         paras = paragraphs(path, texts[path])[0]
@@ -574,3 +581,26 @@ def test_matcher_reads_logbook_tables_as_a_tuning_note_s_own_records():
     assert _check(logbook, path="benchmarks/tuning-demo.md") == []
     assert len(_check("| run | kNN |\n|---|---|\n| A | 0.612 |\n", path="benchmarks/tuning-demo.md")) == 1
     assert len(_check(logbook, path="benchmarks/README.md")) == 2   # only tuning notes keep logbooks
+
+
+def suite_notes() -> dict[str, str]:
+    """The notes under each generated suite table (benchmarks/SUITE/*.md, git-tracked), each
+    scoped to its own suite's committed results: a note computed from the numbers must quote
+    numbers that are in them."""
+    notes = {}
+    for path in sorted(ROOT.glob("benchmarks/*/*.md")):
+        suite = path.parent.name
+        lines = path.read_text(encoding="utf-8").splitlines()
+        below = [line for line in lines if line.startswith("- ")]
+        if below and any(line.startswith("|") for line in lines):
+            notes[path.relative_to(ROOT).as_posix()] = f"<!-- results: {suite} -->\n" + "\n\n".join(below) + "\n"
+    return notes
+
+
+def test_every_figure_in_the_suites_notes_is_a_committed_result():
+    pool = committed_pool()
+    notes = suite_notes()
+    assert len(notes) >= 8
+    problems = [problem for rel, text in notes.items() for problem in unbacked(rel, text, pool)]
+    assert not problems, f"{len(problems)} figure(s) in the suites' notes are not committed results:\n" + "\n".join(
+        problems)

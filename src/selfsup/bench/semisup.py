@@ -59,7 +59,8 @@ def _spread_notes(spread: dict[tuple[str, int, int], dict[int, float]]) -> list[
     """The note on the run-to-run spread: each spread cell's test top-1 per training seed."""
     cells = [f"{label} at {per_class} labels per class, label seed {seed}: "
              + ", ".join(f"{top1:.4f}" for _, top1 in sorted(by_seed.items()))
-             + f" (training seeds {', '.join(map(str, sorted(by_seed)))}; range {max(by_seed.values()) - min(by_seed.values()):.4f})"
+             + f" (training seeds {', '.join(map(str, sorted(by_seed)))}; range "
+             f"{100 * (max(by_seed.values()) - min(by_seed.values())):.1f} points)"
              for (label, per_class, seed), by_seed in spread.items() if len(by_seed) > 1]
     if not cells:
         return []
@@ -183,8 +184,8 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
              "seeds (which images are labelled) of the finished runs, n of them; `semisup_runs.csv` says which.",
              f"Budget laid over each method's config: `{budget}` (pool: a class-balanced subset; FixMatch's paper trains "
              "2^20 steps, this about a thousand, so absolute numbers are far below the paper's). The EMA rate is 0.99, "
-             "not FixMatch's 0.999: after about 1070 steps 0.999 leaves 0.999^1070 of the random initial weights in the "
-             "evaluation network.",
+             "not FixMatch's: after about 1070 steps FixMatch's rate would leave a third of the random initial "
+             "weights in the evaluation network.",
              "frost: initialised from the fmnist-quick SimCLR checkpoint; its linear-probe row trains one linear layer "
              "on that checkpoint's frozen features of the same labelled images (Adam, 100 epochs).",
              "Each run is `runs/ROW-Nlabels-seedS/` (config.yaml and metrics.json committed); `semisup_runs.csv` lists "
