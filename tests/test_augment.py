@@ -33,7 +33,7 @@ def test_crop_of_a_quarter_area_zooms_in():
     assert torch.allclose(span, torch.full_like(span, 0.5), atol=0.05)
 
 
-def test_hue_shift():
+def test_hue_shift_of_a_third_turns_red_green_and_a_full_turn_is_identity():
     red = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
     assert torch.allclose(shift_hue(red, torch.tensor([1 / 3])), torch.tensor([0.0, 1.0, 0.0]).view(1, 3, 1, 1), atol=1e-5)
     x = torch.rand(5, 3, 4, 4)
@@ -41,7 +41,7 @@ def test_hue_shift():
     assert torch.allclose(shift_hue(x, torch.ones(5)), x, atol=1e-5)
 
 
-def test_grayscale_weights():
+def test_grayscale_uses_the_itu_r_601_luma_weights():
     x = torch.tensor([0.2, 0.4, 0.6]).view(1, 3, 1, 1)
     assert grayscale(x).item() == pytest.approx(0.299 * 0.2 + 0.587 * 0.4 + 0.114 * 0.6)
 

@@ -19,7 +19,7 @@ def test_smoke_suite_writes_table_csv_and_plots(tmp_path, capsys):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_unknown_suite(tmp_path, capsys):
+def test_unknown_suite_is_a_clear_error(tmp_path, capsys):
     assert main(["benchmark", "--suite", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown benchmark suite 'nope'" in capsys.readouterr().err
 

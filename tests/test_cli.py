@@ -36,16 +36,16 @@ def digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_unknown_method(capsys):
+def test_unknown_method_is_a_clear_error_that_lists_methods(capsys):
     assert_clean_error(*run_cli(capsys, "pretrain", "--method", "nope"), "unknown method 'nope'", "simclr")
 
 
-def test_unknown_dataset(capsys, tmp_path):
+def test_unknown_dataset_is_a_clear_error(capsys, tmp_path):
     assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", "--dataset", "imagenet9",
                                 "--out", str(tmp_path / "r")), "unknown dataset 'imagenet9'")
 
 
-def test_missing_data_directory(capsys, tmp_path):
+def test_missing_data_directory_is_a_clear_error_and_writes_nothing(capsys, tmp_path):
     assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", "--dataset", "cifar10",
                                 "--data-dir", str(tmp_path / "absent"), "--out", str(tmp_path / "r")),
                        "does not exist")
@@ -95,7 +95,7 @@ def test_resume_with_changed_settings_is_refused(capsys, simclr_run, tiny_args, 
                                 "--out", str(out)), "epochs")
 
 
-def test_corrupt_checkpoint(capsys, tmp_path):
+def test_corrupt_or_missing_checkpoint_is_a_clear_error(capsys, tmp_path):
     bad = tmp_path / "last.ckpt"
     bad.write_bytes(b"\x00" * 100)
     assert_clean_error(*run_cli(capsys, "evaluate", "knn", "--checkpoint", str(bad)), "corrupt")
@@ -110,7 +110,7 @@ def test_checkpoint_that_is_not_selfsup(capsys, tmp_path):
     assert_clean_error(*run_cli(capsys, "evaluate", "linear", "--checkpoint", str(path)), "not a selfsup checkpoint")
 
 
-def test_wrong_channel_count(capsys, finished_run):
+def test_evaluating_on_other_channels_names_the_conversion_flag(capsys, finished_run):
     # the run was pretrained on 3-channel images; digits are grey
     assert_clean_error(*run_cli(capsys, "evaluate", "knn", "--checkpoint", str(finished_run / "checkpoints" / "last.ckpt"),
                                 "--dataset", "digits", "--output", str(finished_run / "x.json")),

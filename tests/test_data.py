@@ -27,7 +27,7 @@ def mnist_dir(tmp_path):
     return tmp_path
 
 
-def test_idx_reader(mnist_dir):
+def test_idx_files_load_as_uint8_images_with_their_labels(mnist_dir):
     train = load_split("fashion-mnist", "train", str(mnist_dir))
     test = load_split("mnist", "test", str(mnist_dir))
     assert train.images.shape == (30, 1, 28, 28) and train.images.dtype == torch.uint8
@@ -81,7 +81,7 @@ def test_stl10_binary_is_column_major(tmp_path):
     assert len(both) == 5 and both.labels.tolist()[-1] == -1
 
 
-def test_image_folder(tmp_path):
+def test_image_folder_resizes_and_labels_by_sub_folder(tmp_path):
     for split in ("train", "val"):
         for label, colour in enumerate(["red", "blue"]):
             folder = tmp_path / split / f"class_{label}"
@@ -120,7 +120,7 @@ def test_balanced_subset_of_unlabelled_data():
     assert len(set(chosen.tolist())) == 10
 
 
-def test_channel_conversion():
+def test_channel_conversion_and_oversized_subset_refusal():
     rgb = load_split("synthetic", "test", options={"channels": 1})
     assert rgb.images.shape[1] == 1
     with pytest.raises(SelfSupError, match="subset"):

@@ -47,7 +47,7 @@ def test_tiny_run_learns_and_writes_the_contract(tmp_path, tiny_args, capsys):
     assert cfg["data"]["channels"] == 3 and cfg["backbone"]["small_stem"] is True
 
 
-def test_checkpoint_round_trip(tmp_path):
+def test_loaded_checkpoint_holds_exactly_the_saved_weights(tmp_path):
     cfg = tiny_cfg(epochs=1)
     pretrain(cfg, tmp_path / "run")
     module = load_pretrained(tmp_path / "run" / "checkpoints" / "last.ckpt")

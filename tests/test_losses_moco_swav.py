@@ -112,7 +112,7 @@ def test_info_nce_key_and_queue_get_no_gradient():
     assert key.grad is None and queue.grad is None
 
 
-def test_info_nce_empty_queue():
+def test_info_nce_with_an_empty_queue_is_zero_with_zero_gradient():
     query = torch.randn(4, 5, requires_grad=True)
     loss = info_nce(query, torch.randn(4, 5), torch.empty(0, 5))
     assert loss.item() == 0.0

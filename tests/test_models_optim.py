@@ -25,7 +25,7 @@ def test_small_stem_keeps_resolution_and_imagenet_stem_quarters_it():
     assert large.layer1(large.maxpool(large.relu(large.bn1(large.conv1(x))))).shape[-1] == 8
 
 
-def test_mlp_head_layout():
+def test_mlp_head_has_the_asked_depth_and_batchnorm_layers():
     head = mlp(16, 32, 8, layers=3, last_batch_norm=True)
     assert head(torch.randn(4, 16)).shape == (4, 8)
     assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in head) == 3

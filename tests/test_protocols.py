@@ -205,7 +205,7 @@ def test_retrieval_writes_scores_and_a_grid(capsys, checkpoint, tmp_path):
     assert code == 2 and "--k values" in captured.err and not (tmp_path / "bad.json").exists()
 
 
-def test_embedding_plots(capsys, checkpoint, tmp_path, monkeypatch):
+def test_embedding_plots_have_one_legend_entry_per_class(capsys, checkpoint, tmp_path, monkeypatch):
     import matplotlib.figure
 
     from selfsup.data.datasets import SYNTHETIC_PATTERNS
