@@ -29,6 +29,7 @@ def test_differences_name_the_changed_settings_only(tmp_path):
     assert run.differences(changed) == ["epochs", "optimizer.lr"]
     assert run.differences(changed, scope=("optimizer",)) == ["optimizer.lr"]
     assert run.differences(changed, scope=("optimizer.momentum", "seed")) == []
+    assert RunDirectory(tmp_path / "not-begun").differences(changed) == []  # nothing saved: nothing differs
 
 
 def test_options_added_since_the_run_and_auto_values_do_not_make_it_another_run(tmp_path):

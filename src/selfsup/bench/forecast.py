@@ -18,13 +18,13 @@ tie.  Finished runs are reused, so the suite resumes.
 """
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
+from statistics import mean
 
 from ..config import merge
 from ..errors import SelfSupError
 from ..rundir import RunDirectory
-from .report import bar_plot, write_table
+from .report import bar_plot, seed_range, write_table
 
 WINDOWS = {"sunspots": 64, "co2": 96, "elnino": 96}
 LAGS = (3, 6, 12)
@@ -57,7 +57,7 @@ def _run(run: RunDirectory, cfg: dict) -> dict:
     """The run's metrics: from an earlier call when it finished with the same settings, else run (or resumed)."""
     from ..timeseries.run import run_forecast
 
-    if run.saved_config() is not None and run.differences(cfg):
+    if run.differences(cfg):  # no config.yaml yet: no differences
         print(f"{run.path.name}: the suite's settings changed since this run; running it again")
         run.remove()
     metrics = run.metrics()
@@ -68,20 +68,11 @@ def _run(run: RunDirectory, cfg: dict) -> dict:
     return metrics
 
 
-def _mean(values: list[float]) -> float:
-    return statistics.mean(values)
-
-
-def _spread(values: list[float]) -> float:
-    """The range over the seeds (0 for one seed)."""
-    return max(values) - min(values)
-
-
 def _compare(a: list[float], b: list[float]) -> str:
     """'beats', 'ties with' or 'trails': ``a``'s mean NRMSE against ``b``'s, a difference within
     the range over the seeds of either counting as a tie."""
-    gap = _mean(b) - _mean(a)
-    if abs(gap) <= max(_spread(a), _spread(b)):
+    gap = mean(b) - mean(a)
+    if abs(gap) <= max(seed_range(a), seed_range(b)):
         return "ties with"
     return "beats" if gap > 0 else "trails"
 
@@ -95,7 +86,7 @@ def _nrmse_plot(path: Path, results: dict) -> None:
     fig, axes = plt.subplots(1, len(WINDOWS), figsize=(5 * len(WINDOWS), 3.8))
     for ax, series in zip(axes, WINDOWS):
         for i, (label, by_lag) in enumerate(results[series].items()):
-            ax.plot(list(by_lag), [_mean(v) for v in by_lag.values()], marker="o", color=f"C{i}", label=label,
+            ax.plot(list(by_lag), [mean(v) for v in by_lag.values()], marker="o", color=f"C{i}", label=label,
                     linestyle="--" if label == LEAKY_LABEL else "-")
         ax.set(title=series, xlabel="lag (input values)", ylabel="test NRMSE", xticks=list(LAGS))
     axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
@@ -162,7 +153,7 @@ def _lags_text(lags: list[int]) -> str:
 
 def _over_lags(by_lag: dict) -> list[float]:
     """Per seed, the mean NRMSE over the lags (a model's seeds in the same order at every lag)."""
-    return [statistics.mean(per_seed) for per_seed in zip(*by_lag.values())]
+    return [mean(per_seed) for per_seed in zip(*by_lag.values())]
 
 
 def _findings(results: dict) -> list[str]:
@@ -174,17 +165,17 @@ def _findings(results: dict) -> list[str]:
         outcome = {lag: _compare(boosted[lag], plain[lag]) for lag in LAGS}
         parts = [f"{word} plain at {_lags_text(lags)}" for word in ("beats", "ties with", "trails")
                  if (lags := [lag for lag in LAGS if outcome[lag] == word])]
-        gains = ", ".join(f"{lag}: {_mean(boosted[lag]):.3f} vs {_mean(plain[lag]):.3f}" for lag in LAGS)
+        gains = ", ".join(f"{lag}: {mean(boosted[lag]):.3f} vs {mean(plain[lag]):.3f}" for lag in LAGS)
         overall = {label: _over_lags(v) for label, v in by_model.items() if label != LEAKY_LABEL}
         ablations = "; ".join(f"{m} {_compare(overall[m], overall['plain'])} plain" for m in ("mtl", "mtv"))
-        best = min(overall, key=lambda label: _mean(overall[label]))
+        best = min(overall, key=lambda label: mean(overall[label]))
         tied = [label for label in overall if label != best and _compare(overall[label], overall[best]) == "ties with"]
         ties = f", tied with {', '.join(tied)}" if tied else ""
-        leak = _mean(_over_lags(by_model[LEAKY_LABEL]))
+        leak = mean(_over_lags(by_model[LEAKY_LABEL]))
         lines.append(f"**{series}**: self-boosted {'; '.join(parts)} (mean NRMSE by lag, self-boosted vs plain: "
                      f"{gains}); on the mean over lags {ablations}; the lowest mean NRMSE of the causal models is "
-                     f"{best}'s ({_mean(overall[best]):.3f}{ties}); the leaky whole-series decomposition gives "
-                     f"self-boosted a mean NRMSE of {leak:.3f} against {_mean(overall['self-boosted']):.3f} without "
+                     f"{best}'s ({mean(overall[best]):.3f}{ties}); the leaky whole-series decomposition gives "
+                     f"self-boosted a mean NRMSE of {leak:.3f} against {mean(overall['self-boosted']):.3f} without "
                      "look-ahead.")
     return lines
 
@@ -216,8 +207,8 @@ def forecast_suite(out: Path, data_dir: str | None = None, methods: list[str] | 
                         "cache_hit": metrics["cache_hit"], "train_seconds": metrics["train_seconds"]})
     command = f"selfsup benchmark --suite forecast --out {out}"
     rows = [{"series": series, "model": label, "seeds": len(v[LAGS[0]]),
-             **{f"nrmse_lag{lag}": _mean(v[lag]) for lag in LAGS}, "mean_nrmse": _mean(_over_lags(v)),
-             "mean_nrmse_seed_range": _spread(_over_lags(v))}
+             **{f"nrmse_lag{lag}": mean(v[lag]) for lag in LAGS}, "mean_nrmse": mean(_over_lags(v)),
+             "mean_nrmse_seed_range": seed_range(_over_lags(v))}
             for series, by_model in results.items() for label, v in by_model.items()]
     notes = ["NRMSE: RMSE on the last 20% of the series divided by the standard deviation of those targets "
              "(1.0 = always forecasting their mean); one-step forecasts; split 70/10/20 in time, the epoch with "

@@ -16,6 +16,13 @@ def _fmt(value) -> str:
     return "" if value is None else str(value)
 
 
+def seed_range(values) -> float:
+    """Max minus min of one setting's results over its training seeds: the run-to-run spread
+    the suites call differences inside a tie (0 for one run)."""
+    values = list(values)
+    return max(values) - min(values)
+
+
 def write_table(out: Path, name: str, title: str, rows: list[dict], notes: list[str], command: str | None = None) -> None:
     """``{name}.md`` (title, command — by default the one running —, table, notes) and ``{name}.csv`` in ``out``."""
     columns = list(dict.fromkeys(k for row in rows for k in row))

@@ -29,7 +29,7 @@ from ..io import write_json
 from ..methods.semisup.base import labelled_indices
 from ..plots import curve_plot
 from ..rundir import RunDirectory
-from .report import write_table
+from .report import seed_range, write_table
 from .definitions import SPREAD_SEEDS
 from .suites import BEFORE_FIX, before_fix_note, claimed_run, finished_run, pretrain_row, run_checkpoint, run_slug
 
@@ -60,7 +60,7 @@ def _spread_notes(spread: dict[tuple[str, int, int], dict[int, float]]) -> list[
     cells = [f"{label} at {per_class} labels per class, label seed {seed}: "
              + ", ".join(f"{top1:.4f}" for _, top1 in sorted(by_seed.items()))
              + f" (training seeds {', '.join(map(str, sorted(by_seed)))}; range "
-             f"{100 * (max(by_seed.values()) - min(by_seed.values())):.1f} points)"
+             f"{100 * seed_range(by_seed.values()):.1f} points)"
              for (label, per_class, seed), by_seed in spread.items() if len(by_seed) > 1]
     if not cells:
         return []
@@ -122,8 +122,8 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
     for label, method, settings in SEMISUP_ROWS:
         for per_class in table_labels:
             for seed in table_seeds:
-                spread = SPREAD_SEEDS if (label, per_class, seed) in SPREAD_CELLS else ()
-                for training_seed in (0, *spread):
+                extra_seeds = SPREAD_SEEDS if (label, per_class, seed) in SPREAD_CELLS else ()
+                for training_seed in (0, *extra_seeds):
                     change = merge(settings, {"params": {"labels_per_class": per_class, "label_seed": seed}},
                                    strict=False)
                     cfg = merge(merge(resolve(method), {**(budget or SEMISUP_BUDGET), "data_dir": data_dir}), change)

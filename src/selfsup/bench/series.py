@@ -4,12 +4,12 @@ Each problem is pretrained with the training seeds ``SEEDS``: the table shows th
 them and the range (the run-to-run spread), and a gap inside the range is a tie."""
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
+from statistics import mean
 
 from ..config import merge, resolve
 from ..engine.train import pretrain
-from .report import bar_plot, write_table
+from .report import bar_plot, seed_range, write_table
 from .suites import finished_run
 
 SERIES_DATASETS = ("gunpoint", "italy-power-demand", "arrowhead", "osuleaf")
@@ -53,10 +53,10 @@ def series_ssl_suite(out: Path, data_dir: str | None = None, datasets: list[str]
         row = {"dataset": dataset, "train_series": runs[0]["train_images"], "seeds": len(runs)}
         for column, key in COLUMNS.items():
             values = [m[key] if key in m else m["baselines"][key] for m in runs]
-            row[column] = statistics.mean(values)
+            row[column] = mean(values)
             if "raw_series" not in column:  # the raw series do not depend on the seed
-                row[f"{column}_range"] = max(values) - min(values)
-        rows.append({**row, "train_seconds": round(statistics.mean(m["train_seconds"] for m in runs), 1)})
+                row[f"{column}_range"] = seed_range(values)
+        rows.append({**row, "train_seconds": round(mean(m["train_seconds"] for m in runs), 1)})
     knn = SERIES_SSL["knn"]["k"]
     notes = [f"Settings laid over CPC's defaults: `{SERIES_SSL}`; the series views are CPC's `series_augment`.",
              f"kNN: k={knn}, T=0.1, cosine, weighted vote; bank: the training split, queries: the full test split.",

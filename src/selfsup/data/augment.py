@@ -12,7 +12,6 @@ jitter applies its four operations in one random order per batch rather than per
 """
 from __future__ import annotations
 
-
 import math
 from dataclasses import asdict, dataclass
 

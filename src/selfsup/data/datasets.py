@@ -117,7 +117,7 @@ class ImageFileDataset(Dataset):
     def content_key(self) -> tuple:
         """What the split's content follows from, for cache keys (``io.content_hash``): each file's
         path, size and modification time, the labels, and the size and channels it is decoded to."""
-        files = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in map(Path, self.files)]
+        files = [(str(f), stat.st_size, stat.st_mtime_ns) for f in self.files for stat in [Path(f).stat()]]
         return files, self.labels, self.image_size, self.channels
 
     def subset(self, indices: np.ndarray) -> "ImageFileDataset":
