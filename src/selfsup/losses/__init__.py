@@ -4,10 +4,11 @@ in any training loop."""
 from .gaussian import gaussian_jsd, gaussian_kl
 from .info_nce import batch_info_nce, info_nce, sampled_info_nce
 from .nce import bank_softmax, estimate_log_z, nce_memory
-from .non_contrastive import barlow_twins, negative_cosine
-from .nt_xent import decoupled_nt_xent, nt_xent
+from .non_contrastive import barlow_twins, negative_cosine, vicreg, vicreg_terms
+from .nt_xent import dcl, decoupled_nt_xent, nt_xent
 from .supervised import supcon, triplet
 from .swav import sinkhorn, swav
 
-__all__ = ["bank_softmax", "barlow_twins", "batch_info_nce", "decoupled_nt_xent", "gaussian_jsd", "gaussian_kl", "info_nce",
-           "estimate_log_z", "nce_memory", "negative_cosine", "nt_xent", "sampled_info_nce", "sinkhorn", "supcon", "swav", "triplet"]
+__all__ = ["bank_softmax", "barlow_twins", "batch_info_nce", "dcl", "decoupled_nt_xent", "gaussian_jsd", "gaussian_kl", "info_nce",
+           "estimate_log_z", "nce_memory", "negative_cosine", "nt_xent", "sampled_info_nce", "sinkhorn", "supcon", "swav", "triplet",
+           "vicreg", "vicreg_terms"]

@@ -1,6 +1,6 @@
 """Losses of the non-contrastive methods: no negatives, collapse is avoided by the
 architecture (BYOL's predictor and target network, SimSiam's stop-gradient) or by the loss
-itself (Barlow Twins' redundancy reduction)."""
+itself (Barlow Twins' redundancy reduction, VICReg's variance and covariance terms)."""
 from __future__ import annotations
 
 import torch
@@ -42,3 +42,40 @@ def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051, gath
     on_diagonal = (torch.diagonal(c) - 1).pow(2).sum()
     off_diagonal = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
     return on_diagonal + lambd * off_diagonal
+
+
+def vicreg_terms(z1: torch.Tensor, z2: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4,
+                 gather: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """VICReg's three terms (Bardes, Ponce, LeCun, ICLR 2022, eqs. (1)-(5)): the invariance
+    s(Z, Z'), the mean squared difference over the batch *and* the dimensions (the official
+    code's ``F.mse_loss``, for which the paper's weights are tuned); the variance
+    [v(Z) + v(Z')] / 2 with v(Z) = (1/d) Σ_j max(0, γ − sqrt(Var(z_j) + ε)) (unbiased variance;
+    the official code halves the sum of eq. (6)); the covariance c(Z) + c(Z') with
+    c(Z) = (1/d) Σ_{i≠j} C(Z)_ij², C the unbiased covariance.
+    With ``gather=True`` under DDP the embeddings of every rank are gathered with their
+    gradients first (as the official code does), so all three are those of the global batch."""
+    if z1.dim() != 2 or z1.shape != z2.shape or z1.shape[0] < 2:
+        raise ValueError(f"vicreg expects z1 and z2 of one [N, D] shape with N >= 2, "
+                         f"got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    if gather:
+        z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
+    dtype = torch.promote_types(z1.dtype, torch.float32)
+    z1, z2 = z1.to(dtype), z2.to(dtype)
+    invariance = F.mse_loss(z1, z2)
+    variance = covariance = 0
+    for z in (z1, z2):
+        n, d = z.shape
+        centred = z - z.mean(dim=0)
+        variance = variance + F.relu(gamma - torch.sqrt(centred.pow(2).sum(0) / (n - 1) + eps)).mean() / 2
+        cov = centred.T @ centred / (n - 1)
+        covariance = covariance + (cov.pow(2).sum() - torch.diagonal(cov).pow(2).sum()) / d
+    return invariance, variance, covariance
+
+
+def vicreg(z1: torch.Tensor, z2: torch.Tensor, invariance_weight: float = 25.0, variance_weight: float = 25.0,
+           covariance_weight: float = 1.0, gamma: float = 1.0, eps: float = 1e-4, gather: bool = False) -> torch.Tensor:
+    """VICReg's loss (eq. (6), as the official code computes it): λ·s(Z, Z') + μ·[v(Z) + v(Z')]/2
+    + ν·[c(Z) + c(Z')], the paper's
+    λ = μ = 25, ν = 1, γ = 1, ε = 1e-4 by default (the terms: ``vicreg_terms``)."""
+    invariance, variance, covariance = vicreg_terms(z1, z2, gamma, eps, gather)
+    return invariance_weight * invariance + variance_weight * variance + covariance_weight * covariance

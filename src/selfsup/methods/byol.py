@@ -30,11 +30,13 @@ class BYOL(Method):
     defaults = {"base_momentum": 0.996, "final_momentum": 1.0, "use_predictor": True, "proj_hidden_dim": None,
                 "proj_dim": 256, "augment": BYOL_VIEWS, "augment_second": BYOL_SECOND_VIEW}
     limits = {"base_momentum": (0, 1), "final_momentum": (0, 1), "proj_hidden_dim": (1, None), "proj_dim": (1, None)}
+    #: an affine-free BatchNorm on the projection (MoCo v3's projector; not BYOL's)
+    projection_batch_norm = False
 
     def __init__(self, backbone, cfg, run):
         super().__init__(backbone, cfg, run)
         hidden = cfg["proj_hidden_dim"] or 2 * self.feature_dim
-        self.projector = mlp(self.feature_dim, hidden, cfg["proj_dim"])
+        self.projector = mlp(self.feature_dim, hidden, cfg["proj_dim"], last_batch_norm=self.projection_batch_norm)
         self.predictor = mlp(cfg["proj_dim"], hidden, cfg["proj_dim"]) if cfg["use_predictor"] else torch.nn.Identity()
         self.target_backbone, self.target_projector = frozen_copy(self.backbone), frozen_copy(self.projector)
         self.views = asymmetric_views(cfg["augment"], cfg["augment_second"])
@@ -44,8 +46,11 @@ class BYOL(Method):
         online = self.predictor(self.projector(self.backbone(both))).chunk(2)
         with torch.no_grad():
             target = self.target_projector(self.target_backbone(both)).chunk(2)
-        loss = sum(2 + 2 * negative_cosine(p, z) for p, z in ((online[0], target[1]), (online[1], target[0])))
-        return {"loss": loss}
+        return {"loss": sum(self.objective(p, z) for p, z in ((online[0], target[1]), (online[1], target[0])))}
+
+    def objective(self, prediction, target):
+        """The loss of one direction: one view's prediction against the other view's target."""
+        return 2 + 2 * negative_cosine(prediction, target)
 
     def on_step_end(self, step, total_steps):
         momentum = cosine_momentum(step, total_steps, self.cfg["base_momentum"], self.cfg["final_momentum"])

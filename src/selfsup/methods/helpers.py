@@ -1,5 +1,5 @@
-"""Pieces several methods share: momentum (EMA) targets, a feature queue, batch shuffling,
-asymmetric view pairs.
+"""Pieces several methods share: momentum (EMA) targets, a feature queue (with nearest
+neighbours), batch shuffling, asymmetric view pairs.
 
 They are pure functions or small modules, tested once (``tests/test_helpers.py``), so each
 method file stays a screen long.
@@ -88,6 +88,19 @@ class FeatureQueue(nn.Module):
         self.index[rows] = index.to(self.index.device)
         self.pointer.copy_((self.pointer + x.shape[0]) % self.size)
         self.filled.copy_(torch.clamp(self.filled + x.shape[0], max=self.size))
+
+    @torch.no_grad()
+    def nearest(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """For each row of ``x``, the queued vector of highest cosine similarity among those of
+        other images than ``index`` (NNCLR's support set); the row itself where no such
+        vector is queued yet."""
+        items, owners = self.items(), self.indices()
+        if items.shape[0] == 0:
+            return x.detach()
+        similarity = F.normalize(x.detach().float(), dim=1) @ F.normalize(items.float(), dim=1).T
+        similarity.masked_fill_(owners.unsqueeze(0) == index.unsqueeze(1), float("-inf"))
+        best, position = similarity.max(dim=1)
+        return torch.where(torch.isinf(best).unsqueeze(1), x.detach(), items[position].to(x.dtype))
 
 
 class MemoryBank(nn.Module):

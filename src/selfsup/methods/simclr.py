@@ -34,5 +34,8 @@ class SimCLR(Method):
     def training_step(self, batch, step):
         view1, view2 = batch["views"]
         z = self.projector(self.backbone(torch.cat([view1, view2])))
-        z1, z2 = z.chunk(2)
-        return {"loss": nt_xent(z1, z2, self.cfg["temperature"], gather=True)}
+        return {"loss": self.contrast(*z.chunk(2))}
+
+    def contrast(self, z1, z2):
+        """The loss between the two views' projections (over the global batch)."""
+        return nt_xent(z1, z2, self.cfg["temperature"], gather=True)
