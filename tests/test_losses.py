@@ -77,3 +77,74 @@ def test_decoupled_nt_xent_matches_reference(n, d, t):
     torch.autograd.gradcheck(lambda a: decoupled_nt_xent(a, z2, t), (z1,))
     with pytest.raises(ValueError, match="at least two candidates"):
         decoupled_nt_xent(z1[:1], z2[:1], t)
+
+
+def dcl_reference(z1, z2, t, sigma=None):
+    """Yeh et al. 2022 eqs. (6)-(7) anchor by anchor: −w_i·s_i+/τ + log Σ_{k ∉ {i, i+}} e^{s_ik/τ}
+    over the 2N views, w_i = 1 (DCL) or 2 − e^{s_i+/σ} / mean_j e^{s_j+/σ} (DCLW)."""
+    z = np.concatenate([z1, z2])
+    z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    n = len(z1)
+    pair = np.array([z[i] @ z[i + n] for i in range(n)])
+    weight = np.ones(n) if sigma is None else 2 - np.exp(pair / sigma) / np.exp(pair / sigma).mean()
+    total = 0.0
+    for i in range(2 * n):
+        positive = (i + n) % (2 * n)
+        negatives = sum(math.exp(z[i] @ z[k] / t) for k in range(2 * n) if k not in (i, positive))
+        total += -weight[i % n] * (z[i] @ z[positive]) / t + math.log(negatives)
+    return total / (2 * n)
+
+
+@pytest.mark.parametrize("n,d,t,sigma", [(2, 3, 1.0, None), (5, 4, 0.1, None), (16, 8, 0.5, None),
+                                         (5, 4, 0.1, 0.5), (16, 8, 0.2, 2.0)])
+def test_dcl_matches_reference(n, d, t, sigma):
+    from selfsup.losses import dcl
+
+    g = torch.Generator().manual_seed(n * d)
+    z1, z2 = torch.randn(n, d, generator=g, dtype=torch.float64), torch.randn(n, d, generator=g, dtype=torch.float64)
+    assert dcl(z1, z2, t, sigma).item() == pytest.approx(dcl_reference(z1.numpy(), z2.numpy(), t, sigma), rel=1e-9)
+    if sigma is None:  # DCLW's weight carries no gradient, by design: finite differences would see it
+        z1.requires_grad_(True)
+        torch.autograd.gradcheck(lambda a: dcl(a, z2, t), (z1,))
+
+
+def test_dcl_is_nt_xent_without_the_positive_in_the_denominator():
+    """NT-Xent's −log(e^p / (e^p + Σ neg)) = DCL's −p + log Σ neg + log(1 + e^p / Σ neg) per anchor,
+    so for two orthogonal images with identical views (p = 1/τ, two negatives of 0) the two
+    differ by exactly log(1 + e^{1/τ}/2)."""
+    from selfsup.losses import dcl
+
+    z, t = torch.eye(2), 0.5
+    assert (nt_xent(z, z, t) - dcl(z, z, t)).item() == pytest.approx(math.log(1 + math.exp(1 / t) / 2), rel=1e-6)
+    # equal positive similarities give every pair DCLW's weight 1
+    assert dcl(z, z, t, weight_sigma=0.5).item() == pytest.approx(dcl(z, z, t).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="dcl expects"):
+        dcl(torch.randn(4, 3), torch.randn(5, 3))
+
+
+def _dcl_worker(rank, world, z1, z2):
+    from selfsup.losses import dcl
+
+    half = z1.shape[0] // world
+    a = z1[rank * half:(rank + 1) * half].clone().requires_grad_(True)
+    b = z2[rank * half:(rank + 1) * half].clone().requires_grad_(True)
+    loss = dcl(a, b, 0.2, weight_sigma=0.5, gather=True)
+    loss.backward()
+    return loss.detach(), a.grad / world, b.grad / world  # DDP averages over ranks
+
+
+def test_dclw_two_processes_equal_one():
+    """The negatives and DCLW's weight normaliser are those of the global batch."""
+    from selfsup.losses import dcl
+    from two_processes import run_two_processes
+
+    z1, z2 = torch.randn(8, 4, dtype=torch.float64), torch.randn(8, 4, dtype=torch.float64)
+    results = run_two_processes(_dcl_worker, z1, z2)
+    a, b = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
+    dcl(a, b, 0.2, weight_sigma=0.5).backward()
+    for rank, (loss, grad_a, grad_b) in results.items():
+        # each rank's loss is the mean over its own anchors: their average is the global loss
+        assert torch.allclose(grad_a, a.grad[rank * 4:(rank + 1) * 4], atol=1e-6)
+        assert torch.allclose(grad_b, b.grad[rank * 4:(rank + 1) * 4], atol=1e-6)
+    full = dcl(z1, z2, 0.2, weight_sigma=0.5)
+    assert torch.allclose(sum(loss for loss, _, _ in results.values()) / 2, full, atol=1e-9)

@@ -101,3 +101,183 @@ def test_barlow_twins_two_processes_equal_one():
         assert torch.allclose(loss, full.detach(), atol=1e-5)
         assert torch.allclose(grad_a, a.grad[rank * 4:(rank + 1) * 4], atol=1e-5)
         assert torch.allclose(grad_b, b.grad[rank * 4:(rank + 1) * 4], atol=1e-5)
+
+
+def vicreg_reference(z1: np.ndarray, z2: np.ndarray, lam=25.0, mu=25.0, nu=1.0, gamma=1.0, eps=1e-4) -> float:
+    """VICReg element by element in float64, as the official code computes eq. (6): the
+    invariance averaged over N·D, the variance hinge halved over the two branches, the
+    covariance summed over them."""
+    n, d = z1.shape
+    invariance = sum((z1[i, j] - z2[i, j]) ** 2 for i in range(n) for j in range(d)) / (n * d)
+    variance = covariance = 0.0
+    for z in (z1, z2):
+        mean = [sum(z[i, j] for i in range(n)) / n for j in range(d)]
+        cov = [[sum((z[k, i] - mean[i]) * (z[k, j] - mean[j]) for k in range(n)) / (n - 1) for j in range(d)]
+               for i in range(d)]
+        variance += sum(max(0.0, gamma - math.sqrt(cov[j][j] + eps)) for j in range(d)) / d / 2
+        covariance += sum(cov[i][j] ** 2 for i in range(d) for j in range(d) if i != j) / d
+    return lam * invariance + mu * variance + nu * covariance
+
+
+@pytest.mark.parametrize("n,d,scale,weights", [(2, 3, 1.0, (25, 25, 1)), (7, 5, 0.3, (25, 25, 1)),
+                                               (16, 4, 2.0, (1, 0, 10))])
+def test_vicreg_matches_reference(n, d, scale, weights):
+    from selfsup.losses import vicreg
+
+    z1, z2 = torch.randn(n, d, dtype=torch.float64) * scale, torch.randn(n, d, dtype=torch.float64) * scale + 1
+    expected = vicreg_reference(z1.numpy(), z2.numpy(), *weights)
+    assert vicreg(z1, z2, *weights).item() == pytest.approx(expected, rel=1e-9)
+    torch.autograd.gradcheck(lambda a, b: vicreg(a, b, *weights), (z1.requires_grad_(True), z2.requires_grad_(True)))
+
+
+def test_vicreg_terms_see_collapse_and_correlation():
+    from selfsup.losses import vicreg_terms
+
+    collapsed = torch.ones(8, 3)  # every dimension constant: the hinge at its maximum, 1 − sqrt(ε) per branch
+    invariance, variance, covariance = vicreg_terms(collapsed, collapsed)
+    assert invariance.item() == 0 and covariance.item() == 0
+    assert variance.item() == pytest.approx(1 - math.sqrt(1e-4), rel=1e-6)
+    spread = torch.tensor([[2.0, 2.0], [-2.0, -2.0], [2.0, 2.0], [-2.0, -2.0]])  # std > 1, two equal dimensions
+    _, variance, covariance = vicreg_terms(spread, spread)
+    assert variance.item() == 0
+    assert covariance.item() == pytest.approx(2 * 2 * (16 / 3) ** 2 / 2)  # C_01 = C_10 = 16/3, two branches, / d
+    with pytest.raises(ValueError, match="vicreg expects"):
+        vicreg_terms(torch.randn(1, 3), torch.randn(1, 3))
+
+
+def _vicreg_worker(rank, world, z1, z2):
+    from selfsup.losses import vicreg
+
+    half = z1.shape[0] // world
+    a = z1[rank * half:(rank + 1) * half].clone().requires_grad_(True)
+    b = z2[rank * half:(rank + 1) * half].clone().requires_grad_(True)
+    loss = vicreg(a, b, gather=True)
+    loss.backward()
+    return loss.detach(), a.grad / world, b.grad / world
+
+
+def test_vicreg_two_processes_equal_one():
+    from selfsup.losses import vicreg
+
+    z1, z2 = torch.randn(8, 4, dtype=torch.float64), torch.randn(8, 4, dtype=torch.float64)
+    results = run_two_processes(_vicreg_worker, z1, z2)
+    a, b = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
+    full = vicreg(a, b)
+    full.backward()
+    for rank, (loss, grad_a, grad_b) in results.items():
+        assert torch.allclose(loss, full.detach(), atol=1e-9)
+        assert torch.allclose(grad_a, a.grad[rank * 4:(rank + 1) * 4], atol=1e-9)
+        assert torch.allclose(grad_b, b.grad[rank * 4:(rank + 1) * 4], atol=1e-9)
+
+
+def test_cholesky_whitening_gives_identity_covariance_and_a_lower_triangular_map():
+    from selfsup.losses import cholesky_whiten
+
+    x = torch.randn(40, 5, dtype=torch.float64) @ torch.randn(5, 5, dtype=torch.float64) + 3
+    white = cholesky_whiten(x)
+    assert torch.allclose(white.T @ white / 39, torch.eye(5, dtype=torch.float64), atol=1e-9)
+    # x̂ = L⁻¹(x − μ): the first whitened coordinate is the first centred one over its std
+    centred = x - x.mean(0)
+    assert torch.allclose(white[:, 0], centred[:, 0] / centred[:, 0].std(), atol=1e-9)
+    with pytest.raises(ValueError, match="more rows than columns"):
+        cholesky_whiten(torch.randn(5, 5))
+
+
+def w_mse_reference(views: list[np.ndarray], eps: float = 0.0) -> float:
+    """W-MSE with one sub-batch (the whole batch), numpy's Cholesky factor, pairs averaged."""
+    whitened = []
+    for z in views:
+        n, d = z.shape
+        c = z - z.mean(0)
+        factor = np.linalg.cholesky((1 - eps) * c.T @ c / (n - 1) + eps * np.eye(d))
+        w = np.linalg.solve(factor, c.T).T
+        whitened.append(w / np.linalg.norm(w, axis=1, keepdims=True))
+    pairs = [(a, b) for i, a in enumerate(whitened) for b in whitened[i + 1:]]
+    return float(np.mean([np.mean(np.sum((a - b) ** 2, axis=1)) for a, b in pairs]))
+
+
+@pytest.mark.parametrize("views,n,d,eps", [(2, 16, 4, 0.0), (4, 24, 6, 0.1)])
+def test_w_mse_matches_reference_on_one_sub_batch(views, n, d, eps):
+    from selfsup.losses import w_mse
+
+    z = [torch.randn(n, d, dtype=torch.float64) for _ in range(views)]
+    loss = w_mse(z, n, torch.Generator().manual_seed(0), eps=eps)
+    assert loss.item() == pytest.approx(w_mse_reference([v.numpy() for v in z], eps), rel=1e-7)
+    # whitening and the mean are blind to the order of the batch: another draw, the same loss
+    assert w_mse(z, n, torch.Generator().manual_seed(1), eps=eps).item() == pytest.approx(loss.item(), rel=1e-9)
+
+
+def test_w_mse_whitens_each_sub_batch_on_its_own_and_keeps_the_gradient():
+    from selfsup.losses import w_mse
+
+    z1 = torch.randn(32, 3, dtype=torch.float64, requires_grad=True)
+    z2 = (z1.detach() + 0.1 * torch.randn(32, 3, dtype=torch.float64)).requires_grad_(True)
+    generator = torch.Generator().manual_seed(5)
+    loss = w_mse([z1, z2], 8, generator, iterations=2)
+    # the same loss, by hand: the generator's two splits into four sub-batches of 8, each whitened alone
+    replay, expected = torch.Generator().manual_seed(5), 0.0
+    for _ in range(2):
+        groups = torch.randperm(32, generator=replay).view(-1, 8)
+        expected += np.mean([w_mse_reference([z1.detach()[g].numpy(), z2.detach()[g].numpy()]) for g in groups]) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-7)
+    loss.backward()
+    assert z1.grad.abs().sum() > 0 and z2.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="multiple of whiten_size"):
+        w_mse([z1, z2], 6, generator)
+    with pytest.raises(ValueError, match="exceed the embedding width"):
+        w_mse([z1[:, :3], z2[:, :3]], 2, generator)
+
+
+def tico_reference(a: np.ndarray, b: np.ndarray, previous: np.ndarray, beta: float, rho: float):
+    """TiCo's eq. (3) row by row: C_t = β C_{t−1} + (1 − β)/N Σ_i ẑ_i ẑ_iᵀ, then
+    −mean_i ẑ_a,i·ẑ_b,i + ρ mean_i ẑ_a,iᵀ C_t ẑ_a,i."""
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    current = beta * previous + (1 - beta) * sum(np.outer(row, row) for row in a) / len(a)
+    loss = -np.mean([a[i] @ b[i] for i in range(len(a))]) + rho * np.mean([a[i] @ current @ a[i] for i in range(len(a))])
+    return loss, current
+
+
+def test_tico_matches_reference_over_steps():
+    from selfsup.losses import tico
+
+    covariance, expected_covariance = torch.zeros(4, 4, dtype=torch.float64), np.zeros((4, 4))
+    for step in range(3):
+        a, b = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+        loss, covariance = tico(a, b, covariance, beta=0.9, rho=8.0)
+        expected, expected_covariance = tico_reference(a.numpy(), b.numpy(), expected_covariance, 0.9, 8.0)
+        assert loss.item() == pytest.approx(expected, rel=1e-9)
+        assert np.allclose(covariance.numpy(), expected_covariance) and not covariance.requires_grad
+    a = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(lambda x: tico(x, b, covariance)[0], (a,))
+    # identical views of one image repeated: invariance at its best (−1), the covariance term at ρ(1 − β)
+    same = torch.ones(5, 3)
+    loss, _ = tico(same, same, torch.zeros(3, 3), beta=0.9, rho=8.0)
+    assert loss.item() == pytest.approx(-1 + 8.0 * 0.1, rel=1e-6)
+    with pytest.raises(ValueError, match="tico expects"):
+        tico(torch.randn(4, 3), torch.randn(4, 3), torch.zeros(2, 2))
+
+
+def _tico_worker(rank, world, z1, z2, previous):
+    from selfsup.losses import tico
+
+    half = z1.shape[0] // world
+    a = z1[rank * half:(rank + 1) * half].clone().requires_grad_(True)
+    loss, covariance = tico(a, z2[rank * half:(rank + 1) * half], previous, gather=True)
+    loss.backward()
+    return loss.detach(), a.grad / world, covariance
+
+
+def test_tico_two_processes_equal_one():
+    from selfsup.losses import tico
+
+    z1, z2, previous = (torch.randn(8, 4, dtype=torch.float64), torch.randn(8, 4, dtype=torch.float64),
+                        torch.eye(4, dtype=torch.float64) / 4)
+    results = run_two_processes(_tico_worker, z1, z2, previous)
+    a = z1.clone().requires_grad_(True)
+    full, covariance = tico(a, z2, previous)
+    full.backward()
+    assert torch.allclose(sum(loss for loss, _, _ in results.values()) / 2, full.detach(), atol=1e-9)
+    for rank, (_, grad, rank_covariance) in results.items():
+        assert torch.allclose(grad, a.grad[rank * 4:(rank + 1) * 4], atol=1e-9)
+        assert torch.allclose(rank_covariance, covariance, atol=1e-12)

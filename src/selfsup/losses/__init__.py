@@ -1,14 +1,15 @@
 """Pure loss functions: tensors in, a scalar batch mean out.  They import nothing of selfsup
-but the rank helpers of ``selfsup.distributed`` (identity on one process), so they can be used
-in any training loop."""
+but the rank helpers of ``selfsup.distributed`` (identity on one process) and the device-safe
+draws of ``selfsup.rng``, so they can be used in any training loop."""
 from .gaussian import gaussian_jsd, gaussian_kl
 from .info_nce import batch_info_nce, info_nce, sampled_info_nce
 from .nce import bank_softmax, estimate_log_z, nce_memory
-from .non_contrastive import barlow_twins, negative_cosine, vicreg, vicreg_terms
+from .non_contrastive import barlow_twins, negative_cosine, tico, vicreg, vicreg_terms
 from .nt_xent import dcl, decoupled_nt_xent, nt_xent
 from .supervised import supcon, triplet
 from .swav import sinkhorn, swav
+from .whitening import cholesky_whiten, w_mse
 
-__all__ = ["bank_softmax", "barlow_twins", "batch_info_nce", "dcl", "decoupled_nt_xent", "gaussian_jsd", "gaussian_kl", "info_nce",
-           "estimate_log_z", "nce_memory", "negative_cosine", "nt_xent", "sampled_info_nce", "sinkhorn", "supcon", "swav", "triplet",
-           "vicreg", "vicreg_terms"]
+__all__ = ["bank_softmax", "barlow_twins", "batch_info_nce", "cholesky_whiten", "dcl", "decoupled_nt_xent", "gaussian_jsd", "gaussian_kl", "info_nce",
+           "estimate_log_z", "nce_memory", "negative_cosine", "nt_xent", "sampled_info_nce", "sinkhorn", "supcon", "swav", "tico", "triplet",
+           "vicreg", "vicreg_terms", "w_mse"]

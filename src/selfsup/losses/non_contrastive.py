@@ -79,3 +79,23 @@ def vicreg(z1: torch.Tensor, z2: torch.Tensor, invariance_weight: float = 25.0, 
     λ = μ = 25, ν = 1, γ = 1, ε = 1e-4 by default (the terms: ``vicreg_terms``)."""
     invariance, variance, covariance = vicreg_terms(z1, z2, gamma, eps, gather)
     return invariance_weight * invariance + variance_weight * variance + covariance_weight * covariance
+
+
+def tico(z_a: torch.Tensor, z_b: torch.Tensor, covariance: torch.Tensor, beta: float = 0.9, rho: float = 8.0,
+         gather: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """TiCo (Zhu et al., "TiCo: Transformation Invariance and Covariance Contrast for
+    Self-Supervised Visual Representation Learning", 2022, eq. (3)): with ẑ the L2-normalised
+    embeddings, C_t = β·C_{t−1} + (1 − β)·ẑ_aᵀẑ_a / N (a running second-moment matrix,
+    ``covariance`` = C_{t−1}), the loss −mean_i ẑ_a,i·ẑ_b,i + ρ·mean_i ẑ_a,iᵀ C_t ẑ_a,i.
+    Returns the loss and C_t without gradient (the next step's ``covariance``).  The
+    current batch's share of C_t keeps its gradient.  With ``gather=True`` under DDP, C_t is
+    that of the global batch (embeddings gathered with their gradients)."""
+    if z_a.dim() != 2 or z_a.shape != z_b.shape or covariance.shape != (z_a.shape[1],) * 2:
+        raise ValueError(f"tico expects z_a and z_b of one [N, D] shape and a [D, D] covariance, got "
+                         f"{tuple(z_a.shape)}, {tuple(z_b.shape)} and {tuple(covariance.shape)}")
+    dtype = torch.promote_types(z_a.dtype, torch.float32)
+    a, b = F.normalize(z_a.to(dtype), dim=1), F.normalize(z_b.to(dtype), dim=1)
+    everyone = gather_with_grad(a) if gather else a
+    current = beta * covariance.to(dtype) + (1 - beta) * everyone.T @ everyone / everyone.shape[0]
+    loss = -(a * b).sum(dim=1).mean() + rho * ((a @ current) * a).sum(dim=1).mean()
+    return loss, current.detach()

@@ -24,6 +24,8 @@ _PLACES = {
     "vicreg": ("vicreg", "VICReg"),
     "dcl": ("dcl", "DCL"),
     "dclw": ("dcl", "DCLW"),
+    "w-mse": ("w_mse", "WMSE"),
+    "tico": ("tico", "TiCo"),
     "supcon": ("supervised", "SupCon"),
     "triplet": ("supervised", "Triplet"),
     "dare": ("gaussian", "DARe"),

@@ -46,6 +46,10 @@ class BYOL(Method):
         online = self.predictor(self.projector(self.backbone(both))).chunk(2)
         with torch.no_grad():
             target = self.target_projector(self.target_backbone(both)).chunk(2)
+        return self.views_loss(online, target)
+
+    def views_loss(self, online, target) -> dict:
+        """The step's output: each view's online output against the other view's target, summed."""
         return {"loss": sum(self.objective(p, z) for p, z in ((online[0], target[1]), (online[1], target[0])))}
 
     def objective(self, prediction, target):

@@ -1,0 +1,114 @@
+"""MoCo v3, NNCLR, DCL/DCLW and VICReg beyond the per-method engine test: each step computes
+its paper's objective from its networks (written out here with plain torch), NNCLR's support
+set and nearest neighbours, MoCo v3's momentum schedule."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from selfsup.losses import dcl
+from selfsup.methods.helpers import FeatureQueue
+from support import tiny
+
+
+def test_moco_v3_step_is_the_official_symmetric_contrastive_loss():
+    method = tiny("moco-v3", temperature=0.2)
+    views = list(torch.randn(2, 8, 3, 16, 16))
+    loss = method.training_step({"views": views}, 0)["loss"]
+    with torch.no_grad():  # ctr(q1, k2) + ctr(q2, k1), ctr(q, k) = CE(q·kᵀ/T, diagonal)·2T
+        both = torch.cat(views)
+        q = F.normalize(method.predictor(method.projector(method.backbone(both))), dim=1).chunk(2)
+        k = F.normalize(method.target_projector(method.target_backbone(both)), dim=1).chunk(2)
+        labels = torch.arange(8)
+        expected = sum(F.cross_entropy(a @ b.T / 0.2, labels) * 2 * 0.2 for a, b in ((q[0], k[1]), (q[1], k[0])))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    assert all(p.grad is not None for p in method.predictor.parameters())
+    assert all(p.grad is None for p in method.target_backbone.parameters())
+    # the projection ends in an affine-free BatchNorm (the official projector), the prediction does not
+    assert isinstance(method.projector[-1], torch.nn.BatchNorm1d) and not method.projector[-1].affine
+    assert isinstance(method.predictor[-1], torch.nn.Linear)
+    # momentum 0.99 at the first step
+    target = [p.clone() for p in method.target_backbone.parameters()]
+    with torch.no_grad():
+        for p in method.backbone.parameters():
+            p.add_(1.0)
+    method.on_step_end(step=0, total_steps=100)
+    assert all(torch.allclose(after, before + 0.01, atol=1e-6)
+               for before, after in zip(target, method.target_backbone.parameters()))
+
+
+def test_feature_queue_nearest_skips_the_images_own_entries():
+    queue = FeatureQueue(4, 2)
+    x = torch.tensor([[1.0, 0.1], [0.0, 1.0]])
+    assert torch.equal(queue.nearest(x, torch.tensor([0, 1])), x)  # nothing queued: each row is its own anchor
+    queue.push(torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, -1.0]]), torch.tensor([0, 5, 6]), gather=False)
+    nearest = queue.nearest(x, torch.tensor([0, 1]))
+    # row 0 is closest to [1, 0], but that is its own image's entry: the next closest is [0.6, 0.8]
+    assert torch.equal(nearest, torch.tensor([[0.6, 0.8], [0.6, 0.8]]))
+    assert torch.equal(queue.nearest(x, torch.tensor([7, 1])), torch.tensor([[1.0, 0.0], [0.6, 0.8]]))
+    only_own = FeatureQueue(2, 2)
+    only_own.push(torch.tensor([[1.0, 0.0]]), torch.tensor([3]), gather=False)
+    assert torch.equal(only_own.nearest(x[:1], torch.tensor([3])), x[:1])
+
+
+def test_nnclr_anchors_are_neighbours_and_the_support_set_keeps_first_views():
+    method = tiny("nnclr", support_size=64, temperature=0.1)
+    views, index = list(torch.randn(2, 8, 3, 16, 16)), torch.arange(8)
+
+    def expected_loss():
+        with torch.no_grad():
+            z = method.projector(method.backbone(torch.cat(views)))
+            p = F.normalize(method.predictor(z), dim=1).chunk(2)
+            z1, z2 = z.chunk(2)
+            a1, a2 = (F.normalize(method.support.nearest(v, index), dim=1) for v in (z1, z2))
+            labels = torch.arange(8)
+            return ((F.cross_entropy(a1 @ p[1].T / 0.1, labels) + F.cross_entropy(a2 @ p[0].T / 0.1, labels)) / 2).item()
+
+    first = expected_loss()  # an empty support set: every view is its own anchor
+    state = {k: v.clone() for k, v in method.state_dict().items()}
+    loss = method.training_step({"views": views, "index": index}, 0)["loss"]
+    assert loss.item() == pytest.approx(first, rel=1e-4)
+    assert int(method.support.filled) == 8 and torch.equal(method.support.indices(), index)
+    assert torch.allclose(method.support.items().norm(dim=1), torch.ones(8))
+    # the next batch (other images) takes its anchors from the support set
+    index = torch.arange(8, 16)
+    method.load_state_dict({**state, **{k: v for k, v in method.state_dict().items() if k.startswith("support")}})
+    second = expected_loss()
+    assert method.training_step({"views": views, "index": index}, 1)["loss"].item() == pytest.approx(second, rel=1e-4)
+    assert second != pytest.approx(first, rel=1e-3)
+
+
+@pytest.mark.parametrize("name,sigma", [("dcl", None), ("dclw", 0.5)])
+def test_dcl_methods_train_simclr_networks_on_the_decoupled_loss(name, sigma):
+    method = tiny(name)
+    assert method.cfg["temperature"] == 0.1 and method.cfg["weight_sigma"] == sigma
+    views = list(torch.randn(2, 8, 3, 16, 16))
+    loss = method.training_step({"views": views}, 0)["loss"]
+    with torch.no_grad():
+        z1, z2 = method.projector(method.backbone(torch.cat(views))).chunk(2)
+    assert loss.item() == pytest.approx(dcl(z1, z2, 0.1, sigma).item(), rel=1e-5)
+
+
+def test_vicreg_step_weights_and_logs_its_three_terms():
+    method = tiny("vicreg", variance_weight=0.0)
+    out = method.training_step({"views": list(torch.randn(2, 8, 3, 16, 16))}, 0)
+    assert out["loss"].item() == pytest.approx(25 * out["invariance"].item() + out["covariance"].item(), rel=1e-5)
+    assert out["variance"].item() > 0  # measured even when it is not trained (the collapse ablation)
+    assert method.expander[0].out_features == 4 * method.feature_dim
+
+
+def test_tico_step_is_both_directions_against_the_momentum_targets_and_keeps_c():
+    from selfsup.losses import tico
+
+    method = tiny("tico")
+    assert isinstance(method.predictor, torch.nn.Identity)
+    views = list(torch.randn(2, 8, 3, 16, 16))
+    before = method.covariance.clone()
+    loss = method.training_step({"views": views}, 0)["loss"]
+    with torch.no_grad():
+        both = torch.cat(views)
+        online = method.projector(method.backbone(both)).chunk(2)
+        target = method.target_projector(method.target_backbone(both)).chunk(2)
+        expected, covariance = tico(torch.cat(online), torch.cat([target[1], target[0]]), before, 0.9, 8.0)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.allclose(method.covariance, covariance, atol=1e-6) and method.covariance.abs().sum() > 0
