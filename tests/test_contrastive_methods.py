@@ -112,3 +112,33 @@ def test_tico_step_is_both_directions_against_the_momentum_targets_and_keeps_c()
         expected, covariance = tico(torch.cat(online), torch.cat([target[1], target[0]]), before, 0.9, 8.0)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert torch.allclose(method.covariance, covariance, atol=1e-6) and method.covariance.abs().sum() > 0
+
+
+def test_emp_ssl_trains_on_patches_and_evaluates_on_a_fixed_grid_of_them():
+    from selfsup.losses import emp_ssl
+
+    method = tiny("emp-ssl", patches=3).eval()
+    assert len(method.views) == 1 and method.views[0].count == 3
+    views = list(torch.randn(3, 4, 3, 16, 16))
+    loss = method.train().training_step({"views": views}, 0)["loss"]
+    with torch.no_grad():
+        z = method.projector(method.backbone(torch.cat(views))).view(3, 4, -1)
+    assert loss.item() == pytest.approx(emp_ssl(z, 200.0, 0.2).item(), rel=1e-5)
+    method.eval()
+    images = torch.randn(5, 3, 16, 16)
+    patches = method.eval_patches(images)
+    # 4 x 4 crops of half the side (a quarter of the area), corner to corner, resized to 16 px
+    assert len(patches) == 16 and all(p.shape == images.shape for p in patches)
+    corner = F.interpolate(images[..., :8, :8], size=(16, 16), mode="bilinear", align_corners=False)
+    assert torch.allclose(patches[0], corner) and torch.allclose(
+        patches[-1], F.interpolate(images[..., 8:, 8:], size=(16, 16), mode="bilinear", align_corners=False))
+    with torch.no_grad():
+        features = method.features(images)
+        expected = torch.stack([method.backbone(p) for p in patches]).mean(0)
+        # one image's features do not depend on the batch it comes in
+        assert torch.allclose(features, expected, atol=1e-6)
+        assert torch.allclose(method.features(images[2:3]), features[2:3], atol=1e-5)
+        layers = method.feature_layers(images)
+    assert len(layers) == 5 and torch.allclose(layers[-1], features, atol=1e-5)
+    whole = tiny("emp-ssl", eval_grid=0)
+    assert whole.eval_patches(images)[0] is images

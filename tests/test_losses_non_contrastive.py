@@ -281,3 +281,37 @@ def test_tico_two_processes_equal_one():
     for rank, (_, grad, rank_covariance) in results.items():
         assert torch.allclose(grad, a.grad[rank * 4:(rank + 1) * 4], atol=1e-9)
         assert torch.allclose(rank_covariance, covariance, atol=1e-12)
+
+
+def emp_ssl_reference(patches: np.ndarray, weight: float, eps: float) -> float:
+    """EMP-SSL as its paper writes it: the D × D form of the coding rate for every patch, the
+    cosine of each patch embedding to its image's patch mean."""
+    p, n, d = patches.shape
+    z = patches / np.linalg.norm(patches, axis=2, keepdims=True)
+    rates = [np.linalg.slogdet(np.eye(d) + d / (n * eps) * z[k].T @ z[k])[1] / 2 for k in range(p)]
+    mean = z.mean(axis=0)
+    cos = [[z[k, i] @ mean[i] / np.linalg.norm(mean[i]) for i in range(n)] for k in range(p)]
+    return -np.mean(rates) - weight * np.mean(cos)
+
+
+@pytest.mark.parametrize("p,n,d", [(2, 8, 4), (5, 6, 10), (3, 16, 16)])
+def test_emp_ssl_matches_reference(p, n, d):
+    from selfsup.losses import emp_ssl
+
+    patches = torch.randn(p, n, d, dtype=torch.float64)
+    assert emp_ssl(patches, 200.0, 0.2).item() == pytest.approx(emp_ssl_reference(patches.numpy(), 200.0, 0.2), rel=1e-9)
+    torch.autograd.gradcheck(lambda x: emp_ssl(x, 3.0, 0.5), (patches.requires_grad_(True),))
+
+
+def test_total_coding_rate_grows_with_spread_and_is_zero_for_nothing():
+    from selfsup.losses import total_coding_rate
+
+    assert total_coding_rate(torch.zeros(8, 4)).item() == pytest.approx(0.0, abs=1e-6)
+    spread = torch.eye(4).repeat(2, 1)  # 8 embeddings along 4 orthogonal directions
+    collapsed = torch.ones(8, 4) / 2  # 8 copies of one unit vector
+    # ½ logdet(I + 4/(8·0.2)·ZᵀZ): ZᵀZ = 2·I for the spread rows, one eigenvalue 8 for the copies
+    assert total_coding_rate(spread).item() == pytest.approx(4 * math.log(1 + 2.5 * 2) / 2, rel=1e-6)
+    assert total_coding_rate(collapsed).item() == pytest.approx(math.log(1 + 2.5 * 8) / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="emp_ssl expects"):
+        from selfsup.losses import emp_ssl
+        emp_ssl(torch.randn(1, 4, 3))

@@ -26,6 +26,7 @@ _PLACES = {
     "dclw": ("dcl", "DCLW"),
     "w-mse": ("w_mse", "WMSE"),
     "tico": ("tico", "TiCo"),
+    "emp-ssl": ("emp_ssl", "EMPSSL"),
     "supcon": ("supervised", "SupCon"),
     "triplet": ("supervised", "Triplet"),
     "dare": ("gaussian", "DARe"),
