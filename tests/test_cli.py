@@ -228,6 +228,11 @@ def test_batchnorm_policy_errors(capsys, tmp_path, tiny_args):
     ("multitask", "params.weights=[1]", "params.weights must give one non-negative weight per task (2)"),
     ("colorization", "data.channels=1", "colorization needs colour images, but this dataset has 1 channel(s)"),
     ("multitask", "params.task_params={jigsaw: {permutations: 1}}", "params.permutations of jigsaw must be a number in [2, 1000]"),
+    ("w-mse", "params.proj_dim=16", "the batch size (64) must be a multiple of it"),
+    ("nnclr", "params.support_size=32", "params.support_size=32 must be at least the batch size 64"),
+    ("dclw", "params.weight_sigma=0", "params.weight_sigma of dclw must be a number in [0.0001, inf], got 0"),
+    ("vicreg", "params.variance_weight=-1", "params.variance_weight of vicreg must be a number in [0, inf], got -1"),
+    ("emp-ssl", "params.patches=1", "params.patches of emp-ssl must be a number in [2, inf], got 1"),
 ])
 def test_bad_method_params_exit_cleanly_and_write_nothing(capsys, tmp_path, tiny_args, method, setting, needle):
     out = tmp_path / "run"
