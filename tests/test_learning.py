@@ -71,8 +71,8 @@ COLOUR_BUDGET = {"dataset": "imagefolder", "subset": None, "batch_size": 64, "da
 #   accumulated by the unchanging network).
 # - every other method: its own objective on test images it never trained on falls by
 #   OBJECTIVE_MARGIN of its value at initialisation, without the features collapsing.
-REPRESENTATION = {"emp-ssl", "rotation", "simclr", "supcon", "triplet"}
-STATEFUL = {"deepcluster", "deepcluster-v2", "exemplar", "instdisc", "moco-v1", "moco-v2", "nnclr", "swav"}
+REPRESENTATION = {"emp-ssl", "moco-v3", "nnclr", "rotation", "simclr", "supcon", "triplet"}
+STATEFUL = {"deepcluster", "deepcluster-v2", "exemplar", "instdisc", "moco-v1", "moco-v2", "swav"}
 OBJECTIVE_MARGIN = 0.1
 STATEFUL_MARGIN = 0.05  # a paired comparison: both runs draw the same views and batches
 SHORT = {"epochs": 4, "knn": {"final": False}}  # all but the representation tier: 124 steps, no final kNN
