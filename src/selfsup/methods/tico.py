@@ -5,10 +5,11 @@ BYOL's networks without the predictor: the online embedding of each view is pull
 the momentum network's embedding of the other view (transformation invariance), and pushed
 out of the directions a running second-moment matrix C of past online embeddings already
 covers (covariance contrast: MoCo with an implicit memory of every earlier batch, at no
-memory cost), ``tico``.  From the paper: β 0.9, ρ 8, BYOL's views and optimiser (LARS).  Our
-choices: both directions in one loss (each view's embedding against the other's target; C
-updated once a step with both online views) and the rest of BYOL's recipe: projector 2 ×
-the backbone's feature width hidden, 256 out, momentum 0.99 rising to 1 on a cosine.
+memory cost), ``tico``.  From the paper: β 0.9 and ρ 8.  Our choices: both directions in
+one loss (each view's embedding against the other's target; C updated once a step with both
+online views) and BYOL's recipe for the rest (views, LARS, projector 2 × the backbone's
+feature width hidden and 256 out), with the momentum network's rate 0.99 rising to 1 on a
+cosine, as in lightly's TiCo example.
 """
 from __future__ import annotations
 
