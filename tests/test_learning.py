@@ -48,7 +48,11 @@ SEMI = {"params": {"labels_per_class": 25, "ema": 0.9}}  # an EMA that forgets t
 LEARNING = {
     "cpc": {"epochs": 1},  # 49 patch encodings per image: a step costs about 8 of the others'
     "moco-v1": {"params": {"queue_size": 4096}},  # the 65,536-key logits would cost more than the network here
+    "nnclr": {"params": {"support_size": 4096}},  # a support set the size of the slice, not 24 stale copies of it
     "swav": {"params": {"queue_size": 0}},  # the fmnist-quick queue makes a step several times dearer; it learns without
+    # 20 full-size patches an image cost ten times a two-view method's step; 4 native-size (14-px) ones, and
+    # features from a 2 x 2 grid of them
+    "emp-ssl": {"params": {"patches": 4, "patch_size": 14, "eval_grid": 2}},
     **{name: SEMI for name in ("supervised-only", "pseudo-label", "self-training", "fixmatch", "frost")},
     **{name: {"epochs": 8} for name in ("colorization", "split-brain")},  # 128 steps on the colour crops below
 }
@@ -71,7 +75,7 @@ COLOUR_BUDGET = {"dataset": "imagefolder", "subset": None, "batch_size": 64, "da
 #   accumulated by the unchanging network).
 # - every other method: its own objective on test images it never trained on falls by
 #   OBJECTIVE_MARGIN of its value at initialisation, without the features collapsing.
-REPRESENTATION = {"emp-ssl", "moco-v3", "nnclr", "rotation", "simclr", "supcon", "triplet"}
+REPRESENTATION = {"emp-ssl", "moco-v3", "nnclr", "rotation", "simclr", "supcon", "triplet", "vicreg"}
 STATEFUL = {"deepcluster", "deepcluster-v2", "exemplar", "instdisc", "moco-v1", "moco-v2", "swav"}
 OBJECTIVE_MARGIN = 0.1
 STATEFUL_MARGIN = 0.05  # a paired comparison: both runs draw the same views and batches

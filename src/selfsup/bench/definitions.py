@@ -29,6 +29,7 @@ FMNIST_QUICK_TUNED = {
     "exemplar": {"params": {"surrogate_classes": 1000}},
     "moco-v3": {"optimizer": {"lr": 1.8}, "params": {"temperature": 0.2}},
     "nnclr": {"optimizer": {"lr": 0.9}},
+    "vicreg": {"optimizer": {"lr": 0.9, "weight_decay": 1.0e-4}},
 }
 
 
