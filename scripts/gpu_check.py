@@ -17,9 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-# params with which a method fits the check's batch of 32 (W-MSE's whitening sub-batches)
-SMALL_BATCH = {"w-mse": {"whiten_size": 32, "proj_dim": 16}}
-
 
 def selfsup(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "selfsup.cli", *args], capture_output=True, text=True,
@@ -59,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
+    from selfsup.bench.definitions import SMALL_BATCH_PARAMS
     from selfsup.methods import METHODS
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -78,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def pretrain(method: str, epochs: int = 2):
         def run():
-            small = [arg for key, value in SMALL_BATCH.get(method, {}).items() for arg in ("--set", f"params.{key}={value}")]
+            small = [arg for key, value in SMALL_BATCH_PARAMS.get(method, {}).items() for arg in ("--set", f"params.{key}={value}")]
             check(selfsup("pretrain", "--method", method, "--epochs", str(epochs), "--out", str(out / method), *common,
                           *small))
             metrics = json.loads((out / method / "metrics.json").read_text())

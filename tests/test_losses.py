@@ -122,24 +122,16 @@ def test_dcl_is_nt_xent_without_the_positive_in_the_denominator():
         dcl(torch.randn(4, 3), torch.randn(5, 3))
 
 
-def _dcl_worker(rank, world, z1, z2):
-    from selfsup.losses import dcl
-
-    half = z1.shape[0] // world
-    a = z1[rank * half:(rank + 1) * half].clone().requires_grad_(True)
-    b = z2[rank * half:(rank + 1) * half].clone().requires_grad_(True)
-    loss = dcl(a, b, 0.2, weight_sigma=0.5, gather=True)
-    loss.backward()
-    return loss.detach(), a.grad / world, b.grad / world  # DDP averages over ranks
-
-
 def test_dclw_two_processes_equal_one():
     """The negatives and DCLW's weight normaliser are those of the global batch."""
+    import functools
+
     from selfsup.losses import dcl
-    from two_processes import run_two_processes
+    from two_processes import run_two_processes, sharded_loss_and_grads
 
     z1, z2 = torch.randn(8, 4, dtype=torch.float64), torch.randn(8, 4, dtype=torch.float64)
-    results = run_two_processes(_dcl_worker, z1, z2)
+    results = run_two_processes(sharded_loss_and_grads, functools.partial(dcl, temperature=0.2, weight_sigma=0.5),
+                                z1, z2)
     a, b = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
     dcl(a, b, 0.2, weight_sigma=0.5).backward()
     for rank, (loss, grad_a, grad_b) in results.items():

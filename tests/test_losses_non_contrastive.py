@@ -1,5 +1,6 @@
 """negative_cosine and barlow_twins against hand-computed values, an independent formula,
 their gradients, and (Barlow Twins) two processes against one."""
+import functools
 import math
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.losses import barlow_twins, negative_cosine
-from two_processes import run_two_processes
+from two_processes import run_two_processes, sharded_loss_and_grads
 
 
 def test_negative_cosine_hand_computed():
@@ -80,19 +81,10 @@ def test_barlow_twins_gradcheck_and_bad_shapes():
             barlow_twins(a, b)
 
 
-def _barlow_worker(rank, world, z1, z2):
-    half = z1.shape[0] // world
-    a = z1[rank * half:(rank + 1) * half].clone().requires_grad_(True)
-    b = z2[rank * half:(rank + 1) * half].clone().requires_grad_(True)
-    loss = barlow_twins(a, b, 0.1, gather=True)
-    loss.backward()
-    return loss.detach(), a.grad / world, b.grad / world  # DDP averages over ranks
-
-
 def test_barlow_twins_two_processes_equal_one():
     world = 2
     z1, z2 = torch.randn(8, 4, dtype=torch.float64), torch.randn(8, 4, dtype=torch.float64)
-    results = run_two_processes(_barlow_worker, z1, z2)
+    results = run_two_processes(sharded_loss_and_grads, functools.partial(barlow_twins, lambd=0.1), z1, z2)
     a, b = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
     full = barlow_twins(a, b, 0.1)
     full.backward()
@@ -145,22 +137,11 @@ def test_vicreg_terms_see_collapse_and_correlation():
         vicreg_terms(torch.randn(1, 3), torch.randn(1, 3))
 
 
-def _vicreg_worker(rank, world, z1, z2):
-    from selfsup.losses import vicreg
-
-    half = z1.shape[0] // world
-    a = z1[rank * half:(rank + 1) * half].clone().requires_grad_(True)
-    b = z2[rank * half:(rank + 1) * half].clone().requires_grad_(True)
-    loss = vicreg(a, b, gather=True)
-    loss.backward()
-    return loss.detach(), a.grad / world, b.grad / world
-
-
 def test_vicreg_two_processes_equal_one():
     from selfsup.losses import vicreg
 
     z1, z2 = torch.randn(8, 4, dtype=torch.float64), torch.randn(8, 4, dtype=torch.float64)
-    results = run_two_processes(_vicreg_worker, z1, z2)
+    results = run_two_processes(sharded_loss_and_grads, vicreg, z1, z2)
     a, b = z1.clone().requires_grad_(True), z2.clone().requires_grad_(True)
     full = vicreg(a, b)
     full.backward()

@@ -4,6 +4,7 @@ A new method is covered by registering it."""
 import pytest
 import torch
 
+from selfsup.bench.definitions import SMALL_BATCH_PARAMS
 from selfsup.build import load_pretrained
 from selfsup.methods import METHODS
 from support import assert_same_state, crash_and_resume, tiny_method_cfg
@@ -13,9 +14,8 @@ from support import assert_same_state, crash_and_resume, tiny_method_cfg
 # same 8 steps per epoch; self-training and FROST relabel at the second epoch), and the options that
 # build other state
 SEMI = {"unlabelled_ratio": 1}
-SMALL_BATCH = {"w-mse": {"whiten_size": 32, "proj_dim": 16}}  # whitening sub-batches that fit a batch of 64
 VARIANTS = [(name, {**SEMI, "iterations": 2} if "iterations" in METHODS[name].defaults else SEMI
-             if METHODS[name].semi_supervised else SMALL_BATCH.get(name, {})) for name in sorted(METHODS)] + [("fixmatch", {**SEMI, "balance": "hybrid"}),
+             if METHODS[name].semi_supervised else SMALL_BATCH_PARAMS.get(name, {})) for name in sorted(METHODS)] + [("fixmatch", {**SEMI, "balance": "hybrid"}),
                                                       ("frost", {**SEMI, "iterations": 2, "self_supervised": "moco-v2"}),
                                                       ("moco-v2", {"negatives": "batch"}),
                                                       ("moco-v2", {"negatives": "bank", "queue_size": 128}),

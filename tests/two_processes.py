@@ -32,6 +32,18 @@ def run_two_processes(worker, *args, world: int = 2) -> dict:
     return dict(results)
 
 
+def sharded_loss_and_grads(rank, world, loss, z1, z2):
+    """A two-view ``loss`` (given ``gather=True``) on this rank's shard of [N, D] ``z1`` and ``z2``:
+    the loss and both shards' gradients divided by ``world``, as DDP averages them.  A worker
+    for ``run_two_processes`` (pass ``functools.partial(loss_function, settings...)``)."""
+    shard = z1.shape[0] // world
+    a = z1[rank * shard:(rank + 1) * shard].clone().requires_grad_(True)
+    b = z2[rank * shard:(rank + 1) * shard].clone().requires_grad_(True)
+    value = loss(a, b, gather=True)
+    value.backward()
+    return value.detach(), a.grad / world, b.grad / world
+
+
 def two_process_command(argv: list, script=None, timeout: int = 600, **env) -> subprocess.CompletedProcess:
     """``selfsup ARGV --devices 2 --accelerator cpu`` (Lightning's DDP on two processes, one
     thread each); ``script``: another entry point (one that registers the tests' toy methods),

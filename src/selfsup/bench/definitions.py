@@ -36,6 +36,11 @@ FMNIST_QUICK_TUNED = {
 }
 
 
+# Params with which a method runs at the small batches (32 to 64) of the tests' tiny runs and
+# scripts/gpu-check.sh: W-MSE whitens sub-batches that must fit the batch.
+SMALL_BATCH_PARAMS = {"w-mse": {"whiten_size": 32, "proj_dim": 16}}
+
+
 # The run-to-run spread of a suite: its reference row again with other training seeds (network
 # initialisation, data order, augmentations); differences between rows inside it are ties.
 SPREAD_SEEDS = (1, 2)

@@ -56,7 +56,7 @@ class NNCLR(Method):
         p1, p2 = self.predictor(z).chunk(2)
         z1, z2 = z.chunk(2)
         index, temperature = batch["index"], self.cfg["temperature"]
-        neighbour1, neighbour2 = self.support.nearest(z1, index), self.support.nearest(z2, index)
+        neighbour1, neighbour2 = self.support.nearest(z, torch.cat([index, index])).chunk(2)
         loss = (batch_info_nce(neighbour1, p2, temperature, gather=True)
                 + batch_info_nce(neighbour2, p1, temperature, gather=True)) / 2
         self.support.push(F.normalize(z1.detach(), dim=1), index)
