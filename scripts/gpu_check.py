@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from selfsup.bench.definitions import SMALL_BATCH_PARAMS
+    from selfsup.bench.definitions import TINY_RUN_PARAMS
     from selfsup.methods import METHODS
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def pretrain(method: str, epochs: int = 2):
         def run():
-            small = [arg for key, value in SMALL_BATCH_PARAMS.get(method, {}).items() for arg in ("--set", f"params.{key}={value}")]
+            small = [arg for key, value in TINY_RUN_PARAMS.get(method, {}).items() for arg in ("--set", f"params.{key}={value}")]
             check(selfsup("pretrain", "--method", method, "--epochs", str(epochs), "--out", str(out / method), *common,
                           *small))
             metrics = json.loads((out / method / "metrics.json").read_text())

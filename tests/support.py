@@ -9,18 +9,23 @@ from selfsup.build import build_method
 from selfsup.config import expand_hosted, resolve
 from selfsup.engine.train import pretrain
 from selfsup.methods import METHODS
+from selfsup.models.vit import VIT_BACKBONES
 
 # Options for a seconds-long run on the synthetic dataset.
 TINY = ["--dataset", "synthetic", "--batch-size", "64", "--width", "8", "--set", "trainer.progress_bar=false",
         "--set", "optimizer.name=adam", "--set", "optimizer.lr=0.008", "--set", "optimizer.lr_scaling=none",
         "--set", "schedule.warmup_epochs=0",
         "--set", "knn.k=20"]
+# The tiny run's network for methods whose own is a vision transformer.
+TINY_VIT = {"name": "vit", "width": 16, "depth": 2, "heads": 2}
 
 
 def tiny_method_cfg(method: str, epochs: int = 2) -> dict:
     """``method``'s resolved config for a tiny run (TINY's settings, no kNN monitor)."""
     assignments = [TINY[i + 1] for i, arg in enumerate(TINY) if arg == "--set"]
-    return resolve(method, flags={"dataset": "synthetic", "epochs": epochs, "batch_size": 64, "backbone": {"width": 8}},
+    cfg = resolve(method)
+    backbone = TINY_VIT if cfg["backbone"]["name"] in VIT_BACKBONES else {"width": 8}
+    return resolve(method, flags={"dataset": "synthetic", "epochs": epochs, "batch_size": 64, "backbone": backbone},
                    assignments=assignments + ["knn.every_n_epochs=0"])
 
 

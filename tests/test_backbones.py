@@ -9,6 +9,8 @@ from torch import nn
 
 from selfsup.models.backbones import StridedPointwiseConv, build_backbone
 
+RESNET18_WIDTH8 = {"name": "resnet18", "width": 8, "small_stem": True}
+
 
 def test_strided_pointwise_conv_is_the_strided_1x1_convolution():
     torch.manual_seed(0)
@@ -29,18 +31,18 @@ def test_strided_pointwise_conv_is_the_strided_1x1_convolution():
 
 def test_every_strided_shortcut_is_pointwise_and_the_seeded_network_is_unchanged():
     torch.manual_seed(5)
-    net = build_backbone("resnet18", 3, 8, True)
+    net = build_backbone(RESNET18_WIDTH8, 3, 32)
     shortcuts = [m for m in net.modules() if isinstance(m, StridedPointwiseConv)]
     assert len(shortcuts) == 3  # layer2..layer4
     torch.manual_seed(5)
-    again = build_backbone("resnet18", 3, 8, True)
+    again = build_backbone(RESNET18_WIDTH8, 3, 32)
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
 
 
 def test_narrow_resnet_trains_channels_last_at_64_pixels_without_crashing():
     """oneDNN's strided 1x1 convolution backward corrupted memory here (width 8, 64x64, channels_last)."""
     code = ("import torch; from selfsup.models.backbones import build_backbone\n"
-            "net = build_backbone('resnet18', 3, 8, True).to(memory_format=torch.channels_last)\n"
+            "net = build_backbone({'name': 'resnet18', 'width': 8, 'small_stem': True}, 3, 64).to(memory_format=torch.channels_last)\n"
             "x = torch.randn(32, 3, 64, 64).contiguous(memory_format=torch.channels_last)\n"
             "for _ in range(3): net(x).square().mean().backward()\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

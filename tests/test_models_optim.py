@@ -9,7 +9,7 @@ from selfsup.models import build_backbone, mlp
 
 @pytest.mark.parametrize("arch,expansion", [("resnet18", 1), ("resnet34", 1), ("resnet50", 4)])
 def test_backbone_width_channels_and_stages(arch, expansion):
-    net = build_backbone(arch, in_channels=4, width=8, small_stem=True).eval()
+    net = build_backbone({"name": arch, "width": 8, "small_stem": True}, 4, 32).eval()
     x = torch.randn(2, 4, 32, 32)
     assert net(x).shape == (2, 8 * 8 * expansion) and net.feature_dim == 64 * expansion
     stages = net.forward_stages(x)
@@ -18,8 +18,8 @@ def test_backbone_width_channels_and_stages(arch, expansion):
 
 
 def test_small_stem_keeps_resolution_and_imagenet_stem_quarters_it():
-    small = build_backbone("resnet18", 3, 8, small_stem=True)
-    large = build_backbone("resnet18", 3, 8, small_stem=False)
+    small = build_backbone({"name": "resnet18", "width": 8, "small_stem": True}, 3, 32)
+    large = build_backbone({"name": "resnet18", "width": 8, "small_stem": False}, 3, 32)
     x = torch.randn(1, 3, 32, 32)
     assert small.layer1(small.maxpool(small.relu(small.bn1(small.conv1(x))))).shape[-1] == 32
     assert large.layer1(large.maxpool(large.relu(large.bn1(large.conv1(x))))).shape[-1] == 8

@@ -12,7 +12,7 @@ from .data.views import Normalization
 from .errors import SelfSupError
 from .io import read_checkpoint
 from .methods import METHODS, RunContext, method_class
-from .models.backbones import SERIES_BACKBONES, default_backbone
+from .models.backbones import IMAGE_BACKBONES, SERIES_BACKBONES, default_backbone
 from .models.norm import BATCHNORM_POLICIES, apply_batchnorm_policy
 
 
@@ -40,7 +40,8 @@ def build_method(cfg: dict):
         raise SelfSupError(f"{cls.name} learns from {' and '.join(cls.modalities)} data, but {cfg['dataset']} holds "
                            f"{run.modality} data; methods for it: {usable}")
     if (cfg["backbone"]["name"] in SERIES_BACKBONES) != (run.modality == "series"):
-        kind = "series (conv1d)" if run.modality == "series" else "images (resnet18, resnet34, resnet50)"
+        kind = (f"series ({', '.join(SERIES_BACKBONES)})" if run.modality == "series"
+                else f"images ({', '.join(IMAGE_BACKBONES)})")
         raise SelfSupError(f"backbone {cfg['backbone']['name']} does not fit {cfg['dataset']}: its data needs a backbone "
                            f"for {kind}; leave --backbone out (auto) or pick one of those")
     cls.check_params(cfg["params"], run)

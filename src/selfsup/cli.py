@@ -25,9 +25,12 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     """The options of a training run, shared by pretrain and semisup."""
     p.add_argument("--dataset", default=None, help="dataset name (default from the config: fashion-mnist)")
     p.add_argument("--data-dir", default=None, help="directory with the dataset files (default: the dataset's usual place)")
-    p.add_argument("--backbone", default=None, help="resnet18 | resnet34 | resnet50 for images, conv1d for series "
-                                                    "(default: resnet18 or conv1d, by the dataset)")
-    p.add_argument("--width", type=int, default=None, help="base channel width of the ResNet (default 64)")
+    p.add_argument("--backbone", default=None, help="resnet18 | resnet34 | resnet50 | vit | vit-tiny | vit-small for "
+                                                    "images, conv1d for series (default: the method's, else resnet18 or "
+                                                    "conv1d by the dataset); a vit's depth, heads and patch size: "
+                                                    "--set backbone.depth=N etc.")
+    p.add_argument("--width", type=int, default=None, help="base channel width of the ResNet (default 64), token width "
+                                                           "of a `vit`")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default from the method's config)")
     p.add_argument("--batch-size", type=int, default=None, help="images per step per device (default 256)")
     p.add_argument("--subset", type=int, default=None, help="train on a seeded class-balanced subset of N images")

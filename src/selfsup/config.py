@@ -109,6 +109,11 @@ class BackboneSettings(Settings):
     batchnorm: Literal["sync", "local", "split"] = "sync"
     bn_splits: int = dataclasses.field(default=8, metadata=_at_least(1))
     init: str | None = None
+    # vision transformers (``selfsup.models.vit``); null: derived from the name and the image size
+    depth: int | None = dataclasses.field(default=None, metadata=_at_least(1))
+    heads: int | None = dataclasses.field(default=None, metadata=_at_least(1))
+    patch_size: int | None = dataclasses.field(default=None, metadata=_at_least(1))
+    drop_path: float = dataclasses.field(default=0.0, metadata=_at_least(0))
 
 
 @dataclasses.dataclass(frozen=True)

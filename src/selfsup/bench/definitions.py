@@ -36,9 +36,12 @@ FMNIST_QUICK_TUNED = {
 }
 
 
-# Params with which a method runs at the small batches (32 to 64) of the tests' tiny runs and
-# scripts/gpu-check.sh: W-MSE whitens sub-batches that must fit the batch.
-SMALL_BATCH_PARAMS = {"w-mse": {"whiten_size": 32, "proj_dim": 16}}
+# Params with which a method fits the seconds-long runs (batches of 32 to 64) of the tests and
+# scripts/gpu-check.sh: W-MSE whitens sub-batches that must fit the batch; DINO's head and crops
+# and EMP-SSL's 20 patches at their paper sizes would make their runs five to ten times the others'.
+TINY_RUN_PARAMS = {"w-mse": {"whiten_size": 32, "proj_dim": 16},
+                   "dino": {"out_dim": 256, "proj_hidden_dim": 64, "local_crops": 2},
+                   "emp-ssl": {"patches": 4}}
 
 
 # The run-to-run spread of a suite: its reference row again with other training seeds (network

@@ -24,7 +24,7 @@ from ..eval.diagnostics import embedding_diagnostics
 from ..eval.features import classifier_top1
 from ..eval.final import knn_and_probe, run_baselines
 from ..methods.base import Method
-from ..models.backbones import default_backbone
+from ..models.backbones import VIT_BACKBONES, default_backbone, vit_size
 from ..rundir import RunDirectory
 from .callbacks import AtomicCheckpointIO, EpochCheckpoint, KNNMonitor, ProgressBar, Throughput
 from .module import PretrainModule
@@ -55,6 +55,8 @@ def load_datasets(cfg: dict) -> tuple:
         cfg["backbone"]["name"] = default_backbone(info.modality)
     if s.backbone.small_stem == "auto":
         cfg["backbone"]["small_stem"] = data["image_size"] <= 64
+    if cfg["backbone"]["name"] in VIT_BACKBONES:  # the transformer's size, written down as the run builds it
+        cfg["backbone"].update(vit_size(cfg["backbone"], data["image_size"]))
     world = s.trainer.devices * s.trainer.num_nodes
     labels = torch.as_tensor(getattr(train, "labels", []), dtype=torch.long)
     labelled = labels[labels >= 0]

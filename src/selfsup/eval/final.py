@@ -41,8 +41,8 @@ def knn_and_probe(method, cfg: dict, bank, test, norm: Normalization, probe_epoc
     if probe_epochs:
         scores["linear_top1"] = train_linear_probe(bank_x, bank_y, test_x, test_y, classes, **probe)["test_top1"]
     if stages:
-        scores["linear_layers"] = {f"conv{i + 1}": train_linear_probe(tr, bank_y, te, test_y, classes, **probe)["test_top1"]
-                                   for i, (tr, te) in enumerate(zip(bank_layers, test_layers))}
+        scores["linear_layers"] = {name: train_linear_probe(tr, bank_y, te, test_y, classes, **probe)["test_top1"]
+                                   for name, tr, te in zip(method.layer_names, bank_layers, test_layers)}
     return scores
 
 

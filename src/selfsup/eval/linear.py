@@ -48,8 +48,8 @@ def train_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: tor
 def linear_probe(method, train, test, norm: Normalization, num_classes: int, layers: bool = False,
                  batch_size: int = 512, device="cpu", channels_last: bool = False, progress: bool = False,
                  size: int | None = None, **probe_options) -> dict:
-    """Probe ``method.features`` (or, with ``layers``, each of ``method.feature_layers``: conv1,
-    conv2, ...) on ``train``, in eval mode, images resized to ``size`` if given; returns
+    """Probe ``method.features`` (or, with ``layers``, each of ``method.feature_layers``, named by
+    ``method.layer_names``) on ``train``, in eval mode, images resized to ``size`` if given; returns
     {layer name: {"train_top1", "test_top1"}}."""
     common = dict(layers=layers, batch_size=batch_size, device=device, channels_last=channels_last, progress=progress,
                   size=size)
@@ -57,6 +57,6 @@ def linear_probe(method, train, test, norm: Normalization, num_classes: int, lay
     test_x, test_y = method_features(method, test, norm, desc="test features", **common)
     train_layers = train_x if layers else [train_x]
     test_layers = test_x if layers else [test_x]
-    names = [f"conv{i + 1}" for i in range(len(train_layers))] if layers else ["features"]
+    names = method.layer_names if layers else ["features"]
     return {name: train_linear_probe(tr, train_y, te, test_y, num_classes, **probe_options)
             for name, tr, te in zip(names, train_layers, test_layers)}

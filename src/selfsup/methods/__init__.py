@@ -27,6 +27,7 @@ _PLACES = {
     "w-mse": ("w_mse", "WMSE"),
     "tico": ("tico", "TiCo"),
     "emp-ssl": ("emp_ssl", "EMPSSL"),
+    "dino": ("dino", "DINO"),
     "supcon": ("supervised", "SupCon"),
     "triplet": ("supervised", "Triplet"),
     "dare": ("gaussian", "DARe"),

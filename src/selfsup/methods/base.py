@@ -134,18 +134,22 @@ class Method(nn.Module):
 
     @classmethod
     def build_backbone(cls, cfg: dict, run: RunContext) -> nn.Module:
-        """The encoder this method trains, from the resolved config: the ResNet of ``cfg["backbone"]``
+        """The encoder this method trains, from the resolved config: the network of ``cfg["backbone"]``
         by default; a method with another input (Sobel channels, 1-D series) overrides this."""
-        bb = cfg["backbone"]
-        return build_backbone(bb["name"], run.channels, bb["width"], bb["small_stem"])
+        return build_backbone(cfg["backbone"], run.channels, run.image_size)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Representation for evaluation (backbone output, before any head)."""
         return self.backbone(x)
 
     def feature_layers(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Pooled features after the stem and each stage, for per-layer probes (conv1..conv5)."""
+        """Pooled features after the stem and each stage, for per-layer probes (conv1..conv5;
+        a ViT's [CLS] token after each block), named by ``layer_names``."""
         return self.backbone.forward_stages(x)
+
+    @property
+    def layer_names(self) -> list[str]:
+        return self.backbone.layer_names
 
     def predict(self, x: torch.Tensor) -> torch.Tensor | None:
         """Class scores, for a method that trains a classifier (its ``test_top1`` in
@@ -210,12 +214,13 @@ class Method(nn.Module):
 
 
 def split_decay(params, **options) -> list[dict]:
-    """Two groups of ``params``: weights, and biases/norm parameters (no weight decay unless
+    """Two groups of ``params``: weights, and biases/norm parameters and those a module marks
+    ``no_weight_decay`` (a ViT's position embeddings and tokens) (no weight decay unless
     ``optimizer.decay_biases_and_norms``, no LARS adaptation; marked ``bias_and_norm``);
     ``options`` (``fixed_lr``, ``lr_scale``...) go to both."""
     decay, no_decay = [], []
     for param in params:
-        (no_decay if param.ndim <= 1 else decay).append(param)
+        (no_decay if param.ndim <= 1 or getattr(param, "no_weight_decay", False) else decay).append(param)
     groups = [{"params": decay, **options},
               {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True, "bias_and_norm": True, **options}]
     return [g for g in groups if g["params"]]

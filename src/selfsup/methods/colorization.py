@@ -52,8 +52,7 @@ class Colorization(ColourTask):
 
     @classmethod
     def build_backbone(cls, cfg, run):
-        bb = cfg["backbone"]
-        return build_backbone(bb["name"], 1, bb["width"], bb["small_stem"])
+        return build_backbone(cfg["backbone"], 1, run.image_size)
 
     def __init__(self, backbone, cfg, run):
         super().__init__(backbone, cfg, run)

@@ -121,8 +121,7 @@ class CPC(Method):
 
     @classmethod
     def build_backbone(cls, cfg, run):
-        bb = cfg["backbone"]
-        return build_backbone(bb["name"], run.channels, bb["width"], small_stem=True)
+        return build_backbone({**cfg["backbone"], "small_stem": True}, run.channels, run.image_size)
 
     def __init__(self, backbone, cfg, run):
         super().__init__(backbone, cfg, run)

@@ -38,6 +38,23 @@ def asymmetric_views(augment: dict, second_changes: dict) -> list[ViewSpec]:
     return [ViewSpec(AugmentConfig(**augment)), ViewSpec(AugmentConfig(**{**augment, **second_changes}))]
 
 
+def local_crop_size(image_size: int) -> int:
+    """The side of multi-crop's small crops: 96/224 of the image's (SwAV, DINO), at least 8 px."""
+    return max(8, round(image_size * 96 / 224))
+
+
+def encode_by_resolution(encoder: nn.Module, views: list[torch.Tensor]) -> torch.Tensor:
+    """``encoder`` on every view, one pass per run of consecutive views of one size (multi-crop's
+    global and local crops), outputs concatenated in the order of ``views``."""
+    groups: list[list[torch.Tensor]] = []
+    for view in views:
+        if groups and groups[-1][0].shape[1:] == view.shape[1:]:
+            groups[-1].append(view)
+        else:
+            groups.append([view])
+    return torch.cat([encoder(torch.cat(group)) for group in groups])
+
+
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A copy of ``module`` whose parameters take no gradient (a momentum target)."""
     import copy

@@ -28,12 +28,14 @@ L_BINS = 50
 class SplitBrainBackbone(nn.Module):
     """Two half-width backbones, on L and on ab of scaled CIELAB input, features concatenated."""
 
-    def __init__(self, name: str, width: int, small_stem: bool):
+    def __init__(self, settings: dict, image_size: int):
         super().__init__()
-        self.lightness = build_backbone(name, 1, max(1, width // 2), small_stem)
-        self.colour = build_backbone(name, 2, max(1, width // 2), small_stem)
+        half = {**settings, "width": max(1, settings["width"] // 2)}
+        self.lightness = build_backbone(half, 1, image_size)
+        self.colour = build_backbone(half, 2, image_size)
         self.feature_dim = self.lightness.feature_dim + self.colour.feature_dim
         self.stage_dims = [a + b for a, b in zip(self.lightness.stage_dims, self.colour.stage_dims)]
+        self.layer_names = self.lightness.layer_names
 
     def forward(self, lab: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.lightness(lab[:, :1]), self.colour(lab[:, 1:])], dim=1)
@@ -51,8 +53,7 @@ class SplitBrain(ColourTask):
 
     @classmethod
     def build_backbone(cls, cfg, run):
-        bb = cfg["backbone"]
-        return SplitBrainBackbone(bb["name"], bb["width"], bb["small_stem"])
+        return SplitBrainBackbone(cfg["backbone"], run.image_size)
 
     def __init__(self, backbone, cfg, run):
         super().__init__(backbone, cfg, run)

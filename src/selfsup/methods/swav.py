@@ -26,7 +26,7 @@ from ..data.views import ViewSpec
 from ..losses import swav
 from ..models.heads import mlp
 from .base import Method
-from .helpers import FeatureQueue
+from .helpers import FeatureQueue, encode_by_resolution, local_crop_size
 
 
 class SwAV(Method):
@@ -48,7 +48,7 @@ class SwAV(Method):
         self.prototypes = nn.Linear(cfg["proj_dim"], cfg["num_prototypes"], bias=False)
         full = AugmentConfig(**cfg["augment"])
         small = dataclasses.replace(full, crop_scale=tuple(cfg["small_crop_scale"]))
-        small_size = cfg["small_crop_size"] or max(8, round(run.image_size * 96 / 224))
+        small_size = cfg["small_crop_size"] or local_crop_size(run.image_size)
         self.views = [ViewSpec(full, count=2)] + ([ViewSpec(small, count=cfg["small_crops"], size=small_size)]
                                                   if cfg["small_crops"] else [])
         self.queues = nn.ModuleList(FeatureQueue(cfg["queue_size"], cfg["proj_dim"]) for _ in range(2))
@@ -62,7 +62,7 @@ class SwAV(Method):
             self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
         views = batch["views"]
         # one backbone pass per resolution, one head pass over all crops (BatchNorm sees them all)
-        features = torch.cat([self.backbone(torch.cat(crops)) for crops in (views[:2], views[2:]) if crops])
+        features = encode_by_resolution(self.backbone, views)
         z = F.normalize(self.projector(features), dim=1)
         scores = self.prototypes(z).chunk(len(views))
         queue_scores = None

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from .vit import VIT_BACKBONES, VIT_SIZES, ViTBackbone, default_patch_size
+
 RESNET_LAYOUTS = {
     "resnet18": (BasicBlock, (2, 2, 2, 2)),
     "resnet34": (BasicBlock, (3, 4, 6, 3)),
@@ -75,6 +77,7 @@ class ResNetBackbone(ResNet):
         self.fc = nn.Flatten()
         self.feature_dim = width * 8 * block.expansion
         self.stage_dims = [width] + [width * m * block.expansion for m in (1, 2, 4, 8)]
+        self.layer_names = [f"conv{i + 1}" for i in range(5)]  # the survey's probing points
         for m in self.modules():  # torchvision's initialisation
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -125,6 +128,7 @@ class Conv1dEncoder(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.feature_dim = channels
         self.stage_dims = [width * multiple for _, _, multiple in self.LAYOUT]
+        self.layer_names = [f"conv{i + 1}" for i in range(len(self.LAYOUT))]
 
     @classmethod
     def output_length(cls, length: int) -> int:
@@ -151,8 +155,9 @@ class Conv1dEncoder(nn.Module):
         return pooled
 
 
-BACKBONES = (*RESNET_LAYOUTS, "conv1d")
+IMAGE_BACKBONES = (*RESNET_LAYOUTS, *VIT_BACKBONES)
 SERIES_BACKBONES = ("conv1d",)
+BACKBONES = (*IMAGE_BACKBONES, *SERIES_BACKBONES)
 
 
 def default_backbone(modality: str) -> str:
@@ -160,9 +165,25 @@ def default_backbone(modality: str) -> str:
     return "conv1d" if modality == "series" else "resnet18"
 
 
-def build_backbone(name: str, in_channels: int, width: int, small_stem: bool) -> nn.Module:
+def vit_size(settings: dict, image_size: int) -> dict:
+    """Width, depth, heads and patch size of the ViT that ``settings`` (a config's ``backbone``
+    section) names, with their derived defaults (``selfsup.models.vit``)."""
+    size = {"width": settings["width"], "depth": settings.get("depth") or 6, "heads": settings.get("heads"),
+            **VIT_SIZES.get(settings["name"], {})}
+    size["heads"] = size["heads"] or max(1, size["width"] // 64)
+    size["patch_size"] = settings.get("patch_size") or default_patch_size(image_size)
+    return size
+
+
+def build_backbone(settings: dict, in_channels: int, image_size: int) -> nn.Module:
+    """The encoder ``settings`` (a config's ``backbone`` section) describes, for inputs of
+    ``in_channels`` channels and side (or length) ``image_size``."""
+    name = settings["name"]
     if name == "conv1d":
-        return Conv1dEncoder(in_channels, width)
+        return Conv1dEncoder(in_channels, settings["width"])
+    if name in VIT_BACKBONES:
+        return ViTBackbone(in_channels, image_size, drop_path=settings.get("drop_path", 0.0),
+                           **vit_size(settings, image_size))
     if name not in RESNET_LAYOUTS:
         raise KeyError(name)
-    return ResNetBackbone(name, in_channels=in_channels, width=width, small_stem=small_stem)
+    return ResNetBackbone(name, in_channels=in_channels, width=settings["width"], small_stem=settings["small_stem"])

@@ -1,0 +1,112 @@
+"""DINO: its loss and centre against a second formula (and two processes against one), its
+head, and the method's gradient surgery and teacher-temperature schedule."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from selfsup.losses import dino, dino_center
+from support import tiny
+from two_processes import run_two_processes
+
+
+def dino_reference(student, teacher, center, tau_s, tau_t):
+    """DINO's Algorithm 1 with explicit sums: H(t, s) = −Σ_k p_t(k) log p_s(k), over every
+    (teacher view i, student view v ≠ i), averaged over the batch and the pairs."""
+    def softmax(x):
+        e = np.exp(x - x.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    total, pairs = 0.0, 0
+    for i, t in enumerate(teacher):
+        p_t = softmax((t - center) / tau_t)
+        for v, s in enumerate(student):
+            if v == i:
+                continue
+            p_s = softmax(s / tau_s)
+            total += np.mean([-sum(p_t[b, k] * math.log(p_s[b, k]) for k in range(t.shape[1])) for b in range(t.shape[0])])
+            pairs += 1
+    return total / pairs
+
+
+@pytest.mark.parametrize("views,tau_s,tau_t", [(2, 0.1, 0.04), (4, 0.1, 0.07), (3, 0.5, 0.2)])
+def test_dino_matches_reference(views, tau_s, tau_t):
+    generator = torch.Generator().manual_seed(views)
+    student = [torch.randn(5, 7, dtype=torch.float64, generator=generator) for _ in range(views)]
+    teacher = [torch.randn(5, 7, dtype=torch.float64, generator=generator) for _ in range(2)]
+    center = torch.randn(7, dtype=torch.float64, generator=generator)
+    expected = dino_reference([s.numpy() for s in student], [t.numpy() for t in teacher], center.numpy(), tau_s, tau_t)
+    assert dino(student, teacher, center, tau_s, tau_t).item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_dino_gradient_reaches_the_student_only():
+    student = [torch.randn(4, 6, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    teacher = [torch.randn(4, 6, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    dino(student, teacher, torch.zeros(6, dtype=torch.float64)).backward()
+    assert all(t.grad is None for t in teacher) and all(s.grad.abs().sum() > 0 for s in student)
+    torch.autograd.gradcheck(lambda *s: dino(list(s), [t.detach() for t in teacher], torch.zeros(6, dtype=torch.float64)),
+                             tuple(s.detach().requires_grad_(True) for s in student))
+
+
+def test_a_uniform_teacher_gives_the_students_mean_log_partition():
+    """Centring that removes every difference between outputs leaves the target uniform: the
+    loss is then log K − mean of log-softmax's mean, a closed form."""
+    student = [torch.randn(3, 5, dtype=torch.float64) for _ in range(2)]
+    teacher = [torch.ones(3, 5, dtype=torch.float64)] * 2
+    expected = np.mean([-(torch.log_softmax(s / 0.1, 1).mean(1)).mean().item() for s in student])
+    assert dino(student, teacher, torch.zeros(5, dtype=torch.float64)).item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_center_is_an_ema_of_the_teachers_mean_score():
+    teacher = [torch.tensor([[1.0, 3.0], [3.0, 5.0]]), torch.tensor([[0.0, 0.0], [4.0, 0.0]])]
+    assert torch.allclose(dino_center(teacher, torch.tensor([10.0, 10.0]), 0.9), torch.tensor([9.2, 9.2]))
+
+
+def _center_on_shard(rank, world, teacher, center):
+    shard = teacher[0].shape[0] // world
+    return dino_center([t[rank * shard:(rank + 1) * shard] for t in teacher], center, 0.9)
+
+
+def test_center_on_two_processes_equals_one():
+    teacher = [torch.randn(8, 5, dtype=torch.float64) for _ in range(2)]
+    center = torch.randn(5, dtype=torch.float64)
+    expected = dino_center(teacher, center, 0.9)
+    for value in run_two_processes(_center_on_shard, teacher, center).values():
+        assert torch.allclose(value, expected, atol=1e-12)
+
+
+def tiny_dino(**params):
+    return tiny("dino", out_dim=32, proj_hidden_dim=16, bottleneck_dim=8, **params)
+
+
+def test_head_output_does_not_depend_on_the_last_layers_row_norms():
+    method = tiny_dino()
+    x = torch.randn(4, method.feature_dim)
+    before = method.head(x)
+    with torch.no_grad():
+        method.head.last_layer.weight.mul_(torch.rand(32, 1) * 5 + 0.1)
+    assert torch.allclose(method.head(x), before, atol=1e-5)
+
+
+def test_last_layer_gradient_dropped_in_the_first_epoch_and_every_gradient_clipped():
+    method = tiny_dino(clip_grad=0.5)
+    for p in method.parameters():
+        if p.requires_grad:
+            p.grad = torch.full_like(p, 10.0)
+    method.on_before_optimizer_step(epoch=0, step=0)
+    assert method.head.last_layer.weight.grad is None
+    norms = [p.grad.norm().item() for p in method.parameters() if p.grad is not None]
+    assert norms and max(norms) == pytest.approx(0.5, rel=1e-4)
+    method.head.last_layer.weight.grad = torch.ones_like(method.head.last_layer.weight)
+    method.on_before_optimizer_step(epoch=1, step=0)
+    assert method.head.last_layer.weight.grad is not None
+
+
+def test_teacher_temperature_warms_up_linearly_then_stays():
+    method = tiny_dino(teacher_temperature_warmup_epochs=4)
+    temperatures = []
+    for epoch in (0, 2, 4, 9):
+        method.on_epoch_start(epoch, None)
+        temperatures.append(method.teacher_temperature())
+    assert temperatures == pytest.approx([0.04, 0.055, 0.07, 0.07])
