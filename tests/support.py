@@ -29,9 +29,11 @@ def tiny_method_cfg(method: str, epochs: int = 2) -> dict:
                    assignments=assignments + ["knn.every_n_epochs=0"])
 
 
-def tiny(method: str, **params):
-    """``method`` built on a width-8 ResNet for 16-px colour images in 6 classes, without the engine."""
+def tiny(method: str, backbone: dict | None = None, **params):
+    """``method`` built on a width-8 ResNet (a tiny ViT for methods whose own is one; or
+    ``backbone``) for 16-px colour images in 6 classes, without the engine."""
     cfg = tiny_method_cfg(method)
+    cfg["backbone"].update(backbone or {})
     cfg["data"].update(channels=3, image_size=16, num_classes=6)
     cfg["backbone"]["small_stem"] = True
     cfg["run"] = {"train_size": 512, "world_size": 1, "batches_per_epoch": 8}

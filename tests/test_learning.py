@@ -43,6 +43,9 @@ BUDGET = {"dataset": "fashion-mnist", "subset": 4000, "epochs": 8, "batch_size":
           "backbone": {"name": "resnet18", "width": 16, "small_stem": False},
           "knn": {"every_n_epochs": 0, "k": 20, "monitor_test_size": 500}, "schedule": {"warmup_epochs": 1},
           "trainer": {"progress_bar": False, "precision": "32-true"}}
+# The methods that read patch tokens train a ViT of about the ResNet's cost: 49 tokens of 64
+# values through 4 blocks.
+VIT_BUDGET = {"name": "vit", "width": 64, "depth": 4, "heads": 2, "patch_size": 4}
 # Beyond the fmnist-quick settings, what a method needs to show learning at this budget.
 SEMI = {"params": {"labels_per_class": 25, "ema": 0.9}}  # an EMA that forgets the initial weights in 124 steps
 LEARNING = {
@@ -88,6 +91,8 @@ def budget(method: str, seed: int = 0, short: bool = False, data_dir: str | None
     cfg = merge(merge(resolve(method), copy.deepcopy(BUDGET)), FMNIST_QUICK_TUNED.get(method, {}))
     if METHODS[method].colour_only:
         cfg = merge(cfg, COLOUR_BUDGET)
+    if METHODS[method].needs_tokens:
+        cfg = merge(cfg, {"backbone": VIT_BUDGET})
     cfg = merge(merge(cfg, SHORT if short else {}), LEARNING.get(method, {}), strict=False)
     return merge(cfg, {"seed": seed, **({"data_dir": data_dir} if data_dir else {})})
 

@@ -81,3 +81,14 @@ def test_weight_decay_reaches_biases_and_norms_only_where_the_reference_code_dec
     by_shape = {p.ndim: group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
     assert by_shape[2] == cfg["weight_decay"] > 0
     assert by_shape[1] == (cfg["weight_decay"] if decays_everything else 0.0)
+
+
+def test_adam_betas_come_from_the_config_and_bad_ones_are_refused():
+    from selfsup.errors import SelfSupError
+    from selfsup.optim import build_optimizer
+
+    cfg = {"name": "adamw", "lr": 1e-3, "lr_scaling": "none", "weight_decay": 0.05, "betas": [0.9, 0.95]}
+    optimizer = build_optimizer([{"params": [torch.nn.Parameter(torch.zeros(2))]}], cfg, 256)
+    assert optimizer.param_groups[0]["betas"] == (0.9, 0.95)
+    with pytest.raises(SelfSupError, match="optimizer.betas"):
+        build_optimizer([{"params": [torch.nn.Parameter(torch.zeros(2))]}], {**cfg, "betas": [0.9]}, 256)

@@ -13,6 +13,7 @@ from .errors import SelfSupError
 from .io import read_checkpoint
 from .methods import METHODS, RunContext, method_class
 from .models.backbones import IMAGE_BACKBONES, SERIES_BACKBONES, default_backbone
+from .models.vit import VIT_BACKBONES
 from .models.norm import BATCHNORM_POLICIES, apply_batchnorm_policy
 
 
@@ -44,6 +45,9 @@ def build_method(cfg: dict):
                 else f"images ({', '.join(IMAGE_BACKBONES)})")
         raise SelfSupError(f"backbone {cfg['backbone']['name']} does not fit {cfg['dataset']}: its data needs a backbone "
                            f"for {kind}; leave --backbone out (auto) or pick one of those")
+    if cls.needs_tokens and cfg["backbone"]["name"] not in VIT_BACKBONES:
+        raise SelfSupError(f"{cls.name} reads patch tokens, which backbone {cfg['backbone']['name']} does not make; "
+                           f"use a vision transformer: --backbone {' | '.join(VIT_BACKBONES)}")
     cls.check_params(cfg["params"], run)
     backbone = cls.build_backbone(cfg, run)
     if cfg["backbone"].get("init"):

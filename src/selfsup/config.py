@@ -81,7 +81,7 @@ class Settings:
         given = {}
         for name, field in known.items():
             if name not in values:
-                if field.default is dataclasses.MISSING:
+                if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
                     raise SelfSupError(f"the configuration lacks '{where}{name}'")
                 continue
             value, tp = values[name], hints[name]
@@ -139,6 +139,7 @@ class OptimizerSettings(Settings):
     momentum: float = dataclasses.field(default=0.9, metadata=_at_least(0))
     nesterov: bool = False
     trust_coefficient: float = dataclasses.field(default=0.001, metadata=_at_least(0))
+    betas: list = dataclasses.field(default_factory=lambda: [0.9, 0.999])
 
 
 @dataclasses.dataclass(frozen=True)

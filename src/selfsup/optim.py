@@ -82,10 +82,13 @@ def build_optimizer(groups: list[dict], cfg: dict, batch_size: int) -> torch.opt
     plain = [{k: v for k, v in g.items() if k != "lars_exclude"} for g in groups]
     if name == "sgd":
         return torch.optim.SGD(plain, lr=lr, momentum=cfg["momentum"], weight_decay=wd, nesterov=cfg["nesterov"])
+    betas = tuple(cfg.get("betas", (0.9, 0.999)))  # runs written before the option: PyTorch's default
+    if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+        raise SelfSupError(f"optimizer.betas must be two numbers in [0, 1), got {list(betas)!r}")
     if name == "adam":
-        return torch.optim.Adam(plain, lr=lr, weight_decay=wd)
+        return torch.optim.Adam(plain, lr=lr, weight_decay=wd, betas=betas)
     if name == "adamw":
-        return torch.optim.AdamW(plain, lr=lr, weight_decay=wd)
+        return torch.optim.AdamW(plain, lr=lr, weight_decay=wd, betas=betas)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=cfg["momentum"], weight_decay=wd,
                     trust_coefficient=cfg["trust_coefficient"], nesterov=cfg["nesterov"])

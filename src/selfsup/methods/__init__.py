@@ -28,6 +28,8 @@ _PLACES = {
     "tico": ("tico", "TiCo"),
     "emp-ssl": ("emp_ssl", "EMPSSL"),
     "dino": ("dino", "DINO"),
+    "mae": ("mae", "MAE"),
+    "simmim": ("simmim", "SimMIM"),
     "supcon": ("supervised", "SupCon"),
     "triplet": ("supervised", "Triplet"),
     "dare": ("gaussian", "DARe"),

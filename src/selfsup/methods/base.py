@@ -89,6 +89,8 @@ class Method(nn.Module):
     modalities: tuple[str, ...] = ("image",)
     #: learns from colour alone (3-channel images); refused on other data
     colour_only: bool = False
+    #: reads the backbone's patch tokens (``ViTBackbone.tokens``); refused with a ResNet
+    needs_tokens: bool = False
     #: raised by one whenever a fix changes what the method trains (its docstring says what); runs
     #: record it in metrics.json and benchmark suites redo or mark the runs made before the fix
     revision: int = 1

@@ -1,0 +1,74 @@
+"""MAE: He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022.
+
+A random 75% of each image's patches is hidden; the ViT encoder sees only the visible ones
+(``tokens(keep=...)``), and a narrow transformer decoder, given the encoded visible tokens and
+a shared mask token at every hidden position (each with a position embedding), predicts the
+pixels of every patch; the loss is the mean squared error on the hidden patches against
+pixels normalised per patch (``masked_mse``; the paper's better target, Table 1d).  From the
+paper: mask ratio 0.75, decoder of 8 blocks (16 heads) 512 wide for ViT-L's 1024 (we keep
+about that ratio: 2/3 of the encoder's width, rounded to 32), AdamW (β 0.9, 0.95), lr
+1.5e-4·batch/256, weight decay 0.05, 40 warm-up epochs, views that only crop (0.2-1) and flip.
+Our choice: learned position embeddings in the decoder (the paper fixes them to sin-cos).
+Evaluated by the [CLS] token (linear probe, kNN) and by fine-tuning, as the paper says MAE
+should be judged.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..data.augment import AugmentConfig, crops_only
+from ..data.views import ViewSpec
+from ..losses import masked_mse
+from .masking import MaskedImageModel
+
+
+class MAEDecoder(nn.Module):
+    """Visible tokens and mask tokens back in patch order, transformer blocks, a linear layer
+    to each patch's pixels."""
+
+    def __init__(self, encoder_dim: int, patches: int, dim: int, depth: int, heads: int, out_dim: int):
+        from timm.models.vision_transformer import Block
+
+        super().__init__()
+        self.embed = nn.Linear(encoder_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + patches, dim))
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.mask_token.no_weight_decay = self.pos_embed.no_weight_decay = True
+        self.blocks = nn.Sequential(*[Block(dim, heads, qkv_bias=True) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.predict = nn.Linear(dim, out_dim)
+
+    def forward(self, tokens: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """``tokens`` [B, 1 + K, D] ([CLS] and the kept patches, in ``keep``'s order) -> [B, N, out_dim]."""
+        x = self.embed(tokens)
+        patches = self.mask_token.expand(x.shape[0], self.pos_embed.shape[1] - 1, -1)
+        patches = patches.scatter(1, keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]), x[:, 1:])
+        x = torch.cat([x[:, :1], patches], dim=1) + self.pos_embed
+        return self.predict(self.norm(self.blocks(x)))[:, 1:]
+
+
+class MAE(MaskedImageModel):
+    """MAE (He et al. 2022): the encoder on visible patches, a narrow decoder predicts the hidden pixels."""
+
+    name = "mae"
+    defaults = {"mask_ratio": 0.75, "decoder_dim": None, "decoder_depth": 8, "decoder_heads": None,
+                "normalize_target": True, "augment": crops_only(0.2)}
+    limits = {"mask_ratio": (0.01, 0.99), "decoder_dim": (1, None), "decoder_depth": (1, None),
+              "decoder_heads": (1, None)}
+
+    def __init__(self, backbone, cfg, run):
+        super().__init__(backbone, cfg, run)
+        dim = cfg["decoder_dim"] or max(32, round(self.feature_dim * 2 / 3 / 32) * 32)
+        rows = -(-run.image_size // backbone.patch_size)
+        self.decoder = MAEDecoder(self.feature_dim, rows * rows, dim, cfg["decoder_depth"],
+                                  cfg["decoder_heads"] or max(1, dim // 32), backbone.patch_size ** 2 * run.channels)
+        self.views = [ViewSpec(AugmentConfig(**cfg["augment"]))]
+
+    def reconstruct(self, view, keep, mask):
+        return self.decoder(self.backbone.tokens(view, keep=keep), keep)
+
+    def reconstruction_loss(self, prediction, target, mask):
+        return masked_mse(prediction, target, mask, self.cfg["normalize_target"])
