@@ -55,6 +55,26 @@ def test_a_row_flag_trains_only_that_row_named_by_label_or_directory(tmp_path):
         assert not (out / "runs" / "simclr").exists()
 
 
+def test_a_suite_with_resnet_and_vit_rows_shows_each_networks_random_init(tmp_path):
+    from selfsup.bench.definitions import fmnist_quick_runs
+    from selfsup.bench.suites import accuracy_suite
+
+    overrides = {"dataset": "synthetic", "epochs": 1, "batch_size": 64, "backbone": {"name": "resnet18", "width": 8},
+                 "optimizer": {"name": "adam", "lr": 0.008, "lr_scaling": "none"}, "schedule": {"warmup_epochs": 0},
+                 "trainer": {"progress_bar": False}, "knn": {"k": 20, "every_n_epochs": 0}}
+    vit = {"backbone": {"name": "vit", "width": 16, "depth": 1, "heads": 1}}
+    rows = accuracy_suite(tmp_path, "t", "t", [("simclr", "simclr", {}), ("simclr, vit", "simclr", vit)], overrides,
+                          probe_epochs=2)
+    baselines = [r["method"] for r in rows if r["method"].startswith("baseline")]
+    assert baselines[2:] == ["baseline: random-init backbone (simclr's network)",
+                             "baseline: random-init vit (simclr, vit's network)"]
+    assert all(r["knn_top1"] is not None for r in rows)
+    # fmnist-quick: token methods on the ViT, DINO and the supervised baseline on both networks
+    networks = {label: settings.get("backbone", {}).get("name", "resnet18") for label, _, settings in fmnist_quick_runs()}
+    assert networks["mae"] == networks["simmim"] == networks["dino, vit"] == networks["supervised, vit"] == "vit"
+    assert networks["dino"] == networks["supervised"] == "resnet18"
+
+
 @pytest.mark.parametrize("suite, budget, tuned", [("ABLATIONS", "ABLATION_BUDGET", True),
                                                    ("MULTITASK", "MULTITASK_BUDGET", False)])
 def test_every_ablation_row_changes_a_real_setting_of_its_method(suite, budget, tuned):

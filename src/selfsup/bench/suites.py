@@ -213,7 +213,7 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
             if selected is not None or selected_rows is not None:
                 raise
             print(f"{label}: skipped ({exc})")
-    rows, curves, finals, baselines, done = [], {}, {}, {}, []
+    rows, curves, finals, baselines, done, network_baselines = [], {}, {}, {}, [], {}
     for label, method, settings in runs:  # the table: every finished row, in the suite's order
         cfg, run_dir = suite_config(overrides, settings, method, data_dir), out / "runs" / run_slug(label)
         metrics = finished_run(run_dir, cfg, redo=False)
@@ -223,6 +223,9 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
             metrics = _add_layer_probes(run_dir, metrics, probe_epochs)
         done.append((label, method, settings))
         baselines = baselines or metrics.get("baselines", {})
+        network = cfg["backbone"]["name"]  # a random-init row for each kind of network the suite trains
+        if network not in network_baselines and metrics.get("baselines"):
+            network_baselines[network] = (label, metrics["baselines"])
         supervised = " (supervised)" if method_class(method).supervised else ""
         precision = RunDirectory(run_dir).saved_config()["trainer"]["precision"]
         rows.append({"method": label + supervised + (BEFORE_FIX if metrics.get("before_fix") else ""), "epochs": cfg["epochs"], "precision": precision,
@@ -242,6 +245,9 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
         rows.append({"method": f"baseline: {label}", "knn_top1": baselines.get(f"{key}_knn_top1"),
                      "linear_top1": baselines.get(f"{key}_linear_top1")})
     rows[-1].update(_layer_columns(baselines.get("random_init_linear_layers"), probe_layers))
+    for network, (label, other) in list(network_baselines.items())[1:]:
+        rows.append({"method": f"baseline: random-init {network} ({label}'s network)",
+                     "knn_top1": other.get("random_init_knn_top1"), "linear_top1": other.get("random_init_linear_top1")})
     knn = cfg["knn"]
     per_run = "; ".join(f"{label}: `{settings}`" for label, _, settings in done if settings)
     notes = [f"Settings laid over each method's defaults: `{overrides}`" + (f"; then, per run: {per_run}." if per_run
