@@ -30,7 +30,7 @@ from ..optim import build_optimizer
 from ..engine.train import pretrain
 from ..errors import SelfSupError
 from ..io import write_json
-from .definitions import BF16, FMNIST_QUICK
+from .definitions import BF16, FMNIST_QUICK, FMNIST_QUICK_VIT
 from .report import bar_plot, write_table
 
 STEPS = 40
@@ -121,13 +121,15 @@ def model_ceiling(cfg: dict, train, channels_last: bool) -> float:
 
 def throughput_config(method: str, data_dir: str | None) -> dict:
     """``method``'s config in the suite: colour-only tasks get the images repeated to 3 channels
-    (the compute of colour images of this size; the task itself is moot on grey ones)."""
+    (the compute of colour images of this size; the task itself is moot on grey ones); methods
+    that read patch tokens train fmnist-quick's ViT."""
     from ..methods import method_class
 
     settings = dict(SETTINGS, **({"data_dir": data_dir} if data_dir else {}))
     if method_class(method).colour_only:
         settings["data"] = {"channels": 3}
-    return merge(resolve(method), settings)
+    cfg = merge(resolve(method), settings)
+    return merge(cfg, FMNIST_QUICK_VIT) if method_class(method).needs_tokens else cfg
 
 
 def method_throughput(method: str, out: Path, data_dir: str | None) -> dict:
