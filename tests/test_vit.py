@@ -1,5 +1,7 @@
 """Vision transformer backbones: sizes, the token contract (kept and masked patches), per-block
 features, weight-decay groups, and a run through the CLI that records the network's size."""
+import json
+
 import torch
 import yaml
 
@@ -78,6 +80,14 @@ def test_pretrain_on_a_vit_records_its_size_and_probes_each_block(tmp_path):
         "name": "vit", "width": 16, "depth": 2, "heads": 1, "patch_size": 4}
     assert set(metrics["linear_layers"]) == {"block1", "block2"}
 
+    from selfsup.cli import main
+
+    out = tmp_path / "finetune.json"
+    assert main(["evaluate", "finetune", "--checkpoint", str(tmp_path / "checkpoints" / "last.ckpt"), "--epochs", "1",
+                 "--labels-per-class", "4", "--no-baselines", "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["layer_decay"] == 0.75 and 0 <= result["top1"] <= 1
+
 
 def test_a_series_backbone_name_is_refused_for_images(tmp_path, capsys):
     from selfsup.cli import main
@@ -85,3 +95,20 @@ def test_a_series_backbone_name_is_refused_for_images(tmp_path, capsys):
     assert main(["pretrain", "--method", "simclr", "--dataset", "synthetic", "--epochs", "1", "--backbone", "conv1d",
                  "--out", str(tmp_path / "run")]) != 0
     assert "vit-small" in capsys.readouterr().err  # the image backbones are listed
+
+
+def test_layer_decay_scales_each_blocks_learning_rate_from_the_top():
+    from torch import nn
+
+    from selfsup.eval.finetune import layer_decay_groups
+
+    net = small_vit()
+    model = nn.ModuleDict({"backbone": net, "classifier": nn.Linear(32, 3)})
+    groups = layer_decay_groups(model, net, "backbone.", 0.5)
+    scale_of = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    assert scale_of[id(model["classifier"].weight)] == 1.0 and scale_of[id(net.vit.norm.weight)] == 1.0
+    assert scale_of[id(net.vit.blocks[1].mlp.fc1.weight)] == 0.5  # the last of 2 blocks: one below the top
+    assert scale_of[id(net.vit.blocks[0].attn.qkv.weight)] == 0.25
+    assert scale_of[id(net.vit.pos_embed)] == scale_of[id(net.vit.patch_embed.proj.weight)] == 0.125
+    assert len(scale_of) == sum(1 for p in model.parameters())
+    assert [len(g["params"]) for g in layer_decay_groups(model, net, "backbone.", 1.0)] == [len(scale_of)]

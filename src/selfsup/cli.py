@@ -149,6 +149,9 @@ def _build_parser() -> argparse.ArgumentParser:
                            help="fine-tuning epochs (default: 60 below 10%% of the labels, 30 from there; SimCLR's)")
             q.add_argument("--precision", default=None, choices=["32-true", "bf16-mixed", "16-mixed"],
                            help="fine-tuning precision (default: the checkpoint's trainer.precision)")
+            q.add_argument("--layer-decay", type=float, default=None,
+                           help="learning rate of each backbone layer = decay x the layer above's (BEiT, MAE; "
+                                "default: 0.75 for a ViT, 1 for the others)")
         _add_common(q)
 
     p = sub.add_parser("benchmark", help="run a benchmark suite; writes a markdown table, a CSV and plots",

@@ -63,23 +63,47 @@ def default_epochs(labelled: int, total: int) -> int:
 
 
 def scratch_fingerprint(method: nn.Module, labelled, test, norm: Normalization, epochs: int, seed: int,
-                        device: str, channels_last: bool, precision: str) -> str:
+                        device: str, channels_last: bool, precision: str, layer_decay: float = 1.0) -> str:
     """A sha256 of everything a fine-tuning run of ``method`` at its random initialisation
     depends on: its evaluated network (``evaluated_network``), the labelled and test data,
-    normalisation, epochs, seed, device, memory format and precision, so that checkpoints of
-    methods that build the same network make the run once (``--baseline-cache``)."""
+    normalisation, epochs, seed, device, memory format, precision and layer-wise decay (when
+    it applies), so that checkpoints of methods that build the same network make the run once
+    (``--baseline-cache``)."""
     where, backbone = evaluated_network(method)
-    return content_hash([where, epochs, seed, device, channels_last, precision, list(norm.mean), list(norm.std)], backbone,
-                        *labelled.content_key(), *test.content_key())
+    decay = [layer_decay] if layer_decay != 1.0 else []  # keys made before the option stay valid
+    return content_hash([where, epochs, seed, device, channels_last, precision, list(norm.mean), list(norm.std),
+                         *decay], backbone, *labelled.content_key(), *test.content_key())
+
+
+def default_layer_decay(method: nn.Module) -> float:
+    """0.75 for a backbone with layer ids (a ViT: BEiT's and MAE's value for small and large
+    models), 1 (none) for the others."""
+    return 0.75 if hasattr(method.backbone, "layer_id") else 1.0
+
+
+def layer_decay_groups(model: nn.Module, backbone: nn.Module, prefix: str, decay: float) -> list[dict]:
+    """Parameter groups of ``model`` whose learning rate is scaled by ``decay`` ** (layers above):
+    the backbone's parameters (named ``prefix`` + their name in it) by ``backbone.layer_id``, the
+    rest (the classifier) at the full rate.  ``decay`` 1: one group."""
+    if decay == 1.0:
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    top = len(backbone.vit.blocks) + 1
+    scales: dict[float, list] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            depth = backbone.layer_id(name[len(prefix):]) if name.startswith(prefix) else top
+            scales.setdefault(decay ** (top - depth), []).append(param)
+    return [{"params": params, "lr_scale": scale} for scale, params in scales.items()]
 
 
 class Finetuner(L.LightningModule):
     """``method.features`` and a linear classifier trained end to end on labelled batches."""
 
     def __init__(self, method: nn.Module, num_classes: int, norm: Normalization, lr: float, seed: int,
-                 channels_last: bool = False):
+                 channels_last: bool = False, layer_decay: float = 1.0):
         super().__init__()
         self.method, self.norm, self.lr, self.seed, self.channels_last = method, norm, lr, seed, channels_last
+        self.layer_decay = layer_decay
         self.classifier = nn.Linear(method.feature_dim, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,7 +119,10 @@ class Finetuner(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        optimizer = torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9, nesterov=True)
+        groups = layer_decay_groups(self, self.method.backbone, "method.backbone.", self.layer_decay)
+        for group in groups:
+            group["lr"] = self.lr * group.pop("lr_scale", 1.0)
+        optimizer = torch.optim.SGD(groups, lr=self.lr, momentum=0.9, nesterov=True)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(warmup_cosine, total_steps=total,
                                                                                   warmup_steps=total // 10))
@@ -104,12 +131,13 @@ class Finetuner(L.LightningModule):
 
 def finetune(method: nn.Module, labelled, test, norm: Normalization, num_classes: int, epochs: int, seed: int = 0,
              device: str = "cpu", channels_last: bool = False, progress: bool = False, batch_size: int = 512,
-             precision: str = "32-true") -> float:
-    """Fine-tune ``method`` (changed in place) on ``labelled`` at Lightning's ``precision``;
+             precision: str = "32-true", layer_decay: float = 1.0) -> float:
+    """Fine-tune ``method`` (changed in place) on ``labelled`` at Lightning's ``precision``, the
+    backbone's layers at learning rates decayed by ``layer_decay`` per layer from the top;
     test top-1 on ``test`` (in full precision)."""
     L.seed_everything(seed, verbose=False)
     train_batch = min(256, len(labelled) - len(labelled) % 2)
-    model = Finetuner(method, num_classes, norm, 0.05 * train_batch / 256, seed, channels_last)
+    model = Finetuner(method, num_classes, norm, 0.05 * train_batch / 256, seed, channels_last, layer_decay)
     loader = DataLoader(labelled, batch_size=train_batch, shuffle=True, drop_last=True, collate_fn=collate_batch,
                         generator=torch.Generator().manual_seed(seed))
     trainer = L.Trainer(max_epochs=epochs, accelerator="gpu" if device == "cuda" else "cpu", devices=1, logger=False,

@@ -32,7 +32,8 @@ _KNN = {"k": 200, "temperature": 0.1}
 PROTOCOL_OPTIONS = {
     "knn": {**_BASELINES, **_KNN, "memory_bank": False},
     "linear": {**_BASELINES, **_PROBE, "layers": "last"},
-    "finetune": {**_BASELINES, "label_fraction": None, "labels_per_class": None, "epochs": None, "precision": None},
+    "finetune": {**_BASELINES, "label_fraction": None, "labels_per_class": None, "epochs": None, "precision": None,
+                 "layer_decay": None},
     "transfer": {**_BASELINES, **_KNN, **_PROBE},
     "retrieval": {**_BASELINES, "k": [1, 5, 10, 100], "grid_queries": 8, "grid_neighbours": 8},
     "embedding": {"images": 2000, "projection": None},
@@ -295,26 +296,29 @@ def _embedding(args, enc, test, folder: Path, cfg: dict, dataset: str) -> dict:
 
 def _finetune(args, module, train, test, norm, device, cfg: dict) -> dict:
     from ..build import build_method
-    from .finetune import default_epochs, finetune, label_subset, scratch_fingerprint
+    from .finetune import default_epochs, default_layer_decay, finetune, label_subset, scratch_fingerprint
 
     fraction = 0.1 if args.label_fraction is None and args.labels_per_class is None else args.label_fraction
     labelled = label_subset(train, fraction, args.labels_per_class, cfg["seed"])
     epochs = args.epochs or default_epochs(len(labelled), len(train))
     precision = args.precision or cfg["trainer"]["precision"]
+    layer_decay = default_layer_decay(module.method) if args.layer_decay is None else args.layer_decay
+    if not 0 < layer_decay <= 1:
+        raise SelfSupError(f"--layer-decay must be in (0, 1], got {layer_decay}")
     common = dict(labelled=labelled, test=test, norm=norm, num_classes=train.num_classes, epochs=epochs,
                   seed=cfg["seed"], device=device, channels_last=module.channels_last, progress=True,
-                  batch_size=args.batch_size, precision=precision)
+                  batch_size=args.batch_size, precision=precision, layer_decay=layer_decay)
     pretrained = finetune(module.method, **common)
     L.seed_everything(cfg["seed"], verbose=False)
     scratch_method = build_method(cfg)
     if module.channels_last:
         scratch_method.to(memory_format=torch.channels_last)
     result = {"labelled_images": len(labelled), "label_fraction": len(labelled) / len(train), "epochs": epochs,
-              "precision": precision}
+              "precision": precision, "layer_decay": layer_decay}
     key = ""
     if args.baseline_cache:  # the from-scratch run, shared by every checkpoint with the same initial network
         key = scratch_fingerprint(scratch_method, labelled, test, norm, epochs, cfg["seed"], device,
-                                  module.channels_last, precision)
+                                  module.channels_last, precision, layer_decay)
         result["scratch_cache"] = str(Path(args.baseline_cache) / f"{key}.json")
     scratch = cached_json(args.baseline_cache, key, lambda: {
         "scratch_top1": finetune(scratch_method, **common), "made_for": str(args.checkpoint), "method": cfg["method"],

@@ -45,6 +45,15 @@ class ViTBackbone(nn.Module):
         for param in (self.vit.pos_embed, self.vit.cls_token):
             param.no_weight_decay = True
 
+    def layer_id(self, name: str) -> int:
+        """The depth of parameter ``name`` (relative to this module) for layer-wise learning-rate
+        decay (BEiT, MAE fine-tuning): 0 for the embeddings and tokens, i + 1 for block i, depth + 1
+        for the final norm."""
+        parts = name.split(".")
+        if parts[1] == "blocks":
+            return int(parts[2]) + 1
+        return 0 if parts[1] in ("cls_token", "pos_embed", "patch_embed", "reg_token") else len(self.vit.blocks) + 1
+
     def patch_grid(self, x: torch.Tensor) -> tuple[int, int]:
         """Rows and columns of patches of an input batch (after padding)."""
         return tuple(-(-side // self.patch_size) for side in x.shape[-2:])
