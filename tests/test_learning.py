@@ -73,13 +73,13 @@ COLOUR_BUDGET = {"dataset": "imagefolder", "subset": None, "batch_size": 64, "da
 #   classifier (0.10 to 0.16) by CLASSIFIER_MARGIN, in 124 steps (pseudo-labels ramp up slowly:
 #   0.35 to 0.54 here).
 # - STATEFUL methods, whose loss depends on what they accumulated (queues, memory banks, cluster
-#   assignments, surrogate classes): their last epoch's mean training loss lies STATEFUL_MARGIN
+#   assignments, surrogate classes, DINO's centre and teacher): their last epoch's mean training loss lies STATEFUL_MARGIN
 #   below that of the same seeded run at learning rate 0 (same views, same batches, the state
 #   accumulated by the unchanging network).
 # - every other method: its own objective on test images it never trained on falls by
 #   OBJECTIVE_MARGIN of its value at initialisation, without the features collapsing.
 REPRESENTATION = {"emp-ssl", "moco-v3", "rotation", "simclr", "supcon", "triplet", "vicreg"}
-STATEFUL = {"deepcluster", "deepcluster-v2", "exemplar", "instdisc", "moco-v1", "moco-v2", "nnclr", "swav"}
+STATEFUL = {"deepcluster", "deepcluster-v2", "dino", "exemplar", "instdisc", "moco-v1", "moco-v2", "nnclr", "swav"}
 OBJECTIVE_MARGIN = 0.1
 STATEFUL_MARGIN = 0.05  # a paired comparison: both runs draw the same views and batches
 SHORT = {"epochs": 4, "knn": {"final": False}}  # all but the representation tier: 124 steps, no final kNN

@@ -83,3 +83,37 @@ def test_hidden_pixels_do_not_reach_the_prediction_of_visible_patches_only_throu
 def test_a_token_method_refuses_a_resnet():
     with pytest.raises(SelfSupError, match="vision transformer"):
         tiny("mae", backbone={"name": "resnet18", "width": 8})
+
+
+def test_jepa_masks_are_blocks_and_the_context_leaves_the_targets_out():
+    from selfsup.methods.ijepa import multi_block_masks
+
+    context, target = multi_block_masks(6, 7, 7, torch.Generator().manual_seed(1))
+    assert target.shape[:2] == (6, 4) and context.shape[0] == 6 and context.shape[1] >= 1
+    count = target.shape[2]
+    assert 0.15 * 49 * 0.5 <= count <= 0.2 * 49 * 1.6  # about 15-20% of the grid (rounded to whole rows and columns)
+    for b in range(6):
+        hidden = set(target[b].flatten().tolist())
+        assert not hidden & set(context[b].tolist())
+        for block in target[b].tolist():
+            rows, cols = {i // 7 for i in block}, {i % 7 for i in block}
+            assert len(rows) * len(cols) == count  # a full rectangle of patches
+            assert max(rows) - min(rows) + 1 == len(rows) and max(cols) - min(cols) + 1 == len(cols)
+    again = multi_block_masks(6, 7, 7, torch.Generator().manual_seed(1))
+    assert torch.equal(again[0], context) and torch.equal(again[1], target)
+
+
+def test_jepa_targets_come_from_the_target_encoder_and_the_predictor_sees_positions():
+    method = tiny("i-jepa", predictor_depth=1)
+    view = torch.randn(4, 3, 16, 16)
+    before = [p.clone() for p in method.target_backbone.parameters()]
+    loss = method.training_step({"views": [view]}, 0)["loss"]
+    loss.backward()
+    assert all(p.grad is None for p in method.target_backbone.parameters())
+    assert method.backbone.vit.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    assert all(torch.equal(a, b) for a, b in zip(before, method.target_backbone.parameters()))
+    context = torch.randn(2, 3, method.feature_dim)
+    index = torch.tensor([[0, 1, 2], [0, 1, 2]])
+    predictor = method.predictor
+    assert not torch.allclose(predictor(context, index, torch.tensor([[5], [5]])),
+                              predictor(context, index, torch.tensor([[9], [9]])))  # the target's place matters

@@ -114,6 +114,7 @@ class BackboneSettings(Settings):
     heads: int | None = dataclasses.field(default=None, metadata=_at_least(1))
     patch_size: int | None = dataclasses.field(default=None, metadata=_at_least(1))
     drop_path: float = dataclasses.field(default=0.0, metadata=_at_least(0))
+    pool: Literal["cls", "mean"] = "cls"
 
 
 @dataclasses.dataclass(frozen=True)

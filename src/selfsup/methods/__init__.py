@@ -30,6 +30,7 @@ _PLACES = {
     "dino": ("dino", "DINO"),
     "mae": ("mae", "MAE"),
     "simmim": ("simmim", "SimMIM"),
+    "i-jepa": ("ijepa", "IJEPA"),
     "supcon": ("supervised", "SupCon"),
     "triplet": ("supervised", "Triplet"),
     "dare": ("gaussian", "DARe"),

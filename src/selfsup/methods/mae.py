@@ -15,31 +15,16 @@ should be judged.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ..data.augment import AugmentConfig, crops_only
 from ..data.views import ViewSpec
 from ..losses import masked_mse
-from .masking import MaskedImageModel
+from .masking import MaskedImageModel, NarrowTransformer
 
 
-class MAEDecoder(nn.Module):
-    """Visible tokens and mask tokens back in patch order, transformer blocks, a linear layer
-    to each patch's pixels."""
-
-    def __init__(self, encoder_dim: int, patches: int, dim: int, depth: int, heads: int, out_dim: int):
-        from timm.models.vision_transformer import Block
-
-        super().__init__()
-        self.embed = nn.Linear(encoder_dim, dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + patches, dim))
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        self.mask_token.no_weight_decay = self.pos_embed.no_weight_decay = True
-        self.blocks = nn.Sequential(*[Block(dim, heads, qkv_bias=True) for _ in range(depth)])
-        self.norm = nn.LayerNorm(dim)
-        self.predict = nn.Linear(dim, out_dim)
+class MAEDecoder(NarrowTransformer):
+    """Visible tokens and mask tokens back in patch order ([CLS] in position 0), transformer
+    blocks, a linear layer to each patch's pixels."""
 
     def forward(self, tokens: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """``tokens`` [B, 1 + K, D] ([CLS] and the kept patches, in ``keep``'s order) -> [B, N, out_dim]."""
@@ -47,7 +32,7 @@ class MAEDecoder(nn.Module):
         patches = self.mask_token.expand(x.shape[0], self.pos_embed.shape[1] - 1, -1)
         patches = patches.scatter(1, keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]), x[:, 1:])
         x = torch.cat([x[:, :1], patches], dim=1) + self.pos_embed
-        return self.predict(self.norm(self.blocks(x)))[:, 1:]
+        return self.project(self.norm(self.blocks(x)))[:, 1:]
 
 
 class MAE(MaskedImageModel):
@@ -63,7 +48,7 @@ class MAE(MaskedImageModel):
         super().__init__(backbone, cfg, run)
         dim = cfg["decoder_dim"] or max(32, round(self.feature_dim * 2 / 3 / 32) * 32)
         rows = -(-run.image_size // backbone.patch_size)
-        self.decoder = MAEDecoder(self.feature_dim, rows * rows, dim, cfg["decoder_depth"],
+        self.decoder = MAEDecoder(self.feature_dim, 1 + rows * rows, dim, cfg["decoder_depth"],
                                   cfg["decoder_heads"] or max(1, dim // 32), backbone.patch_size ** 2 * run.channels)
         self.views = [ViewSpec(AugmentConfig(**cfg["augment"]))]
 

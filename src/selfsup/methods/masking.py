@@ -1,9 +1,11 @@
-"""Pieces the masked-image methods share (MAE, SimMIM): cutting images into the backbone's
-patches, drawing which patches each image hides, and the training step around them."""
+"""Pieces the masked-image methods share (MAE, SimMIM, I-JEPA): cutting images into the
+backbone's patches, drawing which patches each image hides, the training step around them, and
+the narrow transformer that fills in hidden positions (MAE's decoder, I-JEPA's predictor)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .. import rng
 from .base import Method
@@ -52,3 +54,28 @@ class MaskedImageModel(Method):
 
     def reconstruction_loss(self, prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+
+class NarrowTransformer(nn.Module):
+    """Tokens of ``in_dim`` embedded to ``dim``, a shared mask token, learned position embeddings
+    (``positions`` slots), ``depth`` transformer blocks, a norm and a projection to ``out_dim``:
+    the filler of hidden positions, whose ``forward`` a method's subclass writes."""
+
+    def __init__(self, in_dim: int, positions: int, dim: int, depth: int, heads: int, out_dim: int):
+        from timm.models.vision_transformer import Block
+
+        super().__init__()
+        self.embed = nn.Linear(in_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, positions, dim))
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.mask_token.no_weight_decay = self.pos_embed.no_weight_decay = True
+        self.blocks = nn.Sequential(*[Block(dim, heads, qkv_bias=True) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.project = nn.Linear(dim, out_dim)
+
+    def positions(self, index: torch.Tensor) -> torch.Tensor:
+        """The position embeddings of ``index`` [B, K]: [B, K, dim]."""
+        return self.pos_embed.expand(index.shape[0], -1, -1).gather(
+            1, index.unsqueeze(-1).expand(-1, -1, self.pos_embed.shape[-1]))

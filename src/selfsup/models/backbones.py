@@ -183,7 +183,7 @@ def build_backbone(settings: dict, in_channels: int, image_size: int) -> nn.Modu
         return Conv1dEncoder(in_channels, settings["width"])
     if name in VIT_BACKBONES:
         return ViTBackbone(in_channels, image_size, drop_path=settings.get("drop_path", 0.0),
-                           **vit_size(settings, image_size))
+                           pool=settings.get("pool", "cls"), **vit_size(settings, image_size))
     if name not in RESNET_LAYOUTS:
         raise KeyError(name)
     return ResNetBackbone(name, in_channels=in_channels, width=settings["width"], small_stem=settings["small_stem"])

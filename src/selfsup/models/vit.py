@@ -11,8 +11,9 @@ images up to 64 px (49 tokens at 28 px, 64 at 32 px, as CIFAR ViTs use), 8 up to
 The contract beyond a ResNet's: ``tokens(x, keep=, mask=, mask_token=)`` gives the final-normed
 tokens, [CLS] first, for methods that need patch tokens (MAE drops the masked patches with
 ``keep``; SimMIM and iBOT replace them by a mask token with ``mask``); ``forward`` is the [CLS]
-token every protocol evaluates; ``forward_stages`` the [CLS] token after each block, under the
-final norm (the per-block probes: ``layer_names`` block1..blockN).  Position embeddings and the
+token every protocol evaluates (``pool: mean``: the mean patch token, for methods that train
+no [CLS] token, as I-JEPA); ``forward_stages`` the same after each block, under the final norm
+(the per-block probes: ``layer_names`` block1..blockN).  Position embeddings and the
 [CLS] token are marked ``no_weight_decay`` for ``split_decay``, as in timm's and DINO's recipes.
 """
 from __future__ import annotations
@@ -31,14 +32,14 @@ def default_patch_size(image_size: int) -> int:
 
 class ViTBackbone(nn.Module):
     def __init__(self, in_channels: int, image_size: int, patch_size: int, width: int, depth: int, heads: int,
-                 drop_path: float = 0.0):
+                 drop_path: float = 0.0, pool: str = "cls"):
         super().__init__()
         from timm.models.vision_transformer import VisionTransformer
 
         self.vit = VisionTransformer(img_size=image_size, patch_size=patch_size, in_chans=in_channels, num_classes=0,
                                      embed_dim=width, depth=depth, num_heads=heads, drop_path_rate=drop_path,
                                      dynamic_img_size=True, dynamic_img_pad=True)
-        self.patch_size = patch_size
+        self.patch_size, self.pool = patch_size, pool
         self.feature_dim = width
         self.stage_dims = [width] * depth
         self.layer_names = [f"block{i + 1}" for i in range(depth)]
@@ -73,8 +74,12 @@ class ViTBackbone(nn.Module):
             x = torch.cat([x[:, :1], x[:, 1:].gather(1, keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))], dim=1)
         return vit.norm(vit.blocks(vit.norm_pre(x)))
 
+    def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The image's feature from its tokens: the [CLS] token, or the mean patch token (``pool``)."""
+        return tokens[:, 0] if self.pool == "cls" else tokens[:, 1:].mean(1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.tokens(x)[:, 0]
+        return self.pooled(self.tokens(x))
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         vit = self.vit
@@ -82,5 +87,5 @@ class ViTBackbone(nn.Module):
         stages = []
         for block in vit.blocks:
             x = block(x)
-            stages.append(vit.norm(x[:, 0]))
+            stages.append(self.pooled(vit.norm(x)))
         return stages
