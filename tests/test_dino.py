@@ -110,3 +110,53 @@ def test_teacher_temperature_warms_up_linearly_then_stays():
         method.on_epoch_start(epoch, None)
         temperatures.append(method.teacher_temperature())
     assert temperatures == pytest.approx([0.04, 0.055, 0.07, 0.07])
+
+
+def ibot_patch_reference(student, teacher, masks, center, tau_s, tau_t):
+    def softmax(x):
+        e = np.exp(x - x.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    views = []
+    for s, t, m in zip(student, teacher, masks):
+        p_t, p_s = softmax((t - center) / tau_t), softmax(s / tau_s)
+        per_image = []
+        for b in range(s.shape[0]):
+            masked = [n for n in range(s.shape[1]) if m[b, n]]
+            per_image.append(np.mean([-(p_t[b, n] * np.log(p_s[b, n])).sum() for n in masked]) if masked else 0.0)
+        views.append(np.mean(per_image))
+    return np.mean(views)
+
+
+def test_ibot_patch_term_matches_reference():
+    from selfsup.losses import ibot_patch
+
+    generator = torch.Generator().manual_seed(4)
+    student = [torch.randn(3, 5, 6, dtype=torch.float64, generator=generator) for _ in range(2)]
+    teacher = [torch.randn(3, 5, 6, dtype=torch.float64, generator=generator) for _ in range(2)]
+    masks = [torch.rand(3, 5, generator=generator) < 0.5 for _ in range(2)]
+    masks[0][1] = False  # an image without masked patches adds 0
+    center = torch.randn(6, dtype=torch.float64, generator=generator)
+    expected = ibot_patch_reference([s.numpy() for s in student], [t.numpy() for t in teacher],
+                                    [m.numpy() for m in masks], center.numpy(), 0.1, 0.04)
+    assert ibot_patch(student, teacher, masks, center, 0.1, 0.04).item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_varying_masks_hide_a_drawn_share_of_a_drawn_half_of_the_images():
+    from selfsup.methods.masking import varying_patch_mask
+
+    exact = varying_patch_mask(8, 20, (0.5, 0.5), 1.0, torch.Generator().manual_seed(0))
+    assert (exact.sum(1) == 10).all()
+    assert not varying_patch_mask(8, 20, (0.1, 0.5), 0.0, torch.Generator().manual_seed(0)).any()
+    some = varying_patch_mask(400, 20, (0.1, 0.5), 0.5, torch.Generator().manual_seed(0))
+    counts = some.sum(1)
+    assert 0.4 < (counts > 0).float().mean() < 0.6 and counts.max() <= 10 and counts[counts > 0].min() >= 2
+
+
+def test_ibot_trains_the_mask_token_and_keeps_a_patch_centre():
+    method = tiny("ibot", out_dim=32, proj_hidden_dim=16, bottleneck_dim=8, local_crops=0, mask_probability=1.0)
+    views = [torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)]
+    out = method.training_step({"views": views}, 0)
+    out["loss"].backward()
+    assert method.mask_token.grad.abs().sum() > 0 and out["loss_patch"] > 0
+    assert method.patch_center.abs().sum() > 0 and not torch.equal(method.patch_center, method.center)

@@ -56,6 +56,7 @@ LEARNING = {
     # 20 patches an image cost ten times a two-view method's step: 4 (of 14 px), features from a 2 x 2 grid of
     # them, and three times the paper's rate (as MoCo v3 and NNCLR need at short budgets)
     "emp-ssl": {"params": {"patches": 4, "patch_size": 14, "eval_grid": 2}, "optimizer": {"lr": 0.9}},
+    "i-jepa": {"params": {"predictor_depth": 2}},  # its 6-block predictor over 4 target blocks would cost 3 of the others
     **{name: SEMI for name in ("supervised-only", "pseudo-label", "self-training", "fixmatch", "frost")},
     **{name: {"epochs": 8} for name in ("colorization", "split-brain")},  # 128 steps on the colour crops below
 }
@@ -73,13 +74,13 @@ COLOUR_BUDGET = {"dataset": "imagefolder", "subset": None, "batch_size": 64, "da
 #   classifier (0.10 to 0.16) by CLASSIFIER_MARGIN, in 124 steps (pseudo-labels ramp up slowly:
 #   0.35 to 0.54 here).
 # - STATEFUL methods, whose loss depends on what they accumulated (queues, memory banks, cluster
-#   assignments, surrogate classes, DINO's centre and teacher): their last epoch's mean training loss lies STATEFUL_MARGIN
+#   assignments, surrogate classes, DINO's and iBOT's centres and teacher): their last epoch's mean training loss lies STATEFUL_MARGIN
 #   below that of the same seeded run at learning rate 0 (same views, same batches, the state
 #   accumulated by the unchanging network).
 # - every other method: its own objective on test images it never trained on falls by
 #   OBJECTIVE_MARGIN of its value at initialisation, without the features collapsing.
 REPRESENTATION = {"emp-ssl", "moco-v3", "rotation", "simclr", "supcon", "triplet", "vicreg"}
-STATEFUL = {"deepcluster", "deepcluster-v2", "dino", "exemplar", "instdisc", "moco-v1", "moco-v2", "nnclr", "swav"}
+STATEFUL = {"deepcluster", "deepcluster-v2", "dino", "exemplar", "ibot", "instdisc", "moco-v1", "moco-v2", "nnclr", "swav"}
 OBJECTIVE_MARGIN = 0.1
 STATEFUL_MARGIN = 0.05  # a paired comparison: both runs draw the same views and batches
 SHORT = {"epochs": 4, "knn": {"final": False}}  # all but the representation tier: 124 steps, no final kNN

@@ -2,7 +2,7 @@
 but the rank helpers of ``selfsup.distributed`` (identity on one process) and the device-safe
 draws of ``selfsup.rng``, so they can be used in any training loop."""
 from .coding_rate import emp_ssl, total_coding_rate
-from .distillation import dino, dino_center
+from .distillation import dino, dino_center, ibot_patch
 from .gaussian import gaussian_jsd, gaussian_kl
 from .info_nce import batch_info_nce, info_nce, sampled_info_nce
 from .masked import masked_l1, masked_mse
@@ -13,6 +13,6 @@ from .supervised import supcon, triplet
 from .swav import sinkhorn, swav
 from .whitening import cholesky_whiten, w_mse
 
-__all__ = ["bank_softmax", "barlow_twins", "batch_info_nce", "cholesky_whiten", "dcl", "decoupled_nt_xent", "dino", "dino_center", "emp_ssl", "gaussian_jsd", "gaussian_kl", "info_nce", "masked_l1", "masked_mse",
+__all__ = ["bank_softmax", "barlow_twins", "batch_info_nce", "cholesky_whiten", "dcl", "decoupled_nt_xent", "dino", "dino_center", "emp_ssl", "gaussian_jsd", "gaussian_kl", "ibot_patch", "info_nce", "masked_l1", "masked_mse",
            "estimate_log_z", "nce_memory", "negative_cosine", "nt_xent", "sampled_info_nce", "sinkhorn", "supcon", "swav", "tico", "total_coding_rate", "triplet",
            "vicreg", "vicreg_terms", "w_mse"]

@@ -28,6 +28,7 @@ _PLACES = {
     "tico": ("tico", "TiCo"),
     "emp-ssl": ("emp_ssl", "EMPSSL"),
     "dino": ("dino", "DINO"),
+    "ibot": ("ibot", "IBOT"),
     "mae": ("mae", "MAE"),
     "simmim": ("simmim", "SimMIM"),
     "i-jepa": ("ijepa", "IJEPA"),

@@ -34,7 +34,7 @@ DINO_VIEWS = views(crop_scale=(0.4, 1.0), blur_p=1.0)
 
 class DINOHead(nn.Module):
     """MLP to an L2-normalised bottleneck, then a linear layer of unit-norm rows (weight
-    normalisation with the norm fixed to 1)."""
+    normalisation with the norm fixed to 1); on [..., in_dim] (iBOT applies it to every token)."""
 
     def __init__(self, in_dim: int, hidden_dim: int, bottleneck_dim: int, out_dim: int):
         super().__init__()
@@ -43,7 +43,7 @@ class DINOHead(nn.Module):
         self.last_layer = nn.Linear(bottleneck_dim, out_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.normalize(self.mlp(x), dim=1), F.normalize(self.last_layer.weight, dim=1))
+        return F.linear(F.normalize(self.mlp(x), dim=-1), F.normalize(self.last_layer.weight, dim=1))
 
 
 class DINO(Method):

@@ -35,6 +35,17 @@ def random_patch_mask(batch: int, patches: int, ratio: float, generator: torch.G
     return keep, mask
 
 
+def varying_patch_mask(batch: int, patches: int, ratio: tuple[float, float], probability: float,
+                       generator: torch.Generator, device=None) -> torch.Tensor:
+    """[B, N] bool: each image, with ``probability``, hides a share of its patches drawn uniformly
+    from ``ratio`` (iBOT's per-image prediction ratio), the patches themselves uniformly."""
+    draws = rng.rand((batch, 2 + patches), generator, device=device)
+    share = ratio[0] + draws[:, 0] * (ratio[1] - ratio[0])
+    hidden = torch.where(draws[:, 1] < probability, (share * patches).round(), torch.zeros_like(share))
+    ranks = draws[:, 2:].argsort(dim=1).argsort(dim=1)
+    return ranks < hidden.unsqueeze(1)
+
+
 class MaskedImageModel(Method):
     """A method that hides ``mask_ratio`` of each view's patches and predicts their pixels:
     ``reconstruct(view, keep, mask)`` gives a prediction per patch [B, N, P], scored on the

@@ -1,0 +1,60 @@
+"""iBOT: Zhou et al., "iBOT: Image BERT Pre-Training with Online Tokenizer", ICLR 2022.
+
+DINO (its teacher, centring, sharpening, multi-crop, head and schedules: ``methods/dino.py``)
+plus masked image modelling with the teacher as the tokenizer: each global crop reaches the
+student with some of its patches replaced by a learned mask token, the teacher sees it whole,
+and at every masked patch the student's output distribution must match the teacher's
+(``ibot_patch``, with its own centre), added to DINO's [CLS] term (``dino``) with weight 1.  From
+the paper (ViT-S/16): half of the images masked, each with a ratio drawn from 0.1-0.5 (the
+paper's 0.3 ± 0.2), the head shared between [CLS] and patch tokens, 10 local crops, AdamW lr
+5e-4·batch/256, weight decay 0.04 (rising to 0.4; fixed here), the teacher temperatures of
+DINO for both terms.  Our choices: the masked patches are drawn at random rather than in
+BEiT's blocks, and 4096 outputs (the paper: 8192).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..losses import dino, dino_center, ibot_patch
+from .dino import DINO
+from .helpers import encode_by_resolution
+from .masking import varying_patch_mask
+
+
+class IBOT(DINO):
+    """iBOT (Zhou et al. 2022): DINO's [CLS] self-distillation plus self-distillation of masked patch tokens."""
+
+    name = "ibot"
+    needs_tokens = True
+    defaults = {**DINO.defaults, "local_crops": 10, "mask_ratio": [0.1, 0.5], "mask_probability": 0.5,
+                "patch_weight": 1.0}
+    limits = {**DINO.limits, "mask_probability": (0, 1), "patch_weight": (0, None)}
+
+    def __init__(self, backbone, cfg, run):
+        super().__init__(backbone, cfg, run)
+        self.mask_token = nn.Parameter(torch.zeros(self.feature_dim))
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        self.mask_token.no_weight_decay = True
+        self.register_buffer("patch_center", torch.zeros(cfg["out_dim"]))
+
+    def training_step(self, batch, step):
+        cfg, crops = self.cfg, batch["views"]
+        rows, cols = self.backbone.patch_grid(crops[0])
+        masks = [varying_patch_mask(view.shape[0], rows * cols, cfg["mask_ratio"], cfg["mask_probability"],
+                                    self.generator, view.device) for view in crops[:2]]
+        student = [self.head(self.backbone.tokens(view, mask=mask, mask_token=self.mask_token))
+                   for view, mask in zip(crops[:2], masks)]
+        local = list(self.head(encode_by_resolution(self.backbone, crops[2:])).chunk(len(crops) - 2)) \
+            if len(crops) > 2 else []
+        with torch.no_grad():
+            teacher = self.teacher_head(self.teacher_backbone.tokens(torch.cat(crops[:2]))).chunk(2)
+        tau_t, tau_s = self.teacher_temperature(), cfg["student_temperature"]
+        loss_cls = dino([s[:, 0] for s in student] + local, [t[:, 0] for t in teacher], self.center, tau_s, tau_t)
+        loss_patch = ibot_patch([s[:, 1:] for s in student], [t[:, 1:] for t in teacher], masks, self.patch_center,
+                                tau_s, tau_t)
+        self.center.copy_(dino_center([t[:, 0] for t in teacher], self.center, cfg["center_momentum"]))
+        self.patch_center.copy_(dino_center([t[:, 1:].flatten(0, 1) for t in teacher], self.patch_center,
+                                            cfg["center_momentum"]))
+        return {"loss": loss_cls + cfg["patch_weight"] * loss_patch, "loss_cls": loss_cls.detach(),
+                "loss_patch": loss_patch.detach(), "teacher_temperature": tau_t}
