@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from selfsup.bench.definitions import TINY_RUN_PARAMS
+    from selfsup.config import resolve
+    from selfsup.models.vit import VIT_BACKBONES
     from selfsup.methods import METHODS
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -77,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     def pretrain(method: str, epochs: int = 2):
         def run():
             small = [arg for key, value in TINY_RUN_PARAMS.get(method, {}).items() for arg in ("--set", f"params.{key}={value}")]
+            if resolve(method)["backbone"]["name"] in VIT_BACKBONES:  # a two-block ViT: the token path, not the size
+                small += ["--backbone", "vit", "--width", "32", "--set", "backbone.depth=2"]
             check(selfsup("pretrain", "--method", method, "--epochs", str(epochs), "--out", str(out / method), *common,
                           *small))
             metrics = json.loads((out / method / "metrics.json").read_text())
