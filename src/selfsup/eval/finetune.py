@@ -87,7 +87,7 @@ def layer_decay_groups(model: nn.Module, backbone: nn.Module, prefix: str, decay
     rest (the classifier) at the full rate.  ``decay`` 1: one group."""
     if decay == 1.0:
         return [{"params": [p for p in model.parameters() if p.requires_grad]}]
-    top = len(backbone.vit.blocks) + 1
+    top = len(backbone.layer_names) + 1  # the final norm: one above the last block
     scales: dict[float, list] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
