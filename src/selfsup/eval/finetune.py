@@ -31,7 +31,7 @@ from ..data.augment import AugmentConfig
 from ..data.datasets import balanced_subset_indices, batch_inputs, collate_batch
 from ..data.views import Normalization, ViewSpec, augment_for, make_views
 from ..rng import seeded_generator
-from ..optim import warmup_cosine
+from ..optim import build_optimizer, warmup_cosine
 from ..errors import SelfSupError
 from ..io import content_hash
 from .features import classifier_top1, evaluated_network
@@ -120,9 +120,8 @@ class Finetuner(L.LightningModule):
 
     def configure_optimizers(self):
         groups = layer_decay_groups(self, self.method.backbone, "method.backbone.", self.layer_decay)
-        for group in groups:
-            group["lr"] = self.lr * group.pop("lr_scale", 1.0)
-        optimizer = torch.optim.SGD(groups, lr=self.lr, momentum=0.9, nesterov=True)
+        optimizer = build_optimizer(groups, {"name": "sgd", "lr": self.lr, "lr_scaling": "none", "weight_decay": 0.0,
+                                             "momentum": 0.9, "nesterov": True}, batch_size=0)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(warmup_cosine, total_steps=total,
                                                                                   warmup_steps=total // 10))

@@ -14,12 +14,11 @@ BEiT's blocks, and 4096 outputs (the paper: 8192).
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ..losses import dino, dino_center, ibot_patch
 from .dino import DINO
 from .helpers import encode_by_resolution
-from .masking import varying_patch_mask
+from .masking import learned_token, varying_patch_mask
 
 
 class IBOT(DINO):
@@ -33,14 +32,12 @@ class IBOT(DINO):
 
     def __init__(self, backbone, cfg, run):
         super().__init__(backbone, cfg, run)
-        self.mask_token = nn.Parameter(torch.zeros(self.feature_dim))
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
-        self.mask_token.no_weight_decay = True
+        self.mask_token = learned_token(self.feature_dim)
         self.register_buffer("patch_center", torch.zeros(cfg["out_dim"]))
 
     def training_step(self, batch, step):
         cfg, crops = self.cfg, batch["views"]
-        rows, cols = self.backbone.patch_grid(crops[0])
+        rows, cols = self.backbone.patch_grid(*crops[0].shape[-2:])
         masks = [varying_patch_mask(view.shape[0], rows * cols, cfg["mask_ratio"], cfg["mask_probability"],
                                     self.generator, view.device) for view in crops[:2]]
         student = [self.head(self.backbone.tokens(view, mask=mask, mask_token=self.mask_token))

@@ -97,7 +97,7 @@ class IJEPA(Method):
     def __init__(self, backbone, cfg, run):
         super().__init__(backbone, cfg, run)
         dim = cfg["predictor_dim"] or max(32, self.feature_dim // 2)
-        self.rows = -(-run.image_size // backbone.patch_size)
+        self.rows, _ = backbone.patch_grid(run.image_size, run.image_size)  # square images
         self.predictor = JEPAPredictor(self.feature_dim, self.rows ** 2, dim, cfg["predictor_depth"],
                                        cfg["predictor_heads"] or max(1, dim // 32), self.feature_dim)
         self.target_backbone = frozen_copy(self.backbone)

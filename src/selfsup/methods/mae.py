@@ -47,8 +47,8 @@ class MAE(MaskedImageModel):
     def __init__(self, backbone, cfg, run):
         super().__init__(backbone, cfg, run)
         dim = cfg["decoder_dim"] or max(32, round(self.feature_dim * 2 / 3 / 32) * 32)
-        rows = -(-run.image_size // backbone.patch_size)
-        self.decoder = MAEDecoder(self.feature_dim, 1 + rows * rows, dim, cfg["decoder_depth"],
+        rows, cols = backbone.patch_grid(run.image_size, run.image_size)
+        self.decoder = MAEDecoder(self.feature_dim, 1 + rows * cols, dim, cfg["decoder_depth"],
                                   cfg["decoder_heads"] or max(1, dim // 32), backbone.patch_size ** 2 * run.channels)
         self.views = [ViewSpec(AugmentConfig(**cfg["augment"]))]
 

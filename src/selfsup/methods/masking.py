@@ -46,6 +46,15 @@ def varying_patch_mask(batch: int, patches: int, ratio: tuple[float, float], pro
     return ranks < hidden.unsqueeze(1)
 
 
+def learned_token(*shape: int) -> nn.Parameter:
+    """A learned embedding of ``shape`` (a mask token, position embeddings): truncated-normal with
+    std 0.02 as in BEiT, MAE and timm, marked ``no_weight_decay``."""
+    token = nn.Parameter(torch.zeros(*shape))
+    nn.init.trunc_normal_(token, std=0.02)
+    token.no_weight_decay = True
+    return token
+
+
 class MaskedImageModel(Method):
     """A method that hides ``mask_ratio`` of each view's patches and predicts their pixels:
     ``reconstruct(view, keep, mask)`` gives a prediction per patch [B, N, P], scored on the
@@ -55,7 +64,7 @@ class MaskedImageModel(Method):
 
     def training_step(self, batch, step):
         view = batch["views"][0]
-        rows, cols = self.backbone.patch_grid(view)
+        rows, cols = self.backbone.patch_grid(*view.shape[-2:])
         keep, mask = random_patch_mask(view.shape[0], rows * cols, self.cfg["mask_ratio"], self.generator, view.device)
         prediction = self.reconstruct(view, keep, mask)
         return {"loss": self.reconstruction_loss(prediction, patchify(view, self.backbone.patch_size), mask)}
@@ -77,11 +86,8 @@ class NarrowTransformer(nn.Module):
 
         super().__init__()
         self.embed = nn.Linear(in_dim, dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, positions, dim))
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        self.mask_token.no_weight_decay = self.pos_embed.no_weight_decay = True
+        self.mask_token = learned_token(1, 1, dim)
+        self.pos_embed = learned_token(1, positions, dim)
         self.blocks = nn.Sequential(*[Block(dim, heads, qkv_bias=True) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
         self.project = nn.Linear(dim, out_dim)

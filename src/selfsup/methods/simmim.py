@@ -10,13 +10,12 @@ choice: single patches are masked (the paper masks 32-px squares, 2×2 of its 16
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..data.augment import AugmentConfig, crops_only
 from ..data.views import ViewSpec
 from ..losses import masked_l1
-from .masking import MaskedImageModel
+from .masking import MaskedImageModel, learned_token
 
 
 class SimMIM(MaskedImageModel):
@@ -28,9 +27,7 @@ class SimMIM(MaskedImageModel):
 
     def __init__(self, backbone, cfg, run):
         super().__init__(backbone, cfg, run)
-        self.mask_token = nn.Parameter(torch.zeros(self.feature_dim))
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
-        self.mask_token.no_weight_decay = True
+        self.mask_token = learned_token(self.feature_dim)
         self.head = nn.Linear(self.feature_dim, backbone.patch_size ** 2 * run.channels)
         self.views = [ViewSpec(AugmentConfig(**cfg["augment"]))]
 

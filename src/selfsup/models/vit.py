@@ -55,9 +55,9 @@ class ViTBackbone(nn.Module):
             return int(parts[2]) + 1
         return 0 if parts[1] in ("cls_token", "pos_embed", "patch_embed", "reg_token") else len(self.vit.blocks) + 1
 
-    def patch_grid(self, x: torch.Tensor) -> tuple[int, int]:
-        """Rows and columns of patches of an input batch (after padding)."""
-        return tuple(-(-side // self.patch_size) for side in x.shape[-2:])
+    def patch_grid(self, height: int, width: int) -> tuple[int, int]:
+        """Rows and columns of patches of an input of ``height`` × ``width`` pixels (after padding)."""
+        return -(-height // self.patch_size), -(-width // self.patch_size)
 
     def tokens(self, x: torch.Tensor, keep: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                mask_token: torch.Tensor | None = None) -> torch.Tensor:
