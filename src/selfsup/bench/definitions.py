@@ -50,7 +50,9 @@ FMNIST_QUICK_TUNED = {
 TINY_RUN_PARAMS = {"w-mse": {"whiten_size": 32, "proj_dim": 16},
                    "dino": {"out_dim": 256, "proj_hidden_dim": 64, "local_crops": 2},
                    "ibot": {"out_dim": 256, "proj_hidden_dim": 64, "local_crops": 2},
-                   "emp-ssl": {"patches": 4}}
+                   "emp-ssl": {"patches": 4},
+                   "msn": {"prototypes": 64, "proj_hidden_dim": 64, "focal_views": 2},
+                   "lejepa": {"proj_hidden_dim": 64, "directions": 64, "local_views": 2}}
 
 
 # The run-to-run spread of a suite: its reference row again with other training seeds (network

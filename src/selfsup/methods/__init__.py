@@ -32,6 +32,8 @@ _PLACES = {
     "mae": ("mae", "MAE"),
     "simmim": ("simmim", "SimMIM"),
     "i-jepa": ("ijepa", "IJEPA"),
+    "msn": ("msn", "MSN"),
+    "lejepa": ("lejepa", "LeJEPA"),
     "supcon": ("supervised", "SupCon"),
     "triplet": ("supervised", "Triplet"),
     "dare": ("gaussian", "DARe"),
