@@ -1,9 +1,16 @@
+import os
 import shutil
 
 import pytest
 import torch
 
 from support import TINY
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one thread per pytest-xdist worker (``-n 2`` on two cores): idle OpenMP threads of two
+    # two-thread processes spin and slow each other down far beyond a factor of two
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # and in the processes the tests start
 
 
 @pytest.fixture(autouse=True)

@@ -249,3 +249,13 @@ def test_throughput_runs_colour_only_tasks_on_grey_images_repeated_to_three_chan
     grey = merge(cfg, {"dataset": "digits", "subset": None, "batch_size": 64, "backbone": {"width": 8}})  # 1-channel
     metrics = pretrain(grey, tmp_path / "split-brain")
     assert metrics["samples_per_second"] > 0
+
+
+def test_throughput_puts_token_methods_and_vit_rows_on_the_vit():
+    from selfsup.bench.definitions import FMNIST_QUICK_VIT
+    from selfsup.bench.throughput import throughput_config
+
+    assert throughput_config("dino", None)["backbone"]["name"] == "resnet18"
+    for method, vit in (("dino", True), ("mae", False)):
+        backbone = throughput_config(method, None, vit)["backbone"]
+        assert {key: backbone[key] for key in FMNIST_QUICK_VIT["backbone"]} == FMNIST_QUICK_VIT["backbone"]

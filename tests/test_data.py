@@ -36,6 +36,17 @@ def test_idx_files_load_as_uint8_images_with_their_labels(mnist_dir):
     assert batch["image"].shape == (2, 1, 28, 28) and batch["index"].tolist() == [3, 5]
 
 
+def test_a_split_read_again_comes_from_memory_until_its_file_changes(mnist_dir):
+    first = load_split("fashion-mnist", "train", str(mnist_dir))
+    again = load_split("fashion-mnist", "train", str(mnist_dir))
+    assert torch.equal(first.images, again.images)
+    again.images[0] = 0  # each load has its own copy: changing it leaves the next load alone
+    assert torch.equal(load_split("fashion-mnist", "train", str(mnist_dir)).images, first.images)
+    images = np.full((30, 28, 28), 7)
+    write_idx(mnist_dir / "train-images-idx3-ubyte.gz", images)
+    assert (load_split("fashion-mnist", "train", str(mnist_dir)).images == 7).all()
+
+
 def test_corrupt_idx_file_is_named(mnist_dir):
     (mnist_dir / "train-images-idx3-ubyte.gz").write_bytes(b"not gzip at all")
     with pytest.raises(SelfSupError, match="train-images-idx3-ubyte.gz"):

@@ -30,7 +30,7 @@ from ..optim import build_optimizer
 from ..engine.train import pretrain
 from ..errors import SelfSupError
 from ..io import write_json
-from .definitions import BF16, FMNIST_QUICK, FMNIST_QUICK_VIT
+from .definitions import BF16, FMNIST_QUICK, FMNIST_QUICK_VIT, VIT_ROWS
 from .report import bar_plot, write_table
 
 STEPS = 40
@@ -119,60 +119,64 @@ def model_ceiling(cfg: dict, train, channels_last: bool) -> float:
     return STEPS * BATCH / seconds
 
 
-def throughput_config(method: str, data_dir: str | None) -> dict:
+def throughput_config(method: str, data_dir: str | None, vit: bool = False) -> dict:
     """``method``'s config in the suite: colour-only tasks get the images repeated to 3 channels
     (the compute of colour images of this size; the task itself is moot on grey ones); methods
-    that read patch tokens train fmnist-quick's ViT."""
+    that read patch tokens (and any with ``vit``) train fmnist-quick's ViT."""
     from ..methods import method_class
 
     settings = dict(SETTINGS, **({"data_dir": data_dir} if data_dir else {}))
     if method_class(method).colour_only:
         settings["data"] = {"channels": 3}
     cfg = merge(resolve(method), settings)
-    return merge(cfg, FMNIST_QUICK_VIT) if method_class(method).needs_tokens else cfg
+    return merge(cfg, FMNIST_QUICK_VIT) if vit or method_class(method).needs_tokens else cfg
 
 
-def method_throughput(method: str, out: Path, data_dir: str | None) -> dict:
+def method_throughput(method: str, out: Path, data_dir: str | None, vit: bool = False) -> dict:
     """(a) the engine in fp32 and in bf16 mixed precision, and (c) the fp32 model-only ceiling
-    (channels_last, the engine's format) for ``method``."""
-    cfg = throughput_config(method, data_dir)
+    (channels_last, the engine's format) for ``method`` (on the ViT with ``vit``)."""
+    cfg = throughput_config(method, data_dir, vit)
+    name = method + ("-vit" if vit else "")
     speeds = {}
-    for name, precision in [("engine", {}), ("engine_bf16", BF16)]:
-        run_dir = out / "runs" / (method + ("-bf16" if precision else ""))
+    for kind, precision in [("engine", {}), ("engine_bf16", BF16)]:
+        run_dir = out / "runs" / (name + ("-bf16" if precision else ""))
         shutil.rmtree(run_dir, ignore_errors=True)
-        speeds[name] = pretrain(merge(cfg, precision), run_dir)["samples_per_second"]
-    cfg = yaml.safe_load((out / "runs" / method / "config.yaml").read_text())  # with the data facts pretrain filled in
+        speeds[kind] = pretrain(merge(cfg, precision), run_dir)["samples_per_second"]
+    cfg = yaml.safe_load((out / "runs" / name / "config.yaml").read_text())  # with the data facts pretrain filled in
     train = load_split(cfg["dataset"], dataset_info(cfg["dataset"]).pretrain_split, cfg["data_dir"],
                        STEPS * BATCH, cfg["seed"], cfg["data"])
     return {"cfg": cfg, "train": train, **speeds, "ceiling": model_ceiling(cfg, train, True)}
 
 
-def measure(method: str, out: Path, data_dir: str | None) -> dict:
-    """Images/s of ``method``'s loops, kept in ``out/results/METHOD.json``."""
-    measured = method_throughput(method, out, data_dir)
+def measure(method: str, out: Path, data_dir: str | None, vit: bool = False) -> dict:
+    """Images/s of ``method``'s loops, kept in ``out/results/LABEL.json`` (the row's label: the
+    method, or "METHOD, vit" for its run on the ViT)."""
+    measured = method_throughput(method, out, data_dir, vit)
     result = {"engine": measured["engine"], "engine_bf16": measured["engine_bf16"], "ceiling": measured["ceiling"],
               "date": time.strftime("%Y-%m-%d %H:%M")}
     if method == "simclr":
         result["plain"] = plain_loop(measured["cfg"], measured["train"])
         result["nchw"] = model_ceiling(measured["cfg"], measured["train"], False)
-    write_json(out / "results" / f"{method}.json", result)
+    write_json(out / "results" / f"{method}{', vit' if vit else ''}.json", result)
     return result
 
 
 def throughput_suite(out: Path, data_dir: str | None, methods: list[str]) -> list[dict]:
-    """Measure ``methods``, then tabulate every method measured so far (in registry order), so
-    that a method can be re-measured alone."""
+    """Measure ``methods`` (those of ``VIT_ROWS`` on the ResNet and on the ViT), then tabulate
+    every method measured so far (in registry order), so that a method can be re-measured alone."""
     from ..methods import METHODS
 
     skipped = []
     for method in methods:
-        try:
-            measure(method, out, data_dir)
-        except SelfSupError as exc:  # e.g. a colour-only task on Fashion-MNIST
-            print(f"{method}: skipped ({exc})")
-            skipped.append(f"{method} ({exc})")
+        for vit in (False, True) if method in VIT_ROWS else (False,):
+            try:
+                measure(method, out, data_dir, vit)
+            except SelfSupError as exc:  # e.g. a colour-only task on Fashion-MNIST
+                print(f"{method}: skipped ({exc})")
+                skipped.append(f"{method} ({exc})")
     rows, notes = [], [f"Not measured here: {'; '.join(skipped)}."] if skipped else []
-    for method in [m for m in METHODS if (out / "results" / f"{m}.json").exists()]:
+    labels = [label for m in METHODS for label in (m, f"{m}, vit")]
+    for method in [label for label in labels if (out / "results" / f"{label}.json").exists()]:
         measured = json.loads((out / "results" / f"{method}.json").read_text())
         engine, ceiling = measured["engine"], measured["ceiling"]
         rows.append({"method": method, "loop": "(a) selfsup engine", "images_per_second": engine, "a_over_row": 1.0,
@@ -192,7 +196,9 @@ def throughput_suite(out: Path, data_dir: str | None, methods: list[str]) -> lis
             notes.append(f"simclr: a/b = {engine / plain:.2f} against a plain PyTorch loop (crop, flip and "
                          "brightness/contrast jitter per image in 2 DataLoader workers, NCHW).")
     summary = ", ".join(f"{r['method']} {r['a_over_row']:.2f}" for r in rows if r["loop"].startswith("(c)"))
-    notes = [f"Fashion-MNIST, ResNet-18 small stem width 16, each method's own views, optimiser and loss, batch "
+    notes = [f"Fashion-MNIST, ResNet-18 small stem width 16 (the methods that read patch tokens, and the rows "
+             f"labelled `, vit`: fmnist-quick's ViT, {FMNIST_QUICK_VIT['backbone']}), each method's own views, "
+             f"optimiser and loss, batch "
              f"{BATCH}, {STEPS} steps per loop; {torch.get_num_threads()} torch threads.",
              f"a/c (engine over the model-only ceiling) per method: {summary}. a_over_row is (a) divided by the "
              "row's images/s.",

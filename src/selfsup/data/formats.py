@@ -6,6 +6,7 @@ an int64 array [N] (-1 where the split is unlabelled).  Malformed files raise
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import pickle
 import struct
@@ -23,7 +24,18 @@ def _open_maybe_gz(path: Path):
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (MNIST family), optionally gzip-compressed."""
+    """An IDX file (MNIST family), optionally gzip-compressed, as a read-only array.  The last
+    few files read are kept in memory (keyed by path, size and modification time): a process that
+    loads a split many times (the learning tests, the suites) decompresses it once."""
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise SelfSupError(f"cannot read IDX file {path}: {exc}") from exc
+    return _read_idx(path.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_idx(path: Path, size: int, modified: int) -> np.ndarray:
     try:
         with _open_maybe_gz(path) as f:
             data = f.read()

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import rng
 from ..data.augment import AugmentConfig, views
 from ..data.views import ViewSpec
 from ..losses import msn
@@ -51,8 +52,7 @@ class MSN(Method):
         self.head = mlp(self.feature_dim, cfg["proj_hidden_dim"], cfg["proj_dim"], layers=3, activation=nn.GELU)
         self.target_backbone, self.target_head = frozen_copy(self.backbone), frozen_copy(self.head)
         bound = cfg["proj_dim"] ** -0.5
-        self.prototypes = nn.Parameter(torch.empty(cfg["prototypes"], cfg["proj_dim"]).uniform_(
-            -bound, bound, generator=self.generator))
+        self.prototypes = nn.Parameter((rng.rand((cfg["prototypes"], cfg["proj_dim"]), self.generator) * 2 - 1) * bound)
         self.prototypes.no_weight_decay = True
         random = AugmentConfig(**cfg["augment"])
         self.views = [ViewSpec(random, count=2)]
