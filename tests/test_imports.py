@@ -13,7 +13,7 @@ LAYERS = [
     {"methods"},
     {"config"},
     {"build"},
-    {"eval"},
+    {"eval", "export"},
     {"engine"},
     {"timeseries", "report"},
     {"bench"},

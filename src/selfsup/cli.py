@@ -210,6 +210,18 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     _add_common(p)
 
+    p = sub.add_parser("export", help="write a run's backbone alone, loadable without selfsup",
+                       description="Write the backbone of RUN (no heads, no optimiser) to FILE and how to load it to "
+                                   "FILE.json; the export is loaded back and its features compared with the "
+                                   "checkpoint's on the run's test images (the largest difference is printed).")
+    p.add_argument("run", metavar="RUN", help="a run directory (its checkpoints/last.ckpt) or a selfsup checkpoint")
+    p.add_argument("--format", required=True, choices=["torchvision", "timm", "safetensors", "onnx"],
+                   help="torchvision: a ResNet state dict for torchvision.models.resnetNN (width 64); timm: a ViT "
+                        "state dict for timm's VisionTransformer; safetensors: the tensors with the input size and "
+                        "normalisation in the metadata; onnx: the network as an ONNX graph")
+    p.add_argument("--out", required=True, metavar="FILE", help="the file to write (must not exist)")
+    _add_common(p)
+
     p = sub.add_parser("report", help="an HTML page (and markdown) of one or more run directories",
                        description="Write DIR/index.html and DIR/report.md: each run's settings, headline metrics, "
                                    "loss and kNN curves, evaluations (eval_*.json), diagnostics and images; with "
@@ -357,6 +369,20 @@ def _cmd_benchmark(args) -> None:
               labels_per_class=args.labels_per_class, label_seed=args.label_seed)
 
 
+def _cmd_export(args) -> None:
+    from .export import export_backbone
+
+    info = export_backbone(args.run, args.format, args.out)
+    check = info["check"]
+    difference = "not checked (onnxruntime is not installed)" if check["max_abs_difference"] is None else \
+        f"largest difference {check['max_abs_difference']:.2e} on {check['inputs']}"
+    print(f"exported the {info['backbone']['name']} backbone of {info['method']} to {info['file']} "
+          f"({info['feature_dim']} features; {difference})")
+    print(f"how to load it: {info['file']}.json; inputs normalised with mean {info['normalization']['mean']}, "
+          f"std {info['normalization']['std']}")
+    print(info["recipe"], end="")
+
+
 def _cmd_report(args) -> None:
     from .report import write_report
 
@@ -370,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("ignore")  # library deprecation chatter; --debug shows it
         os.environ.setdefault("PYTHONWARNINGS", "ignore")  # and in DDP worker processes
     handlers = {"list": _cmd_list, "pretrain": _cmd_pretrain, "semisup": _cmd_semisup, "evaluate": _cmd_evaluate,
-                "benchmark": _cmd_benchmark, "report": _cmd_report, "forecast": _cmd_forecast}
+                "benchmark": _cmd_benchmark, "report": _cmd_report, "forecast": _cmd_forecast,
+                "export": _cmd_export}
     try:
         handlers[args.command](args)
     except SelfSupError as exc:
