@@ -50,7 +50,9 @@ VIT_BUDGET = {"name": "vit", "width": 64, "depth": 4, "heads": 2, "patch_size": 
 SEMI = {"params": {"labels_per_class": 25, "ema": 0.9}}  # an EMA that forgets the initial weights in 124 steps
 LEARNING = {
     "cpc": {"epochs": 1},  # 49 patch encodings per image: a step costs about 8 of the others'
-    "moco-v1": {"params": {"queue_size": 4096}},  # the 65,536-key logits would cost more than the network here
+    # the 65,536-key (MoCo v2's fmnist-quick setting: 32,768) logits would cost more than the network here
+    "moco-v1": {"params": {"queue_size": 4096}},
+    "moco-v2": {"params": {"queue_size": 4096}},
     "nnclr": {"params": {"support_size": 4096}},  # a support set the size of the slice, not 24 stale copies of it
     "swav": {"params": {"queue_size": 0}},  # the fmnist-quick queue makes a step several times dearer; it learns without
     # 20 patches an image cost ten times a two-view method's step: 4 (of 14 px), features from a 2 x 2 grid of
@@ -58,7 +60,10 @@ LEARNING = {
     "emp-ssl": {"params": {"patches": 4, "patch_size": 14, "eval_grid": 2}, "optimizer": {"lr": 0.9}},
     "i-jepa": {"params": {"predictor_depth": 2}},  # its 6-block predictor over 4 target blocks would cost 3 of the others
     "msn": {"params": {"proj_hidden_dim": 512}},  # a head a quarter as wide: at 2048 it costs more than the ViT
-    "dino": {"epochs": 16},  # at 250 steps seeds 1 and 2 stayed within 0.02 of the random network; 500 clear it
+    # at 250 steps seeds 1 and 2 stayed within 0.02 of the random network; 500 clear it.  A head a quarter as wide
+    # with a quarter of the outputs (iBOT's here): at the paper's it costs three times the network
+    "dino": {"epochs": 16, "params": {"proj_hidden_dim": 512, "out_dim": 1024}},
+    "lejepa": {"params": {"proj_hidden_dim": 512}},  # its 2048-wide projector costs three times the network here
     # its head scores every patch token: a narrower one, and 62 steps (at fmnist-quick's head a step costs ten of
     # the others'; the loss against the frozen run falls by a fifth in every seed)
     "ibot": {"epochs": 2, "params": {"proj_hidden_dim": 128, "bottleneck_dim": 32, "out_dim": 256}},
