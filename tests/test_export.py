@@ -25,7 +25,7 @@ def synthetic_images(n=6):
     return load_split("synthetic", "test", None, n, 0).__getitems__(list(range(n)))["image"].float() / 255
 
 
-def run_recipe_in_a_fresh_interpreter(recipe: str, images, norm) -> torch.Tensor:
+def run_recipe_in_a_fresh_interpreter(recipe: str, images) -> torch.Tensor:
     """The export's recipe in a Python process that never imports selfsup: its features of ``images``."""
     script = (recipe + "import sys\nassert not any(m.startswith('selfsup') for m in sys.modules)\n"
               f"images = torch.load({str(images)!r})\n"
@@ -63,7 +63,7 @@ def test_state_dict_formats_load_through_their_recipe_without_selfsup(fmt, run_f
     images = synthetic_images()
     pretrained = load_pretrained(run / "checkpoints" / "last.ckpt")
     torch.save(pretrained.norm(images), tmp_path / "images.pt")
-    features = run_recipe_in_a_fresh_interpreter(info["recipe"], tmp_path / "images.pt", pretrained.norm)
+    features = run_recipe_in_a_fresh_interpreter(info["recipe"], tmp_path / "images.pt")
     assert torch.allclose(features, checkpoint_features(run, images), atol=1e-4)
 
 
@@ -105,3 +105,11 @@ def test_bad_exports_say_why_and_overwrite_nothing(tiny_simclr_run, tmp_path, ca
     assert main(["export", str(tmp_path / "nowhere"), "--format", "onnx", "--out", str(tmp_path / "c.onnx")]) != 0
     assert "does not exist" in capsys.readouterr().err
     assert not any(p.name in ("a.pt", "b.pt", "c.onnx") for p in tmp_path.iterdir())
+
+
+def test_a_backbone_behind_an_input_filter_is_refused_with_the_reason(tmp_path, capsys):
+    run = tmp_path / "deepcluster"
+    assert main(["pretrain", "--method", "deepcluster", "--epochs", "1", "--out", str(run), *TINY,
+                 "--set", "knn.every_n_epochs=0", "--set", "knn.final=false"]) == 0
+    assert main(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "d.onnx")]) != 0
+    assert "Sobel" in capsys.readouterr().err and not (tmp_path / "d.onnx").exists()

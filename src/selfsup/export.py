@@ -32,17 +32,12 @@ from .errors import SelfSupError
 FORMATS = ("torchvision", "timm", "safetensors", "onnx")
 
 
-def _checkpoint_of(run: str | Path) -> Path:
-    path = Path(run)
-    return path / "checkpoints" / "last.ckpt" if path.is_dir() else path
-
-
 def torchvision_recipe(cfg: dict, backbone: nn.Module, file: str) -> str:
     """Python lines that rebuild ``backbone`` (a ``ResNetBackbone``) from torchvision and load ``file``."""
     from .models.backbones import ResNetBackbone
 
     settings = cfg["backbone"]
-    if not isinstance(backbone, ResNetBackbone) or type(backbone) is not ResNetBackbone:
+    if type(backbone) is not ResNetBackbone:  # not a subclass either (DeepCluster's Sobel input)
         raise SelfSupError(f"--format torchvision exports ResNets; this run's backbone is {settings['name']} "
                            "(use --format safetensors or onnx)")
     if settings["width"] != 64:
@@ -103,20 +98,12 @@ def _sample_inputs(cfg: dict, norm, channels: int, size: int) -> tuple[torch.Ten
         return rng.randn((8, channels, size, size), rng.cpu_generator(0)), "8 random inputs (the run's data is not here)"
 
 
-def _load_back(fmt: str, recipe: str, file: Path) -> nn.Module:
-    """The exported file loaded as a user would: the recipe's lines for torchvision and timm."""
-    if fmt in ("torchvision", "timm"):
-        scope: dict = {}
-        exec(compile(recipe, f"<{fmt} recipe>", "exec"), scope)  # noqa: S102 - our own recipe, as users will run it
-        return scope["model"]
-    raise AssertionError(fmt)
-
-
 def export_backbone(run: str | Path, fmt: str, out: str | Path) -> dict:
     """Write the backbone of ``run`` (a run folder or a checkpoint) to ``out`` in ``fmt`` and
     ``out`` + ".json" beside it; returns that JSON's dict (with the check's largest difference)."""
     from .build import load_pretrained
     from .data.datasets import dataset_info
+    from .rundir import RunDirectory
 
     if fmt not in FORMATS:
         raise SelfSupError(f"unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}")
@@ -125,18 +112,24 @@ def export_backbone(run: str | Path, fmt: str, out: str | Path) -> dict:
         raise SelfSupError(f"{out} (or {out}.json) exists; export to a new file (nothing was overwritten)")
     if out.suffix == ".ckpt":
         raise SelfSupError(f"{out}: an export is not a checkpoint; give it its format's suffix (.pt, .safetensors, .onnx)")
-    pretrained = load_pretrained(_checkpoint_of(run))
+    checkpoint = RunDirectory(run).checkpoint if Path(run).is_dir() else Path(run)
+    pretrained = load_pretrained(checkpoint)
     cfg, backbone = pretrained.cfg, pretrained.method.backbone.float().to(memory_format=torch.contiguous_format).eval()
     if dataset_info(cfg["dataset"]).modality != "image":
         raise SelfSupError("export handles image backbones; this run's is a series encoder")
     channels, size = cfg["data"]["channels"], cfg["data"]["image_size"]
+    takes = backbone.conv1.in_channels if hasattr(backbone, "conv1") else backbone.vit.patch_embed.proj.in_channels
+    if takes != channels:
+        raise SelfSupError(f"this {cfg['method']} backbone takes {takes}-channel inputs, not the run's {channels}-channel "
+                           "images: the method transforms its images before the backbone (DeepCluster's Sobel "
+                           "filter, --set params.sobel=false to train without it), and an export holds the backbone alone")
     inputs, described = _sample_inputs(cfg, pretrained.norm, channels, size)
     with torch.no_grad():
         expected = backbone(inputs)
     recipe = torchvision_recipe(cfg, backbone, str(out)) if fmt == "torchvision" else \
         timm_recipe(backbone, str(out)) if fmt == "timm" else ""
     out.parent.mkdir(parents=True, exist_ok=True)
-    info = {"format": fmt, "file": str(out), "checkpoint": str(_checkpoint_of(run)), "method": cfg["method"],
+    info = {"format": fmt, "file": str(out), "checkpoint": str(checkpoint), "method": cfg["method"],
             "backbone": cfg["backbone"], "input": {"channels": channels, "image_size": size},
             "normalization": {"mean": list(pretrained.norm.mean), "std": list(pretrained.norm.std)},
             "feature_dim": int(expected.shape[1])}
@@ -161,8 +154,10 @@ def _write(fmt: str, backbone: nn.Module, inputs: torch.Tensor, out: Path, recip
     if fmt in ("torchvision", "timm"):
         torch.save(_portable_state(backbone), out)
         info["recipe"] = recipe
+        scope: dict = {}  # the file loaded as a user would: the recipe's lines
+        exec(compile(recipe, f"<{fmt} recipe>", "exec"), scope)  # noqa: S102 - our own recipe, as users will run it
         with torch.no_grad():
-            return _load_back(fmt, recipe, out)(inputs)
+            return scope["model"](inputs)
     from safetensors.torch import load_file, save_file
 
     vit = isinstance(backbone, ViTBackbone)

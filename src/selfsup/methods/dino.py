@@ -27,7 +27,7 @@ from ..data.augment import AugmentConfig, views
 from ..data.views import ViewSpec
 from ..losses.distillation import dino, dino_center
 from .base import Method
-from .helpers import cosine_momentum, ema_update, encode_by_resolution, frozen_copy, local_crop_size
+from .helpers import cosine_momentum, ema_update, encode_by_resolution, frozen_copy, small_crops
 
 DINO_VIEWS = views(crop_scale=(0.4, 1.0), blur_p=1.0)
 
@@ -69,11 +69,9 @@ class DINO(Method):
         self.teacher_backbone, self.teacher_head = frozen_copy(self.backbone), frozen_copy(self.head)
         self.register_buffer("center", torch.zeros(cfg["out_dim"]))
         first = AugmentConfig(**cfg["augment"])
-        local = dataclasses.replace(first, crop_scale=tuple(cfg["local_crop_scale"]), **cfg["augment_local"])
         self.views = [ViewSpec(first), ViewSpec(dataclasses.replace(first, **cfg["augment_second"]))]
-        if cfg["local_crops"]:
-            self.views.append(ViewSpec(local, count=cfg["local_crops"],
-                                       size=cfg["local_crop_size"] or local_crop_size(run.image_size)))
+        self.views += small_crops(first, cfg["local_crops"], cfg["local_crop_scale"], cfg["local_crop_size"],
+                                  run.image_size, **cfg["augment_local"])
         self.epoch = 0
 
     def on_epoch_start(self, epoch, embed):

@@ -6,6 +6,7 @@ method file stays a screen long.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -38,9 +39,15 @@ def asymmetric_views(augment: dict, second_changes: dict) -> list[ViewSpec]:
     return [ViewSpec(AugmentConfig(**augment)), ViewSpec(AugmentConfig(**{**augment, **second_changes}))]
 
 
-def local_crop_size(image_size: int) -> int:
-    """The side of multi-crop's small crops: 96/224 of the image's (SwAV, DINO), at least 8 px."""
-    return max(8, round(image_size * 96 / 224))
+def small_crops(pipeline: AugmentConfig, count: int, scale, size: int | None, image_size: int,
+                **changes) -> list[ViewSpec]:
+    """Multi-crop's small crops (SwAV, DINO, MSN's focal views, LeJEPA's local views): ``count``
+    crops of ``scale`` of the image, ``pipeline``'s other settings with ``changes``, at ``size``
+    pixels (None: 96/224 of ``image_size``, at least 8 px); no view spec when ``count`` is 0."""
+    if not count:
+        return []
+    crop = dataclasses.replace(pipeline, crop_scale=tuple(scale), **changes)
+    return [ViewSpec(crop, count=count, size=size or max(8, round(image_size * 96 / 224)))]
 
 
 def encode_by_resolution(encoder: nn.Module, views: list[torch.Tensor]) -> torch.Tensor:

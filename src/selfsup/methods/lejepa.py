@@ -17,16 +17,13 @@ from a generator seeded by the run's seed and the step, so every rank draws the 
 """
 from __future__ import annotations
 
-import dataclasses
-
-
 from .. import rng
 from ..data.augment import AugmentConfig, views
 from ..data.views import ViewSpec
 from ..losses import lejepa
 from ..models.heads import mlp
 from .base import Method
-from .helpers import encode_by_resolution, local_crop_size
+from .helpers import encode_by_resolution, small_crops
 
 LEJEPA_VIEWS = views(crop_scale=(0.3, 1.0), solarize_p=0.2)
 
@@ -47,10 +44,8 @@ class LeJEPA(Method):
         self.projector = mlp(self.feature_dim, cfg["proj_hidden_dim"], cfg["proj_dim"], layers=3)
         pipeline = AugmentConfig(**cfg["augment"])
         self.views = [ViewSpec(pipeline, count=cfg["global_views"])]
-        if cfg["local_views"]:
-            local = dataclasses.replace(pipeline, crop_scale=tuple(cfg["local_crop_scale"]))
-            self.views.append(ViewSpec(local, count=cfg["local_views"],
-                                       size=cfg["local_crop_size"] or local_crop_size(run.image_size)))
+        self.views += small_crops(pipeline, cfg["local_views"], cfg["local_crop_scale"], cfg["local_crop_size"],
+                                  run.image_size)
 
     def training_step(self, batch, step):
         crops, cfg = batch["views"], self.cfg

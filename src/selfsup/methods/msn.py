@@ -17,8 +17,6 @@ cosine (the code: linearly over 1.25 times the run), a fixed weight decay (the p
 """
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,7 +27,7 @@ from ..data.views import ViewSpec
 from ..losses import msn
 from ..models.heads import mlp
 from .base import Method
-from .helpers import cosine_momentum, ema_update, frozen_copy, local_crop_size
+from .helpers import cosine_momentum, ema_update, frozen_copy, small_crops
 from .masking import random_patch_mask
 
 
@@ -56,10 +54,8 @@ class MSN(Method):
         self.prototypes.no_weight_decay = True
         random = AugmentConfig(**cfg["augment"])
         self.views = [ViewSpec(random, count=2)]
-        if cfg["focal_views"]:
-            focal = dataclasses.replace(random, crop_scale=tuple(cfg["focal_crop_scale"]))
-            self.views.append(ViewSpec(focal, count=cfg["focal_views"],
-                                       size=cfg["focal_crop_size"] or local_crop_size(run.image_size)))
+        self.views += small_crops(random, cfg["focal_views"], cfg["focal_crop_scale"], cfg["focal_crop_size"],
+                                  run.image_size)
 
     def anchors(self, crops: list[torch.Tensor]) -> torch.Tensor:
         """The backbone's features of ``crops`` (views of one size), ``mask_ratio`` of each one's

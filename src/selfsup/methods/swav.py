@@ -15,8 +15,6 @@ the paper's small-batch settings.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,7 +24,7 @@ from ..data.views import ViewSpec
 from ..losses import swav
 from ..models.heads import mlp
 from .base import Method
-from .helpers import FeatureQueue, encode_by_resolution, local_crop_size
+from .helpers import FeatureQueue, encode_by_resolution, small_crops
 
 
 class SwAV(Method):
@@ -47,10 +45,8 @@ class SwAV(Method):
         self.projector = mlp(self.feature_dim, cfg["proj_hidden_dim"] or self.feature_dim, cfg["proj_dim"])
         self.prototypes = nn.Linear(cfg["proj_dim"], cfg["num_prototypes"], bias=False)
         full = AugmentConfig(**cfg["augment"])
-        small = dataclasses.replace(full, crop_scale=tuple(cfg["small_crop_scale"]))
-        small_size = cfg["small_crop_size"] or local_crop_size(run.image_size)
-        self.views = [ViewSpec(full, count=2)] + ([ViewSpec(small, count=cfg["small_crops"], size=small_size)]
-                                                  if cfg["small_crops"] else [])
+        self.views = [ViewSpec(full, count=2)] + small_crops(full, cfg["small_crops"], cfg["small_crop_scale"],
+                                                             cfg["small_crop_size"], run.image_size)
         self.queues = nn.ModuleList(FeatureQueue(cfg["queue_size"], cfg["proj_dim"]) for _ in range(2))
         self.epoch = 0
 
