@@ -39,3 +39,9 @@ def tiny_simclr_run(tmp_path_factory):
 def simclr_run(tiny_simclr_run, tmp_path):
     """A copy of the session's tiny SimCLR run, this test's to change."""
     return shutil.copytree(tiny_simclr_run, tmp_path / "simclr")
+
+
+def pytest_collection_modifyitems(items):
+    """Slow tests first: pytest-xdist's workers then end on short tests, not one idle behind the
+    other's last minutes-long learning test."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
