@@ -82,8 +82,8 @@ def test_existing_run_is_not_overwritten(capsys, finished_run, tiny_args):
     before = {p.name: digest(p) for p in [finished_run / "metrics.json", finished_run / "checkpoints" / "last.ckpt"]}
     assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", *tiny_args, "--out", str(finished_run)),
                        "already holds")
-    assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", *tiny_args, "--resume",
-                                "--out", str(finished_run)), "already holds a finished run")
+    assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", *tiny_args, "--epochs", "2", "--resume",
+                                "--out", str(finished_run)), "already holds a finished run of 2 epochs; to extend")
     after = {p.name: digest(p) for p in [finished_run / "metrics.json", finished_run / "checkpoints" / "last.ckpt"]}
     assert before == after
 

@@ -91,6 +91,18 @@ def test_resume_continues_to_the_same_result(tmp_path, monkeypatch):
                         for run in (straight, interrupted)))
 
 
+def test_a_finished_run_extends_to_more_epochs_and_keeps_its_earlier_result(tmp_path):
+    run = tmp_path / "run"
+    first = pretrain(tiny_cfg(epochs=2), run)
+    extended = pretrain(tiny_cfg(epochs=3), run, resume=True)
+    assert json.loads((run / "metrics-2-epochs.json").read_text()) == first
+    assert extended["epochs"] == 3 and [h["epoch"] for h in extended["knn_history"]] == [1, 2, 3]
+    assert extended["knn_history"][:2] == first["knn_history"]
+    assert yaml.safe_load((run / "config.yaml").read_text())["epochs"] == 3
+    steps = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert steps == 3 * 512 // 64  # the third epoch trained on top of the first two
+
+
 def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path, monkeypatch, capsys, tiny_args):
     out = tmp_path / "run"
     original = SimCLR.training_step

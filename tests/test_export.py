@@ -103,7 +103,7 @@ def test_bad_exports_say_why_and_overwrite_nothing(tiny_simclr_run, tmp_path, ca
     assert main(["export", str(tiny_simclr_run), "--format", "timm", "--out", str(tmp_path / "b.pt")]) != 0
     assert "vision transformers" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "nowhere"), "--format", "onnx", "--out", str(tmp_path / "c.onnx")]) != 0
-    assert "does not exist" in capsys.readouterr().err
+    assert "no such run directory or checkpoint" in capsys.readouterr().err
     assert not any(p.name in ("a.pt", "b.pt", "c.onnx") for p in tmp_path.iterdir())
 
 

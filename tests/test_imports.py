@@ -17,6 +17,7 @@ LAYERS = [
     {"engine"},
     {"timeseries", "report"},
     {"bench"},
+    {"api"},
     {"cli"},
 ]
 LAYER = {part: i for i, parts in enumerate(LAYERS) for part in parts}

@@ -66,7 +66,12 @@ def test_start_refuses_what_would_damage_a_run(tmp_path):
         run.start(cfg, resume=True)
     run.finish({"knn_top1": 0.5})
     with pytest.raises(SelfSupError, match="already holds a finished run"):
-        run.start(cfg, resume=True)
+        run.start(cfg, resume=False)
+    for same_or_fewer in (cfg, {**cfg, "epochs": 1}):
+        with pytest.raises(SelfSupError, match="finished run of 2 epochs; to extend it"):
+            run.start(same_or_fewer, resume=True)
+    with pytest.raises(SelfSupError, match="finished run of 2 epochs"):
+        run.start({**cfg, "epochs": 3, "seed": 1}, resume=True)  # more epochs, and another seed
     assert run.metrics() == {"knn_top1": 0.5} and yaml.safe_load(run.config_file.read_text()) == cfg
 
 

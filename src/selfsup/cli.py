@@ -250,44 +250,35 @@ def _cmd_list(args) -> None:
         print(f"  {name:14s} {suite.description}")
 
 
-def _is_worker_process() -> bool:
-    """True in the extra processes DDP launches (they must not touch the run directory)."""
-    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("RANK", "0")) > 0
-
-
 def _run_config(args, params: dict | None = None, backbone: dict | None = None) -> dict:
     """The resolved configuration of a training command's flags."""
-    from .config import resolve
+    from .api import configure
 
-    flags = {
-        "dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs, "batch_size": args.batch_size,
-        "subset": args.subset, "seed": args.seed,
-        "backbone": {k: v for k, v in {"name": args.backbone, "width": args.width, **(backbone or {})}.items()
-                     if v is not None},
-        "trainer": {k: v for k, v in {"devices": args.devices, "num_nodes": args.num_nodes,
-                                      "accelerator": args.accelerator}.items() if v is not None},
-        "params": {k: v for k, v in (params or {}).items() if v is not None},
-    }
-    cfg = resolve(args.method, args.config, flags, args.set)
-    _validate(cfg)
-    return cfg
+    return configure(
+        args.method, args.config, args.set or (), dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs,
+        batch_size=args.batch_size, subset=args.subset, seed=args.seed,
+        backbone={k: v for k, v in {"name": args.backbone, "width": args.width, **(backbone or {})}.items()
+                  if v is not None},
+        trainer={k: v for k, v in {"devices": args.devices, "num_nodes": args.num_nodes,
+                                   "accelerator": args.accelerator}.items() if v is not None},
+        params={k: v for k, v in (params or {}).items() if v is not None})
 
 
 def _train(args, cfg: dict, **options) -> None:
-    from .engine.train import pretrain
+    from .api import pretrain
 
     if args.print_config:
         from .rundir import dump
         print(dump(cfg), end="")
         return
     out = Path(args.out or f"runs/{cfg['method']}-{cfg['dataset']}")
-    metrics = pretrain(cfg, out, resume=args.resume, is_worker=_is_worker_process(), **options)
+    metrics = pretrain(cfg, out, resume=args.resume, **options)
     if metrics:
         _print_summary(metrics, out, cfg)
 
 
 def _cmd_pretrain(args) -> None:
-    _train(args, _run_config(args), baselines=args.baselines, probe_epochs=100 if args.linear_probe else 0)
+    _train(args, _run_config(args), baselines=args.baselines, linear_probe=args.linear_probe)
 
 
 def _cmd_semisup(args) -> None:
@@ -303,14 +294,6 @@ def _cmd_semisup(args) -> None:
     params = {"labels_per_class": args.labels_per_class, "label_seed": args.label_seed, "balance": args.balance,
               "iterations": args.iterations}
     _train(args, _run_config(args, params, {"init": args.init}))
-
-
-def _validate(cfg) -> None:
-    """The check that needs the model registry: the backbone's name (``resolve`` has checked
-    every value's type and range)."""
-    from .models import BACKBONES
-    if cfg["backbone"]["name"] not in (*BACKBONES, "auto"):
-        raise SelfSupError(f"unknown backbone '{cfg['backbone']['name']}'; choose one of: auto, {', '.join(BACKBONES)}")
 
 
 def _print_summary(metrics: dict, out: Path, cfg: dict) -> None:

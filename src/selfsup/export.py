@@ -103,7 +103,7 @@ def export_backbone(run: str | Path, fmt: str, out: str | Path) -> dict:
     ``out`` + ".json" beside it; returns that JSON's dict (with the check's largest difference)."""
     from .build import load_pretrained
     from .data.datasets import dataset_info
-    from .rundir import RunDirectory
+    from .rundir import checkpoint_of
 
     if fmt not in FORMATS:
         raise SelfSupError(f"unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}")
@@ -112,7 +112,7 @@ def export_backbone(run: str | Path, fmt: str, out: str | Path) -> dict:
         raise SelfSupError(f"{out} (or {out}.json) exists; export to a new file (nothing was overwritten)")
     if out.suffix == ".ckpt":
         raise SelfSupError(f"{out}: an export is not a checkpoint; give it its format's suffix (.pt, .safetensors, .onnx)")
-    checkpoint = RunDirectory(run).checkpoint if Path(run).is_dir() else Path(run)
+    checkpoint = checkpoint_of(run)
     pretrained = load_pretrained(checkpoint)
     cfg, backbone = pretrained.cfg, pretrained.method.backbone.float().to(memory_format=torch.contiguous_format).eval()
     if dataset_info(cfg["dataset"]).modality != "image":

@@ -58,6 +58,16 @@ def _auto_resolved(cfg, saved):
     return saved if cfg == "auto" and saved is not None else cfg
 
 
+def checkpoint_of(run: str | Path) -> Path:
+    """The checkpoint of ``run``: a run directory (its ``checkpoints/last.ckpt``) or a checkpoint file."""
+    run = Path(run)
+    if run.is_dir():
+        return RunDirectory(run).checkpoint
+    if not run.exists():
+        raise SelfSupError(f"{run}: no such run directory or checkpoint")
+    return run
+
+
 def _in_scope(name: str, scope) -> bool:
     return scope is None or any(name == s or name.startswith(s + ".") for s in scope)
 
@@ -96,25 +106,37 @@ class RunDirectory:
 
     def start(self, cfg: dict, resume: bool) -> Path | None:
         """Make ready to run ``cfg`` here; the checkpoint to resume from (None: from the start).
-        Refuses, with a clear message, anything that would damage a run: a finished run, a
-        folder holding other files without ``resume``, a resume with other settings."""
+        Refuses, with a clear message, anything that would damage a run: a finished run (unless
+        ``resume`` extends it to more epochs: its metrics.json is kept as
+        ``metrics-<epochs>-epochs.json``), a folder holding other files without ``resume``, a
+        resume with other settings."""
         out = self.path
         if out.exists() and not out.is_dir():
             raise SelfSupError(f"{out} is a file, not a run directory; choose another --out")
-        if self.metrics_file.exists():
-            raise SelfSupError(f"{out} already holds a finished run (metrics.json); choose another --out")
+        extends = False
         if out.is_dir() and any(out.iterdir()):
             if not self.config_file.is_file():
                 raise SelfSupError(f"{out} is not empty and holds no run (no config.yaml); choose another --out")
             if not resume:
-                raise SelfSupError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+                finished = "a finished run (metrics.json)" if self.metrics_file.exists() else "a run"
+                raise SelfSupError(f"{out} already holds {finished}; pass --resume to continue it (with a larger "
+                                   "--epochs to extend a finished one) or choose another --out")
             changed = self.differences(cfg)
-            if changed:
+            saved_epochs = (self.saved_config() or {}).get("epochs", 0)
+            extends = self.metrics_file.exists() and changed == ["epochs"] and cfg["epochs"] > saved_epochs
+            if self.metrics_file.exists() and not extends:
+                raise SelfSupError(f"{out} already holds a finished run of {saved_epochs} epochs; to extend it, "
+                                   "--resume with the same settings and a larger --epochs")
+            if changed and not extends:
                 raise ResumeMismatch(f"--resume must repeat the run's settings; these differ from "
                                      f"{self.config_file}: {', '.join(changed)}")
         if not self.checkpoint.is_file():
+            if extends:
+                raise SelfSupError(f"{out} holds a finished run but no checkpoint to extend it from")
             return None
         read_checkpoint(self.checkpoint)  # a clear error for a damaged checkpoint, before anything reads it
+        if extends:  # the earlier result is kept, never overwritten
+            self.metrics_file.rename(out / f"metrics-{saved_epochs}-epochs.json")
         return self.checkpoint
 
     def write_config(self, cfg: dict) -> None:

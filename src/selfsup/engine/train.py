@@ -27,6 +27,7 @@ from ..methods.base import Method
 from ..models.backbones import VIT_BACKBONES, default_backbone, vit_size
 from ..rundir import RunDirectory
 from .callbacks import AtomicCheckpointIO, EpochCheckpoint, KNNMonitor, ProgressBar, Throughput
+from .cluster import is_launched_worker
 from .module import PretrainModule
 
 
@@ -115,19 +116,19 @@ def quiet_lightning() -> None:
 
 
 def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False, probe_epochs: int = 0,
-             probe_layers: bool = False, is_worker: bool = False, baselines_cache: Path | None = None) -> dict:
+             probe_layers: bool = False, baselines_cache: Path | None = None) -> dict:
     """Pretrain ``cfg['method']`` on ``cfg['dataset']`` into ``out``; returns metrics.json's dict.
 
     ``baselines`` adds raw-pixel and random-init kNN (kept in ``baselines_cache`` if given,
     see ``run_baselines``); ``probe_epochs`` > 0 adds a linear
     probe (``linear_top1``, and in the baselines the pixels' and random-init network's), and
-    with ``probe_layers`` one per stage (``linear_layers``, and the random-init network's);
-    ``is_worker`` marks the extra processes that DDP launches, which leave the run directory
-    to rank 0."""
+    with ``probe_layers`` one per stage (``linear_layers``, and the random-init network's).
+    Only global rank 0 writes the run directory (``engine.cluster``: ranks as Lightning reads them)."""
     quiet_lightning()
     run = RunDirectory(out)
     expand_hosted(cfg)  # a config changed after it was resolved: its hosted methods' params as resolving gives them
     train, bank, test = load_datasets(cfg)  # checks every setting (RunSettings) before any work
+    is_worker = is_launched_worker()
     s = RunSettings.of(cfg)  # with what the dataset filled in
     if s.batch_size > len(train):
         raise SelfSupError(f"batch size {s.batch_size} is larger than the {len(train)} training images; "
