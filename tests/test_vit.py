@@ -1,12 +1,16 @@
 """Vision transformer backbones: sizes, the token contract (kept and masked patches), per-block
 features, weight-decay groups, and a run through the CLI that records the network's size."""
+import functools
 import json
 
+import pytest
 import torch
 import yaml
 
+from selfsup.config import resolve
+from selfsup.methods import METHODS
 from selfsup.methods.base import split_decay
-from selfsup.models.backbones import build_backbone, vit_size
+from selfsup.models.backbones import VIT_BACKBONES, build_backbone, vit_size
 
 SMALL = {"name": "vit", "width": 32, "depth": 2, "heads": 2}
 
@@ -112,3 +116,23 @@ def test_layer_decay_scales_each_blocks_learning_rate_from_the_top():
     assert scale_of[id(net.vit.pos_embed)] == scale_of[id(net.vit.patch_embed.proj.weight)] == 0.125
     assert len(scale_of) == sum(1 for p in model.parameters())
     assert [len(g["params"]) for g in layer_decay_groups(model, net, "backbone.", 1.0)] == [len(scale_of)]
+
+
+@pytest.mark.parametrize("name", sorted(n for n, cls in METHODS.items()
+                                        if resolve(n)["backbone"]["name"] in VIT_BACKBONES))
+def test_vit_methods_train_a_step_under_bf16_autocast(name):
+    """What ``trainer.precision=bf16-mixed`` runs: tokens in bf16 meet parameters in fp32 (MAE's
+    decoder once scattered fp32 mask tokens with bf16 patches and crashed at its first step)."""
+    from selfsup.data.views import Normalization, make_views
+    from support import tiny
+
+    method = tiny(name)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8)
+    batch = {"image": images, "label": torch.arange(8) % 6, "index": torch.arange(8)}
+    method.generator = generator
+    views = functools.partial(make_views, norm=Normalization((0.5,) * 3, (0.25,) * 3), generator=generator)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = method.training_step(method.prepare_batch(batch, views), 0)["loss"]
+    loss.float().backward()
+    assert torch.isfinite(loss)

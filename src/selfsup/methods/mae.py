@@ -29,7 +29,7 @@ class MAEDecoder(NarrowTransformer):
     def forward(self, tokens: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """``tokens`` [B, 1 + K, D] ([CLS] and the kept patches, in ``keep``'s order) -> [B, N, out_dim]."""
         x = self.embed(tokens)
-        patches = self.mask_token.expand(x.shape[0], self.pos_embed.shape[1] - 1, -1)
+        patches = self.mask_token.to(x.dtype).expand(x.shape[0], self.pos_embed.shape[1] - 1, -1)  # bf16 under autocast
         patches = patches.scatter(1, keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]), x[:, 1:])
         x = torch.cat([x[:, :1], patches], dim=1) + self.pos_embed
         return self.project(self.norm(self.blocks(x)))[:, 1:]
