@@ -46,6 +46,9 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", type=int, default=None, help="devices per node; DDP when more than one (default 1)")
     p.add_argument("--num-nodes", type=int, default=None, help="nodes for multi-node DDP (default 1)")
     p.add_argument("--accelerator", default=None, help="cpu | gpu | auto (default auto)")
+    p.add_argument("--logger", action="append", choices=["csv", "tensorboard", "wandb", "mlflow"],
+                   help="experiment tracker, repeatable (default csv and tensorboard, under RUN/logs; wandb runs offline "
+                        "unless WANDB_MODE=online; mlflow writes RUN/logs/mlruns unless MLFLOW_TRACKING_URI is set)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -260,7 +263,7 @@ def _run_config(args, params: dict | None = None, backbone: dict | None = None) 
         backbone={k: v for k, v in {"name": args.backbone, "width": args.width, **(backbone or {})}.items()
                   if v is not None},
         trainer={k: v for k, v in {"devices": args.devices, "num_nodes": args.num_nodes,
-                                   "accelerator": args.accelerator}.items() if v is not None},
+                                   "accelerator": args.accelerator, "loggers": args.logger}.items() if v is not None},
         params={k: v for k, v in (params or {}).items() if v is not None})
 
 

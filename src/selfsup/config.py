@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import re
 import types
 import typing
@@ -149,6 +150,10 @@ class ScheduleSettings(Settings):
     final_lr_ratio: float = dataclasses.field(default=0.0, metadata=_at_least(0))
 
 
+# experiment trackers (Lightning's loggers) and the package each needs
+LOGGER_PACKAGES = {"csv": "lightning", "tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainerSettings(Settings):
     accelerator: str = "auto"
@@ -159,6 +164,15 @@ class TrainerSettings(Settings):
     channels_last: bool = True
     log_every_n_steps: int = dataclasses.field(default=20, metadata=_at_least(1))
     progress_bar: bool = True
+    loggers: list = dataclasses.field(default_factory=lambda: ["csv", "tensorboard"])
+
+    def __post_init__(self):
+        for name in self.loggers:
+            if name not in LOGGER_PACKAGES:
+                raise SelfSupError(f"trainer.loggers: unknown logger '{name}'; choose from {', '.join(LOGGER_PACKAGES)}")
+            if importlib.util.find_spec(LOGGER_PACKAGES[name]) is None:
+                raise SelfSupError(f"the {name} logger needs the '{LOGGER_PACKAGES[name]}' package: "
+                                   "pip install 'selfsup[trackers]' (or the package itself)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,7 @@ import yaml
 from .errors import SelfSupError
 from .io import atomic_write_text, ensure_writable_dir, read_checkpoint, write_json
 
-UNCOMPARED = ("trainer.progress_bar",)  # settings that never make two runs differ
+UNCOMPARED = ("trainer.progress_bar", "trainer.loggers")  # settings that never make two runs differ
 
 
 class ResumeMismatch(SelfSupError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import sys
 import warnings
@@ -86,9 +87,7 @@ def build_trainer(s: RunSettings, out: Path, callbacks: list) -> L.Trainer:
     distributed = t.devices * t.num_nodes > 1 if isinstance(t.devices, int) else True
     # PyTorch's SyncBatchNorm runs on CUDA only; CPU (gloo) DDP keeps per-process statistics.
     on_gpu = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
-    # One version directory per start (version_0, then version_1 after a resume...): a resumed
-    # run never overwrites the logs of the attempt before it.
-    loggers = [CSVLogger(out / "logs", name="csv"), TensorBoardLogger(out / "logs", name="tensorboard")]
+    loggers = [make_logger(name, out) for name in t.loggers]
     callbacks = callbacks + [LearningRateMonitor(logging_interval="step")]
     if t.progress_bar:
         callbacks.append(ProgressBar(refresh_rate=5))
@@ -104,6 +103,40 @@ def build_trainer(s: RunSettings, out: Path, callbacks: list) -> L.Trainer:
         log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar,
         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, default_root_dir=out,
     )
+
+
+def make_logger(name: str, out: Path):
+    """Lightning's logger ``name`` writing under ``out/logs``.  CSV and TensorBoard keep one
+    version directory per start (a resumed run never overwrites the attempt before it); W&B
+    runs offline unless ``WANDB_MODE=online``; MLflow writes ``logs/mlruns`` unless
+    ``MLFLOW_TRACKING_URI`` names a server or store."""
+    logs = out / "logs"
+    if name == "csv":
+        return CSVLogger(logs, name="csv")
+    if name == "tensorboard":
+        return TensorBoardLogger(logs, name="tensorboard")
+    if name == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+        return WandbLogger(name=out.name, project="selfsup", save_dir=str(logs),
+                           offline=os.environ.get("WANDB_MODE", "offline") != "online")
+    from lightning.pytorch.loggers import MLFlowLogger
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3's local file store, kept for offline runs
+    return MLFlowLogger(experiment_name="selfsup", run_name=out.name,
+                        tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", (logs / "mlruns").resolve().as_uri()))
+
+
+def log_final_metrics(trainer: L.Trainer, metrics: dict) -> None:
+    """metrics.json's numbers (nested ones flattened, ``final/`` before each name) to every logger."""
+    def numbers(d: dict, prefix: str = "final/"):
+        for key, value in d.items():
+            if isinstance(value, dict):
+                yield from numbers(value, f"{prefix}{key}/")
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                yield f"{prefix}{key}", float(value)
+    values = dict(numbers(metrics))
+    for logger in trainer.loggers:
+        logger.log_metrics(values, step=trainer.global_step)
+        logger.finalize("success")
 
 
 def quiet_lightning() -> None:
@@ -150,6 +183,7 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
     if test is not None:
         metrics.update(final_evaluation(module, cfg, s, bank, test, baselines, probe_epochs, probe_layers,
                                         baselines_cache))
+    log_final_metrics(trainer, metrics)
     return run.finish(metrics)
 
 
