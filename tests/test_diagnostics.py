@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from selfsup.cli import main
-from selfsup.eval.diagnostics import alignment, effective_rank, normalized_std, uniformity
+from selfsup.eval.diagnostics import alignment, effective_rank, normalized_std, rankme, uniformity
 
 AXES = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
 
@@ -29,6 +29,15 @@ def test_effective_rank_from_isotropic_to_one_direction():
     assert effective_rank(AXES * torch.tensor([2.0, 1.0])) == pytest.approx(expected)
 
 
+def test_rankme_against_hand_computed_singular_values():
+    # rows (3, 0), (0, 1): singular values 3 and 1, p = (0.75 + ε, 0.25 + ε); uncentred, unlike effective_rank
+    p = [0.75 + 1e-7, 0.25 + 1e-7]
+    assert rankme(torch.tensor([[3.0, 0.0], [0.0, 1.0]])) == pytest.approx(math.exp(-sum(q * math.log(q) for q in p)))
+    assert rankme(torch.ones(10, 4)) == pytest.approx(1.0, abs=1e-5)  # collapsed: one direction
+    q = torch.linalg.qr(torch.randn(64, 64, dtype=torch.float64))[0]
+    assert rankme(q) == pytest.approx(64.0, rel=1e-4)  # an orthogonal matrix: every direction used equally
+
+
 def test_alignment_and_uniformity_hand_computed():
     a = torch.tensor([[1.0, 0.0], [0.0, 3.0]])
     assert alignment(a, a * 2) == pytest.approx(0.0)
@@ -46,12 +55,13 @@ def test_uniformity_matches_a_double_loop():
 def test_evaluate_diagnostics_command(capsys, tmp_path, simclr_run):
     out = simclr_run
     metrics = json.loads((out / "metrics.json").read_text())
-    assert {"normalized_std", "effective_rank", "alignment", "uniformity"} <= set(metrics["diagnostics"])
-    assert "effective_rank" in metrics["knn_history"][-1]
+    assert {"normalized_std", "effective_rank", "rankme", "alignment", "uniformity"} <= set(metrics["diagnostics"])
+    assert {"effective_rank", "rankme"} <= set(metrics["knn_history"][-1])  # each monitored epoch
     capsys.readouterr()
     assert main(["evaluate", "diagnostics", "--checkpoint", str(out / "checkpoints" / "last.ckpt"),
                  "--images", "100"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["images"] == 100 and 1 <= result["effective_rank"] <= result["feature_dim"]
+    assert 1 <= result["rankme"] <= min(100, result["feature_dim"]) + 1e-3
     assert 0 < result["normalized_std"] <= 1 and 0 <= result["alignment"] <= 4 and -4 <= result["uniformity"] <= 0
     assert json.loads((out / "eval_diagnostics.json").read_text())["effective_rank"] == result["effective_rank"]

@@ -5,6 +5,9 @@
   1/√d for features spread over the sphere, 0 when every image maps to one point.
 * ``effective_rank``: exp of the entropy of the normalised eigenvalues of the features'
   covariance (Roy & Vetterli 2007), between 1 (one direction used) and d.
+* ``rankme``: RankMe (Garrido et al. 2023, Eq. 1): exp of the entropy of the [N, d] feature
+  matrix's singular values divided by their sum (plus ε = 1e-7, the paper's), uncentred; the
+  paper finds it tracks downstream accuracy without labels.
 * ``alignment`` (E‖f(x) − f(x⁺)‖², lower is better) and ``uniformity``
   (log E exp(−2‖f(x) − f(y)‖²), lower is better) of L2-normalised features (Wang & Isola 2020).
 
@@ -43,6 +46,13 @@ def effective_rank(features: torch.Tensor) -> float:
     return math.exp(-(p * p.log()).sum().item())
 
 
+def rankme(features: torch.Tensor, eps: float = 1e-7) -> float:
+    """exp(H(p)) with p_k = σ_k / ‖σ‖₁ + ε, σ the singular values of the [N, d] features."""
+    sigma = torch.linalg.svdvals(features.double())
+    p = sigma / sigma.sum().clamp_min(1e-300) + eps
+    return math.exp(-(p * p.log()).sum().item())
+
+
 def alignment(a: torch.Tensor, b: torch.Tensor, alpha: float = 2.0) -> float:
     """E ‖â − b̂‖^α over positive pairs (rows of ``a`` and ``b``), L2-normalised."""
     return (F.normalize(a.double(), dim=1) - F.normalize(b.double(), dim=1)).norm(dim=1).pow(alpha).mean().item()
@@ -57,7 +67,7 @@ def uniformity(features: torch.Tensor, t: float = 2.0) -> float:
 @torch.no_grad()
 def embedding_diagnostics(method, dataset, norm: Normalization, device="cpu", seed: int = 0,
                           channels_last: bool = False, batch_size: int = 512) -> dict:
-    """The four diagnostics of ``method.features`` on ``dataset`` (clean images for the
+    """The diagnostics of ``method.features`` on ``dataset`` (clean images for the
     spread, two seeded augmented views per image for alignment), in eval mode."""
     generator = torch.Generator(device=device).manual_seed(seed)
     clean, first, second = [], [], []
@@ -73,5 +83,5 @@ def embedding_diagnostics(method, dataset, norm: Normalization, device="cpu", se
                 out.append(method.features(inputs).float().cpu())
     clean, first, second = torch.cat(clean), torch.cat(first), torch.cat(second)
     return {"normalized_std": normalized_std(clean), "normalized_std_healthy": 1 / math.sqrt(clean.shape[1]),
-            "effective_rank": effective_rank(clean), "feature_dim": clean.shape[1],
+            "effective_rank": effective_rank(clean), "rankme": rankme(clean), "feature_dim": clean.shape[1],
             "alignment": alignment(first, second), "uniformity": uniformity(clean)}
