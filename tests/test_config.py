@@ -83,6 +83,7 @@ def test_resolve_returns_a_typed_config_that_still_reads_and_dumps_as_a_dict():
     ({"knn": {"final": "yes"}}, "knn.final must be true or false, got 'yes'"),
     ({"data": {"channels": 2}}, "data.channels must be one of 1, 3 or null, got 2"),
     ({"subset": 0}, "subset must be at least 1, got 0"),
+    ({"backbone": {"name": "resnet7"}}, "unknown backbone 'resnet7'; choose one of: auto, resnet18"),
 ])
 def test_every_setting_is_checked_against_its_type_and_range(flags, message):
     with pytest.raises(SelfSupError, match=re.escape(message)):

@@ -25,7 +25,6 @@ from .engine.train import pretrain as _pretrain
 from .errors import SelfSupError
 from .eval.run import EvalRequest, evaluate as _evaluate
 from .export import export_backbone
-from .models import BACKBONES
 from .rundir import checkpoint_of
 
 
@@ -33,15 +32,10 @@ def configure(method: str, config: dict | str | Path | None = None, sets: list[s
               **settings) -> dict:
     """The resolved, checked configuration of ``method``: the packaged defaults, then ``config``
     (a dict or a YAML file), then ``settings``, then ``sets``."""
-    layer = {}
-    if isinstance(config, dict):
-        layer = config
+    layer = config if isinstance(config, dict) else {}
     file = str(config) if isinstance(config, (str, Path)) else None
-    cfg = resolve(method, file, merge(layer, {k: v for k, v in settings.items() if v is not None}, strict=False),
-                  list(sets))
-    if cfg["backbone"]["name"] not in (*BACKBONES, "auto"):
-        raise SelfSupError(f"unknown backbone '{cfg['backbone']['name']}'; choose one of: auto, {', '.join(BACKBONES)}")
-    return cfg
+    return resolve(method, file, merge(layer, {k: v for k, v in settings.items() if v is not None}, strict=False),
+                   list(sets))
 
 
 def pretrain(method: str | dict, out: str | Path, *, resume: bool = False, baselines: bool = False,

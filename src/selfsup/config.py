@@ -117,6 +117,12 @@ class BackboneSettings(Settings):
     drop_path: float = dataclasses.field(default=0.0, metadata=_at_least(0))
     pool: Literal["cls", "mean"] = "cls"
 
+    def __post_init__(self):
+        from .models.backbones import BACKBONES  # the registry of networks decides which names exist
+
+        if self.name not in (*BACKBONES, "auto"):
+            raise SelfSupError(f"unknown backbone '{self.name}'; choose one of: auto, {', '.join(BACKBONES)}")
+
 
 @dataclasses.dataclass(frozen=True)
 class DataSettings(Settings):
