@@ -70,6 +70,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--linear-probe", action="store_true",
                    help="after pretraining, train a linear probe on frozen features (Adam, 100 epochs) and report "
                         "its test top-1")
+    p.add_argument("--online-probe", action="store_true",
+                   help="train a linear classifier on the detached features during pretraining (online_probe.*): its "
+                        "top-1 per monitored epoch and on the test split; needs labelled data")
     _add_common(p)
 
     p = sub.add_parser("semisup", help="semi-supervised learning from a few labels per class; writes config.yaml, "
@@ -253,8 +256,8 @@ def _cmd_list(args) -> None:
         print(f"  {name:14s} {suite.description}")
 
 
-def _run_config(args, params: dict | None = None, backbone: dict | None = None) -> dict:
-    """The resolved configuration of a training command's flags."""
+def _run_config(args, params: dict | None = None, backbone: dict | None = None, **sections) -> dict:
+    """The resolved configuration of a training command's flags (``sections``: more of them, by config section)."""
     from .api import configure
 
     return configure(
@@ -264,7 +267,7 @@ def _run_config(args, params: dict | None = None, backbone: dict | None = None) 
                   if v is not None},
         trainer={k: v for k, v in {"devices": args.devices, "num_nodes": args.num_nodes,
                                    "accelerator": args.accelerator, "loggers": args.logger}.items() if v is not None},
-        params={k: v for k, v in (params or {}).items() if v is not None})
+        params={k: v for k, v in (params or {}).items() if v is not None}, **sections)
 
 
 def _train(args, cfg: dict, **options) -> None:
@@ -281,7 +284,8 @@ def _train(args, cfg: dict, **options) -> None:
 
 
 def _cmd_pretrain(args) -> None:
-    _train(args, _run_config(args), baselines=args.baselines, linear_probe=args.linear_probe)
+    cfg = _run_config(args, online_probe={"enabled": True} if args.online_probe else None)
+    _train(args, cfg, baselines=args.baselines, linear_probe=args.linear_probe)
 
 
 def _cmd_semisup(args) -> None:
@@ -314,6 +318,8 @@ def _print_summary(metrics: dict, out: Path, cfg: dict) -> None:
     for key, label in names.items():
         if f"{key}_knn_top1" in baselines:
             print(f"  baseline kNN top-1, {label}: {pct(baselines[f'{key}_knn_top1'])}")
+    if metrics.get("online_linear_top1") is not None:
+        print(f"  online linear probe top-1 (trained during pretraining): {pct(metrics['online_linear_top1'])}")
     if metrics.get("linear_top1") is not None:
         print(f"  linear probe top-1 (100 epochs, backbone features): {pct(metrics['linear_top1'])}")
         for key, label in names.items():

@@ -192,6 +192,17 @@ class KnnSettings(Settings):
 
 
 @dataclasses.dataclass(frozen=True)
+class OnlineProbeSettings(Settings):
+    enabled: bool = False
+    lr: float | None = dataclasses.field(default=None, metadata=_at_least(0))
+
+    def rate(self, optimizer: str) -> float:
+        """Its learning rate in the run's optimiser: as set, else 0.1 with SGD or LARS (solo-learn's
+        classifier rate) and 1e-3 with Adam or AdamW."""
+        return self.lr if self.lr is not None else (1e-3 if optimizer in ("adam", "adamw") else 0.1)
+
+
+@dataclasses.dataclass(frozen=True)
 class RunSettings(Settings):
     """Every setting of a run but the method's ``params`` (checked by the method), typed."""
 
@@ -209,6 +220,7 @@ class RunSettings(Settings):
     trainer: TrainerSettings
     knn: KnnSettings
     params: dict
+    online_probe: OnlineProbeSettings = OnlineProbeSettings()
     run: dict | None = None  # what the run measured (training set size, world size...), written by the run
 
 

@@ -20,7 +20,8 @@ from .io import atomic_write_text, ensure_writable_dir
 from .plots import curve_plot
 
 HEADLINE = {"method": "method", "dataset": "dataset", "epochs": "epochs", "final_loss": "final loss",
-            "knn_top1": "kNN top-1", "linear_top1": "linear top-1", "train_seconds": "train seconds",
+            "knn_top1": "kNN top-1", "linear_top1": "linear top-1",
+            "online_linear_top1": "online linear top-1", "train_seconds": "train seconds",
             "samples_per_second": "images/s", "peak_memory_mb": "peak memory (MB)"}
 REPORT_FILES = ".selfsup-report-files"
 
@@ -52,6 +53,7 @@ class Run:
     settings: str | None
     loss: tuple[list, list]
     knn: tuple[list, list]
+    online: tuple[list, list]  # the online probe's top-1 per monitored epoch (empty without one)
     evaluations: dict[str, dict | str]  # file name -> its data, or why it could not be read
     images: list[Path]
 
@@ -180,6 +182,8 @@ def load_run(path: Path, label: str) -> Run:
     history = [h for h in metrics.get("knn_history") or [] if isinstance(h, dict)
                and _is_number(h.get("epoch")) and _is_number(h.get("knn_top1"))]
     knn = ([h["epoch"] for h in history], [100 * h["knn_top1"] for h in history])
+    probed = [h for h in history if _is_number(h.get("online_top1"))]
+    online = ([h["epoch"] for h in probed], [100 * h["online_top1"] for h in probed])
     evaluations = {}
     for file in sorted(path.glob("eval_*.json")):
         try:
@@ -187,7 +191,7 @@ def load_run(path: Path, label: str) -> Run:
             evaluations[file.name] = data if isinstance(data, dict) else {"value": data}
         except (OSError, ValueError) as exc:
             evaluations[file.name] = f"could not read {file.name}: {exc}"
-    return Run(path, label, metrics, settings, _loss_curve(path), knn, evaluations, sorted(path.glob("*.png")))
+    return Run(path, label, metrics, settings, _loss_curve(path), knn, online, evaluations, sorted(path.glob("*.png")))
 
 
 def _labels(paths: list[Path]) -> list[str]:
@@ -261,11 +265,14 @@ def _curves(runs: list[Run], out: Path, folder: str) -> list:
     """The loss and kNN plots of ``runs`` (overlaid when several) in ``out/folder``, or a note for each missing one."""
     (out / folder).mkdir(parents=True, exist_ok=True)
     blocks = []
-    for name, xlabel, ylabel, caption, missing in [
-            ("loss", "step", "training loss", "training loss per step", "no loss log (logs/csv/version_*/metrics.csv)"),
-            ("knn", "epoch", "kNN top-1 (%)", "kNN top-1 per epoch (monitor)", "no kNN history in metrics.json")]:
+    accuracy = {run.label: run.knn for run in runs} | {f"{run.label} (online probe)": run.online for run in runs}
+    for name, lines, xlabel, ylabel, caption, missing in [
+            ("loss", {run.label: run.loss for run in runs}, "step", "training loss", "training loss per step",
+             "no loss log (logs/csv/version_*/metrics.csv)"),
+            ("knn", accuracy, "epoch", "top-1 (%)", "kNN top-1 per epoch (monitor), and the online probe's where trained",
+             "no kNN history in metrics.json")]:
         src = f"{folder}/{name}.png"
-        if curve_plot(out / src, {"": {run.label: getattr(run, name) for run in runs}}, xlabel, ylabel):
+        if curve_plot(out / src, {"": lines}, xlabel, ylabel):
             blocks.append(Image(src, caption))
         else:
             blocks.append(Text(missing))

@@ -13,6 +13,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ..eval.baselines import encoder_knn
 from ..eval.diagnostics import embedding_diagnostics
+from ..eval.features import classifier_top1
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -80,7 +81,8 @@ class Throughput(L.Callback):
 class KNNMonitor(L.Callback):
     """kNN top-1 of backbone features on held-out data every ``every_n_epochs`` epochs, logged
     as ``knn_top1`` (and shown on the progress bar), with the collapse diagnostics of the
-    queries' features (``selfsup.eval.diagnostics``), logged as ``diagnostics/NAME``."""
+    queries' features (``selfsup.eval.diagnostics``), logged as ``diagnostics/NAME``, and the
+    online probe's top-1 on the same images (``online_top1``) where the run trains one."""
 
     def __init__(self, bank, queries, num_classes: int, k: int, temperature: float, every_n_epochs: int):
         self.bank, self.queries, self.num_classes = bank, queries, num_classes
@@ -102,7 +104,13 @@ class KNNMonitor(L.Callback):
                            self.temperature, pl_module.device, pl_module.channels_last)
         diagnostics = embedding_diagnostics(pl_module.method, self.queries, pl_module.norm, pl_module.device,
                                             channels_last=pl_module.channels_last)
-        self.history.append({"epoch": epoch, "knn_top1": top1, **diagnostics})
+        online = {}
+        if pl_module.online_probe is not None:
+            online["online_top1"] = classifier_top1(pl_module.method, pl_module.online_scores, self.queries,
+                                                    pl_module.norm, device=pl_module.device,
+                                                    channels_last=pl_module.channels_last)
+            pl_module.log("online_top1", online["online_top1"], prog_bar=True, on_epoch=True, sync_dist=False)
+        self.history.append({"epoch": epoch, "knn_top1": top1, **online, **diagnostics})
         pl_module.log("knn_top1", top1, prog_bar=True, on_epoch=True, sync_dist=False)
         for name, value in diagnostics.items():
             pl_module.log(f"diagnostics/{name}", float(value), on_epoch=True, sync_dist=False)

@@ -5,10 +5,13 @@ import functools
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 
-from ..data.views import make_views
+from ..config import RunSettings
+from ..data.datasets import batch_inputs
+from ..data.views import clean_view, make_views
 from ..errors import SelfSupError
-from ..eval.features import embed_split
+from ..eval.features import embed_split, eval_mode
 from ..distributed import world_info
 from ..build import build_method, run_normalization, uses_channels_last
 from ..rng import seeded_generator
@@ -21,7 +24,10 @@ class NonFiniteLossError(SelfSupError):
 
 class PretrainModule(L.LightningModule):
     """Makes the method's views on the device, calls its hooks and step, owns optimiser and
-    schedule.  ``train_set`` (set by ``pretrain``) is what the epoch-start ``embed`` helper reads."""
+    schedule, and the online probe (``online_probe``: a normalised linear classifier on the method's
+    detached features of the clean batch, trained by the same optimiser at its own fixed rate;
+    its loss is added to the method's, which its gradients cannot reach).  ``train_set`` (set by
+    ``pretrain``) is what the epoch-start ``embed`` helper reads."""
 
     def __init__(self, cfg: dict):
         super().__init__()
@@ -32,6 +38,12 @@ class PretrainModule(L.LightningModule):
         self.channels_last = uses_channels_last(cfg)
         self.train_set = None
         self.epoch_history: list[dict] = []  # what the method's epoch-start hook reported
+        probe = RunSettings.of(cfg).online_probe
+        # BatchNorm without affine parameters before the linear layer, as MAE's linear probe (He et
+        # al. 2022, A.2): one rate then serves every method's feature scale
+        self.online_probe = (torch.nn.Sequential(torch.nn.BatchNorm1d(self.method.feature_dim, affine=False),
+                                                 torch.nn.Linear(self.method.feature_dim, cfg["data"]["num_classes"]))
+                             if probe.enabled else None)
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
 
@@ -59,7 +71,31 @@ class PretrainModule(L.LightningModule):
         extra = {f"train/{k}": (v.detach() if torch.is_tensor(v) else v) for k, v in out.items() if k != "loss"}
         if extra:
             self.log_dict(extra, on_step=True, on_epoch=False, batch_size=size)
+        if self.online_probe is not None:
+            loss = loss + self.online_probe_step(batch, size)
         return loss
+
+    def online_probe_step(self, batch: dict, size: int) -> torch.Tensor:
+        """The probe's cross-entropy on the clean batch's features (eval mode, no gradient into
+        the method; unlabelled images, label -1, are left out), its accuracy logged."""
+        x = clean_view(batch_inputs(batch), self.norm)
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), eval_mode(self.method):
+            features = self.method.features(x).float()
+        scores, labels = self.online_probe(features), batch["label"]
+        known = labels >= 0
+        probe_loss = F.cross_entropy(scores[known], labels[known]) if known.any() else scores.sum() * 0
+        top1 = (scores[known].argmax(1) == labels[known]).float().mean() if known.any() else None
+        self.log("online/loss", probe_loss.detach(), on_step=False, on_epoch=True, batch_size=size)
+        if top1 is not None:
+            self.log("online/train_top1", top1, on_step=False, on_epoch=True, batch_size=int(known.sum()))
+        return probe_loss
+
+    def online_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The online probe's class scores for normalised inputs ``x``, in eval mode."""
+        with eval_mode(self.online_probe):
+            return self.online_probe(self.method.features(x).float())
 
     def on_before_optimizer_step(self, optimizer):
         self.method.on_before_optimizer_step(self.current_epoch, self.global_step)
@@ -102,6 +138,10 @@ class PretrainModule(L.LightningModule):
         t = self.cfg["trainer"]
         effective_batch = self.cfg["batch_size"] * t["accumulate_grad_batches"] * self.trainer.world_size
         groups = self.method.parameter_groups()
+        if self.online_probe is not None:
+            rate = RunSettings.of(self.cfg).online_probe.rate(self.cfg["optimizer"]["name"])
+            groups.append({"params": list(self.online_probe.parameters()), "lr": rate, "weight_decay": 0.0,
+                           "lars_exclude": True, "fixed_lr": True})
         optimizer = build_optimizer(groups, self.cfg["optimizer"], effective_batch)
         total = int(self.trainer.estimated_stepping_batches)
         steps_per_epoch = max(1, total // max(1, self.cfg["epochs"]))

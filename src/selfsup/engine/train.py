@@ -62,6 +62,9 @@ def load_datasets(cfg: dict) -> tuple:
     world = s.trainer.devices * s.trainer.num_nodes
     labels = torch.as_tensor(getattr(train, "labels", []), dtype=torch.long)
     labelled = labels[labels >= 0]
+    if s.online_probe.enabled and not (len(labelled) and data["num_classes"]):
+        raise SelfSupError(f"online_probe.enabled needs class labels, and the {s.dataset} training images have none; "
+                           "leave the online probe off")
     cfg["run"] = {"train_size": len(train), "world_size": world,
                   "batches_per_epoch": len(train) // (s.batch_size * world),
                   "smallest_class": int(labelled.bincount().min()) if len(labelled) and data["num_classes"] else 0}
@@ -234,6 +237,9 @@ def final_evaluation(module: PretrainModule, cfg: dict, s: RunSettings, bank, te
     if type(method).predict is not Method.predict:  # a method with a classifier
         metrics["test_top1"] = classifier_top1(method, method.predict, test, norm, device=device,
                                                channels_last=channels_last)
+    if module.online_probe is not None:
+        metrics["online_linear_top1"] = classifier_top1(method, module.online_scores, test, norm, device=device,
+                                                        channels_last=channels_last)
     if knn.final or probe_epochs:
         scores = knn_and_probe(method, cfg, bank, test, norm, probe_epochs, probe_layers, device, channels_last,
                                progress=s.trainer.progress_bar)
