@@ -81,7 +81,7 @@ def test_resolve_returns_a_typed_config_that_still_reads_and_dumps_as_a_dict():
     ({"optimizer": {"name": "rmsprop"}}, "optimizer.name must be one of sgd, adam, adamw, lars"),
     ({"trainer": {"precision": "64"}}, "trainer.precision must be one of 32-true, bf16-mixed, 16-mixed"),
     ({"knn": {"final": "yes"}}, "knn.final must be true or false, got 'yes'"),
-    ({"data": {"channels": 2}}, "data.channels must be one of 1, 3 or null, got 2"),
+    ({"data": {"channels": 0}}, "data.channels must be at least 1, got 0"),
     ({"subset": 0}, "subset must be at least 1, got 0"),
     ({"backbone": {"name": "resnet7"}}, "unknown backbone 'resnet7'; choose one of: auto, resnet18"),
 ])

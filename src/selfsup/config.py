@@ -126,7 +126,7 @@ class BackboneSettings(Settings):
 
 @dataclasses.dataclass(frozen=True)
 class DataSettings(Settings):
-    channels: Literal[1, 3] | None = None
+    channels: int | None = dataclasses.field(default=None, metadata=_at_least(1))
     image_size: int | None = dataclasses.field(default=None, metadata=_at_least(1))
     num_workers: int = dataclasses.field(default=0, metadata=_at_least(0))
     synthetic_size: int = dataclasses.field(default=512, metadata=_at_least(1))

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import SelfSupError
 from . import formats
+from .files import ImageFileDataset, measure_normalization, report_skipped, scan_image_files
 from .memory import InMemoryDataset
 from .series import aeon_loader, ucr_folder_loader
 from .views import Normalization
@@ -84,47 +85,6 @@ def batch_loader(dataset, batch_sampler, num_workers: int) -> DataLoader:
                       persistent_workers=workers > 0)
 
 
-class ImageFileDataset(Dataset):
-    """Images decoded from files with Pillow, resized (shorter side, then centre crop) to
-    ``image_size`` so that batches stack; augmentation then runs on the batch."""
-
-    decodes_files = True  # the training loader gives it data.num_workers worker processes
-
-    def __init__(self, files: list[Path], labels: np.ndarray, num_classes: int, image_size: int, channels: int):
-        self.files, self.labels, self.num_classes = files, torch.as_tensor(labels), num_classes
-        self.image_size, self.channels = image_size, channels
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> dict:
-        from PIL import Image
-        from torchvision.transforms.v2 import functional as TF
-
-        try:
-            with Image.open(self.files[i]) as im:
-                im = im.convert("L" if self.channels == 1 else "RGB")
-                tensor = TF.pil_to_tensor(im)
-        except OSError as exc:
-            raise SelfSupError(f"cannot decode image {self.files[i]}: {exc}") from exc
-        tensor = TF.center_crop(TF.resize(tensor, self.image_size, antialias=True), [self.image_size, self.image_size])
-        return {"image": tensor, "label": self.labels[i], "index": torch.tensor(i)}
-
-    def __getitems__(self, indices: list[int]) -> dict:
-        """A batch, as every dataset serves one: ``{"image": [B, C, H, W], "label": [B], "index": [B]}``."""
-        return torch.utils.data.default_collate([self[i] for i in indices])
-
-    def content_key(self) -> tuple:
-        """What the split's content follows from, for cache keys (``io.content_hash``): each file's
-        path, size and modification time, the labels, and the size and channels it is decoded to."""
-        files = [(str(f), stat.st_size, stat.st_mtime_ns) for f in self.files for stat in [Path(f).stat()]]
-        return files, self.labels, self.image_size, self.channels
-
-    def subset(self, indices: np.ndarray) -> "ImageFileDataset":
-        return ImageFileDataset([self.files[i] for i in indices], self.labels.numpy()[indices],
-                                self.num_classes, self.image_size, self.channels)
-
-
 @dataclass(frozen=True)
 class DatasetInfo:
     """A registered dataset; for series, ``image_size`` is the series length (0: read from the files)."""
@@ -134,7 +94,7 @@ class DatasetInfo:
     channels: int
     image_size: int
     num_classes: int
-    normalization: Normalization
+    normalization: Normalization | None  # None: measured from the training split (``normalization_for``)
     splits: tuple[str, ...]
     pretrain_split: str
     load: Callable[[Path, str, dict], Dataset]
@@ -173,8 +133,12 @@ def _imagefolder_loader(path: Path, split: str, options: dict) -> ImageFileDatas
         if split == "test":
             raise SelfSupError(f"image folder {path} has no test/ or val/ sub-folder for evaluation")
     files, labels, classes = formats.list_image_folder(root)
-    return ImageFileDataset(files, labels, max(len(classes), 1), int(options.get("image_size") or 64),
-                            int(options.get("channels") or 3))
+    kept, channels, floating, skipped = scan_image_files(files, options.get("channels"))
+    report_skipped(root, len(files), skipped)
+    if not kept:
+        raise SelfSupError(f"image folder {root} holds no readable images ({len(files)} files skipped)")
+    return ImageFileDataset([files[i] for i in kept], labels[kept], max(len(classes), 1),
+                            int(options.get("image_size") or 64), channels, floating, skipped)
 
 
 def _digits_loader(path: Path, split: str, options: dict) -> TensorImageDataset:
@@ -265,8 +229,7 @@ DATASETS: dict[str, DatasetInfo] = {info.name: info for info in [
                 ("train", "test", "unlabeled", "train+unlabeled"), "train+unlabeled", _stl10_loader,
                 class_names=("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")),
     DatasetInfo("imagefolder", "class sub-folders (or a flat folder, unlabelled); train/ and test/ or val/ inside",
-                3, 64, 0, Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), ("train", "test"), "train",
-                _imagefolder_loader),
+                3, 64, 0, None, ("train", "test"), "train", _imagefolder_loader),
     DatasetInfo("digits", "scikit-learn digits, 1437/360 8x8 grey (ships with scikit-learn)", 1, 8, 10,
                 Normalization((0.3,), (0.38,)), ("train", "test"), "train", _digits_loader, needs_dir=False),
     DatasetInfo("synthetic", "textured 16x16 RGB images in 6 classes (tests and smoke runs only)", 3, 16, 6,
@@ -325,9 +288,14 @@ def load_split(name: str, split: str, data_dir: str | None = None, subset: int |
     return dataset
 
 
-def normalization_for(name: str, channels: int) -> Normalization:
-    """The dataset's normalisation, adapted when its channels were converted."""
+def normalization_for(name: str, channels: int, train=None) -> Normalization:
+    """The dataset's normalisation, adapted when its channels were converted; for a dataset
+    registered without one (image folders), measured from ``train`` (``measure_normalization``)."""
     norm = dataset_info(name).normalization
+    if norm is None:
+        if train is None:
+            raise SelfSupError(f"{name}'s normalisation is measured from its training split, and none was given")
+        return Normalization(*measure_normalization(train))
     if len(norm.mean) == channels:
         return norm
     if channels == 3:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import SelfSupError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".npy"}
 
 
 def _open_maybe_gz(path: Path):

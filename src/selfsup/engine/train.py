@@ -49,7 +49,7 @@ def load_datasets(cfg: dict) -> tuple:
     sample = batch_inputs(sample)  # images [C, H, W], series [C, T]
     data = cfg["data"]
     data["channels"], data["image_size"] = int(sample.shape[0]), int(sample.shape[-1])
-    norm = normalization_for(s.dataset, data["channels"])
+    norm = normalization_for(s.dataset, data["channels"], train)
     data["mean"], data["std"] = list(norm.mean), list(norm.std)
     data["num_classes"] = int(getattr(bank, "num_classes", 0) or 0)
     data["modality"] = info.modality

@@ -35,15 +35,15 @@ def embedding_plot(path, coordinates: np.ndarray, labels: np.ndarray, title: str
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    classes = np.unique(labels)
+    classes = np.unique(labels)  # one class, -1, where the images are unlabelled: one colour, no legend
     colours = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
     for i, c in enumerate(classes):
         points = coordinates[labels == c]
         ax.scatter(points[:, 0], points[:, 1], s=4, color=colours(i % colours.N), alpha=0.7,
-                   label=f"{c}: {class_names[c]}" if c < len(class_names) else str(c))
+                   label=f"{c}: {class_names[c]}" if 0 <= c < len(class_names) else str(c))
     ax.set_xticks([]), ax.set_yticks([])
     ax.set_title(title, fontsize=10)
-    if len(classes) <= 20:
+    if len(classes) <= 20 and classes.min() >= 0:
         ax.legend(title="class", fontsize=7, markerscale=3, loc="center left", bbox_to_anchor=(1, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -50,7 +50,7 @@ def retrieval_scores(bank, bank_labels, queries, query_labels, ks: list[int]) ->
 def retrieval_grid(path, query_images: torch.Tensor, neighbour_images: torch.Tensor, relevant: torch.Tensor,
                    title: str) -> None:
     """A PNG grid: one row per query (first column), then its nearest training images, framed
-    green when of the query's class and red otherwise.  Images are uint8 [N, C, H, W]; series
+    green when of the query's class and red otherwise (grey where ``relevant`` is None: no labels).  Images are uint8 [N, C, H, W]; series
     [N, C, T] are drawn as curves, one per channel."""
     import matplotlib
     matplotlib.use("Agg")
@@ -59,13 +59,16 @@ def retrieval_grid(path, query_images: torch.Tensor, neighbour_images: torch.Ten
     rows, cols = neighbour_images.shape[:2]
     fig, axes = plt.subplots(rows, cols + 1, figsize=(1.1 * (cols + 1), 1.1 * rows + 0.4), squeeze=False)
     for r in range(rows):
-        cells = [(query_images[r], "black")] + [(neighbour_images[r, c], "green" if relevant[r, c] else "red")
-                                                for c in range(cols)]
+        cells = [(query_images[r], "black")] + [
+            (neighbour_images[r, c], "grey" if relevant is None else "green" if relevant[r, c] else "red")
+            for c in range(cols)]
         for c, (image, colour) in enumerate(cells):
             ax = axes[r, c]
             if image.dim() == 2:
                 ax.plot(image.T.numpy(), linewidth=0.8)
             else:
+                if image.shape[0] not in (1, 3):  # multi-channel arrays: their channel mean
+                    image = image.float().mean(0, keepdim=True)
                 picture = image.permute(1, 2, 0).numpy()
                 ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray")
             ax.set_xticks([]), ax.set_yticks([])

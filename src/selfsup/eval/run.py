@@ -7,6 +7,7 @@ random initialisation, so that what pretraining adds is visible under each proto
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from ..build import run_normalization
 from ..data.datasets import balanced_subset_indices, batch_inputs, dataset_info, load_split, normalization_for
 from ..errors import SelfSupError
 from ..io import cached_json, content_hash, write_json
@@ -90,7 +92,13 @@ def _evaluation_data(args, cfg: dict, labelled: bool = True, adapt: bool = False
     channels = args.channels or (cfg["data"]["channels"] if adapt else None)
     options = {"channels": channels, "image_size": cfg["data"]["image_size"]}
     train = load_split(dataset, "train", data_dir, args.subset, cfg["seed"], options)
-    test = load_split(dataset, "test", data_dir, None, cfg["seed"], options)
+    try:
+        test = load_split(dataset, "test", data_dir, None, cfg["seed"], options)
+    except SelfSupError as exc:
+        if labelled:
+            raise
+        print(f"note: {exc}; the training images stand in for test images", file=sys.stderr)
+        test = train
     channels = int(batch_inputs(train[0]).shape[0])
     if channels != cfg["data"]["channels"]:
         raise SelfSupError(
@@ -98,7 +106,9 @@ def _evaluation_data(args, cfg: dict, labelled: bool = True, adapt: bool = False
             f"pass --channels {cfg['data']['channels']} to convert")
     if labelled and train.num_classes < 2:
         raise SelfSupError(f"{dataset} has no class labels to evaluate with")
-    norm = normalization_for(dataset, channels)
+    # the checkpoint's own normalisation on its own data (an image folder's was measured from it)
+    own_data = same and data_dir == cfg["data_dir"]
+    norm = run_normalization(cfg) if own_data else normalization_for(dataset, channels, train)
     return dataset, train, test, norm
 
 
@@ -181,8 +191,8 @@ def evaluate(args: EvalRequest) -> dict:
     module = load_pretrained(args.checkpoint)
     cfg = module.cfg
     protocol = args.protocol
-    dataset, train, test, norm = _evaluation_data(args, cfg, labelled=protocol not in ("diagnostics", "embedding"),
-                                                  adapt=protocol == "transfer")
+    dataset, train, test, norm = _evaluation_data(
+        args, cfg, labelled=protocol not in ("diagnostics", "embedding", "retrieval"), adapt=protocol == "transfer")
     output = Path(args.output) if args.output else Path(args.checkpoint).resolve().parent.parent / f"eval_{protocol}.json"
     start = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -193,7 +203,7 @@ def evaluate(args: EvalRequest) -> dict:
                    args.batch_size, cache, str(args.checkpoint))
     result = {"protocol": protocol, "checkpoint": str(args.checkpoint), "method": cfg["method"],
               "pretrain_dataset": cfg["dataset"], "dataset": dataset, "train_images": len(train),
-              "test_images": len(test)}
+              "test_images": len(test), **({"images_from": "train"} if test is train else {})}
     method = module.method
     if protocol == "diagnostics":
         if args.images < 2:
@@ -249,25 +259,40 @@ def evaluate(args: EvalRequest) -> dict:
 
 
 def _retrieval(args, enc, train, test, grid_path: Path, cfg: dict) -> dict:
+    """precision@k and mAP of test queries against the training split, and a grid of nearest
+    neighbours; without class labels, or with training images as queries (no test split), the
+    grid alone, each query's own image left out of its neighbours."""
     from .retrieval import precision_at_k, retrieval_grid, retrieval_scores
 
     ks = sorted(set(args.k))
-    if ks[0] < 1 or ks[-1] > len(train):
+    scored = test is not train and bool((train.labels >= 0).any())
+    if scored and (ks[0] < 1 or ks[-1] > len(train)):
         raise SelfSupError(f"--k values must be between 1 and the {len(train)} training images, got {args.k}")
-    features = {}
+    features, result = {}, {}
 
     def score(name):
         features[name] = enc(name, train), enc(name, test)
         (train_x, train_y), (test_x, test_y) = features[name]
         return retrieval_scores(train_x, train_y, test_x, test_y, ks)
-    main, baselines = enc.each(score, ["retrieval", ks], train, test)
+    if scored:
+        main, baselines = enc.each(score, ["retrieval", ks], train, test)
+        result.update(main, baselines=baselines)
+    else:
+        features["features"] = enc("features", train), enc("features", test)
     (train_x, train_y), (test_x, test_y) = features["features"]
     queries = torch.from_numpy(balanced_subset_indices(test_y.numpy(), min(args.grid_queries, len(test)), cfg["seed"]))
-    _, neighbours = precision_at_k(train_x, train_y, test_x[queries], test_y[queries], [args.grid_neighbours])
-    retrieval_grid(grid_path, _samples(test, queries), _samples(train, neighbours),
-                   train_y[neighbours] == test_y[queries, None],
-                   f"{cfg['method']}: nearest training samples of test queries (green: same class)")
-    return {**main, "baselines": baselines, "grid": str(grid_path)}
+    wanted = args.grid_neighbours + (test is train)
+    _, neighbours = precision_at_k(train_x, train_y, test_x[queries], test_y[queries], [wanted])
+    if test is train:  # drop each query itself (or, for a duplicate, the last neighbour)
+        neighbours = torch.stack([row[row != q][:args.grid_neighbours] for row, q in zip(neighbours, queries)])
+    relevant = train_y[neighbours] == test_y[queries, None] if scored else None
+    source = "test queries" if test is not train else "training images"
+    retrieval_grid(grid_path, _samples(test, queries), _samples(train, neighbours), relevant,
+                   f"{cfg['method']}: nearest training samples of {source}"
+                   + (" (green: same class)" if scored else ""))
+    if not scored:
+        result["note"] = "no class labels or no test split: the grid of neighbours only, no precision or mAP"
+    return {**result, "grid": str(grid_path)}
 
 
 def _samples(dataset, indices: torch.Tensor) -> torch.Tensor:
