@@ -259,3 +259,19 @@ def test_throughput_puts_token_methods_and_vit_rows_on_the_vit():
     for method, vit in (("dino", True), ("mae", False)):
         backbone = throughput_config(method, None, vit)["backbone"]
         assert {key: backbone[key] for key in FMNIST_QUICK_VIT["backbone"]} == FMNIST_QUICK_VIT["backbone"]
+
+
+def test_throughput_table_shows_the_compiled_loop_and_when_compiling_pays(tmp_path):
+    from selfsup.bench.throughput import compile_note, throughput_suite
+    from selfsup.io import write_json
+
+    # 100 -> 200 images/s saves 1/200 s per image: 60 s of compilation pay back after 12,000 images
+    assert "2.00x the eager speed" in compile_note("simclr", 100.0, 200.0, 60.0)
+    assert "after 12,000 images" in compile_note("simclr", 100.0, 200.0, 60.0)
+    assert "never pays back its 60 s" in compile_note("simclr", 100.0, 90.0, 60.0)
+    write_json(tmp_path / "results" / "byol.json", {"engine": 90.0, "engine_bf16": 120.0, "ceiling": 100.0,
+                                                     "compiled": 200.0, "compile_seconds": 60.0, "date": "today"})
+    rows = throughput_suite(tmp_path, None, [])
+    compiled = [r for r in rows if "trainer.compile" in r["loop"]]
+    assert len(compiled) == 1 and compiled[0]["a_over_row"] == pytest.approx(0.45)
+    assert "byol: trainer.compile runs the model-only loop at 2.00x" in (tmp_path / "throughput.md").read_text()

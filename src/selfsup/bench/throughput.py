@@ -35,6 +35,8 @@ from .report import bar_plot, write_table
 
 STEPS = 40
 BATCH = 256
+WARMUP_STEPS = 3  # steps a compiled model runs before it is timed: the compilation, and recompilations
+COMPILED = ("simclr", "byol", "mae")  # methods measured with trainer.compile as well (MAE on the ViT)
 # fmnist-quick's data and model (each method's own optimiser), one epoch of STEPS batches, no evaluation
 SETTINGS = dict(FMNIST_QUICK, epochs=1, batch_size=BATCH, subset=STEPS * BATCH,
                 knn={"every_n_epochs": 0, "final": False}, trainer={"progress_bar": False, "precision": "32-true"})
@@ -100,10 +102,12 @@ def plain_loop(cfg: dict, train) -> float:
     return STEPS * BATCH / seconds
 
 
-def model_ceiling(cfg: dict, train, channels_last: bool) -> float:
-    """Images/s of the method's own steps on views made beforehand (4 batches, reused)."""
+def model_ceiling(cfg: dict, train, channels_last: bool, compile_: bool = False) -> tuple[float, float]:
+    """(images/s of the method's own steps on views made beforehand (4 batches, reused), seconds
+    of the first ``WARMUP_STEPS`` steps beyond what they take once warm: the compile time);
+    with ``compile_``, the networks compiled (``trainer.compile``) and timed after the warm-up."""
     torch.manual_seed(0)
-    module = PretrainModule(merge(cfg, {"trainer": {"channels_last": channels_last}}))
+    module = PretrainModule(merge(cfg, {"trainer": {"channels_last": channels_last, "compile": compile_}}))
     module.train_set = train
     generator = torch.Generator().manual_seed(0)
     make = functools.partial(make_views, norm=module.norm, generator=generator, channels_last=channels_last)
@@ -115,8 +119,9 @@ def model_ceiling(cfg: dict, train, channels_last: bool) -> float:
         sampler.set_epoch(0)
         raw = [dataset.__getitems__(indices) for indices in itertools.islice(sampler, 4)]
     batches = [module.method.prepare_batch(batch, make) for batch in raw]
+    warmup = _time_steps(module, (batches[i % 4] for i in range(WARMUP_STEPS)), WARMUP_STEPS) if compile_ else 0.0
     seconds = _time_steps(module, (batches[i % 4] for i in range(STEPS)), STEPS, epoch_start=True)
-    return STEPS * BATCH / seconds
+    return STEPS * BATCH / seconds, max(0.0, warmup - WARMUP_STEPS * seconds / STEPS)
 
 
 def throughput_config(method: str, data_dir: str | None, vit: bool = False) -> dict:
@@ -145,7 +150,7 @@ def method_throughput(method: str, out: Path, data_dir: str | None, vit: bool = 
     cfg = yaml.safe_load((out / "runs" / name / "config.yaml").read_text())  # with the data facts pretrain filled in
     train = load_split(cfg["dataset"], dataset_info(cfg["dataset"]).pretrain_split, cfg["data_dir"],
                        STEPS * BATCH, cfg["seed"], cfg["data"])
-    return {"cfg": cfg, "train": train, **speeds, "ceiling": model_ceiling(cfg, train, True)}
+    return {"cfg": cfg, "train": train, **speeds, "ceiling": model_ceiling(cfg, train, True)[0]}
 
 
 def measure(method: str, out: Path, data_dir: str | None, vit: bool = False) -> dict:
@@ -156,9 +161,20 @@ def measure(method: str, out: Path, data_dir: str | None, vit: bool = False) -> 
               "date": time.strftime("%Y-%m-%d %H:%M")}
     if method == "simclr":
         result["plain"] = plain_loop(measured["cfg"], measured["train"])
-        result["nchw"] = model_ceiling(measured["cfg"], measured["train"], False)
+        result["nchw"] = model_ceiling(measured["cfg"], measured["train"], False)[0]
+    if method in COMPILED:
+        result["compiled"], result["compile_seconds"] = model_ceiling(measured["cfg"], measured["train"], True, True)
     write_json(out / "results" / f"{method}{', vit' if vit else ''}.json", result)
     return result
+
+
+def compile_note(method: str, eager: float, compiled: float, compile_seconds: float) -> str:
+    """What ``trainer.compile`` did for ``method``'s model-only loop, and after how many images it pays."""
+    saved = 1 / eager - 1 / compiled  # seconds saved per image
+    pays = f"pays back its {compile_seconds:.0f} s of compilation after {compile_seconds / saved:,.0f} images" \
+        if saved > 0 else f"never pays back its {compile_seconds:.0f} s of compilation"
+    return (f"{method}: trainer.compile runs the model-only loop at {compiled / eager:.2f}x the eager speed "
+            f"({compiled:.0f} against {eager:.0f} images/s) and {pays}.")
 
 
 def throughput_suite(out: Path, data_dir: str | None, methods: list[str]) -> list[dict]:
@@ -187,6 +203,11 @@ def throughput_suite(out: Path, data_dir: str | None, methods: list[str]) -> lis
             rows.append({"method": method, "loop": "    selfsup engine, bf16-mixed precision",
                          "images_per_second": measured["engine_bf16"], "a_over_row": engine / measured["engine_bf16"],
                          "measured": measured["date"]})
+        if "compiled" in measured:
+            rows.append({"method": method, "loop": "    model only, channels_last, trainer.compile",
+                         "images_per_second": measured["compiled"], "a_over_row": engine / measured["compiled"],
+                         "measured": measured["date"]})
+            notes.append(compile_note(method, ceiling, measured["compiled"], measured["compile_seconds"]))
         if "plain" in measured:
             plain, nchw = measured["plain"], measured["nchw"]
             rows.append({"method": method, "loop": "(b) plain PyTorch loop, per-image torchvision transforms, 2 workers",

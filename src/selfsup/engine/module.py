@@ -22,6 +22,22 @@ class NonFiniteLossError(SelfSupError):
     pass
 
 
+def compile_networks(module: torch.nn.Module) -> None:
+    """``torch.compile`` in place (``nn.Module.compile``: parameters, buffers and checkpoint keys
+    unchanged) the networks of ``module``: a backbone's ``compile_regions`` (its stages or
+    blocks, so that the method's other entry points, such as a ViT's ``tokens``, run compiled
+    code too), every other child with parameters whole, and children holding a backbone
+    (a momentum encoder's wrapper) by the same rule inside."""
+    for child in module.children():
+        if hasattr(child, "compile_regions"):
+            for region in child.compile_regions():
+                region.compile()
+        elif any(hasattr(m, "compile_regions") for m in child.modules()):
+            compile_networks(child)
+        elif next(child.parameters(), None) is not None:
+            child.compile()
+
+
 class PretrainModule(L.LightningModule):
     """Makes the method's views on the device, calls its hooks and step, owns optimiser and
     schedule, and the online probe (``online_probe``: a normalised linear classifier on the method's
@@ -46,6 +62,8 @@ class PretrainModule(L.LightningModule):
                              if probe.enabled else None)
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
+        if cfg["trainer"].get("compile"):
+            compile_networks(self.method)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.method.features(images)

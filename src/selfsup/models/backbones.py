@@ -85,6 +85,10 @@ class ResNetBackbone(ResNet):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def compile_regions(self) -> list[nn.Module]:
+        """What ``trainer.compile`` compiles: the four stages."""
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Globally average-pooled features after the stem and each of the four stages
         (the survey's conv1..conv5 probing points)."""
@@ -129,6 +133,10 @@ class Conv1dEncoder(nn.Module):
         self.feature_dim = channels
         self.stage_dims = [width * multiple for _, _, multiple in self.LAYOUT]
         self.layer_names = [f"conv{i + 1}" for i in range(len(self.LAYOUT))]
+
+    def compile_regions(self) -> list[nn.Module]:
+        """What ``trainer.compile`` compiles: each stage."""
+        return list(self.stages)
 
     @classmethod
     def output_length(cls, length: int) -> int:

@@ -55,6 +55,10 @@ class ViTBackbone(nn.Module):
             return int(parts[2]) + 1
         return 0 if parts[1] in ("cls_token", "pos_embed", "patch_embed", "reg_token") else len(self.vit.blocks) + 1
 
+    def compile_regions(self) -> list[nn.Module]:
+        """What ``trainer.compile`` compiles: each block (one class, so compiled code is shared)."""
+        return list(self.vit.blocks)
+
     def patch_grid(self, height: int, width: int) -> tuple[int, int]:
         """Rows and columns of patches of an input of ``height`` × ``width`` pixels (after padding)."""
         return -(-height // self.patch_size), -(-width // self.patch_size)
