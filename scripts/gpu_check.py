@@ -1,6 +1,6 @@
 """Runs selfsup on a CUDA device: every registered method for a few dozen steps in bf16, a
 checkpoint interrupted and resumed, the kNN monitor, `evaluate knn`, one semi-supervised
-method and one forecast.  One line per item (OK or FAIL with the error's last line); exit 1
+method, one forecast and MAE under FSDP (CUDA only).  One line per item (OK or FAIL with the error's last line); exit 1
 when any item fails, 0 with a message when no CUDA device exists.
 
     bash scripts/gpu-check.sh [--out DIR] [--method M ...]
@@ -124,6 +124,16 @@ def main(argv: list[str] | None = None) -> int:
         return f"test top-1 {metrics['test_top1']:.3f}"
 
     checklist.item("semisup fixmatch", semisup)
+
+    def fsdp():
+        vit = ["--backbone", "vit", "--width", "32", "--set", "backbone.depth=2"]
+        check(selfsup("pretrain", "--method", "mae", "--epochs", "2", "--out", str(out / "fsdp"), *common, *vit,
+                      "--set", "trainer.strategy=fsdp"))
+        metrics = json.loads((out / "fsdp" / "metrics.json").read_text())
+        return f"mae under fsdp: loss {metrics['final_loss']:.3f}, kNN {metrics['knn_top1']:.3f}"
+
+    if args.device == "cuda":  # Lightning's FSDP runs on CUDA only
+        checklist.item("fsdp", fsdp)
 
     def forecast():
         check(selfsup("forecast", "--series", "sunspots", "--model", "plain", "--epochs", "5", "--out",

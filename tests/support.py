@@ -29,16 +29,22 @@ def tiny_method_cfg(method: str, epochs: int = 2) -> dict:
                    assignments=assignments + ["knn.every_n_epochs=0"])
 
 
-def tiny(method: str, backbone: dict | None = None, **params):
-    """``method`` built on a width-8 ResNet (a tiny ViT for methods whose own is one; or
-    ``backbone``) for 16-px colour images in 6 classes, without the engine."""
+def tiny_built_cfg(method: str, backbone: dict | None = None, **params) -> dict:
+    """``method``'s tiny config with the facts a run fills in: a width-8 ResNet (a tiny ViT for
+    methods whose own is one; or ``backbone``), 16-px colour images in 6 classes."""
     cfg = tiny_method_cfg(method)
     cfg["backbone"].update(backbone or {})
-    cfg["data"].update(channels=3, image_size=16, num_classes=6)
+    cfg["data"].update(channels=3, image_size=16, num_classes=6, mean=[0.5] * 3, std=[0.25] * 3, modality="image")
     cfg["backbone"]["small_stem"] = True
     cfg["run"] = {"train_size": 512, "world_size": 1, "batches_per_epoch": 8}
     cfg["params"].update(params)
     expand_hosted(cfg)  # as resolving the config would: hosted methods' full params
+    return cfg
+
+
+def tiny(method: str, backbone: dict | None = None, **params):
+    """``method`` of ``tiny_built_cfg`` built without the engine."""
+    cfg = tiny_built_cfg(method, backbone, **params)
     torch.manual_seed(0)
     return build_method(cfg)
 

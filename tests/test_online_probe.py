@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from support import TINY
+from support import TINY, tiny_built_cfg
 from selfsup.cli import main
 from selfsup.config import resolve
 from selfsup.engine.train import pretrain
@@ -45,9 +45,8 @@ def test_online_probe_learns_and_leaves_the_method_untouched(tmp_path):
 
 def test_online_probe_rate_is_fixed_and_follows_the_optimiser(tmp_path):
     from selfsup.engine.module import PretrainModule
-    cfg = probe_cfg(True)
-    cfg["data"].update(channels=3, image_size=16, num_classes=6, mean=[0.5] * 3, std=[0.25] * 3, modality="image")
-    cfg["run"] = {"train_size": 512, "world_size": 1, "batches_per_epoch": 8}
+    cfg = tiny_built_cfg("simclr")
+    cfg["online_probe"]["enabled"] = True
 
     class Trainer:
         world_size, estimated_stepping_batches = 1, 24

@@ -169,6 +169,7 @@ class TrainerSettings(Settings):
     accumulate_grad_batches: int = dataclasses.field(default=1, metadata=_at_least(1))
     channels_last: bool = True
     compile: bool = False
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
     log_every_n_steps: int = dataclasses.field(default=20, metadata=_at_least(1))
     progress_bar: bool = True
     loggers: list = dataclasses.field(default_factory=lambda: ["csv", "tensorboard"])

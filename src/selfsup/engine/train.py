@@ -59,6 +59,9 @@ def load_datasets(cfg: dict) -> tuple:
         cfg["backbone"]["small_stem"] = data["image_size"] <= 64
     if cfg["backbone"]["name"] in VIT_BACKBONES:  # the transformer's size, written down as the run builds it
         cfg["backbone"].update(vit_size(cfg["backbone"], data["image_size"]))
+    if s.trainer.strategy == "fsdp" and not trains_on_gpu(s):
+        raise SelfSupError("trainer.strategy fsdp needs GPUs (Lightning's FSDP runs on CUDA only); "
+                           "use auto or ddp on the CPU")
     world = s.trainer.devices * s.trainer.num_nodes
     labels = torch.as_tensor(getattr(train, "labels", []), dtype=torch.long)
     labelled = labels[labels >= 0]
@@ -85,18 +88,28 @@ def _monitor_subset(dataset, n: int, seed: int):
     return dataset.subset(balanced_subset_indices(dataset.labels.numpy(), n, seed))
 
 
-def build_trainer(s: RunSettings, out: Path, callbacks: list) -> L.Trainer:
+def trains_on_gpu(s: RunSettings) -> bool:
+    t = s.trainer
+    return t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
+
+
+def build_trainer(s: RunSettings, out: Path, callbacks: list, module: PretrainModule) -> L.Trainer:
     t = s.trainer
     distributed = t.devices * t.num_nodes > 1 if isinstance(t.devices, int) else True
     # PyTorch's SyncBatchNorm runs on CUDA only; CPU (gloo) DDP keeps per-process statistics.
-    on_gpu = t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
+    on_gpu = trains_on_gpu(s)
     loggers = [make_logger(name, out) for name in t.loggers]
     callbacks = callbacks + [LearningRateMonitor(logging_interval="step")]
     if t.progress_bar:
         callbacks.append(ProgressBar(refresh_rate=5))
     # Our samplers shard by rank themselves; buffers (queues, banks) are kept in step by the
     # methods (gather, then write on every rank), never overwritten by rank 0's copy.
-    strategy = DDPStrategy(broadcast_buffers=False) if distributed else "auto"
+    if t.strategy == "fsdp":
+        strategy = fsdp_strategy(module)
+    elif distributed or t.strategy == "ddp":
+        strategy = DDPStrategy(broadcast_buffers=False)
+    else:
+        strategy = "auto"
     sync_bn = s.backbone.batchnorm == "sync" and distributed and on_gpu
     return L.Trainer(
         max_epochs=s.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
@@ -106,6 +119,23 @@ def build_trainer(s: RunSettings, out: Path, callbacks: list) -> L.Trainer:
         log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar,
         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, default_root_dir=out,
     )
+
+
+def reloaded(module: PretrainModule, checkpoint: Path) -> PretrainModule:
+    """A fresh, unwrapped copy of ``module`` holding the weights of ``checkpoint`` (a full one)."""
+    fresh = PretrainModule(module.cfg)
+    fresh.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"])
+    fresh.train_set, fresh.epoch_history = module.train_set, module.epoch_history
+    return fresh
+
+
+def fsdp_strategy(module: PretrainModule):
+    """Lightning's FSDP, each backbone region (``compile_regions``: a ViT's blocks, a ResNet's
+    stages) a sharded unit, full (unsharded) checkpoints on rank 0."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    units = {type(region) for m in module.modules() if hasattr(m, "compile_regions") for region in m.compile_regions()}
+    return FSDPStrategy(auto_wrap_policy=units, state_dict_type="full", use_orig_params=True)
 
 
 def make_logger(name: str, out: Path):
@@ -181,6 +211,8 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
     trainer, throughput, monitor = fit(module, s, run, train, bank, test, ckpt)
     if not trainer.is_global_zero:
         return {}
+    if s.trainer.strategy == "fsdp":  # the sharded module stays wrapped: evaluate the full checkpoint's weights
+        module = reloaded(module, run.checkpoint)
     module.to(trainer.strategy.root_device)  # Lightning moves the model to the CPU after fit
     metrics = training_metrics(module, trainer, throughput, monitor, s, len(train), ckpt)
     if test is not None:
@@ -195,12 +227,15 @@ def fit(module: PretrainModule, s: RunSettings, run: RunDirectory, train, bank, 
     epoch; (trainer, throughput callback, monitor or None)."""
     throughput, monitor = Throughput(), None
     knn = s.knn
-    if test is not None and knn.every_n_epochs > 0:
+    if s.trainer.strategy == "fsdp" and test is not None and knn.every_n_epochs > 0:
+        print("note: no kNN monitor under trainer.strategy fsdp (its ranks would embed unequal shards through "
+              "sharded layers); the final evaluation reads the full checkpoint", file=sys.stderr)
+    elif test is not None and knn.every_n_epochs > 0:
         monitor = KNNMonitor(_monitor_subset(bank, knn.monitor_train_size, s.seed),
                              _monitor_subset(test, knn.monitor_test_size, s.seed),
                              s.data.num_classes, knn.k, knn.temperature, knn.every_n_epochs)
     callbacks = [throughput, *([monitor] if monitor else []), EpochCheckpoint(run.checkpoint)]
-    trainer = build_trainer(s, run.path, callbacks)
+    trainer = build_trainer(s, run.path, callbacks, module)
     trainer.fit(module, train_dataloaders=train_loader(module.method, train, s),
                 ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
     return trainer, throughput, monitor
