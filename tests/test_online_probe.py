@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from support import TINY, tiny_built_cfg
+from support import TINY, tiny_built_cfg, tiny_method_cfg
 from selfsup.cli import main
 from selfsup.config import resolve
 from selfsup.engine.train import pretrain
@@ -75,3 +75,14 @@ def test_online_probe_on_unlabelled_images_is_refused(tmp_path, capsys):
     assert code == 2
     assert "online_probe.enabled needs class labels" in capsys.readouterr().err
     assert not (out / "checkpoints").exists()
+
+
+def test_online_probe_refuses_batches_of_another_structure(tmp_path, monkeypatch):
+    import toy_methods
+    from selfsup.errors import SelfSupError
+
+    toy_methods.register(monkeypatch.setitem)
+    cfg = tiny_method_cfg("toy-semisup", epochs=1)
+    cfg["online_probe"]["enabled"] = True
+    with pytest.raises(SelfSupError, match="the online probe needs batches of inputs and labels"):
+        pretrain(cfg, tmp_path / "run")

@@ -96,6 +96,9 @@ class PretrainModule(L.LightningModule):
     def online_probe_step(self, batch: dict, size: int) -> torch.Tensor:
         """The probe's cross-entropy on the clean batch's features (eval mode, no gradient into
         the method; unlabelled images, label -1, are left out), its accuracy logged."""
+        if "label" not in batch or not ("image" in batch or "series" in batch):
+            raise SelfSupError(f"the online probe needs batches of inputs and labels, and {self.cfg['method']} "
+                               "trains on batches of its own structure; leave online_probe off")
         x = clean_view(batch_inputs(batch), self.norm)
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
