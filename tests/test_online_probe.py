@@ -12,20 +12,24 @@ from selfsup.engine.train import pretrain
 from selfsup.report import write_report
 
 
+EPOCHS = 6  # 48 steps: the probe follows a network that changes fast (0.59 at the end; 0.36 after 24 steps)
+
+
 def probe_cfg(enabled: bool, **probe):
     assignments = [TINY[i + 1] for i, arg in enumerate(TINY) if arg == "--set"]
-    return resolve("simclr", flags={"dataset": "synthetic", "epochs": 3, "batch_size": 64, "backbone": {"width": 8}},
+    return resolve("simclr", flags={"dataset": "synthetic", "epochs": EPOCHS, "batch_size": 64, "backbone": {"width": 8}},
                    assignments=assignments + [f"online_probe.enabled={str(enabled).lower()}"]
                    + [f"online_probe.{k}={v}" for k, v in probe.items()])
 
 
 def test_online_probe_learns_and_leaves_the_method_untouched(tmp_path):
-    probed = pretrain(probe_cfg(True, lr=0.01), tmp_path / "probed")  # 24 Adam steps: 10x the default rate
+    probed = pretrain(probe_cfg(True, lr=0.01), tmp_path / "probed")  # 48 Adam steps: 10x the default rate
     plain = pretrain(probe_cfg(False), tmp_path / "plain")
     # 6 balanced classes: chance is 1/6
     assert probed["online_linear_top1"] > 1 / 6 + 0.25
-    assert [h["epoch"] for h in probed["knn_history"]] == [1, 2, 3]
-    assert all(0 <= h["online_top1"] <= 1 for h in probed["knn_history"])
+    curve = [h["online_top1"] for h in probed["knn_history"]]
+    assert [h["epoch"] for h in probed["knn_history"]] == list(range(1, EPOCHS + 1))
+    assert curve[-1] > curve[0] + 0.2  # it learned during the run (measured: 0.19 -> 0.59)
     assert "online_linear_top1" not in plain and "online_top1" not in plain["knn_history"][0]
     # detached features of the clean batch in eval mode: the method trains exactly as without the probe
     weights = [torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
