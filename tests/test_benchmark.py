@@ -265,10 +265,10 @@ def test_throughput_table_shows_the_compiled_loop_and_when_compiling_pays(tmp_pa
     from selfsup.bench.throughput import compile_note, throughput_suite
     from selfsup.io import write_json
 
-    # 100 -> 200 images/s saves 1/200 s per image: 60 s of compilation pay back after 12,000 images
     assert "2.00x the eager speed" in compile_note("simclr", 100.0, 200.0, 60.0)
-    assert "after 12,000 images" in compile_note("simclr", 100.0, 200.0, 60.0)
-    assert "never pays back its 60 s" in compile_note("simclr", 100.0, 90.0, 60.0)
+    assert "its 60 s of compilation" in compile_note("simclr", 100.0, 200.0, 60.0)
+    assert compile_note("simclr", 100.0, 200.0, 60.0).endswith("pays back on a long enough run.")
+    assert compile_note("simclr", 100.0, 90.0, 60.0).endswith("never pays back.")
     write_json(tmp_path / "results" / "byol.json", {"engine": 90.0, "engine_bf16": 120.0, "ceiling": 100.0,
                                                      "compiled": 200.0, "compile_seconds": 60.0, "date": "today"})
     rows = throughput_suite(tmp_path, None, [])

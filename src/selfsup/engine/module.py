@@ -22,20 +22,32 @@ class NonFiniteLossError(SelfSupError):
     pass
 
 
-def compile_networks(module: torch.nn.Module) -> None:
+def compile_networks(module: torch.nn.Module) -> int:
     """``torch.compile`` in place (``nn.Module.compile``: parameters, buffers and checkpoint keys
     unchanged) the networks of ``module``: a backbone's ``compile_regions`` (its stages or
     blocks, so that the method's other entry points, such as a ViT's ``tokens``, run compiled
     code too), every other child with parameters whole, and children holding a backbone
-    (a momentum encoder's wrapper) by the same rule inside."""
+    (a momentum encoder's wrapper) by the same rule inside; returns how many were compiled.
+    Modules of one class share Dynamo's cache of compiled graphs (a ResNet's stages and the MLP
+    heads are all ``nn.Sequential``, each with its own shapes, with and without gradients), so
+    its limit is raised to two graphs per compiled module: past it Dynamo runs eager code."""
+    compiled = 0
     for child in module.children():
         if hasattr(child, "compile_regions"):
             for region in child.compile_regions():
                 region.compile()
+                compiled += 1
         elif any(hasattr(m, "compile_regions") for m in child.modules()):
-            compile_networks(child)
+            compiled += compile_networks(child)
         elif next(child.parameters(), None) is not None:
             child.compile()
+            compiled += 1
+    import torch._dynamo
+
+    dynamo = torch._dynamo.config
+    dynamo.recompile_limit = max(dynamo.recompile_limit, 2 * compiled)
+    dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, 4 * compiled)
+    return compiled
 
 
 class PretrainModule(L.LightningModule):
