@@ -11,6 +11,7 @@ array type makes the whole folder float32 in [0, 1], so that batches always stac
 from __future__ import annotations
 
 import collections
+import functools
 import importlib.util
 import sys
 import warnings
@@ -26,6 +27,7 @@ ARRAY_SUFFIXES = {".npy"}
 TIFF_SUFFIXES = {".tif", ".tiff"}
 
 
+@functools.cache  # asked for every image decoded
 def _reads_tiff_arrays() -> bool:
     return importlib.util.find_spec("tifffile") is not None
 

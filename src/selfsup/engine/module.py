@@ -66,7 +66,9 @@ class PretrainModule(L.LightningModule):
         self.channels_last = uses_channels_last(cfg)
         self.train_set = None
         self.epoch_history: list[dict] = []  # what the method's epoch-start hook reported
-        probe = RunSettings.of(cfg).online_probe
+        settings = RunSettings.of(cfg)
+        probe = settings.online_probe
+        self.online_probe_rate = probe.rate(settings.optimizer.name)
         # BatchNorm without affine parameters before the linear layer, as MAE's linear probe (He et
         # al. 2022, A.2): one rate then serves every method's feature scale
         self.online_probe = (torch.nn.Sequential(torch.nn.BatchNorm1d(self.method.feature_dim, affine=False),
@@ -74,7 +76,7 @@ class PretrainModule(L.LightningModule):
                              if probe.enabled else None)
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
-        if cfg["trainer"].get("compile"):
+        if settings.trainer.compile:
             compile_networks(self.method)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -172,9 +174,8 @@ class PretrainModule(L.LightningModule):
         effective_batch = self.cfg["batch_size"] * t["accumulate_grad_batches"] * self.trainer.world_size
         groups = self.method.parameter_groups()
         if self.online_probe is not None:
-            rate = RunSettings.of(self.cfg).online_probe.rate(self.cfg["optimizer"]["name"])
-            groups.append({"params": list(self.online_probe.parameters()), "lr": rate, "weight_decay": 0.0,
-                           "lars_exclude": True, "fixed_lr": True})
+            groups.append({"params": list(self.online_probe.parameters()), "lr": self.online_probe_rate,
+                           "weight_decay": 0.0, "lars_exclude": True, "fixed_lr": True})
         optimizer = build_optimizer(groups, self.cfg["optimizer"], effective_batch)
         total = int(self.trainer.estimated_stepping_batches)
         steps_per_epoch = max(1, total // max(1, self.cfg["epochs"]))

@@ -24,6 +24,7 @@ from ..errors import SelfSupError
 from ..eval.diagnostics import embedding_diagnostics
 from ..eval.features import classifier_top1
 from ..eval.final import knn_and_probe, run_baselines
+from ..io import read_checkpoint
 from ..methods.base import Method
 from ..models.backbones import VIT_BACKBONES, default_backbone, vit_size
 from ..rundir import RunDirectory
@@ -124,7 +125,7 @@ def build_trainer(s: RunSettings, out: Path, callbacks: list, module: PretrainMo
 def reloaded(module: PretrainModule, checkpoint: Path) -> PretrainModule:
     """A fresh, unwrapped copy of ``module`` holding the weights of ``checkpoint`` (a full one)."""
     fresh = PretrainModule(module.cfg)
-    fresh.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"])
+    fresh.load_state_dict(read_checkpoint(checkpoint)[0]["state_dict"])
     fresh.train_set, fresh.epoch_history = module.train_set, module.epoch_history
     return fresh
 
