@@ -163,3 +163,11 @@ def test_label_free_protocols_on_a_flat_unlabelled_folder(tmp_path, capsys):
     assert "precision_at_k" not in retrieval and "grid of neighbours only" in retrieval["note"]
     assert (out / "retrieval.png").stat().st_size > 0
     assert main(["evaluate", "knn", "--checkpoint", checkpoint]) == 2  # kNN needs labels and a test split
+
+
+def test_a_folder_of_unreadable_files_is_one_clear_error(tmp_path, capsys):
+    (tmp_path / "a.png").write_bytes(b"not an image")
+    (tmp_path / "b.npy").write_bytes(b"not an array")
+    with pytest.raises(SelfSupError, match="holds no readable images \\(2 files skipped\\)"):
+        load_split("imagefolder", "train", str(tmp_path))
+    assert "skipped 2 of 2 files" in capsys.readouterr().err
