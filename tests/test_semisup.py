@@ -310,7 +310,7 @@ def test_fixmatch_step_trains_the_strong_view_on_the_confident_weak_predictions(
                          [0, 0, 0, 0, 9.0, 0]], requires_grad=True)  # confident: class 4
     strong = torch.randn(3, 6, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     batch = {"labeled": {"views": [labelled], "label": torch.tensor([0, 1])},
-             "unlabeled": {"views": [weak, strong], "label": torch.tensor([0, 1, 3])}}
+             "unlabeled": {"views": [weak, strong], "label": torch.tensor([0, 1, 3]), "index": torch.arange(3)}}
     out = method.training_step(batch, 0)
     supervised = torch.nn.functional.cross_entropy(labelled, torch.tensor([0, 1]))
     per_image = torch.nn.functional.cross_entropy(strong, torch.tensor([0, 0, 4]), reduction="none")
@@ -328,7 +328,8 @@ def test_fixmatch_step_trains_the_strong_view_on_the_confident_weak_predictions(
 def test_pseudo_label_weight_ramps_up_linearly_over_its_share_of_the_run():
     method = scripted("pseudo-label", threshold=0.5, ramp=0.4)
     method.total_steps = 100
-    unlabelled = {"views": [torch.tensor([[5.0, 0, 0, 0, 0, 0], [0, 4.0, 0, 0, 0, 0]])], "label": torch.tensor([0, 1])}
+    unlabelled = {"views": [torch.tensor([[5.0, 0, 0, 0, 0, 0], [0, 4.0, 0, 0, 0, 0]])], "label": torch.tensor([0, 1]),
+                  "index": torch.arange(2)}
     full = torch.nn.functional.cross_entropy(unlabelled["views"][0], torch.tensor([0, 1]))
     for step, weight in [(0, 0.0), (10, 0.25), (20, 0.5), (40, 1.0), (90, 1.0)]:
         loss = method.unlabelled_loss({"unlabeled": unlabelled}, step)
@@ -336,3 +337,105 @@ def test_pseudo_label_weight_ramps_up_linearly_over_its_share_of_the_run():
     method = scripted("pseudo-label", threshold=0.5, ramp=0.0)  # no ramp: full weight from the first step
     method.total_steps = 100
     assert method.unlabelled_loss({"unlabeled": unlabelled}, 0).item() == pytest.approx(full.item(), rel=1e-6)
+
+
+def _write_cifar10(root, per_batch: int = 20):
+    """CIFAR-10's python pickles with random images, labels cycling over the ten classes."""
+    import pickle
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    generator = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": generator.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                         b"labels": [i % 10 for i in range(per_batch)]}, f)
+    return root
+
+
+def test_usb_classic_protocol_on_written_cifar_files(tmp_path, capsys):
+    data = _write_cifar10(tmp_path / "data")
+    protocol = ["--protocol", "usb-classic", "--dataset", "cifar10", "--data-dir", str(data)]
+    assert main(["semisup", "--method", "fixmatch", *protocol, "--print-config"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["epochs"] == 9447  # 2^20 steps of 64 + 7 x 64 images over a 50,000-image pool: 111 steps an epoch
+    assert cfg["backbone"]["name"] == "wrn-28-2" and cfg["batch_size"] == 64
+    assert cfg["schedule"] == {"warmup_epochs": 0, "final_lr_ratio": 0.0, "shape": "fixmatch"}
+    assert {k: cfg["optimizer"][k] for k in ("name", "lr", "lr_scaling", "momentum", "nesterov", "weight_decay")} == \
+        {"name": "sgd", "lr": 0.03, "lr_scaling": "none", "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}
+    assert {k: cfg["params"][k] for k in ("ema", "translate", "strong_ops", "unlabelled_ratio")} == \
+        {"ema": 0.999, "translate": 0.125, "strong_ops": 3, "unlabelled_ratio": 7}
+    assert main(["semisup", "--method", "mixmatch", *protocol, "--print-config"]) == 0
+    mixmatch = yaml.safe_load(capsys.readouterr().out)
+    assert mixmatch["epochs"] == 1343 and "strong_ops" not in mixmatch["params"]  # mu 1: 781 steps an epoch
+    out = tmp_path / "run"
+    assert main(["semisup", "--method", "fixmatch", *protocol, "--epochs", "1", "--batch-size", "2", "--subset", "40",
+                 "--labels-per-class", "2", "--set", "params.unlabelled_ratio=1", "--set", "knn.every_n_epochs=0",
+                 "--set", "knn.k=5", "--set", "trainer.progress_bar=false", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["backbone"] == "wrn-28-2" and 0 <= metrics["test_top1"] <= 1
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["backbone"]["name"] == "wrn-28-2" and saved["schedule"]["shape"] == "fixmatch"
+
+
+def test_usb_classic_protocol_refuses_other_data_and_methods(capsys):
+    from tests.test_cli import assert_clean_error
+    code = main(["semisup", "--method", "fixmatch", "--protocol", "usb-classic", "--print-config"])
+    assert_clean_error(code, capsys.readouterr().err, "CIFAR-10 or CIFAR-100")
+    code = main(["semisup", "--method", "simclr", "--protocol", "usb-classic", "--dataset", "cifar10", "--print-config"])
+    assert_clean_error(code, capsys.readouterr().err, "semisup trains a semi-supervised method")
+    assert main(["semisup", "--method", "flexmatch", "--protocol", "usb-classic", "--dataset", "cifar100",
+                 "--print-config"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["backbone"]["name"] == "wrn-28-8" and cfg["optimizer"]["weight_decay"] == 1e-3
+
+
+def test_mixmatch_step_mixes_labelled_and_guessed_targets():
+    from scipy.special import betaincinv
+    from selfsup.losses.semisup import sharpen
+    method = scripted("mixmatch", lambda_u=100.0, ramp=0.0)
+    method.generator = torch.Generator().manual_seed(3)
+    g = torch.Generator().manual_seed(0)
+    labelled = torch.randn(2, 6, generator=g)
+    views = [torch.randn(3, 6, generator=g), torch.randn(3, 6, generator=g)]
+    batch = {"labeled": {"views": [labelled], "label": torch.tensor([0, 5])},
+             "unlabeled": {"views": views, "label": torch.tensor([0, 1, 2]), "index": torch.arange(3)}}
+    out = method.training_step(batch, 0)
+    guess = sharpen((views[0].softmax(1) + views[1].softmax(1)) / 2, 0.5)
+    replay = torch.Generator().manual_seed(3)
+    weight = float(betaincinv(0.75, 0.75, float(torch.rand((), generator=replay))))
+    weight = max(weight, 1 - weight)
+    partner = torch.randperm(8, generator=replay)
+    inputs = torch.cat([labelled, *views])
+    targets = torch.cat([torch.nn.functional.one_hot(torch.tensor([0, 5]), 6).float(), guess, guess])
+    inputs, targets = weight * inputs + (1 - weight) * inputs[partner], weight * targets + (1 - weight) * targets[partner]
+    supervised = -(targets[:2] * inputs[:2].log_softmax(1)).sum(1).mean()
+    unlabelled = ((inputs[2:].softmax(1) - targets[2:]) ** 2).mean()
+    assert out["supervised"].item() == pytest.approx(supervised.item(), rel=1e-5)
+    assert out["unlabelled"].item() == pytest.approx(unlabelled.item(), rel=1e-5)
+    assert out["loss"].item() == pytest.approx((supervised + 100 * unlabelled).item(), rel=1e-5)
+    assert method.pseudo_seen.item() == 3  # the guesses are counted for the epoch's report
+
+
+def test_mean_teacher_pulls_the_student_towards_the_ema_teacher():
+    method = scripted("mean-teacher", lambda_u=50.0, ramp=0.5)
+    method.total_steps = 100
+    method.predict = lambda x: 2 * x  # the teacher: another network than the student
+    g = torch.Generator().manual_seed(0)
+    teacher_view, student_view = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g).requires_grad_(True)
+    batch = {"unlabeled": {"views": [teacher_view, student_view], "label": torch.arange(4), "index": torch.arange(4)}}
+    loss = method.unlabelled_loss(batch, 25)  # half way up the ramp (25 of 50 steps)
+    expected = 0.5 * ((student_view.softmax(1) - (2 * teacher_view).softmax(1)) ** 2).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    loss.backward()
+    assert student_view.grad.abs().sum() > 0
+
+
+def test_remixmatch_guess_is_aligned_then_sharpened():
+    from selfsup.losses.semisup import align_distribution, sharpen
+    method = scripted("remixmatch", ema_p=0.5)
+    method.prediction_mean.copy_(torch.tensor([0.5, 0.1, 0.1, 0.1, 0.1, 0.1]))
+    weak = torch.randn(3, 6, generator=torch.Generator().manual_seed(0))
+    guess = method.guess({"views": [weak]})
+    mean = 0.5 * torch.tensor([0.5, 0.1, 0.1, 0.1, 0.1, 0.1]) + 0.5 * weak.softmax(1).mean(0)
+    assert torch.allclose(method.prediction_mean, mean)
+    assert torch.allclose(guess, sharpen(align_distribution(weak.softmax(1), mean), 0.5), atol=1e-6)

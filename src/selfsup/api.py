@@ -29,13 +29,28 @@ from .rundir import checkpoint_of
 
 
 def configure(method: str, config: dict | str | Path | None = None, sets: list[str] | tuple = (),
-              **settings) -> dict:
-    """The resolved, checked configuration of ``method``: the packaged defaults, then ``config``
-    (a dict or a YAML file), then ``settings``, then ``sets``."""
+              protocol: str | None = None, **settings) -> dict:
+    """The resolved, checked configuration of ``method``: the packaged defaults, then a
+    semi-supervised ``protocol`` (``usb-classic``: ``selfsup.methods.semisup.protocols``), then
+    ``config`` (a dict or a YAML file), then ``settings``, then ``sets``."""
     layer = config if isinstance(config, dict) else {}
     file = str(config) if isinstance(config, (str, Path)) else None
-    return resolve(method, file, merge(layer, {k: v for k, v in settings.items() if v is not None}, strict=False),
-                   list(sets))
+    given = merge(layer, {k: v for k, v in settings.items() if v is not None}, strict=False)
+    base = protocol_layer(protocol, method, given.get("dataset")) if protocol else None
+    return resolve(method, file, given, list(sets), base=base)
+
+
+def protocol_layer(name: str, method: str, dataset: str | None) -> dict:
+    """The config layer of the semi-supervised protocol ``name`` for ``method`` on ``dataset``."""
+    from .methods import method_class
+    from .methods.semisup.protocols import PROTOCOLS
+
+    cls = method_class(method)
+    if name not in PROTOCOLS:
+        raise SelfSupError(f"unknown protocol '{name}'; choose one of: {', '.join(PROTOCOLS)}")
+    if not cls.semi_supervised:
+        raise SelfSupError(f"--protocol {name} is a semi-supervised protocol; {method} is not a semi-supervised method")
+    return PROTOCOLS[name](dataset, resolve(method)["params"])
 
 
 def pretrain(method: str | dict, out: str | Path, *, resume: bool = False, baselines: bool = False,

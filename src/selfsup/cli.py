@@ -80,7 +80,9 @@ def _build_parser() -> argparse.ArgumentParser:
                        description="Train a classifier from --labels-per-class labelled images of each class and the "
                                    "rest of the training split unlabelled. Options not given here come from the "
                                    "method's config (`--print-config`).")
-    p.add_argument("--method", required=True, help="supervised-only | pseudo-label | self-training | fixmatch | frost")
+    p.add_argument("--method", required=True, help="supervised-only | pseudo-label | self-training | fixmatch | frost | "
+                                                   "flexmatch | freematch | softmatch | uda | mean-teacher | mixmatch | "
+                                                   "remixmatch")
     p.add_argument("--labels-per-class", type=int, default=None, help="labelled images of each class (default 4)")
     p.add_argument("--label-seed", type=int, default=None, help="which images are labelled (default 0)")
     p.add_argument("--init", default=None, help="start from the backbone of this selfsup checkpoint "
@@ -89,6 +91,10 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="class balancing of the pseudo-labels (BOSS): resampling, loss weights or both (default none)")
     p.add_argument("--iterations", type=int, default=None, help="self-training and frost: rounds of labelling the pool "
                                                                 "(default 3)")
+    p.add_argument("--protocol", choices=["usb-classic"], default=None,
+                   help="lay a published protocol over the method's config before the other options: usb-classic = "
+                        "USB's classic CIFAR setting (WRN-28-2 / WRN-28-8, 2^20 steps, SGD 0.03, cos(7πk/16K), EMA "
+                        "0.999, the papers' weak and strong views); needs --dataset cifar10|cifar100 --data-dir DIR")
     _add_run_flags(p)
     _add_common(p)
 
@@ -256,12 +262,13 @@ def _cmd_list(args) -> None:
         print(f"  {name:14s} {suite.description}")
 
 
-def _run_config(args, params: dict | None = None, backbone: dict | None = None, **sections) -> dict:
+def _run_config(args, params: dict | None = None, backbone: dict | None = None, protocol: str | None = None,
+                **sections) -> dict:
     """The resolved configuration of a training command's flags (``sections``: more of them, by config section)."""
     from .api import configure
 
     return configure(
-        args.method, args.config, args.set or (), dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs,
+        args.method, args.config, args.set or (), protocol, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs,
         batch_size=args.batch_size, subset=args.subset, seed=args.seed,
         backbone={k: v for k, v in {"name": args.backbone, "width": args.width, **(backbone or {})}.items()
                   if v is not None},
@@ -300,7 +307,7 @@ def _cmd_semisup(args) -> None:
         read_checkpoint(args.init)  # a clear error for a missing or damaged file, before any work
     params = {"labels_per_class": args.labels_per_class, "label_seed": args.label_seed, "balance": args.balance,
               "iterations": args.iterations}
-    _train(args, _run_config(args, params, {"init": args.init}))
+    _train(args, _run_config(args, params, {"init": args.init}, protocol=args.protocol))
 
 
 def _print_summary(metrics: dict, out: Path, cfg: dict) -> None:

@@ -154,6 +154,7 @@ class OptimizerSettings(Settings):
 class ScheduleSettings(Settings):
     warmup_epochs: float = dataclasses.field(default=0, metadata=_at_least(0))
     final_lr_ratio: float = dataclasses.field(default=0.0, metadata=_at_least(0))
+    shape: Literal["cosine", "fixmatch"] = "cosine"
 
 
 # experiment trackers (Lightning's loggers) and the package each needs
@@ -281,15 +282,16 @@ DATA_FACTS = ("mean", "std", "num_classes", "modality")
 
 
 def resolve(method: str, user_file: str | None = None, flags: dict | None = None,
-            assignments: list[str] | None = None) -> dict:
-    """Merge the layers for ``method`` (flags whose value is None are not given)."""
+            assignments: list[str] | None = None, base: dict | None = None) -> dict:
+    """Merge the layers for ``method``: its packaged defaults, ``base`` (a protocol's layer),
+    ``user_file``, ``flags`` (those whose value is None are not given), ``assignments``."""
     from .methods import method_class  # the registry decides which methods exist
 
     cls = method_class(method)
     cfg = packaged_config("defaults")
     cfg["params"] = copy.deepcopy(cls.defaults)
     cfg = merge(cfg, packaged_config(method))
-    layers = []
+    layers = [base] if base else []
     if user_file:
         layer = read_config_file(user_file)
         if "run" in layer:  # a run's own config.yaml: the facts its run filled in are found again

@@ -95,9 +95,14 @@ def build_optimizer(groups: list[dict], cfg: dict, batch_size: int) -> torch.opt
     raise SelfSupError(f"unknown optimizer '{name}'; choose sgd, adam, adamw or lars")
 
 
-def warmup_cosine(step: int, total_steps: int, warmup_steps: int, final_ratio: float = 0.0) -> float:
-    """Learning-rate multiplier: linear warm-up from ~0 to 1, then cosine decay to ``final_ratio``."""
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int, final_ratio: float = 0.0,
+                  shape: str = "cosine") -> float:
+    """Learning-rate multiplier: linear warm-up from ~0 to 1, then cosine decay to ``final_ratio``
+    (``shape`` "cosine"), or FixMatch's cos(7πk/16K) over the steps after the warm-up, which
+    ends at cos(7π/16) ≈ 0.195 (``shape`` "fixmatch"; ``final_ratio`` does not apply)."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    progress = min((step - warmup_steps) / max(1, total_steps - warmup_steps), 1.0)
+    if shape == "fixmatch":
+        return math.cos(7 * math.pi * progress / 16)
+    return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))

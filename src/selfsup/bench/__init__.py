@@ -88,9 +88,10 @@ SUITES: dict[str, Suite] = {
     "evaluations": Suite("fine-tuning on 1% and 10% of the labels vs from scratch, transfer to digits, retrieval, "
                          "t-SNE/UMAP, on the fmnist-quick checkpoints in OUT/../fmnist-quick; a report page",
                          _evaluations),
-    "semisup": Suite("supervised-only, pseudo-label, self-training, FixMatch (with and without balancing) and FROST "
-                     "from the fmnist-quick SimCLR checkpoint, 1/4/25 labels per class, 3 label seeds, beside a linear "
-                     "probe of that checkpoint on the same labels", _semisup,
+    "semisup": Suite("supervised-only, pseudo-label, self-training, FixMatch (with and without balancing), FROST "
+                     "from the fmnist-quick SimCLR checkpoint, FlexMatch, FreeMatch, SoftMatch, UDA, Mean Teacher, "
+                     "MixMatch and ReMixMatch, 1/4/25 labels per class, 3 label seeds, beside a linear probe of that "
+                     "checkpoint on the same labels", _semisup,
                      options=("labels_per_class", "label_seed")),
     "series-ssl": Suite("CPC on the UCR problems shipped with aeon (gunpoint, italy-power-demand, arrowhead, osuleaf): "
                         "kNN and linear probe vs the raw series and the random-init encoder", _series_ssl),

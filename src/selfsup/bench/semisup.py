@@ -52,7 +52,11 @@ SEMISUP_ROWS = [
     ("frost from simclr (balance data)", "frost", {"params": {"iterations": 4}, "backbone": {"init": SIMCLR_INIT}}),
     ("frost from simclr, no balancing", "frost", {"params": {"iterations": 4, "balance": "none"},
                                                   "backbone": {"init": SIMCLR_INIT}}),
+    *[(name, name, {}) for name in ("flexmatch", "freematch", "softmatch", "uda", "mean-teacher", "mixmatch",
+                                    "remixmatch")],
 ]
+# the rows whose per-class thresholds move, plotted over the epochs of one cell
+THRESHOLD_ROWS, THRESHOLD_CELL = ("flexmatch", "freematch"), (4, 0)
 
 
 def _spread_notes(spread: dict[tuple[str, int, int], dict[int, float]]) -> list[str]:
@@ -114,6 +118,7 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
     results: dict[tuple[str, int], list[float]] = {}
     rounds: dict[int, dict[str, tuple[list, list]]] = {}  # labels per class → line → (rounds, pool top-1)
     finals: dict[int, dict[str, tuple[int, float]]] = {}
+    thresholds: dict[str, dict[str, tuple[list, list]]] = {}  # row → class → (epochs, thresholds)
     runs = []
     before_fix: set[tuple[str, int]] = set()  # cells with a run made before a fix of its method
     table_labels = sorted(set(LABELS_PER_CLASS) | set(labels))
@@ -156,6 +161,12 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
         results.setdefault((label, per_class), []).append(metrics["test_top1"])
         if metrics.get("before_fix"):
             before_fix.add((label, per_class))
+        if label in THRESHOLD_ROWS and (per_class, seed) == THRESHOLD_CELL:
+            moving = [h for h in metrics["epoch_history"] if "threshold_class_0" in h]
+            classes = sorted(int(k.rsplit("_", 1)[1]) for k in moving[0] if k.startswith("threshold_class_")) \
+                if moving else []
+            thresholds[label] = {f"class {c}": ([h["epoch"] for h in moving], [h[f"threshold_class_{c}"] for h in moving])
+                                 for c in classes}
         history = [h for h in metrics["epoch_history"] if "pool_top1" in h]
         if history:
             name = f"{label}, label seed {seed}"
@@ -202,4 +213,9 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
                    "self-training round", "EMA network's top-1 on the pool",
                    "Self-training: top-1 of the EMA network's predictions on the whole pool at each round's start",
                    None, {panel(n): lines for n, lines in finals.items()})
+    if thresholds:
+        per_class, seed = THRESHOLD_CELL
+        curve_plot(out / "semisup_thresholds.png", thresholds, "epoch (thresholds at its start)",
+                   "confidence a pseudo-label needs",
+                   f"Per-class thresholds at {per_class} labels per class, label seed {seed}")
     return rows

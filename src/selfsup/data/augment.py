@@ -44,6 +44,16 @@ class AugmentConfig:
     solarize_p: float = 0.0
 
 
+@dataclass(frozen=True)
+class ShiftConfig:
+    """The weak view of FixMatch and the semi-supervised papers after it: a horizontal flip with
+    probability ``flip_p`` and a shift by whole pixels, up to ``translate`` of the side each
+    way, the borders filled by reflection (their "pad 4 and crop 32" on CIFAR: 0.125)."""
+
+    translate: float = 0.125
+    flip_p: float = 0.5
+
+
 def views(pipeline=AugmentConfig, /, **changes) -> dict:
     """Every setting of a view ``pipeline`` (``AugmentConfig``, or the series' one), with
     ``changes``, as a config mapping (pairs as lists): a method's ``augment`` default, complete
@@ -102,6 +112,19 @@ def random_resized_crop(x: torch.Tensor, size: int, scale, ratio, flip_p: float,
     theta[:, 0, 2] = 2 * centre_x - 1
     theta[:, 1, 1] = height
     theta[:, 1, 2] = 2 * centre_y - 1
+    grid = F.affine_grid(theta, [n, x.shape[1], size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def random_shift(x: torch.Tensor, cfg: ShiftConfig, size: int, g: torch.Generator) -> torch.Tensor:
+    """Flip and shift each image of ``x`` (see ``ShiftConfig``) and resize it to size×size."""
+    n, side, device = x.shape[0], x.shape[-1], x.device
+    most = int(cfg.translate * side)
+    shift = rng.randint(-most, most + 1, (2, n), g, device=device).to(x.dtype) * 2 / side
+    flip = torch.where(chance(n, cfg.flip_p, g, device), -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3, device=device, dtype=x.dtype)
+    theta[:, 0, 0], theta[:, 1, 1] = flip, 1.0
+    theta[:, 0, 2], theta[:, 1, 2] = shift[0], shift[1]
     grid = F.affine_grid(theta, [n, x.shape[1], size, size], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
@@ -189,8 +212,10 @@ def random_solarize(x: torch.Tensor, p: float, g: torch.Generator, threshold: fl
     return torch.where(chosen & (x >= threshold), 1 - x, x)
 
 
-def augment_batch(x: torch.Tensor, cfg: AugmentConfig, size: int, g: torch.Generator) -> torch.Tensor:
+def augment_batch(x: torch.Tensor, cfg: AugmentConfig | ShiftConfig, size: int, g: torch.Generator) -> torch.Tensor:
     """One random view of each image of a float batch in [0, 1]; returns values in [0, 1]."""
+    if isinstance(cfg, ShiftConfig):
+        return random_shift(x, cfg, size, g)
     x = random_resized_crop(x, size, cfg.crop_scale, cfg.crop_ratio, cfg.flip_p, g)
     if cfg.jitter_p > 0 and cfg.jitter_strength > 0:
         x = color_jitter(x, cfg.jitter_strength, cfg.jitter_p, g)

@@ -181,7 +181,8 @@ class PretrainModule(L.LightningModule):
         steps_per_epoch = max(1, total // max(1, self.cfg["epochs"]))
         warmup = min(int(self.cfg["schedule"]["warmup_epochs"] * steps_per_epoch), total // 10)
         scheduled = functools.partial(warmup_cosine, total_steps=total, warmup_steps=warmup,
-                                      final_ratio=self.cfg["schedule"]["final_lr_ratio"])
+                                      final_ratio=self.cfg["schedule"]["final_lr_ratio"],
+                                      shape=self.cfg["schedule"].get("shape", "cosine"))
         # groups marked fixed_lr keep their rate: no warm-up, no decay (SimSiam's predictor)
         rules = [(lambda step: 1.0) if group.get("fixed_lr") else scheduled for group in optimizer.param_groups]
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, rules)

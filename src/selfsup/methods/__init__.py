@@ -55,6 +55,13 @@ _PLACES = {
     "pseudo-label": ("semisup.pseudo_label", "PseudoLabel"),
     "self-training": ("semisup.self_training", "SelfTraining"),
     "fixmatch": ("semisup.fixmatch", "FixMatch"),
+    "flexmatch": ("semisup.flexmatch", "FlexMatch"),
+    "freematch": ("semisup.freematch", "FreeMatch"),
+    "softmatch": ("semisup.softmatch", "SoftMatch"),
+    "uda": ("semisup.uda", "UDA"),
+    "mean-teacher": ("semisup.mean_teacher", "MeanTeacher"),
+    "mixmatch": ("semisup.mixmatch", "MixMatch"),
+    "remixmatch": ("semisup.remixmatch", "ReMixMatch"),
     "frost": ("semisup.frost", "Frost"),
 }
 

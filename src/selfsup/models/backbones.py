@@ -14,6 +14,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from .vit import VIT_BACKBONES, VIT_SIZES, ViTBackbone, default_patch_size
+from .wide_resnet import WIDE_RESNETS, wide_resnet
 
 RESNET_LAYOUTS = {
     "resnet18": (BasicBlock, (2, 2, 2, 2)),
@@ -163,7 +164,7 @@ class Conv1dEncoder(nn.Module):
         return pooled
 
 
-IMAGE_BACKBONES = (*RESNET_LAYOUTS, *VIT_BACKBONES)
+IMAGE_BACKBONES = (*RESNET_LAYOUTS, *WIDE_RESNETS, *VIT_BACKBONES)
 SERIES_BACKBONES = ("conv1d",)
 BACKBONES = (*IMAGE_BACKBONES, *SERIES_BACKBONES)
 
@@ -192,6 +193,8 @@ def build_backbone(settings: dict, in_channels: int, image_size: int) -> nn.Modu
     if name in VIT_BACKBONES:
         return ViTBackbone(in_channels, image_size, drop_path=settings.get("drop_path", 0.0),
                            pool=settings.get("pool", "cls"), **vit_size(settings, image_size))
+    if name in WIDE_RESNETS:  # depth and widening in the name; ``width`` and ``small_stem`` do not apply
+        return wide_resnet(name, in_channels)
     if name not in RESNET_LAYOUTS:
         raise KeyError(name)
     return ResNetBackbone(name, in_channels=in_channels, width=settings["width"], small_stem=settings["small_stem"])

@@ -56,7 +56,7 @@ class Frost(HostsMethods, PoolRelabelling, FixMatch):
             {k: unlabelled[k] for k in ("image", "index", "label")}, make_views)
         return batch
 
-    def extra_terms(self, batch, weak_logits, step):
+    def extra_terms(self, batch, weak_logits, strong_logits, weights, step):
         terms = {"self_supervised": self.cfg["lambda_ss"]
                  * self.self_supervised.training_step(batch["self_supervised"], step)["loss"]}
         self_training = self.assigned_loss(weak_logits, batch["unlabeled"]["index"])

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from ...data.views import ViewSpec
-from .base import WEAK, SemiSupervised
+from .base import SemiSupervised
 
 class PseudoLabel(SemiSupervised):
     """Pseudo-Label (Lee 2013): confident predictions on unlabelled images as their targets."""
@@ -16,11 +15,10 @@ class PseudoLabel(SemiSupervised):
     name = "pseudo-label"
     defaults = {**SemiSupervised.defaults, "ramp": 0.4}
     limits = {**SemiSupervised.limits, "ramp": (0, 1)}
-    unlabelled_views = [ViewSpec(WEAK)]
+    unlabelled_views = ("weak",)
 
     def unlabelled_loss(self, batch, step):
         unlabelled = batch["unlabeled"]
         logits = self.logits(unlabelled["views"][0])
-        targets, weights = self.pseudo_labels(logits, unlabelled["label"])
-        ramp = min(1.0, step / max(1.0, self.cfg["ramp"] * self.total_steps)) if self.cfg["ramp"] else 1.0
-        return ramp * (F.cross_entropy(logits, targets, reduction="none") * weights).mean()
+        targets, weights = self.pseudo_labels(logits, unlabelled["label"], unlabelled["index"])
+        return self.ramp(step) * (F.cross_entropy(logits, targets, reduction="none") * weights).mean()

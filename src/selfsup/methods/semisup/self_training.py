@@ -8,9 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ...data.views import ViewSpec
 from ...errors import SelfSupError
-from .base import WEAK, SemiSupervised
+from .base import SemiSupervised
 
 class PoolRelabelling:
     """Mixin for self-training: the run is cut into ``iterations`` rounds; at the start of each
@@ -71,7 +70,7 @@ class SelfTraining(PoolRelabelling, SemiSupervised):
     name = "self-training"
     defaults = {**SemiSupervised.defaults, "iterations": 3}
     limits = {**SemiSupervised.limits, "iterations": (1, None)}
-    unlabelled_views = [ViewSpec(WEAK)]
+    unlabelled_views = ("weak",)
 
     def unlabelled_loss(self, batch, step):
         unlabelled = batch["unlabeled"]
