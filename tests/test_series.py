@@ -63,6 +63,32 @@ def test_ucr_ts_file_is_read_with_aeon(tmp_path):
     assert train.labels.tolist() == [0, 1] and test.labels.tolist() == [0]
 
 
+def test_unequal_lengths_are_resampled_to_the_longest_training_series(tmp_path):
+    pytest.importorskip("aeon")
+    lines = ["@problemName toy", "@timeStamps false", "@univariate false", "@dimensions 2", "@equalLength false",
+             "@classLabel true a b", "@data"]
+    rows = {"TRAIN": ["0,2,4,6,8:1,1,1,1,1:a", "0,4,8:3,3,3:b"], "TEST": ["8,0:5,5:a"]}
+    for split, data in rows.items():
+        (tmp_path / f"TOY_{split}.ts").write_text("\n".join(lines + data) + "\n")
+    train = load_split("ucr", "train", str(tmp_path))
+    test = load_split("ucr", "test", str(tmp_path))
+    assert train.series.shape == (2, 2, 5) and test.series.shape == (1, 2, 5)
+    assert train.series[0].tolist() == [[0, 2, 4, 6, 8], [1, 1, 1, 1, 1]]  # the longest: kept as it is
+    assert train.series[1].tolist() == [[0, 2, 4, 6, 8], [3, 3, 3, 3, 3]]  # 3 steps over the same span: 5
+    assert test.series[0].tolist() == [[8, 6, 4, 2, 0], [5, 5, 5, 5, 5]]
+
+
+@pytest.mark.parametrize("name,shape,classes", [("acsf1", (100, 1, 1460), 10),
+                                                ("pickup-gesture-wiimotez", (50, 1, 361), 10),
+                                                ("basic-motions", (40, 6, 100), 4),
+                                                ("japanese-vowels", (370, 12, 26), 9)])
+def test_every_shipped_problem_loads_offline_at_one_length(name, shape, classes):
+    pytest.importorskip("aeon")
+    test = load_split(name, "test")
+    assert tuple(test.series.shape) == shape and test.num_classes == classes
+    assert torch.isfinite(test.series).all() and len(set(test.labels.tolist())) == classes
+
+
 def test_ucr_folder_errors_name_the_problem(tmp_path, ucr_dir):
     with pytest.raises(SelfSupError, match="no \\*_TRAIN.ts"):
         load_split("ucr", "train", str(tmp_path))

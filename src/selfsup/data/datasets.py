@@ -235,12 +235,20 @@ DATASETS: dict[str, DatasetInfo] = {info.name: info for info in [
     DatasetInfo("synthetic", "textured 16x16 RGB images in 6 classes (tests and smoke runs only)", 3, 16, 6,
                 Normalization((0.5, 0.5, 0.5), (0.2, 0.2, 0.2)), ("train", "test"), "train", _synthetic_loader,
                 needs_dir=False, class_names=SYNTHETIC_PATTERNS),
-    *(DatasetInfo(name, f"UCR {name}, {size} univariate series in {classes} classes (ships inside aeon)", 1, length,
-                  classes, Normalization((0.0,), (1.0,)), ("train", "test"), "train", aeon_loader(name),
+    *(DatasetInfo(name, f"{archive} {name}, {size} {kind} series in {classes} classes (ships inside aeon)", channels,
+                  length, classes, Normalization((0.0,), (1.0,)), ("train", "test"), "train", aeon_loader(name),
                   needs_dir=False, modality="series")
-      for name, length, classes, size in [("gunpoint", 150, 2, "50/150"), ("italy-power-demand", 24, 2, "67/1029"),
-                                          ("arrowhead", 251, 3, "36/175"), ("osuleaf", 427, 6, "200/242")]),
-    DatasetInfo("ucr", "a UCR/UEA problem folder: NAME_TRAIN.ts and NAME_TEST.ts (or .tsv), equal-length series",
+      for name, archive, channels, length, classes, size, kind in [
+          ("gunpoint", "UCR", 1, 150, 2, "50/150", "univariate"),
+          ("italy-power-demand", "UCR", 1, 24, 2, "67/1029", "univariate"),
+          ("arrowhead", "UCR", 1, 251, 3, "36/175", "univariate"),
+          ("osuleaf", "UCR", 1, 427, 6, "200/242", "univariate"),
+          ("acsf1", "UCR", 1, 1460, 10, "100/100", "univariate"),
+          ("pickup-gesture-wiimotez", "UCR", 1, 361, 10, "50/50", "univariate, unequal-length (29-361, resampled)"),
+          ("basic-motions", "UEA", 6, 100, 4, "40/40", "6-channel"),
+          ("japanese-vowels", "UEA", 12, 26, 9, "270/370", "12-channel, unequal-length (7-29, resampled)")]),
+    DatasetInfo("ucr", "a UCR/UEA problem folder: NAME_TRAIN.ts and NAME_TEST.ts (or .tsv); series of unequal length "
+                "are resampled to the longest training series",
                 1, 0, 0, Normalization((0.0,), (1.0,)), ("train", "test"), "train", ucr_folder_loader, modality="series"),
 ]}
 

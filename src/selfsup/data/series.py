@@ -3,12 +3,19 @@
 Series datasets yield batches as dicts: ``series`` (float32 [B, C, T]), ``label`` (int64) and
 ``index``, like the image datasets' ``image`` batches.  Sources:
 
-* the UCR classification problems that aeon ships inside its wheel (read offline by its
-  single-problem loaders): GunPoint, ItalyPowerDemand, ArrowHead, OSULeaf;
+* the UCR/UEA classification problems that aeon ships inside its wheel (read offline by its
+  single-problem loaders): GunPoint, ItalyPowerDemand, ArrowHead, OSULeaf, ACSF1 and
+  PickupGestureWiimoteZ (univariate), BasicMotions (6 channels) and JapaneseVowels (12);
 * any UCR/UEA problem on disk (``ucr`` with ``--data-dir``): ``NAME_TRAIN.ts``/``NAME_TEST.ts``
-  (the sktime/aeon text format, read with aeon) or ``.tsv`` (one series per row, label first).
+  (the sktime/aeon text format, univariate or multivariate, read with aeon) or ``.tsv`` (one
+  series per row, label first).
 
-Values are kept as published (the UCR archive z-normalises each series); equal lengths only.
+Values are kept as published (the UCR archive z-normalises each series).  Problems whose
+series differ in length (PickupGestureWiimoteZ: 29 to 361 steps; JapaneseVowels: 7 to 29) are
+resampled, each channel by linear interpolation, to the length of the longest training
+series, in both splits (``equal_length``): the networks and baselines here take one length,
+and resampling keeps each series' whole shape where padding would add steps that carry no
+signal; a test series longer than every training series is shortened the same way.
 
 ``SeriesAugmentConfig`` / ``augment_series``: the view pipeline for series, batched on the
 device with per-series random parameters from an explicit generator (like the image views):
@@ -32,7 +39,9 @@ TIMESERIES_EXTRA = "pip install -e .[timeseries] (or: bash scripts/install.sh ti
 
 # registry name -> aeon's loader
 AEON_PROBLEMS = {"gunpoint": "load_gunpoint", "italy-power-demand": "load_italy_power_demand",
-                 "arrowhead": "load_arrow_head", "osuleaf": "load_osuleaf"}
+                 "arrowhead": "load_arrow_head", "osuleaf": "load_osuleaf", "acsf1": "load_acsf1",
+                 "pickup-gesture-wiimotez": "load_pickup_gesture_wiimoteZ", "basic-motions": "load_basic_motions",
+                 "japanese-vowels": "load_japanese_vowels"}
 
 
 class SeriesDataset(InMemoryDataset):
@@ -50,10 +59,28 @@ class SeriesDataset(InMemoryDataset):
         return self.samples
 
 
-def _dataset(series: np.ndarray, labels: np.ndarray, classes: list, source: str) -> SeriesDataset:
-    series = np.asarray(series, dtype=np.float32)
-    if series.ndim != 3:
-        raise SelfSupError(f"{source}: series of unequal length are not supported (pad or resample them first)")
+def longest(series) -> int:
+    """The length of the longest series of a split (an array [N, C, T] or a list of [C, T_i])."""
+    return max(np.shape(one)[-1] for one in series)
+
+
+def equal_length(series, length: int) -> np.ndarray:
+    """``series`` (an array [N, C, T] or a list of [C, T_i] arrays) as float32 [N, C, length]:
+    each series of another length resampled by linear interpolation over its whole span."""
+    out = []
+    for one in series:
+        one = np.asarray(one, dtype=np.float32)
+        if one.shape[-1] != length:
+            old, new = np.linspace(0, 1, one.shape[-1]), np.linspace(0, 1, length)
+            one = np.stack([np.interp(new, old, channel) for channel in one]).astype(np.float32)
+        out.append(one)
+    if len({one.shape[0] for one in out}) > 1:
+        raise SelfSupError("the series have different numbers of channels")
+    return np.stack(out)
+
+
+def _dataset(series, labels: np.ndarray, classes: list, source: str, length: int) -> SeriesDataset:
+    series = equal_length(series, length)
     if not np.isfinite(series).all():
         raise SelfSupError(f"{source}: {int((~np.isfinite(series)).sum())} missing or non-finite values")
     index = {c: i for i, c in enumerate(classes)}
@@ -91,7 +118,7 @@ def aeon_loader(name: str):
         loader = getattr(_aeon(), AEON_PROBLEMS[name])
         train_x, train_y = loader(split="train")
         x, y = (train_x, train_y) if split == "train" else loader(split="test")
-        return _dataset(x, list(y), _class_order(train_y), f"{name}/{split}")
+        return _dataset(x, list(y), _class_order(train_y), f"{name}/{split}", longest(train_x))
     return load
 
 
@@ -120,7 +147,7 @@ def ucr_folder_loader(path: Path, split: str, options: dict) -> SeriesDataset:
         files[part] = found[0]
     train_x, train_y = _read_ucr_file(files["TRAIN"])
     x, y = (train_x, train_y) if split == "train" else _read_ucr_file(files["TEST"])
-    return _dataset(x, y, _class_order(train_y), str(files[split.upper()]))
+    return _dataset(x, y, _class_order(train_y), str(files[split.upper()]), longest(train_x))
 
 
 @dataclass(frozen=True)
