@@ -170,6 +170,35 @@ def test_cpc_on_a_ucr_folder_trains_and_reports_baselines(ucr_dir, tmp_path, cap
     assert set(metrics["baselines"]) >= {"random_init_knn_top1", "random_init_linear_top1", "raw_pixels_knn_top1"}
     assert metrics["diagnostics"]["effective_rank"] > 1
     assert "raw values" in capsys.readouterr().out
+    assert main(["evaluate", "svm", "--checkpoint", str(out / "checkpoints" / "last.ckpt")]) == 0
+    svm = json.loads((out / "eval_svm.json").read_text())
+    assert svm["top1"] > 0.75 and set(svm["baselines"]) == {"pixels", "random_init"}
+    assert svm["C"] in (*SVM_GRID, "inf") and svm["train_images"] == 64
+
+
+SVM_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
+
+
+@pytest.mark.parametrize("train_size", [30, 120])
+def test_svm_probe_is_tsvecs_grid_search_in_scikit_learn(train_size):
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.svm import SVC
+    from selfsup.eval.svm import svm_probe
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(train_size + 100, 6, generator=g)
+    y = ((x[:, 0] * x[:, 1] > 0).long() + (x[:, 2] > 1).long())  # three classes, not linearly separable
+    result = svm_probe(x[:train_size], y[:train_size], x[train_size:], y[train_size:])
+    train_x, train_y, test_x, test_y = (t.double().numpy() if t.is_floating_point() else t.numpy()
+                                        for t in (x[:train_size], y[:train_size], x[train_size:], y[train_size:]))
+    if train_size < 50:  # too few to search: a hard margin
+        reference, chosen = SVC(C=np.inf, gamma="scale").fit(train_x, train_y), "inf"
+    else:
+        search = GridSearchCV(SVC(kernel="rbf", gamma="scale"), {"C": [*SVM_GRID, np.inf]}, cv=5).fit(train_x, train_y)
+        reference, chosen = search.best_estimator_, search.best_params_["C"]
+        chosen = "inf" if np.isinf(chosen) else chosen
+    assert result["C"] == chosen
+    assert result["test_top1"] == pytest.approx((reference.predict(test_x) == test_y).mean())
+    assert result["test_top1"] > 0.5  # three classes
 
 
 def test_cpc_loss_falls_on_series(ucr_dir):
@@ -218,7 +247,7 @@ def test_every_protocol_runs_on_a_series_checkpoint(ucr_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["pretrain", *SERIES_RUN, "--data-dir", str(ucr_dir), "--epochs", "2", "--out", str(out)]) == 0
     checkpoint = str(out / "checkpoints" / "last.ckpt")
-    for protocol in (["knn"], ["linear"], ["finetune", "--labels-per-class", "4", "--epochs", "2"],
+    for protocol in (["knn"], ["linear"], ["svm"], ["finetune", "--labels-per-class", "4", "--epochs", "2"],
                      ["retrieval", "--k", "1", "5"], ["embedding", "--projection", "tsne"], ["diagnostics"]):
         result = tmp_path / f"{protocol[0]}.json"
         assert main(["evaluate", *protocol, "--checkpoint", checkpoint, "--output", str(result)]) == 0, protocol

@@ -102,6 +102,8 @@ def _build_parser() -> argparse.ArgumentParser:
     eval_sub = p.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
     for name, text in [("knn", "weighted kNN on L2-normalised backbone features (k=200, T=0.1)"),
                        ("linear", "linear probe on frozen backbone features"),
+                       ("svm", "RBF-kernel SVM on frozen backbone features, C by 5-fold grid search (TS2Vec's "
+                               "protocol for series)"),
                        ("finetune", "fine-tune the whole encoder on a fraction of the labels, vs the same from "
                                     "random initialisation"),
                        ("transfer", "kNN and linear probe on another dataset (--dataset), its images adapted to "
@@ -119,7 +121,7 @@ def _build_parser() -> argparse.ArgumentParser:
         q.add_argument("--channels", type=int, default=None, help="convert images to 1 or 3 channels")
         q.add_argument("--batch-size", type=int, default=512, help="batch size for feature extraction")
         q.add_argument("--output", default=None, help="JSON result file (default: RUN/eval_PROTOCOL.json)")
-        if name in ("knn", "linear", "transfer", "retrieval", "finetune"):
+        if name in ("knn", "linear", "svm", "transfer", "retrieval", "finetune"):
             q.add_argument("--no-baselines", dest="baselines", action="store_false",
                            help="skip the same protocol on standardised pixels and on the random-init network")
             q.add_argument("--baseline-cache", default=None, metavar="DIR",

@@ -24,6 +24,7 @@ from .diagnostics import embedding_diagnostics
 from .features import evaluated_network, method_features
 from .knn import knn_top1
 from .linear import linear_probe, train_linear_probe
+from .svm import svm_probe
 
 # What every protocol takes, and each protocol's own options, with their defaults (the CLI's).
 COMMON_OPTIONS = {"dataset": None, "data_dir": None, "subset": None, "channels": None, "batch_size": 512,
@@ -34,6 +35,7 @@ _KNN = {"k": 200, "temperature": 0.1}
 PROTOCOL_OPTIONS = {
     "knn": {**_BASELINES, **_KNN, "memory_bank": False},
     "linear": {**_BASELINES, **_PROBE, "layers": "last"},
+    "svm": {**_BASELINES},
     "finetune": {**_BASELINES, "label_fraction": None, "labels_per_class": None, "epochs": None, "precision": None,
                  "layer_decay": None},
     "transfer": {**_BASELINES, **_KNN, **_PROBE},
@@ -87,7 +89,7 @@ def _evaluation_data(args, cfg: dict, labelled: bool = True, adapt: bool = False
                            f"holds {kinds[given]}; evaluate it on a {pretrained_on} dataset")
     if adapt and given == "series" and not same:
         raise SelfSupError("transfer adapts images (size and channels) to the checkpoint; a series checkpoint is "
-                           f"evaluated on its own dataset ({cfg['dataset']}) with knn, linear or finetune")
+                           f"evaluated on its own dataset ({cfg['dataset']}) with knn, linear, svm or finetune")
     data_dir = args.data_dir or (cfg["data_dir"] if same else None)
     channels = args.channels or (cfg["data"]["channels"] if adapt else None)
     options = {"channels": channels, "image_size": cfg["data"]["image_size"]}
@@ -170,6 +172,15 @@ def _knn(args, enc, train, test):
     return enc.each(score, ["knn", args.k, args.temperature], train, test)
 
 
+def _svm(args, enc, train, test):
+    """(the encoder's SVM probe result, {baseline: its result}), as ``selfsup.eval.svm`` trains it."""
+    def score(name):
+        train_x, train_y = enc(name, train)
+        test_x, test_y = enc(name, test)
+        return svm_probe(train_x, train_y, test_x, test_y)
+    return enc.each(score, ["svm"], train, test)
+
+
 def _linear_settings(args, seed: int) -> list:
     return ["linear", args.epochs, args.lr, args.weight_decay, seed]
 
@@ -233,6 +244,11 @@ def evaluate(args: EvalRequest) -> dict:
         baselines = enc.baseline_scores(score, _linear_settings(args, cfg["seed"]), train, test)
         result.update(epochs=args.epochs, lr=args.lr, layers=probes, top1=list(probes.values())[-1]["test_top1"],
                       baselines=baselines)
+    elif protocol == "svm":
+        probe, baselines = _svm(args, enc, train, test)
+        result.update(top1=probe["test_top1"], C=probe["C"],
+                      baselines={name: value["test_top1"] for name, value in baselines.items()},
+                      baseline_C={name: value["C"] for name, value in baselines.items()})
     elif protocol == "transfer":
         (knn, knn_base) = _knn(args, enc, train, test)
         linear, linear_base = enc.each(_linear_score(args, enc, train, test, cfg["seed"]),
