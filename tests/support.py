@@ -20,12 +20,20 @@ TINY = ["--dataset", "synthetic", "--batch-size", "64", "--width", "8", "--set",
 TINY_VIT = {"name": "vit", "width": 16, "depth": 2, "heads": 2}
 
 
+def series_only(method: str) -> bool:
+    return "image" not in METHODS[method].modalities
+
+
 def tiny_method_cfg(method: str, epochs: int = 2) -> dict:
-    """``method``'s resolved config for a tiny run (TINY's settings, no kNN monitor)."""
+    """``method``'s resolved config for a tiny run (TINY's settings, no kNN monitor; series-only
+    methods on the synthetic series, with a 3-block dilated encoder where theirs is one)."""
     assignments = [TINY[i + 1] for i, arg in enumerate(TINY) if arg == "--set"]
     cfg = resolve(method)
     backbone = TINY_VIT if cfg["backbone"]["name"] in VIT_BACKBONES else {"width": 8}
-    return resolve(method, flags={"dataset": "synthetic", "epochs": epochs, "batch_size": 64, "backbone": backbone},
+    if cfg["backbone"]["name"] == "dilated-conv":
+        backbone = {"width": 8, "depth": 3}
+    dataset = "synthetic-series" if series_only(method) else "synthetic"
+    return resolve(method, flags={"dataset": dataset, "epochs": epochs, "batch_size": 64, "backbone": backbone},
                    assignments=assignments + ["knn.every_n_epochs=0"])
 
 
@@ -34,7 +42,10 @@ def tiny_built_cfg(method: str, backbone: dict | None = None, **params) -> dict:
     methods whose own is one; or ``backbone``), 16-px colour images in 6 classes."""
     cfg = tiny_method_cfg(method)
     cfg["backbone"].update(backbone or {})
-    cfg["data"].update(channels=3, image_size=16, num_classes=6, mean=[0.5] * 3, std=[0.25] * 3, modality="image")
+    if series_only(method):
+        cfg["data"].update(channels=1, image_size=32, num_classes=3, mean=[0.0], std=[1.0], modality="series")
+    else:
+        cfg["data"].update(channels=3, image_size=16, num_classes=6, mean=[0.5] * 3, std=[0.25] * 3, modality="image")
     cfg["backbone"]["small_stem"] = True
     cfg["run"] = {"train_size": 512, "world_size": 1, "batches_per_epoch": 8}
     cfg["params"].update(params)

@@ -48,7 +48,8 @@ def test_method_trains_checkpoints_and_resumes_exactly(name, params, tmp_path, m
         assert torch.equal(value, a["state_dict"]["method." + key]), key
 
     method = module.method
-    images = torch.randn(4, 3, 16, 16)
+    run = method.run
+    images = torch.randn(4, run.channels, *([run.image_size] * (1 if run.modality == "series" else 2)))
     assert method.features(images).shape == (4, method.feature_dim)
     layers = method.feature_layers(images)
     assert len(layers) == len(method.layer_names) and layers[-1].shape == (4, method.feature_dim)

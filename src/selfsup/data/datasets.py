@@ -22,7 +22,7 @@ from ..errors import SelfSupError
 from . import formats
 from .files import ImageFileDataset, measure_normalization, report_skipped, scan_image_files
 from .memory import InMemoryDataset
-from .series import aeon_loader, ucr_folder_loader
+from .series import SeriesDataset, aeon_loader, ucr_folder_loader
 from .views import Normalization
 
 DEBIAN_DIR = "/usr/share/datasets"
@@ -190,6 +190,24 @@ def _synthetic_loader(path: Path, split: str, options: dict) -> TensorImageDatas
     return TensorImageDataset(torch.from_numpy(images), torch.from_numpy(labels), len(SYNTHETIC_PATTERNS))
 
 
+def synthetic_series(n: int, seed: int, length: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Sines of three rhythms (periods of 4-6, 8-11 and 14-18 steps) with random phase and
+    amplitude, plus noise: float32 [n, 1, length] and labels (tests and smoke runs only)."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 3
+    period = np.array([(4, 6), (8, 11), (14, 18)])[labels]
+    period = rng.uniform(period[:, 0], period[:, 1])[:, None]
+    wave = np.sin(2 * np.pi * np.arange(length) / period + rng.uniform(0, 2 * np.pi, (n, 1)))
+    series = wave * rng.uniform(0.5, 1.5, (n, 1)) + rng.normal(0, 0.1, (n, length))
+    return series[:, None].astype(np.float32), labels.astype(np.int64)
+
+
+def _synthetic_series_loader(path: Path, split: str, options: dict) -> SeriesDataset:
+    n = int(options.get("synthetic_size") or 512) if split == "train" else 256
+    series, labels = synthetic_series(n, seed=0 if split == "train" else 1)
+    return SeriesDataset(torch.from_numpy(series), torch.from_numpy(labels), 3)
+
+
 def _stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Indices interleaved class by class, each class in random order: any prefix is as
     class-balanced as possible."""
@@ -232,6 +250,9 @@ DATASETS: dict[str, DatasetInfo] = {info.name: info for info in [
                 3, 64, 0, None, ("train", "test"), "train", _imagefolder_loader),
     DatasetInfo("digits", "scikit-learn digits, 1437/360 8x8 grey (ships with scikit-learn)", 1, 8, 10,
                 Normalization((0.3,), (0.38,)), ("train", "test"), "train", _digits_loader, needs_dir=False),
+    DatasetInfo("synthetic-series", "sines of three rhythms, 512/256 series of 32 steps (tests and smoke runs only)",
+                1, 32, 3, Normalization((0.0,), (1.0,)), ("train", "test"), "train", _synthetic_series_loader,
+                needs_dir=False, modality="series"),
     DatasetInfo("synthetic", "textured 16x16 RGB images in 6 classes (tests and smoke runs only)", 3, 16, 6,
                 Normalization((0.5, 0.5, 0.5), (0.2, 0.2, 0.2)), ("train", "test"), "train", _synthetic_loader,
                 needs_dir=False, class_names=SYNTHETIC_PATTERNS),

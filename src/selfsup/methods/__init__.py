@@ -40,6 +40,7 @@ _PLACES = {
     "superinfo": ("gaussian", "SuperInfo"),
     "instdisc": ("instdisc", "InstDisc"),
     "cpc": ("cpc", "CPC"),
+    "ts2vec": ("ts2vec", "TS2Vec"),
     "supervised": ("supervised", "Supervised"),
     "rotation": ("rotation", "Rotation"),
     "jigsaw": ("jigsaw", "Jigsaw"),

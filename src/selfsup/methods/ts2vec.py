@@ -1,0 +1,77 @@
+"""TS2Vec, Yue et al., "TS2Vec: Towards Universal Representation of Time Series", AAAI 2022.
+
+Two overlapping random crops of each series (one crop length a batch, drawn from
+[2^(temporal_unit+1), T], per-series offsets; TS2Vec's contextual consistency) go through the
+dilated-convolution encoder (backbone ``dilated-conv``), each with its own timestamp mask
+(each step's projection zeroed with probability ``mask_p`` 0.5); the representations of the
+steps both crops share are contrasted with ``hierarchical_contrastive`` (α 0.5, instance-wise
+and temporal at every max-pooling scale), after dropout (``dropout`` 0.1) on the
+representations.  Series longer than ``max_train_length`` (3000)
+are cut to a random window of that length first.  Instance features: the maximum over time of
+the unmasked full series.  Defaults from the paper's code: AdamW lr 1e-3 (weight decay 0.01,
+PyTorch's default there), constant rate, batch 8, about 200 steps on a small problem (the
+suite sets the epochs per problem).  Our choice: no SWA average of the weights (the code
+encodes with one; the paper does not mention it).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..data.views import ViewSpec
+from ..errors import SelfSupError
+from ..losses.temporal import hierarchical_contrastive
+from ..models.dilated_conv import DilatedConvEncoder
+from .base import Method
+from .. import rng
+
+
+def windows(x: torch.Tensor, starts: torch.Tensor, length: int) -> torch.Tensor:
+    """x [B, C, T]: for each series b the steps starts[b] … starts[b] + length − 1."""
+    steps = starts[:, None] + torch.arange(length, device=x.device)[None]
+    return x.gather(2, steps[:, None, :].expand(-1, x.shape[1], -1))
+
+
+class TS2Vec(Method):
+    """TS2Vec (Yue et al. 2022): hierarchical contrasting of overlapping, masked crops."""
+
+    name = "ts2vec"
+    modalities = ("series",)
+    defaults = {"alpha": 0.5, "temporal_unit": 0, "mask_p": 0.5, "dropout": 0.1, "max_train_length": 3000}
+    limits = {"alpha": (0, 1), "temporal_unit": (0, None), "mask_p": (0, 1), "dropout": (0, 0.99),
+              "max_train_length": (2, None)}
+
+    def __init__(self, backbone, cfg, run):
+        super().__init__(backbone, cfg, run)
+        if not isinstance(backbone, DilatedConvEncoder):
+            raise SelfSupError("ts2vec needs per-step representations with a timestamp mask: --backbone dilated-conv")
+        if run.image_size < 2 ** (cfg["temporal_unit"] + 1):
+            raise SelfSupError(f"ts2vec's crops need series of at least {2 ** (cfg['temporal_unit'] + 1)} steps "
+                               f"(params.temporal_unit {cfg['temporal_unit']}); these have {run.image_size}")
+        self.views = [ViewSpec(None)]
+
+    def _draw(self, low: int, high: int, size=1) -> torch.Tensor:
+        """Integers in [low, high] (inclusive) from the method's generator, on the CPU."""
+        return rng.randint(low, high + 1, size, self.generator, device="cpu")
+
+    def masked_encoding(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-step representations of a crop with a fresh timestamp mask, then dropout."""
+        keep = rng.rand(x.shape[::2], self.generator, device=x.device) >= self.cfg["mask_p"]
+        z = self.backbone.forward_sequence(x, keep)
+        kept = rng.rand(z.shape, self.generator, device=z.device) >= self.cfg["dropout"]
+        return z * kept / (1 - self.cfg["dropout"])
+
+    def training_step(self, batch, step):
+        x = batch["views"][0]
+        b, length = x.shape[0], x.shape[-1]
+        if length > self.cfg["max_train_length"]:
+            start = self._draw(0, length - self.cfg["max_train_length"]).expand(b)
+            x, length = windows(x, start.to(x.device), self.cfg["max_train_length"]), self.cfg["max_train_length"]
+        crop = int(self._draw(2 ** (self.cfg["temporal_unit"] + 1), length))
+        left = int(self._draw(0, length - crop))
+        right = left + crop
+        extended_left, extended_right = int(self._draw(0, left)), int(self._draw(right, length))
+        offsets = self._draw(-extended_left, length - extended_right, b).to(x.device)
+        first = self.masked_encoding(windows(x, offsets + extended_left, right - extended_left))[:, -crop:]
+        second = self.masked_encoding(windows(x, offsets + left, extended_right - left))[:, :crop]
+        loss = hierarchical_contrastive(first, second, self.cfg["alpha"], self.cfg["temporal_unit"])
+        return {"loss": loss, "crop_length": torch.tensor(float(crop))}

@@ -1,0 +1,83 @@
+"""The series representation methods beside CPC: TS2Vec's encoder, crops and hierarchical
+loss against an independent reference written with loops."""
+import math
+
+import pytest
+import torch
+
+from selfsup.losses.temporal import hierarchical_contrastive, instance_contrastive, temporal_contrastive
+from selfsup.methods.ts2vec import windows
+from selfsup.models.dilated_conv import DilatedConvEncoder
+
+
+def _reference_pairs(groups):
+    """Mean cross-entropy of each member's partner among the others, group by group, by loops:
+    groups is a list of lists of 2N vectors, member i paired with member i + N (and back)."""
+    losses = []
+    for members in groups:
+        n = len(members) // 2
+        for i, anchor in enumerate(members):
+            partner = (i + n) % (2 * n)
+            others = [j for j in range(2 * n) if j != i]
+            scores = torch.stack([anchor @ members[j] for j in others])
+            losses.append(-(scores[others.index(partner)] - torch.logsumexp(scores, 0)))
+    return torch.stack(losses).mean()
+
+
+def _reference_hierarchical(z1, z2, alpha=0.5):
+    total, levels = 0.0, 0
+    while True:
+        b, t, _ = z1.shape
+        if b > 1:
+            total += alpha * _reference_pairs([[*z1[:, s], *z2[:, s]] for s in range(t)])
+        if t > 1:
+            total += (1 - alpha) * _reference_pairs([[*z1[i], *z2[i]] for i in range(b)])
+        levels += 1
+        if t == 1:
+            return total / levels
+        pool = lambda z: torch.stack([z[:, 2 * k:2 * k + 2].amax(1) for k in range(t // 2)], 1)
+        z1, z2 = pool(z1), pool(z2)
+
+
+@pytest.mark.parametrize("batch,steps", [(3, 8), (2, 5), (4, 1), (1, 6)])
+def test_hierarchical_contrastive_matches_a_loop_reference(batch, steps):
+    g = torch.Generator().manual_seed(batch * 10 + steps)
+    z1, z2 = torch.randn(batch, steps, 4, generator=g), torch.randn(batch, steps, 4, generator=g)
+    expected = _reference_hierarchical(z1, z2)
+    assert hierarchical_contrastive(z1, z2).item() == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_instance_and_temporal_terms_by_hand():
+    # two series, one step: each member sees its partner (score 1·1 or 0) and one other
+    z1 = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
+    z2 = z1.clone()
+    # member 0 (z1 series 0): partner z2 series 0 (score 1), others z1 series 1 (0), z2 series 1 (0)
+    expected = -(1 - math.log(math.e + 2))
+    assert instance_contrastive(z1, z2).item() == pytest.approx(expected)
+    assert temporal_contrastive(z1, z2).item() == 0.0  # one step: nothing to contrast over time
+
+
+def test_crops_share_their_steps_and_the_encoder_keeps_the_length():
+    x = torch.arange(2 * 3 * 10, dtype=torch.float).view(2, 3, 10)
+    out = windows(x, torch.tensor([0, 4]), 5)
+    assert torch.equal(out[0], x[0, :, :5]) and torch.equal(out[1], x[1, :, 4:9])
+    encoder = DilatedConvEncoder(3, width=8, depth=3).eval()
+    seq = encoder.forward_sequence(x)
+    assert seq.shape == (2, 10, 40) and torch.allclose(encoder(x), seq.amax(1))
+    masked = encoder.forward_sequence(x, torch.zeros(2, 10, dtype=torch.bool))
+    assert torch.allclose(masked, encoder.forward_sequence(torch.zeros_like(x) + float("nan"),
+                                                           torch.zeros(2, 10, dtype=torch.bool)).nan_to_num(), atol=1e-6) \
+        or torch.allclose(masked[0], masked[1])  # every step masked: the series no longer matters
+
+
+def test_ts2vec_step_contrasts_the_same_steps_of_both_crops(monkeypatch):
+    import selfsup.methods.ts2vec as module
+    from tests.support import tiny
+    seen = {}
+    monkeypatch.setattr(module, "hierarchical_contrastive", lambda a, b, alpha, unit: seen.update(a=a, b=b) or a.sum())
+    method = tiny("ts2vec")
+    method.masked_encoding = lambda x: x.transpose(1, 2)  # each step "encoded" as its own values
+    x = torch.arange(4 * 1 * 32, dtype=torch.float).view(4, 1, 32)
+    for step in range(20):
+        method.training_step({"views": [x]}, step)
+        assert torch.equal(seen["a"], seen["b"]) and 2 <= seen["a"].shape[1] <= 32
