@@ -264,10 +264,9 @@ def test_every_protocol_runs_on_a_series_checkpoint(ucr_dir, tmp_path, capsys):
         assert needle in err and "Traceback" not in err and not result.exists(), err
 
 
-def test_series_ssl_verdict_needs_a_gap_beyond_the_seed_range():
-    from selfsup.bench.series import _verdict
-
-    row = {"dataset": "toy", "train_series": 50, "cpc_knn": 0.80, "cpc_knn_range": 0.04, "raw_series_knn": 0.70,
-           "random_init_knn": 0.78, "random_init_knn_range": 0.01, "cpc_linear": 0.60, "cpc_linear_range": 0.0,
-           "raw_series_linear": 0.65, "random_init_linear": 0.59, "random_init_linear_range": 0.02}
-    assert _verdict(row) == "toy (50 training series): knn beats raw series, linear beats neither baseline"
+def test_series_ssl_ranks_and_ts2vec_training_length():
+    from selfsup.bench.series import _ranks, ts2vec_epochs
+    assert _ranks({"a": 0.9, "b": 0.7, "c": 0.9, "d": 0.5}) == {"a": 1.5, "c": 1.5, "b": 3, "d": 4}
+    assert ts2vec_epochs(50, 150, 1, 8) == 34  # 7,500 values: 200 steps of 6 an epoch
+    assert ts2vec_epochs(100, 1460, 1, 8) == 50  # 146,000 values: 600 steps of 12 an epoch
+    assert ts2vec_epochs(5, 40, 1, 8) == 200  # a batch is the whole training set

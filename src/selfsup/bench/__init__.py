@@ -63,7 +63,7 @@ def _semisup(out: Path, data_dir: str | None, methods: list[str] | None, labels_
 
 def _series_ssl(out: Path, data_dir: str | None, methods: list[str] | None):
     from .series import series_ssl_suite
-    return series_ssl_suite(out, data_dir)
+    return series_ssl_suite(out, data_dir, methods)
 
 
 def _fidelity(out: Path, data_dir: str | None, methods: list[str] | None):
@@ -93,8 +93,9 @@ SUITES: dict[str, Suite] = {
                      "MixMatch and ReMixMatch, 1/4/25 labels per class, 3 label seeds, beside a linear probe of that "
                      "checkpoint on the same labels", _semisup,
                      options=("labels_per_class", "label_seed")),
-    "series-ssl": Suite("CPC on the UCR problems shipped with aeon (gunpoint, italy-power-demand, arrowhead, osuleaf): "
-                        "kNN and linear probe vs the raw series and the random-init encoder", _series_ssl),
+    "series-ssl": Suite("CPC and TS2Vec on every UCR/UEA problem shipped with aeon: SVM, kNN and linear probes vs "
+                        "MiniRocket, the raw series and the random-init encoders; mean accuracy and rank",
+                        _series_ssl),
     "fidelity": Suite("before and after the fidelity fixes: every run they changed (OUT/before.json) beside the same "
                       "run made again in its suite (OUT/../SUITE/runs); trains nothing", _fidelity),
     "throughput": Suite("training images/s of --method M (or all): our engine vs the model-only ceiling "
