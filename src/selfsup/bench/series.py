@@ -1,4 +1,5 @@
-"""The series-ssl suite: series representation methods on every UCR/UEA problem aeon ships,
+"""The series-ssl suite: series representation methods (CPC, TS2Vec, T-Loss) on every UCR/UEA
+problem aeon ships,
 against MiniRocket (aeon: 10,000 random convolution features and a ridge classifier, the
 training-free bar), the raw series and each method's encoder at its random initialisation,
 on the archive protocol: an SVM-RBF probe on frozen features (``selfsup evaluate svm``,
@@ -36,9 +37,16 @@ SEEDS = (0, 1, 2)
 # exceed most of these training sets).
 CPC_BUDGET = {"epochs": 300, "batch_size": 16, "backbone": {"name": "conv1d", "width": 32},
               "optimizer": {"lr": 1.0e-3}, "knn": {"k": 5, "every_n_epochs": 10}, "trainer": {"progress_bar": False}}
-# TS2Vec's own settings (configs/ts2vec.yaml); its epochs per problem from its step rule below.
-TS2VEC_BUDGET = {"knn": {"k": 5, "every_n_epochs": 0}, "trainer": {"progress_bar": False}}
-SERIES_METHODS = ("cpc", "ts2vec")
+# TS2Vec's and T-Loss's own settings (configs/ts2vec.yaml, configs/t-loss.yaml); their epochs per
+# problem from their step rules below.
+OWN_BUDGET = {"knn": {"k": 5, "every_n_epochs": 0}, "trainer": {"progress_bar": False}}
+SERIES_METHODS = ("cpc", "ts2vec", "t-loss")
+T_LOSS_STEPS = 1500  # T-Loss's nb_steps
+
+
+def t_loss_epochs(train_series: int, batch_size: int) -> int:
+    """T-Loss's 1500 steps of min(batch, N) series as epochs."""
+    return math.ceil(T_LOSS_STEPS / max(1, train_series // min(batch_size, train_series)))
 
 
 def ts2vec_epochs(train_series: int, length: int, channels: int, batch_size: int) -> int:
@@ -55,8 +63,9 @@ def method_config(method: str, dataset: str, data_dir: str | None, seed: int) ->
         return merge(cfg, {**CPC_BUDGET, "dataset": dataset, "data_dir": data_dir, "seed": seed})
     train = load_split(dataset, "train", data_dir)
     n, channels, length = train.series.shape
-    epochs = ts2vec_epochs(n, length, channels, cfg["batch_size"])
-    return merge(cfg, {**TS2VEC_BUDGET, "epochs": epochs, "dataset": dataset, "data_dir": data_dir, "seed": seed,
+    epochs = ts2vec_epochs(n, length, channels, cfg["batch_size"]) if method == "ts2vec" \
+        else t_loss_epochs(n, cfg["batch_size"])
+    return merge(cfg, {**OWN_BUDGET, "epochs": epochs, "dataset": dataset, "data_dir": data_dir, "seed": seed,
                        "batch_size": min(cfg["batch_size"], n)})
 
 
@@ -135,8 +144,10 @@ def write_series_tables(out: Path, data_dir: str | None = None) -> list[dict]:
             if probed:
                 columns = [("svm", [s["top1"] for _, s in runs]), *columns,
                            ("random_init_svm", [s["baselines"]["random_init"] for _, s in runs])]
-            for column, values in columns:
-                row[column], row[f"{column}_range"] = mean(values), seed_range(values)
+            values = dict(columns)
+            for column in ("svm", "knn", "linear", "random_init_svm", "random_init_knn", "random_init_linear"):
+                row[column] = mean(values[column]) if column in values else None  # svm: None until probed
+                row[f"{column}_range"] = seed_range(values[column]) if column in values else None
             # the raw series do not depend on the training seed; the linear probe's own seed does move it a little
             row.update(raw_series_svm=mean(s["baselines"]["pixels"] for _, s in runs) if probed else None,
                        raw_series_knn=mean(m["baselines"]["raw_pixels_knn_top1"] for m, _ in runs),
@@ -158,9 +169,10 @@ def write_series_tables(out: Path, data_dir: str | None = None) -> list[dict]:
         summary.append({"model": model, "problems": len(complete),
                         "mean_svm_accuracy": mean(models[d][model] for d in complete), "mean_rank": mean(ranks)})
     summary.sort(key=lambda r: r["mean_rank"])
-    notes = [f"CPC's settings laid over its defaults: `{CPC_BUDGET}`; TS2Vec's: its defaults (configs/ts2vec.yaml) "
-             f"with `{TS2VEC_BUDGET}`, the epochs from its step rule (200 steps of 8 series, 600 above 10^5 values) "
-             "and the batch capped at the training set.",
+    notes = [f"CPC's settings laid over its defaults: `{CPC_BUDGET}`; TS2Vec's and T-Loss's: their defaults "
+             f"(configs/ts2vec.yaml, configs/t-loss.yaml) with `{OWN_BUDGET}`, the epochs from their step rules "
+             "(TS2Vec: 200 steps of 8 series, 600 above 10^5 values; T-Loss: 1500 steps of 10) and the batch capped at "
+             "the training set.",
              "svm: `selfsup evaluate svm` (RBF SVC, C by 5-fold grid search over 1e-4 … 1e4 and a hard margin; a hard "
              "margin without search under 5 series a class or 50 in all); kNN: k=5, T=0.1, cosine; linear: one linear "
              "layer on standardised frozen features, Adam, 100 epochs; all on the full test split.",
