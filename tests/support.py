@@ -30,7 +30,7 @@ def tiny_method_cfg(method: str, epochs: int = 2) -> dict:
     assignments = [TINY[i + 1] for i, arg in enumerate(TINY) if arg == "--set"]
     cfg = resolve(method)
     backbone = TINY_VIT if cfg["backbone"]["name"] in VIT_BACKBONES else {"width": 8}
-    if cfg["backbone"]["name"] == "dilated-conv":
+    if cfg["backbone"]["name"] in ("dilated-conv", "causal-conv"):
         backbone = {"width": 8, "depth": 3}
     dataset = "synthetic-series" if series_only(method) else "synthetic"
     return resolve(method, flags={"dataset": dataset, "epochs": epochs, "batch_size": 64, "backbone": backbone},

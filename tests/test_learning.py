@@ -192,7 +192,8 @@ def is_classifier(name: str) -> bool:
 TESTED = sorted(name for name in METHODS if not METHODS[name].colour_only and "image" in METHODS[name].modalities)
 SERIES_ONLY = sorted(name for name in METHODS if "image" not in METHODS[name].modalities)
 # what a series-only method needs beyond its defaults to show learning on GunPoint (50 series of 150 steps)
-SERIES_LEARNING = {"ts2vec": {"epochs": 16}}  # 96 steps of 8, half of the paper's 200
+SERIES_LEARNING = {"ts2vec": {"epochs": 16},  # 96 steps of 8, half of the paper's 200
+                   "t-loss": {"epochs": 40}}  # 200 steps of 10, 2/15 of the paper's 1500
 COLOUR_ONLY = sorted(name for name in METHODS if METHODS[name].colour_only)
 
 

@@ -81,3 +81,59 @@ def test_ts2vec_step_contrasts_the_same_steps_of_both_crops(monkeypatch):
     for step in range(20):
         method.training_step({"views": [x]}, step)
         assert torch.equal(seen["a"], seen["b"]) and 2 <= seen["a"].shape[1] <= 32
+
+
+def test_t_loss_by_hand():
+    from selfsup.losses.temporal import t_loss
+    anchor = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    positive = torch.tensor([[2.0, 0.0], [0.0, 1.0]])  # a·p = 2, 2
+    negatives = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[-1.0, 0.0], [0.0, -1.0]]])  # a·n: (1, 0), (-1, -2)
+    sig = lambda v: 1 / (1 + math.exp(-v))
+    attract = -math.log(sig(2))
+    repel = (-math.log(sig(-1)) - math.log(sig(0))) / 2 + (-math.log(sig(1)) - math.log(sig(2))) / 2
+    assert t_loss(anchor, positive, negatives).item() == pytest.approx(attract + repel / 2, rel=1e-6)
+    assert t_loss(anchor, positive, negatives, 0.0).item() == pytest.approx(attract, rel=1e-6)
+
+
+def test_causal_encoder_outputs_do_not_see_the_future():
+    from selfsup.models.dilated_conv import CausalConvEncoder
+    encoder = CausalConvEncoder(2, width=6, depth=4).eval()
+    x = torch.randn(3, 2, 40, generator=torch.Generator().manual_seed(0))
+    changed = x.clone()
+    changed[..., 25:] += 5.0
+    a, b = encoder.forward_sequence(x), encoder.forward_sequence(changed)
+    assert torch.allclose(a[:, :25], b[:, :25], atol=1e-6) and not torch.allclose(a[:, 25:], b[:, 25:])
+    assert encoder(x).shape == (3, 48) and [t.shape[1] for t in encoder.forward_stages(x)] == encoder.stage_dims
+
+
+def test_t_loss_positive_lies_inside_its_anchor(monkeypatch):
+    import selfsup.methods.t_loss as module
+    from tests.support import tiny
+    method = tiny("t-loss")
+    x = torch.arange(4 * 32, dtype=torch.float).view(4, 1, 32)
+    seen = {}
+
+    class Recorder(torch.nn.Module):
+        def forward(self, w):
+            seen.setdefault("windows", []).append(w)
+            return w.amax(2).expand(-1, 3)
+
+    method.backbone = Recorder()
+    monkeypatch.setattr(module, "t_loss", lambda a, p, n, penalty: a.sum())
+    for step in range(20):
+        seen.clear()
+        method.training_step({"views": [x]}, step)
+        anchor, positive, negatives = seen["windows"]
+        assert positive.shape[-1] <= anchor.shape[-1] and negatives.shape == (10 * 4, 1, positive.shape[-1])
+        for a, p in zip(anchor[:, 0], positive[:, 0]):  # each positive's steps are steps of its anchor
+            assert set(p.tolist()) <= set(a.tolist())
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dilation,length", [(1, 9), (4, 9), (8, 9), (9, 9), (32, 9)])
+def test_dilated_conv_shortcut_equals_the_padded_convolution(causal, dilation, length):
+    from selfsup.models.dilated_conv import dilated_conv
+    conv = torch.nn.Conv1d(2, 3, 3, dilation=dilation)
+    x = torch.randn(2, 2, length, generator=torch.Generator().manual_seed(dilation))
+    padded = torch.nn.functional.pad(x, (2 * dilation, 0) if causal else (dilation, dilation))
+    assert torch.allclose(dilated_conv(conv, x, causal), conv(padded), atol=1e-6)

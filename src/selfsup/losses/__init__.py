@@ -11,6 +11,7 @@ from .prototypes import me_max, msn
 from .semisup import (align_distribution, flexmatch_thresholds, freematch_fairness, freematch_thresholds, sharpen,
                       softmatch_weights, tsa_threshold)
 from .sigreg import epps_pulley, lejepa, sigreg
+from .temporal import hierarchical_contrastive, instance_contrastive, t_loss, temporal_contrastive
 from .non_contrastive import barlow_twins, negative_cosine, tico, vicreg, vicreg_terms
 from .nt_xent import dcl, decoupled_nt_xent, nt_xent
 from .supervised import supcon, triplet
@@ -18,6 +19,7 @@ from .swav import sinkhorn, swav
 from .whitening import cholesky_whiten, w_mse
 
 __all__ = ["align_distribution", "flexmatch_thresholds", "freematch_fairness", "freematch_thresholds", "sharpen",
-           "softmatch_weights", "tsa_threshold", "bank_softmax", "barlow_twins", "batch_info_nce", "cholesky_whiten", "dcl", "decoupled_nt_xent", "dino", "dino_center", "emp_ssl", "epps_pulley", "gaussian_jsd", "gaussian_kl", "ibot_patch", "info_nce", "lejepa", "masked_l1", "masked_mse", "me_max", "msn",
+           "softmatch_weights", "tsa_threshold", "hierarchical_contrastive", "instance_contrastive", "t_loss",
+           "temporal_contrastive", "bank_softmax", "barlow_twins", "batch_info_nce", "cholesky_whiten", "dcl", "decoupled_nt_xent", "dino", "dino_center", "emp_ssl", "epps_pulley", "gaussian_jsd", "gaussian_kl", "ibot_patch", "info_nce", "lejepa", "masked_l1", "masked_mse", "me_max", "msn",
            "estimate_log_z", "nce_memory", "negative_cosine", "nt_xent", "sampled_info_nce", "sigreg", "sinkhorn", "supcon", "swav", "tico", "total_coding_rate", "triplet",
            "vicreg", "vicreg_terms", "w_mse"]

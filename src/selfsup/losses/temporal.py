@@ -1,7 +1,9 @@
-"""TS2Vec's hierarchical contrastive loss (Yue et al., AAAI 2022, Sec. 3.3): per-step
-representations of two overlapping crops of the same series are contrasted against other
-series at the same step (instance-wise) and against other steps of the same series
-(temporal), at every scale of a max-pooling pyramid over time."""
+"""The series losses.  TS2Vec's hierarchical contrastive loss (Yue et al., AAAI 2022, Sec.
+3.3): per-step representations of two overlapping crops of the same series are contrasted
+against other series at the same step (instance-wise) and against other steps of the same
+series (temporal), at every scale of a max-pooling pyramid over time.  T-Loss's triplet loss
+(Franceschi et al., NeurIPS 2019): a sub-series close to a sub-series that contains it, far
+from sub-series of other series."""
 from __future__ import annotations
 
 import torch
@@ -54,3 +56,13 @@ def hierarchical_contrastive(z1: torch.Tensor, z2: torch.Tensor, alpha: float = 
         loss = loss + alpha * instance_contrastive(z1, z2)
         levels += 1
     return loss / levels
+
+
+def t_loss(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor,
+           negative_penalty: float = 1.0) -> torch.Tensor:
+    """T-Loss's triplet loss (Franceschi et al. 2019, eq. 1): anchor, positive [B, D] and
+    negatives [K, B, D] (raw dot products, no normalisation):
+    −log σ(a·p) + (negative_penalty / K) Σ_k −log σ(−a·n_k), averaged over the batch."""
+    attract = -F.logsigmoid((anchor * positive).sum(-1)).mean()
+    repel = -F.logsigmoid(-(anchor.unsqueeze(0) * negatives).sum(-1)).mean(1).sum(0)
+    return attract + negative_penalty / negatives.shape[0] * repel

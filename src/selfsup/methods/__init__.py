@@ -41,6 +41,7 @@ _PLACES = {
     "instdisc": ("instdisc", "InstDisc"),
     "cpc": ("cpc", "CPC"),
     "ts2vec": ("ts2vec", "TS2Vec"),
+    "t-loss": ("t_loss", "TLoss"),
     "supervised": ("supervised", "Supervised"),
     "rotation": ("rotation", "Rotation"),
     "jigsaw": ("jigsaw", "Jigsaw"),

@@ -14,7 +14,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from .vit import VIT_BACKBONES, VIT_SIZES, ViTBackbone, default_patch_size
-from .dilated_conv import DilatedConvEncoder
+from .dilated_conv import CausalConvEncoder, DilatedConvEncoder
 from .wide_resnet import WIDE_RESNETS, wide_resnet
 
 RESNET_LAYOUTS = {
@@ -166,7 +166,7 @@ class Conv1dEncoder(nn.Module):
 
 
 IMAGE_BACKBONES = (*RESNET_LAYOUTS, *WIDE_RESNETS, *VIT_BACKBONES)
-SERIES_BACKBONES = ("conv1d", "dilated-conv")
+SERIES_BACKBONES = ("conv1d", "dilated-conv", "causal-conv")
 BACKBONES = (*IMAGE_BACKBONES, *SERIES_BACKBONES)
 
 
@@ -193,6 +193,8 @@ def build_backbone(settings: dict, in_channels: int, image_size: int) -> nn.Modu
         return Conv1dEncoder(in_channels, settings["width"])
     if name == "dilated-conv":  # TS2Vec's encoder: ``width`` hidden channels, ``depth`` blocks (default 10)
         return DilatedConvEncoder(in_channels, settings["width"], settings.get("depth") or 10)
+    if name == "causal-conv":  # T-Loss's encoder: ``width`` channels, ``depth`` causal blocks (default 10)
+        return CausalConvEncoder(in_channels, settings["width"], settings.get("depth") or 10)
     if name in VIT_BACKBONES:
         return ViTBackbone(in_channels, image_size, drop_path=settings.get("drop_path", 0.0),
                            pool=settings.get("pool", "cls"), **vit_size(settings, image_size))
