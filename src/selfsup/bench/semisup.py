@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..config import merge, resolve
 from ..build import load_pretrained
+from ..data.datasets import dataset_info
 from ..engine.train import load_datasets
 from ..errors import SelfSupError
 from ..eval.features import method_features
@@ -165,7 +166,9 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
             moving = [h for h in metrics["epoch_history"] if "threshold_class_0" in h]
             classes = sorted(int(k.rsplit("_", 1)[1]) for k in moving[0] if k.startswith("threshold_class_")) \
                 if moving else []
-            thresholds[label] = {f"class {c}": ([h["epoch"] for h in moving], [h[f"threshold_class_{c}"] for h in moving])
+            names = dataset_info(cfg["dataset"]).class_names
+            thresholds[label] = {names[c] if c < len(names) else f"class {c}":
+                                 ([h["epoch"] for h in moving], [h[f"threshold_class_{c}"] for h in moving])
                                  for c in classes}
         history = [h for h in metrics["epoch_history"] if "pool_top1" in h]
         if history:
