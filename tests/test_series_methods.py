@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from selfsup.losses.temporal import hierarchical_contrastive, instance_contrastive, temporal_contrastive
-from selfsup.methods.ts2vec import windows
+from selfsup.data.series import windows
 from selfsup.models.dilated_conv import DilatedConvEncoder
 
 

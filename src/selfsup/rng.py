@@ -38,6 +38,12 @@ def randint(low: int, high: int, size, generator: torch.Generator, device=None) 
     return _place(torch.randint(low, high, _size(size), generator=generator, device=generator.device), device)
 
 
+def integers(low: int, high: int, size, generator: torch.Generator) -> torch.Tensor:
+    """Integers in [low, high], both ends included, of ``size`` (int64, on the CPU: crop lengths
+    and positions, read as Python ints or moved to the data's device by the caller)."""
+    return randint(low, high + 1, size, generator, device="cpu")
+
+
 def randperm(n: int, generator: torch.Generator, device=None) -> torch.Tensor:
     """A random permutation of 0..n−1."""
     return _place(torch.randperm(n, generator=generator, device=generator.device), device)

@@ -15,6 +15,7 @@ the archive papers report.  Runs live in ``OUT/runs/METHOD-PROBLEM[-training-see
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -44,16 +45,26 @@ SERIES_METHODS = ("cpc", "ts2vec", "t-loss")
 T_LOSS_STEPS = 1500  # T-Loss's nb_steps
 
 
+def _epochs(steps: int, train_series: int, batch_size: int) -> int:
+    """``steps`` of min(batch, N) series as whole epochs."""
+    return math.ceil(steps / max(1, train_series // min(batch_size, train_series)))
+
+
 def t_loss_epochs(train_series: int, batch_size: int) -> int:
     """T-Loss's 1500 steps of min(batch, N) series as epochs."""
-    return math.ceil(T_LOSS_STEPS / max(1, train_series // min(batch_size, train_series)))
+    return _epochs(T_LOSS_STEPS, train_series, batch_size)
 
 
 def ts2vec_epochs(train_series: int, length: int, channels: int, batch_size: int) -> int:
     """TS2Vec's training length as epochs: 200 steps when the training set holds at most
     100,000 values (series x steps x channels), else 600, of min(batch, N) series."""
-    steps = 200 if train_series * length * channels <= 100_000 else 600
-    return math.ceil(steps / max(1, train_series // min(batch_size, train_series)))
+    return _epochs(200 if train_series * length * channels <= 100_000 else 600, train_series, batch_size)
+
+
+@functools.cache
+def _train_shape(dataset: str, data_dir: str | None) -> tuple[int, int, int]:
+    """(series, channels, length) of the training split, read once per problem."""
+    return tuple(load_split(dataset, "train", data_dir).series.shape)
 
 
 def method_config(method: str, dataset: str, data_dir: str | None, seed: int) -> dict:
@@ -61,8 +72,7 @@ def method_config(method: str, dataset: str, data_dir: str | None, seed: int) ->
     cfg = resolve(method)
     if method == "cpc":
         return merge(cfg, {**CPC_BUDGET, "dataset": dataset, "data_dir": data_dir, "seed": seed})
-    train = load_split(dataset, "train", data_dir)
-    n, channels, length = train.series.shape
+    n, channels, length = _train_shape(dataset, data_dir)
     epochs = ts2vec_epochs(n, length, channels, cfg["batch_size"]) if method == "ts2vec" \
         else t_loss_epochs(n, cfg["batch_size"])
     return merge(cfg, {**OWN_BUDGET, "epochs": epochs, "dataset": dataset, "data_dir": data_dir, "seed": seed,

@@ -168,6 +168,12 @@ class SeriesAugmentConfig:
     mask_fraction: float = 0.2
 
 
+def windows(x: torch.Tensor, starts: torch.Tensor, length: int) -> torch.Tensor:
+    """x [B, C, T]: for each series b the steps starts[b] … starts[b] + length − 1."""
+    steps = starts[:, None] + torch.arange(length, device=x.device)[None]
+    return x.gather(2, steps[:, None, :].expand(-1, x.shape[1], -1))
+
+
 def random_crop_resize(x: torch.Tensor, scale, g: torch.Generator) -> torch.Tensor:
     """A random window of each series [B, C, T] (fraction of T in ``scale``), resized to T."""
     n, _, length = x.shape

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import torch
 
+from ..data.series import windows
 from ..data.views import ViewSpec
 from ..errors import SelfSupError
 from ..losses.temporal import t_loss
 from ..models.dilated_conv import CausalConvEncoder
 from .base import Method
-from .ts2vec import windows
 from .. import rng
 
 
@@ -39,21 +39,17 @@ class TLoss(Method):
             raise SelfSupError("t-loss trains T-Loss's causal dilated encoder: --backbone causal-conv")
         self.views = [ViewSpec(None)]
 
-    def _draw(self, low: int, high: int, size=1) -> torch.Tensor:
-        """Integers in [low, high] (inclusive) from the method's generator, on the CPU."""
-        return rng.randint(low, high + 1, size, self.generator, device="cpu")
-
     def training_step(self, batch, step):
-        x = batch["views"][0]
+        x, g = batch["views"][0], self.generator
         b, length = x.shape[0], x.shape[-1]
         length = min(length, self.cfg["compared_length"] or length)
-        short = int(self._draw(1, length))
-        anchor_length = int(self._draw(short, length))
-        anchor_starts = self._draw(0, length - anchor_length, b)
-        positive_starts = anchor_starts + self._draw(0, anchor_length - short, b)
+        short = int(rng.integers(1, length, 1, g))
+        anchor_length = int(rng.integers(short, length, 1, g))
+        anchor_starts = rng.integers(0, length - anchor_length, b, g)
+        positive_starts = anchor_starts + rng.integers(0, anchor_length - short, b, g)
         k = self.cfg["negatives"]
-        negative_series = self._draw(0, b - 1, k * b)
-        negative_starts = self._draw(0, length - short, k * b)
+        negative_series = rng.integers(0, b - 1, k * b, g)
+        negative_starts = rng.integers(0, length - short, k * b, g)
         device = x.device
         anchor = self.backbone(windows(x, anchor_starts.to(device), anchor_length))
         positive = self.backbone(windows(x, positive_starts.to(device), short))

@@ -17,18 +17,13 @@ from __future__ import annotations
 
 import torch
 
+from ..data.series import windows
 from ..data.views import ViewSpec
 from ..errors import SelfSupError
 from ..losses.temporal import hierarchical_contrastive
 from ..models.dilated_conv import DilatedConvEncoder
 from .base import Method
 from .. import rng
-
-
-def windows(x: torch.Tensor, starts: torch.Tensor, length: int) -> torch.Tensor:
-    """x [B, C, T]: for each series b the steps starts[b] … starts[b] + length − 1."""
-    steps = starts[:, None] + torch.arange(length, device=x.device)[None]
-    return x.gather(2, steps[:, None, :].expand(-1, x.shape[1], -1))
 
 
 class TS2Vec(Method):
@@ -49,10 +44,6 @@ class TS2Vec(Method):
                                f"(params.temporal_unit {cfg['temporal_unit']}); these have {run.image_size}")
         self.views = [ViewSpec(None)]
 
-    def _draw(self, low: int, high: int, size=1) -> torch.Tensor:
-        """Integers in [low, high] (inclusive) from the method's generator, on the CPU."""
-        return rng.randint(low, high + 1, size, self.generator, device="cpu")
-
     def masked_encoding(self, x: torch.Tensor) -> torch.Tensor:
         """Per-step representations of a crop with a fresh timestamp mask, then dropout."""
         keep = rng.rand(x.shape[::2], self.generator, device=x.device) >= self.cfg["mask_p"]
@@ -61,16 +52,16 @@ class TS2Vec(Method):
         return z * kept / (1 - self.cfg["dropout"])
 
     def training_step(self, batch, step):
-        x = batch["views"][0]
+        x, g = batch["views"][0], self.generator
         b, length = x.shape[0], x.shape[-1]
         if length > self.cfg["max_train_length"]:
-            start = self._draw(0, length - self.cfg["max_train_length"]).expand(b)
+            start = rng.integers(0, length - self.cfg["max_train_length"], 1, g).expand(b)
             x, length = windows(x, start.to(x.device), self.cfg["max_train_length"]), self.cfg["max_train_length"]
-        crop = int(self._draw(2 ** (self.cfg["temporal_unit"] + 1), length))
-        left = int(self._draw(0, length - crop))
+        crop = int(rng.integers(2 ** (self.cfg["temporal_unit"] + 1), length, 1, g))
+        left = int(rng.integers(0, length - crop, 1, g))
         right = left + crop
-        extended_left, extended_right = int(self._draw(0, left)), int(self._draw(right, length))
-        offsets = self._draw(-extended_left, length - extended_right, b).to(x.device)
+        extended_left, extended_right = int(rng.integers(0, left, 1, g)), int(rng.integers(right, length, 1, g))
+        offsets = rng.integers(-extended_left, length - extended_right, b, g).to(x.device)
         first = self.masked_encoding(windows(x, offsets + extended_left, right - extended_left))[:, -crop:]
         second = self.masked_encoding(windows(x, offsets + left, extended_right - left))[:, :crop]
         loss = hierarchical_contrastive(first, second, self.cfg["alpha"], self.cfg["temporal_unit"])
