@@ -20,10 +20,10 @@ def test_without_cuda_it_says_so_and_exits_0():
 @pytest.mark.slow
 def test_every_item_runs_on_the_cpu(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--device", "cpu",
-                             "--method", "dare", "--method", "mae", "--out", str(tmp_path)],
+                             "--method", "dare", "--method", "mae", "--method", "t-loss", "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=1200)
     lines = [line for line in result.stdout.splitlines() if line.startswith(("OK", "FAIL"))]
     assert result.returncode == 0, result.stdout + result.stderr
-    assert [line.split()[1] for line in lines] == ["pretrain", "pretrain", "checkpoint,", "evaluate", "semisup",
+    assert [line.split()[1] for line in lines] == ["pretrain", "pretrain", "pretrain", "checkpoint,", "evaluate", "semisup",
                                                     "forecast"]
     assert "resumed to epoch 6" in result.stdout and "every item passed" in result.stdout
