@@ -24,6 +24,6 @@ def test_every_item_runs_on_the_cpu(tmp_path):
                             capture_output=True, text=True, timeout=1200)
     lines = [line for line in result.stdout.splitlines() if line.startswith(("OK", "FAIL"))]
     assert result.returncode == 0, result.stdout + result.stderr
-    assert [line.split()[1] for line in lines] == ["pretrain", "pretrain", "pretrain", "checkpoint,", "evaluate", "semisup",
-                                                    "forecast"]
+    assert [line.split()[1] for line in lines] == ["pretrain", "pretrain", "pretrain", "checkpoint,", "evaluate",
+                                                    "semisup", "forecast"]
     assert "resumed to epoch 6" in result.stdout and "every item passed" in result.stdout
