@@ -224,7 +224,7 @@ def test_batchnorm_policy_errors(capsys, tmp_path, tiny_args):
     ("context-encoder", "params.region=left", "params.region of context-encoder must be one of center, random"),
     ("exemplar", "params.surrogate_classes=600", "params.surrogate_classes=600 is more seed images than the 512"),
     ("exemplar", "params.scale=[1.4,0.7]", "params.scale of exemplar must be [low, high] with 0 < low <= high"),
-    ("multitask", "params.tasks=[rotation,simclr]", "params.tasks of multitask: unknown task 'simclr'; choose from"),
+    ("multitask", "params.tasks=[rotation,fixmatch]", "params.tasks of multitask: unknown task 'fixmatch'; choose from"),
     ("multitask", "params.weights=[1]", "params.weights must give one non-negative weight per task (2)"),
     ("colorization", "data.channels=1", "colorization needs colour images, but this dataset has 1 channel(s)"),
     ("multitask", "params.task_params={jigsaw: {permutations: 1}}", "params.permutations of jigsaw must be a number in [2, 1000]"),

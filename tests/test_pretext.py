@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from support import tiny
+from selfsup.errors import SelfSupError
 
 
 def test_rotation_puts_all_four_rotations_of_each_image_in_the_batch():
@@ -204,6 +205,33 @@ def test_multitask_shares_one_trunk_and_generator_and_weights_the_task_losses():
     method.generator.manual_seed(7)
     alone = rotation.training_step({"views": [x]}, 0)["loss"], denoising.training_step({"views": [x]}, 0)["loss"]
     assert torch.allclose(out["loss"], 0.5 * alone[0] + 2.0 * alone[1], rtol=1e-5)
+
+
+def test_multitask_trains_a_joint_embedding_method_beside_a_pretext_task():
+    method = tiny("multitask", tasks=["simclr", "rotation"])
+    simclr, rotation = method.tasks["simclr"], method.tasks["rotation"]
+    assert simclr.backbone is method.backbone and simclr.cfg["temperature"] == 0.5  # SimCLR's own config
+    x, y = torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)
+    out = method.training_step({"tasks": {"simclr": {"views": [x, y]}, "rotation": {"views": [x]}}}, 0)
+    alone = simclr.training_step({"views": [x, y]}, 0)["loss"] + rotation.training_step({"views": [x]}, 0)["loss"]
+    assert torch.allclose(out["loss"], alone, rtol=1e-5)
+
+
+def test_multitask_runs_a_hosted_methods_step_hooks():
+    method = tiny("multitask", tasks=["byol", "rotation"])
+    byol = method.tasks["byol"]
+    with torch.no_grad():
+        for p in byol.projector.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in byol.target_projector.parameters()]
+    method.on_step_end(0, 100)  # BYOL's EMA of the online network
+    assert all(not torch.equal(a, b) for a, b in zip(before, byol.target_projector.parameters()))
+
+
+@pytest.mark.parametrize("task, hook", [("simsiam", "parameter groups"), ("exemplar", "train batches")])
+def test_multitask_refuses_a_method_with_its_own_loader_or_parameter_groups(task, hook):
+    with pytest.raises(SelfSupError, match=f"cannot train {task} beside its own objective: {task} needs its own {hook}"):
+        tiny("multitask", tasks=[task, "rotation"])
 
 
 def test_multitask_uncertainty_weighting_learns_one_log_variance_per_task():

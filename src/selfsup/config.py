@@ -189,9 +189,24 @@ class KnnSettings(Settings):
     k: int = dataclasses.field(default=200, metadata=_at_least(1))
     temperature: float = dataclasses.field(default=0.1, metadata=_at_least(1e-8))
     every_n_epochs: int = dataclasses.field(default=1, metadata=_at_least(0))
+    every_n_steps: int = dataclasses.field(default=0, metadata=_at_least(0))
     monitor_train_size: int = dataclasses.field(default=10000, metadata=_at_least(0))
     monitor_test_size: int = dataclasses.field(default=2000, metadata=_at_least(0))
     final: bool = True
+    target_knn: float | None = dataclasses.field(default=None, metadata=_at_least(0))
+    target_linear: float | None = dataclasses.field(default=None, metadata=_at_least(0))
+    target_probe_epochs: int = dataclasses.field(default=100, metadata=_at_least(1))
+
+    @property
+    def monitors(self) -> bool:
+        return self.every_n_epochs > 0 or self.every_n_steps > 0
+
+    def __post_init__(self):
+        if self.target_linear is not None and self.target_knn is None:
+            raise SelfSupError("knn.target_linear needs knn.target_knn too: the probe is trained only at checks "
+                               "whose kNN reached its target")
+        if self.target_knn is not None and not self.monitors:
+            raise SelfSupError("knn.target_knn needs the monitor: set knn.every_n_epochs or knn.every_n_steps above 0")
 
 
 @dataclasses.dataclass(frozen=True)

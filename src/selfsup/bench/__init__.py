@@ -7,8 +7,8 @@ from typing import Callable
 
 from ..errors import SelfSupError
 from ..io import ensure_writable_dir
-from .definitions import (ABLATION_BUDGET, FMNIST_QUICK, MULTITASK, MULTITASK_BUDGET, ablation_findings,
-                          ablation_runs, fmnist_quick_runs)
+from .definitions import (ABLATION_BUDGET, FMNIST_LONG, FMNIST_QUICK, MULTITASK, MULTITASK_BUDGET, ablation_findings,
+                          ablation_runs, fmnist_long_runs, fmnist_quick_runs)
 from .forecast import forecast_suite
 
 
@@ -33,6 +33,13 @@ def _fmnist_quick(out: Path, data_dir: str | None, methods: list[str] | None, ro
     return accuracy_suite(out, "fmnist-quick", "Fashion-MNIST quick: ResNet-18 (small stem, width 16), batch 256, 5 epochs",
                           fmnist_quick_runs(), FMNIST_QUICK, probe_epochs=100,
                           data_dir=data_dir, selected=methods, probe_layers=True, selected_rows=row)
+
+
+def _fmnist_long(out: Path, data_dir: str | None, methods: list[str] | None, row: list[str] | None = None):
+    from .suites import accuracy_suite
+    return accuracy_suite(out, "fmnist-long", "Fashion-MNIST long: ResNet-18 (small stem, width 16), batch 256, 50 epochs",
+                          fmnist_long_runs(), FMNIST_LONG, probe_epochs=100, data_dir=data_dir, selected=methods,
+                          selected_rows=row, finetune_fraction=0.01)
 
 
 def _ablations(out: Path, data_dir: str | None, methods: list[str] | None, row: list[str] | None = None):
@@ -71,6 +78,11 @@ def _fidelity(out: Path, data_dir: str | None, methods: list[str] | None):
     return fidelity_table(out)
 
 
+def _speedrun(out: Path, data_dir: str | None, methods: list[str] | None, row: list[str] | None = None):
+    from .speedrun import speedrun_suite
+    return speedrun_suite(out, data_dir, methods, row)
+
+
 def _throughput(out: Path, data_dir: str | None, methods: list[str] | None):
     from .throughput import throughput_suite
     return throughput_suite(out, data_dir, methods or ["simclr"])
@@ -80,6 +92,10 @@ SUITES: dict[str, Suite] = {
     "smoke": Suite("SimCLR on synthetic data, a minute on 2 CPU cores (used by the tests)", _smoke),
     "fmnist-quick": Suite("Fashion-MNIST 60k/10k, ResNet-18 width 16, batch 256, 5 epochs: kNN, linear, baselines",
                           _fmnist_quick, options=("row",)),
+    "fmnist-long": Suite("SimCLR, MoCo v2, BYOL, SimSiam, Barlow Twins, SwAV, DeepCluster-v2, DARe, VICReg, DINO and "
+                         "supervised at fmnist-quick's settings for 50 epochs, then the queue-size, multi-crop and "
+                         "BYOL-target ablations: kNN, linear, 1%-label fine-tuning, diagnostics, kNN curves",
+                         _fmnist_long, options=("row",)),
     "ablations": Suite("one setting changed per row, 3 epochs on 20k Fashion-MNIST images: predictors, targets, "
                        "stop-gradient, multi-crop, k, lambdas, temperatures, dictionaries, noise samples", _ablations,
                        options=("row",)),
@@ -98,6 +114,9 @@ SUITES: dict[str, Suite] = {
                         _series_ssl),
     "fidelity": Suite("before and after the fidelity fixes: every run they changed (OUT/before.json) beside the same "
                       "run made again in its suite (OUT/../SUITE/runs); trains nothing", _fidelity),
+    "speedrun": Suite("training time to kNN >= 0.85 and linear >= 0.88 on the full Fashion-MNIST test split from "
+                      "unlabelled images, 3 seeds per recipe (--row RECIPE); the leaderboard of recipes", _speedrun,
+                      options=("row",)),
     "throughput": Suite("training images/s of --method M (or all): our engine vs the model-only ceiling "
                         "(and, for simclr, a plain PyTorch loop)", _throughput),
     "forecast": Suite("self-boosted time-series forecasting (EEMD; mtl, mtv) vs plain network, AR, persistence, "

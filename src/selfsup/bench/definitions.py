@@ -94,6 +94,27 @@ def fmnist_quick_runs() -> list[tuple[str, str, dict]]:
     return rows + spread_rows("simclr", "simclr", FMNIST_QUICK_TUNED["simclr"])
 
 
+
+# fmnist-quick's network, batch and per-method settings at 50 epochs (11,700 steps), where the
+# methods separate from their random-init networks and from each other; then the ablations whose
+# papers' effects did not show at 3-10 epochs, again at this budget.
+FMNIST_LONG = dict(FMNIST_QUICK, epochs=50)
+FMNIST_LONG_METHODS = ("simclr", "moco-v2", "byol", "simsiam", "barlow-twins", "swav", "deepcluster-v2", "dare",
+                       "vicreg", "dino", "supervised")
+FMNIST_LONG_ABLATIONS = [
+    ("moco-v2, queue 4096", "moco-v2", {"params": {"queue_size": 4096}}),
+    ("moco-v2, queue 1024", "moco-v2", {"params": {"queue_size": 1024}}),
+    ("swav, multi-crop 2 + 6", "swav", {"params": {"small_crops": 6}}),
+    ("byol, frozen target (tau 1)", "byol", {"params": {"base_momentum": 1.0, "final_momentum": 1.0}}),
+]
+
+
+def fmnist_long_runs() -> list[tuple[str, str, dict]]:
+    """fmnist-long's rows: each method of ``FMNIST_LONG_METHODS`` with its fmnist-quick settings,
+    then the ablation rows laid over their method's."""
+    return [(m, m, fmnist_quick_settings(m)) for m in FMNIST_LONG_METHODS] + [
+        (label, m, merge(fmnist_quick_settings(m), change, strict=False)) for label, m, change in FMNIST_LONG_ABLATIONS]
+
 def ablation_runs() -> list[tuple[str, str, dict]]:
     """The ablations' rows, each laid over its method's fmnist-quick settings (the token methods' on the ViT)."""
     from ..methods import METHODS
@@ -283,4 +304,18 @@ MULTITASK = [
     ("jigsaw alone", "jigsaw", SAME_OPTIMIZER),
     ("multitask: rotation + jigsaw", "multitask", {}),
     ("multitask: rotation + jigsaw, uncertainty weights", "multitask", {"params": {"uncertainty": True}}),
+]
+
+
+# The speedrun (``selfsup.bench.speedrun``): targets on the full Fashion-MNIST test split, seeds,
+# and the recipes, each a config layer over its method's defaults with ``method``, a budget
+# (``epochs``: where a recipe gives up) and its check interval; tuning.md in the suite's folder
+# says how they were found.
+SPEEDRUN_TARGETS = (0.85, 0.88)  # kNN, linear probe
+SPEEDRUN_SEEDS = (0, 1, 2)
+SPEEDRUN_RECIPES = [
+    ("simclr, fmnist-quick settings", {"method": "simclr", "epochs": 10, "batch_size": 256,
+                                       "backbone": {"name": "resnet18", "width": 16, "small_stem": True},
+                                       "trainer": {"precision": "bf16-mixed"}, "knn": {"every_n_steps": 235},
+                                       **FMNIST_QUICK_TUNED["simclr"]}),
 ]

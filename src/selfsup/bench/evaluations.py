@@ -29,7 +29,8 @@ PROTOCOLS = [
 ]
 
 
-def _evaluate(run_dir: Path, name: str, protocol: str, options: dict) -> dict:
+def evaluate_run(run_dir: Path, name: str, protocol: str, options: dict) -> dict:
+    """``protocol`` on the run in ``run_dir``, kept as ``RUN/eval_NAME.json`` (read back when it exists)."""
     from ..eval.run import EvalRequest, evaluate
 
     output = run_dir / f"eval_{name}.json"
@@ -78,7 +79,7 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
                 print(f"{run_dir.name}: being evaluated by another process of this suite; left to it")
                 continue
             cache = {"baseline_cache": str(out / "baseline-cache")}
-            r = {name: _evaluate(run_dir, name, protocol, {**options, **(cache if protocol != "embedding" else {})})
+            r = {name: evaluate_run(run_dir, name, protocol, {**options, **(cache if protocol != "embedding" else {})})
                  for name, protocol, options in PROTOCOLS}
         rows.append({"method": run_dir.name + (" (supervised)" if method_class(method).supervised else ""),
                      "checkpoint": _checkpoints(r), "precision": r["finetune-1pct"]["precision"],

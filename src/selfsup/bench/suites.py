@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import os
 import re
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from ..config import merge, resolve
@@ -170,6 +170,19 @@ def _add_layer_probes(run_dir: Path, metrics: dict, probe_epochs: int) -> dict:
     return run.finish(metrics)
 
 
+def _finetune_columns(run_dir: Path, fraction: float, out: Path) -> dict:
+    """``finetune_Npct`` and ``scratch_Npct`` of the run in ``run_dir`` (``evaluations.evaluate_run``),
+    empty while another process of the suite computes them."""
+    from .evaluations import evaluate_run
+
+    name = f"finetune-{fraction * 100:g}pct"
+    done = (run_dir / f"eval_{name}.json").exists()
+    with nullcontext(True) if done else claim(run_dir, name) as ours:
+        result = evaluate_run(run_dir, name, "finetune", {"label_fraction": fraction,
+                                                          "baseline_cache": str(out / "baseline-cache")}) if ours else {}
+    return {f"finetune_{fraction * 100:g}pct": result.get("top1"), f"scratch_{fraction * 100:g}pct": result.get("scratch_top1")}
+
+
 def suite_config(overrides: dict, settings: dict, method: str, data_dir: str | None = None) -> dict:
     """A suite row's configuration: ``method``'s, then the suite's ``overrides``, then the row's ``settings``."""
     layer = copy.deepcopy(overrides)
@@ -187,12 +200,14 @@ def _layer_columns(layers: dict | None, wanted: bool) -> dict:
 
 def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, dict]], overrides: dict,
                    probe_epochs: int, data_dir: str | None = None, selected: list[str] | None = None,
-                   probe_layers: bool = False, findings=None, selected_rows: list[str] | None = None) -> list[dict]:
+                   probe_layers: bool = False, findings=None, selected_rows: list[str] | None = None,
+                   finetune_fraction: float | None = None) -> list[dict]:
     """Pretrain the suite's runs ``(label, method, settings)`` whose method is in ``selected``
     (None: all) and whose label or run directory name is in ``selected_rows`` (None: all) with ``overrides`` then ``settings`` laid over the method's defaults, into
     ``out/runs/LABEL`` (as a slug), and evaluate them with the shared protocol (``probe_layers``:
     a linear probe per backbone stage too; ``findings``: lines for the notes from the finished
-    ``(label, method, row)`` triples).  A run that finished in an earlier call is not re-run.  ``{name}.md``/``.csv`` and the plots in ``out``
+    ``(label, method, row)`` triples; ``finetune_fraction``: the evaluations suite's fine-tuning on
+    that fraction of the labels, from each run's checkpoint, beside training from scratch).  A run that finished in an earlier call is not re-run.  ``{name}.md``/``.csv`` and the plots in ``out``
     then show every finished run of the suite, in the suite's order, so that suites run one
     method at a time build one table."""
     unknown = [row for row in selected_rows or [] if row not in {name for label, _, _ in runs
@@ -236,7 +251,8 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
                      # the same architecture at its random initialisation (e.g. DeepCluster's Sobel input)
                      "random_init_knn_top1": metrics.get("baselines", {}).get("random_init_knn_top1"),
                      **{name: metrics.get("diagnostics", {}).get(name) for name in DIAGNOSTICS},
-                     **_layer_columns(metrics.get("linear_layers"), probe_layers)})
+                     **_layer_columns(metrics.get("linear_layers"), probe_layers),
+                     **(_finetune_columns(run_dir, finetune_fraction, out) if finetune_fraction else {})})
         history = metrics["knn_history"]
         curves[label] = ([h["epoch"] for h in history], [h["knn_top1"] for h in history])
         finals[label] = (cfg["epochs"], metrics["knn_top1"])
@@ -266,6 +282,11 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
              "(`selfsup.eval.diagnostics`): normalized_std (per-dimension std of L2-normalised features; "
              "1/sqrt(d) when spread, 0 when collapsed), effective_rank (of the feature covariance, 1..d), "
              "alignment and uniformity (Wang & Isola 2020; lower is better for both)."]
+    if finetune_fraction:
+        notes.append(f"finetune_{finetune_fraction * 100:g}pct: the whole encoder and a linear layer fine-tuned on "
+                     f"{finetune_fraction:.0%} of the training labels (the evaluations suite's protocol, `eval_finetune-"
+                     f"{finetune_fraction * 100:g}pct.json` in each run); scratch_{finetune_fraction * 100:g}pct: the same "
+                     "from the method's random initialisation.")
     if probe_layers:
         notes.append("linear_convN: the same probe on the globally pooled output of the stem (conv1) and of each "
                      "ResNet stage (conv2..conv5), as in the survey's per-layer tables; the random-init row probes "

@@ -11,9 +11,10 @@ import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from ..eval.baselines import encoder_knn
 from ..eval.diagnostics import embedding_diagnostics
-from ..eval.features import classifier_top1
+from ..eval.features import classifier_top1, method_features
+from ..eval.knn import knn_top1
+from ..eval.linear import train_linear_probe
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -79,41 +80,76 @@ class Throughput(L.Callback):
 
 
 class KNNMonitor(L.Callback):
-    """kNN top-1 of backbone features on held-out data every ``every_n_epochs`` epochs, logged
-    as ``knn_top1`` (and shown on the progress bar), with the collapse diagnostics of the
-    queries' features (``selfsup.eval.diagnostics``), logged as ``diagnostics/NAME``, and the
-    online probe's top-1 on the same images (``online_top1``) where the run trains one."""
+    """kNN top-1 of backbone features on held-out data every ``knn.every_n_epochs`` epochs (or
+    every ``knn.every_n_steps`` optimiser steps and after the last), logged as ``knn_top1`` (and
+    shown on the progress bar), with the collapse diagnostics of the queries' features
+    (``selfsup.eval.diagnostics``), logged as ``diagnostics/NAME``, and the online probe's top-1 on
+    the same images (``online_top1``) where the run trains one.
 
-    def __init__(self, bank, queries, num_classes: int, k: int, temperature: float, every_n_epochs: int):
+    With ``knn.target_knn`` (and ``knn.target_linear``: a linear probe on the same features,
+    trained only at checks whose kNN reached its target) the first check that reaches the
+    targets stops training and is kept as ``reached``, with the training time up to it: the
+    run's wall time from ``clock`` less the time all checks took."""
+
+    def __init__(self, bank, queries, num_classes: int, knn, clock: Throughput, seed: int = 0):
         self.bank, self.queries, self.num_classes = bank, queries, num_classes
-        self.k, self.temperature, self.every = k, temperature, every_n_epochs
+        self.knn, self.clock, self.seed = knn, clock, seed
         self.history: list[dict] = []
+        self.check_seconds = 0.0
+        self.reached: dict | None = None
+        self._checked_step = -1
 
     def state_dict(self):  # a resumed run's curve starts at epoch 1
-        return {"history": self.history}
+        return {"history": self.history, "check_seconds": self.check_seconds, "reached": self.reached}
 
     def load_state_dict(self, state):
         self.history = list(state["history"])
+        self.check_seconds, self.reached = state.get("check_seconds", 0.0), state.get("reached")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        every, step = self.knn.every_n_steps, trainer.global_step
+        last = trainer.is_last_batch and trainer.current_epoch + 1 == trainer.max_epochs
+        if every > 0 and (step % every == 0 or last) and step != self._checked_step and not self.reached:
+            self._checked_step = step
+            self.check(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        every, epoch = self.knn.every_n_epochs, trainer.current_epoch + 1
+        if self.knn.every_n_steps == 0 and every > 0 and (epoch % every == 0 or epoch == trainer.max_epochs):
+            self.check(trainer, pl_module)
 
     @torch.no_grad()
-    def on_train_epoch_end(self, trainer, pl_module):
-        epoch = trainer.current_epoch + 1
-        if self.every <= 0 or (epoch % self.every and epoch != trainer.max_epochs):
-            return
-        top1 = encoder_knn(pl_module.method, self.bank, self.queries, pl_module.norm, self.num_classes, self.k,
-                           self.temperature, pl_module.device, pl_module.channels_last)
-        diagnostics = embedding_diagnostics(pl_module.method, self.queries, pl_module.norm, pl_module.device,
-                                            channels_last=pl_module.channels_last)
-        online = {}
+    def check(self, trainer, pl_module):
+        started, train_seconds = time.perf_counter(), self.clock.wall_seconds - self.check_seconds
+        device, norm, channels_last = pl_module.device, pl_module.norm, pl_module.channels_last
+        common = dict(device=device, channels_last=channels_last)
+        bank_x, bank_y = method_features(pl_module.method, self.bank, norm, desc="kNN bank", **common)
+        test_x, test_y = method_features(pl_module.method, self.queries, norm, desc="kNN queries", **common)
+        top1 = knn_top1(bank_x, bank_y, test_x, test_y, self.num_classes, self.knn.k, self.knn.temperature)
+        diagnostics = embedding_diagnostics(pl_module.method, self.queries, norm, device, channels_last=channels_last)
+        extra = {}
         if pl_module.online_probe is not None:
-            online["online_top1"] = classifier_top1(pl_module.method, pl_module.online_scores, self.queries,
-                                                    pl_module.norm, device=pl_module.device,
-                                                    channels_last=pl_module.channels_last)
-            pl_module.log("online_top1", online["online_top1"], prog_bar=True, on_epoch=True, sync_dist=False)
-        self.history.append({"epoch": epoch, "knn_top1": top1, **online, **diagnostics})
+            extra["online_top1"] = classifier_top1(pl_module.method, pl_module.online_scores, self.queries, norm,
+                                                   **common)
+            pl_module.log("online_top1", extra["online_top1"], prog_bar=True, on_epoch=True, sync_dist=False)
+        reached = self.knn.target_knn is not None and top1 >= self.knn.target_knn
+        if reached and self.knn.target_linear is not None:
+            with torch.enable_grad():
+                extra["linear_top1"] = train_linear_probe(bank_x, bank_y, test_x, test_y, self.num_classes,
+                                                          epochs=self.knn.target_probe_epochs, seed=self.seed)["test_top1"]
+            reached = extra["linear_top1"] >= self.knn.target_linear
+        steps_per_epoch = max(1, trainer.num_training_batches)
+        point = {"epoch": round(trainer.global_step / steps_per_epoch, 4) if self.knn.every_n_steps else
+                 trainer.current_epoch + 1, "step": trainer.global_step, "train_seconds": round(train_seconds, 2),
+                 "knn_top1": top1, **extra, **diagnostics}
+        self.history.append(point)
         pl_module.log("knn_top1", top1, prog_bar=True, on_epoch=True, sync_dist=False)
         for name, value in diagnostics.items():
             pl_module.log(f"diagnostics/{name}", float(value), on_epoch=True, sync_dist=False)
+        if reached:
+            self.reached = point
+            trainer.should_stop = True
+        self.check_seconds += time.perf_counter() - started
 
 
 class ProgressBar(TQDMProgressBar):

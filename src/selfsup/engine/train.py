@@ -63,6 +63,9 @@ def load_datasets(cfg: dict) -> tuple:
     if s.trainer.strategy == "fsdp" and not trains_on_gpu(s):
         raise SelfSupError("trainer.strategy fsdp needs GPUs (Lightning's FSDP runs on CUDA only); "
                            "use auto or ddp on the CPU")
+    if s.knn.target_knn is not None and (test is None or s.trainer.strategy == "fsdp"):
+        raise SelfSupError("knn.target_knn needs the kNN monitor, which runs only on a dataset with a labelled test "
+                           "split and not under trainer.strategy fsdp")
     world = s.trainer.devices * s.trainer.num_nodes
     labels = torch.as_tensor(getattr(train, "labels", []), dtype=torch.long)
     labelled = labels[labels >= 0]
@@ -228,13 +231,13 @@ def fit(module: PretrainModule, s: RunSettings, run: RunDirectory, train, bank, 
     epoch; (trainer, throughput callback, monitor or None)."""
     throughput, monitor = Throughput(), None
     knn = s.knn
-    if s.trainer.strategy == "fsdp" and test is not None and knn.every_n_epochs > 0:
+    if s.trainer.strategy == "fsdp" and test is not None and knn.monitors:
         print("note: no kNN monitor under trainer.strategy fsdp (its ranks would embed unequal shards through "
               "sharded layers); the final evaluation reads the full checkpoint", file=sys.stderr)
-    elif test is not None and knn.every_n_epochs > 0:
+    elif test is not None and knn.monitors:
         monitor = KNNMonitor(_monitor_subset(bank, knn.monitor_train_size, s.seed),
                              _monitor_subset(test, knn.monitor_test_size, s.seed),
-                             s.data.num_classes, knn.k, knn.temperature, knn.every_n_epochs)
+                             s.data.num_classes, knn, throughput, s.seed)
     callbacks = [throughput, *([monitor] if monitor else []), EpochCheckpoint(run.checkpoint)]
     trainer = build_trainer(s, run.path, callbacks, module)
     trainer.fit(module, train_dataloaders=train_loader(module.method, train, s),
@@ -255,8 +258,10 @@ def training_metrics(module: PretrainModule, trainer: L.Trainer, throughput: Thr
         "samples_per_second": round(throughput.images / throughput.train_seconds, 2) if throughput.train_seconds else None,
         "train_images": train_size, "batch_size": s.batch_size, "backbone": s.backbone.name,
         "width": s.backbone.width, "seed": s.seed,
-        "peak_memory_mb": round(peak_memory_mb(), 1),
+        "peak_memory_mb": round(peak_memory_mb(), 1), "threads": torch.get_num_threads(),
         "knn_history": monitor.history if monitor else [],
+        **({"target": {"knn_top1": s.knn.target_knn, "linear_top1": s.knn.target_linear, "reached": monitor.reached}}
+           if monitor and s.knn.target_knn is not None else {}),
         "epoch_history": module.epoch_history,
         "resumed_from": str(ckpt) if ckpt else None,
     }

@@ -3,8 +3,9 @@ Learning", Machine Learning 1997, and the survey's multi-task pretext learning (
 Zisserman 2017 combine several pretext tasks on one trunk).
 
 One backbone (the shared trunk) and one head per task: each task in ``tasks`` is a
-registered pretext method built around the *same* backbone object with its own head, its own
-views and its own targets; the loss is Σ w_i·L_i with fixed weights (``weights``, default
+registered method (a pretext task, or a joint-embedding method such as SimCLR: rotation
+prediction beside a contrastive loss is E-SSL's combination, Dangovski et al. 2022) built
+around the *same* backbone object with its own head, its own views and its own targets; the loss is Σ w_i·L_i with fixed weights (``weights``, default
 all 1), or, with ``uncertainty: true``, the learned uncertainty weighting of Kendall, Gal &
 Cipolla (CVPR 2018): Σ exp(−s_i)·L_i + s_i with one learned log-variance s_i per task.
 ``supervised`` may be added as an auxiliary task when the data has labels.  Each task's
@@ -21,7 +22,6 @@ from torch import nn
 from ..errors import SelfSupError
 from .base import Method
 
-TASKS = ("rotation", "jigsaw", "relative-patch", "denoising-ae", "context-encoder", "count", "supervised")
 
 
 class HostsMethods:
@@ -84,6 +84,16 @@ class HostsMethods:
             method.on_step_end(step, total_steps)
 
 
+def task_choices() -> list[str]:
+    """The registered image methods a multitask trunk can train beside others: neither
+    semi-supervised nor hosting methods itself (whether one needs its own loader or parameter
+    groups, which also rules it out, ``HostsMethods.check_hosted`` says)."""
+    from . import METHODS
+
+    return [name for name, cls in METHODS.items() if "image" in cls.modalities and not cls.semi_supervised
+            and not issubclass(cls, HostsMethods)]
+
+
 class Multitask(HostsMethods, Method):
     """Multitask (Caruana 1997): one shared trunk, one head per pretext task, weighted sum of their losses."""
 
@@ -94,7 +104,7 @@ class Multitask(HostsMethods, Method):
     @classmethod
     def hosted_methods(cls, params):
         tasks = params.get("tasks")
-        return [task for task in tasks if task in TASKS] if isinstance(tasks, list) else []
+        return [task for task in tasks if task in task_choices()] if isinstance(tasks, list) else []
 
     @classmethod
     def check_params(cls, params, run):
@@ -103,8 +113,9 @@ class Multitask(HostsMethods, Method):
         if not isinstance(tasks, list) or len(tasks) < 1 or len(set(tasks)) != len(tasks):
             raise SelfSupError(f"params.tasks of multitask must be a list of distinct task names, got {tasks!r}")
         for task in tasks:
-            if task not in TASKS:
-                raise SelfSupError(f"params.tasks of multitask: unknown task {task!r}; choose from {', '.join(TASKS)}")
+            if task not in task_choices():
+                raise SelfSupError(f"params.tasks of multitask: unknown task {task!r}; choose from "
+                                   f"{', '.join(task_choices())}")
             cls.check_hosted(task, params, run)
         unknown = set(params["task_params"]) - set(tasks)
         if unknown:

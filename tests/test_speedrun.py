@@ -1,0 +1,79 @@
+"""The speedrun suite: three seeds per recipe, time to both targets from the monitor, a
+leaderboard that ranks recipes that reached the targets by median time and says how far the
+others got; the fmnist-long suite's rows and fine-tuning column."""
+
+import csv
+
+import pytest
+
+from selfsup.bench import definitions, speedrun
+from selfsup.errors import SelfSupError
+
+TINY = {"dataset": "synthetic", "epochs": 2, "batch_size": 64, "backbone": {"width": 8},
+        "optimizer": {"name": "adam", "lr": 0.008, "lr_scaling": "none"}, "schedule": {"warmup_epochs": 0},
+        "knn": {"k": 20, "every_n_steps": 4, "target_probe_epochs": 2}}
+
+
+@pytest.fixture
+def tiny_recipes(monkeypatch):
+    recipes = [("unreachable", {"method": "simclr", **TINY, "knn": {**TINY["knn"], "target_knn": 1.01}}),
+               ("reachable", {"method": "simclr", **TINY, "knn": {**TINY["knn"], "target_knn": 0.0,
+                                                                   "target_linear": 0.0}})]
+    monkeypatch.setattr(speedrun, "SPEEDRUN_RECIPES", recipes)
+    monkeypatch.setattr(speedrun, "SPEEDRUN_SEEDS", (0, 1))
+    return recipes
+
+
+def test_the_leaderboard_ranks_by_median_time_and_says_how_far_a_miss_got(tmp_path, tiny_recipes):
+    rows = speedrun.speedrun_suite(tmp_path, None, None)
+    assert [r["recipe"] for r in rows] == ["reachable", "unreachable"]
+    reached, missed = rows
+    assert reached["seeds_reached"] == "2/2" and reached["median_epochs"] == 0.5  # the first check: step 4 of 8
+    assert 0 < reached["min_seconds"] <= reached["median_seconds"] <= reached["max_seconds"]
+    assert reached["best_linear"] is not None and reached["network"] == "resnet18 w8" and reached["threads"] >= 1
+    assert missed["seeds_reached"] == "0/2" and missed["median_seconds"] is None and missed["best_linear"] is None
+    assert 0 < missed["best_knn"] <= 1
+    for seed in (0, 1):
+        assert (tmp_path / "runs" / f"reachable-seed{seed}" / "metrics.json").exists()
+    table = list(csv.DictReader((tmp_path / "speedrun.csv").open()))
+    assert [r["recipe"] for r in table] == ["reachable", "unreachable"]
+    assert (tmp_path / "speedrun_knn.png").read_bytes()[:4] == b"\x89PNG"
+    # finished runs are kept: a second call trains nothing and writes the same ranking
+    assert [r["median_seconds"] for r in speedrun.speedrun_suite(tmp_path, None, None)] == \
+        [r["median_seconds"] for r in rows]
+
+
+def test_a_recipe_is_selected_by_name_and_an_unknown_one_refused(tmp_path, tiny_recipes):
+    rows = speedrun.speedrun_suite(tmp_path, None, None, row=["reachable"])
+    assert [r["recipe"] for r in rows] == ["reachable"]
+    with pytest.raises(SelfSupError, match="no recipe 'nope'; its recipes: unreachable, reachable"):
+        speedrun.speedrun_suite(tmp_path, None, None, row=["nope"])
+
+
+def test_every_speedrun_recipe_resolves_and_checks_the_targets():
+    for name, settings in definitions.SPEEDRUN_RECIPES:
+        cfg = speedrun.speedrun_config(settings, 0)
+        assert cfg["knn"]["target_knn"] == 0.85 and cfg["knn"]["target_linear"] == 0.88, name
+        assert cfg["knn"]["every_n_steps"] > 0 and cfg["knn"]["monitor_train_size"] == 0, name
+
+
+def test_fmnist_long_has_every_listed_method_then_its_ablations_at_50_epochs():
+    rows = definitions.fmnist_long_runs()
+    assert [m for _, m, _ in rows][:11] == list(definitions.FMNIST_LONG_METHODS)
+    assert definitions.FMNIST_LONG["epochs"] == 50 and definitions.FMNIST_LONG["batch_size"] == 256
+    settings = dict((label, s) for label, _, s in rows)
+    assert settings["moco-v2, queue 4096"]["params"]["queue_size"] == 4096
+    assert settings["moco-v2, queue 4096"]["params"]["key_momentum"] == 0.99  # over MoCo's fmnist-quick settings
+    assert settings["byol"] == definitions.FMNIST_QUICK_TUNED["byol"]
+
+
+def test_an_accuracy_suite_with_a_label_fraction_fine_tunes_each_run_beside_scratch(tmp_path):
+    from selfsup.bench.suites import accuracy_suite
+
+    overrides = {**TINY, "epochs": 1, "knn": {"k": 20, "every_n_epochs": 0}, "trainer": {"progress_bar": False}}
+    rows = accuracy_suite(tmp_path, "t", "t", [("simclr", "simclr", {})], overrides, probe_epochs=2,
+                          finetune_fraction=0.25)
+    run = rows[0]
+    assert run["method"] == "simclr" and 0 < run["finetune_25pct"] <= 1 and 0 < run["scratch_25pct"] <= 1
+    assert (tmp_path / "runs" / "simclr" / "eval_finetune-25pct.json").exists()
+    assert "finetune_25pct: the whole encoder" in (tmp_path / "t.md").read_text()
