@@ -136,3 +136,39 @@ def test_the_agreement_check_catches_a_changed_default():
     assert not _agrees({"blur_p": 1.0}, {"blur_p": 0.5})
     assert not _agrees({"crop_scale": [0.2, 1.0]}, {"crop_scale": [0.08, 1.0]})
     assert not _agrees(0.07, 0.2) and _agrees(1.3333333, 4 / 3) and not _agrees(None, 0.1)
+
+
+def test_recipe_auto_is_short_below_100_epochs_and_paper_from_there():
+    short, paper = resolve("byol", flags={"epochs": 99}), resolve("byol", flags={"epochs": 100})
+    assert short["recipe"] == "short" and paper["recipe"] == "paper"
+    assert (short["optimizer"]["lr"], short["params"]["base_momentum"]) == (1.0, 0.99)  # recipes.yaml's
+    assert (paper["optimizer"]["lr"], paper["params"]["base_momentum"]) == (0.2, 0.996)  # byol.yaml's (the paper's)
+    assert resolve("byol", flags={"epochs": 5, "recipe": "paper"})["params"]["base_momentum"] == 0.996
+    assert resolve("byol", flags={"epochs": 500, "recipe": "short"})["params"]["base_momentum"] == 0.99
+    # a method without a short entry: the two recipes are the same settings
+    rotation = [resolve("rotation", flags={"epochs": 5, "recipe": r}) for r in ("short", "paper")]
+    assert {k: v for k, v in rotation[0].items() if k != "recipe"} == {k: v for k, v in rotation[1].items() if k != "recipe"}
+
+
+def test_the_users_settings_win_over_the_recipe_and_a_run_config_resolves_to_itself(tmp_path):
+    cfg = resolve("byol", flags={"epochs": 5}, assignments=["params.base_momentum=0.9"])
+    assert cfg["params"]["base_momentum"] == 0.9 and cfg["optimizer"]["lr"] == 1.0
+    saved = tmp_path / "config.yaml"
+    saved.write_text(yaml.safe_dump(dict(cfg)))
+    assert resolve("byol", str(saved)) == cfg
+    # a later --epochs over a saved short run keeps the recipe it names
+    assert resolve("byol", str(saved), flags={"epochs": 300})["optimizer"]["lr"] == 1.0
+
+
+def test_every_short_recipe_names_a_method_and_only_settings_it_has():
+    recipes = packaged_config("recipes")
+    assert set(recipes) == {"short"}
+    for method, layer in recipes["short"].items():
+        assert method in METHODS, method
+        cfg = resolve(method, flags={"epochs": 5})  # a key the method lacks would be an error here
+        assert merge(cfg, layer) == cfg, method
+
+
+def test_an_unknown_recipe_is_one_clear_error():
+    with pytest.raises(SelfSupError, match="recipe must be one of auto, paper, short, got 'fast'"):
+        resolve("simclr", assignments=["recipe=fast"])

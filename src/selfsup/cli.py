@@ -32,6 +32,10 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, default=None, help="base channel width of the ResNet (default 64), token width "
                                                            "of a `vit`")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default from the method's config)")
+    p.add_argument("--recipe", choices=["auto", "paper", "short"], default=None,
+                   help="paper: the method's settings as its paper trains (hundreds of epochs); short: settings for "
+                        "runs of a few epochs laid over them (configs/recipes.yaml); auto (default): short below 100 "
+                        "epochs")
     p.add_argument("--batch-size", type=int, default=None, help="images per step per device (default 256)")
     p.add_argument("--subset", type=int, default=None, help="train on a seeded class-balanced subset of N images")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
@@ -271,7 +275,7 @@ def _run_config(args, params: dict | None = None, backbone: dict | None = None, 
 
     return configure(
         args.method, args.config, args.set or (), protocol, dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs,
-        batch_size=args.batch_size, subset=args.subset, seed=args.seed,
+        batch_size=args.batch_size, subset=args.subset, seed=args.seed, recipe=args.recipe,
         backbone={k: v for k, v in {"name": args.backbone, "width": args.width, **(backbone or {})}.items()
                   if v is not None},
         trainer={k: v for k, v in {"devices": args.devices, "num_nodes": args.num_nodes,
@@ -315,7 +319,8 @@ def _cmd_semisup(args) -> None:
 def _print_summary(metrics: dict, out: Path, cfg: dict) -> None:
     def pct(v):
         return "n/a" if v is None else f"{100 * v:.2f}%"
-    print(f"\n{metrics['method']} on {metrics['dataset']}: {metrics['epochs']} epochs in {metrics['train_seconds']:.0f} s "
+    print(f"\n{metrics['method']} on {metrics['dataset']} ({cfg['recipe']} recipe): {metrics['epochs']} epochs in "
+          f"{metrics['train_seconds']:.0f} s "
           f"({metrics['samples_per_second']:.0f} samples/s), final loss {metrics['final_loss']:.4f}")
     if "test_top1" in metrics:
         print(f"  classifier test top-1: {pct(metrics['test_top1'])}")

@@ -238,6 +238,7 @@ class RunSettings(Settings):
     trainer: TrainerSettings
     knn: KnnSettings
     params: dict
+    recipe: Literal["auto", "paper", "short"] = "auto"
     online_probe: OnlineProbeSettings = OnlineProbeSettings()
     run: dict | None = None  # what the run measured (training set size, world size...), written by the run
 
@@ -317,14 +318,34 @@ def resolve(method: str, user_file: str | None = None, flags: dict | None = None
     layers.append({k: v for k, v in (flags or {}).items() if v is not None})
     layers += [parse_assignment(a) for a in assignments or []]
     for layer in layers:
-        layer = dict(layer)
         if layer.get("method", method) != method:
             raise SelfSupError(f"the config names method '{layer['method']}' but the run is for '{method}'")
+    resolved = _laid(cfg, layers, method)
+    recipe, layer = recipe_layer(method, resolved["recipe"], resolved["epochs"])
+    if layer:  # under every layer given, so that the user's own settings win
+        resolved = _laid(merge(cfg, layer, f"recipes.yaml {recipe}.{method}."), layers, method)
+    resolved["recipe"] = recipe
+    return resolved
+
+
+def _laid(cfg: dict, layers: list[dict], method: str) -> Config:
+    for layer in layers:
         cfg = merge(cfg, layer)
     cfg["method"] = method
     cfg = Config(expand_hosted(cfg))
     cfg.settings  # every value checked against its type and range, one clear message
     return cfg
+
+
+RECIPES = ("auto", "paper", "short")
+SHORT_BELOW_EPOCHS = 100  # ``recipe: auto`` is short below this many epochs (the papers train 100 to 1000)
+
+
+def recipe_layer(method: str, recipe: str, epochs: int) -> tuple[str, dict]:
+    """(the recipe a run of ``epochs`` epochs uses, ``paper`` or ``short``; the layer it lays over
+    ``method``'s packaged config: ``configs/recipes.yaml``'s entry, empty for the paper's)."""
+    name = ("short" if epochs < SHORT_BELOW_EPOCHS else "paper") if recipe == "auto" else recipe
+    return name, {} if name == "paper" else copy.deepcopy(packaged_config("recipes")[name].get(method, {}))
 
 
 def expand_hosted(cfg: dict) -> dict:

@@ -2,7 +2,7 @@
 (data only; the code that runs them is in ``selfsup.bench`` and ``selfsup.bench.suites``)."""
 from __future__ import annotations
 
-from ..config import merge
+from ..config import merge, packaged_config
 
 
 # The fixed budget every method gets on Fashion-MNIST.  Training in bf16 mixed precision (the
@@ -11,43 +11,13 @@ from ..config import merge
 FMNIST_QUICK = {"dataset": "fashion-mnist", "epochs": 5, "batch_size": 256,
                 "backbone": {"name": "resnet18", "width": 16, "small_stem": True},
                 "trainer": {"progress_bar": False, "precision": "bf16-mixed"}}
-# Beyond it, per method, settings tuned for 5-epoch runs (1-epoch kNN monitor; the tuning
-# files in benchmarks/ say why): the papers' defaults assume hundreds of epochs.
-FMNIST_QUICK_TUNED = {
-    "simclr": {"optimizer": {"lr": 0.15}, "params": {"temperature": 0.2}},
-    "moco-v2": {"optimizer": {"lr": 0.3}, "params": {"key_momentum": 0.99, "queue_size": 32768, "head_batch_norm": True}},
-    "swav": {"params": {"queue_size": 3840, "queue_start_epoch": 0, "small_crops": 0}},
-    "byol": {"optimizer": {"lr": 1.0}, "params": {"base_momentum": 0.99}},
-    "simsiam": {"optimizer": {"lr": 0.5, "weight_decay": 1.0e-5}},
-    "instdisc": {"optimizer": {"lr": 0.12}, "params": {"temperature": 0.2, "bank_init": "embeddings", "loss": "softmax"}},
-    "dare": {"params": {"temperature": 0.2}},
-    "superinfo": {"optimizer": {"name": "sgd", "lr": 0.25, "momentum": 0.9, "weight_decay": 1.0e-4},
-                  "params": {"temperature": 0.2}},
-    "jigsaw": {"optimizer": {"lr": 0.1}},
-    "relative-patch": {"optimizer": {"lr": 0.1}},
-    "count": {"optimizer": {"lr": 1.0e-3}, "params": {"count_dim": 1000}},
-    "exemplar": {"params": {"surrogate_classes": 1000}},
-    "moco-v3": {"optimizer": {"lr": 1.8}, "params": {"temperature": 0.2}},
-    "nnclr": {"optimizer": {"lr": 0.9}},
-    "vicreg": {"optimizer": {"lr": 0.9, "weight_decay": 1.0e-4}},
-    # its 20 patches at their native 14 px (a quarter of the image), not resized to 28: a step costs what a
-    # 5-view step costs instead of a 20-view one
-    "emp-ssl": {"params": {"patch_size": 14}},
-    # four times the paper's AdamW rate, the teacher's EMA at 0.99 and the two global crops only: the one of
-    # eight settings at the learning tests' 250 steps whose features beat the random-init network's
-    # (benchmarks/tuning-fmnist-quick.md); with local crops, or at the paper's rate, they fell below it
-    "dino": {"optimizer": {"lr": 2.0e-3}, "params": {"base_momentum": 0.99, "local_crops": 0}},
-    # DINO's, with a head of a quarter of the width on all 49 patch tokens (the paper's would make a step
-    # cost about forty of the others'; the learning test uses the same)
-    "ibot": {"optimizer": {"lr": 2.0e-3}, "params": {"base_momentum": 0.99, "local_crops": 0, "proj_hidden_dim": 256,
-                                                    "bottleneck_dim": 64, "out_dim": 1024}},
-    # four times the paper's AdamW rate and the target's EMA at 0.99, as DINO; no focal views (12-px crops, 9
-    # patches): the learning tests' representation measure was +0.10 kNN without them, +0.08 with 2
-    "msn": {"optimizer": {"lr": 1.0e-3}, "params": {"base_momentum": 0.99, "focal_views": 0}},
-    # the paper's ResNet weight decay (5e-4), four times its rate and the two global views only: +0.087 kNN at the
-    # learning tests' budget, against +0.051 at the paper's rate; with 2 local views it fell below the random network
-    "lejepa": {"optimizer": {"lr": 2.0e-3, "weight_decay": 5.0e-4}, "params": {"local_views": 0}},
-}
+# Beyond it, each method's short recipe (configs/recipes.yaml, which says why each setting), laid
+# explicitly so that a row's settings do not depend on the ``recipe: auto`` rule, and two settings
+# that fit this data set only: Exemplar's 1000 seed images (the default would be 7500) and EMP-SSL's
+# 20 patches at their native 14 px, half the image's side, not resized to 28 (a step costs what a
+# 5-view step costs instead of a 20-view one).
+FMNIST_QUICK_TUNED = {**packaged_config("recipes")["short"], "exemplar": {"params": {"surrogate_classes": 1000}},
+                      "emp-ssl": {"params": {"patch_size": 14}}}
 
 
 # Params with which a method fits the seconds-long runs (batches of 32 to 64) of the tests and
