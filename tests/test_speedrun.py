@@ -8,6 +8,7 @@ import pytest
 
 from selfsup.bench import definitions, speedrun
 from selfsup.errors import SelfSupError
+from selfsup.rundir import RunDirectory
 
 TINY = {"dataset": "synthetic", "epochs": 2, "batch_size": 64, "backbone": {"width": 8},
         "optimizer": {"name": "adam", "lr": 0.008, "lr_scaling": "none"}, "schedule": {"warmup_epochs": 0},
@@ -77,3 +78,34 @@ def test_an_accuracy_suite_with_a_label_fraction_fine_tunes_each_run_beside_scra
     assert run["method"] == "simclr" and 0 < run["finetune_25pct"] <= 1 and 0 < run["scratch_25pct"] <= 1
     assert (tmp_path / "runs" / "simclr" / "eval_finetune-25pct.json").exists()
     assert "finetune_25pct: the whole encoder" in (tmp_path / "t.md").read_text()
+
+
+def test_the_recipes_suite_trains_both_recipes_only_where_a_method_has_a_short_one(tmp_path, monkeypatch):
+    from selfsup.bench import recipes
+
+    rows = [(f"{m}, {r}, 1 ep", m, {"recipe": r, "epochs": 1}) for m, rs in (("simclr", ("paper", "short")),
+                                                                          ("rotation", ("paper",))) for r in rs]
+    monkeypatch.setattr(recipes, "recipe_runs", lambda: rows)
+    monkeypatch.setattr(recipes, "RECIPE_EPOCHS", (1,))
+    monkeypatch.setattr(recipes, "RECIPE_BUDGET", {k: v for k, v in TINY.items() if k not in ("epochs", "knn")})
+    table = {r["method"]: r for r in recipes.recipes_suite(tmp_path / "recipes", None, None)}
+    assert table["simclr"]["short_recipe"] == "yes" and table["rotation"]["short_recipe"] == "= paper"
+    assert table["rotation"]["knn_paper_1ep"] == table["rotation"]["knn_short_1ep"] is not None
+    assert table["simclr"]["knn_paper_1ep"] != table["simclr"]["knn_short_1ep"]  # T 0.5 against 0.2: other runs
+    temperature = [RunDirectory(tmp_path / "recipes" / "runs" / f"simclr-{r}-1-ep").saved_config()["params"]["temperature"]
+                   for r in ("paper", "short")]
+    assert temperature == [0.5, 0.2] and table["simclr"]["random_init_knn"] is not None
+
+
+def test_recipe_rows_cover_every_method_that_learns_without_labels():
+    from selfsup.config import packaged_config
+    from selfsup.methods import METHODS
+
+    rows = definitions.recipe_runs()
+    short = packaged_config("recipes")["short"]
+    for m, cls in METHODS.items():
+        recipes = {(s["recipe"], s["epochs"]) for _, method, s in rows if method == m}
+        if cls.semi_supervised or cls.supervised or cls.colour_only or "image" not in cls.modalities:
+            assert not recipes, m
+        else:
+            assert recipes == {(r, e) for e in (1, 5) for r in (("paper", "short") if m in short else ("paper",))}, m

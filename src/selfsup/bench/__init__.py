@@ -21,7 +21,7 @@ class Suite:
 
 def _smoke(out: Path, data_dir: str | None, methods: list[str] | None):
     from .suites import accuracy_suite
-    overrides = {"dataset": "synthetic", "epochs": 6, "batch_size": 64, "backbone": {"width": 8},
+    overrides = {"dataset": "synthetic", "epochs": 6, "recipe": "paper", "batch_size": 64, "backbone": {"width": 8},
                  "optimizer": {"name": "adam", "lr": 0.008, "lr_scaling": "none"}, "schedule": {"warmup_epochs": 0},
                  "trainer": {"progress_bar": False}, "knn": {"k": 20}}
     return accuracy_suite(out, "smoke", "Smoke: synthetic textures (6 epochs, ResNet-18 width 8)",
@@ -83,6 +83,11 @@ def _speedrun(out: Path, data_dir: str | None, methods: list[str] | None, row: l
     return speedrun_suite(out, data_dir, methods, row)
 
 
+def _recipes(out: Path, data_dir: str | None, methods: list[str] | None):
+    from .recipes import recipes_suite
+    return recipes_suite(out, data_dir, methods)
+
+
 def _throughput(out: Path, data_dir: str | None, methods: list[str] | None):
     from .throughput import throughput_suite
     return throughput_suite(out, data_dir, methods or ["simclr"])
@@ -117,6 +122,8 @@ SUITES: dict[str, Suite] = {
     "speedrun": Suite("training time to kNN >= 0.85 and linear >= 0.88 on the full Fashion-MNIST test split from "
                       "unlabelled images, 3 seeds per recipe (--row RECIPE); the leaderboard of recipes", _speedrun,
                       options=("row",)),
+    "recipes": Suite("every method that learns without labels at 1 and 5 epochs under its paper and its short recipe "
+                     "(kNN against its random-init network; the 5-epoch short runs are fmnist-quick's)", _recipes),
     "throughput": Suite("training images/s of --method M (or all): our engine vs the model-only ceiling "
                         "(and, for simclr, a plain PyTorch loop)", _throughput),
     "forecast": Suite("self-boosted time-series forecasting (EEMD; mtl, mtv) vs plain network, AR, persistence, "

@@ -16,8 +16,8 @@ FMNIST_QUICK = {"dataset": "fashion-mnist", "epochs": 5, "batch_size": 256,
 # that fit this data set only: Exemplar's 1000 seed images (the default would be 7500) and EMP-SSL's
 # 20 patches at their native 14 px, half the image's side, not resized to 28 (a step costs what a
 # 5-view step costs instead of a 20-view one).
-FMNIST_QUICK_TUNED = {**packaged_config("recipes")["short"], "exemplar": {"params": {"surrogate_classes": 1000}},
-                      "emp-ssl": {"params": {"patch_size": 14}}}
+FMNIST_SETTINGS = {"exemplar": {"params": {"surrogate_classes": 1000}}, "emp-ssl": {"params": {"patch_size": 14}}}
+FMNIST_QUICK_TUNED = {**packaged_config("recipes")["short"], **FMNIST_SETTINGS}
 
 
 # Params with which a method fits the seconds-long runs (batches of 32 to 64) of the tests and
@@ -47,9 +47,9 @@ FMNIST_QUICK_VIT = {"backbone": {"name": "vit", "width": 96, "depth": 6, "heads"
 VIT_ROWS = ("dino", "supervised")
 
 
-def fmnist_quick_settings(method: str, vit: bool = False) -> dict:
-    """``method``'s settings over a suite's budget: its tuned ones, on fmnist-quick's ViT if ``vit``."""
-    tuned = FMNIST_QUICK_TUNED.get(method, {})
+def fmnist_quick_settings(method: str, vit: bool = False, tuned: dict | None = None) -> dict:
+    """``method``'s settings over a suite's budget: its tuned ones (or ``tuned``), on fmnist-quick's ViT if ``vit``."""
+    tuned = FMNIST_QUICK_TUNED.get(method, {}) if tuned is None else tuned
     return merge(FMNIST_QUICK_VIT, tuned, strict=False) if vit else tuned
 
 
@@ -289,3 +289,26 @@ SPEEDRUN_RECIPES = [
                                        "trainer": {"precision": "bf16-mixed"}, "knn": {"every_n_steps": 235},
                                        **FMNIST_QUICK_TUNED["simclr"]}),
 ]
+
+
+# The recipes suite: every method that learns without labels at 1 and 5 epochs of fmnist-quick's
+# budget under its paper recipe and its short one (configs/recipes.yaml); a method without a short
+# entry trains once per budget (its two recipes are the same settings).  The 5-epoch short runs are
+# fmnist-quick's own where that run has the same settings.
+RECIPE_EPOCHS = (1, 5)
+
+
+def recipe_runs() -> list[tuple[str, str, dict]]:
+    from ..methods import METHODS
+
+    short = packaged_config("recipes")["short"]
+    rows = []
+    for m, cls in METHODS.items():
+        if cls.semi_supervised or cls.supervised or "image" not in cls.modalities or cls.colour_only:
+            continue
+        for epochs in RECIPE_EPOCHS:
+            for recipe in ("paper", "short") if m in short else ("paper",):
+                rows.append((f"{m}, {recipe}, {epochs} ep", m, fmnist_quick_settings(
+                    m, cls.needs_tokens, merge(FMNIST_SETTINGS.get(m, {}), {"recipe": recipe, "epochs": epochs},
+                                               strict=False))))
+    return rows

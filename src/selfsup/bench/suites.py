@@ -188,7 +188,7 @@ def suite_config(overrides: dict, settings: dict, method: str, data_dir: str | N
     layer = copy.deepcopy(overrides)
     if data_dir:
         layer["data_dir"] = data_dir
-    return merge(merge(resolve(method), layer), settings)
+    return resolve(method, flags=merge(layer, settings, strict=False))  # as the CLI resolves it (its recipe included)
 
 
 def _layer_columns(layers: dict | None, wanted: bool) -> dict:

@@ -1,0 +1,66 @@
+"""The recipes suite: does each method learn at the user's budget?  Every method that learns
+without labels, at 1 and 5 epochs of fmnist-quick's budget, under its paper recipe and its short
+one (``configs/recipes.yaml``), kNN on the full test split against its random-init network.
+
+A 5-epoch short run with the same settings as fmnist-quick's row of the method is that run
+(``OUT/../fmnist-quick/runs/METHOD``), not trained again.  Runs live in ``OUT/runs/LABEL``;
+finished runs are reused and several processes share out the rest (``suites.claimed_run``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .definitions import FMNIST_QUICK, RECIPE_EPOCHS, recipe_runs
+from .report import write_table
+from .suites import claimed_run, finished_run, pretrain_row, run_slug, suite_config
+
+# fmnist-quick's budget; the epochs and the recipe are each row's
+RECIPE_BUDGET = {key: value for key, value in FMNIST_QUICK.items() if key != "epochs"}
+
+
+def _fmnist_quick_run(out: Path, method: str, cfg: dict) -> tuple[dict, Path] | None:
+    run_dir = out.parent / "fmnist-quick" / "runs" / method
+    metrics = finished_run(run_dir, cfg, redo=False) if (run_dir / "metrics.json").exists() else None
+    return (metrics, run_dir) if metrics and not metrics.get("before_fix") else None
+
+
+def recipes_suite(out: Path, data_dir: str | None, methods: list[str] | None) -> list[dict]:
+    """Train the rows of ``recipe_runs`` (of ``methods``; None: all) not finished yet, then write
+    ``recipes.md``/``.csv``: one line per method, kNN per recipe and budget."""
+    cells = {}
+    for label, method, settings in recipe_runs():
+        cfg, run_dir = suite_config(RECIPE_BUDGET, settings, method, data_dir), out / "runs" / run_slug(label)
+        quick = _fmnist_quick_run(out, method, cfg) if settings["epochs"] == 5 and settings["recipe"] == "short" else None
+        if quick is None and (methods is None or method in methods):
+            claimed_run(run_dir, cfg, label, lambda: pretrain_row(label, cfg, run_dir, baselines=True,
+                                                                  baselines_cache=out / "baselines"))
+        found = quick or ((m, run_dir) if (m := finished_run(run_dir, cfg, redo=False)) else None)
+        if found:
+            cells[(method, settings["recipe"], settings["epochs"])] = found
+    rows = []
+    for method in dict.fromkeys(m for _, m, _ in recipe_runs()):
+        mine = {key[1:]: value for key, value in cells.items() if key[0] == method}
+        if not mine:
+            continue
+        own = any(recipe == "short" for _, m, s in recipe_runs() if m == method for recipe in [s["recipe"]])
+        row = {"method": method, "short_recipe": "yes" if own else "= paper"}
+        for epochs in RECIPE_EPOCHS:
+            for recipe in ("paper", "short"):
+                found = mine.get((recipe if own else "paper", epochs))
+                row[f"knn_{recipe}_{epochs}ep"] = found[0]["knn_top1"] if found else None
+        baselines = next(iter(mine.values()))[0].get("baselines", {})
+        row["random_init_knn"] = baselines.get("random_init_knn_top1")
+        row["fmnist_quick_run"] = "yes" if any(str(d).endswith(f"fmnist-quick/runs/{method}") for _, d in mine.values()) else ""
+        rows.append(row)
+    notes = ["kNN (k 200, T 0.1) on backbone features of the full test split, bank: the training split; "
+             f"fmnist-quick's budget but its epochs (`{RECIPE_BUDGET}`); the token methods on its ViT.",
+             "paper: the method's packaged config (its paper's recipe); short: `configs/recipes.yaml`'s settings "
+             "laid over it (`--recipe short`, and what `--recipe auto`, the default, picks below 100 epochs); "
+             "short_recipe '= paper': the method has no short entry, so both columns are the one run.",
+             "random_init_knn: the method's own network at its random initialisation (the bar it must clear).",
+             "fmnist_quick_run 'yes': the 5-epoch short cell is fmnist-quick's run of the method (same settings; "
+             "its precision may be fp32, see that table).",
+             "Each cell is the run in `runs/METHOD-RECIPE-N-ep/` (config.yaml and metrics.json committed)."]
+    write_table(out, "recipes", "Paper and short recipes at 1 and 5 epochs on Fashion-MNIST (kNN)", rows, notes,
+                command=f"selfsup benchmark --suite recipes --out {out}")
+    return rows
