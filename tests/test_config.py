@@ -172,3 +172,14 @@ def test_every_short_recipe_names_a_method_and_only_settings_it_has():
 def test_an_unknown_recipe_is_one_clear_error():
     with pytest.raises(SelfSupError, match="recipe must be one of auto, paper, short, got 'fast'"):
         resolve("simclr", assignments=["recipe=fast"])
+
+
+def test_several_sets_add_to_one_hosted_methods_params():
+    cfg = resolve("multitask", assignments=["params.tasks=[simclr,rotation]", "params.task_params.simclr.temperature=0.2",
+                                           "params.task_params.simclr.augment.crop_scale=[0.2,1.0]"])
+    simclr = cfg["params"]["task_params"]["simclr"]
+    assert simclr["temperature"] == 0.2 and simclr["augment"]["crop_scale"] == [0.2, 1.0]
+    assert simclr["augment"]["flip_p"] == 0.5  # the rest of SimCLR's view pipeline kept
+    with pytest.raises(SelfSupError, match="unknown config key 'params.task_params.simclr.nope'"):
+        resolve("multitask", assignments=["params.tasks=[simclr,rotation]", "params.task_params.simclr.temperature=0.2",
+                                          "params.task_params.simclr.nope=1"])

@@ -266,15 +266,22 @@ def read_config_file(path: str | Path) -> dict:
     return _read_yaml(path.read_text(), f"config file {path}")
 
 
-def merge(base: dict, override: dict, where: str = "", strict: bool = True) -> dict:
-    """``override`` laid over ``base``; with ``strict``, keys absent from ``base`` are errors."""
+# Mappings whose keys the user's layers may add to: each hosted method's params, checked against
+# that method's when the config is resolved (``expand_hosted``), so that several ``--set
+# params.task_params.NAME.KEY=...`` can add to one entry.
+OPEN_MAPPINGS = ("params.task_params.",)
+
+
+def merge(base: dict, override: dict, where: str = "", strict: bool = True, open_: tuple[str, ...] = ()) -> dict:
+    """``override`` laid over ``base``; with ``strict``, keys absent from ``base`` are errors
+    except below the paths ``open_``."""
     out = copy.deepcopy(base)
     for key, value in override.items():
         name = f"{where}{key}"
-        if strict and key not in out:
+        if strict and key not in out and not where.startswith(open_):
             raise SelfSupError(f"unknown config key '{name}'; known keys here: {', '.join(map(str, out)) or 'none'}")
         if isinstance(value, dict) and isinstance(out.get(key), dict) and out[key]:
-            out[key] = merge(out[key], value, f"{name}.", strict)
+            out[key] = merge(out[key], value, f"{name}.", strict, open_)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -330,7 +337,7 @@ def resolve(method: str, user_file: str | None = None, flags: dict | None = None
 
 def _laid(cfg: dict, layers: list[dict], method: str) -> Config:
     for layer in layers:
-        cfg = merge(cfg, layer)
+        cfg = merge(cfg, layer, open_=OPEN_MAPPINGS)
     cfg["method"] = method
     cfg = Config(expand_hosted(cfg))
     cfg.settings  # every value checked against its type and range, one clear message
