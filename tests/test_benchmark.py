@@ -3,6 +3,7 @@ import csv
 import pytest
 
 from selfsup.cli import main
+from selfsup.errors import SelfSupError
 
 
 def test_smoke_suite_writes_table_csv_and_plots(tmp_path, capsys):
@@ -275,3 +276,19 @@ def test_throughput_table_shows_the_compiled_loop_and_when_compiling_pays(tmp_pa
     compiled = [r for r in rows if "trainer.compile" in r["loop"]]
     assert len(compiled) == 1 and compiled[0]["a_over_row"] == pytest.approx(0.45)
     assert "byol: trainer.compile runs the model-only loop at 2.00x" in (tmp_path / "throughput.md").read_text()
+
+
+def test_throughput_measures_a_speedrun_recipe_at_its_own_batch_and_precision(tmp_path, monkeypatch):
+    from selfsup.bench import definitions, throughput
+
+    recipe = {"method": "simclr", "dataset": "synthetic", "epochs": 2, "batch_size": 32, "backbone": {"width": 8},
+              "trainer": {"precision": "bf16-mixed"}, "knn": {"every_n_steps": 4}}
+    monkeypatch.setattr(definitions, "SPEEDRUN_RECIPES", [("tiny", recipe)])
+    monkeypatch.setattr(throughput, "STEPS", 4)
+    rows = throughput.throughput_suite(tmp_path, None, [], ["tiny"])
+    assert [r["loop"][:3] for r in rows] == ["(a)", "(c)"] and rows[0]["method"] == "recipe tiny"
+    assert all(r["images_per_second"] > 0 for r in rows)
+    assert "recipe tiny: the speedrun recipe at its own batch (32) and precision (bf16-mixed)" in \
+        (tmp_path / "throughput.md").read_text()
+    with pytest.raises(SelfSupError, match="no speedrun recipe 'nope'; its recipes: tiny"):
+        throughput.throughput_suite(tmp_path, None, [], ["nope"])

@@ -88,9 +88,9 @@ def _recipes(out: Path, data_dir: str | None, methods: list[str] | None):
     return recipes_suite(out, data_dir, methods)
 
 
-def _throughput(out: Path, data_dir: str | None, methods: list[str] | None):
+def _throughput(out: Path, data_dir: str | None, methods: list[str] | None, row: list[str] | None = None):
     from .throughput import throughput_suite
-    return throughput_suite(out, data_dir, methods or ["simclr"])
+    return throughput_suite(out, data_dir, methods or ([] if row else ["simclr"]), row)
 
 
 SUITES: dict[str, Suite] = {
@@ -124,8 +124,9 @@ SUITES: dict[str, Suite] = {
                       options=("row",)),
     "recipes": Suite("every method that learns without labels at 1 and 5 epochs under its paper and its short recipe "
                      "(kNN against its random-init network; the 5-epoch short runs are fmnist-quick's)", _recipes),
-    "throughput": Suite("training images/s of --method M (or all): our engine vs the model-only ceiling "
-                        "(and, for simclr, a plain PyTorch loop)", _throughput),
+    "throughput": Suite("training images/s of --method M (or all) and of speedrun recipes (--row RECIPE): our "
+                        "engine vs the model-only ceiling (and, for simclr, a plain PyTorch loop)", _throughput,
+                        options=("row",)),
     "forecast": Suite("self-boosted time-series forecasting (EEMD; mtl, mtv) vs plain network, AR, persistence, "
                       "seasonal naive on sunspots, co2, elnino at lags 3, 6, 12: NRMSE per lag, plots, EEMD cost",
                       forecast_suite),

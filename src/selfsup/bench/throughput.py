@@ -32,6 +32,7 @@ from ..errors import SelfSupError
 from ..io import write_json
 from .definitions import BF16, FMNIST_QUICK, FMNIST_QUICK_VIT, VIT_ROWS
 from .report import bar_plot, write_table
+from .suites import run_slug
 
 STEPS = 40
 BATCH = 256
@@ -79,13 +80,15 @@ def _time_steps(module: PretrainModule, batches, steps: int, epoch_start: bool =
     pre-step hook, the optimiser step and its post-step hook, i.e. the method's own work
     without the engine's."""
     method = module.method
-    optimizer = build_optimizer(method.parameter_groups(), module.cfg["optimizer"], BATCH)
+    optimizer = build_optimizer(method.parameter_groups(), module.cfg["optimizer"], module.cfg["batch_size"])
     module.train()
     start = time.perf_counter()
     if epoch_start:
         method.on_epoch_start(0, module.embed_training_set)
+    bf16 = module.cfg["trainer"]["precision"] == "bf16-mixed"
     for step, batch in zip(range(steps), batches):
-        loss = method.training_step(dict(batch), step)["loss"]
+        with torch.autocast(module.device.type, dtype=torch.bfloat16, enabled=bf16):  # as the engine's precision
+            loss = method.training_step(dict(batch), step)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         method.on_before_optimizer_step(0, step)
@@ -106,15 +109,17 @@ def plain_loop(cfg: dict, train) -> float:
 def model_ceiling(cfg: dict, train, channels_last: bool, compile_: bool = False) -> tuple[float, float]:
     """(images/s of the method's own steps on views made beforehand (4 batches, reused), seconds
     of the first ``WARMUP_STEPS`` steps beyond what they take once warm: the compile time);
-    with ``compile_``, the networks compiled (``trainer.compile``) and timed after the warm-up."""
+    with ``compile_``, the networks compiled (``trainer.compile``) and timed after the warm-up;
+    at ``cfg``'s batch size and training precision."""
+    batch_size = cfg["batch_size"]
     torch.manual_seed(0)
     module = PretrainModule(merge(cfg, {"trainer": {"channels_last": channels_last, "compile": compile_}}))
     module.train_set = train
     generator = torch.Generator().manual_seed(0)
     make = functools.partial(make_views, norm=module.norm, generator=generator, channels_last=channels_last)
-    batches = module.method.train_batches(train, BATCH, module.cfg["seed"])  # the method's own sampling, if any
+    batches = module.method.train_batches(train, batch_size, module.cfg["seed"])  # the method's own sampling, if any
     if batches is None:
-        raw = [train.__getitems__(list(range(i * BATCH, (i + 1) * BATCH))) for i in range(4)]
+        raw = [train.__getitems__(list(range(i * batch_size, (i + 1) * batch_size))) for i in range(4)]
     else:
         dataset, sampler = batches
         sampler.set_epoch(0)
@@ -122,7 +127,7 @@ def model_ceiling(cfg: dict, train, channels_last: bool, compile_: bool = False)
     batches = [module.method.prepare_batch(batch, make) for batch in raw]
     warmup = _time_steps(module, (batches[i % 4] for i in range(WARMUP_STEPS)), WARMUP_STEPS) if compile_ else 0.0
     seconds = _time_steps(module, (batches[i % 4] for i in range(STEPS)), STEPS, epoch_start=True)
-    return STEPS * BATCH / seconds, max(0.0, warmup - WARMUP_STEPS * seconds / STEPS)
+    return STEPS * batch_size / seconds, max(0.0, warmup - WARMUP_STEPS * seconds / STEPS)
 
 
 def throughput_config(method: str, data_dir: str | None, vit: bool = False) -> dict:
@@ -169,6 +174,31 @@ def measure(method: str, out: Path, data_dir: str | None, vit: bool = False) -> 
     return result
 
 
+def measure_recipe(name: str, out: Path, data_dir: str | None) -> dict:
+    """Images/s of speedrun recipe ``name``: the engine and the model-only ceiling, both at the
+    recipe's batch size and precision, over ``STEPS`` steps; kept in ``out/results/recipe NAME.json``."""
+    from .definitions import SPEEDRUN_RECIPES
+    from .speedrun import speedrun_config
+
+    recipes = dict(SPEEDRUN_RECIPES)
+    if name not in recipes:
+        raise SelfSupError(f"no speedrun recipe '{name}'; its recipes: {', '.join(recipes)}")
+    cfg = speedrun_config(recipes[name], 0, data_dir)
+    cfg = merge(cfg, {"epochs": 1, "subset": STEPS * cfg["batch_size"], "trainer": {"progress_bar": False},
+                      "knn": {"every_n_steps": 0, "target_knn": None, "target_linear": None}})
+    run_dir = out / "runs" / f"recipe-{run_slug(name)}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    engine = pretrain(cfg, run_dir)["samples_per_second"]
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())  # with the data facts pretrain filled in
+    train = load_split(cfg["dataset"], dataset_info(cfg["dataset"]).pretrain_split, cfg["data_dir"],
+                       STEPS * cfg["batch_size"], cfg["seed"], cfg["data"])
+    result = {"engine": engine, "ceiling": model_ceiling(cfg, train, cfg["trainer"]["channels_last"])[0],
+              "precision": cfg["trainer"]["precision"], "batch_size": cfg["batch_size"],
+              "date": time.strftime("%Y-%m-%d %H:%M")}
+    write_json(out / "results" / f"recipe {name}.json", result)
+    return result
+
+
 def compile_note(method: str, eager: float, compiled: float, compile_seconds: float) -> str:
     """What ``trainer.compile`` did for ``method``'s model-only loop, and whether its compilation pays back."""
     pays = "pays back on a long enough run" if compiled > eager else "never pays back"
@@ -178,11 +208,16 @@ def compile_note(method: str, eager: float, compiled: float, compile_seconds: fl
             f"{pays}.")
 
 
-def throughput_suite(out: Path, data_dir: str | None, methods: list[str]) -> list[dict]:
-    """Measure ``methods`` (those of ``VIT_ROWS`` on the ResNet and on the ViT), then tabulate
-    every method measured so far (in registry order), so that a method can be re-measured alone."""
+def throughput_suite(out: Path, data_dir: str | None, methods: list[str], recipes: list[str] | None = None
+                     ) -> list[dict]:
+    """Measure ``methods`` (those of ``VIT_ROWS`` on the ResNet and on the ViT) and the speedrun
+    ``recipes``, then tabulate everything measured so far (methods in registry order, then the
+    recipes), so that one can be re-measured alone."""
     from ..methods import METHODS
+    from .definitions import SPEEDRUN_RECIPES
 
+    for name in recipes or []:
+        measure_recipe(name, out, data_dir)
     skipped = []
     for method in methods:
         for vit in (False, True) if method in VIT_ROWS else (False,):
@@ -192,10 +227,13 @@ def throughput_suite(out: Path, data_dir: str | None, methods: list[str]) -> lis
                 print(f"{method}: skipped ({exc})")
                 skipped.append(f"{method} ({exc})")
     rows, notes = [], [f"Not measured here: {'; '.join(skipped)}."] if skipped else []
-    labels = [label for m in METHODS for label in (m, f"{m}, vit")]
+    labels = [label for m in METHODS for label in (m, f"{m}, vit")] + [f"recipe {name}" for name, _ in SPEEDRUN_RECIPES]
     for method in [label for label in labels if (out / "results" / f"{label}.json").exists()]:
         measured = json.loads((out / "results" / f"{method}.json").read_text())
         engine, ceiling = measured["engine"], measured["ceiling"]
+        if method.startswith("recipe "):
+            notes.append(f"{method}: the speedrun recipe at its own batch ({measured['batch_size']}) and precision "
+                         f"({measured['precision']}), engine and model-only ceiling alike.")
         rows.append({"method": method, "loop": "(a) selfsup engine", "images_per_second": engine, "a_over_row": 1.0,
                      "measured": measured["date"]})
         rows.append({"method": method, "loop": "(c) model only, pre-made views, channels_last",
