@@ -109,3 +109,23 @@ def test_recipe_rows_cover_every_method_that_learns_without_labels():
             assert not recipes, m
         else:
             assert recipes == {(r, e) for e in (1, 5) for r in (("paper", "short") if m in short else ("paper",))}, m
+
+
+def test_the_quickstart_runs_the_chosen_speedrun_recipe_with_fewer_epochs():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from selfsup.config import resolve
+
+    root = Path(__file__).resolve().parents[1]
+    quickstart = yaml.safe_load((root / "configs" / "quickstart.yaml").read_text())
+    script = (root / "quickstart.sh").read_text()
+    assert re.search(rf"--method {quickstart['method']} .*--config configs/quickstart.yaml", script)
+    recipe = speedrun.speedrun_config(dict(definitions.SPEEDRUN_RECIPES)[definitions.QUICKSTART_RECIPE], 0)
+    ours = resolve(quickstart["method"], str(root / "configs" / "quickstart.yaml"))
+    for key in ("method", "batch_size", "optimizer", "schedule", "params", "backbone", "recipe"):
+        assert ours[key] == recipe[key], key
+    assert ours["trainer"]["precision"] == recipe["trainer"]["precision"]
+    assert ours["epochs"] <= recipe["epochs"]

@@ -299,3 +299,4 @@ SPEEDRUN_RECIPES = [
     # fmnist-quick's SimCLR row (its short recipe: LARS 0.15 x sqrt(256), T 0.2)
     ("simclr, fmnist-quick settings", _speedrun_recipe("simclr", 256, 4, **FMNIST_QUICK_TUNED["simclr"])),
 ]
+QUICKSTART_RECIPE = "rotation, batch 128"  # configs/quickstart.yaml: this recipe at the quickstart's epochs
