@@ -7,7 +7,6 @@ Several processes of the suite share out the runs (``claim``).
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
@@ -16,7 +15,7 @@ from ..errors import SelfSupError
 from ..methods import method_class
 from ..rundir import RunDirectory
 from .report import write_table
-from .suites import claim, run_checkpoint
+from .suites import claim, evaluate_run
 
 # (result name, protocol, its options): SimCLR's 1% and 10% label fractions, transfer to
 # scikit-learn digits, retrieval, the embedding maps.
@@ -27,18 +26,6 @@ PROTOCOLS = [
     ("retrieval", "retrieval", {}),
     ("embedding", "embedding", {}),
 ]
-
-
-def evaluate_run(run_dir: Path, name: str, protocol: str, options: dict) -> dict:
-    """``protocol`` on the run in ``run_dir``, kept as ``RUN/eval_NAME.json`` (read back when it exists)."""
-    from ..eval.run import EvalRequest, evaluate
-
-    output = run_dir / f"eval_{name}.json"
-    if output.exists():
-        return json.loads(output.read_text())
-    checkpoint = run_checkpoint(run_dir)
-    print(f"{run_dir.name}: {name}")
-    return evaluate(EvalRequest.make(protocol, checkpoint, output=str(output), **options))
 
 
 def _frozen(transfer: dict, retrieval: dict) -> dict:

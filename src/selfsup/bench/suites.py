@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 from contextlib import contextmanager, nullcontext
@@ -89,6 +90,18 @@ def run_checkpoint(run_dir: Path) -> Path:
     return remade.checkpoint
 
 
+def evaluate_run(run_dir: Path, name: str, protocol: str, options: dict) -> dict:
+    """``protocol`` on the run in ``run_dir``, kept as ``RUN/eval_NAME.json`` (read back when it exists)."""
+    from ..eval.run import EvalRequest, evaluate
+
+    output = run_dir / f"eval_{name}.json"
+    if output.exists():
+        return json.loads(output.read_text())
+    checkpoint = run_checkpoint(run_dir)
+    print(f"{run_dir.name}: {name}")
+    return evaluate(EvalRequest.make(protocol, checkpoint, output=str(output), **options))
+
+
 @contextmanager
 def claim(run_dir: Path, work: str = ""):
     """Claim a suite row for this process while it trains, so that the same suite command
@@ -171,10 +184,8 @@ def _add_layer_probes(run_dir: Path, metrics: dict, probe_epochs: int) -> dict:
 
 
 def _finetune_columns(run_dir: Path, fraction: float, out: Path) -> dict:
-    """``finetune_Npct`` and ``scratch_Npct`` of the run in ``run_dir`` (``evaluations.evaluate_run``),
+    """``finetune_Npct`` and ``scratch_Npct`` of the run in ``run_dir`` (``evaluate_run``),
     empty while another process of the suite computes them."""
-    from .evaluations import evaluate_run
-
     name = f"finetune-{fraction * 100:g}pct"
     done = (run_dir / f"eval_{name}.json").exists()
     with nullcontext(True) if done else claim(run_dir, name) as ours:
