@@ -98,10 +98,10 @@ def differences_needed(train: np.ndarray) -> int:
     from statsmodels.tsa.stattools import kpss
 
     series = train
-    for d in range(MAX_DIFFERENCES + 1):
+    for d in range(MAX_DIFFERENCES):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # KPSS warns when its p-value is outside its table
-            if d == MAX_DIFFERENCES or kpss(series, regression="c", nlags="auto")[1] >= KPSS_LEVEL:
+            if kpss(series, regression="c", nlags="auto")[1] >= KPSS_LEVEL:
                 return d
         series = np.diff(series)
     return MAX_DIFFERENCES
