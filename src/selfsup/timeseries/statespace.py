@@ -85,6 +85,9 @@ def ets(values: np.ndarray, train_end: int, origins: np.ndarray, horizon: int,
              for spec in ets_specs(train, season)}
     spec, fitted = _best(specs, "ETS")
     spec = dict(spec)
+    if "mul" in spec.values() and (values <= 0).any():
+        raise SelfSupError("the ETS model chosen on the (positive) training part is multiplicative, and the series "
+                           "has values <= 0 after it; shift the series above 0")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         filtered = ETSModel(values, **spec).smooth(fitted.params)
