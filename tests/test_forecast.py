@@ -17,13 +17,10 @@ from selfsup.timeseries.series import SERIES, load_registry_series
 for _module in ("statsmodels", "PyEMD"):  # ours import them lazily; the tests need them
     pytest.importorskip(_module, reason="needs the timeseries extra: pip install -e .[timeseries]")
 
+pytestmark = pytest.mark.usefixtures("private_eemd_cache")
+
 # Tiny EEMD and training budgets: the whole file runs in well under a minute on one core.
 TINY = ["--eemd-trials", "2", "--window", "32", "--max-imfs", "4", "--epochs", "3"]
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SELFSUP_CACHE", str(tmp_path / "cache"))
 
 
 def noisy_sines(n: int = 240, seed: int = 0) -> np.ndarray:

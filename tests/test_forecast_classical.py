@@ -17,14 +17,11 @@ from selfsup.timeseries.statespace import arima, ets
 for _module in ("statsmodels", "PyEMD", "sklearn"):
     pytest.importorskip(_module, reason="needs the timeseries extra: pip install -e .[timeseries]")
 
+pytestmark = pytest.mark.usefixtures("private_eemd_cache")
+
 # Tiny budgets: every model runs in seconds on one core.
 TINY = ["--eemd-trials", "2", "--window", "32", "--max-imfs", "3", "--epochs", "1", "--set", "representation.steps=2",
         "--set", "representation.padding=40"]
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SELFSUP_CACHE", str(tmp_path / "cache"))
 
 
 def seasonal_series(n: int = 160, seed: int = 0) -> np.ndarray:
@@ -249,5 +246,5 @@ def test_changes_against_the_table_before_the_shared_origins(tmp_path):
             {"series": "toy", "model": "self-boosted", "mean_nrmse": 0.40, "mean_nrmse_seed_range": 0.01},
             {"series": "toy", "model": "mtl", "mean_nrmse": 0.35, "mean_nrmse_seed_range": 0.01}]
     (line,) = _changes(tmp_path, rows)
-    assert line == ("**toy**: mean NRMSE over lags before → now: plain 0.300 → 0.450; unchanged: self-boosted, mtl; "
+    assert line == ("**toy**: mean NRMSE over lags before → now: plain 0.3000 → 0.4500; unchanged: self-boosted, mtl; "
                     "self-boosted trails plain before and beats plain now.")

@@ -257,7 +257,7 @@ def _changes(out: Path, rows: list[dict]) -> list[str]:
     lines = []
     for series in dict.fromkeys(s for s, _ in before if (s, "plain") in now):
         models = [m for (s, m) in before if s == series and (s, m) in now]
-        moved = [f"{m} {before[series, m][0]:.3f} → {now[series, m][0]:.3f}" for m in models
+        moved = [f"{m} {before[series, m][0]:.4f} → {now[series, m][0]:.4f}" for m in models
                  if round(before[series, m][0], 4) != round(now[series, m][0], 4)]
         same = [m for m in models if round(before[series, m][0], 4) == round(now[series, m][0], 4)]
         verdicts = [_verdict(*table[series, "self-boosted"], *table[series, "plain"]) for table in (before, now)]
@@ -321,8 +321,8 @@ def forecast_suite(out: Path, data_dir: str | None = None, methods: list[str] | 
              "persistence, seasonal-naive, ets, arima and ts2vec-ridge read no lags: one run stands for every lag.",
              f"{LEAKY_LABEL}: the paper's setting, EEMD of the whole series, whose components at time t depend on "
              "values after t; it is not a valid forecast and is shown only to measure what the look-ahead is worth.",
-             f"What the shared first origin changed (the models without a decomposition started at their own first "
-             f"origin, after `lags` values, in {BEFORE}):", *_changes(out, rows),
+             f"What the shared first origin changed (in {BEFORE} the models without a decomposition window, the "
+             "leaky row among them, started after their `lags` values):", *_changes(out, rows),
              "Where self-boosting helps and where not:", *_findings(results),
              "Which family wins (forecast_families.md):", *family_lines]
     write_table(out, "forecast", "Forecasting: test NRMSE per lag", rows, notes, command=command)
