@@ -17,7 +17,7 @@ the cache), ``forecast_nrmse.png`` (the survey's Figure 3: NRMSE against lag, on
 series), ``forecast_mean_nrmse.png`` (mean over series and lags, its Figure 4) and
 ``decomposition_SERIES.png`` (its Figure 2: the series and its IMFs).
 
-Budget for about an hour of one core: EEMD with 30 trials (the CLI default is 100), 100
+Budget for well under an hour of one core (about half an hour when it was made): EEMD with 30 trials (the CLI default is 100), 100
 epochs per network, TS2Vec 200 steps (the paper's code) per encoder; causal windows of 64
 values for sunspots (309 yearly values), 96 for the monthly co2 and elnino, 48 for airline and
 lynx, 12 for shampoo (36 values).  Every network and TS2Vec model is trained with the training
