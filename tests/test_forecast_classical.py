@@ -248,3 +248,25 @@ def test_changes_against_the_table_before_the_shared_origins(tmp_path):
     (line,) = _changes(tmp_path, rows)
     assert line == ("**toy**: mean NRMSE over lags before → now: plain 0.3000 → 0.4500; unchanged: self-boosted, mtl; "
                     "self-boosted trails plain before and beats plain now.")
+
+
+def test_ts2vec_ridge_resumes_its_encoder_to_the_same_forecasts(tmp_path, monkeypatch):
+    from selfsup.engine.module import PretrainModule
+
+    args = ["forecast", "--csv", str(write_series(tmp_path / "toy.csv", seasonal_series())), "--column", "y",
+            "--model", "ts2vec-ridge", *TINY, "--set", "representation.steps=4"]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+
+    def stop_after_two(self):
+        if self.current_epoch == 1:
+            raise RuntimeError("interrupted")
+    monkeypatch.setattr(PretrainModule, "on_train_epoch_end", stop_after_two, raising=False)
+    cut = tmp_path / "cut"
+    with pytest.raises(RuntimeError, match="interrupted"):
+        main([*args, "--out", str(cut)])
+    assert (cut / "checkpoints" / "last.ckpt").is_file() and not (cut / "metrics.json").exists()
+    monkeypatch.undo()
+    monkeypatch.setenv("SELFSUP_CACHE", str(tmp_path / "cache"))
+    assert main([*args, "--out", str(cut), "--resume"]) == 0
+    assert metrics_of(cut)["resumed_from"] == str(cut / "checkpoints" / "last.ckpt")
+    assert forecasts_of(cut) == forecasts_of(tmp_path / "whole")
