@@ -13,6 +13,7 @@ from selfsup.timeseries.eemd import CAUSAL, LEAKY, decompose
 from selfsup.timeseries.metrics import mae, nrmse
 from selfsup.timeseries.samples import correlations, group
 from selfsup.timeseries.series import SERIES, load_registry_series
+from support import interrupt_after_second_epoch
 
 for _module in ("statsmodels", "PyEMD"):  # ours import them lazily; the tests need them
     pytest.importorskip(_module, reason="needs the timeseries extra: pip install -e .[timeseries]")
@@ -203,11 +204,7 @@ def test_resume_continues_from_the_checkpoint(sines_csv, tmp_path, monkeypatch):
 
     args = ["--csv", sines_csv, "--column", "y", "--model", "mtl", *TINY, "--epochs", 4]
     assert run_cli(*args, "--out", tmp_path / "whole") == 0
-
-    def stop_after_two(self):
-        if self.current_epoch == 1:
-            raise RuntimeError("interrupted")
-    monkeypatch.setattr(ForecastModule, "on_train_epoch_end", stop_after_two, raising=False)
+    interrupt_after_second_epoch(monkeypatch, ForecastModule)
     out = tmp_path / "cut"
     with pytest.raises(RuntimeError, match="interrupted"):
         run_cli(*args, "--out", out)

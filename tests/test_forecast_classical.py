@@ -13,6 +13,7 @@ from selfsup.errors import SelfSupError
 from selfsup.timeseries.baselines import autoregression, linear_on_lags
 from selfsup.timeseries.samples import network_arrays
 from selfsup.timeseries.statespace import arima, ets
+from support import interrupt_after_second_epoch
 
 for _module in ("statsmodels", "PyEMD", "sklearn"):
     pytest.importorskip(_module, reason="needs the timeseries extra: pip install -e .[timeseries]")
@@ -256,11 +257,7 @@ def test_ts2vec_ridge_resumes_its_encoder_to_the_same_forecasts(tmp_path, monkey
     args = ["forecast", "--csv", str(write_series(tmp_path / "toy.csv", seasonal_series())), "--column", "y",
             "--model", "ts2vec-ridge", *TINY, "--set", "representation.steps=4"]
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0
-
-    def stop_after_two(self):
-        if self.current_epoch == 1:
-            raise RuntimeError("interrupted")
-    monkeypatch.setattr(PretrainModule, "on_train_epoch_end", stop_after_two, raising=False)
+    interrupt_after_second_epoch(monkeypatch, PretrainModule)
     cut = tmp_path / "cut"
     with pytest.raises(RuntimeError, match="interrupted"):
         main([*args, "--out", str(cut)])
