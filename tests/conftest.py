@@ -19,6 +19,12 @@ def _seed():
 
 
 @pytest.fixture
+def private_eemd_cache(tmp_path, monkeypatch):
+    """The forecasting tests' EEMD cache in the test's own folder (``SELFSUP_CACHE``)."""
+    monkeypatch.setenv("SELFSUP_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
 def tiny_args():
     """Options for a seconds-long SimCLR run on the synthetic dataset."""
     return list(TINY)

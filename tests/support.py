@@ -91,3 +91,12 @@ def crash_and_resume(name, tmp_path, monkeypatch, make_cfg):
     resumed = pretrain(make_cfg(), tmp_path / "resumed", resume=True)
     return (straight, resumed), [torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)
                                  for run in ("straight", "resumed")]
+
+
+def interrupt_after_second_epoch(monkeypatch, module_class) -> None:
+    """Make the runs of ``module_class`` (a LightningModule) raise RuntimeError("interrupted") at
+    the end of their second epoch, after the epoch's checkpoint was written."""
+    def stop(self):
+        if self.current_epoch == 1:
+            raise RuntimeError("interrupted")
+    monkeypatch.setattr(module_class, "on_train_epoch_end", stop, raising=False)

@@ -13,17 +13,15 @@ from selfsup.timeseries.eemd import CAUSAL, LEAKY, decompose
 from selfsup.timeseries.metrics import mae, nrmse
 from selfsup.timeseries.samples import correlations, group
 from selfsup.timeseries.series import SERIES, load_registry_series
+from support import interrupt_after_second_epoch
 
 for _module in ("statsmodels", "PyEMD"):  # ours import them lazily; the tests need them
     pytest.importorskip(_module, reason="needs the timeseries extra: pip install -e .[timeseries]")
 
+pytestmark = pytest.mark.usefixtures("private_eemd_cache")
+
 # Tiny EEMD and training budgets: the whole file runs in well under a minute on one core.
 TINY = ["--eemd-trials", "2", "--window", "32", "--max-imfs", "4", "--epochs", "3"]
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SELFSUP_CACHE", str(tmp_path / "cache"))
 
 
 def noisy_sines(n: int = 240, seed: int = 0) -> np.ndarray:
@@ -73,11 +71,12 @@ def test_ar_matches_statsmodels_predictions():
     y = noisy_sines(160)
     lags, train_end = 3, 112
     origins = np.arange(train_end - 1, len(y) - 1)
-    ours, params = autoregression(y, train_end, origins, lags, horizon=1)
+    ours, details = autoregression(y, train_end, origins, lags, horizon=1, first_origin=lags - 1)
+    params = details["ar_params"]
     model = AutoReg(y, lags=lags)
     one_step = model.predict(np.array(params), start=train_end, end=len(y) - 1)
     np.testing.assert_allclose(ours, one_step, rtol=1e-10)
-    two_step, _ = autoregression(y, train_end, np.array([130, 140]), lags, horizon=2)
+    two_step, _ = autoregression(y, train_end, np.array([130, 140]), lags, horizon=2, first_origin=lags - 1)
     dynamic = [model.predict(np.array(params), start=o + 1, end=o + 2, dynamic=True)[-1] for o in (130, 140)]
     np.testing.assert_allclose(two_step, dynamic, rtol=1e-10)
 
@@ -147,7 +146,8 @@ def test_grouping_by_correlation_on_the_training_part():
 
 
 def test_registry_series_are_complete():
-    lengths = {"sunspots": 309, "co2": 526, "elnino": 732, "nile": 100, "macrodata": 203}
+    lengths = {"sunspots": 309, "co2": 526, "elnino": 732, "nile": 100, "macrodata": 203, "airline": 144, "lynx": 114,
+               "shampoo": 36}
     for name in SERIES:
         values = load_registry_series(name).values
         assert len(values) == lengths[name] and np.isfinite(values).all()
@@ -204,11 +204,7 @@ def test_resume_continues_from_the_checkpoint(sines_csv, tmp_path, monkeypatch):
 
     args = ["--csv", sines_csv, "--column", "y", "--model", "mtl", *TINY, "--epochs", 4]
     assert run_cli(*args, "--out", tmp_path / "whole") == 0
-
-    def stop_after_two(self):
-        if self.current_epoch == 1:
-            raise RuntimeError("interrupted")
-    monkeypatch.setattr(ForecastModule, "on_train_epoch_end", stop_after_two, raising=False)
+    interrupt_after_second_epoch(monkeypatch, ForecastModule)
     out = tmp_path / "cut"
     with pytest.raises(RuntimeError, match="interrupted"):
         run_cli(*args, "--out", out)
@@ -239,7 +235,7 @@ def _bad_csvs(tmp_path):
     (["--csv", "{sines}", "--column", "y", "--model", "plain", "--horizon", "0"], "--horizon must be"),
     (["--csv", "{sines}", "--column", "y", "--model", "plain", "--lags", "0"], "--lags must be"),
     (["--csv", "{sines}", "--column", "y", "--model", "prophet"], "unknown model 'prophet'"),
-    (["--series", "airline", "--model", "plain"], "unknown series 'airline'"),
+    (["--series", "tides", "--model", "plain"], "unknown series 'tides'"),
     (["--csv", "{sines}", "--model", "plain"], "--csv needs --column"),
     (["--csv", "{sines}", "--column", "y", "--model", "seasonal-naive"], "pass --season N"),
     (["--csv", "{missing}", "--column", "y", "--model", "plain"], "does not exist"),
@@ -257,7 +253,7 @@ def test_bad_input_exits_2_and_writes_nothing(args, message, sines_csv, tmp_path
 def test_interpolate_fills_missing_values(tmp_path):
     out = tmp_path / "filled"
     assert run_cli("--csv", _bad_csvs(tmp_path)["gaps"], "--column", "y", "--model", "persistence", "--interpolate",
-                   "--out", out) == 0
+                   "--window", 32, "--out", out) == 0
     assert metrics_of(out)["n_test"] == 20
 
 

@@ -48,6 +48,9 @@ def build_method(cfg: dict):
     if cls.needs_tokens and cfg["backbone"]["name"] not in VIT_BACKBONES:
         raise SelfSupError(f"{cls.name} reads patch tokens, which backbone {cfg['backbone']['name']} does not make; "
                            f"use a vision transformer: --backbone {' | '.join(VIT_BACKBONES)}")
+    if run.batch_size < cls.min_batch_size:
+        raise SelfSupError(f"{cls.name} needs batches of at least {cls.min_batch_size} samples, got --batch-size "
+                           f"{run.batch_size}")
     cls.check_params(cfg["params"], run)
     backbone = cls.build_backbone(cfg, run)
     if cfg["backbone"].get("init"):

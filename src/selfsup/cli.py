@@ -197,20 +197,21 @@ def _build_parser() -> argparse.ArgumentParser:
                                    "(Nguyen et al. 2019). Network models read EEMD components made from the past "
                                    "only (a sliding --window) unless --leaky-decomposition. See docs/forecasting.md.")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--series", help="registry series: sunspots | co2 | elnino | nile | macrodata (statsmodels)")
+    source.add_argument("--series", help="registry series: sunspots | co2 | elnino | nile | macrodata (statsmodels) | "
+                                               "airline | lynx | shampoo (aeon)")
     source.add_argument("--csv", metavar="FILE", help="a CSV file with a header row")
     p.add_argument("--column", action="append", default=None, metavar="C",
                    help="with --csv: the target column; repeat the flag for extra input columns of the networks")
     p.add_argument("--date-column", default=None, metavar="D", help="with --csv: sort the rows by this date column")
     p.add_argument("--interpolate", action="store_true", default=None,
                    help="fill missing or non-numeric CSV values linearly (otherwise they are an error)")
-    p.add_argument("--model", required=True, metavar="M", help="persistence | seasonal-naive | ar | plain | mtl | mtv | "
-                                                                 "self-boosted")
+    p.add_argument("--model", required=True, metavar="M", help="persistence | seasonal-naive | ar | ets | arima | linear | "
+                                                                 "plain | mtl | mtv | self-boosted | ts2vec-ridge")
     p.add_argument("--lags", type=int, default=None, help="input values before each forecast (default 6)")
     p.add_argument("--horizon", type=int, default=None, help="steps ahead (default 1)")
-    p.add_argument("--season", type=int, default=None, help="season length for seasonal-naive (default: the series')")
+    p.add_argument("--season", type=int, default=None, help="season length for seasonal-naive and ets (default: the series')")
     p.add_argument("--epochs", type=int, default=None, help="network training epochs (default 100)")
-    p.add_argument("--seed", type=int, default=None, help="random seed of the network (default 0)")
+    p.add_argument("--seed", type=int, default=None, help="random seed of the network or the TS2Vec encoder (default 0)")
     p.add_argument("--window", type=int, default=None, help="values in each causal EEMD window (default 96)")
     p.add_argument("--eemd-trials", type=int, default=None, help="EEMD ensemble size (default 100)")
     p.add_argument("--noise-width", type=float, default=None, help="EEMD noise width (default 0.05)")

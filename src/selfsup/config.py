@@ -230,7 +230,7 @@ class RunSettings(Settings):
     subset: int | None = dataclasses.field(metadata=_at_least(1))
     seed: int = dataclasses.field(metadata=_at_least(0))
     epochs: int = dataclasses.field(metadata=_at_least(1))
-    batch_size: int = dataclasses.field(metadata=_at_least(2))
+    batch_size: int = dataclasses.field(metadata=_at_least(1))  # and the method's ``min_batch_size``
     backbone: BackboneSettings
     data: DataSettings
     optimizer: OptimizerSettings

@@ -46,18 +46,8 @@ def load_datasets(cfg: dict) -> tuple:
     except SelfSupError as exc:
         print(f"note: no labelled test split, so no kNN evaluation ({exc})", file=sys.stderr)
         test = None
-    sample = train[0]
-    sample = batch_inputs(sample)  # images [C, H, W], series [C, T]
+    record_data_facts(cfg, train, bank, info.modality, lambda channels: normalization_for(s.dataset, channels, train))
     data = cfg["data"]
-    data["channels"], data["image_size"] = int(sample.shape[0]), int(sample.shape[-1])
-    norm = normalization_for(s.dataset, data["channels"], train)
-    data["mean"], data["std"] = list(norm.mean), list(norm.std)
-    data["num_classes"] = int(getattr(bank, "num_classes", 0) or 0)
-    data["modality"] = info.modality
-    if s.backbone.name == "auto":
-        cfg["backbone"]["name"] = default_backbone(info.modality)
-    if s.backbone.small_stem == "auto":
-        cfg["backbone"]["small_stem"] = data["image_size"] <= 64
     if cfg["backbone"]["name"] in VIT_BACKBONES:  # the transformer's size, written down as the run builds it
         cfg["backbone"].update(vit_size(cfg["backbone"], data["image_size"]))
     if s.trainer.strategy == "fsdp" and not trains_on_gpu(s):
@@ -66,16 +56,36 @@ def load_datasets(cfg: dict) -> tuple:
     if s.knn.target_knn is not None and (test is None or s.trainer.strategy == "fsdp"):
         raise SelfSupError("knn.target_knn needs the kNN monitor, which runs only on a dataset with a labelled test "
                            "split and not under trainer.strategy fsdp")
+    labels = torch.as_tensor(getattr(train, "labels", []), dtype=torch.long)
+    if s.online_probe.enabled and not ((labels >= 0).any() and data["num_classes"]):
+        raise SelfSupError(f"online_probe.enabled needs class labels, and the {s.dataset} training images have none; "
+                           "leave the online probe off")
+    return train, bank, test
+
+
+def record_data_facts(cfg: dict, train, bank, modality: str, normalization) -> None:
+    """Write into ``cfg`` what a run learns from its training data (``data``: channels, size or
+    length, the normalisation ``normalization(channels)`` gives, classes, modality; ``run``:
+    training-set size, world size, batches per epoch, smallest class) and resolve the ``auto``
+    backbone settings that depend on it."""
+    s = RunSettings.of(cfg)
+    sample = batch_inputs(train[0])  # images [C, H, W], series [C, T]
+    data = cfg["data"]
+    data["channels"], data["image_size"] = int(sample.shape[0]), int(sample.shape[-1])
+    norm = normalization(data["channels"])
+    data["mean"], data["std"] = list(norm.mean), list(norm.std)
+    data["num_classes"] = int(getattr(bank, "num_classes", 0) or 0)
+    data["modality"] = modality
+    if s.backbone.name == "auto":
+        cfg["backbone"]["name"] = default_backbone(modality)
+    if s.backbone.small_stem == "auto":
+        cfg["backbone"]["small_stem"] = data["image_size"] <= 64
     world = s.trainer.devices * s.trainer.num_nodes
     labels = torch.as_tensor(getattr(train, "labels", []), dtype=torch.long)
     labelled = labels[labels >= 0]
-    if s.online_probe.enabled and not (len(labelled) and data["num_classes"]):
-        raise SelfSupError(f"online_probe.enabled needs class labels, and the {s.dataset} training images have none; "
-                           "leave the online probe off")
     cfg["run"] = {"train_size": len(train), "world_size": world,
                   "batches_per_epoch": len(train) // (s.batch_size * world),
                   "smallest_class": int(labelled.bincount().min()) if len(labelled) and data["num_classes"] else 0}
-    return train, bank, test
 
 
 def train_loader(method: Method, train, s: RunSettings) -> DataLoader:

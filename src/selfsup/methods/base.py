@@ -91,6 +91,8 @@ class Method(nn.Module):
     colour_only: bool = False
     #: reads the backbone's patch tokens (``ViTBackbone.tokens``); refused with a ResNet
     needs_tokens: bool = False
+    #: the smallest batch its loss is defined for (checked when the method is built)
+    min_batch_size: int = 2
     #: raised by one whenever a fix changes what the method trains (its docstring says what); runs
     #: record it in metrics.json and benchmark suites redo or mark the runs made before the fix
     revision: int = 1

@@ -31,6 +31,7 @@ class TS2Vec(Method):
 
     name = "ts2vec"
     modalities = ("series",)
+    min_batch_size = 1  # one series: the temporal term alone (the paper's forecasting on one long series)
     defaults = {"alpha": 0.5, "temporal_unit": 0, "mask_p": 0.5, "dropout": 0.1, "max_train_length": 3000}
     limits = {"alpha": (0, 1), "temporal_unit": (0, None), "mask_p": (0, 1), "dropout": (0, 0.99),
               "max_train_length": (2, None)}

@@ -12,7 +12,7 @@ components closely correlated with the target become auxiliary forecast targets
 - ``network``  the dilated causal conv + GRU network as a Lightning module;
 - ``run``      the ``selfsup forecast`` run directory.
 
-They need the ``timeseries`` extra (statsmodels, EMD-signal); ``require_extra`` says so.
+They need the ``timeseries`` extra (statsmodels, EMD-signal, aeon); ``require_extra`` says so.
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from ..errors import SelfSupError
 
 
 def require_extra() -> None:
-    """Import statsmodels and PyEMD, or raise one error naming the extra that installs them."""
+    """Import statsmodels, PyEMD and aeon, or raise one error naming the extra that installs them."""
     missing = []
-    for module, package in (("statsmodels", "statsmodels"), ("PyEMD", "EMD-signal")):
+    for module, package in (("statsmodels", "statsmodels"), ("PyEMD", "EMD-signal"), ("aeon", "aeon")):
         try:
             importlib.import_module(module)
         except ImportError:

@@ -26,10 +26,15 @@ from .samples import Arrays, Plan, Scaler, correlations, group, network_arrays, 
 from .series import Series, load_csv_series, load_registry_series, registry_entry
 
 
+FAMILIES = ("classical", "network", "representation")
+
+
 @dataclass(frozen=True)
 class Model:
     description: str
-    network: bool = False
+    family: str             # one of FAMILIES: the forecast suite compares the best of each
+    uses_lags: bool = True  # reads the last --lags values (otherwise --lags only moves the shared first origin)
+    extras: bool = False    # reads the extra CSV columns too (the network's lag inputs)
     aux: bool = False       # closely related components as auxiliary targets (multi-task)
     views: bool = False     # loosely related components as extra inputs (multi-view)
 
@@ -37,19 +42,40 @@ class Model:
     def decomposes(self) -> bool:
         return self.aux or self.views
 
+    @property
+    def network(self) -> bool:
+        return self.family == "network"
+
+    @property
+    def seeded(self) -> bool:
+        """Whether its forecasts depend on the training seed (a network or an encoder trained by gradient)."""
+        return self.family != "classical"
+
+
+def _network(description: str, aux: bool = False, views: bool = False) -> Model:
+    return Model(description, "network", extras=True, aux=aux, views=views)
+
 
 MODELS: dict[str, Model] = {
-    "persistence": Model("the last observed value"),
-    "seasonal-naive": Model("the last observed value of the same season (--season or the series')"),
-    "ar": Model("statsmodels AutoReg(lags) fitted on the training part, h steps recursively"),
-    "plain": Model("the network on the series' lags only", network=True),
-    "mtl": Model("the network, closely related EEMD components as auxiliary targets (multi-task)", network=True,
-                 aux=True),
-    "mtv": Model("the network, loosely related EEMD components as extra input views (multi-view)", network=True,
-                 views=True),
-    "self-boosted": Model("the network with both: auxiliary targets and input views (Nguyen et al. 2019)",
-                          network=True, aux=True, views=True),
+    "persistence": Model("the last observed value", "classical", uses_lags=False),
+    "seasonal-naive": Model("the last observed value of the same season (--season or the series')", "classical",
+                            uses_lags=False),
+    "ar": Model("statsmodels AutoReg(lags) fitted on the training samples, h steps recursively", "classical"),
+    "ets": Model("statsmodels ETSModel, error/trend/seasonality chosen by AIC on the training part, filtered forward "
+                 "with those parameters", "classical", uses_lags=False),
+    "arima": Model("statsmodels ARIMA(p,d,q), d by KPSS and (p,q) by AIC on the training part, filtered forward with "
+                   "those parameters", "classical", uses_lags=False),
+    "linear": Model("least squares on the network's lag inputs, fitted on the training samples", "classical",
+                    extras=True),
+    "plain": _network("the network on the series' lags only"),
+    "mtl": _network("the network, closely related EEMD components as auxiliary targets (multi-task)", aux=True),
+    "mtv": _network("the network, loosely related EEMD components as extra input views (multi-view)", views=True),
+    "self-boosted": _network("the network with both: auxiliary targets and input views (Nguyen et al. 2019)",
+                             aux=True, views=True),
+    "ts2vec-ridge": Model("TS2Vec encoder trained on the training part, ridge from the representation at the origin "
+                          "(Yue et al. 2022)", "representation", uses_lags=False),
 }
+ORIGINS = ("shared", "own")
 
 # Defaults.  From the paper: EEMD, grouping by Pearson correlation, the conv-GRU network
 # trained with MSE and Adam, one-step forecasts, NRMSE.  From PyEMD / EEMD practice: 100
@@ -57,11 +83,12 @@ MODELS: dict[str, Model] = {
 DEFAULTS = {
     "model": None, "series": None, "csv": None, "columns": None, "date_column": None, "interpolate": False,
     "season": None, "lags": 6, "horizon": 1, "seed": 0,
-    "split": {"train": 0.7, "val": 0.1},
+    "split": {"train": 0.7, "val": 0.1, "origins": "shared"},
     "decomposition": {"mode": CAUSAL, "window": 96, "trials": 100, "noise_width": 0.05, "seed": 0, "max_imfs": 6,
                       "threshold": 0.3},
     "network": {"epochs": 100, "batch_size": 32, "lr": 1.0e-3, "weight_decay": 0.0, "channels": 32, "hidden": 32,
                 "dense": 32, "kernel_size": 2, "aux_weight": 0.5},
+    "representation": {"steps": 200, "padding": 200},  # ts2vec-ridge (representation.py): the TS2Vec code's
     "trainer": {"accelerator": "cpu", "progress_bar": False},  # runs take seconds: no bar unless asked
 }
 
@@ -116,11 +143,14 @@ def validate(cfg: dict) -> None:
         raise SelfSupError(f"unknown model '{cfg['model']}'; choose one of: {', '.join(MODELS)}")
     if cfg["decomposition"]["mode"] not in (CAUSAL, LEAKY):
         raise SelfSupError(f"decomposition.mode must be {CAUSAL} or {LEAKY}, got {cfg['decomposition']['mode']!r}")
+    if cfg["split"]["origins"] not in ORIGINS:
+        raise SelfSupError(f"split.origins must be {' or '.join(ORIGINS)}, got {cfg['split']['origins']!r}")
     integers = ["lags", "horizon", "network.epochs", "network.batch_size", "network.channels", "network.hidden",
-                "network.dense", "network.kernel_size", "decomposition.trials", "decomposition.max_imfs"]
+                "network.dense", "network.kernel_size", "decomposition.trials", "decomposition.max_imfs",
+                "representation.steps"]
     for key in integers:
         _check(cfg, key, lambda v: isinstance(v, int) and v >= 1, "an integer of at least 1")
-    for key in ("seed", "decomposition.seed"):
+    for key in ("seed", "decomposition.seed", "representation.padding"):
         _check(cfg, key, lambda v: isinstance(v, int) and v >= 0, "a non-negative integer")
     _check(cfg, "season", lambda v: v is None or (isinstance(v, int) and v >= 1), "an integer of at least 1")
     if uses_window(cfg):
@@ -152,10 +182,19 @@ def uses_window(cfg: dict) -> bool:
 
 
 def make_plan(cfg: dict, length: int) -> Plan:
-    window = cfg["decomposition"]["window"]
-    what = f"a {window}-value decomposition window" if uses_window(cfg) else f"{cfg['lags']} lags"
-    plan = plan_samples(length, window if uses_window(cfg) else cfg["lags"], cfg["horizon"], cfg["split"]["train"],
-                        cfg["split"]["val"], what)
+    """The forecast origins.  With ``split.origins`` shared (the default) every model starts at the
+    first origin a decomposition window allows (``max(window, lags)`` values of history), so all
+    models train on the same samples and are scored on the same targets; ``own`` starts a model
+    that decomposes nothing at its own first origin (``lags`` values)."""
+    window, lags = cfg["decomposition"]["window"], cfg["lags"]
+    if cfg["split"]["origins"] == "shared":
+        history = max(window, lags)
+        what = (f"a {window}-value decomposition window (every model's first origin; a model without a "
+                "decomposition starts at its own with --set split.origins=own)") if window > lags else f"{lags} lags"
+    else:
+        history = window if uses_window(cfg) else lags
+        what = f"a {window}-value decomposition window" if uses_window(cfg) else f"{lags} lags"
+    plan = plan_samples(length, history, cfg["horizon"], cfg["split"]["train"], cfg["split"]["val"], what)
     if cfg["model"] == "seasonal-naive" and plan.train_end < cfg["season"] * math.ceil(cfg["horizon"] / cfg["season"]):
         raise SelfSupError(f"seasonal-naive with season {cfg['season']} looks further back than the training part "
                            f"({plan.train_end} values) reaches; use a longer series or a shorter --season")
@@ -177,12 +216,17 @@ def _components(decomposition: Decomposition, values: np.ndarray, plan: Plan, cf
             "auxiliary": [names[k] for k in aux], "views": [names[k] for k in views]}, aux, views
 
 
+def _lag_arrays(cfg: dict, series: Series, plan: Plan, decomposition=None, views=(), aux=()) -> dict:
+    """Each part's network inputs and targets (``samples.network_arrays``)."""
+    return {part: network_arrays(series.values, series.extras, decomposition, list(views), list(aux),
+                                 plan.origins(part), cfg["lags"], cfg["horizon"]) for part in ("train", "val", "test")}
+
+
 def _network_forecasts(cfg: dict, out: Path, series: Series, plan: Plan, decomposition, aux: list, views: list,
                        ckpt: Path | None) -> tuple[dict, dict]:
     from .network import train_network
 
-    arrays = {part: network_arrays(series.values, series.extras, decomposition, views, aux, plan.origins(part),
-                                   cfg["lags"], cfg["horizon"]) for part in ("train", "val", "test")}
+    arrays = _lag_arrays(cfg, series, plan, decomposition, views, aux)
     x_scale = Scaler.fit(arrays["train"].inputs, (0, 2))
     y_scale = Scaler.fit(arrays["train"].targets, (0,))
     scaled = {part: Arrays(x_scale(a.inputs), y_scale(a.targets), a.base) for part, a in arrays.items()}
@@ -197,20 +241,26 @@ def _network_forecasts(cfg: dict, out: Path, series: Series, plan: Plan, decompo
                        "resumed_from": str(ckpt) if ckpt else None}
 
 
-def _baseline_forecasts(cfg: dict, series: Series, plan: Plan) -> tuple[dict, dict]:
-    from .baselines import autoregression, persistence, seasonal_naive
+def _classical_forecasts(cfg: dict, series: Series, plan: Plan) -> tuple[dict, dict]:
+    from .baselines import autoregression, linear_on_lags, persistence, seasonal_naive
+    from .statespace import arima, ets
 
-    values, h, start = series.values, cfg["horizon"], time.perf_counter()
-    if cfg["model"] == "ar":
-        both = np.concatenate([plan.origins("val"), plan.origins("test")])
-        forecast, params = autoregression(values, plan.train_end, both, cfg["lags"], h)
-        forecasts = {"val": forecast[:len(plan.origins("val"))], "test": forecast[len(plan.origins("val")):]}
-        details = {"ar_params": params}
-    elif cfg["model"] == "seasonal-naive":
-        forecasts = {p: seasonal_naive(values, plan.origins(p), h, cfg["season"]) for p in ("val", "test")}
+    values, h, start, name = series.values, cfg["horizon"], time.perf_counter(), cfg["model"]
+    val, test = plan.origins("val"), plan.origins("test")
+    both = np.concatenate([val, test])
+    if name == "linear":
+        arrays = _lag_arrays(cfg, series, plan)
+        forecasts, details = linear_on_lags(arrays["train"], {"val": arrays["val"], "test": arrays["test"]})
+    elif name in ("ar", "ets", "arima"):
+        forecast, details = {"ar": lambda: autoregression(values, plan.train_end, both, cfg["lags"], h, plan.first),
+                             "ets": lambda: ets(values, plan.train_end, both, h, cfg["season"]),
+                             "arima": lambda: arima(values, plan.train_end, both, h)}[name]()
+        forecasts = {"val": forecast[:len(val)], "test": forecast[len(val):]}
+    elif name == "seasonal-naive":
+        forecasts = {p: seasonal_naive(values, o, h, cfg["season"]) for p, o in (("val", val), ("test", test))}
         details = {"season": cfg["season"]}
     else:
-        forecasts = {p: persistence(values, plan.origins(p), h) for p in ("val", "test")}
+        forecasts = {p: persistence(values, o, h) for p, o in (("val", val), ("test", test))}
         details = {}
     return forecasts, {"train_seconds": round(time.perf_counter() - start, 4), **details}
 
@@ -244,17 +294,22 @@ def run_forecast(cfg: dict, out: Path, resume: bool = False) -> dict:
     run.write_config(cfg)
     if model.network:
         forecasts, details = _network_forecasts(cfg, out, series, plan, decomposition, aux, views, ckpt)
+    elif model.family == "representation":
+        from .representation import ts2vec_ridge
+
+        forecasts, details = ts2vec_ridge(cfg, out, series.values, plan, ckpt)
     else:
-        forecasts, details = _baseline_forecasts(cfg, series, plan)
+        forecasts, details = _classical_forecasts(cfg, series, plan)
     targets = {p: series.values[plan.origins(p) + plan.horizon] for p in ("val", "test")}
     metrics = {
         "model": cfg["model"], "series": series.name, "target": cfg["columns"][0],
-        "extra_inputs": list(series.extra_names) if model.network else [],
+        "extra_inputs": list(series.extra_names) if model.extras else [],
         "lags": cfg["lags"], "horizon": cfg["horizon"],
         "nrmse": nrmse(forecasts["test"], targets["test"]), "mae": mae(forecasts["test"], targets["test"]),
         "val_nrmse": nrmse(forecasts["val"], targets["val"]), "val_mae": mae(forecasts["val"], targets["val"]),
         "nrmse_definition": NRMSE_DEFINITION,
         "n_train": len(plan.origins("train")), "n_val": len(plan.origins("val")), "n_test": len(plan.origins("test")),
+        "first_origin": plan.first, "origins": cfg["split"]["origins"], "family": model.family,
         "decomposition": d["mode"] if model.decomposes else "none",
         "leaky": bool(model.decomposes and d["mode"] == LEAKY),
         "components": components,

@@ -1,4 +1,4 @@
-"""Univariate series to forecast: an offline registry of statsmodels' data sets, or a CSV file.
+"""Univariate series to forecast: an offline registry of the data sets statsmodels and aeon ship, or a CSV file.
 
 Registry series (lower-case names) and how each becomes one regular series:
 
@@ -8,7 +8,16 @@ Registry series (lower-case names) and how each becomes one regular series:
 - ``elnino``    monthly sea-surface temperature 1950-2010, the 12 month columns read row by
   row into one monthly series; season 12;
 - ``nile``      yearly Nile volume at Aswan 1871-1970; no season;
-- ``macrodata`` US real GDP (realgdp), quarterly 1959-2009; season 4.
+- ``macrodata`` US real GDP (realgdp), quarterly 1959-2009; season 4;
+- ``airline``   monthly international airline passengers 1949-1960 (Box & Jenkins), from aeon's
+  ``load_airline``; season 12;
+- ``lynx``      yearly Canadian lynx trappings 1821-1934, from aeon's ``load_lynx``; season 10 (the
+  population cycle of about ten years);
+- ``shampoo``   monthly shampoo sales over three years (Makridakis et al.), from aeon's
+  ``load_shampoo_sales``; season 12.
+
+The three from aeon are read from the files inside its wheel (no download); aeon 1.6 marks
+lynx and shampoo sales as leaving in 1.7, which the ``timeseries`` extra pins below.
 """
 from __future__ import annotations
 
@@ -64,6 +73,19 @@ def _macrodata() -> np.ndarray:
     return _datasets().macrodata.load_pandas().data["realgdp"].to_numpy(float)
 
 
+def _aeon_series(loader: str) -> Callable[[], np.ndarray]:
+    """The series aeon's ``loader`` returns, as float64."""
+    def load() -> np.ndarray:
+        import warnings
+
+        import aeon.datasets
+
+        with warnings.catch_warnings():  # aeon 1.6 marks lynx and shampoo sales as leaving in 1.7 (pinned below it)
+            warnings.simplefilter("ignore", FutureWarning)
+            return np.asarray(getattr(aeon.datasets, loader)(), dtype=float).ravel()
+    return load
+
+
 SERIES: dict[str, RegistryEntry] = {
     "sunspots": RegistryEntry(_sunspots, "SUNACTIVITY", 11, "yearly sunspot activity 1700-2008 (309 values)"),
     "co2": RegistryEntry(_co2, "co2", 12, "Mauna Loa CO2, monthly means of weekly readings 1958-2001 (526 values)"),
@@ -71,6 +93,11 @@ SERIES: dict[str, RegistryEntry] = {
                             "monthly El Nino sea-surface temperature 1950-2010 (732 values)"),
     "nile": RegistryEntry(_nile, "volume", None, "yearly Nile volume 1871-1970 (100 values)"),
     "macrodata": RegistryEntry(_macrodata, "realgdp", 4, "quarterly US real GDP 1959-2009 (203 values)"),
+    "airline": RegistryEntry(_aeon_series("load_airline"), "passengers", 12,
+                             "monthly airline passengers 1949-1960 (144 values)"),
+    "lynx": RegistryEntry(_aeon_series("load_lynx"), "trappings", 10, "yearly Canadian lynx trappings 1821-1934 (114 values)"),
+    "shampoo": RegistryEntry(_aeon_series("load_shampoo_sales"), "sales", 12,
+                             "monthly shampoo sales over three years (36 values)"),
 }
 
 
