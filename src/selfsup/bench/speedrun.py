@@ -34,20 +34,24 @@ def speedrun_config(settings: dict, seed: int, data_dir: str | None = None) -> d
 
 
 def optimizer_summary(cfg: dict) -> str:
+    """The optimiser and schedule as trained: the warm-up is at most a tenth of the run (``PretrainModule``)."""
     o, s = cfg["optimizer"], cfg["schedule"]
     return (f"{o['name']} lr {o['lr']:g} ({o['lr_scaling']}), wd {o['weight_decay']:g}, "
-            f"warm-up {s['warmup_epochs']:g} ep, {s['shape']}")
+            f"warm-up {min(s['warmup_epochs'], cfg['epochs'] / 10):g} ep, {s['shape']}")
 
 
-def augment_summary(params: dict) -> str:
-    """The view pipeline's main settings, or "the method's" for a method with its own."""
+def augment_summary(params: dict, image_size: int) -> str:
+    """The view pipeline's main settings as applied to ``image_size``-px images (no blur below
+    ``blur_min_size``), or "the method's" for a method with its own."""
     a = params.get("augment")
     if not isinstance(a, dict):
         return "the method's"
+    blurred = image_size >= a.get("blur_min_size", 0)
     parts = [f"crop {a['crop_scale'][0]:g}-{a['crop_scale'][1]:g}" if "crop_scale" in a else None,
              *(f"{name} {a[key]:g}" for name, key in (("flip", "flip_p"), ("jitter", "jitter_p"),
                                                       ("grey", "grayscale_p"), ("blur", "blur_p"),
-                                                      ("solarize", "solarize_p")) if a.get(key))]
+                                                      ("solarize", "solarize_p")) if a.get(key)
+               and (key != "blur_p" or blurred))]
     return ", ".join(p for p in parts if p)
 
 
@@ -59,12 +63,14 @@ def recipe_row(name: str, cfg: dict, runs: list[dict]) -> dict:
     b = cfg["backbone"]
     row = {"recipe": name, "method": cfg["method"], "network": f"{b['name']} w{b['width']}",
            "batch": cfg["batch_size"], "image": cfg["data"].get("image_size") or "", "optimizer": optimizer_summary(cfg),
-           "augmentations": augment_summary(cfg["params"]), "precision": cfg["trainer"]["precision"],
+           "augmentations": augment_summary(cfg["params"], cfg["data"].get("image_size") or 0),
+           "precision": cfg["trainer"]["precision"],
            "compile": cfg["trainer"]["compile"], "max_epochs": cfg["epochs"], "threads": runs[0].get("threads"),
            "seeds_reached": f"{len(reached)}/{len(runs)}",
            "median_seconds": statistics.median(times) if len(reached) == len(runs) else None,
            "min_seconds": min(times) if times else None, "max_seconds": max(times) if times else None,
            "median_epochs": statistics.median(r["epoch"] for r in reached) if len(reached) == len(runs) else None,
+           "median_last_knn": statistics.median(m["knn_history"][-1]["knn_top1"] for m in runs),
            "best_knn": max(h["knn_top1"] for h in checks),
            "best_linear": max((h["linear_top1"] for h in checks if "linear_top1" in h), default=None)}
     return row
@@ -107,8 +113,9 @@ def speedrun_suite(out: Path, data_dir: str | None, methods: list[str] | None,
              "`knn.every_n_steps` steps (the probe only once the kNN has reached its target).",
              "median_seconds (and min/max): training time to the first check that reached both targets, the checks' "
              "own time excluded, over the seeds " + ", ".join(map(str, SPEEDRUN_SEEDS)) + "; empty where a seed "
-             "missed within max_epochs (seeds_reached). best_knn / best_linear: the best any check of any seed "
-             "reached (linear only where a kNN check reached its target).",
+             "missed within max_epochs (seeds_reached). median_last_knn: the median over the seeds of the last "
+             "check's kNN (where a run stopped, or its last epoch); best_knn / best_linear: the best any check of "
+             "any seed reached (linear only where a kNN check reached its target).",
              "threads: the CPU threads PyTorch trained with; times hold for a machine that ran nothing else.",
              "Each recipe's settings (laid over its method's defaults, then the suite's "
              f"`{SPEEDRUN}`) are in `selfsup.bench.definitions.SPEEDRUN_RECIPES`, each run's in `runs/RECIPE-seedS/config.yaml`; "
