@@ -11,8 +11,10 @@ from selfsup.engine.train import pretrain
 from selfsup.methods import METHODS
 from selfsup.models.vit import VIT_BACKBONES
 
-# Options for a seconds-long run on the synthetic dataset.
+# Options for a seconds-long run on the synthetic dataset, with the methods' paper settings (the
+# tests were calibrated on them; the short recipe's are tested in test_config and test_speedrun).
 TINY = ["--dataset", "synthetic", "--batch-size", "64", "--width", "8", "--set", "trainer.progress_bar=false",
+        "--set", "recipe=paper",
         "--set", "optimizer.name=adam", "--set", "optimizer.lr=0.008", "--set", "optimizer.lr_scaling=none",
         "--set", "schedule.warmup_epochs=0",
         "--set", "knn.k=20"]

@@ -53,7 +53,7 @@ def test_dare_is_the_reports_one_way_decoupled_loss_plus_the_jsd(normalize_mean)
     out, (z1, z2), (mu1, mu2), (lv1, lv2) = samples_and_gaussians(method)
     if normalize_mean:
         mu1, mu2 = F.normalize(mu1, dim=1), F.normalize(mu2, dim=1)
-    contrastive = dare_contrastive_reference(z1.double(), z2.double(), 0.5)
+    contrastive = dare_contrastive_reference(z1.double(), z2.double(), method.cfg["temperature"])
     assert out["contrastive"].item() == pytest.approx(contrastive, rel=1e-4)
     assert out["loss"].item() == pytest.approx(contrastive + 0.9 * gaussian_jsd(mu1, lv1, mu2, lv2).item(), rel=1e-4)
     out["loss"].backward()

@@ -300,3 +300,26 @@ SPEEDRUN_RECIPES = [
     ("simclr, fmnist-quick settings", _speedrun_recipe("simclr", 256, 4, **FMNIST_QUICK_TUNED["simclr"])),
 ]
 QUICKSTART_RECIPE = "rotation, batch 128"  # configs/quickstart.yaml: this recipe at the quickstart's epochs
+
+
+# The recipes suite: every method that learns without labels at 1 and 5 epochs of fmnist-quick's
+# budget under its paper recipe and its short one (configs/recipes.yaml); a method without a short
+# entry trains once per budget (its two recipes are the same settings).  The 5-epoch short runs are
+# fmnist-quick's own where that run has the same settings.
+RECIPE_EPOCHS = (1, 5)
+
+
+def recipe_runs() -> list[tuple[str, str, dict]]:
+    from ..methods import METHODS
+
+    short = packaged_config("recipes")["short"]
+    rows = []
+    for m, cls in METHODS.items():
+        if cls.semi_supervised or cls.supervised or "image" not in cls.modalities or cls.colour_only:
+            continue
+        for epochs in RECIPE_EPOCHS:
+            for recipe in ("paper", "short") if m in short else ("paper",):
+                rows.append((f"{m}, {recipe}, {epochs} ep", m, fmnist_quick_settings(
+                    m, cls.needs_tokens, merge(FMNIST_SETTINGS.get(m, {}), {"recipe": recipe, "epochs": epochs},
+                                               strict=False))))
+    return rows
