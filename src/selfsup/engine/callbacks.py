@@ -87,9 +87,10 @@ class KNNMonitor(L.Callback):
     the same images (``online_top1``) where the run trains one.
 
     With ``knn.target_knn`` (and ``knn.target_linear``: a linear probe on the same features,
-    trained only at checks whose kNN reached its target) the first check that reaches the
-    targets stops training and is kept as ``reached``, with the training time up to it: the
-    run's wall time from ``clock`` less the time all checks took."""
+    trained at checks whose kNN reached its target, and at the run's last check, so that a run
+    that missed says how far its probe got) the first check that reaches the targets stops
+    training and is kept as ``reached``, with the training time up to it: the run's wall time
+    from ``clock`` less the time all checks took."""
 
     def __init__(self, bank, queries, num_classes: int, knn, clock: Throughput, seed: int = 0):
         self.bank, self.queries, self.num_classes = bank, queries, num_classes
@@ -111,15 +112,15 @@ class KNNMonitor(L.Callback):
         last = trainer.is_last_batch and trainer.current_epoch + 1 == trainer.max_epochs
         if every > 0 and (step % every == 0 or last) and step != self._checked_step and not self.reached:
             self._checked_step = step
-            self.check(trainer, pl_module)
+            self.check(trainer, pl_module, last)
 
     def on_train_epoch_end(self, trainer, pl_module):
         every, epoch = self.knn.every_n_epochs, trainer.current_epoch + 1
         if self.knn.every_n_steps == 0 and every > 0 and (epoch % every == 0 or epoch == trainer.max_epochs):
-            self.check(trainer, pl_module)
+            self.check(trainer, pl_module, epoch == trainer.max_epochs)
 
     @torch.no_grad()
-    def check(self, trainer, pl_module):
+    def check(self, trainer, pl_module, last: bool = False):
         started, train_seconds = time.perf_counter(), self.clock.wall_seconds - self.check_seconds
         device, norm, channels_last = pl_module.device, pl_module.norm, pl_module.channels_last
         common = dict(device=device, channels_last=channels_last)
@@ -133,11 +134,11 @@ class KNNMonitor(L.Callback):
                                                    **common)
             pl_module.log("online_top1", extra["online_top1"], prog_bar=True, on_epoch=True, sync_dist=False)
         reached = self.knn.target_knn is not None and top1 >= self.knn.target_knn
-        if reached and self.knn.target_linear is not None:
+        if (reached or last) and self.knn.target_linear is not None:
             with torch.enable_grad():
                 extra["linear_top1"] = train_linear_probe(bank_x, bank_y, test_x, test_y, self.num_classes,
                                                           epochs=self.knn.target_probe_epochs, seed=self.seed)["test_top1"]
-            reached = extra["linear_top1"] >= self.knn.target_linear
+            reached = reached and extra["linear_top1"] >= self.knn.target_linear
         steps_per_epoch = max(1, trainer.num_training_batches)
         point = {"epoch": round(trainer.global_step / steps_per_epoch, 4) if self.knn.every_n_steps else
                  trainer.current_epoch + 1, "step": trainer.global_step, "train_seconds": round(train_seconds, 2),
