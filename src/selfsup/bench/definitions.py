@@ -64,7 +64,6 @@ def fmnist_quick_runs() -> list[tuple[str, str, dict]]:
     return rows + spread_rows("simclr", "simclr", FMNIST_QUICK_TUNED["simclr"])
 
 
-
 # fmnist-quick's network, batch and per-method settings at 50 epochs (11,700 steps), where the
 # methods separate from their random-init networks and from each other; then the ablations whose
 # papers' effects did not show at 3-10 epochs, again at this budget.
@@ -84,6 +83,7 @@ def fmnist_long_runs() -> list[tuple[str, str, dict]]:
     then the ablation rows laid over their method's."""
     return [(m, m, fmnist_quick_settings(m)) for m in FMNIST_LONG_METHODS] + [
         (label, m, merge(fmnist_quick_settings(m), change, strict=False)) for label, m, change in FMNIST_LONG_ABLATIONS]
+
 
 def ablation_runs() -> list[tuple[str, str, dict]]:
     """The ablations' rows, each laid over its method's fmnist-quick settings (the token methods' on the ViT)."""
@@ -279,16 +279,15 @@ MULTITASK = [
 
 # The speedrun (``selfsup.bench.speedrun``): targets on the full Fashion-MNIST test split, seeds,
 # and the recipes, each a config layer over its method's defaults with ``method``, a budget
-# (``epochs``: where a recipe gives up) and its check interval; tuning.md in the suite's folder
-# says how they were found.
+# (``epochs``: where a recipe gives up) and its check interval; benchmarks/tuning-speedrun.md says
+# how they were found.
 SPEEDRUN_TARGETS = (0.85, 0.88)  # kNN, linear probe
 SPEEDRUN_SEEDS = (0, 1, 2)
-SPEEDRUN_NETWORK = {"name": "resnet18", "width": 16, "small_stem": True}
 
 
 def _speedrun_recipe(method: str, batch_size: int, epochs: int, **settings) -> dict:
     """A recipe on fmnist-quick's network in bf16, the monitor checking once an epoch."""
-    return merge({"method": method, "epochs": epochs, "batch_size": batch_size, "backbone": SPEEDRUN_NETWORK,
+    return merge({"method": method, "epochs": epochs, "batch_size": batch_size, "backbone": FMNIST_QUICK["backbone"],
                   "trainer": {"precision": "bf16-mixed"}, "knn": {"every_n_steps": 60000 // batch_size}},
                  settings, strict=False)
 

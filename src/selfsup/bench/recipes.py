@@ -18,31 +18,33 @@ from .suites import claimed_run, finished_run, pretrain_row, run_slug, suite_con
 RECIPE_BUDGET = {key: value for key, value in FMNIST_QUICK.items() if key != "epochs"}
 
 
-def _fmnist_quick_run(out: Path, method: str, cfg: dict) -> tuple[dict, Path] | None:
+def _fmnist_quick_run(out: Path, method: str, cfg: dict) -> dict | None:
+    """metrics.json of fmnist-quick's run of ``method`` if it finished with ``cfg``'s settings."""
     run_dir = out.parent / "fmnist-quick" / "runs" / method
     metrics = finished_run(run_dir, cfg, redo=False) if (run_dir / "metrics.json").exists() else None
-    return (metrics, run_dir) if metrics and not metrics.get("before_fix") else None
+    return metrics if metrics and not metrics.get("before_fix") else None
 
 
 def recipes_suite(out: Path, data_dir: str | None, methods: list[str] | None) -> list[dict]:
     """Train the rows of ``recipe_runs`` (of ``methods``; None: all) not finished yet, then write
     ``recipes.md``/``.csv``: one line per method, kNN per recipe and budget."""
-    cells = {}
-    for label, method, settings in recipe_runs():
+    runs, cells = recipe_runs(), {}
+    for label, method, settings in runs:
         cfg, run_dir = suite_config(RECIPE_BUDGET, settings, method, data_dir), out / "runs" / run_slug(label)
         quick = _fmnist_quick_run(out, method, cfg) if settings["epochs"] == 5 and settings["recipe"] == "short" else None
         if quick is None and (methods is None or method in methods):
             claimed_run(run_dir, cfg, label, lambda: pretrain_row(label, cfg, run_dir, baselines=True,
                                                                   baselines_cache=out / "baselines"))
-        found = quick or ((m, run_dir) if (m := finished_run(run_dir, cfg, redo=False)) else None)
-        if found:
-            cells[(method, settings["recipe"], settings["epochs"])] = found
+        metrics = quick or finished_run(run_dir, cfg, redo=False)
+        if metrics:
+            cells[(method, settings["recipe"], settings["epochs"])] = (metrics, quick is not None)
+    with_short = {m for _, m, s in runs if s["recipe"] == "short"}
     rows = []
-    for method in dict.fromkeys(m for _, m, _ in recipe_runs()):
+    for method in dict.fromkeys(m for _, m, _ in runs):
         mine = {key[1:]: value for key, value in cells.items() if key[0] == method}
         if not mine:
             continue
-        own = any(recipe == "short" for _, m, s in recipe_runs() if m == method for recipe in [s["recipe"]])
+        own = method in with_short
         row = {"method": method, "short_recipe": "yes" if own else "= paper"}
         for epochs in RECIPE_EPOCHS:
             for recipe in ("paper", "short"):
@@ -50,7 +52,7 @@ def recipes_suite(out: Path, data_dir: str | None, methods: list[str] | None) ->
                 row[f"knn_{recipe}_{epochs}ep"] = found[0]["knn_top1"] if found else None
         baselines = next(iter(mine.values()))[0].get("baselines", {})
         row["random_init_knn"] = baselines.get("random_init_knn_top1")
-        row["fmnist_quick_run"] = "yes" if any(str(d).endswith(f"fmnist-quick/runs/{method}") for _, d in mine.values()) else ""
+        row["fmnist_quick_run"] = "yes" if any(quick for _, quick in mine.values()) else ""
         rows.append(row)
     notes = ["kNN (k 200, T 0.1) on backbone features of the full test split, bank: the training split; "
              f"fmnist-quick's budget but its epochs (`{RECIPE_BUDGET}`); the token methods on its ViT.",

@@ -121,7 +121,7 @@ def speedrun_suite(out: Path, data_dir: str | None, methods: list[str] | None,
              "threads: the CPU threads PyTorch trained with; times hold for a machine that ran nothing else.",
              "Each recipe's settings (laid over its method's defaults, then the suite's "
              f"`{SPEEDRUN}`) are in `selfsup.bench.definitions.SPEEDRUN_RECIPES`, each run's in `runs/RECIPE-seedS/config.yaml`; "
-             "what was tried and did not help is in `tuning.md`."]
+             "what was tried and did not help is in `../tuning-speedrun.md`."]
     write_table(out, "speedrun", "Speedrun: time to kNN ≥ 0.85 and linear ≥ 0.88 on Fashion-MNIST, from unlabelled images",
                 rows, notes, command=f"selfsup benchmark --suite speedrun --out {out}")
     curve_plot(out / "speedrun_knn.png", {"kNN on the full test split, first seed": curves}, "training seconds",

@@ -143,20 +143,30 @@ def throughput_config(method: str, data_dir: str | None, vit: bool = False) -> d
     return merge(cfg, FMNIST_QUICK_VIT) if vit or method_class(method).needs_tokens else cfg
 
 
+def engine_speed(cfg: dict, run_dir: Path) -> tuple[float, dict]:
+    """(the engine's images/s for ``cfg``, trained afresh in ``run_dir``; the config as that run wrote
+    it, with the data facts pretrain filled in)."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    speed = pretrain(cfg, run_dir)["samples_per_second"]
+    return speed, yaml.safe_load((run_dir / "config.yaml").read_text())
+
+
+def timed_slice(cfg: dict):
+    """The ``STEPS`` batches of training images the engine run of ``cfg`` trained on."""
+    return load_split(cfg["dataset"], dataset_info(cfg["dataset"]).pretrain_split, cfg["data_dir"],
+                      STEPS * cfg["batch_size"], cfg["seed"], cfg["data"])
+
+
 def method_throughput(method: str, out: Path, data_dir: str | None, vit: bool = False) -> dict:
     """(a) the engine in fp32 and in bf16 mixed precision, and (c) the fp32 model-only ceiling
     (channels_last, the engine's format) for ``method`` (on the ViT with ``vit``)."""
     cfg = throughput_config(method, data_dir, vit)
     name = method + ("-vit" if vit else "")
-    speeds = {}
-    for kind, precision in [("engine", {}), ("engine_bf16", BF16)]:
-        run_dir = out / "runs" / (name + ("-bf16" if precision else ""))
-        shutil.rmtree(run_dir, ignore_errors=True)
-        speeds[kind] = pretrain(merge(cfg, precision), run_dir)["samples_per_second"]
-    cfg = yaml.safe_load((out / "runs" / name / "config.yaml").read_text())  # with the data facts pretrain filled in
-    train = load_split(cfg["dataset"], dataset_info(cfg["dataset"]).pretrain_split, cfg["data_dir"],
-                       STEPS * BATCH, cfg["seed"], cfg["data"])
-    return {"cfg": cfg, "train": train, **speeds, "ceiling": model_ceiling(cfg, train, True)[0]}
+    engine, written = engine_speed(cfg, out / "runs" / name)
+    engine_bf16, _ = engine_speed(merge(cfg, BF16), out / "runs" / f"{name}-bf16")
+    train = timed_slice(written)
+    return {"cfg": written, "train": train, "engine": engine, "engine_bf16": engine_bf16,
+            "ceiling": model_ceiling(written, train, True)[0]}
 
 
 def measure(method: str, out: Path, data_dir: str | None, vit: bool = False) -> dict:
@@ -186,13 +196,8 @@ def measure_recipe(name: str, out: Path, data_dir: str | None) -> dict:
     cfg = speedrun_config(recipes[name], 0, data_dir)
     cfg = merge(cfg, {"epochs": 1, "subset": STEPS * cfg["batch_size"], "trainer": {"progress_bar": False},
                       "knn": {"every_n_steps": 0, "target_knn": None, "target_linear": None}})
-    run_dir = out / "runs" / f"recipe-{run_slug(name)}"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    engine = pretrain(cfg, run_dir)["samples_per_second"]
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())  # with the data facts pretrain filled in
-    train = load_split(cfg["dataset"], dataset_info(cfg["dataset"]).pretrain_split, cfg["data_dir"],
-                       STEPS * cfg["batch_size"], cfg["seed"], cfg["data"])
-    result = {"engine": engine, "ceiling": model_ceiling(cfg, train, cfg["trainer"]["channels_last"])[0],
+    engine, cfg = engine_speed(cfg, out / "runs" / f"recipe-{run_slug(name)}")
+    result = {"engine": engine, "ceiling": model_ceiling(cfg, timed_slice(cfg), cfg["trainer"]["channels_last"])[0],
               "precision": cfg["trainer"]["precision"], "batch_size": cfg["batch_size"],
               "date": time.strftime("%Y-%m-%d %H:%M")}
     write_json(out / "results" / f"recipe {name}.json", result)
