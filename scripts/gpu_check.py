@@ -113,9 +113,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def evaluate_knn():
         first = next(m for m in methods if (out / m / "checkpoints" / "last.ckpt").exists())
+        dataset = "synthetic" if "image" in METHODS[first].modalities else "synthetic-series"
         result = check(selfsup("evaluate", "knn", "--checkpoint", str(out / first / "checkpoints" / "last.ckpt"),
-                               "--dataset", "synthetic", "--k", "20"))
-        return f"{first}: {last_line(result.stdout)}"
+                               "--dataset", dataset, "--k", "20"))
+        return f"{first}: kNN top-1 {json.loads(result.stdout)['top1']:.3f}"
 
     checklist.item("evaluate knn", evaluate_knn)
 

@@ -92,6 +92,12 @@ EXTERNAL = [
      "TimesURL paper's table: TS-TCC's mean accuracy on 128 UCR problems (quoted in issue 34)"),
     ("benchmarks/series-ssl/series-ssl_summary.md", "Published averages", "0.821",
      "MiniRocket's mean accuracy on 106 UCR problems, as issue 34 cites it"),
+    ("benchmarks/tuning-series-ssl.md", "issue 34 quotes", "0.757",
+     "TimesURL paper's table: TS-TCC's mean accuracy on 128 UCR problems (quoted in issue 34)"),
+    ("benchmarks/tuning-series-ssl.md", "issue 34 quotes", "0.806",
+     "TimesURL paper's table: T-Loss's mean accuracy on 128 UCR problems (quoted in issue 34)"),
+    ("benchmarks/tuning-series-ssl.md", "issue 34 quotes", "0.836",
+     "TimesURL paper's table: TS2Vec's mean accuracy on 128 UCR problems (quoted in issue 34)"),
     ("benchmarks/README.md", "more clusters help", "10,000",
      "DeepCluster paper (Caron et al. 2018): its ImageNet cluster count, a setting of theirs"),
 ]

@@ -265,9 +265,11 @@ def test_every_protocol_runs_on_a_series_checkpoint(ucr_dir, tmp_path, capsys):
 
 
 def test_series_ssl_ranks_and_ts2vec_training_length():
-    from selfsup.bench.series import _ranks, t_loss_epochs, ts2vec_epochs
+    from selfsup.bench.series import _ranks, t_loss_epochs, ts2vec_epochs, ts_tcc_epochs
     assert _ranks({"a": 0.9, "b": 0.7, "c": 0.9, "d": 0.5}) == {"a": 1.5, "c": 1.5, "b": 3, "d": 4}
     assert ts2vec_epochs(50, 150, 1, 8) == 34  # 7,500 values: 200 steps of 6 an epoch
     assert ts2vec_epochs(100, 1460, 1, 8) == 50  # 146,000 values: 600 steps of 12 an epoch
     assert ts2vec_epochs(5, 40, 1, 8) == 200  # a batch is the whole training set
     assert t_loss_epochs(50, 10) == 300 and t_loss_epochs(270, 10) == 56  # 1500 steps of 10 series: 5, 27 an epoch
+    assert ts_tcc_epochs(50, 128) == 200 and ts_tcc_epochs(270, 128) == 100  # 200 steps of 50 series, of 128 (2 an epoch)
+    assert ts_tcc_epochs(7352, 128) == 40  # HAR's size: the paper's 40 epochs are more than 200 steps

@@ -137,3 +137,34 @@ def test_dilated_conv_shortcut_equals_the_padded_convolution(causal, dilation, l
     x = torch.randn(2, 2, length, generator=torch.Generator().manual_seed(dilation))
     padded = torch.nn.functional.pad(x, (2 * dilation, 0) if causal else (dilation, dilation))
     assert torch.allclose(dilated_conv(conv, x, causal), conv(padded), atol=1e-6)
+
+
+def test_ts_tcc_strong_view_permutes_whole_segments_of_every_channel():
+    from selfsup.methods.ts_tcc import permute_segments
+    x = torch.arange(3 * 2 * 20, dtype=torch.float).view(3, 2, 20)
+    assert torch.equal(permute_segments(x, 2, torch.Generator().manual_seed(0)), x)  # one segment: as it was
+    out = permute_segments(x, 8, torch.Generator().manual_seed(1))
+    moved = False
+    for before, after in zip(x, out):
+        order = after[0] - before[0, 0]  # the step each position now holds
+        assert sorted(order.tolist()) == list(range(20)) and torch.equal(after[1], before[1, order.long()])
+        jumps = int((order.diff() != 1).sum())
+        assert jumps <= 6  # at most 7 segments: at most 6 places where the steps do not follow on
+        moved |= jumps > 0
+    assert moved
+
+
+def test_ts_tcc_temporal_contrast_scores_each_series_against_the_batch():
+    from tests.support import tiny
+    method = tiny("ts-tcc").eval()
+    g = torch.Generator().manual_seed(0)
+    source, target = torch.randn(4, 8, method.feature_dim, generator=g), torch.randn(4, 8, method.feature_dim, generator=g)
+    loss, context = method.temporal_contrast(source, target, 1)
+    expected = 0.0
+    for k, predictor in enumerate(method.predictors, start=1):
+        prediction = predictor(context)
+        for i in range(4):
+            scores = torch.stack([target[i, 1 + k] @ prediction[j] for j in range(4)])
+            expected -= float(scores[i] - torch.logsumexp(scores, 0))
+    assert loss.item() == pytest.approx(expected / (4 * len(method.predictors)), rel=1e-5)
+    assert len(method.predictors) == method.timesteps <= 6

@@ -42,6 +42,7 @@ _PLACES = {
     "cpc": ("cpc", "CPC"),
     "ts2vec": ("ts2vec", "TS2Vec"),
     "t-loss": ("t_loss", "TLoss"),
+    "ts-tcc": ("ts_tcc", "TSTCC"),
     "supervised": ("supervised", "Supervised"),
     "rotation": ("rotation", "Rotation"),
     "jigsaw": ("jigsaw", "Jigsaw"),

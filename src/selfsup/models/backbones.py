@@ -15,6 +15,8 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from .vit import VIT_BACKBONES, VIT_SIZES, ViTBackbone, default_patch_size
 from .dilated_conv import CausalConvEncoder, DilatedConvEncoder
+from .staged import StagedSeriesEncoder
+from .tcc_conv import TCCConvEncoder
 from .wide_resnet import WIDE_RESNETS, wide_resnet
 
 RESNET_LAYOUTS = {
@@ -109,7 +111,7 @@ class StepLayerNorm(nn.LayerNorm):
         return super().forward(x.transpose(1, 2)).transpose(1, 2)
 
 
-class Conv1dEncoder(nn.Module):
+class Conv1dEncoder(StagedSeriesEncoder):
     """Strided 1-D convolutions for series, CPC's audio encoder (van den Oord et al. 2018:
     five strided convolutions without padding, 160x down-sampling of 16 kHz audio) scaled to
     short series: kernels 5, 3, 3, 3 with one stride of 2, no padding (zero padding would
@@ -136,10 +138,6 @@ class Conv1dEncoder(nn.Module):
         self.stage_dims = [width * multiple for _, _, multiple in self.LAYOUT]
         self.layer_names = [f"conv{i + 1}" for i in range(len(self.LAYOUT))]
 
-    def compile_regions(self) -> list[nn.Module]:
-        """What ``trainer.compile`` compiles: each stage."""
-        return list(self.stages)
-
     @classmethod
     def output_length(cls, length: int) -> int:
         """Encodings per series of ``length`` steps."""
@@ -147,26 +145,9 @@ class Conv1dEncoder(nn.Module):
             length = (length - kernel) // stride + 1
         return length
 
-    def forward_sequence(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, C, T] -> [B, T', feature_dim]."""
-        for stage in self.stages:
-            x = stage(x)
-        return x.transpose(1, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_sequence(x).mean(1)
-
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Features after each stage, averaged over time."""
-        pooled = []
-        for stage in self.stages:
-            x = stage(x)
-            pooled.append(x.mean(-1))
-        return pooled
-
 
 IMAGE_BACKBONES = (*RESNET_LAYOUTS, *WIDE_RESNETS, *VIT_BACKBONES)
-SERIES_BACKBONES = ("conv1d", "dilated-conv", "causal-conv")
+SERIES_BACKBONES = ("conv1d", "dilated-conv", "causal-conv", "tcc-conv")
 BACKBONES = (*IMAGE_BACKBONES, *SERIES_BACKBONES)
 
 
@@ -195,6 +176,8 @@ def build_backbone(settings: dict, in_channels: int, image_size: int) -> nn.Modu
         return DilatedConvEncoder(in_channels, settings["width"], settings.get("depth") or 10)
     if name == "causal-conv":  # T-Loss's encoder: ``width`` channels, ``depth`` causal blocks (default 10)
         return CausalConvEncoder(in_channels, settings["width"], settings.get("depth") or 10)
+    if name == "tcc-conv":  # TS-TCC's encoder: ``width``, 2 x and 4 x ``width`` channels
+        return TCCConvEncoder(in_channels, settings["width"])
     if name in VIT_BACKBONES:
         return ViTBackbone(in_channels, image_size, drop_path=settings.get("drop_path", 0.0),
                            pool=settings.get("pool", "cls"), **vit_size(settings, image_size))
