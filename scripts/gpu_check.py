@@ -81,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             small = [arg for key, value in TINY_RUN_PARAMS.get(method, {}).items() for arg in ("--set", f"params.{key}={value}")]
             if resolve(method)["backbone"]["name"] in VIT_BACKBONES:  # a two-block ViT: the token path, not the size
                 small += ["--backbone", "vit", "--width", "32", "--set", "backbone.depth=2"]
-            if "image" not in METHODS[method].modalities:  # series-only methods: the synthetic series, 3 blocks
-                small += ["--dataset", "synthetic-series", "--set", "backbone.depth=3"]
+            if "image" not in METHODS[method].modalities:  # series-only methods: the synthetic series
+                small += ["--dataset", "synthetic-series"]
+            if resolve(method)["backbone"]["name"] in ("dilated-conv", "causal-conv"):  # 3 of their 10 blocks
+                small += ["--set", "backbone.depth=3"]
             check(selfsup("pretrain", "--method", method, "--epochs", str(epochs), "--out", str(out / method), *common,
                           *small))
             metrics = json.loads((out / method / "metrics.json").read_text())

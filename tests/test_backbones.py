@@ -4,9 +4,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import torch
 from torch import nn
 
+from selfsup.errors import SelfSupError
 from selfsup.models.backbones import StridedPointwiseConv, build_backbone
 
 RESNET18_WIDTH8 = {"name": "resnet18", "width": 8, "small_stem": True}
@@ -47,3 +49,21 @@ def test_narrow_resnet_trains_channels_last_at_64_pixels_without_crashing():
             "for _ in range(3): net(x).square().mean().backward()\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name, option, value", [("resnet18", "depth", 3), ("tcc-conv", "depth", 3), ("conv1d", "depth", 2),
+                                                 ("vit-tiny", "depth", 4), ("vit-small", "heads", 2),
+                                                 ("resnet18", "patch_size", 4), ("dilated-conv", "pool", "mean")])
+def test_a_size_option_the_network_does_not_read_is_refused(name, option, value):
+    settings = {"name": name, "width": 8, "small_stem": True, option: value}
+    with pytest.raises(SelfSupError, match=f"backbone.{option} \\({value}\\) does not apply to {name}: only "):
+        build_backbone(settings, 1, 28)
+    settings[option] = None if option != "pool" else "cls"  # unset, the same network builds
+    assert isinstance(build_backbone(settings, 1, 28), nn.Module)
+
+
+def test_the_networks_that_read_depth_get_it():
+    def blocks(depth):
+        return len(build_backbone({"name": "dilated-conv", "width": 8, "depth": depth}, 1, 32).blocks)
+    assert blocks(5) - blocks(3) == 2
+    assert len(build_backbone({"name": "vit", "width": 32, "depth": 2, "heads": 2}, 1, 28).vit.blocks) == 2

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from ..errors import SelfSupError
 from .vit import VIT_BACKBONES, VIT_SIZES, ViTBackbone, default_patch_size
 from .dilated_conv import CausalConvEncoder, DilatedConvEncoder
 from .staged import StagedSeriesEncoder
@@ -166,9 +167,25 @@ def vit_size(settings: dict, image_size: int) -> dict:
     return size
 
 
+# The options only some networks read, and their unset values: set on any other network, they are
+# refused rather than ignored (vit-tiny and vit-small take their depth and heads from the name).
+OPTION_READERS = {"depth": ("vit", "dilated-conv", "causal-conv"), "heads": ("vit",), "patch_size": VIT_BACKBONES,
+                  "drop_path": VIT_BACKBONES, "pool": VIT_BACKBONES}
+UNSET_OPTIONS = {"depth": None, "heads": None, "patch_size": None, "drop_path": 0.0, "pool": "cls"}
+
+
+def check_backbone_options(settings: dict) -> None:
+    """Refuse an option ``settings`` (a config's ``backbone`` section) sets that its network does not read."""
+    for option, readers in OPTION_READERS.items():
+        if settings["name"] not in readers and settings.get(option, UNSET_OPTIONS[option]) != UNSET_OPTIONS[option]:
+            raise SelfSupError(f"backbone.{option} ({settings[option]}) does not apply to {settings['name']}: "
+                               f"only {', '.join(readers)} read it")
+
+
 def build_backbone(settings: dict, in_channels: int, image_size: int) -> nn.Module:
     """The encoder ``settings`` (a config's ``backbone`` section) describes, for inputs of
     ``in_channels`` channels and side (or length) ``image_size``."""
+    check_backbone_options(settings)
     name = settings["name"]
     if name == "conv1d":
         return Conv1dEncoder(in_channels, settings["width"])
