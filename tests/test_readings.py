@@ -13,7 +13,7 @@ What counts as a result figure in the prose (everything else is a setting or a l
   `--flag 0.1`, `key` (0.5), a coefficient such as 0.9·x), a version (PyTorch 2.14), a date
   or a time of day;
 - an integer with a unit of time, speed, share or effect size: 957 s, 22 ms, 369 images/s,
-  10 minutes, 88%, 12 points (a list or range shares the unit of its last member: "957, 301
+  10 minutes, 2 hours, 88%, 12 points (a list or range shares the unit of its last member: "957, 301
   and 103 s", "63–86%"); an integer with thousands separators (10,738).
 Not figures: plain integers (epochs, batch sizes, k = 200, years, section and issue numbers,
 counts), integer multiples ("4× the width", "300 times"), shares that are settings ("1% of the
@@ -98,6 +98,10 @@ EXTERNAL = [
      "TimesURL paper's table: T-Loss's mean accuracy on 128 UCR problems (quoted in issue 34)"),
     ("benchmarks/tuning-series-ssl.md", "issue 34 quotes", "0.836",
      "TimesURL paper's table: TS2Vec's mean accuracy on 128 UCR problems (quoted in issue 34)"),
+    ("README.md", "its PyTorch ports report", "6 hours",
+     "FixMatch's PyTorch ports: the CIFAR-10 protocol's time on one A100 (the README quotes it; no GPU here)"),
+    ("README.md", "its PyTorch ports report", "4 days",
+     "FixMatch's PyTorch ports: the same protocol on one 2080 Ti or M40"),
     ("benchmarks/README.md", "more clusters help", "10,000",
      "DeepCluster paper (Caron et al. 2018): its ImageNet cluster count, a setting of theirs"),
 ]
@@ -217,7 +221,7 @@ class Paragraph:
 _NUMBER = re.compile(
     r"(?<![\w.^/,\[])(?<![^\W\d_]-)(?P<int>\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?P<frac>\.\d+)?(?![\w^]|[.,]\d)")
 _UNIT = re.compile(
-    r"\s*(?P<u>%|×(?!\s?\d)|(?:\s(?:points?|ms|s|seconds?|minutes?|min|images/s|times))(?![\w/]))")
+    r"\s*(?P<u>%|×(?!\s?\d)|(?:\s(?:points?|ms|s|seconds?|minutes?|min|hours?|h|days?|images/s|times))(?![\w/]))")
 # Words after which a number is a setting: the hyperparameter it sets, a version, a reference.
 SETTING_WORDS = {
     "lr", "rate", "rates", "τ", "t", "λ", "λa", "λb", "temperature", "momentum", "ema", "decay",
