@@ -43,8 +43,9 @@ def spread_rows(label: str, method: str, settings: dict) -> list[tuple[str, str,
 # The vision transformer of fmnist-quick's ViT rows: about the ResNet's parameters (0.68M against
 # 0.70M), 49 tokens of 96 values through 6 blocks of 3 heads.
 FMNIST_QUICK_VIT = {"backbone": {"name": "vit", "width": 96, "depth": 6, "heads": 3, "patch_size": 4}}
-# Methods with a row on the ViT beside their ResNet row (the supervised one: the ViT's supervised bar).
-VIT_ROWS = ("dino", "supervised")
+# Methods with a row on the ViT beside their ResNet row (the supervised one: the ViT's supervised bar;
+# LeJEPA's packaged network is a ViT, but it reads no tokens, so its first row is on the ResNet).
+VIT_ROWS = ("dino", "lejepa", "supervised")
 
 
 def fmnist_quick_settings(method: str, vit: bool = False, tuned: dict | None = None) -> dict:
