@@ -273,3 +273,12 @@ def test_series_ssl_ranks_and_ts2vec_training_length():
     assert t_loss_epochs(50, 10) == 300 and t_loss_epochs(270, 10) == 56  # 1500 steps of 10 series: 5, 27 an epoch
     assert ts_tcc_epochs(50, 128) == 200 and ts_tcc_epochs(270, 128) == 100  # 200 steps of 50 series, of 128 (2 an epoch)
     assert ts_tcc_epochs(7352, 128) == 40  # HAR's size: the paper's 40 epochs are more than 200 steps
+
+
+def test_series_summary_ranks_the_models_every_problem_has_over_every_problem():
+    from selfsup.bench.series import summarise
+    models = {"gunpoint": {"a": 0.9, "b": 0.8, "c": 0.7}, "arrowhead": {"a": 0.6, "b": 0.7}}  # c: one problem only
+    rows = {r["model"]: r for r in summarise(models)}
+    assert set(rows) == {"a", "b"} and all(r["problems"] == 2 for r in rows.values())
+    assert rows["a"]["mean_svm_accuracy"] == pytest.approx(0.75) and rows["a"]["mean_rank"] == 1.5
+    assert summarise({}) == []
