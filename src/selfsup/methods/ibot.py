@@ -6,10 +6,10 @@ student with some of its patches replaced by a learned mask token, the teacher s
 and at every masked patch the student's output distribution must match the teacher's
 (``ibot_patch``, with its own centre), added to DINO's [CLS] term (``dino``) with weight 1.  From
 the paper (ViT-S/16): half of the images masked, each with a ratio drawn from 0.1-0.5 (the
-paper's 0.3 ± 0.2), the head shared between [CLS] and patch tokens, 10 local crops, AdamW lr
-5e-4·batch/256, weight decay 0.04 (rising to 0.4; fixed here), the teacher temperatures of
-DINO for both terms.  Our choices: the masked patches are drawn at random rather than in
-BEiT's blocks, and 4096 outputs (the paper: 8192).
+paper's 0.3 ± 0.2) in BEiT's blocks (``mask_shape: block``; ``random`` draws the patches
+uniformly, the paper's ablation), the head shared between [CLS] and patch tokens, 10 local
+crops, AdamW lr 5e-4·batch/256, weight decay 0.04 (rising to 0.4; fixed here), the teacher
+temperatures of DINO for both terms.  Our choice: 4096 outputs (the paper: 8192).
 """
 from __future__ import annotations
 
@@ -26,8 +26,10 @@ class IBOT(DINO):
 
     name = "ibot"
     needs_tokens = True
+    revision = 2  # 2: blockwise masks (the paper's), where revision 1 drew the patches at random
     defaults = {**DINO.defaults, "local_crops": 10, "mask_ratio": [0.1, 0.5], "mask_probability": 0.5,
-                "patch_weight": 1.0}
+                "mask_shape": "block", "patch_weight": 1.0}
+    choices = {**DINO.choices, "mask_shape": ("block", "random")}
     limits = {**DINO.limits, "mask_probability": (0, 1), "patch_weight": (0, None)}
 
     def __init__(self, backbone, cfg, run):
@@ -38,8 +40,8 @@ class IBOT(DINO):
     def training_step(self, batch, step):
         cfg, crops = self.cfg, batch["views"]
         rows, cols = self.backbone.patch_grid(*crops[0].shape[-2:])
-        masks = [varying_patch_mask(view.shape[0], rows * cols, cfg["mask_ratio"], cfg["mask_probability"],
-                                    self.generator, view.device) for view in crops[:2]]
+        masks = [varying_patch_mask(view.shape[0], rows, cols, cfg["mask_ratio"], cfg["mask_probability"],
+                                    self.generator, view.device, cfg["mask_shape"]) for view in crops[:2]]
         student = [self.head(self.backbone.tokens(view, mask=mask, mask_token=self.mask_token))
                    for view, mask in zip(crops[:2], masks)]
         local = list(self.head(encode_by_resolution(self.backbone, crops[2:])).chunk(len(crops) - 2)) \

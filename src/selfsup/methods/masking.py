@@ -3,6 +3,9 @@ backbone's patches, drawing which patches each image hides, the training step ar
 the narrow transformer that fills in hidden positions (MAE's decoder, I-JEPA's predictor)."""
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,15 +38,56 @@ def random_patch_mask(batch: int, patches: int, ratio: float, generator: torch.G
     return keep, mask
 
 
-def varying_patch_mask(batch: int, patches: int, ratio: tuple[float, float], probability: float,
-                       generator: torch.Generator, device=None) -> torch.Tensor:
-    """[B, N] bool: each image, with ``probability``, hides a share of its patches drawn uniformly
-    from ``ratio`` (iBOT's per-image prediction ratio), the patches themselves uniformly."""
+def varying_patch_mask(batch: int, rows: int, cols: int, ratio: tuple[float, float], probability: float,
+                       generator: torch.Generator, device=None, shape: str = "block") -> torch.Tensor:
+    """[B, rows · cols] bool: each image, with ``probability``, hides a share of its patches
+    drawn uniformly from ``ratio`` (iBOT's per-image prediction ratio), in ``shape``: "block"
+    (BEiT's rectangles, ``block_mask``) or "random" (that many patches drawn uniformly)."""
+    patches = rows * cols
     draws = rng.rand((batch, 2 + patches), generator, device=device)
     share = ratio[0] + draws[:, 0] * (ratio[1] - ratio[0])
-    hidden = torch.where(draws[:, 1] < probability, (share * patches).round(), torch.zeros_like(share))
-    ranks = draws[:, 2:].argsort(dim=1).argsort(dim=1)
-    return ranks < hidden.unsqueeze(1)
+    hidden = torch.where(draws[:, 1] < probability, share * patches, torch.zeros_like(share))
+    if shape == "random":
+        ranks = draws[:, 2:].argsort(dim=1).argsort(dim=1)
+        return ranks < hidden.round().unsqueeze(1)
+    uniforms = uniform_stream(generator)
+    return torch.tensor([block_mask(rows, cols, h, uniforms) for h in hidden.tolist()], device=draws.device)
+
+
+def uniform_stream(generator: torch.Generator, chunk: int = 4096) -> Iterator[float]:
+    """Uniform [0, 1) numbers from ``generator``, drawn ``chunk`` at a time as they are used."""
+    while True:
+        yield from rng.rand(chunk, generator).tolist()
+
+
+def block_mask(rows: int, cols: int, hidden: float, uniforms: Iterator[float],
+               aspect: tuple[float, float] = (0.3, 1 / 0.3), attempts: int = 10) -> list[bool]:
+    """BEiT's blockwise mask (Bao et al. 2022, as iBOT uses it), row-major: rectangles are added
+    until at least ``hidden`` patches are hidden, each of an area drawn uniformly between
+    (min(rows, cols) // 3)² patches and what is still to hide, an aspect ratio log-uniform in
+    ``aspect``, at a uniform place; one that adds nothing or more than is left is drawn again,
+    and after ``attempts`` failures in a row the mask stays as it is."""
+    mask = [[False] * cols for _ in range(rows)]
+    count, smallest = 0, (min(rows, cols) // 3) ** 2
+    low, high = math.log(aspect[0]), math.log(aspect[1])
+    while count < hidden:
+        left_to_hide = hidden - count
+        for _ in range(attempts):
+            area = smallest + next(uniforms) * (left_to_hide - smallest)
+            stretch = math.exp(low + next(uniforms) * (high - low))
+            h, w = round(math.sqrt(area * stretch)), round(math.sqrt(area / stretch))
+            top, left = int(next(uniforms) * (rows - h + 1)), int(next(uniforms) * (cols - w + 1))
+            if not (h < rows and w < cols):
+                continue
+            block = [(i, j) for i in range(top, top + h) for j in range(left, left + w) if not mask[i][j]]
+            if 0 < len(block) <= left_to_hide:
+                for i, j in block:
+                    mask[i][j] = True
+                count += len(block)
+                break
+        else:
+            break
+    return [hidden_patch for row in mask for hidden_patch in row]
 
 
 def learned_token(*shape: int) -> nn.Parameter:
