@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from selfsup.bench.definitions import TINY_RUN_PARAMS
     from selfsup.config import resolve
+    from selfsup.models.backbones import STACKED_SERIES_BACKBONES
     from selfsup.models.vit import VIT_BACKBONES
     from selfsup.methods import METHODS
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 small += ["--backbone", "vit", "--width", "32", "--set", "backbone.depth=2"]
             if "image" not in METHODS[method].modalities:  # series-only methods: the synthetic series
                 small += ["--dataset", "synthetic-series"]
-            if resolve(method)["backbone"]["name"] in ("dilated-conv", "causal-conv"):  # 3 of their 10 blocks
+            if resolve(method)["backbone"]["name"] in STACKED_SERIES_BACKBONES:  # 3 of their 10 blocks
                 small += ["--set", "backbone.depth=3"]
             check(selfsup("pretrain", "--method", method, "--epochs", str(epochs), "--out", str(out / method), *common,
                           *small))

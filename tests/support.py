@@ -9,6 +9,7 @@ from selfsup.build import build_method
 from selfsup.config import expand_hosted, resolve
 from selfsup.engine.train import pretrain
 from selfsup.methods import METHODS
+from selfsup.models.backbones import STACKED_SERIES_BACKBONES
 from selfsup.models.vit import VIT_BACKBONES
 
 # Options for a seconds-long run on the synthetic dataset, with the methods' paper settings (the
@@ -32,7 +33,7 @@ def tiny_method_cfg(method: str, epochs: int = 2) -> dict:
     assignments = [TINY[i + 1] for i, arg in enumerate(TINY) if arg == "--set"]
     cfg = resolve(method)
     backbone = TINY_VIT if cfg["backbone"]["name"] in VIT_BACKBONES else {"width": 8}
-    if cfg["backbone"]["name"] in ("dilated-conv", "causal-conv"):
+    if cfg["backbone"]["name"] in STACKED_SERIES_BACKBONES:
         backbone = {"width": 8, "depth": 3}
     dataset = "synthetic-series" if series_only(method) else "synthetic"
     return resolve(method, flags={"dataset": dataset, "epochs": epochs, "batch_size": 64, "backbone": backbone},

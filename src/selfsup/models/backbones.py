@@ -148,7 +148,9 @@ class Conv1dEncoder(StagedSeriesEncoder):
 
 
 IMAGE_BACKBONES = (*RESNET_LAYOUTS, *WIDE_RESNETS, *VIT_BACKBONES)
-SERIES_BACKBONES = ("conv1d", "dilated-conv", "causal-conv", "tcc-conv")
+#: the series encoders built of ``backbone.depth`` residual blocks (TS2Vec's and T-Loss's, 10 by default)
+STACKED_SERIES_BACKBONES = ("dilated-conv", "causal-conv")
+SERIES_BACKBONES = ("conv1d", *STACKED_SERIES_BACKBONES, "tcc-conv")
 BACKBONES = (*IMAGE_BACKBONES, *SERIES_BACKBONES)
 
 
@@ -169,7 +171,7 @@ def vit_size(settings: dict, image_size: int) -> dict:
 
 # The options only some networks read, and their unset values: set on any other network, they are
 # refused rather than ignored (vit-tiny and vit-small take their depth and heads from the name).
-OPTION_READERS = {"depth": ("vit", "dilated-conv", "causal-conv"), "heads": ("vit",), "patch_size": VIT_BACKBONES,
+OPTION_READERS = {"depth": ("vit", *STACKED_SERIES_BACKBONES), "heads": ("vit",), "patch_size": VIT_BACKBONES,
                   "drop_path": VIT_BACKBONES, "pool": VIT_BACKBONES}
 UNSET_OPTIONS = {"depth": None, "heads": None, "patch_size": None, "drop_path": 0.0, "pool": "cls"}
 
