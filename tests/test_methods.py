@@ -41,6 +41,11 @@ def test_method_trains_checkpoints_and_resumes_exactly(name, params, tmp_path, m
     assert a["global_step"] == 16
     assert_same_state(a, b, atol=1e-5)
     assert a.get("epoch_history") == b.get("epoch_history")
+    # each epoch's loss is in metrics.json, the interrupted epoch's included, as the run without the crash had it
+    assert [h["epoch"] for h in resumed["loss_history"]] == [0, 1] == [h["epoch"] for h in straight["loss_history"]]
+    assert [h["loss"] for h in resumed["loss_history"]] == pytest.approx([h["loss"] for h in straight["loss_history"]],
+                                                                         rel=1e-4, abs=1e-6)
+    assert resumed["loss_history"][-1]["loss"] == pytest.approx(resumed["final_loss"], rel=1e-6)
 
     # the checkpoint alone rebuilds the method with every buffer at its shape
     module = load_pretrained(tmp_path / "straight" / "checkpoints" / "last.ckpt")

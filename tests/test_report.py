@@ -96,11 +96,32 @@ def test_one_run_and_overwriting_an_existing_report(capsys, runs, tmp_path, monk
         assert (out / unquote(src)).is_file(), src
     # the first report's plots and images that this one does not show are gone, with their emptied folders
     images = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
-    assert images == sorted({unquote(src) for src in image_sources(out)}) == ["runs/01-run/knn.png",
-                                                                               "runs/01-run/loss.png"]
+    assert images == sorted({unquote(src) for src in image_sources(out)}) == ["runs/run/knn.png", "runs/run/loss.png"]
     assert sorted(p.name for p in out.iterdir()) == [".selfsup-report-files", "index.html", "report.md", "runs"]
-    assert sorted(p.name for p in (out / "runs").iterdir()) == ["01-run", "notes.txt"]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["notes.txt", "run"]
     assert (tmp_path / "outside.png").is_file()
+
+
+def test_a_committed_run_without_logs_keeps_its_loss_curve_and_its_folder(capsys, runs, tmp_path):
+    """Logs are not committed: the loss per epoch in metrics.json draws the curve instead; folders are
+    named by run, so a run added to the report renames no other run's folder."""
+    bare = tmp_path / "x" / "run"
+    shutil.copytree(runs[0], bare, ignore=shutil.ignore_patterns("logs", "checkpoints"))
+    history = json.loads((bare / "metrics.json").read_text())["loss_history"]
+    assert [h["epoch"] for h in history] == [0, 1] and history[0]["step"] < history[1]["step"]
+    other, twin = tmp_path / "y" / "run", tmp_path / "x-run"  # labels x/run, y/run and x-run: two slug to x-run
+    shutil.copytree(bare, other)
+    shutil.copytree(bare, twin)
+    out = tmp_path / "report"
+    code, err = run_report(capsys, bare, other, twin, "--out", out)
+    assert code == 0, err
+    assert "no loss log" not in (out / "index.html").read_text()
+    folders = ["x-run", "x-run-2", "y-run"]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == folders
+    assert all((out / "runs" / name / "loss.png").is_file() for name in folders)
+    code, err = run_report(capsys, runs[0], bare, other, twin, "--out", out)
+    assert code == 0, err
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["a-run", *folders]
 
 
 @pytest.mark.browser

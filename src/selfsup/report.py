@@ -7,6 +7,7 @@ files, so that a later report into the same directory deletes the ones it no lon
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 import shutil
@@ -191,7 +192,8 @@ def load_run(path: Path, label: str) -> Run:
             evaluations[file.name] = data if isinstance(data, dict) else {"value": data}
         except (OSError, ValueError) as exc:
             evaluations[file.name] = f"could not read {file.name}: {exc}"
-    return Run(path, label, metrics, settings, _loss_curve(path), knn, online, evaluations, sorted(path.glob("*.png")))
+    return Run(path, label, metrics, settings, _loss_curve(path, metrics), knn, online, evaluations,
+               sorted(path.glob("*.png")))
 
 
 def _labels(paths: list[Path]) -> list[str]:
@@ -202,9 +204,10 @@ def _labels(paths: list[Path]) -> list[str]:
             for i, label in enumerate(labels)]
 
 
-def _loss_curve(path: Path) -> tuple[list, list]:
+def _loss_curve(path: Path, metrics: dict) -> tuple[list, list]:
     """Training loss from every CSV log version in order (a resumed run continues the steps): per step, or per
-    epoch where the steps logged fewer than two points."""
+    epoch where the steps logged fewer than two points; without logs (they are not committed), the loss per
+    epoch that ``metrics.json`` keeps (``loss_history``, at each epoch's last step)."""
     columns = {"loss_step": {}, "loss": {}, "loss_epoch": {}}
     for log in sorted(path.glob("logs/csv/version_*/metrics.csv"), key=lambda p: (len(p.parent.name), p.parent.name)):
         try:
@@ -216,6 +219,9 @@ def _loss_curve(path: Path) -> tuple[list, list]:
         except (OSError, ValueError, csv.Error):
             continue  # an unreadable log loses its curve, not the report
     points = max(columns.values(), key=lambda p: min(len(p), 2))  # the first with two points, else with one
+    if not points:
+        points = {h["step"]: h["loss"] for h in metrics.get("loss_history") or []
+                  if isinstance(h, dict) and _is_number(h.get("step")) and _is_number(h.get("loss"))}
     steps = sorted(points)
     return steps, [points[s] for s in steps]
 
@@ -305,9 +311,12 @@ def _sections(runs: list[Run], out: Path) -> list[Section]:
                       [[run.label] + [_fmt(k, run.metrics.get(k)) if k in run.metrics else "" for k in keys]
                        for run in runs])
         sections.append(Section("comparison", [table, *_curves(runs, out, "comparison")]))
-    for i, run in enumerate(runs, 1):
+    folders: list[str] = []
+    for run in runs:  # a folder per run named as the run, so that adding a run renames no other's
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", run.label).strip("-.") or "run"
-        sections.append(_run_section(run, out, f"runs/{i:02d}-{slug}"))
+        folders.append(next(name for n in itertools.count(1) if (name := slug if n == 1 else f"{slug}-{n}")
+                            not in folders))
+        sections.append(_run_section(run, out, f"runs/{folders[-1]}"))
     return sections
 
 

@@ -34,6 +34,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.unlink(tmp)
 
 
+class LossHistory(L.Callback):
+    """Appends each epoch's mean training loss (this rank's) and the step it ended at to the
+    module's ``loss_history`` (kept in checkpoints, written to ``metrics.json``, read by the
+    report where the CSV logs are gone); placed before ``EpochCheckpoint``."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        loss = trainer.callback_metrics.get("loss_epoch")
+        if loss is not None:
+            pl_module.loss_history.append({"epoch": trainer.current_epoch, "step": trainer.global_step,
+                                           "loss": float(loss)})
+
+
 class EpochCheckpoint(L.Callback):
     """Saves ``last.ckpt`` at the end of every training epoch (after the monitors)."""
 

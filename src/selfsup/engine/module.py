@@ -66,6 +66,7 @@ class PretrainModule(L.LightningModule):
         self.channels_last = uses_channels_last(cfg)
         self.train_set = None
         self.epoch_history: list[dict] = []  # what the method's epoch-start hook reported
+        self.loss_history: list[dict] = []  # filled by the LossHistory callback
         settings = RunSettings.of(cfg)
         probe = settings.online_probe
         self.online_probe_rate = probe.rate(settings.optimizer.name)
@@ -165,9 +166,11 @@ class PretrainModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["epoch_history"] = self.epoch_history
+        checkpoint["loss_history"] = self.loss_history
 
     def on_load_checkpoint(self, checkpoint):
         self.epoch_history = list(checkpoint.get("epoch_history", []))
+        self.loss_history = list(checkpoint.get("loss_history", []))
 
     def configure_optimizers(self):
         t = self.cfg["trainer"]

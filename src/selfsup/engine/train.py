@@ -28,7 +28,7 @@ from ..io import read_checkpoint
 from ..methods.base import Method
 from ..models.backbones import VIT_BACKBONES, default_backbone, vit_size
 from ..rundir import RunDirectory
-from .callbacks import AtomicCheckpointIO, EpochCheckpoint, KNNMonitor, ProgressBar, Throughput
+from .callbacks import AtomicCheckpointIO, EpochCheckpoint, KNNMonitor, LossHistory, ProgressBar, Throughput
 from .cluster import is_launched_worker
 from .module import PretrainModule
 
@@ -139,7 +139,7 @@ def reloaded(module: PretrainModule, checkpoint: Path) -> PretrainModule:
     """A fresh, unwrapped copy of ``module`` holding the weights of ``checkpoint`` (a full one)."""
     fresh = PretrainModule(module.cfg)
     fresh.load_state_dict(read_checkpoint(checkpoint)[0]["state_dict"])
-    fresh.train_set, fresh.epoch_history = module.train_set, module.epoch_history
+    fresh.train_set, fresh.epoch_history, fresh.loss_history = module.train_set, module.epoch_history, module.loss_history
     return fresh
 
 
@@ -248,7 +248,7 @@ def fit(module: PretrainModule, s: RunSettings, run: RunDirectory, train, bank, 
         monitor = KNNMonitor(_monitor_subset(bank, knn.monitor_train_size, s.seed),
                              _monitor_subset(test, knn.monitor_test_size, s.seed),
                              s.data.num_classes, knn, throughput, s.seed)
-    callbacks = [throughput, *([monitor] if monitor else []), EpochCheckpoint(run.checkpoint)]
+    callbacks = [throughput, *([monitor] if monitor else []), LossHistory(), EpochCheckpoint(run.checkpoint)]
     trainer = build_trainer(s, run.path, callbacks, module)
     trainer.fit(module, train_dataloaders=train_loader(module.method, train, s),
                 ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
@@ -258,7 +258,7 @@ def fit(module: PretrainModule, s: RunSettings, run: RunDirectory, train, bank, 
 def training_metrics(module: PretrainModule, trainer: L.Trainer, throughput: Throughput, monitor, s: RunSettings,
                      train_size: int, ckpt: Path | None) -> dict:
     """What the training itself measured: loss, time, throughput, memory, the kNN curve, the
-    method's epoch history."""
+    method's epoch history, the loss per epoch."""
     final_loss = trainer.callback_metrics.get("loss_epoch", trainer.callback_metrics.get("loss"))
     return {
         "method": s.method, "method_revision": type(module.method).revision, "dataset": s.dataset,
@@ -273,6 +273,7 @@ def training_metrics(module: PretrainModule, trainer: L.Trainer, throughput: Thr
         **({"target": {"knn_top1": s.knn.target_knn, "linear_top1": s.knn.target_linear, "reached": monitor.reached}}
            if monitor and s.knn.target_knn is not None else {}),
         "epoch_history": module.epoch_history,
+        "loss_history": module.loss_history,
         "resumed_from": str(ckpt) if ckpt else None,
     }
 
