@@ -74,6 +74,9 @@ PROSE_GLOBS = ("README.md", "benchmarks/README.md", "benchmarks/tuning-*.md", "d
 # (c) Figures quoted from papers or peers' published tables: (file, a phrase of the paragraph that
 # holds the figure, the figure as written, why it is not ours). Keep this short.
 EXTERNAL = [
+    *[("benchmarks/README.md", "stable-pretraining's Imagenette", figure,
+       f"stable-pretraining's Imagenette ViT-S/16 200-epoch table: {name}'s kNN (quoted in issue 31)")
+      for figure, name in (("85.4", "LeJEPA"), ("83.8", "DINO"), ("72.1", "MAE"), ("33.2", "I-JEPA"))],
     ("benchmarks/ablations/ablations.md", "BYOL (Grill et al. 2020", "1.4%",
      "BYOL paper (Table 5b): linear accuracy of a random network on ImageNet (the suite's paper note)"),
     ("benchmarks/ablations/ablations.md", "BYOL (Grill et al. 2020", "18.8%",
