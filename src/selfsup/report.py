@@ -7,7 +7,6 @@ files, so that a later report into the same directory deletes the ones it no lon
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import re
 import shutil
@@ -314,9 +313,12 @@ def _sections(runs: list[Run], out: Path) -> list[Section]:
     folders: list[str] = []
     for run in runs:  # a folder per run named as the run, so that adding a run renames no other's
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", run.label).strip("-.") or "run"
-        folders.append(next(name for n in itertools.count(1) if (name := slug if n == 1 else f"{slug}-{n}")
-                            not in folders))
-        sections.append(_run_section(run, out, f"runs/{folders[-1]}"))
+        name, n = slug, 1
+        while name in folders:  # two labels that slug alike: the later ones numbered
+            n += 1
+            name = f"{slug}-{n}"
+        folders.append(name)
+        sections.append(_run_section(run, out, f"runs/{name}"))
     return sections
 
 
