@@ -151,7 +151,8 @@ def test_varying_masks_hide_a_drawn_share_of_a_drawn_half_of_the_images(shape):
     assert not varying_patch_mask(8, 4, 5, (0.1, 0.5), 0.0, torch.Generator().manual_seed(0), shape=shape).any()
     some = varying_patch_mask(400, 4, 5, (0.1, 0.5), 0.5, torch.Generator().manual_seed(0), shape=shape)
     counts = some.sum(1)
-    assert 0.4 < (counts > 0).float().mean() < 0.6 and counts.max() <= 10 and counts[counts > 0].min() >= 1
+    assert 0.4 < (counts > 0).float().mean() < 0.6 and counts.max() <= 10
+    assert counts[counts > 0].min() >= (2 if shape == "random" else 1)  # round(0.1 · 20); a block mask may stop short
     assert torch.equal(some, varying_patch_mask(400, 4, 5, (0.1, 0.5), 0.5, torch.Generator().manual_seed(0),
                                                 shape=shape))
 
@@ -166,7 +167,7 @@ def hidden_with_a_hidden_neighbour(mask: torch.Tensor, rows: int, cols: int) -> 
 def test_block_masks_hide_rectangles_where_random_masks_scatter():
     """iBOT's masks are BEiT's blocks: nearly every hidden patch touches another hidden one
     (0.996 measured on a 7×7 grid), where uniformly drawn patches at the same shares do so less
-    often (0.72), at the same share of hidden patches."""
+    often (0.72)."""
     from selfsup.methods.masking import varying_patch_mask
 
     block = varying_patch_mask(512, 7, 7, (0.1, 0.5), 1.0, torch.Generator().manual_seed(0), shape="block")
