@@ -84,6 +84,59 @@ def test_fixed_lr_groups_skip_warmup_and_decay():
     assert all(r[1] == pytest.approx(0.5 * peak) for r in rates)  # fixed group: scaled, never scheduled
 
 
+def _stepped_module(cfg, total=80):
+    """A SimCLR module's optimiser and schedule, as Lightning would build them for ``total`` steps."""
+    from types import SimpleNamespace
+
+    cfg["data"].update(channels=3, image_size=16, num_classes=6, mean=[0.5] * 3, std=[0.2] * 3)
+    cfg["backbone"]["small_stem"] = True
+    cfg["run"] = {"train_size": 512, "world_size": 1, "batches_per_epoch": 8}
+    module = PretrainModule(cfg)
+    module._trainer = SimpleNamespace(estimated_stepping_batches=total, world_size=1)
+    setup = module.configure_optimizers()
+    return setup["optimizer"], setup["lr_scheduler"]["scheduler"]
+
+
+def test_weight_decay_rises_along_its_cosine_and_resumes():
+    import math
+
+    cfg = tiny_method_cfg("simclr", epochs=10)
+    cfg["optimizer"].update(name="adamw", weight_decay=0.04)
+    cfg["schedule"]["final_weight_decay"] = 0.4
+    optimizer, schedule = _stepped_module(cfg)
+    decayed = [i for i, g in enumerate(optimizer.param_groups) if g["weight_decay"] > 0]
+    spared = [i for i, g in enumerate(optimizer.param_groups) if g["weight_decay"] == 0]
+    assert decayed and spared  # weights are decayed, biases and norms not
+    seen = []
+    for step in range(80):
+        seen.append([g["weight_decay"] for g in optimizer.param_groups])
+        expected = 0.4 - 0.36 * 0.5 * (1 + math.cos(math.pi * step / 80))  # DINO's cosine_scheduler(0.04, 0.4)
+        assert all(seen[-1][i] == pytest.approx(expected) for i in decayed), step
+        assert all(seen[-1][i] == 0 for i in spared)
+        optimizer.step()
+        schedule.step()
+        if step == 39:
+            saved = (schedule.state_dict(), optimizer.state_dict())
+    again, resumed = _stepped_module(cfg)
+    resumed.load_state_dict(saved[0])
+    again.load_state_dict(saved[1])
+    for step in range(40, 80):
+        assert [g["weight_decay"] for g in again.param_groups] == pytest.approx(seen[step])
+        again.step()
+        resumed.step()
+
+
+def test_weight_decay_schedule_needs_a_weight_decay():
+    from selfsup.config import Config
+    from selfsup.errors import SelfSupError
+
+    cfg = tiny_method_cfg("simclr", epochs=10)
+    cfg["optimizer"]["weight_decay"] = 0.0
+    cfg["schedule"]["final_weight_decay"] = 0.4
+    with pytest.raises(SelfSupError, match="optimizer.weight_decay above 0"):
+        Config(cfg).settings
+
+
 def test_reinitialised_classifier_loses_its_optimiser_state(tmp_path, monkeypatch):
     seen = []
     original = PretrainModule.on_train_epoch_start

@@ -155,6 +155,7 @@ class ScheduleSettings(Settings):
     warmup_epochs: float = dataclasses.field(default=0, metadata=_at_least(0))
     final_lr_ratio: float = dataclasses.field(default=0.0, metadata=_at_least(0))
     shape: Literal["cosine", "fixmatch"] = "cosine"
+    final_weight_decay: float | None = dataclasses.field(default=None, metadata=_at_least(0))
 
 
 # experiment trackers (Lightning's loggers) and the package each needs
@@ -241,6 +242,11 @@ class RunSettings(Settings):
     recipe: Literal["auto", "paper", "short"] = "auto"
     online_probe: OnlineProbeSettings = OnlineProbeSettings()
     run: dict | None = None  # what the run measured (training set size, world size...), written by the run
+
+    def __post_init__(self):
+        if self.schedule.final_weight_decay is not None and self.optimizer.weight_decay == 0:
+            raise SelfSupError("schedule.final_weight_decay moves the weight decay from optimizer.weight_decay "
+                               "along a cosine; set optimizer.weight_decay above 0 too")
 
 
 class Config(dict):

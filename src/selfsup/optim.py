@@ -106,3 +106,26 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, final_ratio: f
     if shape == "fixmatch":
         return math.cos(7 * math.pi * progress / 16)
     return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class StepSchedule(torch.optim.lr_scheduler.LambdaLR):
+    """``LambdaLR`` (one rule per group, stepped after every optimiser step) that also sets each
+    group's weight decay to its initial value times ``decay_factor(step)``, as DINO, iBOT, MSN
+    and I-JEPA raise theirs along a cosine from 0.04 to 0.4 (``schedule.final_weight_decay``).
+    Groups without weight decay keep none; the factor is recomputed from the step count, which
+    the checkpoint holds, so a resumed run continues the same curve."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, lr_lambda, decay_factor):
+        for group in optimizer.param_groups:
+            group.setdefault("initial_weight_decay", group["weight_decay"])
+        self.decay_factor = decay_factor
+        super().__init__(optimizer, lr_lambda)
+
+    def step(self):
+        super().step()
+        factor = self.decay_factor(self.last_epoch)
+        for group in self.optimizer.param_groups:
+            group["weight_decay"] = group["initial_weight_decay"] * factor
+
+    def state_dict(self) -> dict:
+        return {k: v for k, v in super().state_dict().items() if k != "decay_factor"}

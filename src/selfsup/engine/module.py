@@ -15,7 +15,7 @@ from ..eval.features import embed_split, eval_mode
 from ..distributed import world_info
 from ..build import build_method, run_normalization, uses_channels_last
 from ..rng import seeded_generator
-from ..optim import build_optimizer, warmup_cosine
+from ..optim import StepSchedule, build_optimizer, warmup_cosine
 
 
 class NonFiniteLossError(SelfSupError):
@@ -188,5 +188,11 @@ class PretrainModule(L.LightningModule):
                                       shape=self.cfg["schedule"].get("shape", "cosine"))
         # groups marked fixed_lr keep their rate: no warm-up, no decay (SimSiam's predictor)
         rules = [(lambda step: 1.0) if group.get("fixed_lr") else scheduled for group in optimizer.param_groups]
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, rules)
+        final_decay = self.cfg["schedule"].get("final_weight_decay")
+        if final_decay is None:
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, rules)
+        else:  # every group's weight decay along a cosine, by the ratio of the final to the configured value
+            decay = functools.partial(warmup_cosine, total_steps=total, warmup_steps=0,
+                                      final_ratio=final_decay / self.cfg["optimizer"]["weight_decay"])
+            schedule = StepSchedule(optimizer, rules, decay)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

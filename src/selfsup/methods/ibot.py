@@ -8,7 +8,7 @@ and at every masked patch the student's output distribution must match the teach
 the paper (ViT-S/16): half of the images masked, each with a ratio drawn from 0.1-0.5 (the
 paper's 0.3 ± 0.2) in BEiT's blocks (``mask_shape: block``; ``random`` draws the patches
 uniformly, the paper's ablation), the head shared between [CLS] and patch tokens, 10 local
-crops, AdamW lr 5e-4·batch/256, weight decay 0.04 (rising to 0.4; fixed here), the teacher
+crops, AdamW lr 5e-4·batch/256, weight decay 0.04 rising to 0.4 along a cosine, the teacher
 temperatures of DINO for both terms.  Our choice: 4096 outputs (the paper: 8192).
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ class IBOT(DINO):
 
     name = "ibot"
     needs_tokens = True
-    revision = 2  # 2: blockwise masks (the paper's), where revision 1 drew the patches at random
+    revision = 3  # 2: blockwise masks (the paper's; 1: patches at random); 3: weight decay 0.04 -> 0.4 (cosine)
     defaults = {**DINO.defaults, "local_crops": 10, "mask_ratio": [0.1, 0.5], "mask_probability": 0.5,
                 "mask_shape": "block", "patch_weight": 1.0}
     choices = {**DINO.choices, "mask_shape": ("block", "random")}

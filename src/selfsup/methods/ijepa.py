@@ -10,11 +10,11 @@ predictor gets the context tokens and one mask token per target position (each w
 position embedding) and the loss is the mean squared error.  From the paper: 4 target blocks of
 15-20% of the patches with aspect ratio 0.75-1.5, a context block of 85-100% (aspect 1), block
 sizes drawn once per batch and places per image, the context cut to the batch's smallest;
-predictor 6 blocks (ViT-H: 12) 384 wide; AdamW lr 1e-3 (batch 2048), weight decay 0.04, 15
-warm-up epochs; views: random crops of 30-100%, no flips, no colour changes; evaluation on the
+predictor 6 blocks (ViT-H: 12) 384 wide; AdamW lr 1e-3 (batch 2048), weight decay 0.04 rising to
+0.4 (cosine), 15 warm-up epochs; views: random crops of 30-100%, no flips, no colour changes; evaluation on the
 mean patch token (``backbone.pool: mean``).  Our choices: predictor width half the encoder's,
 learned position embeddings in the predictor (the paper: fixed sin-cos), MSE (the paper's eq.;
-its code uses smooth L1), a fixed weight decay (the paper's rises to 0.4).
+its code uses smooth L1).
 """
 from __future__ import annotations
 
@@ -87,6 +87,7 @@ class IJEPA(Method):
     """I-JEPA (Assran et al. 2023): predict an EMA encoder's target-block tokens from a context block."""
 
     name = "i-jepa"
+    revision = 2  # 2: weight decay 0.04 -> 0.4 along a cosine (the paper's), where revision 1 kept 0.04
     needs_tokens = True
     defaults = {"targets": 4, "target_scale": [0.15, 0.2], "target_aspect": [0.75, 1.5], "context_scale": [0.85, 1.0],
                 "predictor_dim": None, "predictor_depth": 6, "predictor_heads": None, "base_momentum": 0.996,

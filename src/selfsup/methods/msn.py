@@ -10,10 +10,9 @@ of 256 values (uniform in ±1/√256, no weight decay); head Linear-BatchNorm-GE
 wide) then a linear layer to 256; τ 0.1, sharpening 0.25, 3 Sinkhorn iterations, ME-MAX weight 1;
 15% of the patches dropped; 1 anchor and 10 focal views of 96/224 of the side (crops of 5-30%;
 the two random views: 30-100%), colour jitter at strength 0.5 and blur 0.5 on every view; target
-momentum 0.996 rising to 1; AdamW lr 1e-3 (batch 1024), weight decay 0.04, 15 warm-up epochs,
+momentum 0.996 rising to 1; AdamW lr 1e-3 (batch 1024), weight decay 0.04 rising to 0.4 (cosine), 15 warm-up epochs,
 the gradient norm of backbone and head clipped at 3.  Our choices: the momentum rises on DINO's
-cosine (the code: linearly over 1.25 times the run), a fixed weight decay (the paper's rises to
-0.4), and the student's backbone is the one evaluated.
+cosine (the code: linearly over 1.25 times the run), and the student's backbone is the one evaluated.
 """
 from __future__ import annotations
 
@@ -35,6 +34,7 @@ class MSN(Method):
     """MSN (Assran et al. 2022): masked anchor views matched to the prototype assignment of the whole view."""
 
     name = "msn"
+    revision = 2  # 2: weight decay 0.04 -> 0.4 along a cosine (the paper's), where revision 1 kept 0.04
     needs_tokens = True
     defaults = {"prototypes": 1024, "proj_hidden_dim": 2048, "proj_dim": 256, "temperature": 0.1, "sharpen": 0.25,
                 "sinkhorn_iterations": 3, "me_max_weight": 1.0, "mask_ratio": 0.15, "focal_views": 10,
