@@ -183,3 +183,15 @@ def test_several_sets_add_to_one_hosted_methods_params():
     with pytest.raises(SelfSupError, match="unknown config key 'params.task_params.simclr.nope'"):
         resolve("multitask", assignments=["params.tasks=[simclr,rotation]", "params.task_params.simclr.temperature=0.2",
                                           "params.task_params.simclr.nope=1"])
+
+
+@pytest.mark.parametrize("network", ["vit-tiny", "vit-small", "wrn-28-2"])
+def test_a_width_the_network_would_ignore_is_refused(network, tmp_path):
+    with pytest.raises(SelfSupError, match=f"backbone.width \\(32\\) does not apply to {network}"):
+        resolve("simclr", flags={"backbone": {"name": network, "width": 32}})
+    with pytest.raises(SelfSupError, match="does not apply"):
+        resolve("simclr", flags={"backbone": {"name": network}}, assignments=["backbone.width=32"])
+    own = resolve("simclr", flags={"backbone": {"name": network}})  # its config.yaml resolves to itself
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(dict(own)))
+    assert resolve("simclr", str(tmp_path / "config.yaml")) == own
+    assert resolve("simclr", flags={"backbone": {"name": "vit", "width": 32}})["backbone"]["width"] == 32

@@ -359,7 +359,7 @@ def test_usb_classic_protocol_on_written_cifar_files(tmp_path, capsys):
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["epochs"] == 9447  # 2^20 steps of 64 + 7 x 64 images over a 50,000-image pool: 111 steps an epoch
     assert cfg["backbone"]["name"] == "wrn-28-2" and cfg["batch_size"] == 64
-    assert cfg["schedule"] == {"warmup_epochs": 0, "final_lr_ratio": 0.0, "shape": "fixmatch"}
+    assert cfg["schedule"] == {"warmup_epochs": 0, "final_lr_ratio": 0.0, "shape": "fixmatch", "final_weight_decay": None}
     assert {k: cfg["optimizer"][k] for k in ("name", "lr", "lr_scaling", "momentum", "nesterov", "weight_decay")} == \
         {"name": "sgd", "lr": 0.03, "lr_scaling": "none", "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}
     assert {k: cfg["params"][k] for k in ("ema", "translate", "strong_ops", "unlabelled_ratio")} == \

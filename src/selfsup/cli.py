@@ -30,7 +30,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
                                                     "conv1d by the dataset); a vit's depth, heads and patch size: "
                                                     "--set backbone.depth=N etc.")
     p.add_argument("--width", type=int, default=None, help="base channel width of the ResNet (default 64), token width "
-                                                           "of a `vit`")
+                                                           "of a `vit` (vit-tiny, vit-small and wrn-28-N fix their own)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default from the method's config)")
     p.add_argument("--recipe", choices=["auto", "paper", "short"], default=None,
                    help="paper: the method's settings as its paper trains (hundreds of epochs); short: settings for "

@@ -334,11 +334,24 @@ def resolve(method: str, user_file: str | None = None, flags: dict | None = None
         if layer.get("method", method) != method:
             raise SelfSupError(f"the config names method '{layer['method']}' but the run is for '{method}'")
     resolved = _laid(cfg, layers, method)
+    _refuse_ignored_width(resolved["backbone"]["name"], cfg["backbone"]["width"], layers)
     recipe, layer = recipe_layer(method, resolved["recipe"], resolved["epochs"])
     if layer:  # under every layer given, so that the user's own settings win
         resolved = _laid(merge(cfg, layer, f"recipes.yaml {recipe}.{method}."), layers, method)
     resolved["recipe"] = recipe
     return resolved
+
+
+def _refuse_ignored_width(name: str, default: int, layers: list[dict]) -> None:
+    """Refuse a ``backbone.width`` that a layer sets (other than the default's) for a network
+    whose name fixes its width (vit-tiny, vit-small, the wide ResNets), which would ignore it."""
+    from .models.backbones import FIXED_WIDTH_BACKBONES
+
+    widths = [layer["backbone"]["width"] for layer in layers if isinstance(layer.get("backbone"), dict)
+              and layer["backbone"].get("width", default) != default]
+    if name in FIXED_WIDTH_BACKBONES and widths:
+        raise SelfSupError(f"backbone.width ({widths[-1]}) does not apply to {name}, whose name fixes its width; "
+                           "for a ViT of another width use backbone vit (with backbone.width, depth and heads)")
 
 
 def _laid(cfg: dict, layers: list[dict], method: str) -> Config:

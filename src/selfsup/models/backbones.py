@@ -152,6 +152,8 @@ IMAGE_BACKBONES = (*RESNET_LAYOUTS, *WIDE_RESNETS, *VIT_BACKBONES)
 STACKED_SERIES_BACKBONES = ("dilated-conv", "causal-conv")
 SERIES_BACKBONES = ("conv1d", *STACKED_SERIES_BACKBONES, "tcc-conv")
 BACKBONES = (*IMAGE_BACKBONES, *SERIES_BACKBONES)
+#: the networks whose name fixes their width, which ``backbone.width`` may not change
+FIXED_WIDTH_BACKBONES = (*VIT_SIZES, *WIDE_RESNETS)
 
 
 def default_backbone(modality: str) -> str:
