@@ -20,6 +20,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from selfsup.bench.definitions import FMNIST_QUICK_TUNED
+from selfsup.bench.series import TWO_VIEW_BUDGET, TWO_VIEW_METHODS
 from selfsup.config import merge, resolve
 from selfsup.data.datasets import collate_batch
 from selfsup.data.views import make_views
@@ -203,6 +204,10 @@ SERIES_LEARNING = {"ts2vec": {"epochs": 16},  # 96 steps of 8, half of the paper
 # and TS-TCC's training does not raise that at any budget we tried (benchmarks/tuning-series-ssl.md):
 # it is held to the paired tier (STATEFUL_MARGIN below the same run at learning rate 0) instead.
 SERIES_PAIRED = {"ts-tcc"}
+# the image methods on series views: the series-ssl suite's settings (TS2Vec's encoder, Adam 1e-3,
+# batches of 16) at a 32-wide encoder and 90 steps, under half the suite's 200
+SERIES_LEARNING.update({name: merge(TWO_VIEW_BUDGET, {"epochs": 30, "backbone": {"width": 32}}, strict=False)
+                        for name in TWO_VIEW_METHODS})
 COLOUR_ONLY = sorted(name for name in METHODS if METHODS[name].colour_only)
 
 
@@ -270,7 +275,7 @@ def test_colour_method_learns_its_objective_on_unseen_photograph_crops(method, c
     assert result["passed"], f"{method}: {result['verdict']}"
 
 
-@pytest.mark.parametrize("method", SERIES_ONLY)
+@pytest.mark.parametrize("method", SERIES_ONLY + list(TWO_VIEW_METHODS))
 def test_series_method_learns_on_a_real_problem(method, tmp_path):
     pytest.importorskip("aeon")
     cfg = merge(merge(resolve(method), {"dataset": "gunpoint", "knn": {"k": 5, "every_n_epochs": 0},

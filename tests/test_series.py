@@ -225,7 +225,7 @@ def test_cpc_loss_falls_on_series(ucr_dir):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--method", "simclr"], "simclr learns from image data, but ucr holds series data; methods for it: cpc"),
+    (["--method", "moco-v2"], "moco-v2 learns from image data, but ucr holds series data; methods for it: simclr, byol, vicreg, cpc"),
     (["--backbone", "resnet18"], "backbone resnet18 does not fit ucr"),
     (["--set", "params.prediction_steps=25"], "must be smaller than the 25 encodings of a 64-step series"),
 ])

@@ -168,3 +168,42 @@ def test_ts_tcc_temporal_contrast_scores_each_series_against_the_batch():
             expected -= float(scores[i] - torch.logsumexp(scores, 0))
     assert loss.item() == pytest.approx(expected / (4 * len(method.predictors)), rel=1e-5)
     assert len(method.predictors) == method.timesteps <= 6
+
+
+def _series_cfg(method: str) -> dict:
+    """A tiny run of an image method on the synthetic series, on a 3-block TS2Vec encoder."""
+    from selfsup.config import resolve
+    from tests.support import tiny_method_cfg
+
+    cfg = tiny_method_cfg(method)
+    return resolve(method, flags={**cfg, "dataset": "synthetic-series",
+                                  "backbone": {"name": "dilated-conv", "width": 8, "depth": 3}})
+
+
+@pytest.mark.parametrize("method", ["simclr", "byol", "vicreg"])
+def test_image_methods_train_on_series_views_and_resume_exactly(method, tmp_path, monkeypatch):
+    from tests.support import assert_same_state, crash_and_resume
+
+    (metrics, _), (a, b) = crash_and_resume(method, tmp_path, monkeypatch, lambda: _series_cfg(method))
+    assert metrics["dataset"] == "synthetic-series" and metrics["backbone"] == "dilated-conv"
+    assert_same_state(a, b)
+
+
+def test_a_series_run_makes_every_image_view_with_the_series_pipeline():
+    from selfsup.build import build_method
+    from selfsup.data.series import SeriesAugmentConfig
+    from selfsup.data.views import Normalization, make_views
+
+    cfg = _series_cfg("byol")  # with the facts a run fills in
+    cfg["data"].update(channels=1, image_size=32, num_classes=3, mean=[0.0], std=[1.0], modality="series")
+    cfg["run"] = {"train_size": 512, "world_size": 1, "batches_per_epoch": 8}
+    cfg["params"]["series_augment"]["jitter_sigma"] = 0.5
+    method = build_method(cfg)
+    views = method.run_views()
+    assert [type(v.augment) for v in method.views] != [SeriesAugmentConfig] * 2  # BYOL's two image pipelines ...
+    assert [v.augment for v in views] == [SeriesAugmentConfig(crop_scale=[0.8, 1.0], jitter_sigma=0.5)] * 2  # ... become
+    x = torch.sin(torch.linspace(0, 3, 32)).expand(4, 1, 32)  # smooth: mild crops and scaling barely move it
+    made = method.prepare_batch({"series": x, "index": torch.arange(4)}, lambda s, specs: make_views(
+        s, specs, Normalization((0.0,), (1.0,)), torch.Generator().manual_seed(1)))["views"]
+    assert [v.shape for v in made] == [x.shape] * 2 and not torch.equal(made[0], made[1])
+    assert 0.6 < (made[0] - made[1]).std() < 0.9  # two draws of jitter 0.5 apart: sqrt(2) x 0.5 = 0.71

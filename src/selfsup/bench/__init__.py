@@ -114,8 +114,9 @@ SUITES: dict[str, Suite] = {
                      "MixMatch and ReMixMatch, 1/4/25 labels per class, 3 label seeds, beside a linear probe of that "
                      "checkpoint on the same labels", _semisup,
                      options=("labels_per_class", "label_seed")),
-    "series-ssl": Suite("CPC, TS2Vec, T-Loss and TS-TCC on every UCR/UEA problem shipped with aeon: SVM, kNN and linear probes vs "
-                        "MiniRocket, the raw series and the random-init encoders; mean accuracy and rank",
+    "series-ssl": Suite("CPC, TS2Vec, T-Loss, TS-TCC, and SimCLR, BYOL and VICReg on series views, on every UCR/UEA "
+                        "problem shipped with aeon: SVM, kNN and linear probes vs MiniRocket, the raw series and the "
+                        "random-init encoders; mean accuracy and rank",
                         _series_ssl),
     "fidelity": Suite("before and after the fidelity fixes: every run they changed (OUT/before.json) beside the same "
                       "run made again in its suite (OUT/../SUITE/runs); trains nothing", _fidelity),

@@ -41,7 +41,14 @@ CPC_BUDGET = {"epochs": 300, "batch_size": 16, "backbone": {"name": "conv1d", "w
 # The other methods' own settings (configs/METHOD.yaml), their epochs per problem from the step
 # rules below; every batch capped at the training set.
 OWN_BUDGET = {"knn": {"k": 5, "every_n_epochs": 0}, "trainer": {"progress_bar": False}}
-SERIES_METHODS = ("cpc", "ts2vec", "t-loss", "ts-tcc")
+# The image methods on series (their objectives and heads; every view is params.series_augment's
+# 1-D pipeline) train TS2Vec's encoder on TS2Vec's step rule and learning rate (Adam, 1e-3), in
+# batches of 16 (our choices: BYOL learned nothing on CPC's conv1d encoder at any setting we tried,
+# and SimCLR and VICReg stalled under their LARS settings at this batch; benchmarks/tuning-series-ssl.md).
+TWO_VIEW_METHODS = ("simclr", "byol", "vicreg")
+TWO_VIEW_BUDGET = {"batch_size": 16, "backbone": {"name": "dilated-conv", "width": 64},
+                   "optimizer": {"name": "adam", "lr": 1.0e-3, "lr_scaling": "none", "weight_decay": 0.0}}
+SERIES_METHODS = ("cpc", "ts2vec", "t-loss", "ts-tcc", *TWO_VIEW_METHODS)
 T_LOSS_STEPS = 1500  # T-Loss's nb_steps
 
 
@@ -78,10 +85,13 @@ def method_config(method: str, dataset: str, data_dir: str | None, seed: int) ->
     cfg = resolve(method)
     if method == "cpc":
         return merge(cfg, {**CPC_BUDGET, "dataset": dataset, "data_dir": data_dir, "seed": seed})
+    if method in TWO_VIEW_METHODS:
+        cfg = merge(cfg, TWO_VIEW_BUDGET)
     n, channels, length = _train_shape(dataset, data_dir)
-    epochs = {"ts2vec": lambda: ts2vec_epochs(n, length, channels, cfg["batch_size"]),
-              "t-loss": lambda: t_loss_epochs(n, cfg["batch_size"]),
-              "ts-tcc": lambda: ts_tcc_epochs(n, cfg["batch_size"])}[method]()
+    if method in ("ts2vec", *TWO_VIEW_METHODS):
+        epochs = ts2vec_epochs(n, length, channels, cfg["batch_size"])
+    else:
+        epochs = {"t-loss": t_loss_epochs, "ts-tcc": ts_tcc_epochs}[method](n, cfg["batch_size"])
     return merge(cfg, {**OWN_BUDGET, "epochs": epochs, "dataset": dataset, "data_dir": data_dir, "seed": seed,
                        "batch_size": min(cfg["batch_size"], n)})
 
@@ -194,7 +204,9 @@ def write_series_tables(out: Path, data_dir: str | None = None) -> list[dict]:
     notes = [f"CPC's settings laid over its defaults: `{CPC_BUDGET}`; TS2Vec's, T-Loss's and TS-TCC's: their "
              f"defaults (configs/METHOD.yaml) with `{OWN_BUDGET}`, the epochs from their step rules (TS2Vec: 200 steps "
              "of 8 series, 600 above 10^5 values; T-Loss: 1500 steps of 10; TS-TCC: its 40 epochs, at least 200 steps) and the batch capped "
-             "at the training set.",
+             f"at the training set. SimCLR, BYOL and VICReg: theirs with `{TWO_VIEW_BUDGET}` (TS2Vec's encoder), "
+             "TS2Vec's step rule, and two views of their `series_augment` pipeline (a window of 80-100% of the "
+             "length resized back, scaling by N(1, 0.1), jitter of std 0.03).",
              "svm: `selfsup evaluate svm` (RBF SVC, C by 5-fold grid search over 1e-4 … 1e4 and a hard margin; a hard "
              "margin without search under 5 series a class or 50 in all); kNN: k=5, T=0.1, cosine; linear: one linear "
              "layer on standardised frozen features, Adam, 100 epochs; all on the full test split.",

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from ..errors import SelfSupError
-from .augment import chance, uniform
+from .augment import chance, uniform, views
 from .memory import InMemoryDataset
 from .. import rng
 
@@ -166,6 +166,10 @@ class SeriesAugmentConfig:
     jitter_sigma: float = 0.03
     mask_p: float = 0.0
     mask_fraction: float = 0.2
+
+
+#: the default 1-D pipeline as a method's ``series_augment`` param (CPC and the two-view methods)
+SERIES_VIEWS = views(SeriesAugmentConfig)
 
 
 def windows(x: torch.Tensor, starts: torch.Tensor, length: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ A method owns its networks and its per-step objective, never a training loop.  T
   dataset order, computed in eval mode on the training device; under DDP each rank embeds a
   shard and the shards are gathered, so every rank holds the same tensor).  ``self.generator``
   is then seeded by (seed, epoch) only, identical on every rank.
-* per batch: ``prepare_batch(batch, make_views)`` (default: the views of ``self.views`` from
+* per batch: ``prepare_batch(batch, make_views)`` (default: the views of ``run_views()`` from
   ``batch["image"]`` or ``batch["series"]``) and ``training_step(batch, step)`` → ``{"loss": tensor, **scalars}``;
   ``self.generator`` is seeded by (seed, epoch, batch, rank), so random numbers the method
   draws itself (noise samples, permutations, masks, shuffles) repeat exactly on resume.
@@ -42,7 +42,9 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..data.augment import AugmentConfig
 from ..data.datasets import batch_inputs
+from ..data.series import SeriesAugmentConfig
 from ..data.views import ViewSpec
 from ..errors import SelfSupError
 from ..distributed import world_info
@@ -85,7 +87,9 @@ class Method(nn.Module):
     limits: dict[str, tuple] = {}
     #: the allowed values of params that name an option, checked with ``limits``
     choices: dict[str, tuple] = {}
-    #: the kinds of data it learns from (``DatasetInfo.modality``)
+    #: the kinds of data it learns from (``DatasetInfo.modality``); a method whose views are image
+    #: pipelines (``AugmentConfig``) that also names "series" has a ``series_augment`` param: the
+    #: 1-D pipeline each of those views becomes on series (``run_views``)
     modalities: tuple[str, ...] = ("image",)
     #: learns from colour alone (3-channel images); refused on other data
     colour_only: bool = False
@@ -167,8 +171,16 @@ class Method(nn.Module):
         return batch["index"].shape[0]
 
     def prepare_batch(self, batch: dict, make_views: Callable[[torch.Tensor, list[ViewSpec]], list[torch.Tensor]]) -> dict:
-        batch["views"] = make_views(batch_inputs(batch), self.views)
+        batch["views"] = make_views(batch_inputs(batch), self.run_views())
         return batch
+
+    def run_views(self) -> list[ViewSpec]:
+        """``views`` as this run makes them: on series, each image pipeline becomes the method's
+        1-D pipeline (``params.series_augment``), as many views of it; the others stay."""
+        if self.run.modality != "series" or not any(isinstance(spec.augment, AugmentConfig) for spec in self.views):
+            return self.views
+        series = SeriesAugmentConfig(**self.cfg["series_augment"])
+        return [ViewSpec(series, spec.count) if isinstance(spec.augment, AugmentConfig) else spec for spec in self.views]
 
     def training_step(self, batch: dict, step: int) -> dict:
         raise NotImplementedError

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..data.augment import BYOL_VIEWS, BYOL_SECOND_VIEW
+from ..data.series import SERIES_VIEWS
 from ..losses import negative_cosine
 from ..models.heads import mlp
 from .base import Method
@@ -26,9 +27,11 @@ class BYOL(Method):
     """BYOL (Grill et al. 2020): online network predicts an EMA target network's projection."""
 
     name = "byol"
+    modalities = ("image", "series")
     revision = 2  # 2: the paper's 2 − 2·cos per direction (1: −cos, half the gradient)
     defaults = {"base_momentum": 0.996, "final_momentum": 1.0, "use_predictor": True, "proj_hidden_dim": None,
-                "proj_dim": 256, "augment": BYOL_VIEWS, "augment_second": BYOL_SECOND_VIEW}
+                "proj_dim": 256, "augment": BYOL_VIEWS, "augment_second": BYOL_SECOND_VIEW,
+                "series_augment": SERIES_VIEWS}
     limits = {"base_momentum": (0, 1), "final_momentum": (0, 1), "proj_hidden_dim": (1, None), "proj_dim": (1, None)}
     #: an affine-free BatchNorm on the projection (MoCo v3's projector; not BYOL's)
     projection_batch_norm = False

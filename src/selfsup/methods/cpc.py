@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.augment import AugmentConfig, crops_only, views
-from ..data.series import SeriesAugmentConfig
+from ..data.augment import AugmentConfig, crops_only
+from ..data.series import SERIES_VIEWS
 from ..data.views import ViewSpec
 from ..errors import SelfSupError
 from ..losses import sampled_info_nce
@@ -100,7 +100,7 @@ class CPC(Method):
     modalities = ("image", "series")
     defaults = {"patch_size": None, "patch_stride": None, "context": "gru", "context_dim": None, "prediction_steps": 2,
                 "num_negatives": 1024, "augment": crops_only(0.6),
-                "series_augment": views(SeriesAugmentConfig)}
+                "series_augment": SERIES_VIEWS}
     limits = {"patch_size": (2, None), "patch_stride": (1, None), "context_dim": (1, None), "prediction_steps": (1, None),
               "num_negatives": (1, None)}
     choices = {"context": CONTEXTS}
@@ -131,8 +131,7 @@ class CPC(Method):
         self.context = (GRUContext if cfg["context"] == "gru" else MaskedConvContext)(self.feature_dim, context_dim)
         self.predictors = nn.ModuleList(nn.Linear(context_dim, self.feature_dim, bias=False)
                                         for _ in range(cfg["prediction_steps"]))
-        augment = SeriesAugmentConfig(**cfg["series_augment"]) if self.series else AugmentConfig(**cfg["augment"])
-        self.views = [ViewSpec(augment, count=1)]
+        self.views = [ViewSpec(AugmentConfig(**cfg["augment"]), count=1)]  # on series: params.series_augment
 
     def _grid(self, flat: torch.Tensor, batch: int) -> torch.Tensor:
         return flat.reshape(batch, self.patches.grid, self.patches.grid, -1)

@@ -9,6 +9,7 @@ that harder positives (less similar views) weigh more.  Everything else is SimCL
 from __future__ import annotations
 
 from ..losses import dcl
+from .helpers import without
 from .simclr import SimCLR
 
 
@@ -16,7 +17,8 @@ class DCL(SimCLR):
     """DCL (Yeh et al. 2022): SimCLR with the decoupled contrastive loss."""
 
     name = "dcl"
-    defaults = {**SimCLR.defaults, "temperature": 0.1, "weight_sigma": None}
+    modalities = ("image",)  # images only: its series views are not measured (SimCLR's are)
+    defaults = {**without(SimCLR.defaults, "series_augment"), "temperature": 0.1, "weight_sigma": None}
     limits = {**SimCLR.limits, "weight_sigma": (1e-4, None)}
 
     def contrast(self, z1, z2):

@@ -17,6 +17,7 @@ from __future__ import annotations
 from ..data.augment import BYOL_SECOND_VIEW, views
 from ..losses import batch_info_nce
 from .byol import BYOL
+from .helpers import without
 
 
 class MoCoV3(BYOL):
@@ -24,7 +25,8 @@ class MoCoV3(BYOL):
 
     name = "moco-v3"
     revision = 1
-    defaults = {**BYOL.defaults, "base_momentum": 0.99, "temperature": 1.0,
+    modalities = ("image",)  # images only: its series views are not measured (BYOL's are)
+    defaults = {**without(BYOL.defaults, "series_augment"), "base_momentum": 0.99, "temperature": 1.0,
                 "augment": views(crop_scale=(0.2, 1.0), blur_p=1.0), "augment_second": BYOL_SECOND_VIEW}
     limits = {**BYOL.limits, "temperature": (1e-4, None)}
     projection_batch_norm = True

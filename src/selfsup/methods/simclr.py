@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..data.augment import SIMCLR_VIEWS, AugmentConfig
+from ..data.series import SERIES_VIEWS
 from ..data.views import ViewSpec
 from ..losses import nt_xent
 from ..models.heads import mlp
@@ -23,7 +24,9 @@ class SimCLR(Method):
     """SimCLR (Chen et al. 2020): NT-Xent between two augmented views, MLP projection head."""
 
     name = "simclr"
-    defaults = {"temperature": 0.5, "proj_hidden_dim": None, "proj_dim": 128, "augment": SIMCLR_VIEWS}
+    modalities = ("image", "series")
+    defaults = {"temperature": 0.5, "proj_hidden_dim": None, "proj_dim": 128, "augment": SIMCLR_VIEWS,
+                "series_augment": SERIES_VIEWS}
     limits = {"temperature": (1e-4, None), "proj_hidden_dim": (1, None), "proj_dim": (1, None)}
 
     def __init__(self, backbone, cfg, run):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..data.augment import BYOL_VIEWS, BYOL_SECOND_VIEW
+from ..data.series import SERIES_VIEWS
 from ..losses import vicreg_terms
 from ..models.heads import mlp
 from .base import Method
@@ -24,8 +25,10 @@ class VICReg(Method):
     """VICReg (Bardes et al. 2022): invariance, variance and covariance terms on two views' expansions."""
 
     name = "vicreg"
+    modalities = ("image", "series")
     defaults = {"invariance_weight": 25.0, "variance_weight": 25.0, "covariance_weight": 1.0, "gamma": 1.0,
-                "expander_dim": None, "augment": BYOL_VIEWS, "augment_second": BYOL_SECOND_VIEW}
+                "expander_dim": None, "augment": BYOL_VIEWS, "augment_second": BYOL_SECOND_VIEW,
+                "series_augment": SERIES_VIEWS}
     limits = {"invariance_weight": (0, None), "variance_weight": (0, None), "covariance_weight": (0, None),
               "gamma": (0, None), "expander_dim": (1, None)}
 

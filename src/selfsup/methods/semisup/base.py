@@ -54,12 +54,6 @@ def start_or_update(statistic: torch.Tensor, value: torch.Tensor, momentum: floa
         statistic.copy_(value)
 
 
-def without(settings: dict, *names: str) -> dict:
-    """A method's ``defaults`` or ``limits`` without ``names`` (a ``threshold`` that the
-    method does not use)."""
-    return {k: v for k, v in settings.items() if k not in names}
-
-
 # the params of the methods with strong views: how many RandAugment operations
 STRONG_VIEW = ({"strong_ops": 2}, {"strong_ops": (1, 14)})
 

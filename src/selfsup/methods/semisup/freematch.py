@@ -12,7 +12,8 @@ import torch
 
 from ...distributed import gather_no_grad
 from ...losses.semisup import freematch_fairness, freematch_thresholds
-from .base import update_running, without
+from ..helpers import without
+from .base import update_running
 from .fixmatch import FixMatch
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import SemiSupervised, without
+from ..helpers import without
+from .base import SemiSupervised
 
 
 class MeanTeacher(SemiSupervised):

@@ -17,7 +17,8 @@ from scipy.special import betaincinv
 
 from ... import rng
 from ...losses.semisup import sharpen
-from .base import SemiSupervised, without
+from ..helpers import without
+from .base import SemiSupervised
 
 
 class MixMatch(SemiSupervised):

@@ -13,7 +13,8 @@ import torch
 
 from ...distributed import gather_no_grad
 from ...losses.semisup import align_distribution, softmatch_weights
-from .base import start_or_update, update_running, without
+from ..helpers import without
+from .base import start_or_update, update_running
 from .fixmatch import FixMatch
 
 
