@@ -145,6 +145,9 @@ def test_list_names_everything(capsys):
     for name in ["simclr", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagefolder", "digits", "resnet50",
                  "smoke", "fmnist-quick", "throughput"]:
         assert name in out
+    kinds = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert kinds["simclr"].endswith("[image and series]") and kinds["ts2vec"].endswith("[series]")
+    assert "[" not in kinds["moco-v2"] and kinds["supervised"].endswith("[supervised]")
 
 
 def test_resume_from_a_corrupt_checkpoint_is_refused(capsys, simclr_run, tiny_args):

@@ -257,9 +257,11 @@ def _cmd_list(args) -> None:
     from .methods import METHODS
     from .models import BACKBONES
 
-    print("methods:")
+    print("methods (learn from images unless marked):")
     for name, cls in METHODS.items():
-        print(f"  {name:14s} {(cls.__doc__ or '').strip().splitlines()[0]}{' [supervised]' if cls.supervised else ''}")
+        marks = [*(["supervised"] if cls.supervised else []),
+                 *([" and ".join(cls.modalities)] if cls.modalities != ("image",) else [])]
+        print(f"  {name:14s} {(cls.__doc__ or '').strip().splitlines()[0]}{''.join(f' [{m}]' for m in marks)}")
     print("datasets:")
     for name, info in DATASETS.items():
         print(f"  {name:14s} {info.description}")
