@@ -1,4 +1,5 @@
 import csv
+import json
 
 import pytest
 
@@ -292,3 +293,24 @@ def test_throughput_measures_a_speedrun_recipe_at_its_own_batch_and_precision(tm
         (tmp_path / "throughput.md").read_text()
     with pytest.raises(SelfSupError, match="no speedrun recipe 'nope'; its recipes: tiny"):
         throughput.throughput_suite(tmp_path, None, [], ["nope"])
+
+
+def test_fidelity_table_pairs_each_run_before_a_fix_with_its_remade_run(tmp_path):
+    from selfsup.bench.fidelity import fidelity_table
+    from selfsup.methods import METHODS
+
+    out = tmp_path / "fidelity"
+    out.mkdir()
+    runs = {"quick/runs/simclr": {"method": "simclr", "knn_top1": 0.5, "linear_top1": 0.6},
+            "quick/runs/dino": {"method": "dino", "knn_top1": 0.7, "linear_top1": 0.8, "commit": "b" * 40}}
+    (out / "before.json").write_text(json.dumps({"commit": "a" * 40, "runs": runs}))
+    for run, knn, revision in (("simclr", 0.55, METHODS["simclr"].revision), ("dino", 0.9, METHODS["dino"].revision - 1)):
+        folder = tmp_path / "quick" / "runs" / run
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"method": run, "method_revision": revision,
+                                                         "knn_top1": knn, "linear_top1": 0.7}))
+    rows = {row["run"]: row for row in fidelity_table(out)}
+    simclr, dino = rows["quick/runs/simclr"], rows["quick/runs/dino"]
+    assert simclr["before_at"] == "aaaaaaa" and simclr["knn_top1 after"] == 0.55
+    assert simclr["knn_top1 change"] == pytest.approx(0.05)
+    assert dino["before_at"] == "bbbbbbb" and dino["knn_top1 after"] is None  # still the run from before its fix
