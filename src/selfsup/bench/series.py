@@ -196,7 +196,8 @@ def write_series_tables(out: Path, data_dir: str | None = None) -> list[dict]:
             if probed:
                 scores = models.setdefault(dataset, {})
                 scores[method] = row["svm"]
-                scores[f"random-init {runs[0][0]['backbone']}"] = row["random_init_svm"]
+                # one row per untrained encoder: the first method's that trains it (TS2Vec's dilated-conv, not SimCLR's)
+                scores.setdefault(f"random-init {runs[0][0]['backbone']}", row["random_init_svm"])
                 scores["raw series"] = row["raw_series_svm"]
         if rocket.exists() and dataset in models:
             models[dataset]["minirocket"] = json.loads(rocket.read_text())["test_top1"]
