@@ -19,13 +19,13 @@ from ..distributed import gather_no_grad, gather_with_grad, world_info
 from .. import rng
 
 
-@torch.no_grad()
 def without(settings: dict, *names: str) -> dict:
     """A method's ``defaults`` or ``limits`` without ``names``, those of the method it builds on
     that it does not use (FixMatch's ``threshold``, SimCLR's ``series_augment``)."""
     return {k: v for k, v in settings.items() if k not in names}
 
 
+@torch.no_grad()
 def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     """target ← momentum·target + (1 − momentum)·online, parameter by parameter (MoCo's key
     encoder, BYOL's target).  Buffers (BatchNorm statistics) are the target's own."""
