@@ -180,7 +180,8 @@ class Method(nn.Module):
         if self.run.modality != "series" or not any(isinstance(spec.augment, AugmentConfig) for spec in self.views):
             return self.views
         series = SeriesAugmentConfig(**self.cfg["series_augment"])
-        return [ViewSpec(series, spec.count) if isinstance(spec.augment, AugmentConfig) else spec for spec in self.views]
+        return [ViewSpec(series, spec.count) if isinstance(spec.augment, AugmentConfig) else spec
+                for spec in self.views]
 
     def training_step(self, batch: dict, step: int) -> dict:
         raise NotImplementedError

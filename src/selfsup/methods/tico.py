@@ -26,7 +26,8 @@ class TiCo(BYOL):
     name = "tico"
     revision = 1
     modalities = ("image",)  # images only: its series views are not measured (BYOL's are)
-    defaults = {**without(BYOL.defaults, "series_augment"), "base_momentum": 0.99, "use_predictor": False, "beta": 0.9, "rho": 8.0}
+    defaults = {**without(BYOL.defaults, "series_augment"), "base_momentum": 0.99, "use_predictor": False,
+                "beta": 0.9, "rho": 8.0}
     limits = {**BYOL.limits, "beta": (0, 1), "rho": (0, None)}
 
     def __init__(self, backbone, cfg, run):
