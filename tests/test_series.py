@@ -1,4 +1,5 @@
-"""Series datasets, 1-D views, the conv1d encoder and CPC on series."""
+"""Series datasets, 1-D views, the conv1d encoder, CPC on series and the series-ssl tables."""
+import csv
 import json
 
 import numpy as np
@@ -282,3 +283,26 @@ def test_series_summary_ranks_the_models_every_problem_has_over_every_problem():
     assert set(rows) == {"a", "b"} and all(r["problems"] == 2 for r in rows.values())
     assert rows["a"]["mean_svm_accuracy"] == pytest.approx(0.75) and rows["a"]["mean_rank"] == 1.5
     assert summarise({}) == []
+
+
+def test_series_summary_keeps_one_random_init_row_per_encoder(tmp_path, monkeypatch):
+    """Two methods on one encoder: the untrained encoder's row is the first method's, not the last one's."""
+    from selfsup.bench import series
+    monkeypatch.setattr(series, "SERIES_DATASETS", ("gunpoint",))
+    monkeypatch.setattr(series, "SERIES_METHODS", ("ts2vec", "simclr"))
+    monkeypatch.setattr(series, "SEEDS", (0,))
+    monkeypatch.setattr(series, "method_config", lambda *args: {})
+    random_init = {"ts2vec": 0.70, "simclr": 0.60}
+    for method, svm in (("ts2vec", 0.9), ("simclr", 0.8)):
+        run_dir = tmp_path / "runs" / series.run_name(method, "gunpoint", 0)
+        run_dir.mkdir(parents=True)
+        (run_dir / "eval_svm.json").write_text(json.dumps(
+            {"top1": svm, "baselines": {"random_init": random_init[method], "pixels": 0.5}}))
+    metrics = {"train_images": 50, "backbone": "dilated-conv", "knn_top1": 0.8, "linear_top1": 0.8, "train_seconds": 1.0,
+               "baselines": {"random_init_knn_top1": 0.6, "random_init_linear_top1": 0.6, "raw_pixels_knn_top1": 0.5,
+                             "standardized_pixels_linear_top1": 0.5}}
+    monkeypatch.setattr(series, "finished_run", lambda *args, **kwargs: metrics)
+    series.write_series_tables(tmp_path)
+    with open(tmp_path / "series-ssl_summary.csv") as f:
+        summary = {row["model"]: float(row["mean_svm_accuracy"]) for row in csv.DictReader(f)}
+    assert summary == {"ts2vec": 0.9, "simclr": 0.8, "random-init dilated-conv": 0.70, "raw series": 0.5}

@@ -1,5 +1,5 @@
-"""The series-ssl suite: series representation methods (CPC, TS2Vec, T-Loss, TS-TCC) on every
-UCR/UEA problem aeon ships,
+"""The series-ssl suite: series representation methods (CPC, TS2Vec, T-Loss, TS-TCC, and SimCLR, BYOL
+and VICReg on series views) on every UCR/UEA problem aeon ships,
 against MiniRocket (aeon: 10,000 random convolution features and a ridge classifier, the
 training-free bar), the raw series and each method's encoder at its random initialisation,
 on the archive protocol: an SVM-RBF probe on frozen features (``selfsup evaluate svm``,
