@@ -3,11 +3,16 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from selfsup.build import load_pretrained
 from selfsup.cli import main
-from selfsup.eval.diagnostics import alignment, effective_rank, normalized_std, rankme, uniformity
+from selfsup.engine.train import load_datasets
+from selfsup.eval.diagnostics import (alignment, effective_rank, embedding_diagnostics, normalized_std, rankme,
+                                     uniformity)
+from selfsup.eval.features import method_features
 
 AXES = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
 
@@ -65,3 +70,19 @@ def test_evaluate_diagnostics_command(capsys, tmp_path, simclr_run):
     assert 1 <= result["rankme"] <= min(100, result["feature_dim"]) + 1e-3
     assert 0 < result["normalized_std"] <= 1 and 0 <= result["alignment"] <= 4 and -4 <= result["uniformity"] <= 0
     assert json.loads((out / "eval_diagnostics.json").read_text())["effective_rank"] == result["effective_rank"]
+
+
+def test_diagnostics_take_the_callers_clean_features_instead_of_embedding_them_again(tiny_simclr_run):
+    module = load_pretrained(str(tiny_simclr_run / "checkpoints" / "last.ckpt"))
+    method, (_, _, test) = module.method, load_datasets(module.cfg)
+    images = test.subset(np.arange(100))
+    clean, _ = method_features(method, images, module.norm)
+    embedded, features = [], method.features
+    method.features = lambda x: embedded.append(len(x)) or features(x)
+    own = embedding_diagnostics(method, images, module.norm)
+    calls = len(embedded)
+    given = embedding_diagnostics(method, images, module.norm, clean=clean)
+    assert sum(embedded[:calls]) == 300 and sum(embedded[calls:]) == 200  # the clean images only once
+    assert given == pytest.approx(own, rel=1e-5)
+    assert given["alignment"] > 0 and own["uniformity"] != embedding_diagnostics(
+        method, images, module.norm, clean=clean.flip(1).exp())["uniformity"]  # the given features are used

@@ -139,7 +139,8 @@ class KNNMonitor(L.Callback):
         bank_x, bank_y = method_features(pl_module.method, self.bank, norm, desc="kNN bank", **common)
         test_x, test_y = method_features(pl_module.method, self.queries, norm, desc="kNN queries", **common)
         top1 = knn_top1(bank_x, bank_y, test_x, test_y, self.num_classes, self.knn.k, self.knn.temperature)
-        diagnostics = embedding_diagnostics(pl_module.method, self.queries, norm, device, channels_last=channels_last)
+        diagnostics = embedding_diagnostics(pl_module.method, self.queries, norm, device, channels_last=channels_last,
+                                            clean=test_x)
         extra = {}
         if pl_module.online_probe is not None:
             extra["online_top1"] = classifier_top1(pl_module.method, pl_module.online_scores, self.queries, norm,

@@ -66,22 +66,27 @@ def uniformity(features: torch.Tensor, t: float = 2.0) -> float:
 
 @torch.no_grad()
 def embedding_diagnostics(method, dataset, norm: Normalization, device="cpu", seed: int = 0,
-                          channels_last: bool = False, batch_size: int = 512) -> dict:
+                          channels_last: bool = False, batch_size: int = 512,
+                          clean: torch.Tensor | None = None) -> dict:
     """The diagnostics of ``method.features`` on ``dataset`` (clean images for the
-    spread, two seeded augmented views per image for alignment), in eval mode."""
+    spread, two seeded augmented views per image for alignment), in eval mode. ``clean``: the
+    clean images' features in dataset order where the caller has them already (not embedded again)."""
     generator = torch.Generator(device=device).manual_seed(seed)
-    clean, first, second = [], [], []
+    first, second, own_clean = [], [], []
     with eval_mode(method):
         for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_batch):
             images = batch_inputs(batch).to(device)
-            x = clean_view(images, norm)
             pair = ViewSpec(augment_for(images, AugmentConfig()), count=2)
             views = make_views(images, [pair], norm, generator, channels_last)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            for out, inputs in zip((clean, first, second), (x, *views)):
+            outputs = [first, second]
+            if clean is None:
+                x = clean_view(images, norm)
+                views.append(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+                outputs.append(own_clean)
+            for out, inputs in zip(outputs, views):
                 out.append(method.features(inputs).float().cpu())
-    clean, first, second = torch.cat(clean), torch.cat(first), torch.cat(second)
+    first, second = torch.cat(first), torch.cat(second)
+    clean = torch.cat(own_clean) if clean is None else clean.float().cpu()
     return {"normalized_std": normalized_std(clean), "normalized_std_healthy": 1 / math.sqrt(clean.shape[1]),
             "effective_rank": effective_rank(clean), "rankme": rankme(clean), "feature_dim": clean.shape[1],
             "alignment": alignment(first, second), "uniformity": uniformity(clean)}
