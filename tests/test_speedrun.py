@@ -97,6 +97,19 @@ def test_the_recipes_suite_trains_both_recipes_only_where_a_method_has_a_short_o
                    for r in ("paper", "short")]
     assert temperature == [0.5, 0.2] and table["simclr"]["random_init_knn"] is not None
 
+    # fmnist-quick's runs stand for the cells with its epochs and settings: the short recipe's, and
+    # the one run of a method without a short entry; the paper recipe of a method with one trains
+    quick = tmp_path / "fmnist-quick" / "runs"
+    quick.mkdir(parents=True)
+    for method, recipe in (("simclr", "short"), ("rotation", "paper")):
+        (tmp_path / "recipes" / "runs" / f"{method}-{recipe}-1-ep").rename(quick / method)
+    monkeypatch.setattr(recipes, "QUICK_EPOCHS", 1)
+    monkeypatch.setattr(recipes, "pretrain_row", lambda label, *args, **kwargs: pytest.fail(f"{label} trained"))
+    again = {r["method"]: r for r in recipes.recipes_suite(tmp_path / "recipes", None, None)}
+    assert again["rotation"]["fmnist_quick_run"] == again["simclr"]["fmnist_quick_run"] == "yes"
+    assert [again[m][f"knn_{r}_1ep"] for m in ("simclr", "rotation") for r in ("paper", "short")] == \
+        [table[m][f"knn_{r}_1ep"] for m in ("simclr", "rotation") for r in ("paper", "short")]
+
 
 def test_recipe_rows_cover_every_method_that_learns_without_labels():
     from selfsup.config import packaged_config

@@ -304,8 +304,8 @@ QUICKSTART_RECIPE = "rotation, batch 128"  # configs/quickstart.yaml: this recip
 
 # The recipes suite: every method that learns without labels at 1 and 5 epochs of fmnist-quick's
 # budget under its paper recipe and its short one (configs/recipes.yaml); a method without a short
-# entry trains once per budget (its two recipes are the same settings).  The 5-epoch short runs are
-# fmnist-quick's own where that run has the same settings.
+# entry trains once per budget (its two recipes are the same settings).  The 5-epoch runs with
+# fmnist-quick's settings (short, or a method's one run) are fmnist-quick's own where that run has them.
 RECIPE_EPOCHS = (1, 5)
 
 

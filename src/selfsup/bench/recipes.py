@@ -2,8 +2,9 @@
 without labels, at 1 and 5 epochs of fmnist-quick's budget, under its paper recipe and its short
 one (``configs/recipes.yaml``), kNN on the full test split against its random-init network.
 
-A 5-epoch short run with the same settings as fmnist-quick's row of the method is that run
-(``OUT/../fmnist-quick/runs/METHOD``), not trained again.  Runs live in ``OUT/runs/LABEL``;
+A cell with fmnist-quick's epochs whose settings are that suite's row of the method (the short
+recipe; or the paper's, where a method has no short entry and the two are the same settings) is
+that row's run (``OUT/../fmnist-quick/runs/METHOD``), not trained again.  Runs live in ``OUT/runs/LABEL``;
 finished runs are reused and several processes share out the rest (``suites.claimed_run``).
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .suites import claimed_run, finished_run, pretrain_row, run_slug, suite_con
 
 # fmnist-quick's budget; the epochs and the recipe are each row's
 RECIPE_BUDGET = {key: value for key, value in FMNIST_QUICK.items() if key != "epochs"}
+QUICK_EPOCHS = FMNIST_QUICK["epochs"]  # the cells that fmnist-quick's runs can be
 
 
 def _fmnist_quick_run(out: Path, method: str, cfg: dict) -> dict | None:
@@ -29,16 +31,17 @@ def recipes_suite(out: Path, data_dir: str | None, methods: list[str] | None) ->
     """Train the rows of ``recipe_runs`` (of ``methods``; None: all) not finished yet, then write
     ``recipes.md``/``.csv``: one line per method, kNN per recipe and budget."""
     runs, cells = recipe_runs(), {}
+    with_short = {m for _, m, s in runs if s["recipe"] == "short"}
     for label, method, settings in runs:
         cfg, run_dir = suite_config(RECIPE_BUDGET, settings, method, data_dir), out / "runs" / run_slug(label)
-        quick = _fmnist_quick_run(out, method, cfg) if settings["epochs"] == 5 and settings["recipe"] == "short" else None
+        as_quick = settings["epochs"] == QUICK_EPOCHS and (settings["recipe"] == "short" or method not in with_short)
+        quick = _fmnist_quick_run(out, method, cfg) if as_quick else None
         if quick is None and (methods is None or method in methods):
             claimed_run(run_dir, cfg, label, lambda: pretrain_row(label, cfg, run_dir, baselines=True,
                                                                   baselines_cache=out / "baselines"))
         metrics = quick or finished_run(run_dir, cfg, redo=False)
         if metrics:
             cells[(method, settings["recipe"], settings["epochs"])] = (metrics, quick is not None)
-    with_short = {m for _, m, s in runs if s["recipe"] == "short"}
     rows = []
     for method in dict.fromkeys(m for _, m, _ in runs):
         mine = {key[1:]: value for key, value in cells.items() if key[0] == method}
@@ -60,8 +63,9 @@ def recipes_suite(out: Path, data_dir: str | None, methods: list[str] | None) ->
              "laid over it (`--recipe short`, and what `--recipe auto`, the default, picks below 100 epochs); "
              "short_recipe '= paper': the method has no short entry, so both columns are the one run.",
              "random_init_knn: the method's own network at its random initialisation (the bar it must clear).",
-             "fmnist_quick_run 'yes': the 5-epoch short cell is fmnist-quick's run of the method (same settings; "
-             "its precision may be fp32, see that table).",
+             f"fmnist_quick_run 'yes': the {QUICK_EPOCHS}-epoch cell (the short recipe's, or the one run of a method "
+             "without a short entry) is fmnist-quick's run of the method (same settings; its precision may be fp32, "
+             "see that table).",
              "Each cell is the run in `runs/METHOD-RECIPE-N-ep/` (config.yaml and metrics.json committed)."]
     write_table(out, "recipes", "Paper and short recipes at 1 and 5 epochs on Fashion-MNIST (kNN)", rows, notes,
                 command=f"selfsup benchmark --suite recipes --out {out}")
