@@ -183,3 +183,17 @@ def test_curve_plot_draws_only_non_empty_curves_in_the_colour_of_their_place(tmp
     assert curve_plot(tmp_path / "two.png", {"": {"a": ([], []), "b": ([1, 2], [3, 4])}}, "x", "y",
                       baselines={"floor": 2.0, "missing": None})
     assert drawn == [(" b", "C1"), ("floor", "0.4")] and (tmp_path / "two.png").stat().st_size > 0
+
+
+def test_curve_plot_on_a_log_x_axis_ticks_the_curves_x_values(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from selfsup.plots import curve_plot
+
+    axes = []
+    savefig = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: axes.extend(fig.axes) or savefig(fig, *a, **k))
+    assert curve_plot(tmp_path / "log.png", {"": {"a": ([1, 4, 25], [0.3, 0.6, 0.8]), "b": ([4, 100], [0.5, 0.9])}},
+                      "labels", "top-1", log_x=True)
+    assert axes[0].get_xscale() == "log" and list(axes[0].get_xticks()) == [1, 4, 25, 100]
+    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["1", "4", "25", "100"]

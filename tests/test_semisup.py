@@ -241,6 +241,9 @@ def test_semisup_suite_tabulates_seeds_reuses_runs_and_probes_the_init(tmp_path,
     out = tmp_path / "suite"
     kwargs = dict(methods=["supervised-only", "self-training"], labels=(3,), seeds=(0, 1), budget=budget,
                   init=tmp_path / "simclr" / "checkpoints" / "last.ckpt")
+    plotted, draw = {}, semisup.curve_plot
+    monkeypatch.setattr(semisup, "curve_plot", lambda path, panels, *a, **k: plotted.update({path.name: panels})
+                        or draw(path, panels, *a, **k))
     rows = semisup_suite(out, **kwargs)
     assert [r["method"] for r in rows] == ["supervised-only", "self-training", "linear probe of the SimCLR checkpoint"]
     assert all(r["3_per_class"].endswith("(n=2)") for r in rows)
@@ -251,6 +254,10 @@ def test_semisup_suite_tabulates_seeds_reuses_runs_and_probes_the_init(tmp_path,
     rounds = [(h["round"], h["pool_top1"]) for h in saved["epoch_history"] if "pool_top1" in h]
     assert [r for r, _ in rounds] == [1, 2, 3] and all(0 <= top1 <= 1 for _, top1 in rounds)  # 4 rounds of 1 epoch
     assert (out / "semisup_self_training.png").stat().st_size > 0
+    by_labels = plotted["semisup_by_labels.png"][""]  # each row's mean over its seeds at each label count
+    assert list(by_labels) == [r["method"] for r in rows] and (out / "semisup_by_labels.png").stat().st_size > 0
+    assert [by_labels[r["method"]] for r in rows] == [([3], [pytest.approx(float(r["3_per_class"][:6]), abs=6e-5)])
+                                                       for r in rows]
     probes = json.loads((out / "simclr_linear_probes.json").read_text())
     assert set(probes) == {"3/0", "3/1"} and probes["3/0"] != probes["3/1"]  # other labelled images per seed
     stamp = (out / "runs" / runs[0] / "metrics.json").stat().st_mtime_ns

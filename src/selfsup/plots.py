@@ -7,7 +7,7 @@ from pathlib import Path
 
 def curve_plot(path: Path, panels: dict[str, dict[str, tuple[list, list]]], xlabel: str, ylabel: str,
                title: str = "", baselines: dict[str, float | None] | None = None,
-               finals: dict[str, dict[str, tuple[float, float]]] | None = None) -> bool:
+               finals: dict[str, dict[str, tuple[float, float]]] | None = None, log_x: bool = False) -> bool:
     """One axes per panel (its title → {line label → (xs, ys)}), stacked, legends beside the axes.
 
     Empty curves are left out (the others keep the colour of their place); False, and no file,
@@ -15,11 +15,12 @@ def curve_plot(path: Path, panels: dict[str, dict[str, tuple[list, list]]], xlab
     ``baselines`` (label → y) are drawn in every panel; ``finals``, keyed like ``panels``,
     adds a star at a line's final point, explained once in the figure title.  Lines get 10
     colours × 3 markers on curves of under 30 points (such as epochs), × 3 line styles on longer
-    ones (such as steps).
+    ones (such as steps).  ``log_x``: a logarithmic x axis, ticked at the curves' x values
+    (for a few spread-out settings such as label counts).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator, NullLocator, ScalarFormatter
 
     panels = {name: curves for name, curves in panels.items() if any(len(xs) for xs, _ in curves.values())}
     if not panels:
@@ -37,7 +38,13 @@ def curve_plot(path: Path, panels: dict[str, dict[str, tuple[list, list]]], xlab
                 ax.plot(*finals[panel][label], marker="*", markersize=12, linestyle="none", color=line.get_color())
         for i, (label, value) in enumerate(baselines.items()):
             ax.axhline(value, linestyle=["--", ":", "-."][i % 3], color="0.4", linewidth=1.2, label=label)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if log_x:
+            ax.set_xscale("log")
+            ax.set_xticks(sorted({x for xs, _ in curves.values() for x in xs}), minor=False)
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_locator(NullLocator())
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
