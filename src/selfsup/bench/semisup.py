@@ -190,9 +190,14 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
                 probes[f"{per_class}/{seed}"])
     shown_labels = [n for n in table_labels if any(key[1] == n for key in results)]
     rows = []
+    by_labels = {}  # plot line → (label counts, mean top-1); a line names its counts with a run made before a fix
     for name in dict.fromkeys(key[0] for key in results):
         rows.append({"method": name, **{f"{n}_per_class": _mean_std(results.get((name, n), []))
                                         + (BEFORE_FIX if (name, n) in before_fix else "") for n in shown_labels}})
+        counts = [n for n in shown_labels if (name, n) in results]
+        old = ", ".join(str(n) for n in counts if (name, n) in before_fix)
+        by_labels[name + (f" (before a fix at {old})" if old else "")] = (
+            counts, [statistics.mean(results[(name, n)]) for n in counts])
     budget = budget or SEMISUP_BUDGET
     notes = ["Test top-1 on the full Fashion-MNIST test split (EMA network), mean ± standard deviation over the label "
              "seeds (which images are labelled) of the finished runs, n of them; `semisup_runs.csv` says which.",
@@ -216,12 +221,6 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
                    "self-training round", "EMA network's top-1 on the pool",
                    "Self-training: top-1 of the EMA network's predictions on the whole pool at each round's start",
                    None, {panel(n): lines for n, lines in finals.items()})
-    by_labels = {}  # line → (label counts, mean top-1); a line names its counts with a run made before a fix
-    for name in dict.fromkeys(key[0] for key in results):
-        counts = [n for n in shown_labels if (name, n) in results]
-        old = ", ".join(str(n) for n in counts if (name, n) in before_fix)
-        by_labels[name + (f" (before a fix at {old})" if old else "")] = (
-            counts, [statistics.mean(results[(name, n)]) for n in counts])
     curve_plot(out / "semisup_by_labels.png", {"": by_labels}, "labelled images per class",
                "test top-1 (mean over label seeds)", "Semi-supervised learning on Fashion-MNIST: test top-1 against "
                "labelled images per class", log_x=True)
