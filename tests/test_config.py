@@ -79,7 +79,7 @@ def test_resolve_returns_a_typed_config_that_still_reads_and_dumps_as_a_dict():
     ({"batch_size": "big"}, "batch_size must be an integer, got 'big'"),
     ({"optimizer": {"lr": "fast"}}, "optimizer.lr must be a number, got 'fast'"),
     ({"optimizer": {"name": "rmsprop"}}, "optimizer.name must be one of sgd, adam, adamw, lars"),
-    ({"trainer": {"precision": "64"}}, "trainer.precision must be one of 32-true, bf16-mixed, 16-mixed"),
+    ({"trainer": {"precision": "64"}}, "trainer.precision must be one of auto, 32-true, bf16-mixed, 16-mixed"),
     ({"knn": {"final": "yes"}}, "knn.final must be true or false, got 'yes'"),
     ({"data": {"channels": 0}}, "data.channels must be at least 1, got 0"),
     ({"subset": 0}, "subset must be at least 1, got 0"),

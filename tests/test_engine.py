@@ -9,6 +9,7 @@ from support import TINY
 from selfsup.cli import main
 from selfsup.config import resolve
 from selfsup.build import load_pretrained
+from selfsup.engine import precision
 from selfsup.engine.train import pretrain
 from selfsup.methods.simclr import SimCLR
 from support import SimulatedCrash, assert_same_state
@@ -129,6 +130,30 @@ def test_gradient_accumulation_and_bf16_mixed_precision(tmp_path):
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 4  # 8 batches of 64, one optimiser step per 2 batches
     assert metrics["final_loss"] < torch.log(torch.tensor(127.0)).item()  # learning under autocast
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(native, monkeypatch, capsys):
+    monkeypatch.setattr(precision, "native_bf16", lambda gpu: native)
+    assert precision.training_precision("auto", "cpu") == ("bf16-mixed" if native else "32-true")
+    assert precision.training_precision("32-true", "cpu") == "32-true"
+    assert precision.training_precision("bf16-mixed", "cpu") == "bf16-mixed"  # asked for: kept, with a note
+    precision.note_emulated_bf16("bf16-mixed", "cpu")
+    precision.note_emulated_bf16("32-true", "cpu")
+    err = capsys.readouterr().err
+    assert ("bf16-mixed precision on this CPU is emulated" in err) is not native
+    assert err.count("note:") == (0 if native else 1)
+
+
+def test_a_run_records_the_precision_auto_chose_and_resumes_with_auto_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(precision, "native_bf16", lambda gpu: False)
+    cfg = tiny_cfg(epochs=1)
+    cfg["trainer"]["precision"] = "auto"
+    pretrain(cfg, tmp_path / "run")
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["trainer"]["precision"] == "32-true"
+    extended = tiny_cfg(epochs=2)
+    extended["trainer"]["precision"] = "auto"
+    assert pretrain(extended, tmp_path / "run", resume=True)["epochs"] == 2  # auto matches the recorded 32-true
 
 
 def test_step_end_hook_runs_once_per_optimiser_step(tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """Semi-supervised learning: labelled subsets, mixed batches, FixMatch's strong view, the
 `selfsup semisup` command (tiny runs beat chance), --init, and bad input (exit 2, nothing written)."""
+import csv
 import json
 import os
 
@@ -292,6 +293,18 @@ def test_semisup_suite_tabulates_seeds_reuses_runs_and_probes_the_init(tmp_path,
     assert yaml.safe_load((out / "runs" / "supervised-only-3labels-seed0-training-seed1" / "config.yaml").read_text())[
         "seed"] == 1
     assert f"label seed 0: {top1[0]:.4f}, {top1[1]:.4f} (training seeds 0, 1;" in (out / "semisup.md").read_text()
+    assert "Precision:" not in (out / "semisup.md").read_text()  # every run in 32-true
+    # a run made where `auto` chose bf16-mixed is kept (precision does not decide what is trained) and named
+    config = out / "runs" / "self-training-3labels-seed1" / "config.yaml"
+    config.write_text(config.read_text().replace("precision: 32-true", "precision: bf16-mixed"))
+    semisup_suite(out, **kwargs)
+    assert ("Precision: the runs trained in 32-true except some runs of these cells (labels per class; "
+            in (out / "semisup.md").read_text())
+    assert "names each run's precision, the one `auto` chose on the machine that made it): bf16-mixed: " \
+        "self-training at 3." in (out / "semisup.md").read_text()
+    with open(out / "semisup_runs.csv") as table:
+        assert {(r["label_seed"], r["precision"]) for r in csv.DictReader(table) if r["row"] == "self-training"} \
+            == {("0", "32-true"), ("1", "bf16-mixed"), ("2", "32-true")}  # the bf16 run kept, not made again
 
 
 def test_benchmark_refuses_a_suite_option_of_another_suite(tmp_path, capsys):

@@ -159,14 +159,17 @@ def _build_parser() -> argparse.ArgumentParser:
             q.add_argument("--layers", choices=["last", "all"], default="last",
                            help="probe the pooled final features, or every stage (conv1..conv5)")
         if name == "finetune":
+            from .config import PRECISIONS
+
             labels = q.add_mutually_exclusive_group()
             labels.add_argument("--label-fraction", type=float, default=None,
                                 help="fraction of the training split used with its labels (default 0.1)")
             labels.add_argument("--labels-per-class", type=int, default=None, help="labelled images per class")
             q.add_argument("--epochs", type=int, default=None,
                            help="fine-tuning epochs (default: 60 below 10%% of the labels, 30 from there; SimCLR's)")
-            q.add_argument("--precision", default=None, choices=["32-true", "bf16-mixed", "16-mixed"],
-                           help="fine-tuning precision (default: the checkpoint's trainer.precision)")
+            q.add_argument("--precision", default=None, choices=list(PRECISIONS),
+                           help="fine-tuning precision (default: the checkpoint's trainer.precision; auto: "
+                                "bf16-mixed where the device computes bfloat16 natively, else 32-true)")
             q.add_argument("--layer-decay", type=float, default=None,
                            help="learning rate of each backbone layer = decay x the layer above's (BEiT, MAE; "
                                 "default: 0.75 for a ViT, 1 for the others)")

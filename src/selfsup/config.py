@@ -158,6 +158,8 @@ class ScheduleSettings(Settings):
     final_weight_decay: float | None = dataclasses.field(default=None, metadata=_at_least(0))
 
 
+# Lightning's precisions, and auto: bf16-mixed where the device computes bfloat16 natively (engine.precision)
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 # experiment trackers (Lightning's loggers) and the package each needs
 LOGGER_PACKAGES = {"csv": "lightning", "tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
@@ -167,7 +169,7 @@ class TrainerSettings(Settings):
     accelerator: str = "auto"
     devices: int | str = 1
     num_nodes: int = dataclasses.field(default=1, metadata=_at_least(1))
-    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
+    precision: Literal[PRECISIONS] = "32-true"
     accumulate_grad_batches: int = dataclasses.field(default=1, metadata=_at_least(1))
     channels_last: bool = True
     compile: bool = False

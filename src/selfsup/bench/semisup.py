@@ -36,7 +36,7 @@ from .suites import BEFORE_FIX, before_fix_note, claimed_run, finished_run, pret
 
 SEMISUP_BUDGET = {"dataset": "fashion-mnist", "subset": 20000, "epochs": 12, "batch_size": 32, "params": {"ema": 0.99},
                   "backbone": {"name": "resnet18", "width": 16, "small_stem": True},
-                  "knn": {"every_n_epochs": 0}, "trainer": {"progress_bar": False, "precision": "bf16-mixed"}}
+                  "knn": {"every_n_epochs": 0}, "trainer": {"progress_bar": False, "precision": "auto"}}
 LABELS_PER_CLASS = (1, 4, 25)
 LABEL_SEEDS = (0, 1, 2)
 SIMCLR_INIT = "simclr-init"  # stands for the SimCLR checkpoint in a row's settings
@@ -72,6 +72,21 @@ def _spread_notes(spread: dict[tuple[str, int, int], dict[int, float]]) -> list[
     return ["Run-to-run spread (the same cell, the same labelled images, other training seeds; runs "
             "`ROW-Nlabels-seedS-training-seedT/`): " + "; ".join(cells) + ". A difference between two cells "
             "smaller than these ranges is a tie."]
+
+
+def _precision_notes(runs: list[dict]) -> list[str]:
+    """Where the runs trained in more than one precision (the suite asks for ``auto``, which
+    depends on the machine), the cells whose runs used other than the most common one."""
+    cells: dict[str, dict[str, None]] = {}
+    for r in runs:
+        cells.setdefault(r["precision"], {})[f"{r['row']} at {r['labels_per_class']}"] = None
+    if len(cells) < 2:
+        return []
+    usual = max(cells, key=lambda p: sum(r["precision"] == p for r in runs))
+    others = "; ".join(f"{p}: {', '.join(c)}" for p, c in cells.items() if p != usual)
+    return [f"Precision: the runs trained in {usual} except some runs of these cells (labels per class; "
+            f"`semisup_runs.csv` names each run's precision, the one `auto` chose on the machine that made it): "
+            f"{others}."]
 
 
 def simclr_probes(checkpoint: Path, cfg: dict, draws: list[tuple[int, int]]) -> dict[tuple[int, int], float]:
@@ -154,6 +169,7 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
             continue
         runs.append({"row": label, "labels_per_class": per_class, "label_seed": seed, "training_seed": training_seed,
                      "test_top1": metrics["test_top1"], "train_seconds": metrics["train_seconds"],
+                     "precision": RunDirectory(run_dir).saved_config()["trainer"]["precision"],
                      "before_fix": bool(metrics.get("before_fix"))})
         if (label, per_class, seed) in SPREAD_CELLS:
             spread.setdefault((label, per_class, seed), {})[training_seed] = metrics["test_top1"]
@@ -208,7 +224,7 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
              "frost: initialised from the fmnist-quick SimCLR checkpoint; its linear-probe row trains one linear layer "
              "on that checkpoint's frozen features of the same labelled images (Adam, 100 epochs).",
              "Each run is `runs/ROW-Nlabels-seedS/` (config.yaml and metrics.json committed); `semisup_runs.csv` lists "
-             "every run."] + _spread_notes(spread) + ([before_fix_note("a run of the cell")] if before_fix else [])
+             "every run."] + _spread_notes(spread) + _precision_notes(runs) + ([before_fix_note("a run of the cell")] if before_fix else [])
     command = f"selfsup benchmark --suite semisup --out {out}" + "".join(
         f" --labels-per-class {n}" for n in shown_labels) + "".join(f" --label-seed {s}" for s in sorted({s for _, s in cells}))
     write_table(out, "semisup", "Semi-supervised learning on Fashion-MNIST", rows, notes, command=command)

@@ -31,6 +31,7 @@ from ..rundir import RunDirectory
 from .callbacks import AtomicCheckpointIO, EpochCheckpoint, KNNMonitor, LossHistory, ProgressBar, Throughput
 from .cluster import is_launched_worker
 from .module import PretrainModule
+from .precision import note_emulated_bf16, training_precision, uses_gpu
 
 
 def load_datasets(cfg: dict) -> tuple:
@@ -103,8 +104,7 @@ def _monitor_subset(dataset, n: int, seed: int):
 
 
 def trains_on_gpu(s: RunSettings) -> bool:
-    t = s.trainer
-    return t.accelerator in ("gpu", "cuda") or (t.accelerator == "auto" and torch.cuda.is_available())
+    return uses_gpu(s.trainer.accelerator)
 
 
 def build_trainer(s: RunSettings, out: Path, callbacks: list, module: PretrainModule) -> L.Trainer:
@@ -125,9 +125,11 @@ def build_trainer(s: RunSettings, out: Path, callbacks: list, module: PretrainMo
     else:
         strategy = "auto"
     sync_bn = s.backbone.batchnorm == "sync" and distributed and on_gpu
+    precision = training_precision(t.precision, t.accelerator)
+    note_emulated_bf16(precision, t.accelerator)
     return L.Trainer(
         max_epochs=s.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
-        strategy=strategy, precision=t.precision, use_distributed_sampler=False,
+        strategy=strategy, precision=precision, use_distributed_sampler=False,
         accumulate_grad_batches=t.accumulate_grad_batches, sync_batchnorm=sync_bn,
         logger=loggers, callbacks=callbacks, enable_checkpointing=False, plugins=[AtomicCheckpointIO()],
         log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar,
@@ -207,6 +209,8 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
     quiet_lightning()
     run = RunDirectory(out)
     expand_hosted(cfg)  # a config changed after it was resolved: its hosted methods' params as resolving gives them
+    trainer_cfg = cfg["trainer"]  # config.yaml records the precision this machine trains in
+    trainer_cfg["precision"] = training_precision(trainer_cfg["precision"], trainer_cfg["accelerator"])
     train, bank, test = load_datasets(cfg)  # checks every setting (RunSettings) before any work
     is_worker = is_launched_worker()
     s = RunSettings.of(cfg)  # with what the dataset filled in

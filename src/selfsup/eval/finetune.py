@@ -32,6 +32,7 @@ from ..data.datasets import balanced_subset_indices, batch_inputs, collate_batch
 from ..data.views import Normalization, ViewSpec, augment_for, make_views
 from ..rng import seeded_generator
 from ..optim import build_optimizer, warmup_cosine
+from ..engine.precision import note_emulated_bf16
 from ..errors import SelfSupError
 from ..io import content_hash
 from .features import classifier_top1, evaluated_network
@@ -134,6 +135,7 @@ def finetune(method: nn.Module, labelled, test, norm: Normalization, num_classes
     """Fine-tune ``method`` (changed in place) on ``labelled`` at Lightning's ``precision``, the
     backbone's layers at learning rates decayed by ``layer_decay`` per layer from the top;
     test top-1 on ``test`` (in full precision)."""
+    note_emulated_bf16(precision, device)
     L.seed_everything(seed, verbose=False)
     train_batch = min(256, len(labelled) - len(labelled) % 2)
     model = Finetuner(method, num_classes, norm, 0.05 * train_batch / 256, seed, channels_last, layer_decay)

@@ -17,6 +17,7 @@ import torch
 
 from ..build import run_normalization
 from ..data.datasets import balanced_subset_indices, batch_inputs, dataset_info, load_split, normalization_for
+from ..engine.precision import training_precision
 from ..errors import SelfSupError
 from ..io import cached_json, content_hash, write_json
 from .baselines import check_memory_bank, memory_bank_knn, pixel_features
@@ -342,7 +343,7 @@ def _finetune(args, module, train, test, norm, device, cfg: dict) -> dict:
     fraction = 0.1 if args.label_fraction is None and args.labels_per_class is None else args.label_fraction
     labelled = label_subset(train, fraction, args.labels_per_class, cfg["seed"])
     epochs = args.epochs or default_epochs(len(labelled), len(train))
-    precision = args.precision or cfg["trainer"]["precision"]
+    precision = training_precision(args.precision or cfg["trainer"]["precision"], device)
     layer_decay = default_layer_decay(module.method) if args.layer_decay is None else args.layer_decay
     if not 0 < layer_decay <= 1:
         raise SelfSupError(f"--layer-decay must be in (0, 1], got {layer_decay}")
