@@ -1,5 +1,6 @@
 """End-to-end runs of the engine on the synthetic dataset: learning, checkpoints, resume."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,8 +10,9 @@ from support import TINY
 from selfsup.cli import main
 from selfsup.config import resolve
 from selfsup.build import load_pretrained
-from selfsup.engine import precision
+from selfsup import precision
 from selfsup.engine.train import pretrain
+from selfsup.rundir import RunDirectory, run_of_checkpoint
 from selfsup.methods.simclr import SimCLR
 from support import SimulatedCrash, assert_same_state
 
@@ -130,6 +132,18 @@ def test_gradient_accumulation_and_bf16_mixed_precision(tmp_path):
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 4  # 8 batches of 64, one optimiser step per 2 batches
     assert metrics["final_loss"] < torch.log(torch.tensor(127.0)).item()  # learning under autocast
+
+
+def test_checkpoints_live_under_the_checkpoint_root_where_one_is_set(tmp_path, monkeypatch):
+    root, run = tmp_path / "scratch", tmp_path / "work" / "run"
+    monkeypatch.setenv("SELFSUP_CHECKPOINT_ROOT", str(root))
+    pretrain(tiny_cfg(epochs=1), run)
+    held = root / run.resolve().relative_to(run.resolve().anchor) / "checkpoints" / "last.ckpt"
+    assert held.is_file() and not (run / "checkpoints").exists() and (run / "metrics.json").is_file()
+    assert RunDirectory(run).checkpoint == held and run_of_checkpoint(held) == run.resolve()
+    assert Path(pretrain(tiny_cfg(epochs=2), run, resume=True)["resumed_from"]) == held  # extended from there
+    RunDirectory(run).remove()
+    assert not held.exists() and not run.exists()
 
 
 @pytest.mark.parametrize("native", [True, False])

@@ -7,7 +7,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "selfsup"
 # bottom to top; a part may import any part of a lower layer, and its own modules
 LAYERS = [
-    {"errors", "rng", "distributed"},
+    {"errors", "rng", "distributed", "precision"},
     {"io", "optim", "plots"},
     {"losses", "models", "data", "rundir"},
     {"methods"},

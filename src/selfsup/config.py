@@ -158,7 +158,7 @@ class ScheduleSettings(Settings):
     final_weight_decay: float | None = dataclasses.field(default=None, metadata=_at_least(0))
 
 
-# Lightning's precisions, and auto: bf16-mixed where the device computes bfloat16 natively (engine.precision)
+# Lightning's precisions, and auto: bf16-mixed where the device computes bfloat16 natively (selfsup.precision)
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 # experiment trackers (Lightning's loggers) and the package each needs
 LOGGER_PACKAGES = {"csv": "lightning", "tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}

@@ -2,8 +2,9 @@
 and every benchmark suite uses to start, resume, reuse and finish a run.
 
 A run directory holds ``config.yaml`` (the fully resolved settings, written before training),
-``checkpoints/last.ckpt`` (written atomically after every epoch), ``logs/`` and, once the run
-finished, ``metrics.json``.  One rule says whether a run directory holds "the same run" as a
+``checkpoints/last.ckpt`` (written atomically after every epoch; under ``$SELFSUP_CHECKPOINT_ROOT``
+at the run directory's absolute path where that is set), ``logs/`` and, once the run finished,
+``metrics.json``.  One rule says whether a run directory holds "the same run" as a
 configuration: ``RunDirectory.differences`` (options the run's config.yaml lacks, added to the
 library since, count as the configuration's; a setting the configuration leaves ``auto``
 matches whatever the run resolved it to; whether a progress bar is shown never counts).  A
@@ -13,6 +14,7 @@ trained (``scope``).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import yaml
 from .errors import SelfSupError
 from .io import atomic_write_text, ensure_writable_dir, read_checkpoint, write_json
 
+CHECKPOINT_ROOT = "SELFSUP_CHECKPOINT_ROOT"  # environment variable: where checkpoints live, if not in the runs
 UNCOMPARED = ("trainer.progress_bar", "trainer.loggers")  # settings that never make two runs differ
 
 
@@ -68,6 +71,20 @@ def checkpoint_of(run: str | Path) -> Path:
     return run
 
 
+def _checkpoint_root() -> Path | None:
+    root = os.environ.get(CHECKPOINT_ROOT)
+    return Path(root).resolve() if root else None
+
+
+def run_of_checkpoint(checkpoint: str | Path) -> Path:
+    """The run directory whose checkpoint ``checkpoint`` is (the inverse of ``RunDirectory.checkpoint``)."""
+    held = Path(checkpoint).resolve().parent.parent
+    root = _checkpoint_root()
+    if root is not None and held.is_relative_to(root):
+        return Path(held.anchor) / held.relative_to(root)
+    return held
+
+
 def _in_scope(name: str, scope) -> bool:
     return scope is None or any(name == s or name.startswith(s + ".") for s in scope)
 
@@ -84,7 +101,12 @@ class RunDirectory:
 
     @property
     def checkpoint(self) -> Path:
-        return self.path / "checkpoints" / "last.ckpt"
+        """``checkpoints/last.ckpt`` in the run directory or, where ``$SELFSUP_CHECKPOINT_ROOT`` is
+        set, in that folder at the run directory's absolute path (a scratch disk; a work tree laid
+        anew between jobs on a machine that keeps its other folders)."""
+        root = _checkpoint_root()
+        held = root / self.path.resolve().relative_to(self.path.resolve().anchor) if root else self.path
+        return held / "checkpoints" / "last.ckpt"
 
     @property
     def metrics_file(self) -> Path:
@@ -149,4 +171,5 @@ class RunDirectory:
         return metrics
 
     def remove(self) -> None:
+        shutil.rmtree(self.checkpoint.parent, ignore_errors=True)  # where it lies outside the run directory
         shutil.rmtree(self.path, ignore_errors=True)

@@ -31,7 +31,7 @@ from ..rundir import RunDirectory
 from .callbacks import AtomicCheckpointIO, EpochCheckpoint, KNNMonitor, LossHistory, ProgressBar, Throughput
 from .cluster import is_launched_worker
 from .module import PretrainModule
-from .precision import note_emulated_bf16, training_precision, uses_gpu
+from ..precision import note_emulated_bf16, training_precision, uses_gpu
 
 
 def load_datasets(cfg: dict) -> tuple:

@@ -32,7 +32,7 @@ from ..data.datasets import balanced_subset_indices, batch_inputs, collate_batch
 from ..data.views import Normalization, ViewSpec, augment_for, make_views
 from ..rng import seeded_generator
 from ..optim import build_optimizer, warmup_cosine
-from ..engine.precision import note_emulated_bf16
+from ..precision import note_emulated_bf16
 from ..errors import SelfSupError
 from ..io import content_hash
 from .features import classifier_top1, evaluated_network

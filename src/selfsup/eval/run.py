@@ -17,8 +17,9 @@ import torch
 
 from ..build import run_normalization
 from ..data.datasets import balanced_subset_indices, batch_inputs, dataset_info, load_split, normalization_for
-from ..engine.precision import training_precision
+from ..precision import training_precision
 from ..errors import SelfSupError
+from ..rundir import run_of_checkpoint
 from ..io import cached_json, content_hash, write_json
 from .baselines import check_memory_bank, memory_bank_knn, pixel_features
 from .diagnostics import embedding_diagnostics
@@ -205,7 +206,7 @@ def evaluate(args: EvalRequest) -> dict:
     protocol = args.protocol
     dataset, train, test, norm = _evaluation_data(
         args, cfg, labelled=protocol not in ("diagnostics", "embedding", "retrieval"), adapt=protocol == "transfer")
-    output = Path(args.output) if args.output else Path(args.checkpoint).resolve().parent.parent / f"eval_{protocol}.json"
+    output = Path(args.output) if args.output else run_of_checkpoint(args.checkpoint) / f"eval_{protocol}.json"
     start = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     module.to(device)

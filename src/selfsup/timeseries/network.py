@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..data.samplers import ShuffleBatchSampler
+from ..rundir import RunDirectory
 from ..engine.callbacks import AtomicCheckpointIO, EpochCheckpoint, ProgressBar
 from ..engine.train import quiet_lightning
 from .samples import Arrays
@@ -138,8 +139,8 @@ def _tensors(arrays: Arrays) -> TensorDataset:
 
 def train_network(cfg: dict, out: Path, train: Arrays, val: Arrays, ckpt: Path | None,
                   nrmse_scale: float = 1.0) -> tuple[ForecastModule, float]:
-    """(trained module, seconds) for standardised arrays; checkpoints every epoch into
-    ``out/checkpoints/last.ckpt`` and continues from ``ckpt`` when given."""
+    """(trained module, seconds) for standardised arrays; checkpoints every epoch into the run
+    directory ``out``'s checkpoint and continues from ``ckpt`` when given."""
     n = cfg["network"]
     quiet_lightning()
     L.seed_everything(cfg["seed"], verbose=False)
@@ -149,7 +150,7 @@ def train_network(cfg: dict, out: Path, train: Arrays, val: Arrays, ckpt: Path |
     val_loader = DataLoader(_tensors(val), batch_size=len(val.inputs))
     progress = bool(cfg["trainer"]["progress_bar"])
     trainer = L.Trainer(max_epochs=n["epochs"], accelerator=cfg["trainer"]["accelerator"], devices=1, logger=False,
-                        callbacks=[EpochCheckpoint(out / "checkpoints" / "last.ckpt")]
+                        callbacks=[EpochCheckpoint(RunDirectory(out).checkpoint)]
                         + ([ProgressBar(refresh_rate=5)] if progress else []),
                         plugins=[AtomicCheckpointIO()], enable_checkpointing=False, enable_progress_bar=progress,
                         enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
