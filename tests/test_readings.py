@@ -80,6 +80,10 @@ EXTERNAL = [
       for figure, name in (("4.97", "FreeMatch"), ("5.06", "SoftMatch"), ("5.21", "FlexMatch"), ("8.01", "UDA"),
                            ("8.33", "FixMatch"), ("14.50", "ReMixMatch"), ("70.67", "MixMatch"),
                            ("76.29", "Pseudo-Label"), ("76.93", "Mean Teacher"), ("77.58", "supervised-only"))],
+    *[("benchmarks/README.md", "USB's classic CIFAR-10 table at 250 labels", figure,
+       f"USB's classic CV results (results/classic_cv.csv of microsoft/Semi-supervised-learning): {name}'s "
+       "CIFAR-10 error at 250 labels, % (quoted in the issue-32 reading at 25 labels per class)")
+      for figure, name in (("5.0", "FlexMatch"), ("4.97", "FixMatch"), ("55.96", "supervised-only"))],
     *[("benchmarks/README.md", "stable-pretraining's Imagenette", figure,
        f"stable-pretraining's Imagenette ViT-S/16 200-epoch table: {name}'s kNN (quoted in issue 31)")
       for figure, name in (("85.4", "LeJEPA"), ("83.8", "DINO"), ("72.1", "MAE"), ("33.2", "I-JEPA"))],
