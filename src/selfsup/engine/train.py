@@ -125,11 +125,10 @@ def build_trainer(s: RunSettings, out: Path, callbacks: list, module: PretrainMo
     else:
         strategy = "auto"
     sync_bn = s.backbone.batchnorm == "sync" and distributed and on_gpu
-    precision = training_precision(t.precision, t.accelerator)
-    note_emulated_bf16(precision, t.accelerator)
+    note_emulated_bf16(t.precision, t.accelerator)  # pretrain() has already resolved auto
     return L.Trainer(
         max_epochs=s.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
-        strategy=strategy, precision=precision, use_distributed_sampler=False,
+        strategy=strategy, precision=t.precision, use_distributed_sampler=False,
         accumulate_grad_batches=t.accumulate_grad_batches, sync_batchnorm=sync_bn,
         logger=loggers, callbacks=callbacks, enable_checkpointing=False, plugins=[AtomicCheckpointIO()],
         log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.progress_bar,
