@@ -142,8 +142,10 @@ def test_checkpoints_live_under_the_checkpoint_root_where_one_is_set(tmp_path, m
     assert held.is_file() and not (run / "checkpoints").exists() and (run / "metrics.json").is_file()
     assert RunDirectory(run).checkpoint == held and run_of_checkpoint(held) == run.resolve()
     assert Path(pretrain(tiny_cfg(epochs=2), run, resume=True)["resumed_from"]) == held  # extended from there
+    (root / "other").mkdir()
     RunDirectory(run).remove()
     assert not held.exists() and not run.exists()
+    assert sorted(p.name for p in root.iterdir()) == ["other"]  # the folders left empty above it went too
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -157,6 +159,16 @@ def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(nativ
     err = capsys.readouterr().err
     assert ("bf16-mixed precision on this CPU is emulated" in err) is not native
     assert err.count("note:") == (0 if native else 1)
+
+
+@pytest.mark.parametrize("amx, avx512_bf16", [(True, False), (False, True), (False, False), (None, None)])
+def test_a_cpu_computes_bf16_natively_with_amx_or_avx512_bf16(amx, avx512_bf16, monkeypatch):
+    for probe, value in (("_is_amx_tile_supported", amx), ("_is_avx512_bf16_supported", avx512_bf16)):
+        if value is None:  # a PyTorch without the private probe
+            monkeypatch.delattr(torch.cpu, probe, raising=False)
+        else:
+            monkeypatch.setattr(torch.cpu, probe, lambda value=value: value, raising=False)
+    assert precision.native_bf16(False) is bool(amx or avx512_bf16)
 
 
 def test_a_run_records_the_precision_auto_chose_and_resumes_with_auto_again(tmp_path, monkeypatch):

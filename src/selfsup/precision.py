@@ -20,7 +20,8 @@ def native_bf16(gpu: bool) -> bool:
     """Whether the device computes bfloat16 natively (CUDA with bf16 support; a CPU with AMX or AVX-512 BF16)."""
     if gpu:
         return torch.cuda.is_bf16_supported()
-    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    return any(bool(getattr(torch.cpu, probe, lambda: False)())  # private probes: absent ones read as "no"
+               for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
 
 
 def training_precision(precision: str, accelerator: str) -> str:

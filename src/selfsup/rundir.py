@@ -171,5 +171,13 @@ class RunDirectory:
         return metrics
 
     def remove(self) -> None:
-        shutil.rmtree(self.checkpoint.parent, ignore_errors=True)  # where it lies outside the run directory
+        """Delete the run directory and its checkpoint; under ``$SELFSUP_CHECKPOINT_ROOT`` the
+        folders left empty on the way up to the root go too."""
+        mirror = self.checkpoint.parent.parent  # the run directory itself where no root is set
+        shutil.rmtree(mirror, ignore_errors=True)
         shutil.rmtree(self.path, ignore_errors=True)
+        root, folder = _checkpoint_root(), mirror.parent
+        while root is not None and folder != root and folder.is_relative_to(root) and folder.is_dir() \
+                and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
