@@ -43,7 +43,7 @@ SIMCLR_INIT = "simclr-init"  # stands for the SimCLR checkpoint in a row's setti
 # The run-to-run spread: these cells (row, labels per class, label seed) again with the
 # training seeds SPREAD_SEEDS (network initialisation, batches, augmentations; the labelled
 # images stay the same).
-SPREAD_CELLS = (("supervised-only", 4, 0), ("fixmatch", 4, 0))
+SPREAD_CELLS = (("supervised-only", 4, 0), ("fixmatch", 4, 0), ("supervised-only", 25, 0), ("flexmatch", 25, 0))
 SEMISUP_ROWS = [
     ("supervised-only", "supervised-only", {}),
     ("pseudo-label", "pseudo-label", {}),
