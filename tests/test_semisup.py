@@ -345,6 +345,21 @@ def test_fixmatch_step_trains_the_strong_view_on_the_confident_weak_predictions(
     assert method.confident_counts.tolist() == [1, 0, 0, 0, 1, 0]
 
 
+@pytest.mark.parametrize("accumulate", [1, 2, 3])
+def test_semisup_schedules_count_the_optimiser_steps_of_the_run(accumulate):
+    from selfsup.config import resolve
+    from selfsup.build import build_method
+    from selfsup.engine.train import load_datasets
+
+    cfg = resolve("uda", None, {"dataset": "synthetic", "backbone": {"width": 8}, "batch_size": 16, "epochs": 3,
+                                "trainer": {"accumulate_grad_batches": accumulate}})
+    train = load_datasets(cfg)[0]
+    method = build_method(cfg)
+    batches = len(method.train_batches(train, 16, 0)[1])
+    steps_per_epoch = {1: batches, 2: batches // 2, 3: batches // 3 + 1}[accumulate]  # a partial last step at 3
+    assert batches == 4 and method.total_steps == 3 * steps_per_epoch  # the steps the ramps and TSA span
+
+
 def test_pseudo_label_weight_ramps_up_linearly_over_its_share_of_the_run():
     method = scripted("pseudo-label", threshold=0.5, ramp=0.4)
     method.total_steps = 100

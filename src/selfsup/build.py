@@ -23,6 +23,7 @@ def run_context(cfg: dict) -> RunContext:
     return RunContext(train_size=run["train_size"], num_classes=data["num_classes"], image_size=data["image_size"],
                       channels=data["channels"], epochs=cfg["epochs"], batch_size=cfg["batch_size"],
                       batches_per_epoch=run["batches_per_epoch"], world_size=run["world_size"], seed=cfg["seed"],
+                      accumulate_grad_batches=cfg.get("trainer", {}).get("accumulate_grad_batches", 1),
                       smallest_class=run.get("smallest_class", 0), mean=tuple(data.get("mean", ())),
                       std=tuple(data.get("std", ())), modality=data.get("modality", "image"))
 

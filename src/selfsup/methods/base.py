@@ -64,6 +64,7 @@ class RunContext:
     batch_size: int = 256
     batches_per_epoch: int = 1
     world_size: int = 1
+    accumulate_grad_batches: int = 1  # batches per optimiser step (``trainer.accumulate_grad_batches``)
     seed: int = 0
     smallest_class: int = 0  # images of the least frequent class in the training split (0: unlabelled)
     mean: tuple = ()  # per-channel normalisation of the views: view = (image in [0, 1] - mean) / std

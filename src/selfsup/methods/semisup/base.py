@@ -3,6 +3,7 @@ Js alone, the floor every other method is measured against.
 """
 from __future__ import annotations
 
+import math
 import sys
 
 import numpy as np
@@ -126,14 +127,16 @@ class SemiSupervised(Method):
         self.register_buffer("pseudo_counts", torch.zeros(run.num_classes))
         self.register_buffer("pseudo_correct", torch.zeros(()))
         self.register_buffer("pseudo_seen", torch.zeros(()))
-        self.total_steps = 0  # set with the loader (every run and resume builds it before the first step)
+        self.total_steps = 0  # optimiser steps of the run, set with the loader (every run and resume builds it first)
 
     def train_batches(self, dataset, batch_size, seed):
         self.labelled.copy_(labelled_indices(dataset.labels.numpy(), self.cfg["labels_per_class"],
                                              self.cfg["label_seed"]))
         sampler = LabelledUnlabelledBatchSampler(self.labelled.cpu(), len(dataset), batch_size,
                                                  self.cfg["unlabelled_ratio"], seed)
-        self.total_steps = self.run.epochs * len(sampler)
+        # optimiser steps, as the ``step`` the schedules get counts them (Lightning steps on an epoch's last,
+        # partly accumulated batches too)
+        self.total_steps = self.run.epochs * math.ceil(len(sampler) / self.run.accumulate_grad_batches)
         note = ema_note(self.cfg["ema"], self.total_steps)
         if note:
             print(note, file=sys.stderr)

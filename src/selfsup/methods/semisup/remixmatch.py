@@ -7,7 +7,9 @@ unlabelled part (λu 1.5), a pre-mixup term on the first strong view (λ 0.5) an
 prediction on that view rotated by a random multiple of 90° (a linear head on the backbone
 features, λ 0.5).  The unlabelled terms ramp up over the first 1/64 of the steps (USB).  The
 running mean of the predictions is an EMA (momentum ``ema_p`` 0.999, from the first
-batch's mean), USB's choice, where the paper averages the last 128 batches.
+batch's mean), USB's choice, where the paper averages the last 128 batches.  The strong views
+are FixMatch's RandAugment with Cutout (``fixmatch.py``), as USB also uses RandAugment, where
+the paper learns its augmentations' magnitudes (CTAugment).
 """
 from __future__ import annotations
 
