@@ -3,15 +3,15 @@ mean prediction over K = 2 weak views, sharpened (T 0.5); labelled images (one-h
 unlabelled views (their guess) are shuffled together and mixed pairwise with MixUp
 (λ ~ Beta(α, α), α 0.75 as in the paper, where USB's config has 0.5; kept ≥ 0.5 so each mix
 stays nearer its own image); cross-entropy on the mixed labelled part, MSE between
-probabilities and mixed guesses on the mixed unlabelled part, λu 100 (the paper's default; its
-CIFAR-10 runs and USB's config use 75) ramped up linearly over the first 40% of the steps
-(USB's config; the paper ramps over 16k steps).  One MixUp draw per step, as in USB.  Our
-choice: one forward over the whole mixed batch, so BatchNorm
-normalises with and learns the statistics of all of it; the paper's code and USB interleave
-labelled and unlabelled images into equal chunks and update BatchNorm on the first chunk only,
-and USB also freezes it for the label guesses.  μ 1 as in the paper and USB (an
-epoch is still one pass over the pool: seven times FixMatch's steps, each with a seventh of
-its unlabelled images; at μ 7 the unlabelled term collapsed the predictions to one class).
+probabilities and mixed guesses on the mixed unlabelled part, λu 100 (the paper's starting
+value; USB's CIFAR-10 config has 75) ramped up linearly over the first 40% of the steps (USB's
+config; the paper ramps over 16k steps).  One MixUp draw per step, as in USB.  Our choice: one
+forward over the whole mixed batch, so BatchNorm normalises with and learns the statistics of
+all of it; the paper's code and USB interleave labelled and unlabelled images into equal
+chunks and update BatchNorm on the first chunk only, and USB also freezes it for the label
+guesses.  μ 1 as in the paper and USB (an epoch is still one pass over the pool: seven times
+FixMatch's steps, each with a seventh of its unlabelled images; at μ 7 the unlabelled term
+collapsed the predictions to one class).
 """
 from __future__ import annotations
 
