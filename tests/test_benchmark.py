@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from selfsup import precision
 from selfsup.cli import main
 from selfsup.errors import SelfSupError
 
@@ -274,6 +275,7 @@ def test_throughput_table_shows_the_compiled_loop_and_when_compiling_pays(tmp_pa
     write_json(tmp_path / "results" / "byol.json", {"engine": 90.0, "engine_bf16": 120.0, "ceiling": 100.0,
                                                      "compiled": 200.0, "compile_seconds": 60.0, "date": "today"})
     rows = throughput_suite(tmp_path, None, [])
+    assert {r["device"] for r in rows} == {""}  # a measurement from before devices were recorded
     compiled = [r for r in rows if "trainer.compile" in r["loop"]]
     assert len(compiled) == 1 and compiled[0]["a_over_row"] == pytest.approx(0.45)
     assert "byol: trainer.compile runs the model-only loop at 2.00x" in (tmp_path / "throughput.md").read_text()
@@ -288,6 +290,7 @@ def test_throughput_measures_a_speedrun_recipe_at_its_own_batch_and_precision(tm
     monkeypatch.setattr(throughput, "STEPS", 4)
     rows = throughput.throughput_suite(tmp_path, None, [], ["tiny"])
     assert [r["loop"][:3] for r in rows] == ["(a)", "(c)"] and rows[0]["method"] == "recipe tiny"
+    assert {r["device"] for r in rows} == {precision.device_description(False)}
     assert all(r["images_per_second"] > 0 for r in rows)
     assert "recipe tiny: the speedrun recipe at its own batch (32) and precision (bf16-mixed)" in \
         (tmp_path / "throughput.md").read_text()

@@ -171,6 +171,14 @@ def test_a_cpu_computes_bf16_natively_with_amx_or_avx512_bf16(amx, avx512_bf16, 
     assert precision.native_bf16(False) is bool(amx or avx512_bf16)
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_a_cpu_is_described_by_its_model_and_whether_it_computes_bf16_natively(native, monkeypatch):
+    monkeypatch.setattr(precision, "native_bf16", lambda gpu: native)
+    described = precision.device_description(False)
+    model = described.rsplit(", ", 1)[0]
+    assert described == f"{model}, {'native' if native else 'emulated'} bfloat16" and model
+
+
 def test_a_run_records_the_precision_auto_chose_and_resumes_with_auto_again(tmp_path, monkeypatch):
     monkeypatch.setattr(precision, "native_bf16", lambda gpu: False)
     cfg = tiny_cfg(epochs=1)

@@ -6,6 +6,7 @@ import csv
 
 import pytest
 
+from selfsup import precision
 from selfsup.bench import definitions, speedrun
 from selfsup.errors import SelfSupError
 from selfsup.rundir import RunDirectory
@@ -32,6 +33,7 @@ def test_the_leaderboard_ranks_by_median_time_and_says_how_far_a_miss_got(tmp_pa
     assert reached["seeds_reached"] == "2/2" and reached["median_epochs"] == 0.5  # the first check: step 4 of 8
     assert 0 < reached["min_seconds"] <= reached["median_seconds"] <= reached["max_seconds"]
     assert reached["best_linear"] is not None and reached["network"] == "resnet18 w8" and reached["threads"] >= 1
+    assert reached["device"] == precision.device_description(False)  # the CPU both seeds ran on, named once
     assert missed["seeds_reached"] == "0/2" and missed["median_seconds"] is None
     assert 0 < missed["best_linear"] <= 1  # the probe of each seed's last check: how far the miss got
     assert 0 < missed["best_knn"] <= 1

@@ -67,6 +67,7 @@ def recipe_row(name: str, cfg: dict, runs: list[dict]) -> dict:
            "augmentations": augment_summary(cfg["params"], cfg["data"].get("image_size") or 0),
            "precision": cfg["trainer"]["precision"],
            "compile": cfg["trainer"]["compile"], "max_epochs": cfg["epochs"], "threads": runs[0].get("threads"),
+           "device": " / ".join(sorted({m.get("device", "") for m in runs})),
            "seeds_reached": f"{len(reached)}/{len(runs)}",
            "median_seconds": statistics.median(times) if len(reached) == len(runs) else None,
            "min_seconds": min(times) if times else None, "max_seconds": max(times) if times else None,
@@ -118,7 +119,9 @@ def speedrun_suite(out: Path, data_dir: str | None, methods: list[str] | None,
              "check's kNN (where a run stopped, or its last epoch); best_knn / best_linear: the best any check of "
              "any seed reached (the probe runs at checks that reached the kNN target and, since 2026-12-05, at a "
              "run's last check; runs made before have no probe where they missed).",
-             "threads: the CPU threads PyTorch trained with; times hold for a machine that ran nothing else.",
+             "threads: the CPU threads PyTorch trained with; times hold for a machine that ran nothing else. device: "
+             "the GPU, or the CPU's model and whether it computes bfloat16 natively (empty for runs made before "
+             "2026-12-06, when it began to be recorded).",
              "Each recipe's settings (laid over its method's defaults, then the suite's "
              f"`{SPEEDRUN}`) are in `selfsup.bench.definitions.SPEEDRUN_RECIPES`, each run's in `runs/RECIPE-seedS/config.yaml`; "
              "what was tried and did not help is in `../tuning-speedrun.md`."]

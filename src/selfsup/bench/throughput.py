@@ -30,6 +30,7 @@ from ..optim import build_optimizer
 from ..engine.train import pretrain
 from ..errors import SelfSupError
 from ..io import write_json
+from ..precision import device_description, uses_gpu
 from .definitions import BF16, FMNIST_QUICK, FMNIST_QUICK_VIT, VIT_ROWS
 from .report import bar_plot, write_table
 from .suites import run_slug
@@ -174,7 +175,7 @@ def measure(method: str, out: Path, data_dir: str | None, vit: bool = False) -> 
     method, or "METHOD, vit" for its run on the ViT)."""
     measured = method_throughput(method, out, data_dir, vit)
     result = {"engine": measured["engine"], "engine_bf16": measured["engine_bf16"], "ceiling": measured["ceiling"],
-              "date": time.strftime("%Y-%m-%d %H:%M")}
+              "date": time.strftime("%Y-%m-%d %H:%M"), "device": device_description(uses_gpu("auto"))}
     if method == "simclr":
         result["plain"] = plain_loop(measured["cfg"], measured["train"])
         result["nchw"] = model_ceiling(measured["cfg"], measured["train"], False)[0]
@@ -199,7 +200,7 @@ def measure_recipe(name: str, out: Path, data_dir: str | None) -> dict:
     engine, cfg = engine_speed(cfg, out / "runs" / f"recipe-{run_slug(name)}")
     result = {"engine": engine, "ceiling": model_ceiling(cfg, timed_slice(cfg), cfg["trainer"]["channels_last"])[0],
               "precision": cfg["trainer"]["precision"], "batch_size": cfg["batch_size"],
-              "date": time.strftime("%Y-%m-%d %H:%M")}
+              "date": time.strftime("%Y-%m-%d %H:%M"), "device": device_description(uses_gpu("auto"))}
     write_json(out / "results" / f"recipe {name}.json", result)
     return result
 
@@ -236,28 +237,26 @@ def throughput_suite(out: Path, data_dir: str | None, methods: list[str], recipe
     for method in [label for label in labels if (out / "results" / f"{label}.json").exists()]:
         measured = json.loads((out / "results" / f"{method}.json").read_text())
         engine, ceiling = measured["engine"], measured["ceiling"]
+        when = {"measured": measured["date"], "device": measured.get("device", "")}
         if method.startswith("recipe "):
             notes.append(f"{method}: the speedrun recipe at its own batch ({measured['batch_size']}) and precision "
                          f"({measured['precision']}), engine and model-only ceiling alike.")
-        rows.append({"method": method, "loop": "(a) selfsup engine", "images_per_second": engine, "a_over_row": 1.0,
-                     "measured": measured["date"]})
+        rows.append({"method": method, "loop": "(a) selfsup engine", "images_per_second": engine, "a_over_row": 1.0, **when})
         rows.append({"method": method, "loop": "(c) model only, pre-made views, channels_last",
-                     "images_per_second": ceiling, "a_over_row": engine / ceiling, "measured": measured["date"]})
+                     "images_per_second": ceiling, "a_over_row": engine / ceiling, **when})
         if "engine_bf16" in measured:
             rows.append({"method": method, "loop": "    selfsup engine, bf16-mixed precision",
-                         "images_per_second": measured["engine_bf16"], "a_over_row": engine / measured["engine_bf16"],
-                         "measured": measured["date"]})
+                         "images_per_second": measured["engine_bf16"], "a_over_row": engine / measured["engine_bf16"], **when})
         if "compiled" in measured:
             rows.append({"method": method, "loop": "    model only, channels_last, trainer.compile",
-                         "images_per_second": measured["compiled"], "a_over_row": engine / measured["compiled"],
-                         "measured": measured["date"]})
+                         "images_per_second": measured["compiled"], "a_over_row": engine / measured["compiled"], **when})
             notes.append(compile_note(method, ceiling, measured["compiled"], measured["compile_seconds"]))
         if "plain" in measured:
             plain, nchw = measured["plain"], measured["nchw"]
             rows.append({"method": method, "loop": "(b) plain PyTorch loop, per-image torchvision transforms, 2 workers",
-                         "images_per_second": plain, "a_over_row": engine / plain, "measured": measured["date"]})
+                         "images_per_second": plain, "a_over_row": engine / plain, **when})
             rows.append({"method": method, "loop": "    model only, NCHW", "images_per_second": nchw,
-                         "a_over_row": engine / nchw, "measured": measured["date"]})
+                         "a_over_row": engine / nchw, **when})
             notes.append(f"simclr: a/b = {engine / plain:.2f} against a plain PyTorch loop (crop, flip and "
                          "brightness/contrast jitter per image in 2 DataLoader workers, NCHW).")
     summary = ", ".join(f"{r['method']} {r['a_over_row']:.2f}" for r in rows if r["loop"].startswith("(c)"))
@@ -275,8 +274,9 @@ def throughput_suite(out: Path, data_dir: str | None, methods: list[str], recipe
              "of colour images of this size, although their task is moot on grey ones.",
              "(a) and (c) train in fp32; the bf16-mixed row is the engine again with autocast to bfloat16 (this "
              "CPU's AMX units; fmnist-quick trains so since 2026-11-29): its a_over_row below 1 is the speed-up.",
-             "Each method's rows come from its own measurement (`measured`); `--method M` re-measures M alone and "
-             "keeps the other rows."] + notes
+             "Each method's rows come from its own measurement (`measured`, on `device`: the GPU, or the CPU's model "
+             "and whether it computes bfloat16 natively; empty for measurements made before 2026-12-06, when it began "
+             "to be recorded); `--method M` re-measures M alone and keeps the other rows."] + notes
     write_table(out, "throughput", "Training throughput (images/s)", rows, notes,
                 command=f"selfsup benchmark --suite throughput --method all --out {out}")
     labels = [f"{r['method']} {r['loop'][:3]}" for r in rows if r["loop"][:3] in ("(a)", "(c)")]

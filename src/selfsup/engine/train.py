@@ -31,7 +31,7 @@ from ..rundir import RunDirectory
 from .callbacks import AtomicCheckpointIO, EpochCheckpoint, KNNMonitor, LossHistory, ProgressBar, Throughput
 from .cluster import is_launched_worker
 from .module import PretrainModule
-from ..precision import note_emulated_bf16, training_precision, uses_gpu
+from ..precision import device_description, note_emulated_bf16, training_precision, uses_gpu
 
 
 def load_datasets(cfg: dict) -> tuple:
@@ -272,6 +272,7 @@ def training_metrics(module: PretrainModule, trainer: L.Trainer, throughput: Thr
         "train_images": train_size, "batch_size": s.batch_size, "backbone": s.backbone.name,
         "width": s.backbone.width, "seed": s.seed,
         "peak_memory_mb": round(peak_memory_mb(), 1), "threads": torch.get_num_threads(),
+        "device": device_description(trains_on_gpu(s)),
         "knn_history": monitor.history if monitor else [],
         **({"target": {"knn_top1": s.knn.target_knn, "linear_top1": s.knn.target_linear, "reached": monitor.reached}}
            if monitor and s.knn.target_knn is not None else {}),
