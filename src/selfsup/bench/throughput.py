@@ -241,15 +241,18 @@ def throughput_suite(out: Path, data_dir: str | None, methods: list[str], recipe
         if method.startswith("recipe "):
             notes.append(f"{method}: the speedrun recipe at its own batch ({measured['batch_size']}) and precision "
                          f"({measured['precision']}), engine and model-only ceiling alike.")
-        rows.append({"method": method, "loop": "(a) selfsup engine", "images_per_second": engine, "a_over_row": 1.0, **when})
+        rows.append({"method": method, "loop": "(a) selfsup engine", "images_per_second": engine, "a_over_row": 1.0,
+                     **when})
         rows.append({"method": method, "loop": "(c) model only, pre-made views, channels_last",
                      "images_per_second": ceiling, "a_over_row": engine / ceiling, **when})
         if "engine_bf16" in measured:
             rows.append({"method": method, "loop": "    selfsup engine, bf16-mixed precision",
-                         "images_per_second": measured["engine_bf16"], "a_over_row": engine / measured["engine_bf16"], **when})
+                         "images_per_second": measured["engine_bf16"], "a_over_row": engine / measured["engine_bf16"],
+                         **when})
         if "compiled" in measured:
             rows.append({"method": method, "loop": "    model only, channels_last, trainer.compile",
-                         "images_per_second": measured["compiled"], "a_over_row": engine / measured["compiled"], **when})
+                         "images_per_second": measured["compiled"], "a_over_row": engine / measured["compiled"],
+                         **when})
             notes.append(compile_note(method, ceiling, measured["compiled"], measured["compile_seconds"]))
         if "plain" in measured:
             plain, nchw = measured["plain"], measured["nchw"]
