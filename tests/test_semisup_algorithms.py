@@ -12,6 +12,7 @@ from selfsup.losses.semisup import (align_distribution, flexmatch_thresholds, fr
                                     sharpen, softmatch_weights, tsa_threshold)
 from selfsup.methods.semisup.remixmatch import rotate_quarters
 from tests.support import tiny
+from two_processes import run_two_processes
 
 
 def test_sharpen_is_a_tempered_softmax():
@@ -130,6 +131,46 @@ def test_softmatch_weights_follow_the_aligned_confidence():
     var = 0.5 * 1.0 + 0.5 * aligned.var()
     assert torch.allclose(weights, softmatch_weights(aligned, mean, var))
     assert 0 < weights.min() < weights.max() == 1.0
+
+
+STATISTICS = {"flexmatch": {"threshold": 0.6}, "freematch": {"ema_p": 0.5}, "softmatch": {"ema_p": 0.5},
+              "remixmatch": {"ema_p": 0.5}}  # the methods that keep statistics over the global batch
+
+
+def _statistics_on_shard(rank, world, batches):
+    """Each of ``STATISTICS``' methods on this rank's shard of each batch of logits: its per-row
+    outputs (FixMatch family: the confidence weights; ReMixMatch: the aligned guesses) and its
+    buffers after them."""
+    results = {}
+    for method, params in STATISTICS.items():
+        model = tiny(method, **params)
+        model.logits = lambda view: view  # ReMixMatch's guess reads the weak view's logits
+        outputs = []
+        for logits, indices in batches:
+            part = slice(rank * len(logits) // world, (rank + 1) * len(logits) // world)
+            if method == "remixmatch":
+                outputs.append(model.guess({"views": [logits[part]]}))
+            else:
+                outputs.append(model.confidence_weights(logits[part].softmax(1), indices[part]))
+        results[method] = outputs, dict(model.named_buffers())
+    return results
+
+
+@pytest.mark.ddp
+def test_running_statistics_over_two_processes_equal_one_process_on_the_global_batch():
+    """The statistics are over the global batch: two ranks with half a batch each keep the
+    buffers one process keeps on the whole batch, and give each row the same output."""
+    g = torch.Generator().manual_seed(0)
+    batches = [(3 * torch.randn(8, 6, generator=g), torch.randperm(512, generator=g)[:8]) for _ in range(3)]
+    ranks = run_two_processes(_statistics_on_shard, batches)
+    for method, (outputs, buffers) in _statistics_on_shard(0, 1, batches).items():
+        for b, whole in enumerate(outputs):
+            assert torch.allclose(torch.cat([ranks[0][method][0][b], ranks[1][method][0][b]]), whole, atol=1e-6), method
+        initial = dict(tiny(method, **STATISTICS[method]).named_buffers())
+        assert any(not torch.equal(value, initial[name]) for name, value in buffers.items()), method  # reached them
+        for rank in (0, 1):
+            for name, value in buffers.items():
+                assert torch.allclose(ranks[rank][method][1][name].float(), value.float(), atol=1e-6), (method, rank, name)
 
 
 def test_uda_trains_the_strong_view_towards_the_sharpened_weak_one():

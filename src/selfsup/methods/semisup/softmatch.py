@@ -32,11 +32,10 @@ class SoftMatch(FixMatch):
         self.register_buffer("confidence_variance", torch.tensor(1.0))
 
     def confidence_weights(self, probs, indices):
-        every = gather_no_grad(probs.float())
         momentum = self.cfg["ema_p"]
-        start_or_update(self.prediction_mean, every.mean(0), momentum)
-        confidence = align_distribution(every, self.prediction_mean).max(1).values
-        update_running(self.confidence_mean, confidence.mean(), momentum)
-        update_running(self.confidence_variance, confidence.var() if len(confidence) > 1 else torch.zeros(()), momentum)
+        start_or_update(self.prediction_mean, gather_no_grad(probs.float()).mean(0), momentum)
         own = align_distribution(probs.float(), self.prediction_mean).max(1).values
+        every = gather_no_grad(own)
+        update_running(self.confidence_mean, every.mean(), momentum)
+        update_running(self.confidence_variance, every.var() if len(every) > 1 else torch.zeros(()), momentum)
         return softmatch_weights(own, self.confidence_mean, self.confidence_variance, self.cfg["n_sigma"])
