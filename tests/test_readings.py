@@ -85,7 +85,7 @@ EXTERNAL = [
        "CIFAR-10 error at 250 labels, % (quoted in the issue-32 reading at 25 labels per class)")
       for figure, name in (("5.0", "FlexMatch"), ("4.97", "FixMatch"), ("55.96", "supervised-only"),
                            ("4.84", "SoftMatch"), ("4.85", "FreeMatch"), ("5.12", "UDA"),
-                           ("56.06", "Mean Teacher"), ("37.28", "MixMatch"))],
+                           ("56.06", "Mean Teacher"), ("37.28", "MixMatch"), ("9.21", "ReMixMatch"))],
     *[("benchmarks/README.md", "stable-pretraining's Imagenette", figure,
        f"stable-pretraining's Imagenette ViT-S/16 200-epoch table: {name}'s kNN (quoted in issue 31)")
       for figure, name in (("85.4", "LeJEPA"), ("83.8", "DINO"), ("72.1", "MAE"), ("33.2", "I-JEPA"))],
