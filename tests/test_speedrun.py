@@ -111,6 +111,14 @@ def test_the_recipes_suite_trains_both_recipes_only_where_a_method_has_a_short_o
     assert again["rotation"]["fmnist_quick_run"] == again["simclr"]["fmnist_quick_run"] == "yes"
     assert [again[m][f"knn_{r}_1ep"] for m in ("simclr", "rotation") for r in ("paper", "short")] == \
         [table[m][f"knn_{r}_1ep"] for m in ("simclr", "rotation") for r in ("paper", "short")]
+    assert "Precision" not in (tmp_path / "recipes" / "recipes.md").read_text()  # every run in 32-true
+
+    # a cell made in another precision (``auto`` on another machine) is named under the table
+    saved = quick / "simclr" / "config.yaml"
+    saved.write_text(saved.read_text().replace("precision: 32-true", "precision: bf16-mixed"))
+    recipes.recipes_suite(tmp_path / "recipes", None, None)
+    assert ("Precision (the one `auto` chose on the machine that made the run): 32-true, but for bf16-mixed: "
+            "simclr short 1 ep.") in (tmp_path / "recipes" / "recipes.md").read_text()
 
 
 def test_recipe_rows_cover_every_method_that_learns_without_labels():

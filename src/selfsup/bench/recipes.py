@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .definitions import FMNIST_QUICK, RECIPE_EPOCHS, recipe_runs
-from .report import write_table
+from ..rundir import RunDirectory
+from .report import precision_exceptions, write_table
 from .suites import claimed_run, finished_run, pretrain_row, run_slug, suite_config
 
 # fmnist-quick's budget; the epochs and the recipe are each row's
@@ -20,9 +21,13 @@ RECIPE_BUDGET = {key: value for key, value in FMNIST_QUICK.items() if key != "ep
 QUICK_EPOCHS = FMNIST_QUICK["epochs"]  # the cells that fmnist-quick's runs can be
 
 
+def _fmnist_quick_dir(out: Path, method: str) -> Path:
+    return out.parent / "fmnist-quick" / "runs" / method
+
+
 def _fmnist_quick_run(out: Path, method: str, cfg: dict) -> dict | None:
     """metrics.json of fmnist-quick's run of ``method`` if it finished with ``cfg``'s settings."""
-    run_dir = out.parent / "fmnist-quick" / "runs" / method
+    run_dir = _fmnist_quick_dir(out, method)
     metrics = finished_run(run_dir, cfg, redo=False) if (run_dir / "metrics.json").exists() else None
     return metrics if metrics and not metrics.get("before_fix") else None
 
@@ -41,7 +46,9 @@ def recipes_suite(out: Path, data_dir: str | None, methods: list[str] | None) ->
                                                                   baselines_cache=out / "baselines"))
         metrics = quick or finished_run(run_dir, cfg, redo=False)
         if metrics:
-            cells[(method, settings["recipe"], settings["epochs"])] = (metrics, quick is not None)
+            made_in = _fmnist_quick_dir(out, method) if quick else run_dir
+            cells[(method, settings["recipe"], settings["epochs"])] = (
+                metrics, quick is not None, RunDirectory(made_in).saved_config()["trainer"]["precision"])
     rows = []
     for method in dict.fromkeys(m for _, m, _ in runs):
         mine = {key[1:]: value for key, value in cells.items() if key[0] == method}
@@ -55,8 +62,10 @@ def recipes_suite(out: Path, data_dir: str | None, methods: list[str] | None) ->
                 row[f"knn_{recipe}_{epochs}ep"] = found[0]["knn_top1"] if found else None
         baselines = next(iter(mine.values()))[0].get("baselines", {})
         row["random_init_knn"] = baselines.get("random_init_knn_top1")
-        row["fmnist_quick_run"] = "yes" if any(quick for _, quick in mine.values()) else ""
+        row["fmnist_quick_run"] = "yes" if any(quick for _, quick, _ in mine.values()) else ""
         rows.append(row)
+    precisions = precision_exceptions([(f"{method} {recipe} {epochs} ep", precision)
+                                       for (method, recipe, epochs), (_, _, precision) in cells.items()])
     notes = ["kNN (k 200, T 0.1) on backbone features of the full test split, bank: the training split; "
              f"fmnist-quick's budget but its epochs (`{RECIPE_BUDGET}`); the token methods on its ViT.",
              "paper: the method's packaged config (its paper's recipe); short: `configs/recipes.yaml`'s settings "
@@ -64,9 +73,11 @@ def recipes_suite(out: Path, data_dir: str | None, methods: list[str] | None) ->
              "short_recipe '= paper': the method has no short entry, so both columns are the one run.",
              "random_init_knn: the method's own network at its random initialisation (the bar it must clear).",
              f"fmnist_quick_run 'yes': the {QUICK_EPOCHS}-epoch cell (the short recipe's, or the one run of a method "
-             "without a short entry) is fmnist-quick's run of the method (same settings; its precision may be fp32, "
-             "see that table).",
+             "without a short entry) is fmnist-quick's run of the method (same settings).",
              "Each cell is the run in `runs/METHOD-RECIPE-N-ep/` (config.yaml and metrics.json committed)."]
+    if precisions:
+        notes.append(f"Precision (the one `auto` chose on the machine that made the run): {precisions[0]}, but for "
+                     f"{precisions[1]}.")
     write_table(out, "recipes", "Paper and short recipes at 1 and 5 epochs on Fashion-MNIST (kNN)", rows, notes,
                 command=f"selfsup benchmark --suite recipes --out {out}")
     return rows

@@ -23,6 +23,19 @@ def seed_range(values) -> float:
     return max(values) - min(values)
 
 
+def precision_exceptions(cells: list[tuple[str, str]]) -> tuple[str, str] | None:
+    """For ``(cell, precision)`` pairs (one per run; a suite asks for ``auto``, which depends on
+    the machine): the precision most runs trained in and ``"P: cell, cell; ..."`` naming the cells
+    with runs in the others, or None where every run trained in one precision."""
+    by_precision: dict[str, dict[str, None]] = {}
+    for cell, precision in cells:
+        by_precision.setdefault(precision, {})[cell] = None
+    if len(by_precision) < 2:
+        return None
+    usual = max(by_precision, key=lambda p: sum(precision == p for _, precision in cells))
+    return usual, "; ".join(f"{p}: {', '.join(c)}" for p, c in by_precision.items() if p != usual)
+
+
 def write_table(out: Path, name: str, title: str, rows: list[dict], notes: list[str], command: str | None = None) -> None:
     """``{name}.md`` (title, command — by default the one running —, table, notes) and ``{name}.csv`` in ``out``."""
     columns = list(dict.fromkeys(k for row in rows for k in row))

@@ -30,7 +30,7 @@ from ..io import write_json
 from ..methods.semisup.base import labelled_indices
 from ..plots import curve_plot
 from ..rundir import RunDirectory
-from .report import seed_range, write_table
+from .report import precision_exceptions, seed_range, write_table
 from .definitions import SPREAD_SEEDS
 from .suites import BEFORE_FIX, before_fix_note, claimed_run, finished_run, pretrain_row, run_checkpoint, run_slug
 
@@ -75,18 +75,14 @@ def _spread_notes(spread: dict[tuple[str, int, int], dict[int, float]]) -> list[
 
 
 def _precision_notes(runs: list[dict]) -> list[str]:
-    """Where the runs trained in more than one precision (the suite asks for ``auto``, which
-    depends on the machine), the cells whose runs used other than the most common one."""
-    cells: dict[str, dict[str, None]] = {}
-    for r in runs:
-        cells.setdefault(r["precision"], {})[f"{r['row']} at {r['labels_per_class']}"] = None
-    if len(cells) < 2:
+    """Where the runs trained in more than one precision, the cells with runs in other than the
+    most common one."""
+    found = precision_exceptions([(f"{r['row']} at {r['labels_per_class']}", r["precision"]) for r in runs])
+    if found is None:
         return []
-    usual = max(cells, key=lambda p: sum(r["precision"] == p for r in runs))
-    others = "; ".join(f"{p}: {', '.join(c)}" for p, c in cells.items() if p != usual)
-    return [f"Precision: the runs trained in {usual} except some runs of these cells (labels per class; "
+    return [f"Precision: the runs trained in {found[0]} except some runs of these cells (labels per class; "
             f"`semisup_runs.csv` names each run's precision, the one `auto` chose on the machine that made it): "
-            f"{others}."]
+            f"{found[1]}."]
 
 
 def simclr_probes(checkpoint: Path, cfg: dict, draws: list[tuple[int, int]]) -> dict[tuple[int, int], float]:
