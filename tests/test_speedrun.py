@@ -3,6 +3,7 @@ leaderboard that ranks recipes that reached the targets by median time and says 
 others got; the fmnist-long suite's rows and fine-tuning column."""
 
 import csv
+import json
 
 import pytest
 
@@ -88,6 +89,7 @@ def test_the_recipes_suite_trains_both_recipes_only_where_a_method_has_a_short_o
 
     rows = [(f"{m}, {r}, 1 ep", m, {"recipe": r, "epochs": 1}) for m, rs in (("simclr", ("paper", "short")),
                                                                           ("rotation", ("paper",))) for r in rs]
+    rows += definitions.spread_rows("simclr, short, 1 ep", "simclr", {"recipe": "short", "epochs": 1})
     monkeypatch.setattr(recipes, "recipe_runs", lambda: rows)
     monkeypatch.setattr(recipes, "RECIPE_EPOCHS", (1,))
     monkeypatch.setattr(recipes, "RECIPE_BUDGET", {k: v for k, v in TINY.items() if k not in ("epochs", "knn")})
@@ -98,6 +100,12 @@ def test_the_recipes_suite_trains_both_recipes_only_where_a_method_has_a_short_o
     temperature = [RunDirectory(tmp_path / "recipes" / "runs" / f"simclr-{r}-1-ep").saved_config()["params"]["temperature"]
                    for r in ("paper", "short")]
     assert temperature == [0.5, 0.2] and table["simclr"]["random_init_knn"] is not None
+    # the other training seeds of the spread row are a note, not cells or rows of the table
+    knn = [table["simclr"]["knn_short_1ep"]] + [
+        json.loads((tmp_path / "recipes" / "runs" / f"simclr-short-1-ep-training-seed-{seed}" / "metrics.json")
+                   .read_text())["knn_top1"] for seed in (1, 2)]
+    assert set(table) == {"simclr", "rotation"} and len(set(knn)) == 3
+    assert f"a range of {100 * (max(knn) - min(knn)):.2f} points" in (tmp_path / "recipes" / "recipes.md").read_text()
 
     # fmnist-quick's runs stand for the cells with its epochs and settings: the short recipe's, and
     # the one run of a method without a short entry; the paper recipe of a method with one trains
@@ -133,6 +141,9 @@ def test_recipe_rows_cover_every_method_that_learns_without_labels():
             assert not recipes, m
         else:
             assert recipes == {(r, e) for e in (1, 5) for r in (("paper", "short") if m in short else ("paper",))}, m
+    labels = [label for label, _, _ in rows]
+    reference = labels.index(definitions.RECIPE_SPREAD_ROW)  # its other training seeds follow it
+    assert [rows[reference + k][2] for k in (1, 2)] == [{**rows[reference][2], "seed": seed} for seed in (1, 2)]
 
 
 def test_the_quickstart_runs_the_chosen_speedrun_recipe_with_fewer_epochs():

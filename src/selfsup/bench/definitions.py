@@ -307,7 +307,9 @@ QUICKSTART_RECIPE = "rotation, batch 128"  # configs/quickstart.yaml: this recip
 # budget under its paper recipe and its short one (configs/recipes.yaml); a method without a short
 # entry trains once per budget (its two recipes are the same settings).  The 5-epoch runs with
 # fmnist-quick's settings (short, or a method's one run) are fmnist-quick's own where that run has them.
+# SimCLR's short 1-epoch run is also trained with other seeds (right after it): the spread of a 1-epoch cell.
 RECIPE_EPOCHS = (1, 5)
+RECIPE_SPREAD_ROW = "simclr, short, 1 ep"
 
 
 def recipe_runs() -> list[tuple[str, str, dict]]:
@@ -323,4 +325,6 @@ def recipe_runs() -> list[tuple[str, str, dict]]:
                 rows.append((f"{m}, {recipe}, {epochs} ep", m, fmnist_quick_settings(
                     m, cls.needs_tokens, merge(FMNIST_SETTINGS.get(m, {}), {"recipe": recipe, "epochs": epochs},
                                                strict=False))))
+                if rows[-1][0] == RECIPE_SPREAD_ROW:
+                    rows += spread_rows(*rows[-1])
     return rows

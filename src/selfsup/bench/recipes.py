@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .definitions import FMNIST_QUICK, RECIPE_EPOCHS, recipe_runs
+from .definitions import FMNIST_QUICK, RECIPE_EPOCHS, RECIPE_SPREAD_ROW, SPREAD_SEEDS, recipe_runs
 from ..rundir import RunDirectory
-from .report import precision_exceptions, write_table
+from .report import precision_exceptions, seed_range, write_table
 from .suites import claimed_run, finished_run, pretrain_row, run_slug, suite_config
 
 # fmnist-quick's budget; the epochs and the recipe are each row's
@@ -35,7 +35,7 @@ def _fmnist_quick_run(out: Path, method: str, cfg: dict) -> dict | None:
 def recipes_suite(out: Path, data_dir: str | None, methods: list[str] | None) -> list[dict]:
     """Train the rows of ``recipe_runs`` (of ``methods``; None: all) not finished yet, then write
     ``recipes.md``/``.csv``: one line per method, kNN per recipe and budget."""
-    runs, cells = recipe_runs(), {}
+    runs, cells, spread = recipe_runs(), {}, {}
     with_short = {m for _, m, s in runs if s["recipe"] == "short"}
     for label, method, settings in runs:
         cfg, run_dir = suite_config(RECIPE_BUDGET, settings, method, data_dir), out / "runs" / run_slug(label)
@@ -45,7 +45,9 @@ def recipes_suite(out: Path, data_dir: str | None, methods: list[str] | None) ->
             claimed_run(run_dir, cfg, label, lambda: pretrain_row(label, cfg, run_dir, baselines=True,
                                                                   baselines_cache=out / "baselines"))
         metrics = quick or finished_run(run_dir, cfg, redo=False)
-        if metrics:
+        if metrics and "seed" in settings:
+            spread[settings["seed"]] = metrics["knn_top1"]
+        elif metrics:
             made_in = _fmnist_quick_dir(out, method) if quick else run_dir
             cells[(method, settings["recipe"], settings["epochs"])] = (
                 metrics, quick is not None, RunDirectory(made_in).saved_config()["trainer"]["precision"])
@@ -75,6 +77,13 @@ def recipes_suite(out: Path, data_dir: str | None, methods: list[str] | None) ->
              f"fmnist_quick_run 'yes': the {QUICK_EPOCHS}-epoch cell (the short recipe's, or the one run of a method "
              "without a short entry) is fmnist-quick's run of the method (same settings).",
              "Each cell is the run in `runs/METHOD-RECIPE-N-ep/` (config.yaml and metrics.json committed)."]
+    reference = cells.get(("simclr", "short", 1))
+    if reference and len(spread) == len(SPREAD_SEEDS):
+        knn = [reference[0]["knn_top1"], *(spread[seed] for seed in SPREAD_SEEDS)]
+        notes.append(f"Run-to-run spread of a 1-epoch cell: `{RECIPE_SPREAD_ROW}` with training seeds 0 (the table's), "
+                     f"{', '.join(map(str, SPREAD_SEEDS))} (`runs/{run_slug(RECIPE_SPREAD_ROW)}-training-seed-S/`): "
+                     f"kNN {', '.join(f'{v:.4f}' for v in knn)}, a range of {100 * seed_range(knn):.2f} points; "
+                     "two 1-epoch cells closer than this are a tie.")
     if precisions:
         notes.append(f"Precision (the one `auto` chose on the machine that made the run): {precisions[0]}, but for "
                      f"{precisions[1]}.")
