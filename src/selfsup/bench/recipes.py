@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .definitions import FMNIST_QUICK, RECIPE_EPOCHS, RECIPE_SPREAD_ROW, SPREAD_SEEDS, recipe_runs
 from ..rundir import RunDirectory
+from .definitions import FMNIST_QUICK, RECIPE_EPOCHS, RECIPE_SPREAD_ROW, SPREAD_SEEDS, recipe_runs
 from .report import precision_exceptions, seed_range, write_table
 from .suites import claimed_run, finished_run, pretrain_row, run_slug, suite_config
 
@@ -45,9 +45,9 @@ def recipes_suite(out: Path, data_dir: str | None, methods: list[str] | None) ->
             claimed_run(run_dir, cfg, label, lambda: pretrain_row(label, cfg, run_dir, baselines=True,
                                                                   baselines_cache=out / "baselines"))
         metrics = quick or finished_run(run_dir, cfg, redo=False)
-        if metrics and "seed" in settings:
-            spread[settings["seed"]] = metrics["knn_top1"]
-        elif metrics:
+        if metrics and (label == RECIPE_SPREAD_ROW or "seed" in settings):  # seed 0: the table's cell
+            spread[settings.get("seed", 0)] = metrics["knn_top1"]
+        if metrics and "seed" not in settings:
             made_in = _fmnist_quick_dir(out, method) if quick else run_dir
             cells[(method, settings["recipe"], settings["epochs"])] = (
                 metrics, quick is not None, RunDirectory(made_in).saved_config()["trainer"]["precision"])
@@ -77,9 +77,8 @@ def recipes_suite(out: Path, data_dir: str | None, methods: list[str] | None) ->
              f"fmnist_quick_run 'yes': the {QUICK_EPOCHS}-epoch cell (the short recipe's, or the one run of a method "
              "without a short entry) is fmnist-quick's run of the method (same settings).",
              "Each cell is the run in `runs/METHOD-RECIPE-N-ep/` (config.yaml and metrics.json committed)."]
-    reference = cells.get(("simclr", "short", 1))
-    if reference and len(spread) == len(SPREAD_SEEDS):
-        knn = [reference[0]["knn_top1"], *(spread[seed] for seed in SPREAD_SEEDS)]
+    if len(spread) == 1 + len(SPREAD_SEEDS):
+        knn = [spread[seed] for seed in sorted(spread)]
         notes.append(f"Run-to-run spread of a 1-epoch cell: `{RECIPE_SPREAD_ROW}` with training seeds 0 (the table's), "
                      f"{', '.join(map(str, SPREAD_SEEDS))} (`runs/{run_slug(RECIPE_SPREAD_ROW)}-training-seed-S/`): "
                      f"kNN {', '.join(f'{v:.4f}' for v in knn)}, a range of {100 * seed_range(knn):.2f} points; "
