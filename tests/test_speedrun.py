@@ -141,6 +141,8 @@ def test_recipe_rows_cover_every_method_that_learns_without_labels():
             assert not recipes, m
         else:
             assert recipes == {(r, e) for e in (1, 5) for r in (("paper", "short") if m in short else ("paper",))}, m
+    epochs = [settings["epochs"] for _, _, settings in rows]
+    assert epochs == sorted(epochs)  # the 1-epoch cells first
     labels = [label for label, _, _ in rows]
     reference = labels.index(definitions.RECIPE_SPREAD_ROW)  # its other training seeds follow it
     assert [rows[reference + k][2] for k in (1, 2)] == [{**rows[reference][2], "seed": seed} for seed in (1, 2)]

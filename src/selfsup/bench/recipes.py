@@ -51,8 +51,8 @@ def recipes_suite(out: Path, data_dir: str | None, methods: list[str] | None) ->
             made_in = _fmnist_quick_dir(out, method) if quick else run_dir
             cells[(method, settings["recipe"], settings["epochs"])] = (
                 metrics, quick is not None, RunDirectory(made_in).saved_config()["trainer"]["precision"])
-    rows = []
-    for method in dict.fromkeys(m for _, m, _ in runs):
+    rows, methods = [], list(dict.fromkeys(m for _, m, _ in runs))
+    for method in methods:
         mine = {key[1:]: value for key, value in cells.items() if key[0] == method}
         if not mine:
             continue
@@ -67,7 +67,8 @@ def recipes_suite(out: Path, data_dir: str | None, methods: list[str] | None) ->
         row["fmnist_quick_run"] = "yes" if any(quick for _, quick, _ in mine.values()) else ""
         rows.append(row)
     precisions = precision_exceptions([(f"{method} {recipe} {epochs} ep", precision)
-                                       for (method, recipe, epochs), (_, _, precision) in cells.items()])
+                                       for (method, recipe, epochs), (_, _, precision)
+                                       in sorted(cells.items(), key=lambda cell: methods.index(cell[0][0]))])
     notes = ["kNN (k 200, T 0.1) on backbone features of the full test split, bank: the training split; "
              f"fmnist-quick's budget but its epochs (`{RECIPE_BUDGET}`); the token methods on its ViT.",
              "paper: the method's packaged config (its paper's recipe); short: `configs/recipes.yaml`'s settings "
