@@ -317,12 +317,11 @@ def recipe_runs() -> list[tuple[str, str, dict]]:
     from ..methods import METHODS
 
     short = packaged_config("recipes")["short"]
-    methods = [m for m, cls in METHODS.items()
-               if not (cls.semi_supervised or cls.supervised or "image" not in cls.modalities or cls.colour_only)]
+    learners = [(m, cls) for m, cls in METHODS.items()
+                if not (cls.semi_supervised or cls.supervised or "image" not in cls.modalities or cls.colour_only)]
     rows = []
     for epochs in RECIPE_EPOCHS:
-        for m in methods:
-            cls = METHODS[m]
+        for m, cls in learners:
             for recipe in ("paper", "short") if m in short else ("paper",):
                 rows.append((f"{m}, {recipe}, {epochs} ep", m, fmnist_quick_settings(
                     m, cls.needs_tokens, merge(FMNIST_SETTINGS.get(m, {}), {"recipe": recipe, "epochs": epochs},
