@@ -51,11 +51,13 @@ def recipes_suite(out: Path, data_dir: str | None, methods: list[str] | None) ->
             made_in = _fmnist_quick_dir(out, method) if quick else run_dir
             cells[(method, settings["recipe"], settings["epochs"])] = (
                 metrics, quick is not None, RunDirectory(made_in).saved_config()["trainer"]["precision"])
-    rows, methods = [], list(dict.fromkeys(m for _, m, _ in runs))
-    for method in methods:
+    rows, made_in_precision = [], []  # the precision list in the table's method order
+    for method in dict.fromkeys(m for _, m, _ in runs):
         mine = {key[1:]: value for key, value in cells.items() if key[0] == method}
         if not mine:
             continue
+        made_in_precision += [(f"{method} {recipe} {epochs} ep", precision)
+                              for (recipe, epochs), (_, _, precision) in mine.items()]
         own = method in with_short
         row = {"method": method, "short_recipe": "yes" if own else "= paper"}
         for epochs in RECIPE_EPOCHS:
@@ -66,9 +68,7 @@ def recipes_suite(out: Path, data_dir: str | None, methods: list[str] | None) ->
         row["random_init_knn"] = baselines.get("random_init_knn_top1")
         row["fmnist_quick_run"] = "yes" if any(quick for _, quick, _ in mine.values()) else ""
         rows.append(row)
-    precisions = precision_exceptions([(f"{method} {recipe} {epochs} ep", precision)
-                                       for (method, recipe, epochs), (_, _, precision)
-                                       in sorted(cells.items(), key=lambda cell: methods.index(cell[0][0]))])
+    precisions = precision_exceptions(made_in_precision)
     notes = ["kNN (k 200, T 0.1) on backbone features of the full test split, bank: the training split; "
              f"fmnist-quick's budget but its epochs (`{RECIPE_BUDGET}`); the token methods on its ViT.",
              "paper: the method's packaged config (its paper's recipe); short: `configs/recipes.yaml`'s settings "
