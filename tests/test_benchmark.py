@@ -305,9 +305,14 @@ def test_fidelity_table_pairs_each_run_before_a_fix_with_its_remade_run(tmp_path
     out = tmp_path / "fidelity"
     out.mkdir()
     runs = {"quick/runs/simclr": {"method": "simclr", "knn_top1": 0.5, "linear_top1": 0.6},
-            "quick/runs/dino": {"method": "dino", "knn_top1": 0.7, "linear_top1": 0.8, "commit": "b" * 40}}
+            "quick/runs/dino": {"method": "dino", "knn_top1": 0.7, "linear_top1": 0.8, "commit": "b" * 40},
+            # remade, then made again with other settings: the remade metrics stay in before.json
+            "quick/runs/moco-v2": {"method": "moco-v2", "knn_top1": 0.6, "linear_top1": 0.7, "after": {
+                "method": "moco-v2", "method_revision": METHODS["moco-v2"].revision, "knn_top1": 0.62,
+                "linear_top1": 0.71, "commit": "c" * 40}}}
     (out / "before.json").write_text(json.dumps({"commit": "a" * 40, "runs": runs}))
-    for run, knn, revision in (("simclr", 0.55, METHODS["simclr"].revision), ("dino", 0.9, METHODS["dino"].revision - 1)):
+    for run, knn, revision in (("simclr", 0.55, METHODS["simclr"].revision), ("dino", 0.9, METHODS["dino"].revision - 1),
+                               ("moco-v2", 0.8, METHODS["moco-v2"].revision)):
         folder = tmp_path / "quick" / "runs" / run
         folder.mkdir(parents=True)
         (folder / "metrics.json").write_text(json.dumps({"method": run, "method_revision": revision,
@@ -317,3 +322,4 @@ def test_fidelity_table_pairs_each_run_before_a_fix_with_its_remade_run(tmp_path
     assert simclr["before_at"] == "aaaaaaa" and simclr["knn_top1 after"] == 0.55
     assert simclr["knn_top1 change"] == pytest.approx(0.05)
     assert dino["before_at"] == "bbbbbbb" and dino["knn_top1 after"] is None  # still the run from before its fix
+    assert rows["quick/runs/moco-v2"]["knn_top1 after"] == 0.62  # not the run its suite made later

@@ -51,9 +51,8 @@ VIT_BUDGET = {"name": "vit", "width": 64, "depth": 4, "heads": 2, "patch_size": 
 SEMI = {"params": {"labels_per_class": 25, "ema": 0.9}}  # an EMA that forgets the initial weights in 124 steps
 LEARNING = {
     "cpc": {"epochs": 1},  # 49 patch encodings per image: a step costs about 8 of the others'
-    # the 65,536-key (MoCo v2's fmnist-quick setting: 32,768) logits would cost more than the network here
+    # the 65,536-key logits would cost more than the network here (MoCo v2's fmnist-quick queue: 4,096)
     "moco-v1": {"params": {"queue_size": 4096}},
-    "moco-v2": {"params": {"queue_size": 4096}},
     "nnclr": {"params": {"support_size": 4096}},  # a support set the size of the slice, not 24 stale copies of it
     "swav": {"params": {"queue_size": 0}},  # the fmnist-quick queue makes a step several times dearer; it learns without
     # 20 patches an image cost ten times a two-view method's step: 4 (of 14 px), features from a 2 x 2 grid of

@@ -67,8 +67,10 @@ def test_fmnist_long_has_every_listed_method_then_its_ablations_at_50_epochs():
     assert [m for _, m, _ in rows][:11] == list(definitions.FMNIST_LONG_METHODS)
     assert definitions.FMNIST_LONG["epochs"] == 50 and definitions.FMNIST_LONG["batch_size"] == 256
     settings = dict((label, s) for label, _, s in rows)
-    assert settings["moco-v2, queue 4096"]["params"]["queue_size"] == 4096
-    assert settings["moco-v2, queue 4096"]["params"]["key_momentum"] == 0.99  # over MoCo's fmnist-quick settings
+    assert settings["moco-v2, queue 65536 (the paper's)"]["params"]["queue_size"] == 65536
+    # over MoCo's fmnist-quick settings
+    assert settings["moco-v2, queue 65536 (the paper's)"]["params"]["symmetric"] is True
+    assert settings["moco-v2"]["params"]["queue_size"] == 4096
     assert settings["byol"] == definitions.FMNIST_QUICK_TUNED["byol"]
 
 

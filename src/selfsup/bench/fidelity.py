@@ -18,7 +18,7 @@ def fidelity_table(out: Path) -> list[dict]:
     rows = []
     for run, old in before["runs"].items():
         path = out.parent / run / "metrics.json"
-        new = json.loads(path.read_text()) if path.exists() else None
+        new = old.get("after") or (json.loads(path.read_text()) if path.exists() else None)
         if new is not None and made_before_a_fix(new, new["method"]):
             new = None  # still the run from before the fix
         row = {"run": run + (f" ({old['dataset']})" if "dataset" in old else ""),
@@ -35,7 +35,9 @@ def fidelity_table(out: Path) -> list[dict]:
     rows.sort(key=lambda r: (r["knn_top1 after"] is None, r["run"]))
     notes = [f"before: the run's metrics.json at commit {before['commit'][:7]}, before the fixes (`before.json`), or at "
              "the commit in before_at for a run a later fix changed; after: the run made again by its suite's command "
-             "with the fixed code (empty: not made again yet). Same settings and seed; only the code changed.",
+             "with the fixed code (empty: not made again yet). Same settings and seed; only the code changed. A run "
+             "whose suite has since changed its settings keeps its remade metrics in `before.json` (`after`, with the "
+             "commit that held them).",
              "The fixes: BYOL's loss is the paper's 2 - 2cos per direction; DeepCluster-v2 clusters by spherical "
              "k-means; MoCo never takes an image's own earlier key as a negative (its queue is no longer clamped to "
              "the dataset) and computes end-to-end keys on a shuffled batch; DARe is the report's one-way decoupled "
