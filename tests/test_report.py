@@ -124,6 +124,27 @@ def test_a_committed_run_without_logs_keeps_its_loss_curve_and_its_folder(capsys
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["a-run", *folders]
 
 
+def test_a_plot_whose_data_is_gone_is_kept_from_the_earlier_report(capsys, runs, tmp_path):
+    """An old run's logs were on the machine that made it; without them, and with no loss per epoch in its
+    metrics.json, a report into the same folder keeps the loss plot the earlier one drew, and says so."""
+    run = tmp_path / "old" / "run"
+    shutil.copytree(runs[0], run)
+    out = tmp_path / "report"
+    assert run_report(capsys, run, "--out", out)[0] == 0
+    drawn = (out / "runs" / "run" / "loss.png").read_bytes()
+    shutil.rmtree(run / "logs")
+    metrics = json.loads((run / "metrics.json").read_text())
+    del metrics["loss_history"]
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert run_report(capsys, run, "--out", out)[0] == 0
+    html = (out / "index.html").read_text()
+    assert (out / "runs" / "run" / "loss.png").read_bytes() == drawn and "runs/run/loss.png" in image_sources(out)
+    assert "kept from an earlier report into this folder" in html
+    fresh = tmp_path / "fresh"  # a folder with no earlier report: nothing to keep
+    assert run_report(capsys, run, "--out", fresh)[0] == 0
+    assert "no loss log" in (fresh / "index.html").read_text() and not (fresh / "runs" / "run" / "loss.png").exists()
+
+
 @pytest.mark.browser
 def test_images_load_in_a_headless_browser(capsys, runs, tmp_path):
     browser = next(filter(None, map(shutil.which, ["chromium", "chromium-browser", "google-chrome"])), None)

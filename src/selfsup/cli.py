@@ -184,9 +184,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="method(s) to run instead of the suite's own list (repeat the flag; `all`: every registered "
                         "method); throughput measures simclr by default")
     p.add_argument("--row", action="append", default=None, metavar="LABEL",
-                   help="fmnist-quick, ablations and multitask suites: train only these rows, named by their label "
-                        "in the table or their directory under OUT/runs (repeat the flag); the table shows every "
-                        "finished row")
+                   help="fmnist-quick, fmnist-long, ablations and multitask suites: train only these rows, named "
+                        "by their label in the table or their directory under OUT/runs (repeat the flag); the table "
+                        "shows every finished row. speedrun and throughput: these recipes of the leaderboard")
     p.add_argument("--labels-per-class", type=int, action="append", default=None, metavar="N",
                    help="semisup suite: train only these labels per class (repeat the flag; default 1, 4 and 25); "
                         "the table shows every finished run")

@@ -147,12 +147,17 @@ def write_report(run_dirs: list, out: Path) -> Path:
     return out / "index.html"
 
 
-def _forget_earlier_files(out: Path, written: list[str]) -> None:
-    """Delete the files that the last report into ``out`` wrote (its ``REPORT_FILES`` list) and this one did not,
-    and the folders they leave empty; then list this report's ``written`` files (relative to ``out``)."""
+def _earlier_files(out: Path) -> list[str]:
+    """The files the last report into ``out`` wrote (its ``REPORT_FILES`` list, relative to ``out``)."""
     listing = out / REPORT_FILES
-    earlier = listing.read_text().splitlines() if listing.is_file() else []
-    for name in set(earlier) - set(written):
+    return listing.read_text().splitlines() if listing.is_file() else []
+
+
+def _forget_earlier_files(out: Path, written: list[str]) -> None:
+    """Delete the files that the last report into ``out`` wrote and this one did not, and the folders they
+    leave empty; then list this report's ``written`` files (relative to ``out``)."""
+    listing = out / REPORT_FILES
+    for name in set(_earlier_files(out)) - set(written):
         if not name or Path(name).is_absolute() or ".." in Path(name).parts:
             continue  # not a path this module writes: a hand-edited list deletes nothing outside ``out``
         if (out / name).is_file():
@@ -279,6 +284,8 @@ def _curves(runs: list[Run], out: Path, folder: str) -> list:
         src = f"{folder}/{name}.png"
         if curve_plot(out / src, {"": lines}, xlabel, ylabel):
             blocks.append(Image(src, caption))
+        elif src in _earlier_files(out) and (out / src).is_file():  # its data (logs) is not on this machine
+            blocks.append(Image(src, f"{caption} (kept from an earlier report into this folder: {missing})"))
         else:
             blocks.append(Text(missing))
     return blocks
