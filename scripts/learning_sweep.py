@@ -6,6 +6,7 @@ tiers and margins the tests use.  Usage:
     .venv/bin/python scripts/learning_sweep.py --table              (only the table)"""
 import importlib.util
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -76,6 +77,7 @@ if sys.argv[1:] == ["--table"]:
     write_table()
     sys.exit(0)
 seed, methods = int(sys.argv[1]), sys.argv[2:] or learning.TESTED + learning.COLOUR_ONLY
+os.environ.pop("SELFSUP_CHECKPOINT_ROOT", None)  # the runs' checkpoints go with their temporary folders
 out_file = RESULTS / f"seed-{seed}.jsonl"
 out_file.parent.mkdir(parents=True, exist_ok=True)
 for method in methods:

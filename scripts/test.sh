@@ -19,6 +19,8 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ "$
     >/dev/null 2>&1 || echo "test.sh: could not install dataset-fashion-mnist" >&2
 fi
 # One pytest-xdist worker per core, one thread each (tests/conftest.py): on two cores about 1.3x
-# the throughput of one two-thread process on the training-heavy tests; slow tests go first (conftest)
-# and an idle worker takes queued tests from the busy one (worksteal).
-exec .venv/bin/python -m pytest -q -n auto --dist worksteal --durations=25 "$@"
+# the throughput of one two-thread process on the training-heavy tests; the learning tests go first
+# (conftest) and an idle worker takes queued tests from the busy one (worksteal).  Tests marked slow
+# (over about 30 seconds on one core) are left out: `bash scripts/test.sh -m slow` runs them, and
+# `-m ""` runs everything (a later -m replaces this one).
+exec .venv/bin/python -m pytest -q -n auto --dist worksteal --durations=25 -m "not slow" "$@"

@@ -48,6 +48,6 @@ def simclr_run(tiny_simclr_run, tmp_path):
 
 
 def pytest_collection_modifyitems(items):
-    """Slow tests first: pytest-xdist's workers then end on short tests, not one idle behind the
-    other's last minutes-long learning test."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The long tests first (slow ones where selected, then the learning tests): pytest-xdist's
+    workers then end on short tests, not one idle behind the other's last long test."""
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, "test_learning.py" not in item.nodeid))

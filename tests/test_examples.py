@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-pytestmark = pytest.mark.slow
 
 
 def run_example(name: str, *args: str, cwd: Path) -> str:
@@ -26,6 +25,7 @@ def test_own_loop_trains_the_backbone_beyond_its_start(tmp_path):
     assert after > before + 0.1, out
 
 
+@pytest.mark.slow  # about a minute on one core
 def test_pretrain_export_finetune_then_evaluate_the_run(tmp_path):
     out = run_example("pretrain_export_finetune.py", "--out", str(tmp_path / "ex"), "--dataset", "synthetic",
                       "--epochs", "1", "--labelled", "200", cwd=tmp_path)

@@ -70,8 +70,9 @@ def test_equalize_maps_each_level_to_its_cumulative_share():
     assert torch.allclose(out[0, 0], expected) and torch.equal(out[1], x[1])
 
 
-@pytest.mark.parametrize("method,balance", [(name, []) for name in ("supervised-only", "pseudo-label", "self-training",
-                                                                      "fixmatch", "frost")] +
+# self-training's rounds take about 40 seconds on one core: slow (tests/test_learning.py holds it to learning)
+@pytest.mark.parametrize("method,balance", [(name, []) for name in ("supervised-only", "pseudo-label", "fixmatch", "frost")] +
+                         [pytest.param("self-training", [], marks=pytest.mark.slow)] +
                          [("fixmatch", ["--balance", "loss"]), ("fixmatch", ["--balance", "hybrid"])],
                          ids=lambda v: (" ".join(v) or "default balance") if isinstance(v, list) else v)
 def test_tiny_semisup_run_beats_chance(method, balance, tmp_path, capsys):
@@ -228,6 +229,7 @@ def test_self_training_data_balance_keeps_as_many_pool_labels_per_class():
     assert len(set(counts)) == 1 and counts[0] > 0
 
 
+@pytest.mark.slow  # about a minute on one core
 def test_semisup_suite_tabulates_seeds_reuses_runs_and_probes_the_init(tmp_path, monkeypatch):
     from support import TINY
 
