@@ -293,3 +293,16 @@ def test_odd_batches_train_without_crashing(tmp_path):
     from support import TINY
     args = [a if a != "64" else "33" for a in TINY]
     assert main(["pretrain", "--method", "supervised", "--epochs", "1", "--out", str(tmp_path / "odd")] + args) == 0
+
+
+def test_evaluations_show_progress_bars_where_the_run_did(capfd, checkpoint, tmp_path, tiny_args):
+    shown = tmp_path / "shown"
+    assert main(["pretrain", "--method", "simclr", "--epochs", "1", "--out", str(shown), *tiny_args,
+                 "--set", "trainer.progress_bar=true"]) == 0
+    capfd.readouterr()
+    for run_checkpoint, bars in ((checkpoint, False), (shown / "checkpoints" / "last.ckpt", True)):
+        for protocol in ("knn", "finetune"):
+            assert main(["evaluate", protocol, "--checkpoint", str(run_checkpoint), "--output",
+                         str(tmp_path / f"{bars}-{protocol}.json"), *(["--epochs", "1"] if protocol == "finetune" else [])]) == 0
+            captured = capfd.readouterr()
+            assert ("it/s]" in captured.out + captured.err) == bars, (protocol, bars)

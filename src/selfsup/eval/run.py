@@ -142,7 +142,8 @@ class Encoders:
         common = dict(batch_size=self.batch_size, device=self.device, size=self.size)
         if name == "pixels":
             return pixel_features(dataset, self.norm, **common)
-        return method_features(self.methods[name], dataset, self.norm, layers=layers, progress=True,
+        return method_features(self.methods[name], dataset, self.norm, layers=layers,
+                               progress=self.module.cfg["trainer"]["progress_bar"],
                                channels_last=self.module.channels_last, desc=f"{name} of {len(dataset)} images",
                                **common)
 
@@ -218,6 +219,7 @@ def evaluate(args: EvalRequest) -> dict:
               "pretrain_dataset": cfg["dataset"], "dataset": dataset, "train_images": len(train),
               "test_images": len(test), **({"images_from": "train"} if test is train else {})}
     method = module.method
+    progress = cfg["trainer"]["progress_bar"]  # progress bars where the run showed them
     if protocol == "diagnostics":
         if args.images < 2:
             raise SelfSupError(f"--images must be at least 2, got {args.images}")
@@ -237,11 +239,11 @@ def evaluate(args: EvalRequest) -> dict:
                                         cfg["subset"], cfg["seed"], cfg["data"])
             result.update(memory_bank_knn(method, pretrain_split, test, norm, train.num_classes, args.k,
                                           args.temperature, batch_size=args.batch_size, device=device,
-                                          channels_last=module.channels_last, progress=True))
+                                          channels_last=module.channels_last, progress=progress))
     elif protocol == "linear":
         probes = linear_probe(method, train, test, norm, train.num_classes, args.layers == "all", epochs=args.epochs,
                               lr=args.lr, weight_decay=args.weight_decay, seed=cfg["seed"], batch_size=args.batch_size,
-                              channels_last=module.channels_last, progress=True, device=device, size=size)
+                              channels_last=module.channels_last, progress=progress, device=device, size=size)
         score = _linear_score(args, enc, train, test, cfg["seed"])
         baselines = enc.baseline_scores(score, _linear_settings(args, cfg["seed"]), train, test)
         result.update(epochs=args.epochs, lr=args.lr, layers=probes, top1=list(probes.values())[-1]["test_top1"],
@@ -349,7 +351,7 @@ def _finetune(args, module, train, test, norm, device, cfg: dict) -> dict:
     if not 0 < layer_decay <= 1:
         raise SelfSupError(f"--layer-decay must be in (0, 1], got {layer_decay}")
     common = dict(labelled=labelled, test=test, norm=norm, num_classes=train.num_classes, epochs=epochs,
-                  seed=cfg["seed"], device=device, channels_last=module.channels_last, progress=True,
+                  seed=cfg["seed"], device=device, channels_last=module.channels_last, progress=cfg["trainer"]["progress_bar"],
                   batch_size=args.batch_size, precision=precision, layer_decay=layer_decay)
     pretrained = finetune(module.method, **common)
     L.seed_everything(cfg["seed"], verbose=False)
