@@ -5,9 +5,8 @@ seeds.  A method whose loss is wired wrong, whose gradients never arrive or whos
 carry no signal fails here.  A method's test takes 10 seconds to a few minutes on one core; those
 over about 30 seconds are marked ``slow`` (``SLOW_SWEEP_SECONDS``), which ``scripts/test.sh``
 leaves out unless asked (``-m slow``); the others run in CI (``scripts/test.sh`` installs the data
-set).  The colour-only methods (colorization,
-split-brain) need colour images, which no shipped data set offers at this size; their losses
-and steps are tested in tests/test_pretext.py."""
+set).  The colour-only methods (colorization, split-brain) need colour images, which no shipped
+data set offers at this size: they learn on crops of scikit-learn's colour photographs."""
 import copy
 import functools
 import json
@@ -200,7 +199,7 @@ def is_classifier(name: str) -> bool:
 # A method's test is ``slow`` where its measure took over this many seconds in every seed of the
 # committed learning sweep (benchmarks/learning-tests/seed-*.jsonl, one two-thread process; the fastest
 # seed, as machines differ): about 30 seconds on one core, as a CI worker runs it.  A method not in the
-# sweep yet runs in CI.
+# sweep yet runs in CI, and fails test_every_tested_method_is_in_the_committed_sweep until it is swept.
 SLOW_SWEEP_SECONDS = 20
 SWEEP = Path(__file__).resolve().parents[1] / "benchmarks" / "learning-tests"
 
