@@ -204,6 +204,7 @@ SLOW_SWEEP_SECONDS = 20
 SWEEP = Path(__file__).resolve().parents[1] / "benchmarks" / "learning-tests"
 
 
+@functools.cache  # read once per session: both parametrisations and the coverage test use it
 def sweep_seconds() -> dict[str, float]:
     """Each method's seconds in the committed learning sweep: the fastest of its seeds' last lines."""
     last = {(row["method"], row["seed"]): row["total_seconds"] for path in sorted(SWEEP.glob("seed-*.jsonl"))
