@@ -190,6 +190,24 @@ def test_a_run_records_the_precision_auto_chose_and_resumes_with_auto_again(tmp_
     assert pretrain(extended, tmp_path / "run", resume=True)["epochs"] == 2  # auto matches the recorded 32-true
 
 
+def test_a_resume_may_train_in_another_precision_and_the_run_names_each_segments(tmp_path, capsys):
+    run = tmp_path / "run"
+    pretrain({**tiny_cfg(epochs=1), "trainer": {**tiny_cfg()["trainer"], "precision": "bf16-mixed"}}, run)
+    checkpoint_file = run / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(checkpoint_file, weights_only=True)
+    assert [e["precision"] for e in checkpoint["loss_history"]] == ["bf16-mixed"]
+    for entry in checkpoint["loss_history"]:  # as if written before entries named their precision
+        del entry["precision"]
+    torch.save(checkpoint, checkpoint_file)
+    capsys.readouterr()
+    metrics = pretrain({**tiny_cfg(epochs=3), "trainer": {**tiny_cfg()["trainer"], "precision": "32-true"}}, run,
+                       resume=True)
+    assert "trained in bf16-mixed so far; its remaining epochs train in 32-true" in capsys.readouterr().err
+    assert [e["precision"] for e in metrics["loss_history"]] == ["bf16-mixed", "32-true", "32-true"]
+    assert metrics["precision"] == "bf16-mixed (epoch 1), 32-true (epochs 2-3)" == RunDirectory(run).precision()
+    assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["precision"] == "32-true"
+
+
 def test_step_end_hook_runs_once_per_optimiser_step(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(SimCLR, "on_step_end", lambda self, step, total: calls.append((step, total)))

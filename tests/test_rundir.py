@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from selfsup.errors import SelfSupError
-from selfsup.rundir import ResumeMismatch, RunDirectory, dump
+from selfsup.rundir import ResumeMismatch, RunDirectory, dump, precision_record
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,6 +25,8 @@ def test_differences_name_the_changed_settings_only(tmp_path):
     run = _run_with(tmp_path, saved)
     assert run.differences(saved) == []
     assert run.differences({**saved, "trainer": {"progress_bar": False}}) == []  # a progress bar never counts
+    precise = _run_with(tmp_path / "precise", {**saved, "trainer": {"precision": "bf16-mixed"}})
+    assert precise.differences({**saved, "trainer": {"precision": "32-true"}}) == []  # nor does precision
     changed = {**saved, "epochs": 6, "optimizer": {"lr": 0.2, "momentum": 0.9}}
     assert run.differences(changed) == ["epochs", "optimizer.lr"]
     assert run.differences(changed, scope=("optimizer",)) == ["optimizer.lr"]
@@ -39,6 +41,17 @@ def test_options_added_since_the_run_and_auto_values_do_not_make_it_another_run(
     assert run.differences({**newer, "backbone": {"name": "auto", "width": 32}}) == ["backbone.width"]
     # an option the run had and the configuration lost is a difference; a resolved name is compared
     assert run.differences({"backbone": {"name": "conv1d", "width": 16}, "params": {}}) == ["backbone.name", "params.t"]
+
+
+@pytest.mark.parametrize("precisions, record", [
+    (["32-true"] * 3, "32-true"),
+    (["bf16-mixed", "32-true", "32-true"], "bf16-mixed (epoch 1), 32-true (epochs 2-3)"),
+    (["32-true", "bf16-mixed", "bf16-mixed", "32-true"], "32-true (epoch 1), bf16-mixed (epochs 2-3), 32-true (epoch 4)"),
+    (["32-true", None], None),  # an epoch whose precision is unknown: no record (config.yaml's is read)
+    ([], None),
+])
+def test_precision_record_names_each_segment_with_its_epochs(precisions, record):
+    assert precision_record([{"epoch": e, "precision": p} for e, p in enumerate(precisions)]) == record
 
 
 def test_start_refuses_what_would_damage_a_run(tmp_path):

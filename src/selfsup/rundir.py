@@ -7,7 +7,8 @@ at the run directory's absolute path where that is set), ``logs/`` and, once the
 ``metrics.json``.  One rule says whether a run directory holds "the same run" as a
 configuration: ``RunDirectory.differences`` (options the run's config.yaml lacks, added to the
 library since, count as the configuration's; a setting the configuration leaves ``auto``
-matches whatever the run resolved it to; whether a progress bar is shown never counts).  A
+matches whatever the run resolved it to; how it computes (progress bar, loggers, precision) never
+counts, so a run resumed on another machine may train its remaining epochs in another precision).  A
 command compares every setting; a suite may compare only the settings that decide what is
 trained (``scope``).
 """
@@ -24,7 +25,9 @@ from .errors import SelfSupError
 from .io import atomic_write_text, ensure_writable_dir, read_checkpoint, write_json
 
 CHECKPOINT_ROOT = "SELFSUP_CHECKPOINT_ROOT"  # environment variable: where checkpoints live, if not in the runs
-UNCOMPARED = ("trainer.progress_bar", "trainer.loggers")  # settings that never make two runs differ
+# how a run computes, not what it trains: never makes two runs differ, and a resume may change it
+# (a run moved to a machine whose `auto` precision is another; metrics.json names each epoch's)
+UNCOMPARED = ("trainer.progress_bar", "trainer.loggers", "trainer.precision")
 
 
 class ResumeMismatch(SelfSupError):
@@ -32,8 +35,8 @@ class ResumeMismatch(SelfSupError):
 
 
 def setting_differences(a, b, where: str = "") -> list[str]:
-    """Dotted names of the settings that differ between two resolved configs; whether a
-    progress bar is shown does not count."""
+    """Dotted names of the settings that differ between two resolved configs; ``UNCOMPARED``
+    ones do not count."""
     if isinstance(a, dict) and isinstance(b, dict):
         return [d for key in sorted(set(a) | set(b), key=str)
                 for d in setting_differences(a.get(key), b.get(key), f"{where}{key}.")]
@@ -44,6 +47,23 @@ def setting_differences(a, b, where: str = "") -> list[str]:
 def dump(cfg: dict) -> str:
     """A resolved configuration as config.yaml writes it (a plain mapping, whatever its class)."""
     return yaml.safe_dump(dict(cfg), sort_keys=False)
+
+
+def precision_record(loss_history: list[dict]) -> str | None:
+    """The precision of a run's epochs, from its ``loss_history``: one name, or each segment's
+    with its epochs where a resume changed it ("bf16-mixed (epochs 1-14), 32-true (epochs 15-50)")."""
+    segments: list[list] = []  # [precision, first epoch, last epoch], epochs counted from 1
+    for entry in loss_history:
+        if segments and segments[-1][0] == entry.get("precision"):
+            segments[-1][2] = entry["epoch"] + 1
+        else:
+            segments.append([entry.get("precision"), entry["epoch"] + 1, entry["epoch"] + 1])
+    if not segments or any(name is None for name, _, _ in segments):
+        return None
+    if len(segments) == 1:
+        return segments[0][0]
+    return ", ".join(f"{name} (epoch{'s' if a != b else ''} {a}{f'-{b}' if a != b else ''})"
+                     for name, a, b in segments)
 
 
 def _filled(saved, cfg):
@@ -118,6 +138,11 @@ class RunDirectory:
     def metrics(self) -> dict | None:
         """metrics.json's dict once the run finished, else None."""
         return json.loads(self.metrics_file.read_text()) if self.metrics_file.is_file() else None
+
+    def precision(self) -> str:
+        """The precision the run trained in: metrics.json's record of its segments (``precision_record``),
+        else config.yaml's (a run finished before metrics.json recorded it)."""
+        return (self.metrics() or {}).get("precision") or self.saved_config()["trainer"]["precision"]
 
     def differences(self, cfg: dict, scope: tuple[str, ...] | None = None) -> list[str]:
         """The settings (dotted names, among ``scope``: top-level sections or dotted settings;

@@ -50,7 +50,7 @@ def recipes_suite(out: Path, data_dir: str | None, methods: list[str] | None) ->
         if metrics and "seed" not in settings:
             made_in = _fmnist_quick_dir(out, method) if quick else run_dir
             cells[(method, settings["recipe"], settings["epochs"])] = (
-                metrics, quick is not None, RunDirectory(made_in).saved_config()["trainer"]["precision"])
+                metrics, quick is not None, RunDirectory(made_in).precision())
     rows, made_in_precision = [], []  # the precision list in the table's method order
     for method in dict.fromkeys(m for _, m, _ in runs):
         mine = {key[1:]: value for key, value in cells.items() if key[0] == method}

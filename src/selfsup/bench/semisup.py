@@ -165,7 +165,7 @@ def semisup_suite(out: Path, data_dir: str | None = None, methods: list[str] | N
             continue
         runs.append({"row": label, "labels_per_class": per_class, "label_seed": seed, "training_seed": training_seed,
                      "test_top1": metrics["test_top1"], "train_seconds": metrics["train_seconds"],
-                     "precision": RunDirectory(run_dir).saved_config()["trainer"]["precision"],
+                     "precision": RunDirectory(run_dir).precision(),
                      "before_fix": bool(metrics.get("before_fix"))})
         if (label, per_class, seed) in SPREAD_CELLS:
             spread.setdefault((label, per_class, seed), {})[training_seed] = metrics["test_top1"]

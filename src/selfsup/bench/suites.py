@@ -253,7 +253,7 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
         if network not in network_baselines and metrics.get("baselines"):
             network_baselines[network] = (label, metrics["baselines"])
         supervised = " (supervised)" if method_class(method).supervised else ""
-        precision = RunDirectory(run_dir).saved_config()["trainer"]["precision"]
+        precision = RunDirectory(run_dir).precision()
         rows.append({"method": label + supervised + (BEFORE_FIX if metrics.get("before_fix") else ""), "epochs": cfg["epochs"], "precision": precision,
                      "knn_top1": metrics["knn_top1"],
                      "linear_top1": metrics["linear_top1"], "final_loss": metrics["final_loss"],

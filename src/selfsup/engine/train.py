@@ -27,7 +27,7 @@ from ..eval.final import knn_and_probe, run_baselines
 from ..io import read_checkpoint
 from ..methods.base import Method
 from ..models.backbones import VIT_BACKBONES, default_backbone, vit_size
-from ..rundir import RunDirectory
+from ..rundir import RunDirectory, precision_record
 from .callbacks import AtomicCheckpointIO, EpochCheckpoint, KNNMonitor, LossHistory, ProgressBar, Throughput
 from .cluster import is_launched_worker
 from .module import PretrainModule
@@ -220,12 +220,16 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
         ckpt = run.checkpoint if resume and run.checkpoint.exists() else None
     else:
         ckpt = run.start(cfg, resume)
+    earlier_precision = run.saved_config()["trainer"]["precision"] if ckpt else None
+    if earlier_precision and earlier_precision != trainer_cfg["precision"] and not is_worker:
+        print(f"note: the run trained in {earlier_precision} so far; its remaining epochs train in "
+              f"{trainer_cfg['precision']} (metrics.json's precision names each segment's)", file=sys.stderr)
     L.seed_everything(s.seed, workers=True, verbose=False)
     module = PretrainModule(cfg)  # a method that cannot be built fails before the run directory is touched
     module.train_set = train
     if not is_worker:
         run.write_config(cfg)
-    trainer, throughput, monitor = fit(module, s, run, train, bank, test, ckpt)
+    trainer, throughput, monitor = fit(module, s, run, train, bank, test, ckpt, earlier_precision)
     if not trainer.is_global_zero:
         return {}
     if s.trainer.strategy == "fsdp":  # the sharded module stays wrapped: evaluate the full checkpoint's weights
@@ -239,9 +243,10 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
     return run.finish(metrics)
 
 
-def fit(module: PretrainModule, s: RunSettings, run: RunDirectory, train, bank, test, ckpt: Path | None):
-    """Train ``module`` (resuming from ``ckpt``) with the kNN monitor and a checkpoint after every
-    epoch; (trainer, throughput callback, monitor or None)."""
+def fit(module: PretrainModule, s: RunSettings, run: RunDirectory, train, bank, test, ckpt: Path | None,
+        earlier_precision: str | None = None):
+    """Train ``module`` (resuming from ``ckpt``, trained so far in ``earlier_precision``) with the
+    kNN monitor and a checkpoint after every epoch; (trainer, throughput callback, monitor or None)."""
     throughput, monitor = Throughput(), None
     knn = s.knn
     if s.trainer.strategy == "fsdp" and test is not None and knn.monitors:
@@ -251,7 +256,8 @@ def fit(module: PretrainModule, s: RunSettings, run: RunDirectory, train, bank, 
         monitor = KNNMonitor(_monitor_subset(bank, knn.monitor_train_size, s.seed),
                              _monitor_subset(test, knn.monitor_test_size, s.seed),
                              s.data.num_classes, knn, throughput, s.seed)
-    callbacks = [throughput, *([monitor] if monitor else []), LossHistory(), EpochCheckpoint(run.checkpoint)]
+    callbacks = [throughput, *([monitor] if monitor else []), LossHistory(earlier_precision),
+                 EpochCheckpoint(run.checkpoint)]
     trainer = build_trainer(s, run.path, callbacks, module)
     trainer.fit(module, train_dataloaders=train_loader(module.method, train, s),
                 ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
@@ -278,6 +284,7 @@ def training_metrics(module: PretrainModule, trainer: L.Trainer, throughput: Thr
            if monitor and s.knn.target_knn is not None else {}),
         "epoch_history": module.epoch_history,
         "loss_history": module.loss_history,
+        "precision": precision_record(module.loss_history),
         "resumed_from": str(ckpt) if ckpt else None,
     }
 
