@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -281,3 +282,29 @@ def test_an_eval_request_refuses_what_its_protocol_lacks():
         EvalRequest.make("knn", "x.ckpt", layers="all")
     with pytest.raises(SelfSupError, match="unknown evaluation protocol 'nope'"):
         EvalRequest.make("nope", "x.ckpt")
+
+
+def test_status_says_where_each_run_stands(capsys, simclr_run, tmp_path):
+    runs = tmp_path / "suite" / "runs"
+    finished = shutil.copytree(simclr_run, runs / "finished")
+    for name in ("stopped", "claimed"):
+        shutil.copytree(simclr_run, runs / name)
+        (runs / name / "metrics.json").unlink()  # as if killed after its last checkpoint
+    (runs / ".claimed.claim").write_text(str(os.getpid()))  # a live suite process holds it
+    (runs / ".stopped.claim").write_text("999999999")  # a dead one held it
+    (runs / "begun").mkdir()
+    shutil.copy(simclr_run / "config.yaml", runs / "begun")
+    metrics = json.loads((finished / "metrics.json").read_text())
+    assert main(["status", str(tmp_path / "suite")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["run", "state", "epochs", "monitor", "kNN", "kNN", "precision", "hours"]
+    by_run = {Path(line.split()[0]).name: line.split("  ") for line in lines[1:]}
+    cells = {name: [c.strip() for c in cols if c.strip()] for name, cols in by_run.items()}
+    assert list(cells) == ["begun", "claimed", "finished", "stopped"]
+    assert cells["begun"][1:] == ["begun, no checkpoint yet", "0/2"]
+    last_monitor = f"{metrics['knn_history'][-1]['knn_top1']:.4f}"
+    assert cells["claimed"][1:5] == [f"training (process {os.getpid()})", "2/2", last_monitor, "32-true"]
+    assert cells["stopped"][1:5] == ["stopped, resumable", "2/2", last_monitor, "32-true"]
+    assert cells["finished"][1:6] == ["finished", "2", last_monitor, f"{metrics['knn_top1']:.4f}", "32-true"]
+    assert main(["status", str(finished)]) == 0 and len(capsys.readouterr().out.splitlines()) == 2  # one run
+    assert_clean_error(*run_cli(capsys, "status", str(tmp_path / "empty")), "no run directory")

@@ -244,6 +244,16 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE", help="the file to write (must not exist)")
     _add_common(p)
 
+    p = sub.add_parser("status", help="where runs stand: finished, training, or stopped and resumable",
+                       description="One line per run: its state (finished; training, with the suite process that "
+                                   "holds it; stopped, resumable from its checkpoint), epochs done, the last "
+                                   "monitor kNN, the final kNN, precision and hours trained, read from the run's "
+                                   "files (config.yaml, metrics.json, checkpoints/last.ckpt; $SELFSUP_CHECKPOINT_ROOT "
+                                   "is honoured).")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="a run directory, a suite's --out (its runs/) or a folder of run directories")
+    _add_common(p)
+
     p = sub.add_parser("report", help="an HTML page (and markdown) of one or more run directories",
                        description="Write DIR/index.html and DIR/report.md: each run's settings, headline metrics, "
                                    "loss and kNN curves, evaluations (eval_*.json), diagnostics and images; with "
@@ -395,6 +405,19 @@ def _cmd_export(args) -> None:
     print(info["recipe"], end="")
 
 
+def _cmd_status(args) -> None:
+    from .rundir import runs_under
+
+    rows = [run.progress() for path in args.paths for run in runs_under(path)]
+    shown = [{"run": r["run"], "state": r["state"], "epochs": r["epochs"],
+              "monitor kNN": "" if r["monitor_knn"] is None else f"{r['monitor_knn']:.4f}",
+              "kNN": "" if r["knn"] is None else f"{r['knn']:.4f}", "precision": r["precision"] or "",
+              "hours": "" if r["hours"] is None else f"{r['hours']:.1f}"} for r in rows]
+    widths = {c: max(len(c), *(len(row[c]) for row in shown)) for c in shown[0]}
+    for row in [dict(zip(widths, widths)), *shown]:
+        print("  ".join(row[c].ljust(widths[c]) for c in widths).rstrip())
+
+
 def _cmd_report(args) -> None:
     from .report import write_report
 
@@ -409,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("PYTHONWARNINGS", "ignore")  # and in DDP worker processes
     handlers = {"list": _cmd_list, "pretrain": _cmd_pretrain, "semisup": _cmd_semisup, "evaluate": _cmd_evaluate,
                 "benchmark": _cmd_benchmark, "report": _cmd_report, "forecast": _cmd_forecast,
-                "export": _cmd_export}
+                "export": _cmd_export, "status": _cmd_status}
     try:
         handlers[args.command](args)
     except SelfSupError as exc:

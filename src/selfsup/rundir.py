@@ -66,6 +66,34 @@ def precision_record(loss_history: list[dict]) -> str | None:
                      for name, a, b in segments)
 
 
+def runs_under(path: str | Path) -> list[RunDirectory]:
+    """The run directories ``path`` names: itself where it holds a config.yaml, else the folders
+    with one in ``path/runs`` (a suite's output) or in ``path``; a clear error where there are none."""
+    path = Path(path)
+    if (path / "config.yaml").is_file():
+        return [RunDirectory(path)]
+    folder = path / "runs" if (path / "runs").is_dir() else path
+    runs = sorted(p for p in folder.glob("*/") if (p / "config.yaml").is_file()) if folder.is_dir() else []
+    if not runs:
+        raise SelfSupError(f"{path}: no run directory (a folder with config.yaml) there, in it or in its runs/")
+    return [RunDirectory(p) for p in runs]
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _last_knn(history: list[dict] | None) -> float | None:
+    return next((h["knn_top1"] for h in reversed(history or []) if h.get("knn_top1") is not None), None)
+
+
 def _filled(saved, cfg):
     """``saved`` with the options it lacks taken from ``cfg`` and ``cfg``'s ``auto`` values
     replaced by what the run resolved them to (so they compare equal)."""
@@ -138,6 +166,40 @@ class RunDirectory:
     def metrics(self) -> dict | None:
         """metrics.json's dict once the run finished, else None."""
         return json.loads(self.metrics_file.read_text()) if self.metrics_file.is_file() else None
+
+    def claim_file(self, work: str = "") -> Path:
+        """The file a suite's process holds while it trains the run (``.NAME.claim`` beside the
+        folder; ``.NAME.WORK.claim`` for other ``work`` on it, such as its evaluations)."""
+        return self.path.parent / f".{self.path.name}{'.' + work if work else ''}.claim"
+
+    def holder(self, work: str = "") -> int | None:
+        """The process id of the live process on this machine that holds the run's claim, else None."""
+        held = self.claim_file(work).read_text().strip() if self.claim_file(work).is_file() else ""
+        return int(held) if held.isdigit() and process_alive(int(held)) else None
+
+    def progress(self) -> dict:
+        """Where the run stands, from its files alone: ``state`` (finished; training, with the
+        claim's process; stopped, resumable from its checkpoint; begun, with no checkpoint yet),
+        epochs done and asked for, the last monitor kNN, the final kNN, precision and hours trained."""
+        saved, metrics = self.saved_config() or {}, self.metrics()
+        row = {"run": str(self.path), "state": "", "epochs": "", "monitor_knn": None, "knn": None,
+               "precision": None, "hours": None}
+        if metrics is not None:
+            return {**row, "state": "finished", "epochs": str(metrics.get("epochs", "")), "knn": metrics.get("knn_top1"),
+                    "monitor_knn": _last_knn(metrics.get("knn_history")), "precision": self.precision(),
+                    "hours": metrics.get("train_seconds", 0) / 3600}
+        holder = self.holder()
+        if not self.checkpoint.is_file():
+            state = f"training (process {holder}), first epoch" if holder else "begun, no checkpoint yet"
+            return {**row, "state": state, "epochs": f"0/{saved.get('epochs', '?')}"}
+        checkpoint, _ = read_checkpoint(self.checkpoint)
+        callbacks = checkpoint.get("callbacks", {})
+        history = checkpoint.get("loss_history", [])
+        state = f"training (process {holder})" if holder else "stopped, resumable"
+        return {**row, "state": state, "epochs": f"{len(history)}/{saved.get('epochs', '?')}",
+                "monitor_knn": _last_knn(callbacks.get("KNNMonitor", {}).get("history")),
+                "precision": precision_record(history) or saved.get("trainer", {}).get("precision"),
+                "hours": callbacks.get("Throughput", {}).get("wall_seconds", 0) / 3600}
 
     def precision(self) -> str:
         """The precision the run trained in: metrics.json's record of its segments (``precision_record``),

@@ -15,7 +15,7 @@ from ..eval.final import layer_probes, run_baselines
 from ..errors import SelfSupError
 from ..methods import method_class
 from ..plots import curve_plot
-from ..rundir import ResumeMismatch, RunDirectory
+from ..rundir import ResumeMismatch, RunDirectory, process_alive
 from .report import bar_plot, write_table
 
 DIAGNOSTICS = ("normalized_std", "effective_rank", "alignment", "uniformity")
@@ -110,7 +110,7 @@ def claim(run_dir: Path, work: str = ""):
     claim is the file ``.LABEL.claim`` (``.LABEL.WORK.claim`` for other ``work`` on a run, such
     as its evaluations) beside the run folder, holding the owner's process id; a claim left by
     a process that died is taken over."""
-    path = run_dir.parent / f".{run_dir.name}{'.' + work if work else ''}.claim"
+    path = RunDirectory(run_dir).claim_file(work)
     path.parent.mkdir(parents=True, exist_ok=True)
     ours = False
     for _ in range(2):
@@ -118,7 +118,7 @@ def claim(run_dir: Path, work: str = ""):
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             holder = path.read_text().strip() if path.exists() else ""
-            if not holder.isdigit() or _alive(int(holder)):  # empty: its owner is writing it
+            if not holder.isdigit() or process_alive(int(holder)):  # empty: its owner is writing it
                 break
             path.unlink(missing_ok=True)
             continue
@@ -145,16 +145,6 @@ def claimed_run(run_dir: Path, cfg: dict, label: str, train) -> dict | None:
             print(f"{label}: being trained by another process of this suite; left to it")
             return None
         return finished_run(run_dir, cfg) or train()  # finished by another process meanwhile
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def pretrain_row(label: str, cfg: dict, run_dir: Path, **options) -> dict:
