@@ -1,6 +1,9 @@
 """Helpers the test modules share (no test module imports another): the tiny run's options,
-tiny methods built without the engine, and the crash-and-resume harness."""
+tiny methods built without the engine, the crash-and-resume harness, and runs restated as made in
+another precision."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -103,3 +106,11 @@ def interrupt_after_second_epoch(monkeypatch, module_class) -> None:
         if self.current_epoch == 1:
             raise RuntimeError("interrupted")
     monkeypatch.setattr(module_class, "on_train_epoch_end", stop, raising=False)
+
+
+def as_if_made_in(run_dir: Path, precision: str) -> None:
+    """Rewrite a finished 32-true run's config.yaml and metrics.json as if ``auto`` had chosen
+    ``precision`` on the machine that made it."""
+    for name, written in (("config.yaml", "precision: {}"), ("metrics.json", '"precision": "{}"')):
+        file = Path(run_dir) / name
+        file.write_text(file.read_text().replace(written.format("32-true"), written.format(precision)))

@@ -163,10 +163,11 @@ def test_a_suite_run_one_method_at_a_time_builds_one_table(tmp_path, capsys, mon
     assert (out / "runs" / "simsiam" / "metrics.json").stat().st_mtime_ns != finished
     assert "stop_gradient: false" in (out / "runs" / "simsiam" / "config.yaml").read_text()
     assert {r["precision"] for r in third if not r["method"].startswith("baseline")} == {"32-true"}
-    # an interrupted run resumes; one interrupted under other settings (another precision) starts over
+    # an interrupted run resumes, also where `auto` now means another precision (how a run computes: the row names
+    # the precision its epochs trained in); one interrupted under other settings starts over
     import shutil
 
-    for name in ("simclr-again", "simclr-bf16"):
+    for name in ("simclr-again", "simclr-bf16", "simclr-lr"):
         shutil.copytree(out / "runs" / "simclr", out / "runs" / name, ignore=shutil.ignore_patterns("metrics.json"))
     capsys.readouterr()
     again = [("simclr again", "simclr", {})]
@@ -174,10 +175,14 @@ def test_a_suite_run_one_method_at_a_time_builds_one_table(tmp_path, capsys, mon
     assert json.loads((out / "runs" / "simclr-again" / "metrics.json").read_text())["resumed_from"]
     bf16 = [("simclr bf16", "simclr", {"trainer": {"precision": "bf16-mixed"}})]
     rows = accuracy_suite(out, "t", "t", bf16, overrides, probe_epochs=2, selected=["simclr"])
-    assert rows[0]["method"] == "simclr bf16" and rows[0]["precision"] == "bf16-mixed"
-    assert json.loads((out / "runs" / "simclr-bf16" / "metrics.json").read_text())["resumed_from"] is None
+    assert json.loads((out / "runs" / "simclr-bf16" / "metrics.json").read_text())["resumed_from"]
+    assert rows[0]["method"] == "simclr bf16" and rows[0]["precision"] == "32-true"  # every epoch trained before
+    other_lr = [("simclr lr", "simclr", {"optimizer": {"lr": 0.123}})]
+    accuracy_suite(out, "t", "t", other_lr, overrides, probe_epochs=2, selected=["simclr"])
+    assert json.loads((out / "runs" / "simclr-lr" / "metrics.json").read_text())["resumed_from"] is None
     output = capsys.readouterr().out
-    assert "simclr bf16: the unfinished run was begun with other settings" in output and "trainer.precision" in output
+    assert "simclr lr: the unfinished run was begun with other settings" in output and "optimizer.lr" in output
+    assert "simclr bf16: the unfinished" not in output
     assert "simclr again: the unfinished" not in output
     # a fix of the method (its revision raised): the run is marked in the table, and made again when asked
     from selfsup.methods.simclr import SimCLR

@@ -6,6 +6,7 @@ import csv
 import json
 
 import pytest
+from support import as_if_made_in
 
 from selfsup import precision
 from selfsup.bench import definitions, speedrun
@@ -124,8 +125,7 @@ def test_the_recipes_suite_trains_both_recipes_only_where_a_method_has_a_short_o
     assert "Precision" not in (tmp_path / "recipes" / "recipes.md").read_text()  # every run in 32-true
 
     # a cell made in another precision (``auto`` on another machine) is named under the table
-    saved = quick / "simclr" / "config.yaml"
-    saved.write_text(saved.read_text().replace("precision: 32-true", "precision: bf16-mixed"))
+    as_if_made_in(quick / "simclr", "bf16-mixed")
     recipes.recipes_suite(tmp_path / "recipes", None, None)
     assert ("Precision (the one `auto` chose on the machine that made the run): 32-true, but for bf16-mixed: "
             "simclr short 1 ep.") in (tmp_path / "recipes" / "recipes.md").read_text()
