@@ -294,13 +294,16 @@ def test_status_says_where_each_run_stands(capsys, simclr_run, tmp_path):
     (runs / ".stopped.claim").write_text("999999999")  # a dead one held it
     (runs / "begun").mkdir()
     shutil.copy(simclr_run / "config.yaml", runs / "begun")
+    shutil.copytree(runs / "stopped", runs / "damaged")
+    (runs / "damaged" / "checkpoints" / "last.ckpt").write_bytes(b"\x00" * 100)
     metrics = json.loads((finished / "metrics.json").read_text())
     assert main(["status", str(tmp_path / "suite")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["run", "state", "epochs", "monitor", "kNN", "kNN", "precision", "hours"]
     by_run = {Path(line.split()[0]).name: line.split("  ") for line in lines[1:]}
     cells = {name: [c.strip() for c in cols if c.strip()] for name, cols in by_run.items()}
-    assert list(cells) == ["begun", "claimed", "finished", "stopped"]
+    assert list(cells) == ["begun", "claimed", "damaged", "finished", "stopped"]
+    assert cells["damaged"][1:] == ["stopped, checkpoint unreadable", "?/2"]
     assert cells["begun"][1:] == ["begun, no checkpoint yet", "0/2"]
     last_monitor = f"{metrics['knn_history'][-1]['knn_top1']:.4f}"
     assert cells["claimed"][1:5] == [f"training (process {os.getpid()})", "2/2", last_monitor, "32-true"]

@@ -180,7 +180,8 @@ class RunDirectory:
     def progress(self) -> dict:
         """Where the run stands, from its files alone: ``state`` (finished; training, with the
         claim's process; stopped, resumable from its checkpoint; begun, with no checkpoint yet),
-        epochs done and asked for, the last monitor kNN, the final kNN, precision and hours trained."""
+        epochs done and asked for, the last monitor kNN, the final kNN, precision and hours trained
+        (a checkpoint that cannot be read is a state, not an error)."""
         saved, metrics = self.saved_config() or {}, self.metrics()
         row = {"run": str(self.path), "state": "", "epochs": "", "monitor_knn": None, "knn": None,
                "precision": None, "hours": None}
@@ -192,7 +193,10 @@ class RunDirectory:
         if not self.checkpoint.is_file():
             state = f"training (process {holder}), first epoch" if holder else "begun, no checkpoint yet"
             return {**row, "state": state, "epochs": f"0/{saved.get('epochs', '?')}"}
-        checkpoint, _ = read_checkpoint(self.checkpoint)
+        try:
+            checkpoint, _ = read_checkpoint(self.checkpoint)
+        except SelfSupError:  # one damaged run does not hide where the others stand
+            return {**row, "state": "stopped, checkpoint unreadable", "epochs": f"?/{saved.get('epochs', '?')}"}
         callbacks = checkpoint.get("callbacks", {})
         history = checkpoint.get("loss_history", [])
         state = f"training (process {holder})" if holder else "stopped, resumable"
