@@ -10,7 +10,7 @@ nothing). benchmarks/README.md and the tuning notes are prose, not results.
 What counts as a result figure in the prose (everything else is a setting or a label):
 - a decimal (0.8096, 80.08%, 13.5, +3.3, −1.6, 1.70×, 1.45 times), unless it is a setting: the
   value of a hyperparameter named just before it (lr 0.15, τ 0.2, λ = 0.9 and 3, EMA 0.999,
-  `--flag 0.1`, `key` (0.5), a coefficient such as 0.9·x), a version (PyTorch 2.14), a date
+  `--flag 0.1`, `key` (0.5) — a link whose text is code names a file, not a key —, a coefficient such as 0.9·x), a version (PyTorch 2.14), a date
   or a time of day;
 - an integer with a unit of time, speed, share or effect size: 957 s, 22 ms, 369 images/s,
   10 minutes, 2 hours, 88%, 12 points (a list or range shares the unit of its last member: "957, 301
@@ -321,9 +321,11 @@ _COMMENT = re.compile(r"<!--(.*?)-->", re.S)
 _CODE_SPAN = re.compile(r"`[^`\n]+`")
 _LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 _DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}:\d{2}\b")
+_CODE_LINK = re.compile(r"\[`[^`\n]+`\]\([^)]*\)")  # a link whose text is code: a file named, not a key
 
 
 def _clean(line: str) -> str:
+    line = _CODE_LINK.sub(" LINK ", line)
     line = _CODE_SPAN.sub(" CODE ", line)
     line = _LINK.sub(r"\1", line)
     return _DATE.sub(" DATE ", line)
@@ -599,6 +601,8 @@ def test_matcher_skips_settings_and_code_but_checks_output_blocks():
     assert _check(settings) == []
     assert len(_check("```\nkNN top-1: 0.777\n```\n")) == 1
     assert len(_check("```text\nkNN top-1: 0.777\n```\n")) == 1
+    # a link whose text is code names a file, not a setting: the figure after it is checked
+    assert len(_check("Measured ([`times.csv`](benchmarks/times.csv)): 958 s.\n")) == 1
 
 
 def test_matcher_keeps_to_the_scope_a_comment_names():
