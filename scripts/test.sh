@@ -21,6 +21,6 @@ fi
 # One pytest-xdist worker per core, one thread each (tests/conftest.py): on two cores about 1.3x
 # the throughput of one two-thread process on the training-heavy tests; the learning tests go first
 # (conftest) and an idle worker takes queued tests from the busy one (worksteal).  Tests marked slow
-# (over about 30 seconds on one core) are left out: `bash scripts/test.sh -m slow` runs them, and
+# (over about 25 seconds on one core of the slowest CPU kind: tests/conftest.py) are left out: `bash scripts/test.sh -m slow` runs them, and
 # `-m ""` runs everything (a later -m replaces this one).
 exec .venv/bin/python -m pytest -q -n auto --dist worksteal --durations=25 -m "not slow" "$@"

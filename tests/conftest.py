@@ -1,5 +1,7 @@
+import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -47,7 +49,47 @@ def simclr_run(tiny_simclr_run, tmp_path):
     return shutil.copytree(tiny_simclr_run, tmp_path / "simclr")
 
 
+# Each test's seconds (setup, call and teardown) as one pytest-xdist worker of scripts/test.sh ran it
+# on the slowest CPU kind we test on; those over SLOW_SECONDS are marked ``slow``, so that the
+# suite CI runs stays under 20 minutes there.  ``SELFSUP_RECORD_DURATIONS=JSON bash scripts/test.sh``
+# writes each test's seconds into JSON (this file), keeping the entries of tests the run left out.
+DURATIONS = Path(__file__).resolve().parents[1] / "benchmarks" / "test-suite" / "durations.json"
+SLOW_SECONDS = 25
+
+
+def recorded_seconds(path: Path = DURATIONS) -> dict[str, float]:
+    return json.loads(path.read_text())["seconds"] if path.is_file() else {}
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
 def pytest_collection_modifyitems(items):
-    """The long tests first (slow ones where selected, then the learning tests): pytest-xdist's
-    workers then end on short tests, not one idle behind the other's last long test."""
+    """Tests recorded over SLOW_SECONDS marked ``slow``; then the long tests first (slow ones
+    where selected, then the learning tests): pytest-xdist's workers then end on short tests,
+    not one idle behind the other's last long test."""
+    seconds = recorded_seconds()
+    for item in items:
+        if seconds.get(item.nodeid, 0) > SLOW_SECONDS:
+            item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: (item.get_closest_marker("slow") is None, "test_learning.py" not in item.nodeid))
+
+
+_measured: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    _measured[report.nodeid] = _measured.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    target = os.environ.get("SELFSUP_RECORD_DURATIONS")
+    if not target or os.environ.get("PYTEST_XDIST_WORKER"):  # the controller has every worker's reports
+        return
+    path = Path(target)
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    seconds = {**record.get("seconds", {}), **{name: round(value, 1) for name, value in _measured.items()}}
+    from selfsup.precision import device_description
+
+    record = {"cpu": device_description(gpu=False), "command": "SELFSUP_RECORD_DURATIONS=JSON bash scripts/test.sh",
+              **{key: value for key, value in record.items() if key not in ("cpu", "command")},
+              "seconds": dict(sorted(seconds.items(), key=lambda item: -item[1]))}
+    path.write_text(json.dumps(record, indent=1) + "\n")

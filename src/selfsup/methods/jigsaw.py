@@ -13,6 +13,7 @@ for batch 256, momentum 0.9, weight decay 5e-4 (the paper's), cosine decay (ours
 """
 from __future__ import annotations
 
+import functools
 import itertools
 
 import torch
@@ -30,15 +31,22 @@ from .. import rng
 def maximal_hamming_permutations(count: int, seed: int) -> torch.Tensor:
     """``count`` permutations of 9 tiles, [count, 9]: a seeded first one, then each next the
     permutation not yet chosen whose summed (so average) Hamming distance to those chosen is
-    largest, first on ties (Noroozi & Favaro 2016, Algorithm 1)."""
+    largest, first on ties (Noroozi & Favaro 2016, Algorithm 1).  Computed once per process
+    for each ``count`` and ``seed`` (seconds on one core); each call returns its own copy."""
+    return _maximal_hamming_permutations(count, seed).clone()
+
+
+@functools.cache
+def _maximal_hamming_permutations(count: int, seed: int) -> torch.Tensor:
     candidates = torch.tensor(list(itertools.permutations(range(9))), dtype=torch.uint8)
+    by_position = candidates.T.contiguous()  # [9, 9!]: the distances sum 9 contiguous rows
     first = int(rng.randint(0, len(candidates), 1, rng.cpu_generator(seed))[0])
     chosen = [first]
-    total = (candidates != candidates[first]).sum(dim=1)
+    total = (by_position != by_position[:, first:first + 1]).sum(dim=0)
     for _ in range(count - 1):
         total[chosen] = -1
         chosen.append(int(total.argmax()))
-        total += (candidates != candidates[chosen[-1]]).sum(dim=1)
+        total += (by_position != by_position[:, chosen[-1]:chosen[-1] + 1]).sum(dim=0)
     return candidates[chosen].long()
 
 
