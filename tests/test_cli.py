@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from selfsup.cli import main
+from selfsup.rundir import RunDirectory
 
 
 def run_cli(capsys, *argv) -> tuple[int, str]:
@@ -296,10 +297,12 @@ def test_status_says_where_each_run_stands(capsys, simclr_run, tmp_path):
     shutil.copy(simclr_run / "config.yaml", runs / "begun")
     shutil.copytree(runs / "stopped", runs / "damaged")
     (runs / "damaged" / "checkpoints" / "last.ckpt").write_bytes(b"\x00" * 100)
+    stopped_config = runs / "stopped" / "config.yaml"  # asked for 4 epochs: 2 of them left
+    stopped_config.write_text(stopped_config.read_text().replace("epochs: 2\n", "epochs: 4\n"))
     metrics = json.loads((finished / "metrics.json").read_text())
     assert main(["status", str(tmp_path / "suite")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["run", "state", "epochs", "monitor", "kNN", "kNN", "precision", "hours"]
+    assert lines[0].split() == ["run", "state", "epochs", "monitor", "kNN", "kNN", "precision", "hours", "hours", "left"]
     by_run = {Path(line.split()[0]).name: line.split("  ") for line in lines[1:]}
     cells = {name: [c.strip() for c in cols if c.strip()] for name, cols in by_run.items()}
     assert list(cells) == ["begun", "claimed", "damaged", "finished", "stopped"]
@@ -307,7 +310,12 @@ def test_status_says_where_each_run_stands(capsys, simclr_run, tmp_path):
     assert cells["begun"][1:] == ["begun, no checkpoint yet", "0/2"]
     last_monitor = f"{metrics['knn_history'][-1]['knn_top1']:.4f}"
     assert cells["claimed"][1:5] == [f"training (process {os.getpid()})", "2/2", last_monitor, "32-true"]
-    assert cells["stopped"][1:5] == ["stopped, resumable", "2/2", last_monitor, "32-true"]
+    assert cells["stopped"][1:5] == ["stopped, resumable", "2/4", last_monitor, "32-true"]
+    epoch_seconds = [entry["seconds"] for entry in metrics["loss_history"]]  # the checkpoint's entries, too
+    assert len(epoch_seconds) == 2 and all(s > 0 for s in epoch_seconds)
+    assert RunDirectory(runs / "stopped").progress()["hours_left"] == pytest.approx(sum(epoch_seconds) / 3600)
+    assert RunDirectory(runs / "claimed").progress()["hours_left"] == 0  # all its epochs are done
+    assert RunDirectory(finished).progress()["hours_left"] is None
     assert cells["finished"][1:6] == ["finished", "2", last_monitor, f"{metrics['knn_top1']:.4f}", "32-true"]
     assert main(["status", str(finished)]) == 0 and len(capsys.readouterr().out.splitlines()) == 2  # one run
     assert_clean_error(*run_cli(capsys, "status", str(tmp_path / "empty")), "no run directory")

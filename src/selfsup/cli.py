@@ -247,7 +247,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="where runs stand: finished, training, or stopped and resumable",
                        description="One line per run: its state (finished; training, with the suite process that "
                                    "holds it; stopped, resumable from its checkpoint), epochs done, the last "
-                                   "monitor kNN, the final kNN, precision and hours trained, read from the run's "
+                                   "monitor kNN, the final kNN, precision, hours trained and, for an unfinished run, "
+                                   "hours left at the pace of its last three epochs, read from the run's "
                                    "files (config.yaml, metrics.json, checkpoints/last.ckpt; $SELFSUP_CHECKPOINT_ROOT "
                                    "is honoured).")
     p.add_argument("paths", nargs="+", metavar="PATH",
@@ -412,7 +413,8 @@ def _cmd_status(args) -> None:
     shown = [{"run": r["run"], "state": r["state"], "epochs": r["epochs"],
               "monitor kNN": "" if r["monitor_knn"] is None else f"{r['monitor_knn']:.4f}",
               "kNN": "" if r["knn"] is None else f"{r['knn']:.4f}", "precision": r["precision"] or "",
-              "hours": "" if r["hours"] is None else f"{r['hours']:.1f}"} for r in rows]
+              "hours": "" if r["hours"] is None else f"{r['hours']:.1f}",
+              "hours left": "" if r["hours_left"] is None else f"{r['hours_left']:.1f}"} for r in rows]
     widths = {c: max(len(c), *(len(row[c]) for row in shown)) for c in shown[0]}
     for row in [dict(zip(widths, widths)), *shown]:
         print("  ".join(row[c].ljust(widths[c]) for c in widths).rstrip())

@@ -94,6 +94,16 @@ def _last_knn(history: list[dict] | None) -> float | None:
     return next((h["knn_top1"] for h in reversed(history or []) if h.get("knn_top1") is not None), None)
 
 
+def _hours_left(history: list[dict], epochs: int | None, recent: int = 3) -> float | None:
+    """The epochs still to train times the mean ``seconds`` of the last ``recent`` epochs'
+    entries (those of the machine and precision training now), in hours; None where no entry
+    has its seconds (written before entries did) or the epochs asked are unknown."""
+    seconds = [entry["seconds"] for entry in history[-recent:] if "seconds" in entry]
+    if not seconds or not isinstance(epochs, int):
+        return None
+    return max(epochs - len(history), 0) * sum(seconds) / len(seconds) / 3600
+
+
 def _filled(saved, cfg):
     """``saved`` with the options it lacks taken from ``cfg`` and ``cfg``'s ``auto`` values
     replaced by what the run resolved them to (so they compare equal)."""
@@ -181,10 +191,11 @@ class RunDirectory:
         """Where the run stands, from its files alone: ``state`` (finished; training, with the
         claim's process; stopped, resumable from its checkpoint; begun, with no checkpoint yet),
         epochs done and asked for, the last monitor kNN, the final kNN, precision and hours trained
-        (a checkpoint that cannot be read is a state, not an error)."""
+        and, for a run stopped or training, the hours left at its recent epochs' pace (a checkpoint
+        that cannot be read is a state, not an error)."""
         saved, metrics = self.saved_config() or {}, self.metrics()
         row = {"run": str(self.path), "state": "", "epochs": "", "monitor_knn": None, "knn": None,
-               "precision": None, "hours": None}
+               "precision": None, "hours": None, "hours_left": None}
         if metrics is not None:
             return {**row, "state": "finished", "epochs": str(metrics.get("epochs", "")), "knn": metrics.get("knn_top1"),
                     "monitor_knn": _last_knn(metrics.get("knn_history")), "precision": self.precision(),
@@ -203,7 +214,8 @@ class RunDirectory:
         return {**row, "state": state, "epochs": f"{len(history)}/{saved.get('epochs', '?')}",
                 "monitor_knn": _last_knn(callbacks.get("KNNMonitor", {}).get("history")),
                 "precision": precision_record(history) or saved.get("trainer", {}).get("precision"),
-                "hours": callbacks.get("Throughput", {}).get("wall_seconds", 0) / 3600}
+                "hours": callbacks.get("Throughput", {}).get("wall_seconds", 0) / 3600,
+                "hours_left": _hours_left(history, saved.get("epochs"))}
 
     def precision(self) -> str:
         """The precision the run trained in: metrics.json's record of its segments (``precision_record``),

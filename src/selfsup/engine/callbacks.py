@@ -35,24 +35,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class LossHistory(L.Callback):
-    """Appends each epoch's mean training loss (this rank's), the step it ended at and the
-    precision it trained in to the module's ``loss_history`` (kept in checkpoints, written to
-    ``metrics.json``, read by the report where the CSV logs are gone); placed before
+    """Appends each epoch's mean training loss (this rank's), the step it ended at, the
+    precision it trained in and its ``seconds`` (wall time since the previous epoch ended, or
+    since training began or resumed: monitors and checkpoints included) to the module's
+    ``loss_history`` (kept in checkpoints, written to ``metrics.json``, read by the report where
+    the CSV logs are gone, and by ``selfsup status`` for the time left); placed before
     ``EpochCheckpoint``.  ``earlier_precision`` names the precision of resumed epochs whose entries
     lack one (written before entries named it): the one config.yaml recorded for the run."""
 
     def __init__(self, earlier_precision: str | None = None):
         self.earlier_precision = earlier_precision
+        self._since = 0.0
 
     def on_train_start(self, trainer, pl_module):
         for entry in pl_module.loss_history:
             entry.setdefault("precision", self.earlier_precision)
+        self._since = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module):
-        loss = trainer.callback_metrics.get("loss_epoch")
+        loss, now = trainer.callback_metrics.get("loss_epoch"), time.perf_counter()
         if loss is not None:
             pl_module.loss_history.append({"epoch": trainer.current_epoch, "step": trainer.global_step,
-                                           "loss": float(loss), "precision": str(trainer.precision)})
+                                           "loss": float(loss), "precision": str(trainer.precision),
+                                           "seconds": round(now - self._since, 2)})
+        self._since = now
 
 
 class EpochCheckpoint(L.Callback):
