@@ -3,16 +3,23 @@ import os
 import shutil
 from pathlib import Path
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one thread per pytest-xdist worker (``-n 2`` on two cores), in every thread pool: idle
+    # threads of two two-thread processes spin and slow each other down far beyond a factor of
+    # two (OpenBLAS under NumPy, SciPy and faiss, faiss's OpenMP and torch's).  Set before they
+    # load, and for the processes the tests start; threadpoolctl for any loaded already.
+    for _pool in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_pool] = "1"
+
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 from support import TINY
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    # one thread per pytest-xdist worker (``-n 2`` on two cores): idle OpenMP threads of two
-    # two-thread processes spin and slow each other down far beyond a factor of two
     torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"  # and in the processes the tests start
+    threadpool_limits(1)
 
 
 @pytest.fixture(autouse=True)
