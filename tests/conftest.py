@@ -59,7 +59,7 @@ def simclr_run(tiny_simclr_run, tmp_path):
 # Each test's seconds (setup, call and teardown) as one pytest-xdist worker of scripts/test.sh ran it
 # on the slowest CPU kind we test on; those over SLOW_SECONDS are marked ``slow``, so that the
 # suite CI runs stays under 20 minutes there.  ``SELFSUP_RECORD_DURATIONS=JSON bash scripts/test.sh``
-# writes each test's seconds into JSON (this file), keeping the entries of tests the run left out.
+# writes each test's seconds into JSON (DURATIONS, for this record), keeping the entries of tests the run left out.
 DURATIONS = Path(__file__).resolve().parents[1] / "benchmarks" / "test-suite" / "durations.json"
 SLOW_SECONDS = 25
 
