@@ -64,8 +64,13 @@ DURATIONS = Path(__file__).resolve().parents[1] / "benchmarks" / "test-suite" / 
 SLOW_SECONDS = 25
 
 
+def read_record(path: Path = DURATIONS) -> dict:
+    """The durations record at ``path`` (``cpu``, ``command``, ``seconds``), empty where there is none."""
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def recorded_seconds(path: Path = DURATIONS) -> dict[str, float]:
-    return json.loads(path.read_text())["seconds"] if path.is_file() else {}
+    return read_record(path).get("seconds", {})
 
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
@@ -92,7 +97,7 @@ def pytest_sessionfinish(session):
     if not target or os.environ.get("PYTEST_XDIST_WORKER"):  # the controller has every worker's reports
         return
     path = Path(target)
-    record = json.loads(path.read_text()) if path.is_file() else {}
+    record = read_record(path)
     seconds = {**record.get("seconds", {}), **{name: round(value, 1) for name, value in _measured.items()}}
     from selfsup.precision import device_description
 
