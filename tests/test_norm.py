@@ -48,6 +48,39 @@ def test_split_forward_and_backward_match_independent_batchnorms(channels_last):
     torch.testing.assert_close(split.bias.grad, sum(bn.bias.grad for bn in refs))
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_an_inplace_relu_after_split_and_a_gradient_in_the_other_layout_match_the_reference(channels_last):
+    """The output is a tensor of its own (not a view), so in-place ops after it are plain, and
+    the backward accepts an incoming gradient of either memory layout."""
+    split, refs = _pair()
+    x = torch.randn(N, C, 4, 5, dtype=torch.float64)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, ref = torch.relu_(split(x1)), torch.relu(_reference(refs, x2))
+    torch.testing.assert_close(out, ref)
+    g = torch.randn(N, C, 4, 5, dtype=torch.float64)  # contiguous, whatever the input's layout
+    out.backward(g)
+    ref.backward(g)
+    torch.testing.assert_close(x1.grad, x2.grad)
+    assert x1.grad.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def test_split_under_bf16_autocast_keeps_bf16_activations_and_float32_statistics():
+    split, refs = _pair()
+    split, refs = split.float(), [bn.float() for bn in refs]
+    x = (torch.randn(N, C, 4, 4) * 3 + 2).to(memory_format=torch.channels_last)
+    x1 = x.bfloat16().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = split(x1)
+    assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=torch.channels_last)
+    ref = _reference(refs, x1.detach().float())  # the same bf16 inputs, normalised in float32
+    torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=1e-2)
+    torch.testing.assert_close(split.running_mean, torch.stack([b.running_mean for b in refs]).mean(0))
+    out.float().pow(2).sum().backward()
+    assert x1.grad.dtype == torch.bfloat16 and split.weight.grad.dtype == torch.float32
+
+
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_running_stats_are_mean_of_group_statistics(momentum):
     split, refs = _pair(momentum=momentum)

@@ -18,19 +18,78 @@ own statistics; SimCLR (Chen et al. 2020) instead synchronises the statistics ov
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 BATCHNORM_POLICIES = ("sync", "local", "split")
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def _groups(x: torch.Tensor, splits: int) -> torch.Tensor:
+    """``x`` ([N, C, *], contiguous or channels-last) viewed, without a copy, as ``[S, A, C, B]``:
+    group ``g`` is batch rows ``g*N/S .. (g+1)*N/S - 1``, and its statistics are over dims 1 and
+    3 (channels-last images: ``[S, N/S*H*W, C, 1]``; otherwise ``[S, N/S, C, positions]``)."""
+    if _channels_last(x):
+        return x.permute(0, 2, 3, 1).view(splits, -1, x.shape[1], 1)
+    return x.view(splits, x.shape[0] // splits, x.shape[1], -1)
+
+
+def _empty_as(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty_like(x, dtype=dtype, memory_format=torch.channels_last if _channels_last(x) else torch.contiguous_format)
+
+
+class _GroupBatchNorm(torch.autograd.Function):
+    """Batch normalisation of each of ``splits`` groups of the batch with its own statistics and
+    the shared affine ``weight`` and ``bias``.  Works on ``_groups`` views in the input's own
+    memory layout, so neither pass permutes activations, and the output is a fresh tensor in the
+    input's layout (an in-place ReLU after it needs no copies).  Statistics and gradients are
+    computed in float32 for half-precision inputs, as ``F.batch_norm`` does under autocast.
+    Returns the output and the groups' means and biased variances, shape ``[S, C]``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, splits):
+        wide = x.contiguous(memory_format=torch.channels_last if _channels_last(x) else torch.contiguous_format)
+        wide = _groups(wide.float() if wide.dtype in (torch.float16, torch.bfloat16) else wide, splits)
+        count = wide.numel() // (wide.shape[0] * wide.shape[2])
+        mean = wide.mean(dim=(1, 3), keepdim=True)
+        centred = wide - mean
+        var = centred.square().sum(dim=(1, 3), keepdim=True) / count
+        rstd = (var + eps).rsqrt()
+        scale = rstd if weight is None else rstd * weight.view(1, 1, -1, 1)
+        shift = torch.zeros_like(scale) if bias is None else bias.view(1, 1, -1, 1).expand_as(scale)
+        out = _empty_as(x, x.dtype)
+        torch.addcmul(shift, centred, scale, out=_groups(out, splits))
+        ctx.save_for_backward(centred, rstd, scale)
+        ctx.has_weight, ctx.has_bias, ctx.splits = weight is not None, bias is not None, splits
+        ctx.mark_non_differentiable(mean, var)
+        return out, mean.flatten(1), var.flatten(1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out, _grad_mean, _grad_var):
+        centred, rstd, scale = ctx.saved_tensors
+        grad_x = _empty_as(grad_out, grad_out.dtype)
+        grad = _groups(grad_out.contiguous(memory_format=torch.channels_last if _channels_last(grad_x)
+                                           else torch.contiguous_format), ctx.splits).to(centred.dtype)
+        count = centred.numel() // (centred.shape[0] * centred.shape[2])
+        grad_sum = grad.sum(dim=(1, 3), keepdim=True)
+        grad_dot_xhat = rstd * (grad * centred).sum(dim=(1, 3), keepdim=True)
+        # d x = scale * (g - mean(g) - xhat * mean(g * xhat)), with xhat = centred * rstd
+        torch.addcmul(torch.addcmul(-scale * grad_sum / count, centred, -scale * rstd * grad_dot_xhat / count),
+                      grad, scale, out=_groups(grad_x, ctx.splits))
+        grad_weight = grad_dot_xhat.sum(0).flatten() if ctx.has_weight else None
+        grad_bias = grad_sum.sum(0).flatten() if ctx.has_bias else None
+        return grad_x, grad_weight, grad_bias, None, None
+
+
 class _SplitStatistics:
     """Training-mode forward shared by the split BatchNorm classes: ``num_splits`` consecutive
     groups of the batch are normalised with their own statistics, as if each group were on
-    its own GPU (MoCo's shuffle BN, He et al. 2020).
+    its own GPU (MoCo's shuffle BN, He et al. 2020), by ``_GroupBatchNorm``.
 
-    The groups are folded into the channel dimension, ``[N, C, *] -> [N/S, S*C, *]`` (group
-    ``g`` becomes channels ``g*C .. (g+1)*C - 1``), so one ``F.batch_norm`` call does the work.
     The running statistics are kept with shape ``[C]``: after each step they are the mean over
     the groups of the per-group updated running statistics, which is the running statistic of
     the mean of the group statistics (the update is linear).  The state dict is therefore the
@@ -52,43 +111,23 @@ class _SplitStatistics:
         if not self.training or self.num_splits == 1:
             return super().forward(x)
         self._check_input_dim(x)
-        s, (n, c, *rest) = self.num_splits, x.shape
-        if n % s:
-            raise ValueError(f"{type(self).__name__}: batch size {n} is not divisible by num_splits={s}")
-
-        # Same momentum handling as nn.BatchNorm (momentum=None: cumulative average).
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:
-                factor = 1.0 / float(self.num_batches_tracked)
-
-        running_mean = running_var = None
+        if x.shape[0] % self.num_splits:
+            raise ValueError(f"{type(self).__name__}: batch size {x.shape[0]} is not divisible by "
+                             f"num_splits={self.num_splits}")
+        out, mean, var = _GroupBatchNorm.apply(x, self.weight, self.bias, self.eps, self.num_splits)
         if self.track_running_stats:
-            running_mean = self.running_mean.repeat(s)
-            running_var = self.running_var.repeat(s)
-        weight = self.weight.repeat(s) if self.weight is not None else None
-        bias = self.bias.repeat(s) if self.bias is not None else None
+            self._update_running_statistics(mean, var, x.numel() // x.shape[1] // self.num_splits)
+        return out
 
-        channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        if channels_last:  # fold through the NHWC view so the layout is kept
-            h, w = rest
-            folded = (x.permute(0, 2, 3, 1).reshape(s, n // s, h, w, c)
-                      .permute(1, 2, 3, 0, 4).reshape(n // s, h, w, s * c).permute(0, 3, 1, 2))
-        else:
-            folded = x.reshape(s, n // s, c, *rest).transpose(0, 1).reshape(n // s, s * c, *rest)
-
-        out = F.batch_norm(folded, running_mean, running_var, weight, bias, True, factor, self.eps)
-
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.running_mean.copy_(running_mean.view(s, c).mean(0))
-                self.running_var.copy_(running_var.view(s, c).mean(0))
-
-        if channels_last:
-            return (out.permute(0, 2, 3, 1).reshape(n // s, h, w, s, c)
-                    .permute(3, 0, 1, 2, 4).reshape(n, h, w, c).permute(0, 3, 1, 2))
-        return out.reshape(n // s, s, c, *rest).transpose(0, 1).reshape(n, c, *rest)
+    @torch.no_grad()
+    def _update_running_statistics(self, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
+        """nn.BatchNorm's update (momentum, or a cumulative average when it is None; the
+        unbiased variance) with the mean over the groups of their statistics."""
+        self.num_batches_tracked.add_(1)
+        factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        unbiased = var * (count / max(count - 1, 1))
+        self.running_mean.lerp_(mean.mean(0).to(self.running_mean.dtype), factor)
+        self.running_var.lerp_(unbiased.mean(0).to(self.running_var.dtype), factor)
 
 
 class SplitBatchNorm2d(_SplitStatistics, nn.BatchNorm2d):
