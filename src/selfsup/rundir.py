@@ -147,6 +147,11 @@ def _in_scope(name: str, scope) -> bool:
     return scope is None or any(name == s or name.startswith(s + ".") for s in scope)
 
 
+def _trained_precision(metrics: dict, saved: dict) -> str:
+    """metrics.json's precision record, else config.yaml's precision."""
+    return metrics.get("precision") or saved["trainer"]["precision"]
+
+
 class RunDirectory:
     """One run's folder (see the module docstring for its files and the sameness rule)."""
 
@@ -198,7 +203,7 @@ class RunDirectory:
                "precision": None, "hours": None, "hours_left": None}
         if metrics is not None:
             return {**row, "state": "finished", "epochs": str(metrics.get("epochs", "")), "knn": metrics.get("knn_top1"),
-                    "monitor_knn": _last_knn(metrics.get("knn_history")), "precision": self.precision(),
+                    "monitor_knn": _last_knn(metrics.get("knn_history")), "precision": _trained_precision(metrics, saved),
                     "hours": metrics.get("train_seconds", 0) / 3600}
         holder = self.holder()
         if not self.checkpoint.is_file():
@@ -220,7 +225,7 @@ class RunDirectory:
     def precision(self) -> str:
         """The precision the run trained in: metrics.json's record of its segments (``precision_record``),
         else config.yaml's (a run finished before metrics.json recorded it)."""
-        return (self.metrics() or {}).get("precision") or self.saved_config()["trainer"]["precision"]
+        return _trained_precision(self.metrics() or {}, self.saved_config())
 
     def differences(self, cfg: dict, scope: tuple[str, ...] | None = None) -> list[str]:
         """The settings (dotted names, among ``scope``: top-level sections or dotted settings;
