@@ -56,14 +56,15 @@ def test_an_inplace_relu_after_split_and_a_gradient_in_the_other_layout_match_th
     x = torch.randn(N, C, 4, 5, dtype=torch.float64)
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
-    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out, ref = torch.relu_(split(x1)), torch.relu(_reference(refs, x2))
-    torch.testing.assert_close(out, ref)
     g = torch.randn(N, C, 4, 5, dtype=torch.float64)  # contiguous, whatever the input's layout
-    out.backward(g)
-    ref.backward(g)
-    torch.testing.assert_close(x1.grad, x2.grad)
-    assert x1.grad.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    for after in (torch.relu_, lambda out: out):  # an in-place op after it; the gradient arriving as g
+        x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out, ref = after(split(x1)), after(_reference(refs, x2).clone())
+        torch.testing.assert_close(out, ref)
+        out.backward(g)
+        ref.backward(g)
+        torch.testing.assert_close(x1.grad, x2.grad)
+        assert x1.grad.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def test_split_under_bf16_autocast_keeps_bf16_activations_and_float32_statistics():

@@ -23,21 +23,19 @@ from torch import nn
 BATCHNORM_POLICIES = ("sync", "local", "split")
 
 
-def _channels_last(x: torch.Tensor) -> bool:
-    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    """channels_last for a channels-last image batch, else contiguous_format."""
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
-def _groups(x: torch.Tensor, splits: int) -> torch.Tensor:
-    """``x`` ([N, C, *], contiguous or channels-last) viewed, without a copy, as ``[S, A, C, B]``:
+def _groups(x: torch.Tensor, splits: int, layout: torch.memory_format) -> torch.Tensor:
+    """``x`` ([N, C, *], contiguous in ``layout``) viewed, without a copy, as ``[S, A, C, B]``:
     group ``g`` is batch rows ``g*N/S .. (g+1)*N/S - 1``, and its statistics are over dims 1 and
     3 (channels-last images: ``[S, N/S*H*W, C, 1]``; otherwise ``[S, N/S, C, positions]``)."""
-    if _channels_last(x):
+    if layout == torch.channels_last:
         return x.permute(0, 2, 3, 1).view(splits, -1, x.shape[1], 1)
     return x.view(splits, x.shape[0] // splits, x.shape[1], -1)
-
-
-def _empty_as(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return torch.empty_like(x, dtype=dtype, memory_format=torch.channels_last if _channels_last(x) else torch.contiguous_format)
 
 
 class _GroupBatchNorm(torch.autograd.Function):
@@ -51,8 +49,9 @@ class _GroupBatchNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps, splits):
-        wide = x.contiguous(memory_format=torch.channels_last if _channels_last(x) else torch.contiguous_format)
-        wide = _groups(wide.float() if wide.dtype in (torch.float16, torch.bfloat16) else wide, splits)
+        layout = _layout(x)
+        wide = x.contiguous(memory_format=layout)
+        wide = _groups(wide.float() if wide.dtype in (torch.float16, torch.bfloat16) else wide, splits, layout)
         count = wide.numel() // (wide.shape[0] * wide.shape[2])
         mean = wide.mean(dim=(1, 3), keepdim=True)
         centred = wide - mean
@@ -60,10 +59,10 @@ class _GroupBatchNorm(torch.autograd.Function):
         rstd = (var + eps).rsqrt()
         scale = rstd if weight is None else rstd * weight.view(1, 1, -1, 1)
         shift = torch.zeros_like(scale) if bias is None else bias.view(1, 1, -1, 1).expand_as(scale)
-        out = _empty_as(x, x.dtype)
-        torch.addcmul(shift, centred, scale, out=_groups(out, splits))
+        out = torch.empty_like(x, memory_format=layout)
+        torch.addcmul(shift, centred, scale, out=_groups(out, splits, layout))
         ctx.save_for_backward(centred, rstd, scale)
-        ctx.has_weight, ctx.has_bias, ctx.splits = weight is not None, bias is not None, splits
+        ctx.has_weight, ctx.has_bias, ctx.splits, ctx.layout = weight is not None, bias is not None, splits, layout
         ctx.mark_non_differentiable(mean, var)
         return out, mean.flatten(1), var.flatten(1)
 
@@ -71,15 +70,14 @@ class _GroupBatchNorm(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out, _grad_mean, _grad_var):
         centred, rstd, scale = ctx.saved_tensors
-        grad_x = _empty_as(grad_out, grad_out.dtype)
-        grad = _groups(grad_out.contiguous(memory_format=torch.channels_last if _channels_last(grad_x)
-                                           else torch.contiguous_format), ctx.splits).to(centred.dtype)
+        grad = _groups(grad_out.contiguous(memory_format=ctx.layout), ctx.splits, ctx.layout).to(centred.dtype)
         count = centred.numel() // (centred.shape[0] * centred.shape[2])
         grad_sum = grad.sum(dim=(1, 3), keepdim=True)
         grad_dot_xhat = rstd * (grad * centred).sum(dim=(1, 3), keepdim=True)
         # d x = scale * (g - mean(g) - xhat * mean(g * xhat)), with xhat = centred * rstd
+        grad_x = torch.empty_like(grad_out, memory_format=ctx.layout)
         torch.addcmul(torch.addcmul(-scale * grad_sum / count, centred, -scale * rstd * grad_dot_xhat / count),
-                      grad, scale, out=_groups(grad_x, ctx.splits))
+                      grad, scale, out=_groups(grad_x, ctx.splits, ctx.layout))
         grad_weight = grad_dot_xhat.sum(0).flatten() if ctx.has_weight else None
         grad_bias = grad_sum.sum(0).flatten() if ctx.has_bias else None
         return grad_x, grad_weight, grad_bias, None, None
