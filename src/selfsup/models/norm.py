@@ -44,7 +44,8 @@ class _GroupBatchNorm(torch.autograd.Function):
     memory layout, so neither pass permutes activations, and the output is a fresh tensor in the
     input's layout (an in-place ReLU after it needs no copies).  Statistics and gradients are
     computed in float32 for half-precision inputs, as ``F.batch_norm`` does under autocast.
-    Returns the output and the groups' means and biased variances, shape ``[S, C]``.
+    Returns the output and the groups' means and unbiased variances (for the running statistics),
+    shape ``[S, C]``.
     """
 
     @staticmethod
@@ -63,15 +64,17 @@ class _GroupBatchNorm(torch.autograd.Function):
         torch.addcmul(shift, centred, scale, out=_groups(out, splits, layout))
         ctx.save_for_backward(centred, rstd, scale)
         ctx.has_weight, ctx.has_bias, ctx.splits, ctx.layout = weight is not None, bias is not None, splits, layout
-        ctx.mark_non_differentiable(mean, var)
-        return out, mean.flatten(1), var.flatten(1)
+        ctx.count = count
+        unbiased = var * (count / max(count - 1, 1))
+        ctx.mark_non_differentiable(mean, unbiased)
+        return out, mean.flatten(1), unbiased.flatten(1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out, _grad_mean, _grad_var):
         centred, rstd, scale = ctx.saved_tensors
         grad = _groups(grad_out.contiguous(memory_format=ctx.layout), ctx.splits, ctx.layout).to(centred.dtype)
-        count = centred.numel() // (centred.shape[0] * centred.shape[2])
+        count = ctx.count
         grad_sum = grad.sum(dim=(1, 3), keepdim=True)
         grad_dot_xhat = rstd * (grad * centred).sum(dim=(1, 3), keepdim=True)
         # d x = scale * (g - mean(g) - xhat * mean(g * xhat)), with xhat = centred * rstd
@@ -112,20 +115,19 @@ class _SplitStatistics:
         if x.shape[0] % self.num_splits:
             raise ValueError(f"{type(self).__name__}: batch size {x.shape[0]} is not divisible by "
                              f"num_splits={self.num_splits}")
-        out, mean, var = _GroupBatchNorm.apply(x, self.weight, self.bias, self.eps, self.num_splits)
+        out, mean, unbiased_var = _GroupBatchNorm.apply(x, self.weight, self.bias, self.eps, self.num_splits)
         if self.track_running_stats:
-            self._update_running_statistics(mean, var, x.numel() // x.shape[1] // self.num_splits)
+            self._update_running_statistics(mean, unbiased_var)
         return out
 
     @torch.no_grad()
-    def _update_running_statistics(self, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
-        """nn.BatchNorm's update (momentum, or a cumulative average when it is None; the
-        unbiased variance) with the mean over the groups of their statistics."""
+    def _update_running_statistics(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
+        """nn.BatchNorm's update (momentum, or a cumulative average when it is None) with the mean
+        over the groups of their statistics."""
         self.num_batches_tracked.add_(1)
         factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        unbiased = var * (count / max(count - 1, 1))
         self.running_mean.lerp_(mean.mean(0).to(self.running_mean.dtype), factor)
-        self.running_var.lerp_(unbiased.mean(0).to(self.running_var.dtype), factor)
+        self.running_var.lerp_(unbiased_var.mean(0).to(self.running_var.dtype), factor)
 
 
 class SplitBatchNorm2d(_SplitStatistics, nn.BatchNorm2d):
