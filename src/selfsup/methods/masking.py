@@ -44,11 +44,11 @@ def varying_patch_mask(batch: int, rows: int, cols: int, ratio: tuple[float, flo
     drawn uniformly from ``ratio`` (iBOT's per-image prediction ratio), in ``shape``: "block"
     (BEiT's rectangles, ``block_mask``) or "random" (that many patches drawn uniformly)."""
     patches = rows * cols
-    draws = rng.rand((batch, 2 + patches), generator, device=device)
+    draws = rng.rand((batch, 2), generator, device=device)
     share = ratio[0] + draws[:, 0] * (ratio[1] - ratio[0])
     hidden = torch.where(draws[:, 1] < probability, share * patches, torch.zeros_like(share))
     if shape == "random":
-        ranks = draws[:, 2:].argsort(dim=1).argsort(dim=1)
+        ranks = rng.rand((batch, patches), generator, device=device).argsort(dim=1).argsort(dim=1)
         return ranks < hidden.round().unsqueeze(1)
     uniforms = uniform_stream(generator)
     return torch.tensor([block_mask(rows, cols, h, uniforms) for h in hidden.tolist()], device=draws.device)

@@ -166,9 +166,9 @@ def apply_batchnorm_policy(module: nn.Module, policy: str, splits: int = 8) -> n
     """Apply a BatchNorm policy (``BATCHNORM_POLICIES``) to ``module`` in place and return it.
 
     ``"sync"`` and ``"local"`` leave the module unchanged (synchronisation is done by the trainer
-    on GPUs).  ``"split"`` replaces every ``nn.BatchNorm2d`` with a ``SplitBatchNorm2d`` of
-    ``splits`` groups, keeping its state; ``BatchNorm1d`` is untouched.  If ``module`` itself is
-    a ``BatchNorm2d`` the replacement is returned.
+    on GPUs).  ``"split"`` replaces every ``nn.BatchNorm2d`` and ``nn.BatchNorm1d`` with its split
+    version of ``splits`` groups, keeping its state.  If ``module`` itself is one of them, the
+    replacement is returned.
     """
     if policy not in BATCHNORM_POLICIES:
         raise ValueError(f"unknown batchnorm policy {policy!r}; choose one of "
