@@ -17,6 +17,16 @@ from .errors import SelfSupError
 EXIT_USER_ERROR = 2
 
 
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: ...)" to an option's help where it says something: not for a default
+    of None (the help says what happens then) nor for on/off flags."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and Lightning's messages")
 
@@ -69,7 +79,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", required=True, help="pretraining method (see `selfsup list`)")
     _add_run_flags(p)
     p.add_argument("--baselines", action="store_true",
-                   help="also report raw-pixel and random-init kNN baselines (and linear, with --linear-probe) "
+                   help="also report raw-pixel, standardised-pixel and random-init kNN baselines (and linear, with --linear-probe) "
                         "in metrics.json")
     p.add_argument("--linear-probe", action="store_true",
                    help="after pretraining, train a linear probe on frozen features (Adam, 100 epochs) and report "
@@ -116,13 +126,16 @@ def _build_parser() -> argparse.ArgumentParser:
                        ("embedding", "t-SNE and UMAP plots of test features coloured by class"),
                        ("diagnostics", "collapse diagnostics of the backbone features on test images: normalised "
                                        "std, effective rank, alignment, uniformity")]:
-        q = eval_sub.add_parser(name, help=text, description=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        q = eval_sub.add_parser(name, help=text, description=text, formatter_class=_HelpWithDefaults)
         q.add_argument("--checkpoint", required=True, help="a selfsup checkpoint (RUN/checkpoints/last.ckpt)")
         q.add_argument("--dataset", required=name == "transfer", default=None,
                        help="dataset to evaluate on" + ("" if name == "transfer" else " (default: the pretraining dataset)"))
-        q.add_argument("--data-dir", default=None, help="directory with the dataset files")
-        q.add_argument("--subset", type=int, default=None, help="seeded class-balanced subset of the training split")
-        q.add_argument("--channels", type=int, default=None, help="convert images to 1 or 3 channels")
+        q.add_argument("--data-dir", default=None, help="directory with the dataset files (default: the checkpoint's "
+                                                        "for its own dataset, else the dataset's usual place)")
+        q.add_argument("--subset", type=int, default=None, help="seeded class-balanced subset of the training split "
+                                                                "(default: the whole split)")
+        q.add_argument("--channels", type=int, default=None, help="convert images to 1 or 3 channels (default: the "
+                                                                  "dataset's own; transfer: the checkpoint's)")
         q.add_argument("--batch-size", type=int, default=512, help="batch size for feature extraction")
         q.add_argument("--output", default=None, help="JSON result file (default: RUN/eval_PROTOCOL.json)")
         if name in ("knn", "linear", "svm", "transfer", "retrieval", "finetune"):
@@ -176,7 +189,7 @@ def _build_parser() -> argparse.ArgumentParser:
         _add_common(q)
 
     p = sub.add_parser("benchmark", help="run a benchmark suite; writes a markdown table, a CSV and plots",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_HelpWithDefaults)
     p.add_argument("--suite", required=True, help="suite name (see `selfsup list`)")
     p.add_argument("--out", required=True, help="directory for results")
     p.add_argument("--data-dir", default=None, help="dataset directory, where the suite needs one")

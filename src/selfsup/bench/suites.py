@@ -275,8 +275,9 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
              f"Linear: one linear layer on frozen, standardised backbone features of clean images, Adam, "
              f"{probe_epochs} epochs.",
              "samples_per_second counts each training image once per epoch, however many views it yields; "
-             "precision: the run's training precision (the suite asks for `auto`: bf16-mixed, autocast to bfloat16, "
-             "on a CPU with AVX-512 BF16 or AMX, else 32-true; every evaluation runs in fp32).",
+             f"precision: the run's training precision (the suite asks for `{cfg['trainer']['precision']}`"
+             + (": bf16-mixed, autocast to bfloat16, on a CPU with AVX-512 BF16 or AMX, else 32-true"
+                if cfg["trainer"]["precision"] == "auto" else "") + "; every evaluation runs in fp32).",
              "random_init_knn_top1 in a method's row: kNN of that method's own network (its input filter and "
              "BatchNorm policy included) at its random initialisation, the bar its pretraining must clear.",
              "Collapse diagnostics of the final backbone features on the monitor's test images "

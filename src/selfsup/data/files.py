@@ -215,8 +215,8 @@ class ImageFileDataset(Dataset):
 
 
 def measure_normalization(dataset, limit: int = 2000) -> tuple[tuple, tuple]:
-    """Per-channel (mean, std) of the pixel values in [0, 1] of up to ``limit`` evenly spaced
-    images of ``dataset`` (std at least 1e-3, so that a constant channel stays finite)."""
+    """Per-channel (mean, std) of the pixel values in [0, 1] of every ⌊n/``limit``⌋-th image of
+    ``dataset`` (n images: about ``limit`` of them, fewer than twice as many) (std at least 1e-3, so that a constant channel stays finite)."""
     step = max(1, len(dataset) // limit)
     total = squares = None
     pixels = 0

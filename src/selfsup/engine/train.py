@@ -1,5 +1,5 @@
 """``pretrain``: resolve data and model, run Lightning, evaluate, write the run directory
-(``selfsup.rundir``; ``logs/`` holds the CSV and TensorBoard logs)."""
+(``selfsup.rundir``; ``logs/`` holds the trackers' logs: CSV and TensorBoard, or wandb/MLflow)."""
 from __future__ import annotations
 
 import logging
@@ -200,7 +200,7 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
              probe_layers: bool = False, baselines_cache: Path | None = None) -> dict:
     """Pretrain ``cfg['method']`` on ``cfg['dataset']`` into ``out``; returns metrics.json's dict.
 
-    ``baselines`` adds raw-pixel and random-init kNN (kept in ``baselines_cache`` if given,
+    ``baselines`` adds raw-pixel, standardised-pixel and random-init kNN (kept in ``baselines_cache`` if given,
     see ``run_baselines``); ``probe_epochs`` > 0 adds a linear
     probe (``linear_top1``, and in the baselines the pixels' and random-init network's), and
     with ``probe_layers`` one per stage (``linear_layers``, and the random-init network's).

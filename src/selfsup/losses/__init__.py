@@ -1,4 +1,5 @@
-"""Pure loss functions: tensors in, a scalar batch mean out.  They import nothing of selfsup
+"""Pure loss functions: tensors in, a scalar batch mean out (``tico`` also returns its updated
+covariance, ``sinkhorn`` the codes of a batch).  They import nothing of selfsup
 but the rank helpers of ``selfsup.distributed`` (identity on one process) and the device-safe
 draws of ``selfsup.rng``, so they can be used in any training loop."""
 from .coding_rate import emp_ssl, total_coding_rate

@@ -4,7 +4,7 @@ Learning to Count", ICCV 2017.
 A feature φ that counts visual primitives must be additive: the counts of the 2×-downsampled
 image D∘x equal the sum of the counts of its four tiles T_j∘x (the quadrants, at the same
 resolution as D∘x).  The loss is ‖φ(D∘x) − Σ_j φ(T_j∘x)‖² plus the contrastive term
-max(0, M − ‖φ(D∘y) − Σ_j φ(T_j∘x)‖²) with another image y of the batch (the next one), which
+max(0, M − ‖φ(D∘y) − Σ_j φ(T_j∘x)‖²) with another image y of the batch (the previous one), which
 rules out the trivial φ = 0.  φ is the backbone followed by a linear layer and a ReLU (counts
 are non-negative), ``count_dim`` wide; the paper uses 1000 counts and M = 10; we default to
 128 counts with M scaled by the width (M = 10 · 128/1000 ≈ 1.28, our choice, which keeps

@@ -15,8 +15,8 @@ its target patch and ``num_negatives`` targets drawn by the method's generator f
 patches of the batch (other positions and other images; shared by the batch, our choice to
 keep the score matrix small), with the log-bilinear score z·W_k c of the paper.
 Evaluation features: the patch encodings, mean-pooled over the grid.
-Optimiser (Adam lr 2e-4) from the paper; augmentation: random crops and flips, as the
-paper's (no colour changes).
+Optimiser (Adam lr 2e-4) from the paper; augmentation: random crops and flips, no colour
+changes (our choice).
 
 On series (a dataset of modality "series") the same method runs on the strided 1-D
 convolutional encoder (``Conv1dEncoder``, backbone ``conv1d``): its encodings over time are

@@ -70,7 +70,8 @@ class GaussianContrastive(Method):
 
 
 class DARe(GaussianContrastive):
-    """DARe (Tomer & Sharma): NT-Xent on Gaussian samples + λ·JSD between the views' Gaussians."""
+    """DARe (Tomer & Sharma): the report's decoupled contrastive loss (or NT-Xent: ``contrastive``) on
+    Gaussian samples + λ·JSD between the views' Gaussians."""
 
     name = "dare"
     revision = 2  # 2: the report's one-way decoupled L_con, the JSD with the mean term, summed (1: NT-Xent,

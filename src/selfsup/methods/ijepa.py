@@ -4,14 +4,15 @@ Predictive Architecture", CVPR 2023.
 From one context block of each image, a narrow transformer predictor predicts the target
 encoder's representations of several target blocks of the same image: the context encoder (the
 backbone) sees only the context block's patches (``tokens(keep=...)``), minus any patch of a
-target; the target encoder, an EMA of it (momentum 0.996 rising to 1), sees the whole image, and
+target; the target encoder, an EMA of it (momentum 0.996 rising to 1; the paper's rise is linear, ours a
+cosine as for every EMA here), sees the whole image, and
 its output patch tokens, layer-normalised, at each target block's positions are the targets; the
 predictor gets the context tokens and one mask token per target position (each with its
 position embedding) and the loss is the mean squared error.  From the paper: 4 target blocks of
 15-20% of the patches with aspect ratio 0.75-1.5, a context block of 85-100% (aspect 1), block
 sizes drawn once per batch and places per image, the context cut to the batch's smallest;
 predictor 6 blocks (ViT-H: 12) 384 wide; AdamW lr 1e-3 (batch 2048), weight decay 0.04 rising to
-0.4 (cosine), 15 warm-up epochs; views: random crops of 30-100%, no flips, no colour changes; evaluation on the
+0.4 (cosine), 15 warm-up epochs, then cosine (to 0; its code ends at 1e-6, a thousandth); views: random crops of 30-100%, no flips, no colour changes; evaluation on the
 mean patch token (``backbone.pool: mean``).  Our choices: predictor width half the encoder's,
 learned position embeddings in the predictor (the paper: fixed sin-cos), MSE (the paper's eq.;
 its code uses smooth L1).

@@ -14,7 +14,7 @@ which query: across ranks the global batch is shuffled (shuffle BN); on one devi
 own statistics, and the shuffle moves images between groups (the paper's CIFAR demo).
 The queue holds the keys of every rank, gathered and written on every rank.
 Our options: ``symmetric`` also makes the second view a query of the first view's key and
-averages both losses (MoCo v3's symmetrised loss; off by default, as in v1/v2), and ``head_batch_norm`` puts BatchNorm after the head's hidden layer (as SimCLR's and
+averages both losses (MoCo v3 symmetrises so too, but sums them; off by default, as in v1/v2), and ``head_batch_norm`` puts BatchNorm after the head's hidden layer (as SimCLR's and
 MoCo v3's heads do; off by default, as in MoCo v2).  From a random start on small images the
 BN-free head maps every image to nearly one direction and MoCo needs many epochs to leave it
 (benchmarks/tuning-fmnist-quick.md).

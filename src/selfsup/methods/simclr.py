@@ -5,8 +5,8 @@ Two augmented views per image, a 2-layer MLP projection head (hidden = feature w
 128, BatchNorm as in SimCLR v2's code), NT-Xent with τ = 0.5 (paper's CIFAR-10 setting) over
 the global batch.  Both views go through the backbone in one pass, so BatchNorm statistics
 cover the 2N views of the batch, as in the reference implementation.  Optimiser defaults
-(LARS, lr 0.3·batch/256, weight decay 1e-6, 10 warm-up epochs, cosine) are in
-``configs/simclr.yaml``.
+(LARS, lr 0.075·√batch from the paper's appendix B.1 for small batches, where its main rule is
+0.3·batch/256; weight decay 1e-6, 10 warm-up epochs, cosine) are in ``configs/simclr.yaml``.
 """
 from __future__ import annotations
 

@@ -15,7 +15,8 @@ weight decay 1e-4, cosine.
 Triplet: Schroff, Kalenichenko, Philbin, "FaceNet", CVPR 2015.  One augmented view per image,
 a 2-layer MLP head to L2-normalised 128-d embeddings, ``triplet`` with margin 0.2 and online
 semi-hard mining (``hard`` and ``all`` as options) in P×K batches (P classes × K images,
-``ClassBatchSampler``).  FaceNet used AdaGrad on faces; our choice is SupCon's SGD recipe and
+``ClassBatchSampler``).  FaceNet used AdaGrad on faces; our choice is SupCon's SGD recipe (without its decay of biases
+and norms) and
 P = 8 classes per batch when the batch divides by 8 (K = batch / P), which keeps several
 negative classes per anchor on 10-class data.
 """

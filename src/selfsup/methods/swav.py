@@ -11,7 +11,7 @@ step during the first epoch (``freeze_prototypes_epochs``), which keeps DDP's pa
 set unchanged.  For small batches an optional queue of earlier global-crop embeddings
 (``queue_size`` per rank, from ``queue_start_epoch``) joins the Sinkhorn problem.
 Optimiser (LARS, lr 0.6 for batch 256, weight decay 1e-6, final lr 1/1000 of the peak) from
-the paper's small-batch settings.
+the paper's small-batch settings; its 10 warm-up epochs from the large-batch ones (our choice).
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2, batch_norm:
         last_batch_norm: bool = False, activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     """``layers`` linear layers with BatchNorm and ``activation`` between them (SimCLR/MoCo
     v2/BYOL heads: ReLU; MSN: GELU); ``last_batch_norm`` adds an affine-free BatchNorm on the
-    output (SimSiam, Barlow Twins)."""
+    output (SimSiam's and NNCLR's projectors; MoCo v3's, through BYOL's ``projection_batch_norm``)."""
     modules: list[nn.Module] = []
     dim = in_dim
     for _ in range(layers - 1):

@@ -9,8 +9,8 @@ metrics.json) come from an exponential moving average of the classifier network 
 evaluation model, rate ``ema``).
 
 One module per method, on a shared base: ``base`` (the labelled set, the mixed batches, the EMA
-network, confident pseudo-labels with class balancing, and supervised-only), ``pseudo_label``,
-``self_training``, ``fixmatch`` and ``frost``.
+network, confident pseudo-labels with class balancing, and supervised-only); ``protocols`` holds
+the label-fraction protocols.
 
 Class balancing (``balance``, after BOSS, Smith & Conovaloff 2020, and FROST): the confident
 predictions of the previous epoch counted per class (n_c) drive ``data``-level resampling

@@ -2,7 +2,7 @@
 (2020): FixMatch plus ``lambda_ss`` times a registered
 self-supervised method's loss on the unlabelled images (``self_supervised``, SimCLR by
 default, sharing the backbone and hosted with its own hooks as multitask's tasks are; its
-params are its packaged defaults) plus self-training rounds with
+params are its packaged defaults with ``task_params.NAME`` laid over them) plus self-training rounds with
 class balancing (``balance: data`` by default); ``--init`` starts it from a pretrained
 checkpoint.
 """
