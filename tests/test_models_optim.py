@@ -45,6 +45,20 @@ def test_lars_step_matches_hand_computation():
     assert torch.allclose(bias.detach(), torch.tensor([1.0 - 0.1 * 2.0]))  # plain SGD step, no decay
 
 
+@pytest.mark.parametrize("lr", [0.1, 0.001, 0.0])
+def test_clipped_lars_steps_by_the_trust_coefficient_capped_at_the_learning_rate(lr):
+    # EMP-SSL's LARS: the step is min(eta * |w| / |g + wd w|, lr) times g + wd w, momentum and Nesterov on top
+    w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))  # norm 5
+    optimizer = LARS([{"params": [w]}], lr=lr, momentum=0.9, weight_decay=0.01, trust_coefficient=0.005,
+                     nesterov=True, trust_clip=True)
+    w.grad = torch.tensor([0.6, 0.8])
+    optimizer.step()
+    update = torch.tensor([0.6, 0.8]) + 0.01 * torch.tensor([3.0, 4.0])
+    step = min(0.005 * 5.0 / update.norm().item(), lr)  # 0.0240: the trust sets the step at lr 0.1, lr caps it at 0.001
+    # the first momentum buffer is the update itself, and Nesterov adds momentum times it again
+    assert torch.allclose(w.detach(), torch.tensor([3.0, 4.0]) - step * 1.9 * update)
+
+
 def test_learning_rate_rules_and_schedule():
     assert scaled_lr(0.3, "linear", 512) == pytest.approx(0.6)
     assert scaled_lr(0.075, "sqrt", 256) == pytest.approx(1.2)

@@ -148,6 +148,7 @@ class OptimizerSettings(Settings):
     momentum: float = dataclasses.field(default=0.9, metadata=_at_least(0))
     nesterov: bool = False
     trust_coefficient: float = dataclasses.field(default=0.001, metadata=_at_least(0))
+    trust_clip: bool = False
     betas: list = dataclasses.field(default_factory=lambda: [0.9, 0.999])
 
 

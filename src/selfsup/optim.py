@@ -3,7 +3,10 @@
 LARS (You et al., "Large Batch Training of Convolutional Networks", 2017) as used by SimCLR
 and BYOL: SGD with momentum whose per-layer step is scaled by the trust ratio
 η·‖w‖/‖∇w + λw‖; parameter groups marked ``lars_exclude`` (biases, BatchNorm) skip both the
-adaptation and weight decay.  PyTorch ships no LARS, hence this one.
+adaptation and weight decay.  With ``trust_clip`` the ratio is divided by the group's current
+learning rate and capped at 1 (the "clip" mode of the LARS wrapper EMP-SSL's code uses), so a
+layer's step is min(η·‖w‖/‖∇w + λw‖, lr) times its update: the trust coefficient sets the step
+itself, and the learning rate only caps it.  PyTorch ships no LARS, hence this one.
 """
 from __future__ import annotations
 
@@ -16,9 +19,9 @@ from .errors import SelfSupError
 
 class LARS(torch.optim.Optimizer):
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 trust_coefficient: float = 0.001, nesterov: bool = False):
-        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                        trust_coefficient=trust_coefficient, nesterov=nesterov, lars_exclude=False)
+                 trust_coefficient: float = 0.001, nesterov: bool = False, trust_clip: bool = False):
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
+                        nesterov=nesterov, trust_clip=trust_clip, lars_exclude=False)
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -38,6 +41,8 @@ class LARS(torch.optim.Optimizer):
                     trust = torch.where((weight_norm > 0) & (update_norm > 0),
                                         group["trust_coefficient"] * weight_norm / update_norm,
                                         torch.ones_like(weight_norm))
+                    if group["trust_clip"] and group["lr"] > 0:
+                        trust = (trust / group["lr"]).clamp(max=1.0)
                     update = update.mul(trust)
                 state = self.state[p]
                 if "momentum_buffer" not in state:
@@ -70,7 +75,7 @@ def build_optimizer(groups: list[dict], cfg: dict, batch_size: int) -> torch.opt
     """The optimiser named in ``cfg`` over ``groups``, at the learning rate ``scaled_lr`` gives.
     Groups marked ``bias_and_norm`` (``split_decay``) get no weight decay unless
     ``cfg["decay_biases_and_norms"]`` (the reference code of MoCo, SimSiam, InstDisc,
-    DeepCluster and SupCon decays every parameter)."""
+    DeepCluster, SupCon and TS-TCC decays every parameter)."""
     name = cfg["name"]
     lr = scaled_lr(cfg["lr"], cfg["lr_scaling"], batch_size)
     wd = cfg["weight_decay"]
@@ -91,7 +96,8 @@ def build_optimizer(groups: list[dict], cfg: dict, batch_size: int) -> torch.opt
         return torch.optim.AdamW(plain, lr=lr, weight_decay=wd, betas=betas)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=cfg["momentum"], weight_decay=wd,
-                    trust_coefficient=cfg["trust_coefficient"], nesterov=cfg["nesterov"])
+                    trust_coefficient=cfg["trust_coefficient"], nesterov=cfg["nesterov"],
+                    trust_clip=cfg.get("trust_clip", False))  # runs written before the option: no clip
     raise SelfSupError(f"unknown optimizer '{name}'; choose sgd, adam, adamw or lars")
 
 

@@ -8,9 +8,10 @@ towards the mean of its patches (weight 200).  An image's representation for eva
 the mean of its patches' features ("bag of features"), here over crops of the training
 patches' area on an even 4 × 4 grid of positions (``eval_grid``), the same for every image,
 without colour changes, so that evaluation is deterministic.  From the paper and its code (CIFAR): 20 patches
-(the paper's headline runs use 200: ``params.patches``), crops of 25% of the image resized to
-the full side, flip, colour jitter p 0.8, greyscale 0.2, blur 0.1, solarisation 0.1, ε 0.2,
-projector 4096-4096-1024 for ResNet-18 (feature 512), LARS over SGD with lr 0.3, momentum 0.9,
+(the paper's CIFAR runs; its code's default is 100 and the headline runs use 200: ``params.patches``),
+crops of 25% of the image resized to the full side, flip, colour jitter p 0.8, greyscale 0.2, blur 0.1,
+solarisation 0.1, ε 0.2, projector 4096-4096-1024 for ResNet-18 (feature 512), LARS (trust coefficient
+0.005, clipped at the learning rate: ``optimizer.trust_clip``) over Nesterov SGD with lr 0.3, momentum 0.9,
 weight decay 1e-4, cosine.  Our choices: the projector scaled to the backbone (hidden 8 ×,
 output 2 × the feature width, as the paper's for ResNet-18); evaluation features are the
 backbone's (the paper's code reads the projector's first layer) over 16 grid patches (its code:
@@ -34,6 +35,7 @@ class EMPSSL(Method):
     """EMP-SSL (Tong et al. 2023): total coding rate and invariance across many patches of each image."""
 
     name = "emp-ssl"
+    revision = 2  # 2: the official code's LARS (trust 0.005 clipped at the rate, Nesterov; 1: trust 0.001, unclipped)
     defaults = {"patches": 20, "invariance_weight": 200.0, "eps": 0.2, "proj_hidden_dim": None, "proj_dim": None,
                 "patch_size": None, "eval_grid": 4,
                 "augment": views(crop_scale=(0.25, 0.25), crop_ratio=(1.0, 1.0), blur_p=0.1, solarize_p=0.1)}
