@@ -242,7 +242,7 @@ SETTING_WORDS = {
     "lr", "rate", "rates", "τ", "t", "λ", "λa", "λb", "temperature", "momentum", "ema", "decay",
     "threshold", "scale", "jitter", "p", "m", "margin", "ε", "epsilon", "σ", "code", "pytorch",
     "torch", "version", "table", "figure", "appendix", "section", "issue", "lags", "lag", "season",
-    "window", "trials", "width", "k", "clipping", "default", "sgd", "adam", "lars",
+    "window", "trials", "width", "k", "clipping", "default", "sgd", "adam", "lars", "coefficient",
     "within",  # a bound, not a figure
 }
 # "1% and 10% of the labels", "the first 70% of the series": shares that are settings.
