@@ -6,6 +6,7 @@ import torch
 from selfsup.data.augment import (AugmentConfig, augment_batch, color_jitter, gaussian_blur, grayscale,
                                   random_resized_crop, shift_hue)
 from selfsup.data.views import Normalization, ViewSpec, make_views
+from selfsup.errors import SelfSupError
 
 
 def gen(seed=0):
@@ -50,6 +51,37 @@ def test_color_jitter_probability_zero_is_identity_and_one_changes():
     x = torch.rand(8, 3, 8, 8)
     assert torch.allclose(color_jitter(x, 0.5, 0.0, gen()), x, atol=1e-5)
     assert not torch.allclose(color_jitter(x, 0.5, 1.0, gen()), x, atol=1e-3)
+
+
+def saturation_factors(x, out):
+    """The per-image factor f of a pure saturation change: out = grey + f · (x - grey)."""
+    grey = grayscale(x)
+    return ((out - grey) * (x - grey)).sum((1, 2, 3)) / (x - grey).square().sum((1, 2, 3))
+
+
+def test_saturation_and_hue_spreads_replace_the_strengths_share_and_draw_the_same_numbers():
+    # BYOL's jitter: saturation 0.2 where strength 0.5 alone gives 0.4; strength 0 isolates saturation (and hue 0)
+    x = torch.rand(512, 3, 8, 8) * 0.5 + 0.25  # no clamping at 0 or 1
+    byol = saturation_factors(x, color_jitter(x, 0.0, 1.0, gen(), saturation=0.2, hue=0.0))
+    assert 0.8 - 1e-4 <= byol.min() < 0.82 and 1.18 < byol.max() <= 1.2 + 1e-4
+    wider = saturation_factors(x, color_jitter(x, 0.0, 1.0, gen(), saturation=0.4, hue=0.0))
+    assert wider.min() < 0.62 and wider.max() > 1.38
+    unset = saturation_factors(x, color_jitter(x, 0.0, 1.0, gen(), hue=0.0))  # 0.8 x strength 0: no change
+    assert torch.allclose(unset, torch.ones_like(unset), atol=1e-4)
+    states = []
+    for changes in ({}, {"saturation": 0.2}, {"hue": 0.4}):
+        g = gen()
+        color_jitter(x, 0.5, 0.8, g, **changes)
+        states.append(g.get_state())
+    assert all(torch.equal(states[0], state) for state in states)  # same stream: grey images see no change at all
+
+
+@pytest.mark.parametrize("changes, message", [({"hue": 0.7}, "hue must be in [0, 0.5]"),
+                                               ({"blur_p": 1.5}, "blur_p must be in [0, 1]"),
+                                               ({"crop_scale": (0.5, 0.2)}, "crop_scale must be two numbers")])
+def test_view_settings_out_of_range_are_one_clear_error(changes, message):
+    with pytest.raises(SelfSupError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        AugmentConfig(**changes)
 
 
 def test_blur_keeps_constant_images_and_smooths_noise():

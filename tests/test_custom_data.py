@@ -56,6 +56,16 @@ def test_unreadable_files_are_skipped_and_counted(tmp_path, capsys):
     assert batch["image"].shape == (5, 3, 8, 8) and batch["image"].dtype == torch.uint8
 
 
+def test_images_beside_class_folders_are_left_out_with_a_note(tmp_path, capsys):
+    for name in ("cats", "dogs"):
+        (tmp_path / name / "deep").mkdir(parents=True)
+        Image.new("RGB", (12, 12), "red").save(tmp_path / name / "deep" / "0.png")
+    Image.new("RGB", (12, 12), "blue").save(tmp_path / "stray.png")
+    train = load_split("imagefolder", "train", str(tmp_path), options={"image_size": 8})
+    assert len(train) == 2 and train.num_classes == 2  # one image at any depth in each class folder
+    assert "1 images lie beside its class folders (cats, dogs)" in capsys.readouterr().err
+
+
 def test_a_file_that_fails_to_decode_mid_epoch_is_replaced_with_a_warning(tmp_path):
     Image.new("RGB", (40, 40), "red").save(tmp_path / "a.jpg")
     Image.new("RGB", (40, 40), "blue").save(tmp_path / "b.jpg")
@@ -120,6 +130,19 @@ def test_multichannel_arrays_load_as_float_images_and_odd_ones_are_skipped(tmp_p
     assert len(mean) == 13 and mean[5] == pytest.approx((60000 + 1000) / 2 / 65535, abs=1e-3)
     subset = load_split("imagefolder", "train", str(tmp_path), subset=4, seed=1, options={"image_size": 12})
     assert len(subset) == 4 and subset.labels.bincount().tolist() == [2, 2]
+
+
+def test_the_exports_check_images_of_a_float_folder_are_its_clean_views(tmp_path):
+    from selfsup.data.views import Normalization, clean_view
+    from selfsup.export import _sample_inputs
+
+    multispectral_folder(tmp_path)
+    cfg = {"dataset": "imagefolder", "data_dir": str(tmp_path), "seed": 0, "data": {"image_size": 12}}
+    norm = Normalization((0.5,) * 13, (0.25,) * 13)
+    images, what = _sample_inputs(cfg, norm, 13, 12)
+    test = load_split("imagefolder", "test", str(tmp_path), options={"image_size": 12})
+    expected = clean_view(test.__getitems__(list(range(len(images))))["image"], norm)
+    assert "test images of imagefolder" in what and torch.allclose(images, expected)  # values in [0, 1], not /255
 
 
 def test_pretraining_on_multispectral_stacks(tmp_path):

@@ -85,15 +85,17 @@ def _portable_state(backbone: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _sample_inputs(cfg: dict, norm, channels: int, size: int) -> tuple[torch.Tensor, str]:
-    """Eight normalised test images of the run's dataset, or eight random inputs where they cannot be read."""
+    """The first eight normalised test images of the run's dataset (all, if fewer), or eight random inputs where
+    they cannot be read."""
     from .data.datasets import dataset_info, load_split
+    from .data.views import clean_view
 
     try:
         info = dataset_info(cfg["dataset"])
         split = "test" if "test" in info.splits else info.pretrain_split
-        test = load_split(cfg["dataset"], split, cfg.get("data_dir"), 8, cfg["seed"], cfg["data"])
-        images = test.__getitems__(list(range(min(8, len(test)))))["image"].float() / 255
-        return norm(images), f"{len(images)} test images of {cfg['dataset']}"
+        test = load_split(cfg["dataset"], split, cfg.get("data_dir"), None, cfg["seed"], cfg["data"])
+        images = test.__getitems__(list(range(min(8, len(test)))))["image"]  # uint8, or float in [0, 1]
+        return clean_view(images, norm), f"{len(images)} test images of {cfg['dataset']}"
     except (SelfSupError, KeyError, OSError, ValueError):
         return rng.randn((8, channels, size, size), rng.cpu_generator(0)), "8 random inputs (the run's data is not here)"
 

@@ -1,7 +1,7 @@
 """``selfsup report``: one HTML page (``index.html``) and its markdown twin (``report.md``) from run directories.
 
-Every run is read and checked before anything is written. The page is self-contained: its plots and
-the runs' images are files next to it, linked by relative paths. ``.selfsup-report-files`` lists those
+Every run is read and checked before anything is written. The output folder is self-contained: the
+page's plots and the runs' images are files next to it, linked by relative paths. ``.selfsup-report-files`` lists those
 files, so that a later report into the same directory deletes the ones it no longer shows (and nothing else).
 """
 from __future__ import annotations

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+
+from ..errors import SelfSupError
 from .. import rng
 
 _LUMA = (0.299, 0.587, 0.114)
@@ -28,7 +30,10 @@ class AugmentConfig:
 
     ``jitter_strength`` is SimCLR's s: brightness, contrast and saturation factors are drawn
     from [1-0.8s, 1+0.8s] and the hue shift from [-0.2s, 0.2s]; the paper uses s=1 on
-    ImageNet and s=0.5 on CIFAR-10.  Blur (kernel 10% of the side, σ∈[0.1, 2]) is only
+    ImageNet and s=0.5 on CIFAR-10.  ``saturation`` and ``hue``, when set, replace the
+    saturation factor's spread and the largest hue shift (torchvision's ``ColorJitter``
+    arguments): BYOL's recipe is s=0.5 with saturation 0.2, InstDisc's hue 0.4.  Both act on
+    colour images only, and change what is drawn, never how many numbers are drawn.  Blur (kernel 10% of the side, σ∈[0.1, 2]) is only
     applied to images of at least ``blur_min_size`` pixels: SimCLR drops it on CIFAR.
     """
 
@@ -37,11 +42,33 @@ class AugmentConfig:
     flip_p: float = 0.5
     jitter_p: float = 0.8
     jitter_strength: float = 0.5
+    saturation: float | None = None
+    hue: float | None = None
     grayscale_p: float = 0.2
     blur_p: float = 0.5
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     blur_min_size: int = 64
     solarize_p: float = 0.0
+
+    def __post_init__(self):
+        """One clear message for a setting outside its range (a negative spread or a probability
+        above 1 would otherwise draw nonsense silently)."""
+        problems = [f"{name} must be in [0, 1], got {getattr(self, name)}"
+                    for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p")
+                    if not 0 <= getattr(self, name) <= 1]
+        pairs = {"crop_scale": (0, 1), "crop_ratio": (0, math.inf), "blur_sigma": (0, math.inf)}
+        for name, (low, high) in pairs.items():
+            first, last = getattr(self, name)
+            if not (low <= first <= last <= high and last > 0):
+                problems.append(f"{name} must be two numbers low <= high in ({low}, {high}], got {list(getattr(self, name))}")
+        for name, high in (("jitter_strength", math.inf), ("saturation", 1.0), ("hue", 0.5)):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= high:
+                problems.append(f"{name} must be in [0, {high}], got {value}")
+        if self.blur_min_size < 0:
+            problems.append(f"blur_min_size must be at least 0, got {self.blur_min_size}")
+        if problems:
+            raise SelfSupError("view settings (augment): " + "; ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -72,9 +99,10 @@ def crops_only(smallest: float) -> dict:
 # ``augment`` default is one of them; its configs/NAME.yaml writes the same values out.
 SIMCLR_VIEWS = views()
 MOCO_V2_VIEWS = views(crop_scale=(0.2, 1.0))  # MoCo v2, SimSiam
-INSTDISC_VIEWS = views(crop_scale=(0.2, 1.0), jitter_p=1.0, blur_p=0.0)  # InstDisc, MoCo v1: no blur
+# InstDisc, MoCo v1: no blur, hue 0.4 (their code also greys before the jitter, where ours greys after it)
+INSTDISC_VIEWS = views(crop_scale=(0.2, 1.0), jitter_p=1.0, hue=0.4, blur_p=0.0)
 SWAV_VIEWS = views(crop_scale=(0.14, 1.0), jitter_strength=1.0)  # SwAV, DeepCluster-v2 (ImageNet jitter)
-BYOL_VIEWS = views(blur_p=1.0)  # BYOL's first view (Barlow Twins too) ...
+BYOL_VIEWS = views(saturation=0.2, blur_p=1.0)  # BYOL's first view (Barlow Twins too) ...
 BYOL_SECOND_VIEW = {"blur_p": 0.1, "solarize_p": 0.2}  # ... and what its second view changes
 
 
@@ -159,16 +187,19 @@ def shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return torch.stack(channels, 1)
 
 
-def color_jitter(x: torch.Tensor, strength: float, p: float, g: torch.Generator) -> torch.Tensor:
+def color_jitter(x: torch.Tensor, strength: float, p: float, g: torch.Generator,
+                 saturation: float | None = None, hue: float | None = None) -> torch.Tensor:
     """SimCLR's colour distortion with per-image factors; applied to each image with
-    probability ``p`` (the others get identity factors).  Saturation and hue act on RGB only."""
+    probability ``p`` (the others get identity factors).  Saturation and hue act on RGB only;
+    their spreads are 0.8 and 0.2 times ``strength`` unless given."""
     n, device = x.shape[0], x.device
     applied = chance(n, p, g, device)
     def factors(spread: float, centre: float) -> torch.Tensor:
         drawn = uniform(n, centre - spread, centre + spread, g, device)
         return torch.where(applied, drawn, torch.full_like(drawn, centre))
     brightness, contrast = factors(0.8 * strength, 1.0), factors(0.8 * strength, 1.0)
-    saturation, hue = factors(0.8 * strength, 1.0), factors(0.2 * strength, 0.0)
+    saturation = factors(0.8 * strength if saturation is None else saturation, 1.0)
+    hue = factors(0.2 * strength if hue is None else hue, 0.0)
     ops = {
         "brightness": lambda im: (im * brightness.view(-1, 1, 1, 1)).clamp(0, 1),
         "contrast": lambda im: _blend(im, grayscale(im).mean((1, 2, 3), keepdim=True), contrast),
@@ -218,7 +249,7 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig | ShiftConfig, size: int, 
         return random_shift(x, cfg, size, g)
     x = random_resized_crop(x, size, cfg.crop_scale, cfg.crop_ratio, cfg.flip_p, g)
     if cfg.jitter_p > 0 and cfg.jitter_strength > 0:
-        x = color_jitter(x, cfg.jitter_strength, cfg.jitter_p, g)
+        x = color_jitter(x, cfg.jitter_strength, cfg.jitter_p, g, cfg.saturation, cfg.hue)
     if cfg.grayscale_p > 0:
         x = random_grayscale(x, cfg.grayscale_p, g)
     if cfg.blur_p > 0 and size >= cfg.blur_min_size:

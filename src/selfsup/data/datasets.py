@@ -1,6 +1,7 @@
 """Dataset registry.
 
-Every image dataset yields batches as dicts: ``image`` (uint8 [B, C, H, W]), ``label`` (int64,
+Every image dataset yields batches as dicts: ``image`` (uint8 [B, C, H, W]; float32 in [0, 1]
+for an image folder of arrays that are not bytes), ``label`` (int64,
 -1 when unlabelled) and ``index`` (int64 position in the split: memory banks and cluster
 assignments are indexed by it).  Datasets that fit in memory are held as one uint8 tensor
 and served a whole batch at a time (``__getitems__``); image folders are decoded per image.
@@ -219,7 +220,8 @@ def _stratified_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarra
 
 
 def balanced_subset_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """A seeded subset of ``n`` indices, class-balanced when the split is labelled."""
+    """A seeded subset of ``n`` indices, class-balanced when the split is labelled (unlabelled
+    images in a partly labelled split, label -1, count as one more class)."""
     rng = np.random.default_rng(seed)
     if (labels < 0).all():
         return np.sort(rng.permutation(len(labels))[:n])

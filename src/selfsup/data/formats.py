@@ -10,6 +10,7 @@ import functools
 import gzip
 import pickle
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -118,14 +119,20 @@ def read_stl10_split(directory: Path, split: str) -> tuple[np.ndarray, np.ndarra
 
 
 def list_image_folder(directory: Path) -> tuple[list[Path], np.ndarray, list[str]]:
-    """Files of an image folder: one sub-folder per class (labels by sorted class name), or a
-    flat folder of images (unlabelled, labels -1)."""
+    """Files of an image folder: one sub-folder per class (labels by sorted class name; images at
+    any depth inside it), or a flat folder of images (unlabelled, labels -1).  Images lying beside
+    class folders belong to no class: they are left out, with a note."""
     if not directory.is_dir():
         raise SelfSupError(f"image folder {directory} does not exist")
     classes = sorted(p.name for p in directory.iterdir() if p.is_dir())
     def images_in(folder: Path) -> list[Path]:
         return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if classes:
+        loose = [p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        if loose:
+            print(f"note: image folder {directory}: {len(loose)} images lie beside its class folders "
+                  f"({', '.join(classes[:3])}{', ...' if len(classes) > 3 else ''}) and belong to no class; "
+                  "they are not read (move them into a class folder)", file=sys.stderr)
         files, labels = [], []
         for label, name in enumerate(classes):
             found = images_in(directory / name)

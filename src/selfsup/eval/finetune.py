@@ -77,8 +77,8 @@ def scratch_fingerprint(method: nn.Module, labelled, test, norm: Normalization, 
 
 
 def default_layer_decay(method: nn.Module) -> float:
-    """0.75 for a backbone with layer ids (a ViT: BEiT's and MAE's value for small and large
-    models), 1 (none) for the others."""
+    """0.75 for a backbone with layer ids (a ViT: MAE's value for ViT-L and ViT-H; its ViT-B and
+    BEiT's base model use 0.65), 1 (none) for the others."""
     return 0.75 if hasattr(method.backbone, "layer_id") else 1.0
 
 

@@ -2,7 +2,8 @@
 
 Protocol of Wu et al., "Unsupervised Feature Learning via Non-Parametric Instance
 Discrimination" (CVPR 2018): cosine similarity, the k = 200 nearest training features vote
-for their class with weight exp(similarity / T), T = 0.1.  Neighbour search uses faiss
+for their class with weight exp(similarity / T).  T = 0.1 is our default (as lightly's kNN
+benchmarks); Wu et al. vote at their NCE temperature, 0.07.  Neighbour search uses faiss
 (exact inner product).
 """
 from __future__ import annotations

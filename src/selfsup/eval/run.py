@@ -1,9 +1,12 @@
 """``selfsup evaluate``: run one protocol on a checkpoint and write its JSON result.
 
-Every protocol sees images at the pretraining image size (resized when the evaluation
-dataset differs) through ``Method.features`` in eval mode, and, unless ``--no-baselines``,
-reports the same protocol on the standardised pixels and on the method's network at its
-random initialisation, so that what pretraining adds is visible under each protocol.
+The protocols on frozen features (knn, linear, svm, transfer, retrieval, embedding) see images
+at the pretraining image size (resized when the evaluation dataset differs) through
+``Method.features`` in eval mode; finetune and diagnostics take the dataset's images at their
+own size.  Unless ``--no-baselines``, knn, linear, svm, transfer and retrieval report the same
+protocol on the standardised pixels and on the method's network at its random initialisation,
+so that what pretraining adds is visible under each; finetune always fine-tunes the random
+network beside the checkpoint, and, unless ``--no-baselines``, adds a linear probe on the pixels.
 """
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ from ..losses.distillation import dino, dino_center
 from .base import Method
 from .helpers import cosine_momentum, ema_update, encode_by_resolution, frozen_copy, small_crops
 
-DINO_VIEWS = views(crop_scale=(0.4, 1.0), blur_p=1.0)
+DINO_VIEWS = views(crop_scale=(0.4, 1.0), saturation=0.2, blur_p=1.0)
 
 
 class DINOHead(nn.Module):

@@ -38,7 +38,8 @@ class EMPSSL(Method):
     revision = 2  # 2: the official code's LARS (trust 0.005 clipped at the rate, Nesterov; 1: trust 0.001, unclipped)
     defaults = {"patches": 20, "invariance_weight": 200.0, "eps": 0.2, "proj_hidden_dim": None, "proj_dim": None,
                 "patch_size": None, "eval_grid": 4,
-                "augment": views(crop_scale=(0.25, 0.25), crop_ratio=(1.0, 1.0), blur_p=0.1, solarize_p=0.1)}
+                "augment": views(crop_scale=(0.25, 0.25), crop_ratio=(1.0, 1.0), hue=0.2, blur_p=0.1,
+                                 solarize_p=0.1)}
     limits = {"patches": (2, None), "invariance_weight": (0, None), "eps": (1e-6, None), "proj_hidden_dim": (1, None),
               "proj_dim": (1, None), "patch_size": (4, None), "eval_grid": (0, None)}
 

@@ -70,8 +70,9 @@ class GaussianContrastive(Method):
 
 
 class DARe(GaussianContrastive):
-    """DARe (Tomer & Sharma): the report's decoupled contrastive loss (or NT-Xent: ``contrastive``) on
-    Gaussian samples + λ·JSD between the views' Gaussians."""
+    """DARe (Tomer & Sharma): decoupled contrastive loss on Gaussian samples + λ·JSD of the views' Gaussians.
+
+    ``contrastive``: the report's one-way decoupled loss (default) or SimCLR's NT-Xent."""
 
     name = "dare"
     revision = 2  # 2: the report's one-way decoupled L_con, the JSD with the mean term, summed (1: NT-Xent,

@@ -10,8 +10,7 @@ all with colour jitter (0.4, 0.4, 0.2, 0.1 at p 0.8), greyscale 0.2, blur 0.5 an
 0.2; projector a 3-layer MLP (2048 wide, BatchNorm, ReLU); SIGReg over 1024 directions drawn
 afresh each step, Epps-Pulley by the trapezoidal rule on 17 points of [0, 3]; AdamW lr 5e-4,
 weight decay 0.05 (5e-4 for ResNets), warm-up then cosine to 1/1000 of the rate.  Our choices:
-128 projection dimensions (the minimal example: 16 on Imagenette), saturation jitter 0.4 as
-brightness and contrast (our jitter has one strength for all three; the paper: 0.2), local crops at
+128 projection dimensions (the minimal example: 16 on Imagenette), local crops at
 multi-crop's 96/224 of the side (12 px either way at 28); the directions come
 from a generator seeded by the run's seed and the step, so every rank draws the same.
 """
@@ -25,7 +24,7 @@ from ..models.heads import mlp
 from .base import Method
 from .helpers import encode_by_resolution, small_crops
 
-LEJEPA_VIEWS = views(crop_scale=(0.3, 1.0), solarize_p=0.2)
+LEJEPA_VIEWS = views(crop_scale=(0.3, 1.0), saturation=0.2, solarize_p=0.2)
 
 
 class LeJEPA(Method):

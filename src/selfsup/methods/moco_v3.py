@@ -27,7 +27,7 @@ class MoCoV3(BYOL):
     revision = 1
     modalities = ("image",)  # images only: its series views are not measured (BYOL's are)
     defaults = {**without(BYOL.defaults, "series_augment"), "base_momentum": 0.99, "temperature": 1.0,
-                "augment": views(crop_scale=(0.2, 1.0), blur_p=1.0), "augment_second": BYOL_SECOND_VIEW}
+                "augment": views(crop_scale=(0.2, 1.0), saturation=0.2, blur_p=1.0), "augment_second": BYOL_SECOND_VIEW}
     limits = {**BYOL.limits, "temperature": (1e-4, None)}
     projection_batch_norm = True
 

@@ -8,7 +8,9 @@ components closely correlated with the target become auxiliary forecast targets
 - ``series``   the offline registry (statsmodels' data sets) and CSV files;
 - ``eemd``     causal sliding-window EEMD (no look-ahead) or the paper's whole-series EEMD, cached;
 - ``samples``  chronological splits, grouping by correlation, network inputs and targets;
-- ``baselines`` persistence, seasonal naive, autoregression; ``metrics`` NRMSE and MAE;
+- ``baselines`` persistence, seasonal naive, autoregression, a linear model on the lags;
+  ``statespace`` ETS and ARIMA; ``representation`` TS2Vec's ridge protocol (``ts2vec-ridge``);
+  ``metrics`` NRMSE and MAE;
 - ``network``  the dilated causal conv + GRU network as a Lightning module;
 - ``run``      the ``selfsup forecast`` run directory.
 

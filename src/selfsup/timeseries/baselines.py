@@ -1,7 +1,9 @@
 """Forecasts without a network: persistence, seasonal naive, autoregression and a linear model on lags.
 
-Each returns the forecast of the value at t + h for every origin t in ``origins``, from the
-actual values up to t.
+Persistence and seasonal naive return the forecast of the value at t + h for every origin t in
+``origins``, from the actual values up to t; autoregression returns those forecasts with the
+fitted parameters, and the linear model on lags takes the network's sample arrays and returns
+forecasts of each part with its details.
 """
 from __future__ import annotations
 
