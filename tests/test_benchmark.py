@@ -42,6 +42,11 @@ def test_unknown_row_or_a_row_flag_on_a_suite_without_rows_is_refused_before_any
     assert not (out / "runs").exists()
     assert main(["benchmark", "--suite", "semisup", "--row", "simclr", "--out", str(out)]) == 2
     assert "--row is not an option of the semisup suite" in capsys.readouterr().err
+    # a registered method the suite has no row of (colour images only; fmnist-quick is grey)
+    assert main(["benchmark", "--suite", "fmnist-quick", "--method", "colorization", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "the fmnist-quick suite has no row of colorization" in err and "rotation" in err
+    assert not (out / "runs").exists()
 
 
 def test_a_row_flag_trains_only_that_row_named_by_label_or_directory(tmp_path):
@@ -189,7 +194,9 @@ def test_a_suite_run_one_method_at_a_time_builds_one_table(tmp_path, capsys, mon
 
     assert json.loads((out / "runs" / "simclr" / "metrics.json").read_text())["method_revision"] == 1
     monkeypatch.setattr(SimCLR, "revision", 2)
-    marked = accuracy_suite(out, "t", "t", changed, overrides, probe_epochs=2, selected=["simsiam"])
+    # the fix changed a default too (as EMP-SSL's optimiser): the old row is still shown, marked, not dropped
+    fixed = [("simclr", "simclr", {"params": {"temperature": 0.3}}), changed[1]]
+    marked = accuracy_suite(out, "t", "t", fixed, overrides, probe_epochs=2, selected=["simsiam"])
     assert [r["method"] for r in marked if not r["method"].startswith("baseline")] == ["simclr [before fix]", "simsiam"]
     assert "made before a fix changed what its method trains" in (out / "t.md").read_text()
     remade = accuracy_suite(out, "t", "t", changed, overrides, probe_epochs=2, selected=["simclr"])

@@ -108,13 +108,16 @@ def _suite_configs():
 
 def test_every_committed_suite_run_is_still_its_suites_run():
     """An option added to a method or the defaults since a run was made must not turn the
-    committed run into another one (its row would vanish from the table, or be trained again)."""
-    from selfsup.bench.suites import SUITE_SCOPE
+    committed run into another one (its row would vanish from the table, or be trained again).
+    A run made before a declared fix of its method (``Method.revision``), which may have changed
+    its defaults, is marked in the table until it is made again: it is not held to today's settings."""
+    from selfsup.bench.suites import SUITE_SCOPE, made_before_a_fix
 
     checked = 0
     for run_dir, cfg in _suite_configs():
-        assert RunDirectory(run_dir).differences(cfg, SUITE_SCOPE) == [], run_dir
-        checked += 1
+        if not made_before_a_fix(RunDirectory(run_dir).metrics(), cfg["method"]):
+            assert RunDirectory(run_dir).differences(cfg, SUITE_SCOPE) == [], run_dir
+            checked += 1
     assert checked >= 40
 
 

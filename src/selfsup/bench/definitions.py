@@ -56,12 +56,13 @@ def fmnist_quick_settings(method: str, vit: bool = False, tuned: dict | None = N
 
 
 def fmnist_quick_runs() -> list[tuple[str, str, dict]]:
-    """fmnist-quick's rows: every registered method that learns without labels or with all of
-    them (those that read patch tokens on the ViT), the ViT rows of ``VIT_ROWS``, then SimCLR's
-    spread rows."""
+    """fmnist-quick's rows: every registered method that learns from grey images without labels or
+    with all of them (those that read patch tokens on the ViT), the ViT rows of ``VIT_ROWS``, then
+    SimCLR's spread rows."""
     from ..methods import METHODS
 
-    rows = [(m, m, fmnist_quick_settings(m, cls.needs_tokens)) for m, cls in METHODS.items() if not cls.semi_supervised]
+    rows = [(m, m, fmnist_quick_settings(m, cls.needs_tokens)) for m, cls in METHODS.items()
+            if not (cls.semi_supervised or cls.colour_only or "image" not in cls.modalities)]
     rows += [(f"{m}, vit", m, fmnist_quick_settings(m, True)) for m in VIT_ROWS]
     return rows + spread_rows("simclr", "simclr", FMNIST_QUICK_TUNED["simclr"])
 

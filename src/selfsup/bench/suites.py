@@ -48,11 +48,19 @@ def before_fix_note(what: str = "the run") -> str:
 def finished_run(run_dir: Path, cfg: dict, redo: bool = True) -> dict | None:
     """metrics.json of the run in ``run_dir`` if it finished with ``cfg``'s settings (those of
     ``SUITE_SCOPE``); a run made with other settings is deleted when ``redo`` (to be run again),
-    else ignored.  A run made before a fix of its method (``made_before_a_fix``) is deleted when
-    ``redo``, else returned with ``before_fix`` set, for the table to mark it."""
+    else ignored.  A run made before a fix of its method (``made_before_a_fix``; the fix may have
+    changed the method's default settings too) is deleted when ``redo``, else returned with
+    ``before_fix`` set, for the table to mark it until it is made again."""
     run = RunDirectory(run_dir)
     metrics = run.metrics()
     if metrics is None:
+        return None
+    if made_before_a_fix(metrics, cfg["method"]):
+        if not redo:
+            return {**metrics, "before_fix": True}
+        print(f"{run_dir.name}: made before a fix of {cfg['method']} (revision {metrics.get('method_revision', 1)} < "
+              f"{method_class(cfg['method']).revision}); running it again")
+        run.remove()
         return None
     if run.differences(cfg, SUITE_SCOPE):
         if not redo:
@@ -60,13 +68,6 @@ def finished_run(run_dir: Path, cfg: dict, redo: bool = True) -> dict | None:
                   f"(run the suite with --method {cfg['method']} to redo it)")
             return None
         print(f"{run_dir.name}: the suite's settings changed since the run in {run_dir}; running it again")
-        run.remove()
-        return None
-    if made_before_a_fix(metrics, cfg["method"]):
-        if not redo:
-            return {**metrics, "before_fix": True}
-        print(f"{run_dir.name}: made before a fix of {cfg['method']} (revision {metrics.get('method_revision', 1)} < "
-              f"{method_class(cfg['method']).revision}); running it again")
         run.remove()
         return None
     return metrics
@@ -216,6 +217,9 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
     if unknown:
         raise SelfSupError(f"the {name} suite has no row '{unknown[0]}'; its rows: "
                            + ", ".join(run_slug(label) for label, _, _ in runs))
+    methods = list(dict.fromkeys(method for _, method, _ in runs))
+    if selected is not None and not set(selected) & set(methods):
+        raise SelfSupError(f"the {name} suite has no row of {', '.join(selected)}; its methods: {', '.join(methods)}")
     for label, method, settings in runs:  # train the selected rows not yet finished
         if (selected is not None and method not in selected) or (
                 selected_rows is not None and not {label, run_slug(label)} & set(selected_rows)):
