@@ -31,14 +31,19 @@ def test_strided_pointwise_conv_is_the_strided_1x1_convolution():
     assert repr(ours) == repr(plain)  # one function, one printed form (the baseline caches hash it)
 
 
-def test_every_strided_shortcut_is_pointwise_and_the_seeded_network_is_unchanged():
+def test_every_strided_shortcut_is_pointwise_and_the_seeded_network_is_unchanged(monkeypatch):
+    from selfsup.models import backbones
+
     torch.manual_seed(5)
     net = build_backbone(RESNET18_WIDTH8, 3, 32)
     shortcuts = [m for m in net.modules() if isinstance(m, StridedPointwiseConv)]
     assert len(shortcuts) == 3  # layer2..layer4
+    monkeypatch.setattr(backbones, "_pointwise_shortcuts", lambda stage: stage)  # torchvision's strided Conv2d
     torch.manual_seed(5)
-    again = build_backbone(RESNET18_WIDTH8, 3, 32)
-    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
+    plain = build_backbone(RESNET18_WIDTH8, 3, 32)
+    assert not any(isinstance(m, StridedPointwiseConv) for m in plain.modules())
+    assert net.state_dict().keys() == plain.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), plain.state_dict().values()))
 
 
 def test_narrow_resnet_trains_channels_last_at_64_pixels_without_crashing():

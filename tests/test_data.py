@@ -132,8 +132,15 @@ def test_balanced_subset_of_unlabelled_data():
 
 
 def test_channel_conversion_and_oversized_subset_refusal():
-    rgb = load_split("synthetic", "test", options={"channels": 1})
-    assert rgb.images.shape[1] == 1
+    rgb = load_split("synthetic", "test")
+    grey = load_split("synthetic", "test", options={"channels": 1})
+    assert rgb.images.shape[1] == 3 and grey.images.shape[1] == 1
+    r, g, b = rgb.images.double().unbind(1)  # ITU-R 601 luma, by hand
+    luma = (0.299 * r + 0.587 * g + 0.114 * b).round()
+    assert (grey.images[:, 0].double() - luma).abs().max() <= 1  # float32 sums may round the other way
+    assert (grey.images[:, 0].double() != r).any()  # not a channel picked
+    back = grey.with_channels(3)
+    assert torch.equal(back.images, grey.images.expand(-1, 3, -1, -1))
     with pytest.raises(SelfSupError, match="subset"):
         load_split("synthetic", "test", subset=10_000)
 

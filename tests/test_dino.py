@@ -59,8 +59,9 @@ def test_a_uniform_teacher_gives_the_students_mean_log_partition():
 
 
 def test_center_is_an_ema_of_the_teachers_mean_score():
-    teacher = [torch.tensor([[1.0, 3.0], [3.0, 5.0]]), torch.tensor([[0.0, 0.0], [4.0, 0.0]])]
-    assert torch.allclose(dino_center(teacher, torch.tensor([10.0, 10.0]), 0.9), torch.tensor([9.2, 9.2]))
+    # column means over both crops' rows 2 and 3 (the mean of every score, 2.5, would give 9.25 twice)
+    teacher = [torch.tensor([[1.0, 3.0], [3.0, 9.0]]), torch.tensor([[0.0, 0.0], [4.0, 0.0]])]
+    assert torch.allclose(dino_center(teacher, torch.tensor([10.0, 10.0]), 0.9), torch.tensor([9.2, 9.3]))
 
 
 def _center_on_shard(rank, world, teacher, center):

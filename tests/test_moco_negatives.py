@@ -55,22 +55,37 @@ def moco_batch(method, n=16):
     return {"views": [torch.rand(n, 3, 16, 16, generator=images) for _ in range(2)], "index": torch.arange(3, 3 + n)}
 
 
-def test_end_to_end_dictionary_has_no_key_encoder_and_trains_the_keys():
-    method = tiny("moco-v2", negatives="batch")
-    assert not hasattr(method, "key_backbone") and not hasattr(method, "queue")
-    method.training_step(moco_batch(method), 0)["loss"].backward()
-    assert method.projector[-1].weight.grad is not None
+def end_to_end_reference(method, batch, detach_keys=False):
+    """The end-to-end loss written out: queries of the first view; keys of the second through the
+    same network on the batch reversed (split BN sees other groups), put back in order."""
+    x_query, x_key = batch["views"]
+    query = method.projector(method.backbone(x_query))
+    key = method.projector(method.backbone(x_key.flip(0))).flip(0)
+    return batch_info_nce(query, key.detach() if detach_keys else key, method.cfg["temperature"])
 
 
-def test_end_to_end_keys_are_computed_on_a_shuffled_batch(monkeypatch):
+def test_end_to_end_keys_are_computed_on_a_shuffled_batch_and_train(monkeypatch):
+    import copy
+
     import selfsup.methods.moco as moco
 
     seen = []
     monkeypatch.setattr(moco, "shuffle_across_ranks", lambda x, seed: seen.append(seed) or (x.flip(0), torch.arange(
         x.shape[0] - 1, -1, -1)))
     method = tiny("moco-v2", negatives="batch")
-    method.training_step(moco_batch(method), 0)["loss"].backward()
+    assert not hasattr(method, "key_backbone") and not hasattr(method, "queue")
+    references = [copy.deepcopy(method), copy.deepcopy(method)]
+    batch = moco_batch(method)
+    loss = method.training_step(batch, 0)["loss"]
+    loss.backward()
     assert len(seen) == 1
+    expected = end_to_end_reference(references[0], batch)
+    expected.backward()
+    assert torch.allclose(loss, expected)  # keys unshuffled back to their queries
+    gradient = lambda m: m.backbone.conv1.weight.grad  # noqa: E731
+    assert torch.allclose(gradient(method), gradient(references[0]), atol=1e-6)
+    end_to_end_reference(references[1], batch, detach_keys=True).backward()
+    assert not torch.allclose(gradient(method), gradient(references[1]), atol=1e-6)  # the keys' gradient counts
 
 
 def test_queue_keeps_image_indices_and_is_not_clamped_to_the_dataset():

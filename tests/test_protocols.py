@@ -27,6 +27,39 @@ def run_json(capsys, *argv):
     return code, captured
 
 
+def test_knn_votes_with_similarity_weights_at_the_temperature():
+    """One class-0 neighbour at cosine 0.9 against two class-1 neighbours at 0.1: at T = 0.1 the
+    weights e^9 and 2·e^1 give class 0; at a temperature so high that the vote is nearly a count,
+    the two neighbours win.  Cosine: scaling the bank's vectors changes nothing."""
+    from selfsup.eval.knn import knn_predict
+
+    spread = float(np.sqrt(1 - 0.81))
+    bank = torch.tensor([[0.9, spread], [0.1, 0.995], [0.1, -0.995]]) * torch.tensor([[3.0], [0.5], [7.0]])
+    labels, query = torch.tensor([0, 1, 1]), torch.tensor([[2.0, 0.0]])
+    assert knn_predict(bank, labels, query, num_classes=2, k=3, temperature=0.1).tolist() == [0]
+    assert knn_predict(bank, labels, query, num_classes=2, k=3, temperature=100.0).tolist() == [1]
+    assert knn_predict(bank, labels, query, num_classes=2, k=1, temperature=100.0).tolist() == [0]  # the nearest
+    assert knn_predict(bank, labels, query, num_classes=2, k=200, temperature=100.0).tolist() == [1]  # k > bank: all
+
+
+def test_knn_top1_matches_a_brute_force_weighted_vote():
+    from selfsup.eval.knn import knn_predict, knn_top1
+
+    generator = np.random.default_rng(0)
+    bank, queries = generator.normal(size=(500, 16)), generator.normal(size=(300, 16))
+    labels, truth = generator.integers(0, 5, 500), generator.integers(0, 5, 300)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    similarity = unit(queries) @ unit(bank).T
+    nearest = np.argsort(-similarity, axis=1)[:, :20]
+    votes = np.zeros((300, 5))
+    for row, (neighbours, scores) in enumerate(zip(nearest, np.take_along_axis(similarity, nearest, 1))):
+        np.add.at(votes[row], labels[neighbours], np.exp(scores / 0.07))
+    tensors = [torch.from_numpy(a) for a in (bank.astype(np.float32), labels, queries.astype(np.float32), truth)]
+    predicted = knn_predict(*tensors[:3], num_classes=5, k=20, temperature=0.07)
+    assert predicted.tolist() == votes.argmax(1).tolist()
+    assert knn_top1(*tensors, num_classes=5, k=20, temperature=0.07) == pytest.approx((votes.argmax(1) == truth).mean())
+
+
 def test_mean_average_precision_matches_scikit_learn():
     g = torch.Generator().manual_seed(0)
     bank, queries = torch.randn(50, 6, generator=g), torch.randn(7, 6, generator=g)
@@ -291,8 +324,13 @@ def test_odd_batches_train_without_crashing(tmp_path):
     """PyTorch 2.14 corrupts memory in the channels-last backward of strided 1x1 convolutions
     for odd batches (CPU); the engine trains such batches in NCHW."""
     from support import TINY
+    from selfsup.build import uses_channels_last
+
     args = [a if a != "64" else "33" for a in TINY]
     assert main(["pretrain", "--method", "supervised", "--epochs", "1", "--out", str(tmp_path / "odd")] + args) == 0
+    cfg = yaml.safe_load((tmp_path / "odd" / "config.yaml").read_text())
+    assert cfg["trainer"]["channels_last"] and not uses_channels_last(cfg)  # asked for, refused at batch 33
+    assert uses_channels_last({**cfg, "batch_size": 64})
 
 
 def test_evaluations_show_progress_bars_where_the_run_did(capfd, checkpoint, tmp_path, tiny_args):

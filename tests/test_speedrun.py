@@ -49,6 +49,22 @@ def test_the_leaderboard_ranks_by_median_time_and_says_how_far_a_miss_got(tmp_pa
         [r["median_seconds"] for r in rows]
 
 
+def test_recipes_rank_by_the_median_of_their_seeds_times_then_the_misses_by_best_knn():
+    cfg = speedrun.speedrun_config(definitions.SPEEDRUN_RECIPES[0][1], 0)
+
+    def run(seconds, knn=0.86):  # a finished seed: reached at `seconds`, or missed (None)
+        return {"target": {"reached": {"train_seconds": seconds, "epoch": 1} if seconds else None},
+                "knn_history": [{"knn_top1": knn}], "device": "cpu", "threads": 2}
+
+    rows = [speedrun.recipe_row("steady", cfg, [run(20), run(21), run(22)]),  # median 21, mean 21
+            speedrun.recipe_row("one slow seed", cfg, [run(10), run(11), run(100)]),  # median 11, mean 40.3
+            speedrun.recipe_row("close miss", cfg, [run(5), run(None, 0.84), run(6)]),  # a seed missed: no median
+            speedrun.recipe_row("far miss", cfg, [run(None, 0.70)] * 3)]
+    assert [r["median_seconds"] for r in rows] == [21, 11, None, None] and rows[1]["max_seconds"] == 100
+    assert [r["recipe"] for r in speedrun.ranked(rows)] == ["one slow seed", "steady", "close miss", "far miss"]
+    assert [r["recipe"] for r in speedrun.ranked(rows[::-1])] == ["one slow seed", "steady", "close miss", "far miss"]
+
+
 def test_a_recipe_is_selected_by_name_and_an_unknown_one_refused(tmp_path, tiny_recipes):
     rows = speedrun.speedrun_suite(tmp_path, None, None, row=["reachable"])
     assert [r["recipe"] for r in rows] == ["reachable"]
