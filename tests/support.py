@@ -66,6 +66,17 @@ def tiny(method: str, backbone: dict | None = None, **params):
     return build_method(cfg)
 
 
+@torch.no_grad()
+def perturb(*modules: torch.nn.Module, scale: float = 0.2) -> None:
+    """Seeded noise on every parameter of ``modules``: a method's target networks start as copies
+    of its online ones, so a test that reads targets must first make them differ (else targets
+    taken from the online networks would pass)."""
+    generator = torch.Generator().manual_seed(1)
+    for module in modules:
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=generator))
+
+
 class SimulatedCrash(RuntimeError):
     pass
 

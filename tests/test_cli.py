@@ -123,7 +123,8 @@ def test_evaluate_knn_and_linear_write_json(capsys, finished_run):
     ckpt = str(finished_run / "checkpoints" / "last.ckpt")
     assert main(["evaluate", "knn", "--checkpoint", ckpt, "--k", "20"]) == 0
     knn = json.loads((finished_run / "eval_knn.json").read_text())
-    assert 0 <= knn["top1"] <= 1 and knn["k"] == 20
+    # the run's own final kNN (k 20, T 0.1, the whole training split against the test split), read again
+    assert knn["k"] == 20 and knn["top1"] == json.loads((finished_run / "metrics.json").read_text())["knn_top1"]
     assert main(["evaluate", "linear", "--checkpoint", ckpt, "--epochs", "30", "--layers", "all",
                  "--dataset", "digits", "--channels", "3", "--output", str(finished_run / "lin.json")]) == 0
     linear = json.loads((finished_run / "lin.json").read_text())

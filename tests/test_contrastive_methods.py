@@ -7,11 +7,12 @@ import torch.nn.functional as F
 
 from selfsup.losses import dcl
 from selfsup.methods.helpers import FeatureQueue
-from support import tiny
+from support import perturb, tiny
 
 
 def test_moco_v3_step_is_the_official_symmetric_contrastive_loss():
     method = tiny("moco-v3", temperature=0.2)
+    perturb(method.target_backbone, method.target_projector)  # keys must come from the momentum encoder
     views = list(torch.randn(2, 8, 3, 16, 16))
     loss = method.training_step({"views": views}, 0)["loss"]
     with torch.no_grad():  # ctr(q1, k2) + ctr(q2, k1), ctr(q, k) = CE(q·kᵀ/T, diagonal)·2T
@@ -33,8 +34,8 @@ def test_moco_v3_step_is_the_official_symmetric_contrastive_loss():
         for p in method.backbone.parameters():
             p.add_(1.0)
     method.on_step_end(step=0, total_steps=100)
-    assert all(torch.allclose(after, before + 0.01, atol=1e-6)
-               for before, after in zip(target, method.target_backbone.parameters()))
+    assert all(torch.allclose(after, 0.99 * before + 0.01 * online, atol=1e-6)
+               for before, after, online in zip(target, method.target_backbone.parameters(), method.backbone.parameters()))
 
 
 def test_feature_queue_nearest_skips_the_images_own_entries():
@@ -90,8 +91,16 @@ def test_dcl_methods_train_simclr_networks_on_the_decoupled_loss(name, sigma):
 
 
 def test_vicreg_step_weights_and_logs_its_three_terms():
+    from selfsup.losses import vicreg_terms
+
     method = tiny("vicreg", variance_weight=0.0)
-    out = method.training_step({"views": list(torch.randn(2, 8, 3, 16, 16))}, 0)
+    views = list(torch.randn(2, 8, 3, 16, 16))
+    out = method.training_step({"views": views}, 0)
+    with torch.no_grad():  # the terms of the two views' expanded embeddings, written out
+        z1, z2 = method.expander(method.backbone(torch.cat(views))).chunk(2)
+        terms = vicreg_terms(z1, z2)
+    assert [out[name].item() for name in ("invariance", "variance", "covariance")] == pytest.approx(
+        [term.item() for term in terms], rel=1e-5)
     assert out["loss"].item() == pytest.approx(25 * out["invariance"].item() + out["covariance"].item(), rel=1e-5)
     assert out["variance"].item() > 0  # measured even when it is not trained (the collapse ablation)
     assert method.expander[0].out_features == 4 * method.feature_dim
@@ -101,6 +110,7 @@ def test_tico_step_is_both_directions_against_the_momentum_targets_and_keeps_c()
     from selfsup.losses import tico
 
     method = tiny("tico")
+    perturb(method.target_backbone, method.target_projector)  # targets must come from the momentum network
     assert isinstance(method.predictor, torch.nn.Identity)
     views = list(torch.randn(2, 8, 3, 16, 16))
     before = method.covariance.clone()

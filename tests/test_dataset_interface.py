@@ -57,9 +57,11 @@ def test_semisup_trains_on_an_image_folder(image_folder, tmp_path):
     out = tmp_path / "fixmatch"
     assert main(["semisup", "--method", "fixmatch", "--dataset", "imagefolder", "--data-dir", str(image_folder),
                  *QUICK, "--set", "params.labels_per_class=2", "--set", "params.unlabelled_ratio=2",
+                 "--set", "params.ema=0.5", "--epochs", "8",  # an EMA that forgets the initial network in 32 steps
                  "--set", "data.num_workers=1", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert 0.0 <= metrics["test_top1"] <= 1.0 and metrics["train_images"] == 32
+    assert metrics["train_images"] == 32
+    assert metrics["test_top1"] >= 0.9  # red against blue (1.0 measured): far above the 0.5 of a guess
 
 
 def test_baseline_cache_works_on_an_image_folder(image_folder, tmp_path):

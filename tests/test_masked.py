@@ -8,7 +8,7 @@ import torch
 from selfsup.errors import SelfSupError
 from selfsup.losses import masked_l1, masked_mse
 from selfsup.methods.masking import patchify, random_patch_mask
-from support import tiny
+from support import perturb, tiny
 
 
 def test_masked_mse_matches_reference():
@@ -76,8 +76,12 @@ def test_hidden_pixels_do_not_reach_the_prediction_of_visible_patches_only_throu
         for n in torch.nonzero(mask[b]).flatten().tolist():
             r, c = divmod(n, 4)
             changed[b, :, 4 * r:4 * r + 4, 4 * c:4 * c + 4] += 3.0
+    seen = view.clone()  # the positive control: a visible patch changed does change the prediction
+    r, c = divmod(int(torch.nonzero(~mask[0])[0]), 4)
+    seen[0, :, 4 * r:4 * r + 4, 4 * c:4 * c + 4] += 3.0
     with torch.no_grad():
         assert torch.allclose(method.reconstruct(changed, keep, mask), method.reconstruct(view, keep, mask), atol=1e-5)
+        assert not torch.allclose(method.reconstruct(seen, keep, mask), method.reconstruct(view, keep, mask), atol=1e-3)
 
 
 def test_a_token_method_refuses_a_resnet():
@@ -109,6 +113,9 @@ def test_jepa_targets_come_from_the_target_encoder_and_the_predictor_sees_positi
     before = [p.clone() for p in method.target_backbone.parameters()]
     loss = method.training_step({"views": [view]}, 0)["loss"]
     loss.backward()
+    moved = tiny("i-jepa", predictor_depth=1)
+    perturb(moved.target_backbone)  # the same step from another target encoder: other targets, another loss
+    assert not torch.allclose(moved.training_step({"views": [view]}, 0)["loss"], loss.detach())
     assert all(p.grad is None for p in method.target_backbone.parameters())
     assert method.backbone.vit.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
     assert all(torch.equal(a, b) for a, b in zip(before, method.target_backbone.parameters()))

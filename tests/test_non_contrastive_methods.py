@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.methods.helpers import cosine_momentum
-from support import tiny
+from support import perturb, tiny
 
 
 def test_byol_target_follows_the_cosine_ema_schedule():
@@ -27,9 +27,7 @@ def test_byol_target_follows_the_cosine_ema_schedule():
 
 def test_byol_loss_is_the_papers_normalised_mse_in_both_directions():
     method = tiny("byol")
-    with torch.no_grad():  # a target that differs from the online network, as after any step
-        for p in [*method.target_backbone.parameters(), *method.target_projector.parameters()]:
-            p.add_(0.2 * torch.randn_like(p))
+    perturb(method.target_backbone, method.target_projector)  # a target unlike the online network, as after any step
     views = list(torch.randn(2, 8, 3, 16, 16))
     loss = method.training_step({"views": views}, 0)["loss"]
     with torch.no_grad():  # BYOL eq. (2): ||p/|p| - z/|z|||^2 = 2 - 2 cos, each direction, summed
@@ -55,6 +53,24 @@ def test_simsiam_stop_gradient_changes_gradients_not_the_loss(stop_gradient):
     a.backward(), b.backward()
     last = lambda m: m.projector[-2].weight.grad  # noqa: E731 (the projector's last linear layer)
     assert torch.allclose(last(reference), last(method)) == stop_gradient
+
+
+def test_simsiam_gradients_are_those_of_its_loss_with_the_projections_detached():
+    import copy
+
+    method = tiny("simsiam")
+    reference = copy.deepcopy(method)
+    views = list(torch.randn(2, 8, 3, 16, 16))
+    loss = method.training_step({"views": views}, 0)["loss"]
+    loss.backward()
+    z1, z2 = reference.projector(reference.backbone(torch.cat(views))).chunk(2)  # SimSiam's Algorithm 1
+    p1, p2 = reference.predictor(z1), reference.predictor(z2)
+    expected = -(F.cosine_similarity(p1, z2.detach()).mean() + F.cosine_similarity(p2, z1.detach()).mean()) / 2
+    expected.backward()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    for (name, a), b in zip(method.named_parameters(), reference.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), name
+    assert method.predictor[0].weight.grad.abs().sum() > 0  # the predictor learns (the argument order is right)
 
 
 def test_simsiam_predictor_at_fixed_rate_and_widths_scale():

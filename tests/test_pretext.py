@@ -131,11 +131,24 @@ def test_context_encoder_hides_the_centre_and_scores_only_the_hidden_pixels():
 def test_context_encoder_discriminator_learns_only_from_its_own_loss():
     import torch.nn.functional as F
 
+    import copy
+
     method = tiny("context-encoder", adversarial=0.5)
+    reference = copy.deepcopy(method)
     clean = torch.randn(4, 3, 16, 16)
     out = method.training_step({"views": [clean]}, 0)
     out["loss"].backward()
     total = [p.grad.clone() for p in method.discriminator.parameters()]
+    # the encoder and decoder learn from reconstruction and fooling alone (the judge's loss does not reach them)
+    reference.discriminator.requires_grad_(False)
+    mask = reference.mask(clean)
+    filled = reference.reconstruct(clean * (1 - mask))
+    reconstruction = ((filled - clean) ** 2 * mask).sum() / (mask.sum() * 3)
+    fool = F.binary_cross_entropy_with_logits(reference.discriminator(filled * mask), torch.ones(4, 1))
+    (0.5 * reconstruction + 0.5 * fool).backward()
+    for (name, a), b in zip(method.named_parameters(), reference.parameters()):
+        if not name.startswith("discriminator."):
+            assert torch.allclose(a.grad, b.grad, atol=1e-6), name
     method.zero_grad()
     mask = method.mask(clean)
     filled = method.reconstruct(clean * (1 - mask))

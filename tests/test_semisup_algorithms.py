@@ -195,12 +195,23 @@ def test_soft_target_methods_refuse_class_balancing():
 
 
 def test_mixmatch_mixes_rows_with_the_larger_weight_first():
+    from scipy import stats
+
     method = tiny("mixmatch")
     method.generator = torch.Generator().manual_seed(0)
     inputs = torch.eye(4)
     mixed, mixed_targets = method.mixup(inputs, inputs.clone())
-    assert (mixed.diagonal() >= 0.5).all() and torch.allclose(mixed.sum(1), torch.ones(4))
-    assert torch.equal(mixed, mixed_targets)  # inputs and targets mixed with the same weight and partner
+    assert torch.allclose(mixed.sum(1), torch.ones(4)) and torch.equal(mixed, mixed_targets)  # same weight, partner
+    # each row is w of itself and 1 - w of its partner (a row drawn as its own partner stays whole)
+    moved = mixed.diagonal() < 1
+    weight = mixed.diagonal()[moved]
+    assert moved.sum() >= 2 and (0.5 <= weight).all() and torch.allclose(weight, weight[0].expand_as(weight))
+    partner = torch.where(moved, (mixed - torch.diag(mixed.diagonal())).argmax(1), torch.arange(4))
+    assert sorted(partner.tolist()) == [0, 1, 2, 3]  # partners form a permutation of the batch
+    # λ' = max(λ, 1 − λ) with λ ~ Beta(α, α): its mean against the distribution's, over many draws
+    draws = [method.mixup(torch.eye(8), torch.eye(8))[0].diagonal().min().item() for _ in range(3000)]
+    expected = stats.beta(0.75, 0.75).expect(lambda x: max(x, 1 - x))
+    assert abs(sum(draws) / len(draws) - expected) < 0.01
 
 
 def test_fixmatch_schedule_shape():
