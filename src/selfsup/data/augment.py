@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from ..errors import SelfSupError
 from .. import rng
+from ..errors import SelfSupError
 
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -33,8 +33,9 @@ class AugmentConfig:
     ImageNet and s=0.5 on CIFAR-10.  ``saturation`` and ``hue``, when set, replace the
     saturation factor's spread and the largest hue shift (torchvision's ``ColorJitter``
     arguments): BYOL's recipe is s=0.5 with saturation 0.2, InstDisc's hue 0.4.  Both act on
-    colour images only, and change what is drawn, never how many numbers are drawn.  Blur (kernel 10% of the side, σ∈[0.1, 2]) is only
-    applied to images of at least ``blur_min_size`` pixels: SimCLR drops it on CIFAR.
+    colour images only, and change what is drawn, never how many numbers are drawn.  Blur
+    (kernel 10% of the side, σ∈[0.1, 2]) is only applied to images of at least
+    ``blur_min_size`` pixels: SimCLR drops it on CIFAR.
     """
 
     crop_scale: tuple[float, float] = (0.08, 1.0)
@@ -59,7 +60,7 @@ class AugmentConfig:
         pairs = {"crop_scale": (0, 1), "crop_ratio": (0, math.inf), "blur_sigma": (0, math.inf)}
         for name, (low, high) in pairs.items():
             first, last = getattr(self, name)
-            if not (low <= first <= last <= high and last > 0):
+            if not low < first <= last <= high:
                 problems.append(f"{name} must be two numbers low <= high in ({low}, {high}], got {list(getattr(self, name))}")
         for name, high in (("jitter_strength", math.inf), ("saturation", 1.0), ("hue", 0.5)):
             value = getattr(self, name)
