@@ -101,9 +101,14 @@ def triplet_reference(e, labels, margin, mining):
 def test_triplet_hand_computed():
     e = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.0, 0.5]])
     labels = torch.tensor([0, 0, 1, 1])
-    # anchor 0: d(0,1) = 1, negatives at 4 and 0.25 → semi-hard picks 4 (the only farther one)
+    # squared distances: d01 = 1, d02 = 4, d03 = 0.25, d12 = 5, d13 = 1.25, d23 = 2.25
+    # hard: each anchor's farthest positive against its closest negative
     assert triplet(e, labels, 0.2, "hard").item() == pytest.approx(
         (max(0, 1 - 0.25 + 0.2) + max(0, 1 - 1.25 + 0.2) + max(0, 2.25 - 4 + 0.2) + max(0, 2.25 - 0.25 + 0.2)) / 4)
+    # semi-hard, per anchor-positive pair: the closest negative farther than the positive (0→1 picks 4, 1→0 picks
+    # 1.25, 2→3 picks 4), or the farthest negative where none is farther (3→2: 1.25)
+    assert triplet(e, labels, 0.2, "semi-hard").item() == pytest.approx(
+        (max(0, 1 - 4 + 0.2) + max(0, 1 - 1.25 + 0.2) + max(0, 2.25 - 4 + 0.2) + max(0, 2.25 - 1.25 + 0.2)) / 4)
 
 
 @pytest.mark.parametrize("mining", ["semi-hard", "hard", "all"])
