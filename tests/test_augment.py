@@ -84,6 +84,21 @@ def test_view_settings_out_of_range_are_one_clear_error(changes, message):
         AugmentConfig(**changes)
 
 
+def test_views_are_made_in_float32_under_bf16_autocast():
+    """The engine makes views inside the training step, under autocast when training in
+    bf16-mixed: the crops' sampling grid and the blur must still be computed in float32."""
+    from selfsup.data.lab import rgb_to_lab
+
+    images = (torch.rand(4, 3, 64, 64, generator=gen(1)) * 255).to(torch.uint8)
+    norm, specs = Normalization((0.5,) * 3, (0.25,) * 3), [ViewSpec(AugmentConfig(blur_p=1.0), count=2)]
+    plain = make_views(images, specs, norm, gen())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = make_views(images, specs, norm, gen())
+        lab = rgb_to_lab(images.float() / 255)
+    assert all(v.dtype == torch.float32 for v in under) and all(torch.equal(a, b) for a, b in zip(plain, under))
+    assert lab.dtype == torch.float32 and torch.equal(lab, rgb_to_lab(images.float() / 255))
+
+
 def test_blur_keeps_constant_images_and_smooths_noise():
     flat = torch.full((2, 3, 20, 20), 0.3)
     assert torch.allclose(gaussian_blur(flat, 1.0, (1.0, 2.0), gen()), flat, atol=1e-5)

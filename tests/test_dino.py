@@ -64,6 +64,13 @@ def test_center_is_an_ema_of_the_teachers_mean_score():
     assert torch.allclose(dino_center(teacher, torch.tensor([10.0, 10.0]), 0.9), torch.tensor([9.2, 9.3]))
 
 
+def test_center_counts_half_precision_scores_in_float32():
+    # 257 rows: bfloat16 holds neither the count nor the sum exactly (both round to 256)
+    teacher = [torch.zeros(255, 1, dtype=torch.bfloat16), torch.ones(2, 1, dtype=torch.bfloat16)]
+    center = dino_center(teacher, torch.zeros(1), 0.9)
+    assert center.dtype == torch.float32 and center.item() == pytest.approx(0.1 * 2 / 257, rel=1e-6)
+
+
 def _center_on_shard(rank, world, teacher, center):
     shard = teacher[0].shape[0] // world
     return dino_center([t[rank * shard:(rank + 1) * shard] for t in teacher], center, 0.9)

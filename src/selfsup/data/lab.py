@@ -15,7 +15,13 @@ AB_STEP, AB_RANGE = 10.0, 110.0  # Zhang et al.: ab bins of side 10 over [-110, 
 
 
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
-    """[B, 3, H, W] sRGB in [0, 1] → [B, 3, H, W] L (0..100), a, b."""
+    """[B, 3, H, W] sRGB in [0, 1] → [B, 3, H, W] L (0..100), a, b, in float32 (autocast off: the
+    colorization targets are made inside the training step)."""
+    with torch.autocast(rgb.device.type, enabled=False):
+        return _rgb_to_lab(rgb.float())
+
+
+def _rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     rgb = rgb.clamp(0, 1)
     linear = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
     xyz = torch.einsum("ij,bjhw->bihw", _RGB_TO_XYZ.to(rgb), linear) / _WHITE.to(rgb).view(1, 3, 1, 1)

@@ -39,15 +39,14 @@ class TileGrid:
     def cut(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """[B, C, H, W] → [B, 9, C, tile, tile], tiles in row-major order, each jittered by
         offsets drawn from ``generator``."""
-        b = images.shape[0]
-        starts = self.margin + torch.arange(3) * (self.tile + self.gap)
+        b, device = images.shape[0], images.device
+        starts = self.margin + torch.arange(3, device=device) * (self.tile + self.gap)
         rows = starts.repeat_interleave(3).expand(b, 9)
         cols = starts.repeat(3).expand(b, 9)
-        shift = rng.randint(-self.jitter, self.jitter + 1, (2, b, 9), generator)
-        span = torch.arange(self.tile)
+        shift = rng.randint(-self.jitter, self.jitter + 1, (2, b, 9), generator, device=device)
+        span = torch.arange(self.tile, device=device)
         r = (rows + shift[0]).unsqueeze(-1) + span  # [B, 9, tile]
         c = (cols + shift[1]).unsqueeze(-1) + span
-        batch = torch.arange(b).view(b, 1, 1, 1)
-        device = images.device
-        tiles = images[batch.to(device), :, r[:, :, :, None].to(device), c[:, :, None, :].to(device)]  # [B, 9, t, t, C]
+        batch = torch.arange(b, device=device).view(b, 1, 1, 1)
+        tiles = images[batch, :, r[:, :, :, None], c[:, :, None, :]]  # [B, 9, t, t, C]
         return tiles.permute(0, 1, 4, 2, 3).contiguous()

@@ -65,7 +65,14 @@ def clean_view(images: torch.Tensor, norm: Normalization, size: int | None = Non
 def make_views(images: torch.Tensor, specs: list[ViewSpec], norm: Normalization,
                generator: torch.Generator, channels_last: bool = False) -> list[torch.Tensor]:
     """All views requested by ``specs`` for a uint8 batch [B, C, H, W] (or a float series
-    batch [B, C, T] with ``SeriesAugmentConfig`` specs), in spec order."""
+    batch [B, C, T] with ``SeriesAugmentConfig`` specs), in spec order, in float32: autocast is
+    off here (the engine makes them inside the training step, where bf16-mixed would otherwise
+    compute the crops' sampling grid and the blur in bfloat16)."""
+    with torch.autocast(images.device.type, enabled=False):
+        return _make_views(images, specs, norm, generator, channels_last)
+
+
+def _make_views(images, specs, norm, generator, channels_last):
     x = to_float(images)
     views = []
     for spec in specs:

@@ -47,6 +47,6 @@ def ibot_patch(student: list[torch.Tensor], teacher: list[torch.Tensor], masks: 
 def dino_center(teacher: list[torch.Tensor], center: torch.Tensor, momentum: float = 0.9) -> torch.Tensor:
     """The next centre: ``momentum`` · centre + (1 − ``momentum``) · the mean teacher score over
     the global batch (all ranks) and views."""
-    scores = torch.cat(teacher)
+    scores = torch.cat(teacher).float()  # a half-precision count is inexact (bf16) or overflows (fp16)
     total = all_reduce(torch.cat([scores.sum(0), scores.new_tensor([scores.shape[0]])]))
     return center * momentum + total[:-1] / total[-1] * (1 - momentum)
