@@ -167,7 +167,7 @@ class SemiSupervised(Method):
     def class_balance(self, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(keep probability, loss weight) per class from confident-prediction ``counts``."""
         ones = torch.ones_like(counts)
-        if counts.sum() == 0 or self.cfg["balance"] == "none":
+        if self.cfg["balance"] == "none" or counts.sum() == 0:  # the setting first: no device sync without balancing
             return ones, ones
         rarest = counts[counts > 0].min()
         seen = counts.clamp_min(rarest)  # a class without confident predictions counts as the rarest one
