@@ -41,8 +41,8 @@ LABELS_PER_CLASS = (1, 4, 25)
 LABEL_SEEDS = (0, 1, 2)
 SIMCLR_INIT = "simclr-init"  # stands for the SimCLR checkpoint in a row's settings
 # The run-to-run spread: these cells (row, labels per class, label seed) again with the
-# training seeds SPREAD_SEEDS (network initialisation, batches, augmentations; the labelled
-# images stay the same).
+# training seeds SPREAD_SEEDS (network initialisation, batches, augmentations, and the pool's
+# subset, whose draw follows the run's seed; the label seed stays the same).
 SPREAD_CELLS = (("supervised-only", 4, 0), ("fixmatch", 4, 0), ("supervised-only", 25, 0), ("flexmatch", 25, 0))
 SEMISUP_ROWS = [
     ("supervised-only", "supervised-only", {}),
@@ -69,7 +69,8 @@ def _spread_notes(spread: dict[tuple[str, int, int], dict[int, float]]) -> list[
              for (label, per_class, seed), by_seed in spread.items() if len(by_seed) > 1]
     if not cells:
         return []
-    return ["Run-to-run spread (the same cell, the same labelled images, other training seeds; runs "
+    return ["Run-to-run spread (the same cell and label seed, other training seeds, which also draw the pool "
+            "and so its labelled images; runs "
             "`ROW-Nlabels-seedS-training-seedT/`): " + "; ".join(cells) + ". A difference between two cells "
             "smaller than these ranges is a tie."]
 

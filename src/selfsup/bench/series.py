@@ -209,7 +209,7 @@ def write_series_tables(out: Path, data_dir: str | None = None) -> list[dict]:
              "TS2Vec's step rule, and two views of their `series_augment` pipeline (a window of 80-100% of the "
              "length resized back, scaling by N(1, 0.1), jitter of std 0.03).",
              "svm: `selfsup evaluate svm` (RBF SVC, C by 5-fold grid search over 1e-4 … 1e4 and a hard margin; a hard "
-             "margin without search under 5 series a class or 50 in all); kNN: k=5, T=0.1, cosine; linear: one linear "
+             "margin without search under 5 series a class on average or 50 in all); kNN: k=5, T=0.1, cosine; linear: one linear "
              "layer on standardised frozen features, Adam, 100 epochs; all on the full test split.",
              "raw_series: the series values as features; random_init: the method's encoder at its random "
              "initialisation; unequal lengths (pickup-gesture-wiimotez, japanese-vowels) are resampled to the longest "

@@ -119,9 +119,9 @@ def speedrun_suite(out: Path, data_dir: str | None, methods: list[str] | None,
     notes = [f"Targets on the full test split: kNN (k 200, T 0.1, bank: the 60,000 training images) ≥ {knn} and "
              f"a linear probe (Adam, 100 epochs, standardised features) ≥ {linear}; both checked every "
              "`knn.every_n_steps` steps (the probe once the kNN has reached its target, and at the last check).",
-             "median_seconds (and min/max): training time to the first check that reached both targets, the checks' "
+             "median_seconds: training time to the first check that reached both targets, the checks' "
              "own time excluded, over the seeds " + ", ".join(map(str, SPEEDRUN_SEEDS)) + "; empty where a seed "
-             "missed within max_epochs (seeds_reached). median_last_knn: the median over the seeds of the last "
+             "missed within max_epochs (seeds_reached); min_seconds and max_seconds over the seeds that reached them. median_last_knn: the median over the seeds of the last "
              "check's kNN (where a run stopped, or its last epoch); best_knn / best_linear: the best any check of "
              "any seed reached (the probe runs at checks that reached the kNN target and, since 2026-12-05, at a "
              "run's last check; runs made before have no probe where they missed).",

@@ -269,7 +269,8 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
     for network, (label, other) in list(network_baselines.items())[1:]:
         rows.append({"method": f"baseline: random-init {network} ({label}'s network)",
                      "knn_top1": other.get("random_init_knn_top1"), "linear_top1": other.get("random_init_linear_top1")})
-    knn = cfg["knn"]
+    suite = suite_config(overrides, {}, runs[0][1], data_dir)  # the suite's own settings, not a row's
+    knn, precision = suite["knn"], suite["trainer"]["precision"]
     per_run = "; ".join(f"{label}: `{settings}`" for label, _, settings in done if settings)
     notes = [f"Settings laid over each method's defaults: `{overrides}`" + (f"; then, per run: {per_run}." if per_run
                                                                             else "."),
@@ -279,9 +280,10 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
              f"Linear: one linear layer on frozen, standardised backbone features of clean images, Adam, "
              f"{probe_epochs} epochs.",
              "samples_per_second counts each training image once per epoch, however many views it yields; "
-             f"precision: the run's training precision (the suite asks for `{cfg['trainer']['precision']}`"
-             + (": bf16-mixed, autocast to bfloat16, on a CPU with AVX-512 BF16 or AMX, else 32-true"
-                if cfg["trainer"]["precision"] == "auto" else "") + "; every evaluation runs in fp32).",
+             f"precision: the run's training precision (the suite asks for `{precision}`"
+             + (": bf16-mixed, autocast to bfloat16, on a GPU or a CPU with AVX-512 BF16 or AMX, else 32-true"
+                if precision == "auto" else "") + "; the evaluations on frozen features run in fp32, fine-tuning "
+             "trains at the run's precision).",
              "random_init_knn_top1 in a method's row: kNN of that method's own network (its input filter and "
              "BatchNorm policy included) at its random initialisation, the bar its pretraining must clear.",
              "Collapse diagnostics of the final backbone features on the monitor's test images "

@@ -275,8 +275,9 @@ def throughput_suite(out: Path, data_dir: str | None, methods: list[str], recipe
              "Each image counts once, however many views it yields.",
              "Colour-only tasks (colorization, split-brain) run on Fashion-MNIST repeated to 3 channels: the compute "
              "of colour images of this size, although their task is moot on grey ones.",
-             "(a) and (c) train in fp32; the bf16-mixed row is the engine again with autocast to bfloat16 (this "
-             "CPU's AMX units; fmnist-quick trains so since 2026-11-29): its a_over_row below 1 is the speed-up.",
+             "(a) and (c) train in fp32 (a recipe's rows: in its precision); the bf16-mixed row is the engine again "
+             "with autocast to bfloat16 (on a CPU with AVX-512 BF16 or AMX; fmnist-quick trains so since "
+             "2026-11-29): its a_over_row is the fp32 engine's speed over its own, so 1 / a_over_row is the speed-up.",
              "Each method's rows come from its own measurement (`measured`, on `device`: the GPU, or the CPU's model "
              "and whether it computes bfloat16 natively; empty for measurements made before 2026-12-06, when it began "
              "to be recorded); `--method M` re-measures M alone and keeps the other rows."] + notes
