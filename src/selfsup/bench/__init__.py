@@ -44,8 +44,8 @@ def _fmnist_long(out: Path, data_dir: str | None, methods: list[str] | None, row
 
 def _ablations(out: Path, data_dir: str | None, methods: list[str] | None, row: list[str] | None = None):
     from .suites import accuracy_suite
-    return accuracy_suite(out, "ablations", "Ablations: ResNet-18 width 16, batch 256, 3 epochs (BYOL, 'moco-v2 10 ep': 10) on 20k "
-                          "Fashion-MNIST training images", ablation_runs(), ABLATION_BUDGET, probe_epochs=100, data_dir=data_dir, selected=methods,
+    return accuracy_suite(out, "ablations", "Ablations: ResNet-18 width 16 (MAE, I-JEPA: fmnist-quick's ViT), batch 256, 3 epochs (BYOL, "
+                          "'moco-v2 10 ep', InstDisc's 10-epoch row: 10) on 20k Fashion-MNIST training images", ablation_runs(), ABLATION_BUDGET, probe_epochs=100, data_dir=data_dir, selected=methods,
                           findings=ablation_findings, selected_rows=row)
 
 
