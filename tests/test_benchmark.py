@@ -126,6 +126,14 @@ def test_ablation_notes_set_each_group_beside_its_paper():
     assert simclr.endswith("Here (kNN): simclr, T 0.2 0.750; simclr, T 0.5 0.700 (-0.050).")
     assert byol.endswith("Here (kNN): byol 0.600.")
     assert longer.endswith("Here (kNN): simclr 10 ep, T 0.2 0.800; simclr 10 ep, T 0.5 0.820 (+0.020).")
+    # a row in another precision than the reference is set against the group's first row of its precision
+    mixed = [("simclr", "simclr", {"knn_top1": 0.767, "epochs": 3, "precision": "32-true"}),
+             ("simclr, bf16", "simclr", {"knn_top1": 0.763, "epochs": 3, "precision": "bf16-mixed"}),
+             ("simclr, batch 64", "simclr", {"knn_top1": 0.768, "epochs": 3, "precision": "bf16-mixed"}),
+             ("simclr, T 0.5", "simclr", {"knn_top1": 0.757, "epochs": 3, "precision": "32-true"})]
+    assert ablation_findings(mixed)[0].endswith(
+        "Here (kNN): simclr 0.767; simclr, bf16 0.763 (-0.004); simclr, batch 64 0.768 (+0.005 against simclr, bf16); "
+        "simclr, T 0.5 0.757 (-0.010).")
 
 
 def test_a_suite_run_one_method_at_a_time_builds_one_table(tmp_path, capsys, monkeypatch):

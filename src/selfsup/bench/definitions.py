@@ -109,7 +109,9 @@ def ablation_runs() -> list[tuple[str, str, dict]]:
 # BYOL's group (and MoCo's second) gets 10 epochs (780 steps): at 234 steps its reference had not yet left the
 # random-init network's kNN behind (0.659 against 0.716), so no row of it could show anything.
 # Its groups begun before bf16 ran in fp32 (the budget's precision); those begun after the SimCLR
-# group's bf16 row (which measures what it changes) run in bf16, every row of a group alike.
+# group's bf16 row (which measures what it changes) run in bf16, every row of a group alike but
+# SimCLR's, whose batch rows (DCL's comparison) train in bf16 beside its fp32 rows: the findings
+# set each row against the group's first row of its own precision (``ablation_findings``).
 ABLATION_BUDGET = dict(FMNIST_QUICK, epochs=3, subset=20000, trainer={"progress_bar": False, "precision": "32-true"})
 TEN_EPOCHS = {"epochs": 10}  # the longer budget of BYOL's group, MoCo's second group and an InstDisc row
 BF16 = {"trainer": {"precision": "bf16-mixed"}}
@@ -261,15 +263,23 @@ PAPER_FINDINGS = {
 
 
 def ablation_findings(done: list[tuple[str, str, dict]]) -> list[str]:
-    """Per group (a method at one number of epochs): the paper's finding, then ours (each
-    row's kNN against the group's reference, its first row)."""
+    """Per group (a method at one number of epochs): the paper's finding, then ours: each row's
+    kNN against the group's reference, its first row, or, for a row trained in another precision
+    than the reference, against the group's first row of that precision (named), so that no
+    difference mixes a change with the precision's."""
     lines = []
     for method, epochs in dict.fromkeys((m, row.get("epochs")) for _, m, row in done):
         group = [(label, row) for label, m, row in done if (m, row.get("epochs")) == (method, epochs)]
-        reference = group[0][1]["knn_top1"]
-        ours = "; ".join(f"{label} {row['knn_top1']:.3f}" + ("" if i == 0 else f" ({row['knn_top1'] - reference:+.3f})")
-                         for i, (label, row) in enumerate(group))
-        lines.append(f"{PAPER_FINDINGS.get(method, method)}. Here (kNN): {ours}.")
+        first = {}
+        for label, row in group:
+            first.setdefault(row.get("precision"), (label, row["knn_top1"]))
+        parts = []
+        for i, (label, row) in enumerate(group):
+            own = first[row.get("precision")]  # the first row of a precision measures the precision's change
+            against_label, against = own if own[0] != label else (group[0][0], group[0][1]["knn_top1"])
+            named = "" if against_label == group[0][0] else f" against {against_label}"
+            parts.append(f"{label} {row['knn_top1']:.3f}" + ("" if i == 0 else f" ({row['knn_top1'] - against:+.3f}{named})"))
+        lines.append(f"{PAPER_FINDINGS.get(method, method)}. Here (kNN): {'; '.join(parts)}.")
     return lines
 
 
