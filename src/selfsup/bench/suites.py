@@ -278,7 +278,8 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
              "split (bank: the pretraining training split). The monitor in the curve plot uses at most "
              f"{knn['monitor_train_size']} bank images and {knn['monitor_test_size']} test queries.",
              f"Linear: one linear layer on frozen, standardised backbone features of clean images, Adam, "
-             f"{probe_epochs} epochs.",
+             f"{probe_epochs} epochs. The raw pixels have no linear entry: the probe standardises its features, "
+             "so theirs is the standardised pixels' row.",
              "samples_per_second counts each training image once per epoch, however many views it yields; "
              f"precision: the run's training precision (the suite asks for `{precision}`"
              + (": bf16-mixed, autocast to bfloat16, on a GPU or a CPU with AVX-512 BF16 or AMX, else 32-true"
