@@ -96,9 +96,10 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
              f"`{out / 'baseline-cache'}` with the pixel and random-init scores of the other protocols: checkpoints "
              "of methods that build the same backbone share them). "
              "SimCLR's protocol: Nesterov SGD, lr 0.05*batch/256, no weight decay, crop and flip, 60 "
-             "epochs for 1% and 30 for 10%, with a 10% linear warm-up and gradient-norm clipping at 1 (ours: pretrained "
-             "checkpoints diverged without them), at the checkpoint's training precision (the precision column; "
-             "scratch runs at the same precision). The pixel baseline row is a linear classifier on the same labelled "
+             "epochs for 1% and 30 for 10%, with a 10% linear warm-up, a cosine decay and gradient-norm clipping at 1 "
+             "(ours: pretrained checkpoints diverged without the first and the last), at the checkpoint's training precision (the precision column; "
+             "scratch runs at the same precision); a ViT's blocks learn at 0.75 times the rate of the block above "
+             "(layer decay, as MAE and BEiT fine-tune). The pixel baseline row is a linear classifier on the same labelled "
              "images.",
              "checkpoint: original (the fmnist-quick run's own) or remade (pretrained again, see above); where the "
              "protocols used both, which used which (the frozen-feature results of a few runs predate their "
