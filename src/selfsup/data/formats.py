@@ -124,11 +124,12 @@ def list_image_folder(directory: Path) -> tuple[list[Path], np.ndarray, list[str
     class folders belong to no class: they are left out, with a note."""
     if not directory.is_dir():
         raise SelfSupError(f"image folder {directory} does not exist")
-    classes = sorted(p.name for p in directory.iterdir() if p.is_dir())
+    entries = list(directory.iterdir())
+    classes = sorted(p.name for p in entries if p.is_dir())
     def images_in(folder: Path) -> list[Path]:
         return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if classes:
-        loose = [p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        loose = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
         if loose:
             print(f"note: image folder {directory}: {len(loose)} images lie beside its class folders "
                   f"({', '.join(classes[:3])}{', ...' if len(classes) > 3 else ''}) and belong to no class; "
