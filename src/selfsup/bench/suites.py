@@ -284,7 +284,8 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
              f"precision: the run's training precision (the suite asks for `{precision}`"
              + (": bf16-mixed, autocast to bfloat16, on a GPU or a CPU with AVX-512 BF16 or AMX, else 32-true"
                 if precision == "auto" else "") + "; the evaluations on frozen features run in fp32, fine-tuning "
-             "trains at the run's precision).",
+             "trains at the run's precision). bf16-mixed runs made before 2026-12-07 (commit 37e3693) made their views in "
+             "bfloat16 too (the crops' sampling grid and the blur); later runs make views in float32.",
              "random_init_knn_top1 in a method's row: kNN of that method's own network (its input filter and "
              "BatchNorm policy included) at its random initialisation, the bar its pretraining must clear.",
              "Collapse diagnostics of the final backbone features on the monitor's test images "
