@@ -296,6 +296,7 @@ def test_semisup_suite_tabulates_seeds_reuses_runs_and_probes_the_init(tmp_path,
         "seed"] == 1
     assert f"label seed 0: {top1[0]:.4f}, {top1[1]:.4f} (training seeds 0, 1;" in (out / "semisup.md").read_text()
     assert "Precision:" not in (out / "semisup.md").read_text()  # every run in 32-true
+    assert "views in bfloat16" not in (out / "semisup.md").read_text()
     # a run made where `auto` chose bf16-mixed is kept (precision does not decide what is trained) and named
     as_if_made_in(out / "runs" / "self-training-3labels-seed1", "bf16-mixed")
     semisup_suite(out, **kwargs)
@@ -303,6 +304,7 @@ def test_semisup_suite_tabulates_seeds_reuses_runs_and_probes_the_init(tmp_path,
             in (out / "semisup.md").read_text())
     assert "names each run's precision, the one `auto` chose on the machine that made it): bf16-mixed: " \
         "self-training at 3." in (out / "semisup.md").read_text()
+    assert "made their views in bfloat16 too" in (out / "semisup.md").read_text()
     with open(out / "semisup_runs.csv") as table:
         assert {(r["label_seed"], r["precision"]) for r in csv.DictReader(table) if r["row"] == "self-training"} \
             == {("0", "32-true"), ("1", "bf16-mixed"), ("2", "32-true")}  # the bf16 run kept, not made again

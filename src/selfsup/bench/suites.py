@@ -39,6 +39,8 @@ def made_before_a_fix(metrics: dict, method: str) -> bool:
 
 
 BEFORE_FIX = " [before fix]"
+BF16_VIEWS_NOTE = ("bf16-mixed runs made before 2026-12-07 (commit 37e3693) made their views in bfloat16 too (the "
+                   "crops' sampling grid and the blur); later runs make views in float32.")
 def before_fix_note(what: str = "the run") -> str:
     """The tables' note on the ``BEFORE_FIX`` mark (``what``: what the mark stands on)."""
     return (f"`{BEFORE_FIX.strip()}`: {what} was made before a fix changed what its method trains (the method's "
@@ -284,8 +286,7 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
              f"precision: the run's training precision (the suite asks for `{precision}`"
              + (": bf16-mixed, autocast to bfloat16, on a GPU or a CPU with AVX-512 BF16 or AMX, else 32-true"
                 if precision == "auto" else "") + "; the evaluations on frozen features run in fp32, fine-tuning "
-             "trains at the run's precision). bf16-mixed runs made before 2026-12-07 (commit 37e3693) made their views in "
-             "bfloat16 too (the crops' sampling grid and the blur); later runs make views in float32.",
+             "trains at the run's precision). " + BF16_VIEWS_NOTE,
              "random_init_knn_top1 in a method's row: kNN of that method's own network (its input filter and "
              "BatchNorm policy included) at its random initialisation, the bar its pretraining must clear.",
              "Collapse diagnostics of the final backbone features on the monitor's test images "
