@@ -356,3 +356,12 @@ def test_fidelity_table_pairs_each_run_before_a_fix_with_its_remade_run(tmp_path
     assert simclr["knn_top1 change"] == pytest.approx(0.05)
     assert dino["before_at"] == "bbbbbbb" and dino["knn_top1 after"] is None  # still the run from before its fix
     assert rows["quick/runs/moco-v2"]["knn_top1 after"] == 0.62  # not the run its suite made later
+
+
+def test_the_bf16_views_note_stands_under_tables_with_a_run_trained_partly_in_bf16():
+    from selfsup.bench.report import bf16_views_notes
+
+    assert bf16_views_notes(["32-true", None, "32-true"]) == []
+    mixed = bf16_views_notes(iter(["32-true", "bf16-mixed (epochs 1-15), 32-true (epochs 16-45)"]))
+    assert len(mixed) == 1 and "views in bfloat16" in mixed[0] and "37e3693" in mixed[0]
+    assert bf16_views_notes(["bf16-mixed"]) == mixed

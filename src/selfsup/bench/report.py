@@ -36,6 +36,16 @@ def precision_exceptions(cells: list[tuple[str, str]]) -> tuple[str, str] | None
     return usual, "; ".join(f"{p}: {', '.join(c)}" for p, c in by_precision.items() if p != usual)
 
 
+def bf16_views_notes(precisions) -> list[str]:
+    """The tables' note on the views of bf16-mixed runs (empty unless a run of ``precisions``,
+    ``RunDirectory.precision`` records, trained some epochs in bf16-mixed): until commit 37e3693
+    the engine made views under autocast."""
+    if not any("bf16-mixed" in (precision or "") for precision in precisions):
+        return []
+    return ["bf16-mixed runs made before 2026-12-07 (commit 37e3693) made their views in bfloat16 too (the crops' "
+            "sampling grid and the blur); later runs make views in float32."]
+
+
 def write_table(out: Path, name: str, title: str, rows: list[dict], notes: list[str], command: str | None = None) -> None:
     """``{name}.md`` (title, command — by default the one running —, table, notes) and ``{name}.csv`` in ``out``."""
     columns = list(dict.fromkeys(k for row in rows for k in row))

@@ -30,9 +30,9 @@ from ..io import write_json
 from ..methods.semisup.base import labelled_indices
 from ..plots import curve_plot
 from ..rundir import RunDirectory
-from .report import precision_exceptions, seed_range, write_table
+from .report import bf16_views_notes, precision_exceptions, seed_range, write_table
 from .definitions import SPREAD_SEEDS
-from .suites import BEFORE_FIX, BF16_VIEWS_NOTE, before_fix_note, claimed_run, finished_run, pretrain_row, run_checkpoint, run_slug
+from .suites import BEFORE_FIX, before_fix_note, claimed_run, finished_run, pretrain_row, run_checkpoint, run_slug
 
 SEMISUP_BUDGET = {"dataset": "fashion-mnist", "subset": 20000, "epochs": 12, "batch_size": 32, "params": {"ema": 0.99},
                   "backbone": {"name": "resnet18", "width": 16, "small_stem": True},
@@ -79,7 +79,7 @@ def _precision_notes(runs: list[dict]) -> list[str]:
     """Where the runs trained in more than one precision, the cells with runs in other than the
     most common one; where any trained in bf16-mixed, the note on its views."""
     found = precision_exceptions([(f"{r['row']} at {r['labels_per_class']}", r["precision"]) for r in runs])
-    views = [BF16_VIEWS_NOTE] if any(r["precision"] == "bf16-mixed" for r in runs) else []
+    views = bf16_views_notes(r["precision"] for r in runs)
     if found is None:
         return views
     return [f"Precision: the runs trained in {found[0]} except some runs of these cells (labels per class; "

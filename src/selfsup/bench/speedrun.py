@@ -21,7 +21,7 @@ from ..errors import SelfSupError
 from ..plots import curve_plot
 from ..rundir import RunDirectory
 from .definitions import SPEEDRUN_RECIPES, SPEEDRUN_SEEDS, SPEEDRUN_TARGETS
-from .report import write_table
+from .report import bf16_views_notes, write_table
 from .suites import claimed_run, finished_run, pretrain_row, run_slug, suite_config
 
 SPEEDRUN = {"dataset": "fashion-mnist",
@@ -130,7 +130,7 @@ def speedrun_suite(out: Path, data_dir: str | None, methods: list[str] | None,
              "2026-12-06, when it began to be recorded).",
              "Each recipe's settings (laid over its method's defaults, then the suite's "
              f"`{SPEEDRUN}`) are in `selfsup.bench.definitions.SPEEDRUN_RECIPES`, each run's in `runs/RECIPE-seedS/config.yaml`; "
-             "what was tried and did not help is in `../tuning-speedrun.md`."]
+             "what was tried and did not help is in `../tuning-speedrun.md`.", *bf16_views_notes(r["precision"] for r in rows)]
     write_table(out, "speedrun", "Speedrun: time to kNN ≥ 0.85 and linear ≥ 0.88 on Fashion-MNIST, from unlabelled images",
                 rows, notes, command=f"selfsup benchmark --suite speedrun --out {out}")
     curve_plot(out / "speedrun_knn.png", {"kNN on the full test split, first seed": curves}, "training seconds",

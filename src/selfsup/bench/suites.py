@@ -16,7 +16,7 @@ from ..errors import SelfSupError
 from ..methods import method_class
 from ..plots import curve_plot
 from ..rundir import ResumeMismatch, RunDirectory, process_alive
-from .report import bar_plot, write_table
+from .report import bar_plot, bf16_views_notes, write_table
 
 DIAGNOSTICS = ("normalized_std", "effective_rank", "alignment", "uniformity")
 
@@ -39,8 +39,6 @@ def made_before_a_fix(metrics: dict, method: str) -> bool:
 
 
 BEFORE_FIX = " [before fix]"
-BF16_VIEWS_NOTE = ("bf16-mixed runs made before 2026-12-07 (commit 37e3693) made their views in bfloat16 too (the "
-                   "crops' sampling grid and the blur); later runs make views in float32.")
 def before_fix_note(what: str = "the run") -> str:
     """The tables' note on the ``BEFORE_FIX`` mark (``what``: what the mark stands on)."""
     return (f"`{BEFORE_FIX.strip()}`: {what} was made before a fix changed what its method trains (the method's "
@@ -286,7 +284,7 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
              f"precision: the run's training precision (the suite asks for `{precision}`"
              + (": bf16-mixed, autocast to bfloat16, on a GPU or a CPU with AVX-512 BF16 or AMX, else 32-true"
                 if precision == "auto" else "") + "; the evaluations on frozen features run in fp32, fine-tuning "
-             "trains at the run's precision). " + BF16_VIEWS_NOTE,
+             "trains at the run's precision).",
              "random_init_knn_top1 in a method's row: kNN of that method's own network (its input filter and "
              "BatchNorm policy included) at its random initialisation, the bar its pretraining must clear.",
              "Collapse diagnostics of the final backbone features on the monitor's test images "
@@ -306,6 +304,7 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
                  "`--method M` runs only M's rows, the command above runs every row not yet finished.")
     if any(row["method"].endswith(BEFORE_FIX) for row in rows):
         notes.append(before_fix_note())
+    notes += bf16_views_notes(row.get("precision") for row in rows)
     if findings:  # e.g. the ablations' comparison with each paper
         notes.extend(findings([(label, method, row) for (label, method, _), row in zip(done, rows)]))
     write_table(out, name, title, rows, notes, command=f"selfsup benchmark --suite {name} --out {out}")
