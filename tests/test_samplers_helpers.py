@@ -84,6 +84,13 @@ def test_feature_queue_is_first_in_first_out_with_wraparound():
     assert queue.indices().tolist() == [-1, 7, 8, -1, -1]
     state = queue.state_dict()
     assert set(state) == {"queue", "index", "pointer", "filled"}
+    restored = FeatureQueue(5, 2)  # a resumed run: the count of queued rows comes back with the state
+    restored.load_state_dict(state)
+    assert torch.equal(restored.items(), queue.items()) and torch.equal(restored.indices(), queue.indices())
+    partly = FeatureQueue(5, 2)
+    partly.push(torch.ones(2, 2))
+    restored.load_state_dict(partly.state_dict())
+    assert restored.items().tolist() == [[1, 1], [1, 1]]
     random = FeatureQueue(4, 3, random_init=True)
     assert torch.allclose(random.items().norm(dim=1), torch.ones(4))
 

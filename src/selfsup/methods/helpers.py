@@ -86,7 +86,9 @@ class FeatureQueue(nn.Module):
     without any broadcast (MoCo's dictionary of keys).  ``random_init`` starts the queue full
     of random unit vectors, as MoCo's code does; otherwise ``items()`` returns only what was
     pushed so far.  ``push(x, index)`` also keeps each vector's image index (−1 for the random
-    start), read by ``indices()``: MoCo leaves a query's own image out of its negatives."""
+    start), read by ``indices()``: MoCo leaves a query's own image out of its negatives.  The
+    count of vectors pushed is kept on the host too (and read back from a loaded state), so that
+    ``items()`` does not wait for the device every step."""
 
     def __init__(self, size: int, dim: int, random_init: bool = False):
         super().__init__()
@@ -95,17 +97,22 @@ class FeatureQueue(nn.Module):
         self.register_buffer("index", torch.full((size,), -1, dtype=torch.long))
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
         self.register_buffer("filled", torch.tensor(size if random_init else 0, dtype=torch.long))
+        self._filled = int(self.filled)  # the buffer's value, on the host
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._filled = int(self.filled)
 
     @property
     def size(self) -> int:
         return self.queue.shape[0]
 
     def items(self) -> torch.Tensor:
-        return self.queue[: int(self.filled)]
+        return self.queue[: self._filled]
 
     def indices(self) -> torch.Tensor:
         """The image index of each of ``items()`` (−1 where unknown)."""
-        return self.index[: int(self.filled)]
+        return self.index[: self._filled]
 
     @torch.no_grad()
     def push(self, x: torch.Tensor, index: torch.Tensor | None = None, gather: bool = True) -> None:
@@ -117,7 +124,8 @@ class FeatureQueue(nn.Module):
         self.queue[rows] = x.to(self.queue.dtype)
         self.index[rows] = index.to(self.index.device)
         self.pointer.copy_((self.pointer + x.shape[0]) % self.size)
-        self.filled.copy_(torch.clamp(self.filled + x.shape[0], max=self.size))
+        self._filled = min(self._filled + x.shape[0], self.size)
+        self.filled.fill_(self._filled)
 
     @torch.no_grad()
     def nearest(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
