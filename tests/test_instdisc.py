@@ -172,3 +172,28 @@ def test_bank_init_embeddings_starts_the_bank_from_the_networks_own_embeddings()
     expected, _ = module.embed_training_set(method.embed)
     assert torch.allclose(method.memory.bank, F.normalize(expected, dim=1), atol=1e-6)
     assert not torch.allclose(method.memory.bank, before, atol=0.1)
+
+
+def test_log_z_is_estimated_at_the_first_step_only_and_comes_back_with_a_loaded_state():
+    from support import tiny
+
+    method = tiny("instdisc", loss="nce", noise_samples=64)
+    method.generator = torch.Generator().manual_seed(0)
+    batch = {"views": [torch.randn(8, 3, 16, 16)], "index": torch.arange(8)}
+    assert torch.isnan(method.log_z)
+    method.training_step(batch, 0)
+    first = method.log_z.clone()
+    assert torch.isfinite(first)
+    batch = {"views": [torch.randn(8, 3, 16, 16) * 3], "index": torch.arange(8, 16)}
+    method.training_step(batch, 1)
+    assert torch.equal(method.log_z, first)  # Z is a constant after its estimate (Wu et al. 2018, section 3.2)
+    resumed = tiny("instdisc", loss="nce", noise_samples=64)
+    resumed.generator = torch.Generator().manual_seed(1)
+    resumed.load_state_dict(method.state_dict())
+    resumed.training_step(batch, 2)
+    assert torch.equal(resumed.log_z, first)  # a resumed run keeps the first step's estimate
+    fresh = tiny("instdisc", loss="nce", noise_samples=64)
+    fresh.load_state_dict(tiny("instdisc", loss="nce", noise_samples=64).state_dict())  # a state saved before step 0
+    fresh.generator = torch.Generator().manual_seed(0)
+    fresh.training_step(batch, 0)
+    assert torch.isfinite(fresh.log_z)

@@ -52,10 +52,15 @@ class InstDisc(Method):
         super().__init__(backbone, cfg, run)
         self.projector = nn.Linear(self.feature_dim, cfg["proj_dim"])
         self.memory = MemoryBank(run.train_size, cfg["proj_dim"], torch.Generator().manual_seed(run.seed))
-        if cfg["loss"] == "nce":  # log Z, estimated at the first step
+        if cfg["loss"] == "nce":  # log Z, estimated at the first step (NaN until then; known on the host too)
             self.register_buffer("log_z", torch.tensor(float("nan")))
+        self.log_z_known = False
         self.noise_samples = min(cfg["noise_samples"], run.train_size)
         self.views = [ViewSpec(AugmentConfig(**cfg["augment"]), count=1)]
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self.log_z_known = hasattr(self, "log_z") and not torch.isnan(self.log_z).item()
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.projector(self.backbone(x)), dim=1)
@@ -73,9 +78,10 @@ class InstDisc(Method):
             loss = bank_softmax(f, self.memory.bank, index, self.cfg["temperature"])
         else:
             noise = self.memory[self.memory.sample(self.noise_samples, self.generator)]
-            if torch.isnan(self.log_z):
+            if not self.log_z_known:
                 mean_exp = estimate_log_z(f @ noise.T, self.cfg["temperature"], self.run.train_size).exp()
                 self.log_z.copy_((all_reduce_sum(mean_exp) / world_info()[1]).log())
+                self.log_z_known = True
             loss = nce_memory(f, positives, noise, self.cfg["temperature"], self.log_z, self.run.train_size)
         out = {self.cfg["loss"]: loss.detach()}
         if self.cfg["proximal"]:
