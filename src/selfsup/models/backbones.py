@@ -16,6 +16,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from ..errors import SelfSupError
 from .vit import VIT_BACKBONES, VIT_SIZES, ViTBackbone, default_patch_size
 from .dilated_conv import CausalConvEncoder, DilatedConvEncoder
+from .norm import memory_layout
 from .staged import StagedSeriesEncoder
 from .tcc_conv import TCCConvEncoder
 from .wide_resnet import WIDE_RESNETS, wide_resnet
@@ -38,8 +39,7 @@ class StridedPointwiseConv(nn.Conv2d):
         return "Conv2d"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        picked = x[:, :, ::self.stride[0], ::self.stride[1]].contiguous(memory_format=layout)
+        picked = x[:, :, ::self.stride[0], ::self.stride[1]].contiguous(memory_format=memory_layout(x))
         return nn.functional.conv2d(picked, self.weight, self.bias)
 
 

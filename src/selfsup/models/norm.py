@@ -23,8 +23,9 @@ from torch import nn
 BATCHNORM_POLICIES = ("sync", "local", "split")
 
 
-def _layout(x: torch.Tensor) -> torch.memory_format:
-    """channels_last for a channels-last image batch, else contiguous_format."""
+def memory_layout(x: torch.Tensor) -> torch.memory_format:
+    """channels_last for a channels-last image batch (one not also contiguous, as a 1x1 map is), else
+    contiguous_format: the layout split BatchNorm and the strided shortcut keep."""
     channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     return torch.channels_last if channels_last else torch.contiguous_format
 
@@ -50,7 +51,7 @@ class _GroupBatchNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps, splits):
-        layout = _layout(x)
+        layout = memory_layout(x)
         wide = x.contiguous(memory_format=layout)
         wide = _groups(wide.float() if wide.dtype in (torch.float16, torch.bfloat16) else wide, splits, layout)
         count = wide.numel() // (wide.shape[0] * wide.shape[2])
