@@ -1,6 +1,7 @@
 """Runs selfsup on a CUDA device: every registered method for a few dozen steps in bf16, a
 checkpoint interrupted and resumed, the kNN monitor, `evaluate knn`, one semi-supervised
-method, one forecast and MAE under FSDP (CUDA only).  One line per item (OK or FAIL with the error's last line); exit 1
+method, one forecast, and on CUDA only MAE under FSDP and the tests that need a CUDA device
+(tests/test_rng.py, whose CUDA test every CPU machine skips).  One line per item (OK or FAIL with the error's last line); exit 1
 when any item fails, 0 with a message when no CUDA device exists.
 
     bash scripts/gpu-check.sh [--out DIR] [--method M ...]
@@ -148,6 +149,17 @@ def main(argv: list[str] | None = None) -> int:
         return f"test NRMSE {metrics['nrmse']:.3f}"
 
     checklist.item("forecast plain", forecast)
+
+    def cuda_tests():  # the tests that need a CUDA device (skipped on every CPU machine)
+        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+                                 str(Path(__file__).resolve().parents[1] / "tests" / "test_rng.py")],
+                                capture_output=True, text=True, timeout=600)
+        if result.returncode != 0 or " skipped" in last_line(result.stdout):
+            raise RuntimeError(last_line(result.stdout + result.stderr))
+        return last_line(result.stdout)
+
+    if args.device == "cuda":
+        checklist.item("pytest tests/test_rng.py", cuda_tests)
     print(f"gpu-check: {checklist.failures} item(s) failed" if checklist.failures else "gpu-check: every item passed")
     return 1 if checklist.failures else 0
 
