@@ -86,6 +86,13 @@ EXTERNAL = [
       for figure, name in (("5.0", "FlexMatch"), ("4.97", "FixMatch"), ("55.96", "supervised-only"),
                            ("4.84", "SoftMatch"), ("4.85", "FreeMatch"), ("5.12", "UDA"),
                            ("56.06", "Mean Teacher"), ("37.28", "MixMatch"), ("9.21", "ReMixMatch"))],
+    *[("benchmarks/README.md", "lightly's CIFAR-10 table at 200 epochs", figure,
+       f"lightly's CIFAR-10 benchmark (ResNet-18, 200 epochs): {name}'s kNN (quoted in issue 33)")
+      for figure, name in (("0.869", "BYOL"), ("0.847", "SimCLR"), ("0.838", "MoCo"))],
+    *[("benchmarks/README.md", "its ImageNet table at 100 epochs", figure,
+       f"lightly's ImageNet-1k benchmark (docs.lightly.ai, getting_started/benchmarks; ResNet-50, batch 256, "
+       f"100 epochs): {name}'s kNN top-1, %")
+      for figure, name in (("46.0", "BYOL"), ("44.8", "SimCLR*"), ("41.8", "MoCoV2"))],
     *[("benchmarks/README.md", "stable-pretraining's Imagenette", figure,
        f"stable-pretraining's Imagenette ViT-S/16 200-epoch table: {name}'s kNN (quoted in issue 31)")
       for figure, name in (("85.4", "LeJEPA"), ("83.8", "DINO"), ("72.1", "MAE"), ("33.2", "I-JEPA"))],
