@@ -320,3 +320,19 @@ def test_status_says_where_each_run_stands(capsys, simclr_run, tmp_path):
     assert cells["finished"][1:6] == ["finished", "2", last_monitor, f"{metrics['knn_top1']:.4f}", "32-true"]
     assert main(["status", str(finished)]) == 0 and len(capsys.readouterr().out.splitlines()) == 2  # one run
     assert_clean_error(*run_cli(capsys, "status", str(tmp_path / "empty")), "no run directory")
+
+
+def test_status_of_a_suite_of_fixed_rows_names_the_rows_not_begun(capsys, simclr_run, tmp_path):
+    from selfsup.bench.definitions import fmnist_long_runs
+
+    out = tmp_path / "fmnist-long"
+    shutil.copytree(simclr_run, out / "runs" / "simclr")
+    shutil.copytree(simclr_run, out / "runs" / "byol-frozen-target-tau-1")  # a row named by its folder's slug
+    assert main(["status", str(out)]) == 0
+    assert not capsys.readouterr().out.splitlines()[-1].startswith("fmnist-long")  # no table: not known as the suite
+    (out / "fmnist-long.md").write_text("# the suite's table\n")
+    assert main(["status", str(out)]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    labels = [label for label, _, _ in fmnist_long_runs()]
+    waiting = [label for label in labels if label not in ("simclr", "byol, frozen target (tau 1)")]
+    assert last == f"fmnist-long: {len(waiting)} of its {len(labels)} rows not begun: {'; '.join(waiting)}"
