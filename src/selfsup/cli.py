@@ -263,8 +263,8 @@ def _build_parser() -> argparse.ArgumentParser:
                                    "monitor kNN, the final kNN, precision, hours trained and, for an unfinished run, "
                                    "hours left at the pace of its last three epochs, read from the run's "
                                    "files (config.yaml, metrics.json, checkpoints/last.ckpt; $SELFSUP_CHECKPOINT_ROOT "
-                                   "is honoured); for the --out of fmnist-quick, fmnist-long or the ablations, "
-                                   "then the suite's rows not begun.")
+                                   "is honoured); for the --out of a suite with fixed rows (fmnist-quick, fmnist-long, "
+                                   "ablations, multitask), then the suite's rows not begun.")
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="a run directory, a suite's --out (its runs/) or a folder of run directories")
     _add_common(p)
@@ -432,7 +432,7 @@ def _cmd_status(args) -> None:
     widths = {c: max(len(c), *(len(row[c]) for row in shown)) for c in shown[0]}
     for row in [dict(zip(widths, widths)), *shown]:
         print("  ".join(row[c].ljust(widths[c]) for c in widths).rstrip())
-    from .bench.suites import rows_not_begun
+    from .bench import rows_not_begun
 
     for path in args.paths:
         suite = rows_not_begun(Path(path))

@@ -17,6 +17,7 @@ class Suite:
     description: str
     run: Callable[..., object]  # (out, data_dir, methods, **options)
     options: tuple[str, ...] = ()  # the suite's own keyword options (benchmark flags), if any
+    rows: Callable[[], list[tuple[str, str, dict]]] | None = None  # an accuracy suite's fixed rows (label, method, settings)
 
 
 def _smoke(out: Path, data_dir: str | None, methods: list[str] | None):
@@ -96,16 +97,17 @@ def _throughput(out: Path, data_dir: str | None, methods: list[str] | None, row:
 SUITES: dict[str, Suite] = {
     "smoke": Suite("SimCLR on synthetic data, a minute on 2 CPU cores (used by the tests)", _smoke),
     "fmnist-quick": Suite("Fashion-MNIST 60k/10k, ResNet-18 width 16, batch 256, 5 epochs: kNN, linear, baselines",
-                          _fmnist_quick, options=("row",)),
+                          _fmnist_quick, options=("row",), rows=fmnist_quick_runs),
     "fmnist-long": Suite("SimCLR, MoCo v2, BYOL, SimSiam, Barlow Twins, SwAV, DeepCluster-v2, DARe, VICReg, DINO and "
                          "supervised at fmnist-quick's settings for 50 epochs, then the queue-size, multi-crop and "
                          "BYOL-target ablations: kNN, linear, 1%-label fine-tuning, diagnostics, kNN curves",
-                         _fmnist_long, options=("row",)),
+                         _fmnist_long, options=("row",), rows=fmnist_long_runs),
     "ablations": Suite("one setting changed per row, 3 epochs on 20k Fashion-MNIST images: predictors, targets, "
                        "stop-gradient, multi-crop, k, lambdas, temperatures, dictionaries, noise samples", _ablations,
-                       options=("row",)),
+                       options=("row",), rows=ablation_runs),
     "multitask": Suite("rotation and jigsaw alone vs one trunk trained on both (fixed and learned weights), "
-                       "per-stage linear probes, the ablations' budget", _multitask, options=("row",)),
+                       "per-stage linear probes, the ablations' budget", _multitask, options=("row",),
+                       rows=lambda: MULTITASK),
     "evaluations": Suite("fine-tuning on 1% and 10% of the labels vs from scratch, transfer to digits, retrieval, "
                          "t-SNE/UMAP, on the fmnist-quick checkpoints in OUT/../fmnist-quick; a report page",
                          _evaluations),
@@ -133,6 +135,18 @@ SUITES: dict[str, Suite] = {
                       "at lags 3, 6, 12, all from the same first origin: NRMSE per lag, the winning family, plots, "
                       "EEMD cost", forecast_suite),
 }
+
+
+def rows_not_begun(out: Path) -> tuple[str, int, list[str]] | None:
+    """For the ``--out`` folder of a suite with fixed rows (known by its table, ``out/NAME.md``): the
+    suite's name, its number of rows and the labels of those with no run folder yet; else None."""
+    from .suites import run_slug
+
+    for name, suite in SUITES.items():
+        if suite.rows is not None and (out / f"{name}.md").is_file():
+            labels = [label for label, _, _ in suite.rows()]
+            return name, len(labels), [label for label in labels if not (out / "runs" / run_slug(label)).is_dir()]
+    return None
 
 
 def run_suite(name: str, out: Path, data_dir: str | None = None, methods: list[str] | None = None, **options):

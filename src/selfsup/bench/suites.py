@@ -33,19 +33,6 @@ def run_slug(label: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", label.lower()).strip("-")
 
 
-def rows_not_begun(out: Path) -> tuple[str, int, list[str]] | None:
-    """For the ``--out`` folder of a suite of fixed rows (known by its table, ``out/NAME.md``): the
-    suite's name, its number of rows and the labels of those with no run folder yet; else None."""
-    from .definitions import ablation_runs, fmnist_long_runs, fmnist_quick_runs
-
-    for name, rows in (("fmnist-quick", fmnist_quick_runs), ("fmnist-long", fmnist_long_runs),
-                       ("ablations", ablation_runs)):
-        if (out / f"{name}.md").is_file():
-            labels = [label for label, _, _ in rows()]
-            return name, len(labels), [label for label in labels if not (out / "runs" / run_slug(label)).is_dir()]
-    return None
-
-
 def made_before_a_fix(metrics: dict, method: str) -> bool:
     """Whether a finished run predates a fix of its method (its ``Method.revision``)."""
     return metrics.get("method_revision", 1) < method_class(method).revision
