@@ -215,6 +215,12 @@ def test_a_class_without_confident_predictions_counts_as_the_rarest(balance):
     assert torch.allclose(weight, expected_weight) and torch.allclose(keep, expected_keep)
 
 
+@pytest.mark.parametrize("balance", ["none", "data", "loss", "hybrid"])
+def test_no_class_balance_before_any_confident_prediction(balance):
+    keep, weight = _method(balance).class_balance(torch.zeros(6))
+    assert torch.equal(keep, torch.ones(6)) and torch.equal(weight, torch.ones(6))
+
+
 def test_self_training_data_balance_keeps_as_many_pool_labels_per_class():
     method = _method("data", "self-training")
     n = method.run.train_size

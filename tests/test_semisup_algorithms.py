@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from selfsup.losses.semisup import (align_distribution, flexmatch_thresholds, freematch_fairness, freematch_thresholds,
+from selfsup.losses.semisup import (align_distribution, class_counts, flexmatch_thresholds, freematch_fairness, freematch_thresholds,
                                     sharpen, softmatch_weights, tsa_threshold)
 from selfsup.methods.semisup.remixmatch import rotate_quarters
 from tests.support import tiny
@@ -49,6 +49,38 @@ def test_freematch_thresholds_and_fairness_by_hand():
     loss.backward()
     assert strong.grad.abs().sum() > 0
     assert float(freematch_fairness(strong[:0], mean, hist)) == 0.0
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("num_classes", [1, 5])
+def test_class_counts_match_bincount(weighted, num_classes):
+    """class_counts against torch.bincount of the entries kept; a class of -1 (no label) with
+    weight 0 is left out."""
+    g = torch.Generator().manual_seed(num_classes)
+    classes = torch.randint(-1, num_classes, (50,), generator=g)
+    kept = (classes >= 0) & (torch.rand(50, generator=g) < 0.6 if weighted else True)
+    expected = torch.bincount(classes[kept], minlength=num_classes).float()
+    assert torch.equal(class_counts(classes, num_classes, kept), expected)
+    assert torch.equal(class_counts(classes.clamp_min(0), num_classes), torch.bincount(classes.clamp_min(0),
+                                                                                     minlength=num_classes).float())
+
+
+def test_freematch_fairness_weights_select_rows():
+    """The fairness term with row weights equals the term on the selected rows alone, in value and
+    gradient; with no row selected it is 0 with finite (zero) gradients."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(12, 4, generator=g, requires_grad=True)
+    mean, hist = torch.tensor([0.4, 0.3, 0.2, 0.1]), torch.tensor([0.25, 0.25, 0.3, 0.2])
+    selected = torch.rand(12, generator=g) < 0.5
+    weighted = freematch_fairness(logits.softmax(1), mean, hist, selected.float())
+    (grad_weighted,) = torch.autograd.grad(weighted, logits)
+    alone = freematch_fairness(logits.softmax(1)[selected], mean, hist)
+    (grad_alone,) = torch.autograd.grad(alone, logits)
+    assert torch.allclose(weighted, alone, atol=1e-6) and torch.allclose(grad_weighted, grad_alone, atol=1e-6)
+    assert grad_alone[~selected].abs().sum() == 0 < grad_alone[selected].abs().sum()
+    none = freematch_fairness(logits.softmax(1), mean, hist, torch.zeros(12))
+    (grad_none,) = torch.autograd.grad(none, logits)
+    assert float(none) == 0.0 and torch.equal(grad_none, torch.zeros_like(grad_none))
 
 
 def test_softmatch_weights_by_hand():

@@ -49,23 +49,31 @@ def freematch_thresholds(global_threshold: torch.Tensor, class_mean: torch.Tenso
     return global_threshold * class_mean / class_mean.max()
 
 
+def class_counts(classes: torch.Tensor, num_classes: int, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """How often each of ``num_classes`` classes occurs in ``classes`` (float), each occurrence
+    counted with its ``weights`` entry (0 leaves it out; a negative class must have weight 0).
+    Unlike ``torch.bincount`` it never reads a value on the host, so it costs a GPU no sync."""
+    weights = torch.ones(classes.shape, device=classes.device) if weights is None else weights.float()
+    return torch.zeros(num_classes, device=classes.device).scatter_add_(0, classes.clamp_min(0), weights)
+
+
 def freematch_fairness(strong_probs: torch.Tensor, class_mean: torch.Tensor, class_histogram: torch.Tensor,
-                       eps: float = 1e-12) -> torch.Tensor:
+                       weights: torch.Tensor | None = None, eps: float = 1e-12) -> torch.Tensor:
     """FreeMatch's self-adaptive fairness term (eq. 9), to be minimised: Σ_c a_c log b_c with
     a = SumNorm(p̄ / h̄) from the running class mean ``class_mean`` and running histogram of
     predicted classes ``class_histogram``, and b = SumNorm(mean(p_s) / h_s) from
-    ``strong_probs`` (the strong views of the images with a pseudo-label) and the histogram of
-    their predicted classes (a class predicted nowhere contributes 0).  Minimising it pushes
-    the strong predictions away from the running imbalance; 0 without images."""
-    if strong_probs.shape[0] == 0:
-        return strong_probs.sum() * 0
-    counts = torch.bincount(strong_probs.argmax(1), minlength=strong_probs.shape[1]).to(strong_probs.dtype)
+    ``strong_probs`` (the strong views of the images with a pseudo-label: those whose
+    ``weights`` entry is 1, or all) and the histogram of their predicted classes (a class
+    predicted nowhere contributes 0).  Minimising it pushes the strong predictions away from
+    the running imbalance; 0 without images."""
+    weights = torch.ones(strong_probs.shape[0], device=strong_probs.device) if weights is None else weights
+    counts = class_counts(strong_probs.argmax(1), strong_probs.shape[1], weights).to(strong_probs.dtype)
     inverse = torch.where(counts > 0, counts.sum() / counts.clamp_min(1), torch.zeros_like(counts))
     model = class_mean / class_histogram
     model = (model / model.sum()).detach()
-    strong = strong_probs.mean(0) * inverse
-    strong = strong / strong.sum()
-    return (model * torch.log(strong + eps)).sum()
+    strong = (strong_probs * weights[:, None]).sum(0) * inverse  # the mean's 1/n cancels in the SumNorm
+    strong = strong / strong.sum().clamp_min(eps)
+    return torch.where(counts.sum() > 0, (model * torch.log(strong + eps)).sum(), strong_probs.new_zeros(()))
 
 
 def softmatch_weights(confidence: torch.Tensor, mean: torch.Tensor, variance: torch.Tensor,

@@ -16,6 +16,7 @@ from ...data.augment import AugmentConfig, ShiftConfig
 from ...data.samplers import LabelledUnlabelledBatchSampler
 from ...data.views import ViewSpec
 from ...errors import SelfSupError
+from ...losses.semisup import class_counts
 from ..base import Method
 from ..helpers import ema_update, frozen_copy
 from ... import rng
@@ -167,16 +168,18 @@ class SemiSupervised(Method):
     def class_balance(self, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(keep probability, loss weight) per class from confident-prediction ``counts``."""
         ones = torch.ones_like(counts)
-        if self.cfg["balance"] == "none" or counts.sum() == 0:  # the setting first: no device sync without balancing
+        if self.cfg["balance"] == "none":
             return ones, ones
-        rarest = counts[counts > 0].min()
-        seen = counts.clamp_min(rarest)  # a class without confident predictions counts as the rarest one
+        found = counts > 0
+        rarest = torch.where(found, counts, counts.max()).min()
+        seen = counts.clamp_min(rarest).clamp_min(1e-12)  # a class without confident predictions counts as the rarest one
         keep = rarest / seen if self.cfg["balance"] in ("data", "hybrid") else ones
         weight = ones
         if self.cfg["balance"] in ("loss", "hybrid"):
             weight = counts.mean() / seen
             weight = weight / weight.mean()
-        return keep, weight
+        none_yet = ~found.any()  # no confident prediction yet: no balancing (a tensor, so no device sync)
+        return torch.where(none_yet, ones, keep), torch.where(none_yet, ones, weight)
 
     def ramp(self, step: int) -> float:
         """λu's ramp-up factor: linear from 0 to 1 over the first ``ramp`` fraction of the steps
@@ -205,16 +208,20 @@ class SemiSupervised(Method):
         targets = probs.max(1).indices
         weights = self.confidence_weights(probs, indices)
         confident = weights > 0
-        self.confident_counts += torch.bincount(targets[confident], minlength=self.confident_counts.numel()).float()
+        self.confident_counts += class_counts(targets, self.confident_counts.numel(), confident)
         keep, weight = self.class_balance(self.previous_counts)
         confident &= rng.rand(targets.shape, self.generator, device=targets.device) < keep[targets]
-        self.count_pseudo_labels(targets[confident], true_labels[confident], targets.numel())
+        self.count_pseudo_labels(targets, true_labels, confident)
         return targets, weights * confident * weight[targets]
 
-    def count_pseudo_labels(self, targets: torch.Tensor, true_labels: torch.Tensor, seen: int) -> None:
-        self.pseudo_counts += torch.bincount(targets, minlength=self.pseudo_counts.numel()).float()
-        self.pseudo_correct += (targets == true_labels).sum()
-        self.pseudo_seen += seen
+    def count_pseudo_labels(self, targets: torch.Tensor, true_labels: torch.Tensor,
+                            kept: torch.Tensor | None = None) -> None:
+        """Counts the pseudo-labels ``targets`` of one step for the epoch's report: those
+        ``kept`` (all when None) by class and against the ``true_labels``, all as seen."""
+        kept = torch.ones_like(targets, dtype=torch.bool) if kept is None else kept
+        self.pseudo_counts += class_counts(targets, self.pseudo_counts.numel(), kept)
+        self.pseudo_correct += ((targets == true_labels) & kept).sum()
+        self.pseudo_seen += targets.numel()
 
     def on_epoch_start(self, epoch, embed):
         self.previous_counts.copy_(self.confident_counts)

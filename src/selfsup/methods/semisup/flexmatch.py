@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ...distributed import gather_no_grad
-from ...losses.semisup import MAPPINGS, flexmatch_thresholds
+from ...losses.semisup import MAPPINGS, class_counts, flexmatch_thresholds
 from .fixmatch import FixMatch
 
 
@@ -29,7 +29,7 @@ class FlexMatch(FixMatch):
 
     def class_thresholds(self):
         counted = self.learnt_class >= 0
-        counts = torch.bincount(self.learnt_class[counted], minlength=self.run.num_classes)
+        counts = class_counts(self.learnt_class, self.run.num_classes, counted)
         return flexmatch_thresholds(counts, (~counted).sum(), self.cfg["threshold"], self.cfg["mapping"],
                                     self.cfg["threshold_warmup"])
 
@@ -38,6 +38,6 @@ class FlexMatch(FixMatch):
         weights = (confidence >= self.class_thresholds()[predicted]).float()
         confidence, predicted = gather_no_grad(confidence), gather_no_grad(predicted)
         indices = gather_no_grad(indices.to(self.learnt_class.device))
-        sure = confidence >= self.cfg["threshold"]
-        self.learnt_class[indices[sure]] = predicted[sure]
+        sure = confidence >= self.cfg["threshold"]  # the pool's indices are distinct within a step (one permutation)
+        self.learnt_class[indices] = torch.where(sure, predicted, self.learnt_class[indices])
         return weights

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ...distributed import gather_no_grad
-from ...losses.semisup import freematch_fairness, freematch_thresholds
+from ...losses.semisup import class_counts, freematch_fairness, freematch_thresholds
 from ..helpers import without
 from .base import update_running
 from .fixmatch import FixMatch
@@ -40,10 +40,11 @@ class FreeMatch(FixMatch):
         momentum = self.cfg["ema_p"]
         update_running(self.global_threshold, confidence.mean(), momentum)
         update_running(self.class_mean, every.mean(0), momentum)
-        update_running(self.class_histogram, torch.bincount(predicted, minlength=every.shape[1]) / len(every), momentum)
+        update_running(self.class_histogram, class_counts(predicted, every.shape[1]) / len(every), momentum)
         confidence, predicted = probs.max(1)
         return (confidence >= self.class_thresholds()[predicted]).float()
 
     def extra_terms(self, batch, weak_logits, strong_logits, weights, step):
-        strong = strong_logits[weights > 0].float().softmax(1)
-        return {"fairness": self.cfg["lambda_f"] * freematch_fairness(strong, self.class_mean, self.class_histogram)}
+        strong = strong_logits.float().softmax(1)
+        return {"fairness": self.cfg["lambda_f"] * freematch_fairness(strong, self.class_mean, self.class_histogram,
+                                                                      (weights > 0).float())}

@@ -59,7 +59,5 @@ class Frost(HostsMethods, PoolRelabelling, FixMatch):
     def extra_terms(self, batch, weak_logits, strong_logits, weights, step):
         terms = {"self_supervised": self.cfg["lambda_ss"]
                  * self.self_supervised.training_step(batch["self_supervised"], step)["loss"]}
-        self_training = self.assigned_loss(weak_logits, batch["unlabeled"]["index"])
-        if self_training is not None:
-            terms["self_training"] = self_training
+        terms["self_training"] = self.assigned_loss(weak_logits, batch["unlabeled"]["index"])
         return terms

@@ -29,6 +29,6 @@ class MeanTeacher(SemiSupervised):
         unlabelled = batch["unlabeled"]
         with torch.no_grad():
             teacher = self.predict(unlabelled["views"][0]).float().softmax(1)
-        self.count_pseudo_labels(teacher.argmax(1), unlabelled["label"], teacher.shape[0])
+        self.count_pseudo_labels(teacher.argmax(1), unlabelled["label"])
         student = self.logits(unlabelled["views"][1]).float().softmax(1)
         return self.ramp(step) * F.mse_loss(student, teacher)

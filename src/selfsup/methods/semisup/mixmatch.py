@@ -67,7 +67,7 @@ class MixMatch(SemiSupervised):
         n = labelled["views"][0].shape[0]
         with torch.no_grad():
             guess = self.guess(unlabelled)
-        self.count_pseudo_labels(guess.argmax(1), unlabelled["label"], guess.shape[0])
+        self.count_pseudo_labels(guess.argmax(1), unlabelled["label"])
         views = self.mixed_views(unlabelled)
         one_hot = F.one_hot(labelled["label"], guess.shape[1]).to(guess.dtype)
         inputs, targets = self.mixup(torch.cat([labelled["views"][0], *views]),

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import SelfSupError
+from ...losses.semisup import class_counts
 from .base import SemiSupervised
 
 class PoolRelabelling:
@@ -35,7 +36,7 @@ class PoolRelabelling:
         scores, labels = embed(self.predict)
         confidence, targets = scores.softmax(1).max(1)
         confident = confidence >= self.cfg["threshold"]
-        counts = torch.bincount(targets[confident], minlength=self.run.num_classes).float()
+        counts = class_counts(targets, self.run.num_classes, confident)
         if self.cfg["balance"] in ("data", "hybrid") and counts.sum() > 0:  # the n most confident of each class
             n = int(counts[counts > 0].min())
             chosen = torch.zeros_like(confident)
@@ -51,15 +52,13 @@ class PoolRelabelling:
                                              .float().mean()) if labelled.any() else 0.0,
                 **{f"pool_class_{c}": float((self.assigned == c).sum()) for c in range(self.run.num_classes)}}
 
-    def assigned_loss(self, logits: torch.Tensor, indices: torch.Tensor) -> torch.Tensor | None:
+    def assigned_loss(self, logits: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of ``logits`` against the assigned labels of the pool images
-        ``indices`` (loss-balanced with ``balance`` loss or hybrid); None before the first round."""
+        ``indices`` (loss-balanced with ``balance`` loss or hybrid), averaged over the batch: an
+        image without a label adds 0, so the loss is 0 before the first round."""
         targets = self.assigned[indices.to(self.assigned.device)]
         has_target = targets >= 0
-        if not has_target.any():
-            return None
-        counts = torch.bincount(self.assigned[self.assigned >= 0], minlength=self.run.num_classes).float()
-        _, weight = self.class_balance(counts)
+        _, weight = self.class_balance(class_counts(self.assigned, self.run.num_classes, self.assigned >= 0))
         weights = has_target.float() * weight[targets.clamp_min(0)]
         return (F.cross_entropy(logits, targets.clamp_min(0), reduction="none") * weights).mean()
 
