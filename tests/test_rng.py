@@ -70,3 +70,53 @@ def test_helpers_draw_with_a_cuda_generator_into_cpu_tensors():
     g = torch.Generator(device="cuda").manual_seed(0)
     assert rng.randperm(5, g, device="cpu").device.type == "cpu"
     assert rng.randint(0, 3, 2, g).device.type == "cuda"
+
+
+def test_host_twin_of_a_cpu_generator_is_the_generator_itself():
+    """A CPU run draws its host-read numbers (sizes, orders) from the one stream, as before."""
+    g = torch.Generator().manual_seed(5)
+    assert rng.host_twin(g) is g
+    assert torch.equal(rng.integers(2, 9, 6, torch.Generator().manual_seed(5)), torch.randint(2, 10, (6,), generator=g))
+
+
+class DeviceGenerator:
+    """Stands in for a CUDA generator on a machine without one: a device and a seed."""
+    device = torch.device("cuda")
+
+    def __init__(self, seed):
+        self.seed = seed
+
+    def initial_seed(self):
+        return self.seed
+
+
+def test_host_twin_of_a_device_generator_is_one_cpu_stream_per_generator():
+    first, second = DeviceGenerator(11), DeviceGenerator(11)
+    twin = rng.host_twin(first)
+    assert twin.device.type == "cpu" and rng.host_twin(first) is twin  # every caller of a step shares it
+    assert rng.host_twin(second) is not twin  # a new step's generator: a new stream from its own seed
+    assert torch.equal(rng.randperm(9, twin), torch.randperm(9, generator=torch.Generator().manual_seed(11)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_host_read_draws_wait_on_no_device():
+    """The draws the host reads come from the twin: no device synchronisation (CUDA's sync debug
+    mode turns one into an error) in block masks, I-JEPA's masks, the jitter order, integer
+    crops and TS-TCC's permutations."""
+    from selfsup.data.augment import color_jitter
+    from selfsup.methods.ijepa import multi_block_masks
+    from selfsup.methods.masking import varying_patch_mask
+    from selfsup.methods.ts_tcc import permute_segments
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    images, series = torch.rand(4, 3, 8, 8, device="cuda"), torch.randn(4, 2, 32, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        varying_patch_mask(4, 4, 4, (0.1, 0.5), 0.5, g)
+        multi_block_masks(4, 4, 4, g)
+        color_jitter(images, 0.5, 0.8, g)
+        rng.integers(0, 9, 3, g)
+        permute_segments(series, 5, g)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)

@@ -10,6 +10,7 @@ PyTorch random function.
 """
 from __future__ import annotations
 
+import weakref
 import zlib
 
 import torch
@@ -40,8 +41,31 @@ def randint(low: int, high: int, size, generator: torch.Generator, device=None) 
 
 def integers(low: int, high: int, size, generator: torch.Generator) -> torch.Tensor:
     """Integers in [low, high], both ends included, of ``size`` (int64, on the CPU: crop lengths
-    and positions, read as Python ints or moved to the data's device by the caller)."""
-    return randint(low, high + 1, size, generator, device="cpu")
+    and positions, read as Python ints or moved to the data's device by the caller), drawn from
+    ``host_twin(generator)``."""
+    return randint(low, high + 1, size, host_twin(generator))
+
+
+_twins: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def host_twin(generator: torch.Generator) -> torch.Generator:
+    """The generator for numbers the host reads (sizes, orders, Python loops): ``generator``
+    itself when it is a CPU one, so a CPU run draws exactly as before; for a GPU generator, a
+    CPU generator seeded with its seed (a host value: reading it needs no device sync) and kept
+    while ``generator`` lives, so every caller of one step draws from one host stream."""
+    if generator.device.type == "cpu":
+        return generator
+    if generator not in _twins:
+        _twins[generator] = torch.Generator().manual_seed(generator.initial_seed())
+    return _twins[generator]
+
+
+def onto(x: torch.Tensor, device) -> torch.Tensor:
+    """Host-drawn numbers ``x`` (masks, crop offsets) on ``device``: onto a GPU through pinned
+    memory without waiting (a copy from ordinary memory waits for the GPU's queue first)."""
+    device = torch.device(device)
+    return x.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else x.to(device)
 
 
 def randperm(n: int, generator: torch.Generator, device=None) -> torch.Tensor:

@@ -209,7 +209,7 @@ def color_jitter(x: torch.Tensor, strength: float, p: float, g: torch.Generator,
         ops["saturation"] = lambda im: _blend(im, grayscale(im), saturation)
         ops["hue"] = lambda im: shift_hue(im, hue)
     names = list(ops)
-    for i in rng.randperm(len(names), g, device=device).tolist():
+    for i in rng.randperm(len(names), rng.host_twin(g)).tolist():
         x = ops[names[i]](x)
     return x
 

@@ -52,7 +52,7 @@ def multi_block_masks(batch: int, rows: int, cols: int, generator: torch.Generat
     """I-JEPA's masks: ``context`` [B, Kc] (patch indices of each image's context block minus its
     targets, cut to the batch's smallest count) and ``target`` [B, targets, Kt] (each target
     block's patches; one block size per batch, so Kt is shared)."""
-    draws = rng.rand(4 + batch * 2 * (targets + 1), generator).tolist()
+    draws = rng.rand(4 + batch * 2 * (targets + 1), rng.host_twin(generator)).tolist()
     height, width = block_size(target_scale[0] + draws[0] * (target_scale[1] - target_scale[0]),
                                target_aspect[0] + draws[1] * (target_aspect[1] - target_aspect[0]), rows, cols)
     context_h, context_w = block_size(context_scale[0] + draws[2] * (context_scale[1] - context_scale[0]), 1.0,
@@ -70,7 +70,7 @@ def multi_block_masks(batch: int, rows: int, cols: int, generator: torch.Generat
         target.append(blocks)
     keep = min(len(c) for c in context)
     device = generator.device
-    return (torch.tensor([c[:keep] for c in context], device=device), torch.tensor(target, device=device))
+    return rng.onto(torch.tensor([c[:keep] for c in context]), device), rng.onto(torch.tensor(target), device)
 
 
 class JEPAPredictor(NarrowTransformer):

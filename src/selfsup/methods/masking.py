@@ -43,21 +43,23 @@ def varying_patch_mask(batch: int, rows: int, cols: int, ratio: tuple[float, flo
     """[B, rows · cols] bool: each image, with ``probability``, hides a share of its patches
     drawn uniformly from ``ratio`` (iBOT's per-image prediction ratio), in ``shape``: "block"
     (BEiT's rectangles, ``block_mask``) or "random" (that many patches drawn uniformly)."""
-    patches = rows * cols
-    draws = rng.rand((batch, 2), generator, device=device)
+    patches, device = rows * cols, generator.device if device is None else device
+    block = shape == "block"  # block masks are drawn by the host (Python loops): their numbers too
+    draws = rng.rand((batch, 2), rng.host_twin(generator)) if block else rng.rand((batch, 2), generator, device)
     share = ratio[0] + draws[:, 0] * (ratio[1] - ratio[0])
     hidden = torch.where(draws[:, 1] < probability, share * patches, torch.zeros_like(share))
-    if shape == "random":
+    if not block:
         ranks = rng.rand((batch, patches), generator, device=device).argsort(dim=1).argsort(dim=1)
         return ranks < hidden.round().unsqueeze(1)
     uniforms = uniform_stream(generator)
-    return torch.tensor([block_mask(rows, cols, h, uniforms) for h in hidden.tolist()], device=draws.device)
+    return rng.onto(torch.tensor([block_mask(rows, cols, h, uniforms) for h in hidden.tolist()]), device)
 
 
 def uniform_stream(generator: torch.Generator, chunk: int = 4096) -> Iterator[float]:
-    """Uniform [0, 1) numbers from ``generator``, drawn ``chunk`` at a time as they are used."""
+    """Uniform [0, 1) numbers from ``generator``'s host twin, drawn ``chunk`` at a time as they are used."""
+    host = rng.host_twin(generator)
     while True:
-        yield from rng.rand(chunk, generator).tolist()
+        yield from rng.rand(chunk, host).tolist()
 
 
 def block_mask(rows: int, cols: int, hidden: float, uniforms: Iterator[float],

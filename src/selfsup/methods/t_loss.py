@@ -51,8 +51,9 @@ class TLoss(Method):
         negative_series = rng.integers(0, b - 1, k * b, g)
         negative_starts = rng.integers(0, length - short, k * b, g)
         device = x.device
-        anchor = self.backbone(windows(x, anchor_starts.to(device), anchor_length))
-        positive = self.backbone(windows(x, positive_starts.to(device), short))
-        negatives = self.backbone(windows(x[negative_series.to(device)], negative_starts.to(device), short))
+        anchor = self.backbone(windows(x, rng.onto(anchor_starts, device), anchor_length))
+        positive = self.backbone(windows(x, rng.onto(positive_starts, device), short))
+        negatives = self.backbone(windows(x[rng.onto(negative_series, device)], rng.onto(negative_starts, device),
+                                          short))
         loss = t_loss(anchor, positive, negatives.view(k, b, -1), self.cfg["negative_penalty"])
         return {"loss": loss, "anchor_length": torch.tensor(float(anchor_length))}

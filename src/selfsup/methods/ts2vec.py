@@ -57,12 +57,12 @@ class TS2Vec(Method):
         b, length = x.shape[0], x.shape[-1]
         if length > self.cfg["max_train_length"]:
             start = rng.integers(0, length - self.cfg["max_train_length"], 1, g).expand(b)
-            x, length = windows(x, start.to(x.device), self.cfg["max_train_length"]), self.cfg["max_train_length"]
+            x, length = windows(x, rng.onto(start, x.device), self.cfg["max_train_length"]), self.cfg["max_train_length"]
         crop = int(rng.integers(2 ** (self.cfg["temporal_unit"] + 1), length, 1, g))
         left = int(rng.integers(0, length - crop, 1, g))
         right = left + crop
         extended_left, extended_right = int(rng.integers(0, left, 1, g)), int(rng.integers(right, length, 1, g))
-        offsets = rng.integers(-extended_left, length - extended_right, b, g).to(x.device)
+        offsets = rng.onto(rng.integers(-extended_left, length - extended_right, b, g), x.device)
         first = self.masked_encoding(windows(x, offsets + extended_left, right - extended_left))[:, -crop:]
         second = self.masked_encoding(windows(x, offsets + left, extended_right - left))[:, :crop]
         loss = hierarchical_contrastive(first, second, self.cfg["alpha"], self.cfg["temporal_unit"])

@@ -36,13 +36,13 @@ def permute_segments(x: torch.Tensor, max_segments: int, generator: torch.Genera
     """Each series [C, T] of x cut at random points into 1 … max_segments − 1 segments, which
     are put back in a random order (all channels alike)."""
     b, _, length = x.shape
-    out = torch.empty_like(x)
-    counts = rng.randint(1, max(2, max_segments), b, generator, device="cpu")
+    out, host = torch.empty_like(x), rng.host_twin(generator)
+    counts = rng.randint(1, max(2, max_segments), b, host)
     for i in range(b):
-        cuts = (rng.randperm(length - 1, generator, device="cpu")[: int(counts[i]) - 1] + 1).sort().values
+        cuts = (rng.randperm(length - 1, host)[: int(counts[i]) - 1] + 1).sort().values
         pieces = torch.tensor_split(torch.arange(length), cuts)
-        order = rng.randperm(len(pieces), generator, device="cpu")
-        out[i] = x[i, :, torch.cat([pieces[j] for j in order]).to(x.device)]
+        order = rng.randperm(len(pieces), host)
+        out[i] = x[i, :, rng.onto(torch.cat([pieces[j] for j in order]), x.device)]
     return out
 
 
@@ -110,7 +110,7 @@ class TSTCC(Method):
         strong = permute_segments(x, self.cfg["max_segments"], g)
         strong = strong + self.cfg["jitter_sigma"] * rng.randn(x.shape, g, device=x.device)
         z_weak, z_strong = self.encode(weak), self.encode(strong)
-        t = int(rng.randint(0, z_weak.shape[1] - self.timesteps, 1, g, device="cpu"))
+        t = int(rng.integers(0, z_weak.shape[1] - self.timesteps - 1, 1, g))
         tc_weak, c_weak = self.temporal_contrast(z_weak, z_strong, t)
         tc_strong, c_strong = self.temporal_contrast(z_strong, z_weak, t)
         contextual = nt_xent(self.projector(c_weak), self.projector(c_strong), self.cfg["temperature"])
