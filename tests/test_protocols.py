@@ -137,6 +137,23 @@ def test_finetuning_warms_up_and_clips_gradients(checkpoint, monkeypatch):
     assert lrs[4] == pytest.approx(peak) and lrs[5] < peak and lrs[-1] < peak / 100
 
 
+def test_finetuning_trains_a_loaded_network_in_train_mode(checkpoint):
+    """A checkpoint loads in eval mode; fine-tuning must still train its BatchNorm statistics,
+    as the from-scratch network's are (Lightning keeps the mode a module comes in)."""
+    from selfsup.build import load_pretrained
+    from selfsup.data.datasets import load_split
+    from selfsup.eval.finetune import finetune
+
+    module = load_pretrained(checkpoint)
+    assert not module.method.training
+    norms = [m for m in module.method.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    before = [m.running_mean.clone() for m in norms]
+    train, test = load_split("synthetic", "train"), load_split("synthetic", "test")
+    finetune(module.method, train.subset(list(range(64))), test.subset(list(range(32))), module.norm,
+             train.num_classes, epochs=1)
+    assert norms and all(not torch.equal(b, m.running_mean) for b, m in zip(before, norms))
+
+
 def test_finetune_reports_the_gain_over_random_init(capsys, checkpoint, tmp_path):
     out = tmp_path / "ft.json"
     assert main(["evaluate", "finetune", "--checkpoint", str(checkpoint), "--labels-per-class", "10", "--epochs", "3",

@@ -344,7 +344,7 @@ def _embedding(args, enc, test, folder: Path, cfg: dict, dataset: str) -> dict:
 
 def _finetune(args, module, train, test, norm, device, cfg: dict) -> dict:
     from ..build import build_method
-    from .finetune import default_epochs, default_layer_decay, finetune, label_subset, scratch_fingerprint
+    from .finetune import REVISION, default_epochs, default_layer_decay, finetune, label_subset, scratch_fingerprint
 
     fraction = 0.1 if args.label_fraction is None and args.labels_per_class is None else args.label_fraction
     labelled = label_subset(train, fraction, args.labels_per_class, cfg["seed"])
@@ -362,7 +362,7 @@ def _finetune(args, module, train, test, norm, device, cfg: dict) -> dict:
     if module.channels_last:
         scratch_method.to(memory_format=torch.channels_last)
     result = {"labelled_images": len(labelled), "label_fraction": len(labelled) / len(train), "epochs": epochs,
-              "precision": precision, "layer_decay": layer_decay}
+              "precision": precision, "layer_decay": layer_decay, "revision": REVISION}
     key = ""
     if args.baseline_cache:  # the from-scratch run, shared by every checkpoint with the same initial network
         key = scratch_fingerprint(scratch_method, labelled, test, norm, epochs, cfg["seed"], device,
