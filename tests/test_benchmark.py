@@ -365,3 +365,11 @@ def test_the_bf16_views_note_stands_under_tables_with_a_run_trained_partly_in_bf
     mixed = bf16_views_notes(iter(["32-true", "bf16-mixed (epochs 1-15), 32-true (epochs 16-45)"]))
     assert len(mixed) == 1 and "views in bfloat16" in mixed[0] and "37e3693" in mixed[0]
     assert bf16_views_notes(["bf16-mixed"]) == mixed
+
+
+def test_the_fine_tuning_revision_note_stands_under_tables_with_a_result_made_before_the_fix():
+    from selfsup.bench.report import finetune_revision_notes
+
+    assert finetune_revision_notes([2, None, 2]) == [] and finetune_revision_notes([]) == []
+    (note,) = finetune_revision_notes(iter([2, 1, None]))
+    assert note.startswith("finetune_revision 1:") and "eval mode" in note

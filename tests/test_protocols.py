@@ -297,6 +297,7 @@ def test_evaluations_suite_evaluates_each_checkpoint_once(capsys, checkpoint, tm
     assert [r["method"] for r in rows][0] == "simclr" and rows[-1]["method"].startswith("baseline: random-init")
     finetune = json.loads((runs / "simclr" / "eval_finetune-1pct.json").read_text())
     assert rows[0]["finetune_1pct"] == finetune["top1"] and rows[-1]["finetune_1pct"] == finetune["scratch_top1"]
+    assert rows[0]["finetune_revision"] == 2 and "finetune_revision 1" not in (out / "evaluations.md").read_text()
     assert (runs / "simclr" / "embedding_tsne.png").exists() and (out / "report" / "index.html").exists()
     assert "| finetune_1pct |" in (out / "evaluations.md").read_text()
     stamp = (runs / "simclr" / "eval_retrieval.json").stat().st_mtime_ns

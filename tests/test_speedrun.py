@@ -101,6 +101,7 @@ def test_an_accuracy_suite_with_a_label_fraction_fine_tunes_each_run_beside_scra
     assert run["method"] == "simclr" and 0 < run["finetune_25pct"] <= 1 and 0 < run["scratch_25pct"] <= 1
     assert (tmp_path / "runs" / "simclr" / "eval_finetune-25pct.json").exists()
     assert "finetune_25pct: the whole encoder" in (tmp_path / "t.md").read_text()
+    assert run["finetune_revision"] == 2 and "finetune_revision 1:" not in (tmp_path / "t.md").read_text()
 
 
 def test_the_recipes_suite_trains_both_recipes_only_where_a_method_has_a_short_one(tmp_path, monkeypatch):

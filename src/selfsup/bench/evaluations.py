@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import SelfSupError
 from ..methods import method_class
 from ..rundir import RunDirectory
-from .report import write_table
+from .report import finetune_revision_notes, write_table
 from .suites import claim, evaluate_run
 
 # (result name, protocol, its options): SimCLR's 1% and 10% label fractions, transfer to
@@ -72,6 +72,7 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
                      "checkpoint": _checkpoints(r), "precision": r["finetune-1pct"]["precision"],
                      "finetune_1pct": r["finetune-1pct"]["top1"], "scratch_1pct": r["finetune-1pct"]["scratch_top1"],
                      "finetune_10pct": r["finetune-10pct"]["top1"], "scratch_10pct": r["finetune-10pct"]["scratch_top1"],
+                     "finetune_revision": min(r[name].get("revision", 1) for name in ("finetune-1pct", "finetune-10pct")),
                      **_frozen(r["transfer-digits"], r["retrieval"])})
         evaluated.append((run_dir.name, r))
     if evaluated:  # the pixel and random-init rows, from a run of the network most rows share
@@ -109,7 +110,8 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
              "retrieval_map: mean average precision of test images querying the 60k training images by cosine "
              "similarity (relevant: same class), over the whole ranking; precision_at_10: the share of the 10 nearest "
              "with the query's class.",
-             f"Report page of these runs: `{out / 'report' / 'index.html'}` (retrieval grids, t-SNE and UMAP maps)."]
+             f"Report page of these runs: `{out / 'report' / 'index.html'}` (retrieval grids, t-SNE and UMAP maps).",
+             *finetune_revision_notes(row.get("finetune_revision") for row in rows)]
     write_table(out, "evaluations", "Evaluation protocols on the fmnist-quick checkpoints", rows, notes,
                 command=f"selfsup benchmark --suite evaluations --out {out}")
     write_report(runs, out / "report")

@@ -46,6 +46,17 @@ def bf16_views_notes(precisions) -> list[str]:
             "sampling grid and the blur); later runs make views in float32."]
 
 
+def finetune_revision_notes(revisions) -> list[str]:
+    """The tables' note on fine-tuning results of ``revisions`` (their ``revision`` fields, the
+    ``finetune_revision`` column) made before the fix of 2026-12-07 (empty when none was)."""
+    if not any(revision == 1 for revision in revisions):
+        return []
+    return ["finetune_revision 1: fine-tuning made before 2026-12-07, which fine-tuned the pretrained network in the "
+            "eval mode its checkpoint loads in (BatchNorm running statistics frozen at their pretraining values) while "
+            "the from-scratch run trained in train mode; its pretrained figures are not the papers' protocol and wait "
+            "to be remade (ViT rows, with LayerNorm and no dropout, are unaffected). Revision 2 fine-tunes in train mode."]
+
+
 def write_table(out: Path, name: str, title: str, rows: list[dict], notes: list[str], command: str | None = None) -> None:
     """``{name}.md`` (title, command — by default the one running —, table, notes) and ``{name}.csv`` in ``out``."""
     columns = list(dict.fromkeys(k for row in rows for k in row))

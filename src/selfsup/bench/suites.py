@@ -16,7 +16,7 @@ from ..errors import SelfSupError
 from ..methods import method_class
 from ..plots import curve_plot
 from ..rundir import ResumeMismatch, RunDirectory, process_alive
-from .report import bar_plot, bf16_views_notes, write_table
+from .report import bar_plot, bf16_views_notes, finetune_revision_notes, write_table
 
 DIAGNOSTICS = ("normalized_std", "effective_rank", "alignment", "uniformity")
 
@@ -182,7 +182,8 @@ def _finetune_columns(run_dir: Path, fraction: float, out: Path) -> dict:
     with nullcontext(True) if done else claim(run_dir, name) as ours:
         result = evaluate_run(run_dir, name, "finetune", {"label_fraction": fraction,
                                                           "baseline_cache": str(out / "baseline-cache")}) if ours else {}
-    return {f"finetune_{fraction * 100:g}pct": result.get("top1"), f"scratch_{fraction * 100:g}pct": result.get("scratch_top1")}
+    return {f"finetune_{fraction * 100:g}pct": result.get("top1"), f"scratch_{fraction * 100:g}pct": result.get("scratch_top1"),
+            "finetune_revision": result.get("revision", 1) if result else None}
 
 
 def suite_config(overrides: dict, settings: dict, method: str, data_dir: str | None = None) -> dict:
@@ -305,6 +306,7 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
     if any(row["method"].endswith(BEFORE_FIX) for row in rows):
         notes.append(before_fix_note())
     notes += bf16_views_notes(row.get("precision") for row in rows)
+    notes += finetune_revision_notes(row.get("finetune_revision") for row in rows)
     if findings:  # e.g. the ablations' comparison with each paper
         notes.extend(findings([(label, method, row) for (label, method, _), row in zip(done, rows)]))
     write_table(out, name, title, rows, notes, command=f"selfsup benchmark --suite {name} --out {out}")
