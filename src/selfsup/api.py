@@ -71,7 +71,9 @@ def pretrain(method: str | dict, out: str | Path, *, resume: bool = False, basel
 def load_backbone(run: str | Path) -> torch.nn.Module:
     """The pretrained backbone of ``run`` (a run directory or checkpoint) on the CPU in eval mode:
     images normalised as the run's ``config.yaml`` says (``data.mean``, ``data.std``) in,
-    ``feature_dim`` features out (ResNet: pooled; ViT: the [CLS] token)."""
+    ``feature_dim`` features out (ResNet: pooled; ViT: the [CLS] token).  Call ``.train()`` on it
+    before fine-tuning: Lightning's ``fit`` keeps the mode a module comes in, so BatchNorm would
+    otherwise keep its pretraining statistics."""
     return load_pretrained(checkpoint_of(run)).method.backbone.float().eval()
 
 
