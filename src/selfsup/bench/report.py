@@ -54,7 +54,9 @@ def finetune_revision_notes(revisions) -> list[str]:
     return ["finetune_revision 1: fine-tuning made before 2026-12-07, which fine-tuned the pretrained network in the "
             "eval mode its checkpoint loads in (BatchNorm running statistics frozen at their pretraining values) while "
             "the from-scratch run trained in train mode; its pretrained figures are not the papers' protocol and wait "
-            "to be remade (ViT rows, with LayerNorm and no dropout, are unaffected). Revision 2 fine-tunes in train mode."]
+            "to be remade (ViT rows, with LayerNorm and no dropout, are unaffected). Revision 2 fine-tunes in train mode; "
+            "deleting a run's `eval_finetune-*.json` makes the suite fine-tune it again (pretraining it again from its "
+            "config.yaml where its checkpoint is gone)."]
 
 
 def write_table(out: Path, name: str, title: str, rows: list[dict], notes: list[str], command: str | None = None) -> None:
