@@ -304,6 +304,13 @@ def test_evaluations_suite_evaluates_each_checkpoint_once(capsys, checkpoint, tm
     run_suite("evaluations", out)
     assert (runs / "simclr" / "eval_retrieval.json").stat().st_mtime_ns == stamp  # not recomputed
     assert run_suite("evaluations", out, methods=["byol"]) == rows  # no byol run; finished rows still shown
+    older = runs / "simclr" / "eval_finetune-10pct.json"  # a result made before the protocol's fix
+    older.write_text(json.dumps({**json.loads(older.read_text()), "revision": 1, "top1": 0.001}))
+    marked = run_suite("evaluations", out, methods=["byol"])  # simclr not asked for: shown as it is, marked
+    assert (marked[0]["finetune_10pct"], marked[0]["finetune_revision"]) == (0.001, 1)
+    assert "finetune_revision 1:" in (out / "evaluations.md").read_text()
+    assert run_suite("evaluations", out, methods=["simclr"]) == rows  # asked for: fine-tuned again, as before
+    assert (runs / "simclr" / "eval_retrieval.json").stat().st_mtime_ns == stamp  # the current results kept
 
     # On another machine the checkpoints are gone (they are not committed): finished results
     # are read back, and a run that lacks some is pretrained again from its config.yaml.

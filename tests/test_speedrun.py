@@ -104,6 +104,26 @@ def test_an_accuracy_suite_with_a_label_fraction_fine_tunes_each_run_beside_scra
     assert run["finetune_revision"] == 2 and "finetune_revision 1:" not in (tmp_path / "t.md").read_text()
 
 
+def test_a_suite_fine_tunes_again_a_result_older_than_the_protocol_s_fix_only_where_its_row_is_asked_for(tmp_path):
+    from selfsup.bench.suites import accuracy_suite
+
+    overrides = {**TINY, "epochs": 1, "knn": {"k": 20, "every_n_epochs": 0}, "trainer": {"progress_bar": False}}
+    runs = [("simclr", "simclr", {}), ("simclr seed 1", "simclr", {"seed": 1})]
+    suite = dict(out=tmp_path, name="t", title="t", runs=runs, overrides=overrides, probe_epochs=2, finetune_fraction=0.25)
+    accuracy_suite(**suite, selected_rows=["simclr"])
+    result_file = tmp_path / "runs" / "simclr" / "eval_finetune-25pct.json"
+    fresh = json.loads(result_file.read_text())
+    assert fresh["revision"] == 2
+    result_file.write_text(json.dumps({**fresh, "revision": 1, "top1": 0.001}))  # as made before the fix
+    rows = accuracy_suite(**suite, selected_rows=["simclr-seed-1"])  # another row asked for: shown as it is, marked
+    assert [(r["method"], r["finetune_25pct"], r["finetune_revision"]) for r in rows[:2]] == [
+        ("simclr", 0.001, 1), ("simclr seed 1", rows[1]["finetune_25pct"], 2)]
+    assert "finetune_revision 1:" in (tmp_path / "t.md").read_text()
+    rows = accuracy_suite(**suite, selected_rows=["simclr"])  # its row asked for: fine-tuned again, as fresh
+    assert (rows[0]["finetune_25pct"], rows[0]["finetune_revision"]) == (fresh["top1"], 2)
+    assert json.loads(result_file.read_text())["revision"] == 2 and "finetune_revision 1:" not in (tmp_path / "t.md").read_text()
+
+
 def test_the_recipes_suite_trains_both_recipes_only_where_a_method_has_a_short_one(tmp_path, monkeypatch):
     from selfsup.bench import recipes
 

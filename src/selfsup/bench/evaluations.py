@@ -2,7 +2,8 @@
 fmnist-quick suite, one table, and one report page of those runs.
 
 Each result is written beside its run (``fmnist-quick/runs/LABEL/eval_*.json`` and its
-PNGs), so ``selfsup report`` of a run shows them; a result that exists is not recomputed.
+PNGs), so ``selfsup report`` of a run shows them; a result that exists is not recomputed,
+unless it predates a fix of its protocol (``protocol_revision``) and its method is asked for.
 Several processes of the suite share out the runs (``claim``).
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from ..errors import SelfSupError
 from ..methods import method_class
 from ..rundir import RunDirectory
 from .report import finetune_revision_notes, write_table
-from .suites import claim, evaluate_run
+from .suites import claim, current_result, evaluate_run
 
 # (result name, protocol, its options): SimCLR's 1% and 10% label fractions, transfer to
 # scikit-learn digits, retrieval, the embedding maps.
@@ -46,9 +47,9 @@ def _checkpoints(results: dict) -> str:
 def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = None) -> list[dict]:
     """Run every protocol on each finished run in ``runs_dir`` (of ``methods``; None: all) and
     write ``out/evaluations.md``/``.csv`` (every run with all its results) and the report
-    ``out/report/index.html``.  Results
-    that exist are read back; a missing one needs the run's checkpoint, which is pretrained
-    again where it is gone (``run_checkpoint``)."""
+    ``out/report/index.html``.  Results that exist are read back (those of ``methods`` made
+    again where they predate a fix of their protocol); a missing one needs the run's
+    checkpoint, which is pretrained again where it is gone (``run_checkpoint``)."""
     from ..report import write_report
 
     runs = sorted(p.parent for p in runs_dir.glob("*/metrics.json"))
@@ -58,15 +59,18 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
     rows, evaluated = [], []
     for run_dir in runs:
         method = RunDirectory(run_dir).metrics()["method"]
-        done = all((run_dir / f"eval_{name}.json").exists() for name, _, _ in PROTOCOLS)
-        if methods and method not in methods and not done:
+        asked = not methods or method in methods  # results older than a fix of their protocol made again
+        there = all((run_dir / f"eval_{name}.json").exists() for name, _, _ in PROTOCOLS)
+        if not asked and not there:
             continue  # not asked for: shown when every result is there
+        done = not asked or all(current_result(run_dir, name, protocol) for name, protocol, _ in PROTOCOLS)
         with nullcontext(True) if done else claim(run_dir, "evaluations") as ours:
             if not ours:
                 print(f"{run_dir.name}: being evaluated by another process of this suite; left to it")
                 continue
             cache = {"baseline_cache": str(out / "baseline-cache")}
-            r = {name: evaluate_run(run_dir, name, protocol, {**options, **(cache if protocol != "embedding" else {})})
+            r = {name: evaluate_run(run_dir, name, protocol, {**options, **(cache if protocol != "embedding" else {})},
+                                    remake_older=asked)
                  for name, protocol, options in PROTOCOLS}
         rows.append({"method": run_dir.name + (" (supervised)" if method_class(method).supervised else ""),
                      "checkpoint": _checkpoints(r), "precision": r["finetune-1pct"]["precision"],

@@ -55,8 +55,8 @@ def finetune_revision_notes(revisions) -> list[str]:
             "eval mode its checkpoint loads in (BatchNorm running statistics frozen at their pretraining values) while "
             "the from-scratch run trained in train mode; its pretrained figures are not the papers' protocol and wait "
             "to be remade (ViT rows, with LayerNorm and no dropout, are unaffected). Revision 2 fine-tunes in train mode; "
-            "deleting a run's `eval_finetune-*.json` makes the suite fine-tune it again (pretraining it again from its "
-            "config.yaml where its checkpoint is gone)."]
+            "the suite fine-tunes a revision-1 run again when its row or method is asked for (`--row`, `--method`, or "
+            "the whole suite), pretraining it again from its config.yaml where its checkpoint is gone."]
 
 
 def write_table(out: Path, name: str, title: str, rows: list[dict], notes: list[str], command: str | None = None) -> None:

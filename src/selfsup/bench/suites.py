@@ -91,13 +91,28 @@ def run_checkpoint(run_dir: Path) -> Path:
     return remade.checkpoint
 
 
-def evaluate_run(run_dir: Path, name: str, protocol: str, options: dict) -> dict:
-    """``protocol`` on the run in ``run_dir``, kept as ``RUN/eval_NAME.json`` (read back when it exists)."""
+def current_result(run_dir: Path, name: str, protocol: str) -> bool:
+    """Whether ``RUN/eval_NAME.json`` exists and was made by ``protocol``'s current code
+    (``protocol_revision``)."""
+    from ..eval.run import protocol_revision
+
+    output = run_dir / f"eval_{name}.json"
+    return output.exists() and json.loads(output.read_text()).get("revision", 1) >= protocol_revision(protocol)
+
+
+def evaluate_run(run_dir: Path, name: str, protocol: str, options: dict, remake_older: bool = False) -> dict:
+    """``protocol`` on the run in ``run_dir``, kept as ``RUN/eval_NAME.json`` (read back when it
+    exists; when ``remake_older``, made again if it predates a fix of the protocol, the old file
+    replaced only once the new result is written)."""
     from ..eval.run import EvalRequest, evaluate
 
     output = run_dir / f"eval_{name}.json"
     if output.exists():
-        return json.loads(output.read_text())
+        stored = json.loads(output.read_text())
+        if not remake_older or current_result(run_dir, name, protocol):
+            return stored
+        print(f"{run_dir.name}: {name} was made before a fix of the {protocol} protocol (revision "
+              f"{stored.get('revision', 1)}); making it again")
     checkpoint = run_checkpoint(run_dir)
     print(f"{run_dir.name}: {name}")
     return evaluate(EvalRequest.make(protocol, checkpoint, output=str(output), **options))
@@ -174,14 +189,17 @@ def _add_layer_probes(run_dir: Path, metrics: dict, probe_epochs: int) -> dict:
     return run.finish(metrics)
 
 
-def _finetune_columns(run_dir: Path, fraction: float, out: Path) -> dict:
-    """``finetune_Npct`` and ``scratch_Npct`` of the run in ``run_dir`` (``evaluate_run``),
-    empty while another process of the suite computes them."""
+def _finetune_columns(run_dir: Path, fraction: float, out: Path, remake_older: bool = False) -> dict:
+    """``finetune_Npct`` and ``scratch_Npct`` of the run in ``run_dir`` (``evaluate_run``; a
+    result older than the protocol's fix is made again when ``remake_older``, else shown with
+    its ``finetune_revision``), empty while another process of the suite computes them."""
     name = f"finetune-{fraction * 100:g}pct"
-    done = (run_dir / f"eval_{name}.json").exists()
+    done = current_result(run_dir, name, "finetune") or (
+        not remake_older and (run_dir / f"eval_{name}.json").exists())
     with nullcontext(True) if done else claim(run_dir, name) as ours:
         result = evaluate_run(run_dir, name, "finetune", {"label_fraction": fraction,
-                                                          "baseline_cache": str(out / "baseline-cache")}) if ours else {}
+                                                          "baseline_cache": str(out / "baseline-cache")},
+                              remake_older) if ours else {}
     return {f"finetune_{fraction * 100:g}pct": result.get("top1"), f"scratch_{fraction * 100:g}pct": result.get("scratch_top1"),
             "finetune_revision": result.get("revision", 1) if result else None}
 
@@ -227,9 +245,11 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
             continue
         cfg, run_dir = suite_config(overrides, settings, method, data_dir), out / "runs" / run_slug(label)
         try:
-            claimed_run(run_dir, cfg, label, lambda: pretrain_row(
+            trained = claimed_run(run_dir, cfg, label, lambda: pretrain_row(
                 label, cfg, run_dir, baselines=True, baselines_cache=out / "baselines",
                 probe_epochs=probe_epochs, probe_layers=probe_layers))
+            if trained is not None and finetune_fraction:  # a selected row's result older than a fix: made again
+                _finetune_columns(run_dir, finetune_fraction, out, remake_older=True)
         except SelfSupError as exc:  # e.g. a colour-only task on a grey dataset: nothing was written
             if selected is not None or selected_rows is not None:
                 raise

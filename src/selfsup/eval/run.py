@@ -50,6 +50,13 @@ PROTOCOL_OPTIONS = {
 }
 
 
+def protocol_revision(protocol: str) -> int:
+    """The revision of ``protocol``'s code, kept in each result it writes (``revision``): a stored
+    result with a lower one (or none: 1) was made before a fix changed what the protocol measures."""
+    from .finetune import REVISION as finetune_revision
+    return {"finetune": finetune_revision}.get(protocol, 1)
+
+
 def protocol_options(protocol: str) -> dict:
     """Every option ``protocol`` takes, with its default."""
     if protocol not in PROTOCOL_OPTIONS:
@@ -218,7 +225,8 @@ def evaluate(args: EvalRequest) -> dict:
     cache = Path(args.baseline_cache) if args.options.get("baseline_cache") else None
     enc = Encoders(module, norm, size, args.options.get("baselines", False), device,
                    args.batch_size, cache, str(args.checkpoint))
-    result = {"protocol": protocol, "checkpoint": str(args.checkpoint), "method": cfg["method"],
+    result = {"protocol": protocol, "revision": protocol_revision(protocol), "checkpoint": str(args.checkpoint),
+              "method": cfg["method"],
               "pretrain_dataset": cfg["dataset"], "dataset": dataset, "train_images": len(train),
               "test_images": len(test), **({"images_from": "train"} if test is train else {})}
     method = module.method
@@ -344,7 +352,7 @@ def _embedding(args, enc, test, folder: Path, cfg: dict, dataset: str) -> dict:
 
 def _finetune(args, module, train, test, norm, device, cfg: dict) -> dict:
     from ..build import build_method
-    from .finetune import REVISION, default_epochs, default_layer_decay, finetune, label_subset, scratch_fingerprint
+    from .finetune import default_epochs, default_layer_decay, finetune, label_subset, scratch_fingerprint
 
     fraction = 0.1 if args.label_fraction is None and args.labels_per_class is None else args.label_fraction
     labelled = label_subset(train, fraction, args.labels_per_class, cfg["seed"])
@@ -362,7 +370,7 @@ def _finetune(args, module, train, test, norm, device, cfg: dict) -> dict:
     if module.channels_last:
         scratch_method.to(memory_format=torch.channels_last)
     result = {"labelled_images": len(labelled), "label_fraction": len(labelled) / len(train), "epochs": epochs,
-              "precision": precision, "layer_decay": layer_decay, "revision": REVISION}
+              "precision": precision, "layer_decay": layer_decay}
     key = ""
     if args.baseline_cache:  # the from-scratch run, shared by every checkpoint with the same initial network
         key = scratch_fingerprint(scratch_method, labelled, test, norm, epochs, cfg["seed"], device,
