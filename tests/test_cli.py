@@ -319,6 +319,13 @@ def test_status_says_where_each_run_stands(capsys, simclr_run, tmp_path):
     assert RunDirectory(finished).progress()["hours_left"] is None
     assert cells["finished"][1:6] == ["finished", "2", last_monitor, f"{metrics['knn_top1']:.4f}", "32-true"]
     assert main(["status", str(finished)]) == 0 and len(capsys.readouterr().out.splitlines()) == 2  # one run
+    for name, result in (("finetune-1pct", {"protocol": "finetune"}), ("knn", {"protocol": "knn"}),
+                         ("finetune-10pct", {"protocol": "finetune", "revision": 2})):
+        (finished / f"eval_{name}.json").write_text(json.dumps(result))
+    assert main(["status", str(tmp_path / "suite")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"{tmp_path / 'suite'}: results made before a fix of their protocol (a suite makes them again when their "
+        "row or method is run): finished (finetune-1pct)")
     assert_clean_error(*run_cli(capsys, "status", str(tmp_path / "empty")), "no run directory")
 
 

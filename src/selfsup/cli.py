@@ -433,12 +433,17 @@ def _cmd_status(args) -> None:
     for row in [dict(zip(widths, widths)), *shown]:
         print("  ".join(row[c].ljust(widths[c]) for c in widths).rstrip())
     from .bench import rows_not_begun
+    from .bench.suites import older_results
 
     for path in args.paths:
         suite = rows_not_begun(Path(path))
         if suite and suite[2]:
             name, total, waiting = suite
             print(f"{name}: {len(waiting)} of its {total} rows not begun: {'; '.join(waiting)}")
+        older = [f"{run.path.name} ({', '.join(names)})" for run in runs_under(path) if (names := older_results(run.path))]
+        if older:
+            print(f"{path}: results made before a fix of their protocol (a suite makes them again when their row or "
+                  f"method is run): {'; '.join(older)}")
 
 
 def _cmd_report(args) -> None:

@@ -100,6 +100,12 @@ def current_result(run_dir: Path, name: str, protocol: str) -> bool:
     return output.exists() and json.loads(output.read_text()).get("revision", 1) >= protocol_revision(protocol)
 
 
+def older_results(run_dir: Path) -> list[str]:
+    """The names of the evaluation results in ``run_dir`` made before a fix of their protocol."""
+    names = {p.stem.removeprefix("eval_"): json.loads(p.read_text()).get("protocol") for p in run_dir.glob("eval_*.json")}
+    return sorted(name for name, protocol in names.items() if protocol and not current_result(run_dir, name, protocol))
+
+
 def evaluate_run(run_dir: Path, name: str, protocol: str, options: dict, remake_older: bool = False) -> dict:
     """``protocol`` on the run in ``run_dir``, kept as ``RUN/eval_NAME.json`` (read back when it
     exists; when ``remake_older``, made again if it predates a fix of the protocol, the old file
