@@ -119,8 +119,12 @@ def test_a_suite_fine_tunes_again_a_result_older_than_the_protocol_s_fix_only_wh
     assert [(r["method"], r["finetune_25pct"], r["finetune_revision"]) for r in rows[:2]] == [
         ("simclr", 0.001, 1), ("simclr seed 1", rows[1]["finetune_25pct"], 2)]
     assert "finetune_revision 1:" in (tmp_path / "t.md").read_text()
-    rows = accuracy_suite(**suite, selected_rows=["simclr"])  # its row asked for: fine-tuned again, as fresh
-    assert (rows[0]["finetune_25pct"], rows[0]["finetune_revision"]) == (fresh["top1"], 2)
+    assert (rows[0]["finetune_checkpoint"], rows[1]["finetune_checkpoint"]) == ("original", "original")
+    RunDirectory(tmp_path / "runs" / "simclr").checkpoint.unlink()  # gone, as on another machine
+    rows = accuracy_suite(**suite, selected_rows=["simclr"])  # its row asked for: pretrained again, fine-tuned there
+    assert (rows[0]["finetune_revision"], rows[0]["finetune_checkpoint"]) == (2, "remade")
+    assert rows[0]["finetune_25pct"] == pytest.approx(fresh["top1"], abs=0.05)  # the same settings and seed
+    assert (tmp_path / "runs" / "simclr" / "remade" / "metrics.json").exists()
     assert json.loads(result_file.read_text())["revision"] == 2 and "finetune_revision 1:" not in (tmp_path / "t.md").read_text()
 
 

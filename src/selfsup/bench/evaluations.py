@@ -16,7 +16,7 @@ from ..errors import SelfSupError
 from ..methods import method_class
 from ..rundir import RunDirectory
 from .report import finetune_revision_notes, write_table
-from .suites import claim, current_result, evaluate_run
+from .suites import checkpoint_kind, claim, current_result, evaluate_run
 
 # (result name, protocol, its options): SimCLR's 1% and 10% label fractions, transfer to
 # scikit-learn digits, retrieval, the embedding maps.
@@ -37,8 +37,7 @@ def _frozen(transfer: dict, retrieval: dict) -> dict:
 
 def _checkpoints(results: dict) -> str:
     """"original" or "remade" (``run_checkpoint``) as every result names it, else which protocols used which."""
-    kinds = {name: "remade" if Path(r["checkpoint"]).parent.parent.name == "remade" else "original"
-             for name, r in results.items()}
+    kinds = {name: checkpoint_kind(r) for name, r in results.items()}
     if len(set(kinds.values())) == 1:
         return next(iter(kinds.values()))
     return "; ".join(f"{kind}: {', '.join(n for n, k in kinds.items() if k == kind)}" for kind in ("original", "remade"))

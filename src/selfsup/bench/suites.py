@@ -100,6 +100,11 @@ def current_result(run_dir: Path, name: str, protocol: str) -> bool:
     return output.exists() and json.loads(output.read_text()).get("revision", 1) >= protocol_revision(protocol)
 
 
+def checkpoint_kind(result: dict) -> str:
+    """"remade" where the evaluation ``result`` used a run pretrained again (``run_checkpoint``), else "original"."""
+    return "remade" if Path(result["checkpoint"]).parent.parent.name == "remade" else "original"
+
+
 def older_results(run_dir: Path) -> list[str]:
     """The names of the evaluation results in ``run_dir`` made before a fix of their protocol."""
     names = {p.stem.removeprefix("eval_"): json.loads(p.read_text()).get("protocol") for p in run_dir.glob("eval_*.json")}
@@ -207,7 +212,8 @@ def _finetune_columns(run_dir: Path, fraction: float, out: Path, remake_older: b
                                                           "baseline_cache": str(out / "baseline-cache")},
                               remake_older) if ours else {}
     return {f"finetune_{fraction * 100:g}pct": result.get("top1"), f"scratch_{fraction * 100:g}pct": result.get("scratch_top1"),
-            "finetune_revision": result.get("revision", 1) if result else None}
+            "finetune_revision": result.get("revision", 1) if result else None,
+            "finetune_checkpoint": checkpoint_kind(result) if result else None}
 
 
 def suite_config(overrides: dict, settings: dict, method: str, data_dir: str | None = None) -> dict:
@@ -322,7 +328,9 @@ def accuracy_suite(out: Path, name: str, title: str, runs: list[tuple[str, str, 
         notes.append(f"finetune_{finetune_fraction * 100:g}pct: the whole encoder and a linear layer fine-tuned on "
                      f"{finetune_fraction:.0%} of the training labels (the evaluations suite's protocol, `eval_finetune-"
                      f"{finetune_fraction * 100:g}pct.json` in each run); scratch_{finetune_fraction * 100:g}pct: the same "
-                     "from the method's random initialisation.")
+                     "from the method's random initialisation. finetune_checkpoint: original (the row's own run) or "
+                     "remade (its checkpoint was gone: the run was pretrained again from its config.yaml in "
+                     "`RUN/remade/`, whose metrics.json has that run's kNN, and fine-tuned there).")
     if probe_layers:
         notes.append("linear_convN: the same probe on the globally pooled output of the stem (conv1) and of each "
                      "ResNet stage (conv2..conv5), as in the survey's per-layer tables; the random-init row probes "
