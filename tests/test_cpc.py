@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from selfsup import rng
 from selfsup.losses import sampled_info_nce
 from selfsup.methods.cpc import GRUContext, MaskedConvContext, PatchGrid
 from selfsup.models.backbones import Conv1dEncoder
@@ -72,6 +73,27 @@ def test_cpc_features_are_mean_pooled_patch_encodings_and_the_loss_learns_every_
     assert set(out) == {"loss", "infonce_1", "infonce_2"}
     for part in (method.backbone.conv1, method.context.gru, method.predictors[1]):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+
+
+def test_cpc_scores_each_context_against_the_encoding_k_rows_below_it():
+    # Oord et al. 2018, eq. 4 on the patch grid: the context of row r, column j predicts the
+    # encoding of row r + k, column j, against the step's sampled negatives (a loop reference)
+    method = tiny("cpc", prediction_steps=2, num_negatives=16)
+    x = torch.randn(2, 3, 16, 16)
+    drawn = method.generator.get_state()
+    out = method.training_step({"views": [x]}, 0)
+    method.generator.set_state(drawn)
+    with torch.no_grad():
+        z = method.encode(x)
+        c = method.context(z)
+        batch, rows, cols, _ = z.shape
+        for k, predictor in enumerate(method.predictors, start=1):
+            cells = [(b, r, j) for b in range(batch) for r in range(rows - k) for j in range(cols)]
+            predictions = torch.stack([predictor(c[b, r, j]) for b, r, j in cells])
+            targets = torch.stack([z[b, r + k, j] for b, r, j in cells])
+            negatives = rng.randint(0, len(cells), 16, method.generator)
+            expected = sampled_reference(predictions, targets, negatives.tolist(), 1.0)
+            assert out[f"infonce_{k}"].item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_series_encodings_and_contexts_do_not_see_the_future():

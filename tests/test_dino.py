@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from selfsup.losses import dino, dino_center
-from support import tiny
+from selfsup.methods.masking import varying_patch_mask
+from support import perturb, tiny
 from two_processes import run_two_processes
 
 
@@ -120,6 +121,33 @@ def test_teacher_temperature_warms_up_linearly_then_stays():
     assert temperatures == pytest.approx([0.04, 0.055, 0.07, 0.07])
 
 
+def test_a_dino_step_matches_every_student_view_to_each_other_global_teacher_view():
+    # the paper's Algorithm 1 with multi-crop: the teacher (centred, sharpened at the epoch's τ_t)
+    # sees the 2 global crops, the student every crop (one backbone pass per resolution); the
+    # centre then moves towards the teacher's batch mean
+    method = tiny_dino(local_crops=2, teacher_temperature_warmup_epochs=4)
+    perturb(method.teacher_backbone, method.teacher_head)
+    method.center.copy_(torch.randn(32) * 0.3)
+    method.on_epoch_start(2, None)  # τ_t 0.055, halfway through the warm-up
+    torch.manual_seed(1)
+    crops = [torch.randn(4, 3, 16, 16) for _ in range(2)] + [torch.randn(4, 3, 8, 8) for _ in range(2)]
+    center = method.center.clone()
+    out = method.training_step({"views": crops}, 0)
+    with torch.no_grad():
+        student = [*method.head(method.backbone(torch.cat(crops[:2]))).chunk(2),
+                   *method.head(method.backbone(torch.cat(crops[2:]))).chunk(2)]
+        teacher = method.teacher_head(method.teacher_backbone(torch.cat(crops[:2]))).chunk(2)
+    p_t = [np.exp(((t - center) / 0.055).double().numpy()) for t in teacher]
+    p_t = [p / p.sum(1, keepdims=True) for p in p_t]
+    log_p_s = [(s / 0.1).double().numpy() for s in student]
+    log_p_s = [x - np.log(np.exp(x).sum(1, keepdims=True)) for x in log_p_s]
+    terms = [-(p_t[t] * log_p_s[v]).sum(1).mean() for t in range(2) for v in range(4) if v != t]
+    assert len(terms) == 6 and out["teacher_temperature"] == pytest.approx(0.055)
+    assert out["loss"].item() == pytest.approx(np.mean(terms), rel=1e-5)
+    expected_center = 0.9 * center + 0.1 * torch.cat(teacher).mean(0)
+    assert torch.allclose(method.center, expected_center, atol=1e-6)
+
+
 def ibot_patch_reference(student, teacher, masks, center, tau_s, tau_t):
     def softmax(x):
         e = np.exp(x - x.max(-1, keepdims=True))
@@ -186,10 +214,23 @@ def test_block_masks_hide_rectangles_where_random_masks_scatter():
 
 def test_ibot_trains_the_mask_token_and_keeps_a_patch_centre():
     method = tiny("ibot", out_dim=32, proj_hidden_dim=16, bottleneck_dim=8, local_crops=0, mask_probability=1.0)
+    perturb(method.teacher_backbone, method.teacher_head)
     views = [torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)]
+    drawn = method.generator.get_state()
     out = method.training_step({"views": views}, 0)
     out["loss"].backward()
-    assert method.mask_token.grad.abs().sum() > 0 and out["loss_patch"] > 0
+    assert method.mask_token.grad.abs().sum() > 0
+    # each view's masked patches against the teacher's tokens of the same view, unmasked (the masks replayed)
+    method.generator.set_state(drawn)
+    cfg, (rows, cols) = method.cfg, method.backbone.patch_grid(16, 16)
+    masks = [varying_patch_mask(4, rows, cols, cfg["mask_ratio"], 1.0, method.generator, "cpu", cfg["mask_shape"])
+             for _ in views]
+    with torch.no_grad():
+        student = [method.head(method.backbone.tokens(v, mask=m, mask_token=method.mask_token))[:, 1:].numpy()
+                   for v, m in zip(views, masks)]
+        whole = [method.teacher_head(method.teacher_backbone.tokens(v))[:, 1:].numpy() for v in views]
+    expected = ibot_patch_reference(student, whole, [m.numpy() for m in masks], np.zeros(32), 0.1, 0.04)
+    assert all(m.any(1).all() for m in masks) and out["loss_patch"].item() == pytest.approx(expected, rel=1e-5)
     with torch.no_grad():  # from zero, each centre moves a tenth of the way to the mean teacher output of its tokens
         teacher = method.teacher_head(method.teacher_backbone.tokens(torch.cat(views)))
     assert torch.allclose(method.patch_center, 0.1 * teacher[:, 1:].mean((0, 1)), atol=1e-6)
