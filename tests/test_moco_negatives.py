@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.losses import batch_info_nce
-from support import tiny
+from support import perturb, tiny
 from two_processes import run_two_processes
 
 
@@ -96,11 +96,52 @@ def test_queue_keeps_image_indices_and_is_not_clamped_to_the_dataset():
     assert method.queue.index[: len(batch["index"])].tolist() == batch["index"].tolist()
 
 
+def moco_loss_reference(query, key, negatives, negatives_index, index, t):
+    """InfoNCE written out per query: its key, then every negative of another image."""
+    q, k, n = (F.normalize(x.double(), dim=1) for x in (query, key, negatives))
+    terms = []
+    for i in range(len(q)):
+        scores = [(q[i] @ k[i]).item() / t] + [(q[i] @ n[j]).item() / t for j in range(len(n))
+                                               if negatives_index[j] != index[i]]
+        terms.append(-scores[0] + math.log(sum(math.exp(s) for s in scores)))
+    return sum(terms) / len(terms)
+
+
+def test_a_moco_step_scores_queries_against_momentum_keys_and_then_queues_those_keys():
+    # He et al. 2020, Algorithm 1: q = f_q(x_q), k = f_k(x_k) (the momentum encoder), logits
+    # against k and the queue (our choice: none of the query's own image), then enqueue k
+    method = tiny("moco-v2", backbone={"batchnorm": "local"}, queue_size=64)  # keys independent of the shuffle
+    perturb(method.key_backbone, method.key_projector)
+    batch = moco_batch(method, n=8)
+    method.queue.push(F.normalize(torch.randn(8, 128), dim=1), torch.arange(7, 15))  # images 7..10 are the batch's
+    negatives, negatives_index = method.queue.items().clone(), method.queue.indices().clone()
+    loss = method.training_step(batch, 0)["loss"]
+    with torch.no_grad():
+        query = method.projector(method.backbone(batch["views"][0]))
+        key = method.key_projector(method.key_backbone(batch["views"][1]))
+    expected = moco_loss_reference(query, key, negatives, negatives_index.tolist(), batch["index"].tolist(), 0.2)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert torch.allclose(method.queue.queue[8:16], F.normalize(key, dim=1), atol=1e-6)
+    assert method.queue.index[8:16].tolist() == batch["index"].tolist() and int(method.queue.pointer) == 16
+
+
 def test_memory_bank_dictionary_updates_the_batch_entries_only():
+    # Wu et al. 2018's bank as MoCo's Fig. 3 uses it: the query against its image's entry and
+    # drawn entries of other images, all read before the step writes the batch's entries
     method = tiny("moco-v2", negatives="bank", queue_size=100)
     before = method.memory.bank.clone()
     batch = moco_batch(method)
+    drawn = method.generator.get_state()
     loss = method.training_step(batch, 0)["loss"]
-    assert torch.isfinite(loss) and not hasattr(method, "key_backbone")
+    assert not hasattr(method, "key_backbone")
     changed = (method.memory.bank != before).any(dim=1)
     assert changed[batch["index"]].all() and changed.sum() == len(batch["index"])
+    method.generator.set_state(drawn)
+    sampled = method.memory.sample(100, method.generator)
+    with torch.no_grad():
+        query = method.projector(method.backbone(batch["views"][0]))
+    index = batch["index"]
+    expected = moco_loss_reference(query, before[index], before[sampled], sampled.tolist(), index.tolist(), 0.2)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    mixed = 0.5 * before[index] + 0.5 * F.normalize(query, dim=1)
+    assert torch.allclose(method.memory.bank[index], F.normalize(mixed, dim=1), atol=1e-6)
