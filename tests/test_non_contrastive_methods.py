@@ -106,10 +106,17 @@ def test_deepcluster_v2_prototypes_are_normalised_centroids_of_its_embeddings():
     nearest = (embeddings @ method.prototypes.T).argmax(dim=1)
     assert (nearest == method.assignment).float().mean() > 0.99  # spherical k-means: the prototypes' own rule
     method.train()
-    views = [images[:8], images[:8].flip(-1)]
-    loss = method.training_step({"views": views, "index": torch.arange(8)}, 0)["loss"]
+    index = torch.arange(20, 28)
+    views = [images[index], images[index].flip(-1)]
+    loss = method.training_step({"views": views, "index": index}, 0)["loss"]
     loss.backward()
-    assert torch.isfinite(loss) and method.projector[0].weight.grad is not None
+    assert method.projector[0].weight.grad is not None
+    # each view's cosine scores against the prototypes at τ 0.1, labelled with its image's cluster
+    with torch.no_grad():
+        z = [F.normalize(method.projector(method.backbone(torch.cat(views))), dim=1)[i * 8:(i + 1) * 8] for i in (0, 1)]
+    terms = [-F.log_softmax(z[v][i] @ method.prototypes.T / 0.1, dim=0)[method.assignment[index[i]]]
+             for v in (0, 1) for i in range(8)]
+    assert loss.item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-5)
     assert "prototypes" in dict(method.named_buffers())  # fixed between epochs, saved in checkpoints
 
 
