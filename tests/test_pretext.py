@@ -3,6 +3,7 @@ import itertools
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from support import tiny
 from selfsup.errors import SelfSupError
@@ -291,7 +292,13 @@ def test_colorization_sees_only_lightness_and_rebalances_rare_colours():
     assert method.class_weights[rare] > method.class_weights[common]  # rare colours weigh more
     out = method.training_step({"views": [view]}, 0)
     assert seen[0].shape == (4, 1, 16, 16) and torch.allclose(seen[0], lab[:, :1] / 50 - 1, atol=1e-4)
-    assert torch.isfinite(out["loss"])
+    # Zhang et al. 2016, eq. 2: each pixel's cross-entropy against its ab bin, weighted by that bin's weight
+    target = ab_bin_of(lab[:, 1:].permute(0, 2, 3, 1).reshape(-1, 2))
+    with torch.no_grad():
+        scores = method.decoder(torch.zeros(4, method.feature_dim)).permute(0, 2, 3, 1).reshape(-1, len(prior))
+    per_pixel = -scores.log_softmax(1)[torch.arange(len(target)), target]
+    assert out["loss"].item() == pytest.approx((method.class_weights[target] * per_pixel).mean().item(), rel=1e-5)
+    assert out["loss"].item() != pytest.approx(per_pixel.mean().item(), rel=1e-3)  # the weights count
     assert colour_method(loss="regression").decoder(torch.zeros(1, method.feature_dim)).shape == (1, 2, 16, 16)
 
 
@@ -311,5 +318,17 @@ def test_split_brain_halves_see_their_own_channels_and_predict_the_others():
     assert torch.allclose(seen["lightness"], lab[:, :1] / 50 - 1, atol=1e-4)
     assert torch.allclose(seen["colour"], lab[:, 1:] / 110, atol=1e-4)
     assert set(out) == {"loss", "l_to_ab", "ab_to_l"}
+    # Zhang et al. 2017: the lightness half classifies each pixel's ab bin, the colour half its L
+    # in 50 bins of 2 units; the backbones output zeros here, so each head scores its bias alone
+    from selfsup.data.lab import ab_bin_of
+
+    with torch.no_grad():
+        to_colour = method.to_colour(torch.zeros(2, method.backbone.lightness.feature_dim))
+        to_lightness = method.to_lightness(torch.zeros(2, method.backbone.colour.feature_dim))
+    ab_target = ab_bin_of(lab[:, 1:].permute(0, 2, 3, 1).reshape(-1, 2)).view(2, 16, 16)
+    l_target = torch.div(lab[:, 0], 2, rounding_mode="floor").long().clamp(0, 49)
+    assert out["l_to_ab"].item() == pytest.approx(F.cross_entropy(to_colour, ab_target).item(), rel=1e-5)
+    assert out["ab_to_l"].item() == pytest.approx(F.cross_entropy(to_lightness, l_target).item(), rel=1e-5)
+    assert out["loss"].item() == pytest.approx((out["l_to_ab"] + out["ab_to_l"]).item(), rel=1e-6)
     full = tiny("split-brain")
     assert full.feature_dim == full.backbone.lightness.feature_dim * 2
