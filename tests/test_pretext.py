@@ -182,14 +182,20 @@ def test_exemplar_samples_only_its_seed_images_and_labels_them_by_seed():
 
     method = tiny("exemplar")
     assert len(method.seeds) == 64 and (method.class_of >= 0).sum() == 64  # 512 images / 8
+    assert sorted(method.class_of[method.seeds].tolist()) == list(range(64))  # one class per seed image
     data = load_split("synthetic", "train", options={"synthetic_size": 512})
     loader = batch_loader(*method.train_batches(data, 32, seed=0), num_workers=0)
     loader.batch_sampler.set_epoch(0)
     indices = torch.cat([batch["index"] for batch in loader])
     assert len(indices) == 512 and set(indices.tolist()) <= set(method.seeds.tolist())
     batch = next(iter(loader))
-    out = method.training_step({"views": [batch["image"].float() / 255], "index": batch["index"]}, 0)
-    assert torch.isfinite(out["loss"])
+    view = batch["image"].float() / 255
+    drawn = method.generator.get_state()
+    out = method.training_step({"views": [view], "index": batch["index"]}, 0)
+    method.generator.set_state(drawn)  # the same warps again: the loss classifies each warped image as its seed
+    with torch.no_grad():
+        logits = method.classifier(method.backbone(method.warp(view)))
+    assert out["loss"].item() == pytest.approx(F.cross_entropy(logits, method.class_of[batch["index"]]).item(), rel=1e-5)
 
 
 def test_exemplar_warp_turns_scales_and_shifts_each_image_by_its_own_draw():
