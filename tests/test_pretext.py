@@ -80,13 +80,16 @@ def test_jigsaw_encodes_the_tiles_in_the_order_of_the_drawn_permutation():
     seen = recording_backbone(method)
     view = torch.randn(4, 3, 16, 16)
     method.generator.manual_seed(5)
-    method.training_step({"views": [view]}, 0)
+    out = method.training_step({"views": [view]}, 0)
     method.generator.manual_seed(5)  # the same draws again: permutations first, then the jitter
     target = torch.randint(10, (4,), generator=method.generator)
     tiles = method.tiles.cut(view, method.generator)
     encoded = seen[0].view(4, 9, 3, *tiles.shape[-2:])
     for b in range(4):
         assert torch.equal(encoded[b], tiles[b, method.permutation_set[target[b]]])
+    with torch.no_grad():  # the classifier names the drawn permutation (the backbone outputs zeros here)
+        logits = method.classifier(torch.zeros(4, 9 * method.feature_dim))
+    assert out["loss"].item() == pytest.approx(F.cross_entropy(logits, target).item(), rel=1e-5)
 
 
 def test_relative_patch_pairs_the_centre_with_the_neighbour_its_label_names():
@@ -94,7 +97,7 @@ def test_relative_patch_pairs_the_centre_with_the_neighbour_its_label_names():
     seen = recording_backbone(method)
     view = torch.randn(16, 3, 16, 16)
     method.generator.manual_seed(2)
-    method.training_step({"views": [view]}, 0)
+    out = method.training_step({"views": [view]}, 0)
     method.generator.manual_seed(2)
     target = torch.randint(8, (16,), generator=method.generator)
     tiles = method.tiles.cut(view, method.generator)
@@ -102,6 +105,9 @@ def test_relative_patch_pairs_the_centre_with_the_neighbour_its_label_names():
     positions = [0, 1, 2, 3, 5, 6, 7, 8]
     for b in range(16):
         assert torch.equal(pairs[b, 0], tiles[b, 4]) and torch.equal(pairs[b, 1], tiles[b, positions[target[b]]])
+    with torch.no_grad():  # the classifier names the neighbour's position (the backbone outputs zeros here)
+        logits = method.classifier(torch.zeros(16, 2 * method.feature_dim))
+    assert out["loss"].item() == pytest.approx(F.cross_entropy(logits, target).item(), rel=1e-5)
 
 
 def test_denoising_masks_pixels_with_the_method_generator_and_reconstructs_the_clean_image():
