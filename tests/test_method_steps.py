@@ -10,8 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from selfsup.losses import barlow_twins, nt_xent, swav, triplet, w_mse
-from support import tiny
+from selfsup import rng
+from selfsup.losses import barlow_twins, msn, nt_xent, sigreg, swav, triplet, w_mse
+from selfsup.methods.ijepa import multi_block_masks
+from selfsup.methods.masking import patchify, random_patch_mask
+from support import perturb, tiny
 
 torch.manual_seed(0)
 VIEWS = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]
@@ -143,3 +146,99 @@ def test_instdisc_step_is_the_softmax_over_the_bank_before_its_update_plus_the_p
     assert out["softmax"].item() == pytest.approx(softmax.item(), rel=1e-5)
     assert out["loss"].item() == pytest.approx(softmax.item() + 0.5 * proximal.item(), rel=1e-5)
     assert torch.allclose(method.memory.bank[index], F.normalize(0.5 * bank[index] + 0.5 * f, dim=1), atol=1e-6)
+
+
+def replay(method, step):
+    """``step()``'s output, with ``method.generator`` put back to its state before it (so that
+    the test draws the same masks and crops again)."""
+    drawn = method.generator.get_state()
+    out = step()
+    method.generator.set_state(drawn)
+    return out
+
+
+def test_mae_step_scores_the_hidden_patches_against_their_normalised_pixels():
+    # He et al. 2022: the encoder sees the visible patches, the decoder predicts every patch, the
+    # loss is the MSE on hidden patches against each patch's pixels standardised by its own statistics
+    method = tiny("mae", decoder_depth=1, mask_ratio=0.75)
+    view = VIEWS[0]
+    loss = replay(method, lambda: method.training_step({"views": [view]}, 0))["loss"]
+    rows, cols = method.backbone.patch_grid(16, 16)
+    keep, mask = random_patch_mask(8, rows * cols, 0.75, method.generator)
+    assert (mask.sum(1) == round(0.75 * rows * cols)).all()
+    with torch.no_grad():
+        prediction = method.reconstruct(view, keep, mask).double()
+    size = method.backbone.patch_size
+    errors = []
+    for b in range(8):
+        for n in mask[b].nonzero().flatten().tolist():
+            r, c = divmod(n, cols)
+            pixels = view[b, :, r * size:(r + 1) * size, c * size:(c + 1) * size].permute(1, 2, 0).flatten().double()
+            target = (pixels - pixels.mean()) / (pixels.var() + 1e-6).sqrt()
+            errors.append((prediction[b, n] - target).square().mean().item())
+    assert loss.item() == pytest.approx(sum(errors) / len(errors), rel=1e-5)
+
+
+def test_simmim_step_is_the_l1_error_on_the_pixels_of_the_hidden_patches():
+    method = tiny("simmim")
+    view = VIEWS[0]
+    loss = replay(method, lambda: method.training_step({"views": [view]}, 0))["loss"]
+    rows, cols = method.backbone.patch_grid(16, 16)
+    keep, mask = random_patch_mask(8, rows * cols, method.cfg["mask_ratio"], method.generator)
+    with torch.no_grad():
+        prediction = method.reconstruct(view, keep, mask)
+    target = patchify(view, method.backbone.patch_size)
+    expected = (prediction - target).abs().mean(-1)[mask].mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_ijepa_step_predicts_each_target_block_of_each_image_from_its_own_context():
+    # Assran et al. 2023: the EMA encoder's layer-normed tokens of each target block are predicted
+    # from the context encoder's tokens of the same image (one block at a time here, a loop)
+    method = tiny("i-jepa", predictor_depth=1, targets=3)
+    perturb(method.target_backbone)
+    view = VIEWS[0]
+    loss = replay(method, lambda: method.training_step({"views": [view]}, 0))["loss"]
+    cfg = method.cfg
+    context, targets = multi_block_masks(8, method.rows, method.rows, method.generator, 3, cfg["target_scale"],
+                                         cfg["target_aspect"], cfg["context_scale"])
+    errors = []
+    with torch.no_grad():
+        tokens = method.target_backbone.tokens(view)[:, 1:]
+        for b in range(8):
+            seen = method.backbone.tokens(view[b:b + 1], keep=context[b:b + 1])[:, 1:]
+            for t in range(3):
+                predicted = method.predictor(seen, context[b:b + 1], targets[b:b + 1, t])
+                wanted = F.layer_norm(tokens[b, targets[b, t]], tokens.shape[-1:])
+                errors.append((predicted[0] - wanted).square().mean().item())
+    assert loss.item() == pytest.approx(sum(errors) / len(errors), rel=1e-4)
+
+
+def test_msn_step_matches_masked_anchors_to_the_target_networks_view_over_unit_prototypes():
+    method = tiny("msn", prototypes=16, proj_hidden_dim=16, proj_dim=8, focal_views=2, mask_ratio=0.5)
+    perturb(method.target_backbone, method.target_head)
+    views = VIEWS + [torch.randn(8, 3, 8, 8), torch.randn(8, 3, 8, 8)]
+    loss = replay(method, lambda: method.training_step({"views": views}, 0))["loss"]
+    prototypes = F.normalize(method.prototypes, dim=1).detach()
+    with torch.no_grad():  # the anchor view, then the focal views, each with half its patches dropped
+        anchors = torch.cat([method.anchors(views[1:2]), method.anchors(views[2:])])
+        anchor = (F.normalize(method.head(anchors), dim=1) @ prototypes.T).view(3, 8, -1)
+        target = F.normalize(method.target_head(method.target_backbone(views[0])), dim=1) @ prototypes.T
+    cfg = method.cfg
+    expected = msn(anchor, target, cfg["temperature"], cfg["sharpen"], cfg["sinkhorn_iterations"], cfg["me_max_weight"])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_lejepa_step_weighs_prediction_and_sigreg_over_the_steps_directions():
+    method = tiny("lejepa", proj_hidden_dim=16, proj_dim=8, directions=4, local_views=2, sigreg_weight=0.2)
+    crops = VIEWS + [torch.randn(8, 3, 8, 8), torch.randn(8, 3, 8, 8)]
+    loss = method.training_step({"views": crops}, 7)["loss"]
+    with torch.no_grad():
+        features = torch.cat([method.backbone(torch.cat(crops[:2])), method.backbone(torch.cat(crops[2:]))])
+        embeddings = method.projector(features).view(4, 8, -1)  # one projector pass: BatchNorm sees every crop
+    directions = rng.randn((8, 4), rng.seeded_generator("cpu", method.run.seed, 7, "sigreg"))
+    directions = directions / directions.norm(dim=0)
+    cfg = method.cfg
+    prediction = (embeddings[:2].mean(0) - embeddings).square().mean()
+    regulariser = torch.stack([sigreg(v, directions, cfg["knots"], cfg["t_max"]) for v in embeddings]).mean()
+    assert loss.item() == pytest.approx((0.8 * prediction + 0.2 * regulariser).item(), rel=1e-5)
