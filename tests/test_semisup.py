@@ -354,6 +354,117 @@ def test_fixmatch_step_trains_the_strong_view_on_the_confident_weak_predictions(
     assert method.confident_counts.tolist() == [1, 0, 0, 0, 1, 0]
 
 
+LABELLED = {"views": [torch.tensor([[2.0, 0, 0, 0, 0, 0], [0, 0, 1.0, 0, 0, 0]])], "label": torch.tensor([0, 1])}
+SUPERVISED = torch.nn.functional.cross_entropy(LABELLED["views"][0], LABELLED["label"]).item()
+
+
+def unlabelled_batch(*views, label=(0, 1, 3)):
+    return {"labeled": LABELLED, "unlabeled": {"views": list(views), "label": torch.tensor(label),
+                                               "index": torch.arange(len(label))}}
+
+
+def cross_entropy_to(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per row, −Σ_c target_c log softmax(logits)_c (targets: class indices or distributions)."""
+    if targets.dim() == 1:
+        targets = torch.nn.functional.one_hot(targets, logits.shape[1]).float()
+    return -(targets * logits.log_softmax(1)).sum(1)
+
+
+def test_supervised_only_step_is_the_labelled_cross_entropy_alone():
+    out = scripted("supervised-only").training_step(unlabelled_batch(), 0)
+    assert set(out) == {"loss", "supervised"} and out["loss"].item() == pytest.approx(SUPERVISED, rel=1e-6)
+
+
+def test_pseudo_label_step_adds_the_confident_predictions_cross_entropy_times_lambda_u():
+    method = scripted("pseudo-label", threshold=0.5, ramp=0.0, lambda_u=3.0)
+    weak = torch.tensor([[5.0, 0, 0, 0, 0, 0], [0.5, 0.4, 0, 0, 0, 0], [0, 0, 0, 4.0, 0, 0]])
+    out = method.training_step(unlabelled_batch(weak), 0)
+    unlabelled = (cross_entropy_to(weak, torch.tensor([0, 0, 3])) * torch.tensor([1.0, 0, 1])).mean()
+    assert out["unlabelled"].item() == pytest.approx(unlabelled.item(), rel=1e-6)
+    assert out["loss"].item() == pytest.approx(SUPERVISED + 3.0 * unlabelled.item(), rel=1e-6)
+
+
+def test_mean_teacher_step_pulls_the_students_second_view_to_the_teachers_first():
+    method = scripted("mean-teacher", ramp=0.0, lambda_u=50.0)
+    method.predict = lambda x: 2 * x  # the EMA network, another function than the student's
+    first, second = torch.randn(2, 3, 6, generator=torch.Generator().manual_seed(1))
+    out = method.training_step(unlabelled_batch(first, second), 0)
+    unlabelled = (second.softmax(1) - (2 * first).softmax(1)).square().mean()
+    assert out["loss"].item() == pytest.approx(SUPERVISED + 50.0 * unlabelled.item(), rel=1e-6)
+
+
+def test_self_training_step_trains_the_pool_images_on_their_assigned_labels():
+    method = scripted("self-training", lambda_u=2.0, iterations=2)
+    method.assigned[:3] = torch.tensor([4, -1, 1])  # the second image has no label this round
+    weak = torch.randn(3, 6, generator=torch.Generator().manual_seed(2))
+    out = method.training_step(unlabelled_batch(weak), 0)
+    unlabelled = (cross_entropy_to(weak, torch.tensor([4, 0, 1])) * torch.tensor([1.0, 0, 1])).sum() / 3
+    assert out["loss"].item() == pytest.approx(SUPERVISED + 2.0 * unlabelled.item(), rel=1e-6)
+
+
+def test_uda_step_anneals_the_labelled_loss_and_trains_the_strong_view_on_sharpened_soft_targets():
+    # Xie et al. 2020: TSA (linear: at half the run a labelled image counts while its correct-class
+    # probability is at most 0.5 (1 − 1/6) + 1/6); the strong view's cross-entropy to the weak
+    # view's softmax at T 0.4 where the weak view's confidence reaches 0.8
+    method = scripted("uda", threshold=0.8, temperature=0.4, tsa="linear", lambda_u=1.0)
+    method.total_steps = 10
+    labelled = torch.tensor([[3.0, 0, 0, 0, 0, 0], [0, 0.5, 0, 0, 0, 0]])  # correct-class probability 0.80, 0.25
+    weak = torch.tensor([[6.0, 2.0, 0, 0, 0, 0], [1.0, 1.0, 0, 0, 0, 0], [0, 0, 0, 0, 7.0, 0]])
+    strong = torch.randn(3, 6, generator=torch.Generator().manual_seed(3))
+    batch = unlabelled_batch(weak, strong)
+    batch["labeled"] = {"views": [labelled], "label": torch.tensor([0, 1])}
+    out = method.training_step(batch, 5)
+    threshold = 0.5 * (1 - 1 / 6) + 1 / 6
+    kept = (labelled.softmax(1)[torch.arange(2), torch.tensor([0, 1])] <= threshold).float()
+    assert kept.tolist() == [0.0, 1.0]
+    supervised = (cross_entropy_to(labelled, torch.tensor([0, 1])) * kept).mean()
+    soft = (weak / 0.4).softmax(1)
+    consistency = (cross_entropy_to(strong, soft) * (weak.softmax(1).max(1).values >= 0.8).float()).mean()
+    assert out["supervised"].item() == pytest.approx(supervised.item(), rel=1e-6)
+    assert out["unlabelled"].item() == pytest.approx(consistency.item(), rel=1e-6)
+    assert out["loss"].item() == pytest.approx((supervised + consistency).item(), rel=1e-6)
+
+
+def test_freematch_step_adds_its_fairness_term_on_the_strong_views_of_the_masked_images():
+    from selfsup.losses.semisup import freematch_fairness
+
+    method = scripted("freematch", lambda_f=0.3)
+    weak = torch.tensor([[9.0, 0, 0, 0, 0, 0], [0.0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 9.0, 0]])
+    strong = torch.randn(3, 6, generator=torch.Generator().manual_seed(4))
+    out = method.training_step(unlabelled_batch(weak, strong), 0)
+    # the thresholds start at 1/K and rise a little with this batch: the uniform prediction stays under
+    mask = torch.tensor([1.0, 0, 1])
+    assert out["mask_rate"].item() == pytest.approx(2 / 3)
+    fairness = 0.3 * freematch_fairness(strong.softmax(1), method.class_mean, method.class_histogram, mask)
+    assert out["fairness"].item() == pytest.approx(fairness.item(), rel=1e-6)
+    consistency = (cross_entropy_to(strong, torch.tensor([0, 0, 4])) * mask).mean()
+    assert out["loss"].item() == pytest.approx(SUPERVISED + consistency.item() + fairness.item(), rel=1e-6)
+
+
+def test_frost_step_adds_its_self_supervised_loss_and_the_assigned_labels_term():
+    from selfsup.losses import nt_xent
+
+    method = scripted("frost", lambda_ss=0.5, lambda_u=1.0, balance="none", iterations=2)
+    method.assigned[:3] = torch.tensor([-1, 2, 2])
+    weak = torch.tensor([[9.0, 0, 0, 0, 0, 0], [0, 1.0, 0, 0, 0, 0], [0, 0, 0, 0, 9.0, 0]])
+    strong = torch.randn(3, 6, generator=torch.Generator().manual_seed(5))
+    batch = unlabelled_batch(weak, strong)
+    images = [torch.randn(3, 3, 16, 16), torch.randn(3, 3, 16, 16)]
+    batch["self_supervised"] = {"views": images, "index": torch.arange(3)}
+    out = method.training_step(batch, 0)
+    simclr = method.self_supervised
+    with torch.no_grad():
+        z = simclr.projector(simclr.backbone(torch.cat(images)))
+    self_supervised = 0.5 * nt_xent(*z.chunk(2), simclr.cfg["temperature"])
+    self_training = (cross_entropy_to(weak, torch.tensor([0, 2, 2])) * torch.tensor([0, 1.0, 1])).sum() / 3
+    consistency = (cross_entropy_to(strong, torch.tensor([0, 0, 4])) * torch.tensor([1.0, 0, 1])).mean()
+    assert simclr.backbone is method.backbone
+    assert out["self_supervised"].item() == pytest.approx(self_supervised.item(), rel=1e-5)
+    assert out["self_training"].item() == pytest.approx(self_training.item(), rel=1e-6)
+    assert out["loss"].item() == pytest.approx(
+        SUPERVISED + consistency.item() + self_supervised.item() + self_training.item(), rel=1e-5)
+
+
 @pytest.mark.parametrize("accumulate", [1, 2, 3])
 def test_semisup_schedules_count_the_optimiser_steps_of_the_run(accumulate):
     from selfsup.config import resolve
