@@ -74,13 +74,15 @@ def test_ts2vec_step_contrasts_the_same_steps_of_both_crops(monkeypatch):
     import selfsup.methods.ts2vec as module
     from tests.support import tiny
     seen = {}
-    monkeypatch.setattr(module, "hierarchical_contrastive", lambda a, b, alpha, unit: seen.update(a=a, b=b) or a.sum())
-    method = tiny("ts2vec")
+    monkeypatch.setattr(module, "hierarchical_contrastive",
+                        lambda a, b, alpha, unit: seen.update(a=a, b=b, settings=(alpha, unit)) or a.sum())
+    method = tiny("ts2vec", alpha=0.3, temporal_unit=1)
     method.masked_encoding = lambda x: x.transpose(1, 2)  # each step "encoded" as its own values
     x = torch.arange(4 * 1 * 32, dtype=torch.float).view(4, 1, 32)
     for step in range(20):
-        method.training_step({"views": [x]}, step)
-        assert torch.equal(seen["a"], seen["b"]) and 2 <= seen["a"].shape[1] <= 32
+        out = method.training_step({"views": [x]}, step)
+        assert torch.equal(seen["a"], seen["b"]) and 4 <= seen["a"].shape[1] <= 32 and seen["settings"] == (0.3, 1)
+        assert out["loss"] == seen["a"].sum() and out["crop_length"] == seen["a"].shape[1]
 
 
 def test_t_loss_by_hand():
@@ -119,12 +121,17 @@ def test_t_loss_positive_lies_inside_its_anchor(monkeypatch):
             return w.amax(2).expand(-1, 3)
 
     method.backbone = Recorder()
-    monkeypatch.setattr(module, "t_loss", lambda a, p, n, penalty: a.sum())
+    monkeypatch.setattr(module, "t_loss", lambda a, p, n, penalty: seen.update(args=(a, p, n, penalty)) or a.sum())
     for step in range(20):
         seen.clear()
-        method.training_step({"views": [x]}, step)
+        out = method.training_step({"views": [x]}, step)
         anchor, positive, negatives = seen["windows"]
         assert positive.shape[-1] <= anchor.shape[-1] and negatives.shape == (10 * 4, 1, positive.shape[-1])
+        # the loss sees the encodings of those windows, the negatives as [K, B, D] in drawn order
+        a, p, n, penalty = seen["args"]
+        assert torch.equal(a, anchor.amax(2).expand(-1, 3)) and torch.equal(p, positive.amax(2).expand(-1, 3))
+        assert torch.equal(n, negatives.amax(2).expand(-1, 3).reshape(10, 4, 3))
+        assert penalty == method.cfg["negative_penalty"] and out["loss"] == a.sum()
         for a, p in zip(anchor[:, 0], positive[:, 0]):  # each positive's steps are steps of its anchor
             assert set(p.tolist()) <= set(a.tolist())
 
@@ -168,6 +175,33 @@ def test_ts_tcc_temporal_contrast_scores_each_series_against_the_batch():
             expected -= float(scores[i] - torch.logsumexp(scores, 0))
     assert loss.item() == pytest.approx(expected / (4 * len(method.predictors)), rel=1e-5)
     assert len(method.predictors) == method.timesteps <= 6
+
+
+def test_ts_tcc_step_contrasts_each_views_context_with_the_other_views_future_and_the_two_contexts():
+    # Eldele et al. 2021: weak view scaled, strong view permuted in segments and jittered; each
+    # view's context predicts the other view's future steps (temporal contrasting, both ways),
+    # and the two contexts' projections are contrasted (NT-Xent, weight λ)
+    from selfsup import rng
+    from selfsup.losses import nt_xent
+    from selfsup.methods.ts_tcc import permute_segments
+    from tests.support import tiny
+
+    method = tiny("ts-tcc", lambda_cc=0.7)
+    x = torch.randn(6, 1, 32, generator=torch.Generator().manual_seed(0))
+    g, cfg = method.generator, method.cfg
+    drawn = g.get_state()
+    out = method.training_step({"views": [x]}, 0)
+    g.set_state(drawn)
+    weak = x * (2 + cfg["scale_sigma"] * rng.randn((6, 1, 32), g))
+    strong = permute_segments(x, cfg["max_segments"], g) + cfg["jitter_sigma"] * rng.randn(x.shape, g)
+    with torch.no_grad():
+        z_weak, z_strong = method.encode(weak), method.encode(strong)
+        t = int(rng.integers(0, z_weak.shape[1] - method.timesteps - 1, 1, g))
+        weak_to_strong, c_weak = method.temporal_contrast(z_weak, z_strong, t)
+        strong_to_weak, c_strong = method.temporal_contrast(z_strong, z_weak, t)
+        contextual = nt_xent(method.projector(c_weak), method.projector(c_strong), cfg["temperature"])
+    assert out["contextual"].item() == pytest.approx(contextual.item(), rel=1e-5)
+    assert out["loss"].item() == pytest.approx((weak_to_strong + strong_to_weak + 0.7 * contextual).item(), rel=1e-5)
 
 
 def _series_cfg(method: str) -> dict:
