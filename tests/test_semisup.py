@@ -585,6 +585,42 @@ def test_mean_teacher_pulls_the_student_towards_the_ema_teacher():
     assert student_view.grad.abs().sum() > 0
 
 
+def test_remixmatch_step_anchors_the_strong_views_to_the_weak_guess_with_pre_mixup_and_rotation_terms():
+    # Berthelot et al. 2020: the strong views (then the weak one) enter MixUp with the weak view's
+    # aligned, sharpened guess as target (cross-entropy); the first strong view, unmixed, is also
+    # classified to the guess (pre-mixup, λ 0.5) and, turned by a drawn quarter, has its rotation
+    # predicted (λ 0.5); the unlabelled and pre-mixup terms ramp up
+    from support import tiny
+    from selfsup import rng
+
+    method = tiny("remixmatch", lambda_u=1.5, ramp=0.5, lambda_pre_mixup=0.5, lambda_rotation=0.5)
+    method.total_steps = 10
+    torch.manual_seed(0)
+    labelled, weak, first, second = (torch.randn(4, 3, 16, 16) for _ in range(4))
+    batch = {"labeled": {"views": [labelled], "label": torch.tensor([0, 1, 2, 3])},
+             "unlabeled": {"views": [weak, first, second], "label": torch.tensor([0, 1, 2, 3]), "index": torch.arange(4)}}
+    mean, drawn = method.prediction_mean.clone(), method.generator.get_state()
+    out = method.training_step(batch, 2)  # ramp 2 / 5 of the way
+    method.prediction_mean.copy_(mean)
+    method.generator.set_state(drawn)
+    with torch.no_grad():
+        guess = method.guess(batch["unlabeled"])
+        one_hot = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 3]), 6).float()
+        inputs, targets = method.mixup(torch.cat([labelled, first, second, weak]), torch.cat([one_hot, guess, guess, guess]))
+        logits = method.logits(inputs)
+        quarters = rng.randint(0, 4, 4, method.generator)
+        turned = torch.stack([torch.rot90(image, int(q), (1, 2)) for image, q in zip(first, quarters)])
+        features = method.backbone(torch.cat([first, turned]))
+    supervised = cross_entropy_to(logits[:4], targets[:4]).mean()
+    unlabelled = cross_entropy_to(logits[4:], targets[4:]).mean()
+    pre_mixup = cross_entropy_to(method.classifier(features[:4]), guess).mean()
+    rotation = cross_entropy_to(method.rotation_head(features[4:]), quarters).mean()
+    assert out["pre_mixup"].item() == pytest.approx(0.5 * 0.4 * pre_mixup.item(), rel=1e-5)
+    assert out["rotation"].item() == pytest.approx(0.5 * rotation.item(), rel=1e-5)
+    expected = supervised + 1.5 * 0.4 * unlabelled + 0.5 * 0.4 * pre_mixup + 0.5 * rotation
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_remixmatch_guess_is_aligned_then_sharpened():
     from selfsup.losses.semisup import align_distribution, sharpen
     method = scripted("remixmatch", ema_p=0.5)
