@@ -12,7 +12,7 @@ from selfsup.timeseries.baselines import autoregression, persistence, seasonal_n
 from selfsup.timeseries.eemd import CAUSAL, LEAKY, decompose
 from selfsup.timeseries.metrics import mae, nrmse
 from selfsup.timeseries.samples import correlations, group
-from selfsup.timeseries.series import SERIES, load_registry_series
+from selfsup.timeseries.series import SERIES, load_csv_series, load_registry_series
 from support import interrupt_after_second_epoch
 
 for _module in ("statsmodels", "PyEMD"):  # ours import them lazily; the tests need them
@@ -172,6 +172,9 @@ def test_self_boosted_run_writes_the_run_directory(tmp_path):
     assert set(c["auxiliary"]) | set(c["views"]) | set(c["constant"]) == set(c["names"])
     assert m["tasks"] == 1 + len(c["auxiliary"]) and m["input_channels"] == 2 + len(c["views"])
     assert m["extra_inputs"] == ["x2"] and np.isfinite(m["nrmse"]) and "nrmse_definition" in m
+    series = load_csv_series(csv, ["y", "x2"], "when")  # the shuffled rows back in date order
+    np.testing.assert_allclose(series.values, y, rtol=1e-12)  # str() of a float64 reads back to the last bit or so
+    np.testing.assert_allclose(series.extras[0], extra, rtol=1e-12, atol=1e-15)
     # the same series and settings again: no EEMD at all
     again = tmp_path / "again"
     assert run_cli("--csv", csv, "--column", "y", "--column", "x2", "--date-column", "when", "--model", "mtl",
@@ -212,7 +215,11 @@ def test_resume_continues_from_the_checkpoint(sines_csv, tmp_path, monkeypatch):
     monkeypatch.undo()
     monkeypatch.setenv("SELFSUP_CACHE", str(tmp_path / "cache"))
     assert run_cli(*args, "--out", out) == 2  # a run is there: resuming needs --resume
+    epochs = []  # the epochs the resumed run trains: those after the checkpoint only
+    monkeypatch.setattr(ForecastModule, "on_train_epoch_start",
+                        lambda self, start=ForecastModule.on_train_epoch_start: epochs.append(self.current_epoch) or start(self))
     assert run_cli(*args, "--out", out, "--resume") == 0
+    assert epochs == [2, 3]
     whole, resumed = metrics_of(tmp_path / "whole"), metrics_of(out)
     assert resumed["resumed_from"] == str(out / "checkpoints" / "last.ckpt")
     assert resumed["history"] == whole["history"] and resumed["nrmse"] == whole["nrmse"]
@@ -251,10 +258,15 @@ def test_bad_input_exits_2_and_writes_nothing(args, message, sines_csv, tmp_path
 
 
 def test_interpolate_fills_missing_values(tmp_path):
+    gaps = _bad_csvs(tmp_path)["gaps"]
     out = tmp_path / "filled"
-    assert run_cli("--csv", _bad_csvs(tmp_path)["gaps"], "--column", "y", "--model", "persistence", "--interpolate",
+    assert run_cli("--csv", gaps, "--column", "y", "--model", "persistence", "--interpolate",
                    "--window", 32, "--out", out) == 0
     assert metrics_of(out)["n_test"] == 20
+    y = noisy_sines(100).round(3)  # rows 5 and 17 were left empty: each the mean of its neighbours
+    filled = load_csv_series(gaps, ["y"], interpolate=True).values
+    assert filled[5] == pytest.approx((y[4] + y[6]) / 2) and filled[17] == pytest.approx((y[16] + y[18]) / 2)
+    np.testing.assert_allclose(np.delete(filled, [5, 17]), np.delete(y, [5, 17]))
 
 
 def test_a_finished_or_foreign_run_directory_is_refused(sines_csv, tmp_path, capsys):

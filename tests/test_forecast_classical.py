@@ -256,7 +256,12 @@ def test_ts2vec_ridge_resumes_its_encoder_to_the_same_forecasts(tmp_path, monkey
 
     args = ["forecast", "--csv", str(write_series(tmp_path / "toy.csv", seasonal_series())), "--column", "y",
             "--model", "ts2vec-ridge", *TINY, "--set", "representation.steps=4"]
+    epochs = []  # the epochs each run of the encoder trains
+    start = PretrainModule.on_train_epoch_start
+    monkeypatch.setattr(PretrainModule, "on_train_epoch_start", lambda self: epochs.append(self.current_epoch) or start(self))
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    whole_epochs = list(epochs)
+    monkeypatch.undo()
     interrupt_after_second_epoch(monkeypatch, PretrainModule)
     cut = tmp_path / "cut"
     with pytest.raises(RuntimeError, match="interrupted"):
@@ -264,6 +269,9 @@ def test_ts2vec_ridge_resumes_its_encoder_to_the_same_forecasts(tmp_path, monkey
     assert (cut / "checkpoints" / "last.ckpt").is_file() and not (cut / "metrics.json").exists()
     monkeypatch.undo()
     monkeypatch.setenv("SELFSUP_CACHE", str(tmp_path / "cache"))
+    epochs.clear()
+    monkeypatch.setattr(PretrainModule, "on_train_epoch_start", lambda self: epochs.append(self.current_epoch) or start(self))
     assert main([*args, "--out", str(cut), "--resume"]) == 0
+    assert len(whole_epochs) > 2 and epochs == whole_epochs[2:]  # only the epochs after the checkpoint
     assert metrics_of(cut)["resumed_from"] == str(cut / "checkpoints" / "last.ckpt")
     assert forecasts_of(cut) == forecasts_of(tmp_path / "whole")
