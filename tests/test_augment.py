@@ -53,6 +53,19 @@ def test_color_jitter_probability_zero_is_identity_and_one_changes():
     assert not torch.allclose(color_jitter(x, 0.5, 1.0, gen()), x, atol=1e-3)
 
 
+def test_brightness_scales_and_contrast_pivots_on_each_images_mean_grey():
+    # SimCLR's jitter (torchvision's): brightness multiplies, contrast blends with the image's mean
+    # grey; on grey images the two are all there is, so out = b · (m + c · (x − m)) per image
+    x = torch.rand(512, 1, 8, 8) * 0.2 + 0.4  # no clamping at 0 or 1 for factors in [0.76, 1.24]
+    out = color_jitter(x, 0.3, 1.0, gen())
+    mean = x.mean((1, 2, 3), keepdim=True)
+    b = out.mean((1, 2, 3), keepdim=True) / mean
+    c = ((out / b - mean) * (x - mean)).sum((1, 2, 3), keepdim=True) / (x - mean).square().sum((1, 2, 3), keepdim=True)
+    assert torch.allclose(out, b * (mean + c * (x - mean)), atol=1e-5)
+    for factor in (b, c):  # each drawn uniformly in 1 ± 0.8 · strength
+        assert 0.76 - 1e-4 <= factor.min() < 0.78 and 1.22 < factor.max() <= 1.24 + 1e-4
+
+
 def saturation_factors(x, out):
     """The per-image factor f of a pure saturation change: out = grey + f · (x - grey)."""
     grey = grayscale(x)
@@ -105,6 +118,13 @@ def test_blur_keeps_constant_images_and_smooths_noise():
     noise = torch.rand(2, 1, 20, 20)
     assert gaussian_blur(noise, 1.0, (1.5, 2.0), gen()).std() < 0.6 * noise.std()
     assert torch.allclose(gaussian_blur(noise, 0.0, (1.5, 2.0), gen()), noise, atol=1e-5)
+    # SimCLR's blur: a kernel 10% of the side (7 taps on 64 px), σ as drawn, reflected edges: torchvision's
+    from torchvision.transforms.v2.functional import gaussian_blur as reference
+
+    image = torch.rand(2, 3, 64, 64)
+    for sigma in (0.5, 1.7):
+        assert torch.allclose(gaussian_blur(image, 1.0, (sigma, sigma), gen()), reference(image, [7, 7], [sigma, sigma]),
+                              atol=1e-5)
 
 
 def test_views_are_reproducible_and_differ_between_views():

@@ -31,15 +31,20 @@ def test_idx_files_load_as_uint8_images_with_their_labels(mnist_dir):
     train = load_split("fashion-mnist", "train", str(mnist_dir))
     test = load_split("mnist", "test", str(mnist_dir))
     assert train.images.shape == (30, 1, 28, 28) and train.images.dtype == torch.uint8
+    written = np.random.default_rng(0).integers(0, 256, (30, 28, 28))  # the fixture's first draw: row-major pixels
+    assert torch.equal(train.images[:, 0], torch.from_numpy(written.astype(np.uint8)))
     assert test.labels.tolist() == list(range(10))
     batch = train.__getitems__([3, 5])
     assert batch["image"].shape == (2, 1, 28, 28) and batch["index"].tolist() == [3, 5]
 
 
 def test_a_split_read_again_comes_from_memory_until_its_file_changes(mnist_dir):
+    from selfsup.data import formats
+
     first = load_split("fashion-mnist", "train", str(mnist_dir))
+    hits = formats._read_idx.cache_info().hits
     again = load_split("fashion-mnist", "train", str(mnist_dir))
-    assert torch.equal(first.images, again.images)
+    assert torch.equal(first.images, again.images) and formats._read_idx.cache_info().hits == hits + 2  # images, labels
     again.images[0] = 0  # each load has its own copy: changing it leaves the next load alone
     assert torch.equal(load_split("fashion-mnist", "train", str(mnist_dir)).images, first.images)
     images = np.full((30, 28, 28), 7)
@@ -67,6 +72,9 @@ def test_cifar10_and_cifar100_pickles(tmp_path):
     with open(c10 / "data_batch_1", "rb") as f:
         first = pickle.load(f, encoding="bytes")[b"data"][0]
     assert torch.equal(train.images[0, 0].flatten(), torch.from_numpy(first[:1024]))
+    with open(c10 / "data_batch_2", "rb") as f:  # the batches in order, each image with its label
+        second = pickle.load(f, encoding="bytes")[b"data"][1]
+    assert torch.equal(train.images[5].flatten(), torch.from_numpy(second)) and train.labels.tolist() == [0, 1, 2, 3] * 5
 
     c100 = tmp_path / "cifar-100-python"
     c100.mkdir()

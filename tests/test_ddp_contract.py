@@ -48,6 +48,8 @@ def test_ranks_see_disjoint_indices_every_index_once_new_order_each_epoch_same_a
     again = _records(resumed_dir)
     for rank in (0, 1):
         assert again[rank] == seen[rank]  # epochs 0-1 before the crash, epoch 2 after the resume
+        trained = [json.loads(line)["epoch"] for line in (resumed_dir / f"rank{rank}.jsonl").open()]
+        assert trained == [0, 1, 2]  # the resumed run trained epoch 2 alone, not 0 and 1 again
     a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
     for key, value in a["state_dict"].items():

@@ -9,6 +9,7 @@ import torch
 
 from selfsup.build import load_pretrained
 from selfsup.cli import main
+from selfsup.data.datasets import balanced_subset_indices
 from selfsup.engine.train import load_datasets
 from selfsup.eval.diagnostics import (alignment, effective_rank, embedding_diagnostics, normalized_std, rankme,
                                      uniformity)
@@ -70,6 +71,14 @@ def test_evaluate_diagnostics_command(capsys, tmp_path, simclr_run):
     assert 1 <= result["rankme"] <= min(100, result["feature_dim"]) + 1e-3
     assert 0 < result["normalized_std"] <= 1 and 0 <= result["alignment"] <= 4 and -4 <= result["uniformity"] <= 0
     assert json.loads((out / "eval_diagnostics.json").read_text())["effective_rank"] == result["effective_rank"]
+    # the same figures from the library call on the seeded, class-balanced 100 test images
+    module = load_pretrained(str(out / "checkpoints" / "last.ckpt"))
+    _, _, test = load_datasets(module.cfg)
+    seed = module.cfg["seed"]
+    images = test.subset(balanced_subset_indices(test.labels.numpy(), 100, seed))
+    expected = embedding_diagnostics(module.method, images, module.norm, seed=seed)
+    for name in ("normalized_std", "effective_rank", "rankme", "alignment", "uniformity"):
+        assert result[name] == pytest.approx(expected[name], rel=1e-5), name
 
 
 def test_diagnostics_take_the_callers_clean_features_instead_of_embedding_them_again(tiny_simclr_run):

@@ -192,6 +192,15 @@ def test_a_cpu_is_described_by_its_model_and_whether_it_computes_bf16_natively(n
     assert described == f"{model}, {'native' if native else 'emulated'} bfloat16" and model
 
 
+def test_the_cpu_model_is_read_from_the_model_name_line_of_cpuinfo(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n"
+                       "model\t\t: 17\nmodel name\t: AMD EPYC 9654 96-Core Processor\nflags\t\t: fpu avx2\n")
+    monkeypatch.setattr(precision, "Path", lambda path: cpuinfo if path == "/proc/cpuinfo" else Path(path))
+    monkeypatch.setattr(precision, "native_bf16", lambda gpu: False)
+    assert precision.device_description(False) == "AMD EPYC 9654 96-Core Processor, emulated bfloat16"
+
+
 def test_a_run_records_the_precision_auto_chose_and_resumes_with_auto_again(tmp_path, monkeypatch):
     monkeypatch.setattr(precision, "native_bf16", lambda gpu: False)
     cfg = tiny_cfg(epochs=1)
