@@ -90,11 +90,15 @@ def test_existing_run_is_not_overwritten(capsys, finished_run, tiny_args):
     assert before == after
 
 
-def test_resume_with_changed_settings_is_refused(capsys, simclr_run, tiny_args, monkeypatch):
+def test_resume_with_changed_settings_is_refused(capsys, simclr_run, tiny_args):
     out = simclr_run  # 2 epochs
     (out / "metrics.json").unlink()  # pretend the run was killed before it finished
-    assert_clean_error(*run_cli(capsys, "pretrain", "--method", "simclr", *tiny_args, "--epochs", "3", "--resume",
-                                "--out", str(out)), "epochs")
+    kept = [out / "config.yaml", out / "checkpoints" / "last.ckpt"]
+    before = [digest(p) for p in kept]
+    code, err = run_cli(capsys, "pretrain", "--method", "simclr", *tiny_args, "--epochs", "3", "--resume", "--out", str(out))
+    assert_clean_error(code, err, "--resume must repeat the run's settings")
+    assert "epochs" in err.split("--resume must repeat the run's settings", 1)[1]  # the setting that differs, named
+    assert [digest(p) for p in kept] == before  # the run is left as it was: resumable with its own settings
 
 
 def test_corrupt_or_missing_checkpoint_is_a_clear_error(capsys, tmp_path):

@@ -221,6 +221,23 @@ def test_moco_symmetric_loss_averages_both_directions_and_queues_both_keys():
     assert not torch.equal(both_ways.queue.items()[:16], queue[:16])
 
 
+def test_deepcluster_scores_its_new_assignment_against_the_previous_one_and_the_classes():
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+    from support import tiny
+
+    method = tiny("deepcluster")
+    previous = torch.randint(0, 60, (512,), generator=torch.Generator().manual_seed(0))
+    method.assignment.copy_(previous)
+    labels = torch.arange(512) % 6
+    stats = method.on_epoch_start(1, lambda encode: (torch.randn(512, 16, generator=torch.Generator().manual_seed(1)),
+                                                     labels))
+    new = method.assignment.clone()
+    assert not torch.equal(new, previous)
+    assert stats["nmi_previous"] == pytest.approx(nmi(previous.numpy(), new.numpy())) and stats["nmi_previous"] < 1
+    assert stats["nmi_true_labels"] == pytest.approx(nmi(labels.numpy(), new.numpy()))
+    assert stats["clusters_used"] == len(new.unique())
+
+
 def test_deepcluster_reports_cluster_statistics_each_epoch(tmp_path):
     metrics = pretrain(tiny_method_cfg("deepcluster", epochs=2), tmp_path / "run")
     first, second = metrics["epoch_history"]

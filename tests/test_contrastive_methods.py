@@ -70,7 +70,9 @@ def test_nnclr_anchors_are_neighbours_and_the_support_set_keeps_first_views():
     loss = method.training_step({"views": views, "index": index}, 0)["loss"]
     assert loss.item() == pytest.approx(first, rel=1e-4)
     assert int(method.support.filled) == 8 and torch.equal(method.support.indices(), index)
-    assert torch.allclose(method.support.items().norm(dim=1), torch.ones(8))
+    with torch.no_grad():  # the first view's projections, normalised (Dwibedi et al. 2021: the support set holds z)
+        z1 = method.projector(method.backbone(torch.cat(views))).chunk(2)[0]
+    assert torch.allclose(method.support.items(), F.normalize(z1, dim=1), atol=1e-5)
     # the next batch (other images) takes its anchors from the support set
     index = torch.arange(8, 16)
     method.load_state_dict({**state, **{k: v for k, v in method.state_dict().items() if k.startswith("support")}})

@@ -143,6 +143,9 @@ def test_bank_holds_each_images_embedding_and_its_knn_reads_it_in_the_splits_ord
     similarity = method.memory.bank @ fresh.T  # [bank entry, image]
     assert (similarity.argmax(1) == torch.arange(len(train))).float().mean() > 0.8  # 0.91 measured; 1/512 if shifted
 
+    direct = memory_bank_knn(method, train, test, module.norm, train.num_classes, k=20)  # what the command ran
+    assert (result["memory_bank_top1"], result["fresh_embedding_top1"]) == pytest.approx(
+        (direct["memory_bank_top1"], direct["fresh_embedding_top1"]))
     method.memory.bank.copy_(fresh)
     scores = memory_bank_knn(method, train, test, module.norm, train.num_classes, k=20)
     assert scores["memory_bank_top1"] == scores["fresh_embedding_top1"]

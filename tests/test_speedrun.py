@@ -38,7 +38,10 @@ def test_the_leaderboard_ranks_by_median_time_and_says_how_far_a_miss_got(tmp_pa
     assert reached["device"] == precision.device_description(False)  # the CPU both seeds ran on, named once
     assert missed["seeds_reached"] == "0/2" and missed["median_seconds"] is None
     assert 0 < missed["best_linear"] <= 1  # the probe of each seed's last check: how far the miss got
-    assert 0 < missed["best_knn"] <= 1
+    seeds = [json.loads((tmp_path / "runs" / f"unreachable-seed{seed}" / "metrics.json").read_text()) for seed in (0, 1)]
+    checks = [h for m in seeds for h in m["knn_history"]]
+    assert missed["best_knn"] == pytest.approx(max(h["knn_top1"] for h in checks))
+    assert missed["best_linear"] == pytest.approx(max(h["linear_top1"] for h in checks if h.get("linear_top1") is not None))
     for seed in (0, 1):
         assert (tmp_path / "runs" / f"reachable-seed{seed}" / "metrics.json").exists()
     table = list(csv.DictReader((tmp_path / "speedrun.csv").open()))
@@ -98,8 +101,10 @@ def test_an_accuracy_suite_with_a_label_fraction_fine_tunes_each_run_beside_scra
     rows = accuracy_suite(tmp_path, "t", "t", [("simclr", "simclr", {})], overrides, probe_epochs=2,
                           finetune_fraction=0.25)
     run = rows[0]
-    assert run["method"] == "simclr" and 0 < run["finetune_25pct"] <= 1 and 0 < run["scratch_25pct"] <= 1
-    assert (tmp_path / "runs" / "simclr" / "eval_finetune-25pct.json").exists()
+    result = json.loads((tmp_path / "runs" / "simclr" / "eval_finetune-25pct.json").read_text())
+    assert run["method"] == "simclr" and (run["finetune_25pct"], run["scratch_25pct"]) == (result["top1"],
+                                                                                          result["scratch_top1"])
+    assert result["top1"] != result["scratch_top1"] and result["label_fraction"] == pytest.approx(0.25, abs=0.01)
     assert "finetune_25pct: the whole encoder" in (tmp_path / "t.md").read_text()
     assert run["finetune_revision"] == 2 and "finetune_revision 1:" not in (tmp_path / "t.md").read_text()
 

@@ -185,6 +185,8 @@ def log_final_metrics(trainer: L.Trainer, metrics: dict) -> None:
     for logger in trainer.loggers:
         logger.log_metrics(values, step=trainer.global_step)
         logger.finalize("success")
+        if type(logger).__name__ == "WandbLogger":  # Lightning leaves the W&B run open: the next run
+            logger.experiment.finish()  # of this process (a suite's next row) would log into it
 
 
 def quiet_lightning() -> None:
