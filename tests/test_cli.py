@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from selfsup.cli import main
+from selfsup.eval.run import PROTOCOL_OPTIONS
 from selfsup.rundir import RunDirectory
 
 
@@ -265,7 +266,7 @@ def test_bad_triplet_settings_exit_cleanly(capsys, tmp_path, tiny_args, setting,
     assert not out.exists()
 
 
-@pytest.mark.parametrize("protocol", ["knn", "linear", "finetune", "transfer", "retrieval", "embedding", "diagnostics"])
+@pytest.mark.parametrize("protocol", list(PROTOCOL_OPTIONS))  # every protocol, those added later too
 def test_evaluate_flags_and_their_defaults_are_the_eval_requests(protocol):
     """The CLI builds an ``EvalRequest``; the flags' defaults are the table's, so that a suite or
     a program that builds the request directly evaluates exactly as the command does."""
