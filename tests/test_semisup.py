@@ -441,6 +441,26 @@ def test_freematch_step_adds_its_fairness_term_on_the_strong_views_of_the_masked
     assert out["loss"].item() == pytest.approx(SUPERVISED + consistency.item() + fairness.item(), rel=1e-6)
 
 
+def test_softmatch_step_weighs_each_unaligned_pseudo_label_by_its_aligned_confidence():
+    # Chen et al. 2023 (as USB): confidences after uniform alignment (the first batch's mean starts
+    # the running mean), running μ and σ² from 1/K and 1 at momentum 0.5 here, weight 1 at or above μ
+    # and exp(−(c − μ)² / (2σ²/4)) below; the class of the unaligned prediction is the target
+    method = scripted("softmatch", ema_p=0.5, lambda_u=1.0)
+    weak = torch.tensor([[4.0, 0, 0, 0, 0, 0], [0.5, 0.6, 0, 0, 0, 0], [0, 0, 0, 0, 3.0, 0], [2.0, 0, 0, 0, 0, 2.1]])
+    strong = torch.randn(4, 6, generator=torch.Generator().manual_seed(6))
+    out = method.training_step(unlabelled_batch(weak, strong, label=(0, 1, 4, 5)), 0)
+    probs = weak.double().softmax(1)
+    aligned = probs / probs.mean(0)  # times the uniform 1/K over the running mean, renormalised
+    confidence = (aligned / aligned.sum(1, keepdim=True)).max(1).values
+    mu = 0.5 / 6 + 0.5 * confidence.mean()
+    variance = 0.5 * 1.0 + 0.5 * confidence.var()
+    weights = torch.where(confidence >= mu, torch.ones(4, dtype=torch.double),
+                          torch.exp(-(confidence - mu) ** 2 / (2 * variance / 4)))
+    consistency = (cross_entropy_to(strong.double(), probs.argmax(1)) * weights).mean()
+    assert out["unlabelled"].item() == pytest.approx(consistency.item(), rel=1e-5)
+    assert out["loss"].item() == pytest.approx(SUPERVISED + consistency.item(), rel=1e-5)
+
+
 def test_frost_step_adds_its_self_supervised_loss_and_the_assigned_labels_term():
     from selfsup.losses import nt_xent
 
