@@ -441,6 +441,29 @@ def test_freematch_step_adds_its_fairness_term_on_the_strong_views_of_the_masked
     assert out["loss"].item() == pytest.approx(SUPERVISED + consistency.item() + fairness.item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("mapping, mask", [("convex", [0.0, 1, 1, 1]), ("linear", [0.0, 0, 1, 1])])
+def test_flexmatch_step_masks_by_the_thresholds_of_the_classes_learning_effects_before_the_step(mapping, mask):
+    # Zhang et al. 2021: class 0 learnt by 300 pool images, class 4 by 150, 62 not yet counted
+    # (warm-up: β = σ / max(300, 62)); convex thresholds 0.95 · β / (2 − β): 0.95, 0.32 (linear's
+    # would be 0.475), 0 elsewhere
+    import math
+
+    method = scripted("flexmatch", threshold=0.95, lambda_u=1.0, mapping=mapping)
+    method.learnt_class[:300], method.learnt_class[300:450] = 0, 4
+    logit = lambda confidence: math.log(5 * confidence / (1 - confidence))  # noqa: E731  (max softmax of one class)
+    weak = torch.zeros(4, 6)
+    for row, (cls, confidence) in enumerate([(0, 0.9), (4, 0.4), (2, 0.2), (0, 0.99)]):
+        weak[row, cls] = logit(confidence)
+    strong = torch.randn(4, 6, generator=torch.Generator().manual_seed(7))
+    batch = unlabelled_batch(weak, strong, label=(0, 4, 2, 0))
+    batch["unlabeled"]["index"] = torch.tensor([500, 501, 502, 503])  # not yet counted
+    out = method.training_step(batch, 0)
+    # 0.9 < 0.95 for class 0; 0.4 >= 0.32 for class 4 (convex; < 0.475, linear); 0.2 >= 0 for class 2
+    consistency = (cross_entropy_to(strong, torch.tensor([0, 4, 2, 0])) * torch.tensor(mask)).mean()
+    assert out["unlabelled"].item() == pytest.approx(consistency.item(), rel=1e-6)
+    assert method.learnt_class[500:504].tolist() == [-1, -1, -1, 0]  # only the prediction at τ counts as learnt
+
+
 def test_softmatch_step_weighs_each_unaligned_pseudo_label_by_its_aligned_confidence():
     # Chen et al. 2023 (as USB): confidences after uniform alignment (the first batch's mean starts
     # the running mean), running μ and σ² from 1/K and 1 at momentum 0.5 here, weight 1 at or above μ
