@@ -83,7 +83,7 @@ def test_cifar10_and_cifar100_pickles(tmp_path):
             pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
                          b"fine_labels": list(range(n)), b"coarse_labels": [0] * n}, f)
     test = load_split("cifar100", "test", str(c100))
-    assert test.labels.tolist() == [0, 1, 2] and test.num_classes == 100
+    assert test.labels.tolist() == [0, 1, 2] and test.num_classes == 100  # the fine labels, not the coarse ones (all 0)
 
 
 def test_stl10_binary_is_column_major(tmp_path):
