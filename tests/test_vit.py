@@ -8,6 +8,7 @@ import torch
 import yaml
 
 from selfsup.config import resolve
+from selfsup.errors import SelfSupError
 from selfsup.methods import METHODS
 from selfsup.methods.base import split_decay
 from selfsup.models.backbones import VIT_BACKBONES, build_backbone, vit_size
@@ -91,6 +92,25 @@ def test_pretrain_on_a_vit_records_its_size_and_probes_each_block(tmp_path):
                  "--labels-per-class", "4", "--no-baselines", "--output", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["layer_decay"] == 0.75 and 0 <= result["top1"] <= 1
+
+
+def test_a_method_trains_on_its_default_named_vit_and_its_config_yaml_repeats_the_run(tmp_path):
+    # MAE's packaged network is vit-tiny: the run records the size the name fixes (width 192, depth
+    # 12, heads 3), which building the network and resolving RUN/config.yaml must accept
+    from selfsup.build import load_pretrained
+    from selfsup.engine.train import pretrain
+
+    cfg = resolve("mae", flags={"dataset": "synthetic", "epochs": 1, "batch_size": 32},
+                  assignments=["trainer.progress_bar=false", "data.synthetic_size=64", "knn.every_n_epochs=0",
+                               "knn.final=false"])
+    assert cfg["backbone"]["name"] == "vit-tiny"
+    pretrain(cfg, tmp_path)
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert {k: saved["backbone"][k] for k in ("width", "depth", "heads")} == {"width": 192, "depth": 12, "heads": 3}
+    assert resolve("mae", str(tmp_path / "config.yaml"))["backbone"] == saved["backbone"]
+    assert len(load_pretrained(tmp_path / "checkpoints" / "last.ckpt").method.backbone.vit.blocks) == 12
+    with pytest.raises(SelfSupError, match=r"backbone.depth \(6\) does not apply to vit-tiny"):
+        build_backbone({**saved["backbone"], "depth": 6}, 3, 16)  # another depth than the name's: refused
 
 
 def test_a_series_backbone_name_is_refused_for_images(tmp_path, capsys):

@@ -350,9 +350,11 @@ def _refuse_ignored_width(name: str, default: int, layers: list[dict]) -> None:
     """Refuse a ``backbone.width`` that a layer sets (other than the default's) for a network
     whose name fixes its width (vit-tiny, vit-small, the wide ResNets), which would ignore it."""
     from .models.backbones import FIXED_WIDTH_BACKBONES
+    from .models.vit import VIT_SIZES
 
+    own = VIT_SIZES.get(name, {}).get("width")  # the name's own width, which a run's config.yaml records
     widths = [layer["backbone"]["width"] for layer in layers if isinstance(layer.get("backbone"), dict)
-              and layer["backbone"].get("width", default) != default]
+              and layer["backbone"].get("width", default) not in (default, own)]
     if name in FIXED_WIDTH_BACKBONES and widths:
         raise SelfSupError(f"backbone.width ({widths[-1]}) does not apply to {name}, whose name fixes its width; "
                            "for a ViT of another width use backbone vit (with backbone.width, depth and heads)")

@@ -172,7 +172,8 @@ def vit_size(settings: dict, image_size: int) -> dict:
 
 
 # The options only some networks read, and their unset values: set on any other network, they are
-# refused rather than ignored (vit-tiny and vit-small take their depth and heads from the name).
+# refused rather than ignored (vit-tiny and vit-small take their depth and heads from the name, and
+# accept only the name's own values, which a run's config.yaml records).
 OPTION_READERS = {"depth": ("vit", *STACKED_SERIES_BACKBONES), "heads": ("vit",), "patch_size": VIT_BACKBONES,
                   "drop_path": VIT_BACKBONES, "pool": VIT_BACKBONES}
 UNSET_OPTIONS = {"depth": None, "heads": None, "patch_size": None, "drop_path": 0.0, "pool": "cls"}
@@ -180,8 +181,10 @@ UNSET_OPTIONS = {"depth": None, "heads": None, "patch_size": None, "drop_path": 
 
 def check_backbone_options(settings: dict) -> None:
     """Refuse an option ``settings`` (a config's ``backbone`` section) sets that its network does not read."""
+    fixed = VIT_SIZES.get(settings["name"], {})
     for option, readers in OPTION_READERS.items():
-        if settings["name"] not in readers and settings.get(option, UNSET_OPTIONS[option]) != UNSET_OPTIONS[option]:
+        value = settings.get(option, UNSET_OPTIONS[option])
+        if settings["name"] not in readers and value not in (UNSET_OPTIONS[option], fixed.get(option)):
             raise SelfSupError(f"backbone.{option} ({settings[option]}) does not apply to {settings['name']}: "
                                f"only {', '.join(readers)} read it")
 
