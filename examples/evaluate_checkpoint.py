@@ -3,7 +3,7 @@
     python examples/evaluate_checkpoint.py runs/simclr-fashion-mnist
     python examples/evaluate_checkpoint.py runs/simclr-fashion-mnist --probe-epochs 10
 
-Each protocol writes its JSON beside the checkpoint (eval_<protocol>.json), as `selfsup evaluate` does.
+Each protocol writes eval_<protocol>.json in the run directory, as `selfsup evaluate` does.
 """
 import argparse
 

@@ -140,7 +140,9 @@ def _build_parser() -> argparse.ArgumentParser:
         q.add_argument("--output", default=None, help="JSON result file (default: RUN/eval_PROTOCOL.json)")
         if name in ("knn", "linear", "svm", "transfer", "retrieval", "finetune"):
             q.add_argument("--no-baselines", dest="baselines", action="store_false",
-                           help="skip the same protocol on standardised pixels and on the random-init network")
+                           help=("skip the linear classifier on the labelled images' pixels (the from-scratch run "
+                                 "always runs)" if name == "finetune" else
+                                 "skip the same protocol on standardised pixels and on the random-init network"))
             q.add_argument("--baseline-cache", default=None, metavar="DIR",
                            help="keep the baselines' results (" + ("the from-scratch run, " if name == "finetune" else "")
                                 + "the pixels' and the random-init network's scores) in DIR, keyed by a hash of "
