@@ -98,9 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     for method in methods:
         checklist.item(f"pretrain {method}", pretrain(method))
 
+    resumed_method = "moco-v2"  # the run killed and resumed (a queue, a momentum encoder: state to restore)
+
     def interrupted_and_resumed():
         run_dir = out / "resume"
-        cmd = [sys.executable, "-m", "selfsup.cli", "pretrain", "--method", "moco-v2", "--epochs", "6",
+        cmd = [sys.executable, "-m", "selfsup.cli", "pretrain", "--method", resumed_method, "--epochs", "6",
                "--out", str(run_dir), *common]
         process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         checkpoint = run_dir / "checkpoints" / "last.ckpt"
@@ -110,16 +112,16 @@ def main(argv: list[str] | None = None) -> int:
         process.wait()
         if (run_dir / "metrics.json").exists():
             raise RuntimeError("the run finished before it could be interrupted")
-        check(selfsup("pretrain", "--method", "moco-v2", "--epochs", "6", "--out", str(run_dir), "--resume", *common))
+        check(selfsup("pretrain", "--method", resumed_method, "--epochs", "6", "--out", str(run_dir), "--resume", *common))
         metrics = json.loads((run_dir / "metrics.json").read_text())
         epochs = [entry["epoch"] for entry in metrics["knn_history"]]
         return f"killed after the first checkpoint, resumed to epoch {metrics['epochs']}, monitor epochs {epochs}"
 
     checklist.item("checkpoint, kill, resume", interrupted_and_resumed)
 
-    def evaluate_knn():  # the first method's run, or the resumed MoCo v2 run where no method was pretrained
+    def evaluate_knn():  # the first method's run, or the resumed run where no method was pretrained
         first = next((m for m in methods if (out / m / "checkpoints" / "last.ckpt").exists()), "resume")
-        method = "moco-v2" if first == "resume" else first
+        method = resumed_method if first == "resume" else first
         dataset = "synthetic" if "image" in METHODS[method].modalities else "synthetic-series"
         result = check(selfsup("evaluate", "knn", "--checkpoint", str(out / first / "checkpoints" / "last.ckpt"),
                                "--dataset", dataset, "--k", "20"))

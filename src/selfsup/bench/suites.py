@@ -91,13 +91,17 @@ def run_checkpoint(run_dir: Path) -> Path:
     return remade.checkpoint
 
 
-def current_result(run_dir: Path, name: str, protocol: str) -> bool:
-    """Whether ``RUN/eval_NAME.json`` exists and was made by ``protocol``'s current code
-    (``protocol_revision``)."""
+def made_by_current_code(result: dict, protocol: str) -> bool:
+    """Whether an evaluation ``result`` was made by ``protocol``'s current code (``protocol_revision``)."""
     from ..eval.run import protocol_revision
 
+    return result.get("revision", 1) >= protocol_revision(protocol)
+
+
+def current_result(run_dir: Path, name: str, protocol: str) -> bool:
+    """Whether ``RUN/eval_NAME.json`` exists and was made by ``protocol``'s current code."""
     output = run_dir / f"eval_{name}.json"
-    return output.exists() and json.loads(output.read_text()).get("revision", 1) >= protocol_revision(protocol)
+    return output.exists() and made_by_current_code(json.loads(output.read_text()), protocol)
 
 
 def checkpoint_kind(result: dict) -> str:
@@ -107,8 +111,9 @@ def checkpoint_kind(result: dict) -> str:
 
 def older_results(run_dir: Path) -> list[str]:
     """The names of the evaluation results in ``run_dir`` made before a fix of their protocol."""
-    names = {p.stem.removeprefix("eval_"): json.loads(p.read_text()).get("protocol") for p in run_dir.glob("eval_*.json")}
-    return sorted(name for name, protocol in names.items() if protocol and not current_result(run_dir, name, protocol))
+    results = {p.stem.removeprefix("eval_"): json.loads(p.read_text()) for p in run_dir.glob("eval_*.json")}
+    return sorted(name for name, result in results.items()
+                  if result.get("protocol") and not made_by_current_code(result, result["protocol"]))
 
 
 def evaluate_run(run_dir: Path, name: str, protocol: str, options: dict, remake_older: bool = False) -> dict:
@@ -120,7 +125,7 @@ def evaluate_run(run_dir: Path, name: str, protocol: str, options: dict, remake_
     output = run_dir / f"eval_{name}.json"
     if output.exists():
         stored = json.loads(output.read_text())
-        if not remake_older or current_result(run_dir, name, protocol):
+        if not remake_older or made_by_current_code(stored, protocol):
             return stored
         print(f"{run_dir.name}: {name} was made before a fix of the {protocol} protocol (revision "
               f"{stored.get('revision', 1)}); making it again")

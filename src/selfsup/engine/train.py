@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader
 
@@ -164,7 +164,6 @@ def make_logger(name: str, out: Path):
     if name == "tensorboard":
         return TensorBoardLogger(logs, name="tensorboard")
     if name == "wandb":
-        from lightning.pytorch.loggers import WandbLogger
         return WandbLogger(name=out.name, project="selfsup", save_dir=str(logs),
                            offline=os.environ.get("WANDB_MODE", "offline") != "online")
     from lightning.pytorch.loggers import MLFlowLogger
@@ -185,7 +184,7 @@ def log_final_metrics(trainer: L.Trainer, metrics: dict) -> None:
     for logger in trainer.loggers:
         logger.log_metrics(values, step=trainer.global_step)
         logger.finalize("success")
-        if type(logger).__name__ == "WandbLogger":  # Lightning leaves the W&B run open: the next run
+        if isinstance(logger, WandbLogger):  # Lightning leaves the W&B run open: the next run
             logger.experiment.finish()  # of this process (a suite's next row) would log into it
 
 
