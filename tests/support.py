@@ -125,3 +125,12 @@ def as_if_made_in(run_dir: Path, precision: str) -> None:
     for name, written in (("config.yaml", "precision: {}"), ("metrics.json", '"precision": "{}"')):
         file = Path(run_dir) / name
         file.write_text(file.read_text().replace(written.format("32-true"), written.format(precision)))
+
+
+def replay(method, step):
+    """``step()``'s output, with ``method.generator`` put back to its state before it, so that a
+    test draws the step's masks, crops and negatives again."""
+    drawn = method.generator.get_state()
+    out = step()
+    method.generator.set_state(drawn)
+    return out

@@ -14,7 +14,7 @@ from selfsup import rng
 from selfsup.losses import barlow_twins, msn, nt_xent, sigreg, swav, triplet, w_mse
 from selfsup.methods.ijepa import multi_block_masks
 from selfsup.methods.masking import patchify, random_patch_mask
-from support import perturb, tiny
+from support import perturb, replay, tiny
 
 torch.manual_seed(0)
 VIEWS = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]
@@ -42,9 +42,7 @@ def test_barlow_twins_step_is_its_loss_on_the_two_views_projections():
 def test_w_mse_step_whitens_the_views_embeddings_with_the_methods_generator():
     method = tiny("w-mse", proj_dim=8, whiten_size=16)
     views = [torch.randn(32, 3, 16, 16), torch.randn(32, 3, 16, 16)]  # two sub-batches of 16 to whiten
-    drawn = method.generator.get_state()
-    loss = method.training_step({"views": views}, 0)["loss"]
-    method.generator.set_state(drawn)
+    loss = replay(method, lambda: method.training_step({"views": views}, 0))["loss"]
     cfg = method.cfg
     expected = w_mse(list(recompute(method, views)), cfg["whiten_size"], method.generator, cfg["whiten_iterations"],
                      cfg["eps"])
@@ -146,15 +144,6 @@ def test_instdisc_step_is_the_softmax_over_the_bank_before_its_update_plus_the_p
     assert out["softmax"].item() == pytest.approx(softmax.item(), rel=1e-5)
     assert out["loss"].item() == pytest.approx(softmax.item() + 0.5 * proximal.item(), rel=1e-5)
     assert torch.allclose(method.memory.bank[index], F.normalize(0.5 * bank[index] + 0.5 * f, dim=1), atol=1e-6)
-
-
-def replay(method, step):
-    """``step()``'s output, with ``method.generator`` put back to its state before it (so that
-    the test draws the same masks and crops again)."""
-    drawn = method.generator.get_state()
-    out = step()
-    method.generator.set_state(drawn)
-    return out
 
 
 def test_mae_step_scores_the_hidden_patches_against_their_normalised_pixels():

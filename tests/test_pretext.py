@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from support import tiny
+from support import replay, tiny
 from selfsup.errors import SelfSupError
 
 
@@ -196,9 +196,8 @@ def test_exemplar_samples_only_its_seed_images_and_labels_them_by_seed():
     assert len(indices) == 512 and set(indices.tolist()) <= set(method.seeds.tolist())
     batch = next(iter(loader))
     view = batch["image"].float() / 255
-    drawn = method.generator.get_state()
-    out = method.training_step({"views": [view], "index": batch["index"]}, 0)
-    method.generator.set_state(drawn)  # the same warps again: the loss classifies each warped image as its seed
+    out = replay(method, lambda: method.training_step({"views": [view], "index": batch["index"]}, 0))
+    # the same warps again: the loss classifies each warped image as its seed
     with torch.no_grad():
         logits = method.classifier(method.backbone(method.warp(view)))
     assert out["loss"].item() == pytest.approx(F.cross_entropy(logits, method.class_of[batch["index"]]).item(), rel=1e-5)

@@ -184,14 +184,12 @@ def test_ts_tcc_step_contrasts_each_views_context_with_the_other_views_future_an
     from selfsup import rng
     from selfsup.losses import nt_xent
     from selfsup.methods.ts_tcc import permute_segments
-    from tests.support import tiny
+    from tests.support import replay, tiny
 
     method = tiny("ts-tcc", lambda_cc=0.7)
     x = torch.randn(6, 1, 32, generator=torch.Generator().manual_seed(0))
     g, cfg = method.generator, method.cfg
-    drawn = g.get_state()
-    out = method.training_step({"views": [x]}, 0)
-    g.set_state(drawn)
+    out = replay(method, lambda: method.training_step({"views": [x]}, 0))
     weak = x * (2 + cfg["scale_sigma"] * rng.randn((6, 1, 32), g))
     strong = permute_segments(x, cfg["max_segments"], g) + cfg["jitter_sigma"] * rng.randn(x.shape, g)
     with torch.no_grad():
