@@ -27,6 +27,19 @@ def test_method_randomness_and_two_part_batches_resume_exactly(name, toys, tmp_p
     assert_same_state(a, b)
 
 
+def test_modules_drawing_from_pytorch_s_own_generator_resume_exactly(tmp_path, monkeypatch):
+    """timm's stochastic depth and dropout draw from the device's default generator, which the
+    engine seeds each step from the step's key: a resumed ViT run drops the blocks the
+    uninterrupted run dropped."""
+    def cfg():
+        c = tiny_method_cfg("mae")
+        c["backbone"]["drop_path"] = 0.5
+        return c
+
+    _, (a, b) = crash_and_resume("mae", tmp_path, monkeypatch, cfg)
+    assert_same_state(a, b)
+
+
 def test_method_generator_is_per_step_and_reproducible(toys, tmp_path, monkeypatch):
     draws = []
     original = toy_methods.NoisyContrast.training_step

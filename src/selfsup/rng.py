@@ -83,6 +83,17 @@ def cpu_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def _key_seed(key) -> int:
+    return zlib.crc32("/".join(map(str, key)).encode())
+
+
 def seeded_generator(device, *key) -> torch.Generator:
     """A generator on ``device`` seeded by a hash of ``key`` (e.g. seed, epoch, batch, rank)."""
-    return torch.Generator(device=device).manual_seed(zlib.crc32("/".join(map(str, key)).encode()))
+    return torch.Generator(device=device).manual_seed(_key_seed(key))
+
+
+def seed_default_generators(*key) -> None:
+    """Seed PyTorch's default generators (the CPU's and every accelerator's: what modules draw
+    from without a generator, as dropout and timm's stochastic depth) by a hash of ``key``, a
+    stream apart from ``seeded_generator``'s; set on the host, without a device sync."""
+    torch.manual_seed(_key_seed((*key, "default")))

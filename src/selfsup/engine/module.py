@@ -14,7 +14,7 @@ from ..errors import SelfSupError
 from ..eval.features import embed_split, eval_mode
 from ..distributed import world_info
 from ..build import build_method, run_normalization, uses_channels_last
-from ..rng import seeded_generator
+from ..rng import seed_default_generators, seeded_generator
 from ..optim import StepSchedule, build_optimizer, warmup_cosine
 
 
@@ -85,12 +85,13 @@ class PretrainModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         # Random numbers for the step, a function of (seed, epoch, batch, rank) only: a resumed
-        # run draws exactly what the uninterrupted run drew.
+        # run draws exactly what the uninterrupted run drew (the device's default generator too).
         rank, _ = world_info()
         key = (self.cfg["seed"], self.current_epoch, batch_idx, rank)
         view_maker = functools.partial(make_views, norm=self.norm, generator=seeded_generator(self.device, *key),
                                        channels_last=self.channels_last)
         self.method.generator = seeded_generator(self.device, *key, "method")
+        seed_default_generators(*key)
         batch = self.method.prepare_batch(batch, view_maker)
         out = self.method.training_step(batch, self.global_step)
         loss = out["loss"]
