@@ -102,8 +102,9 @@ def test_host_twin_of_a_device_generator_is_one_cpu_stream_per_generator():
 def test_host_read_draws_wait_on_no_device():
     """The draws the host reads come from the twin: no device synchronisation (CUDA's sync debug
     mode turns one into an error) in block masks, I-JEPA's masks, the jitter order, integer
-    crops and TS-TCC's permutations."""
+    crops, TS-TCC's permutations and RandAugment's choice of operations."""
     from selfsup.data.augment import color_jitter
+    from selfsup.data.randaugment import rand_augment
     from selfsup.methods.ijepa import multi_block_masks
     from selfsup.methods.masking import varying_patch_mask
     from selfsup.methods.ts_tcc import permute_segments
@@ -118,5 +119,6 @@ def test_host_read_draws_wait_on_no_device():
         color_jitter(images, 0.5, 0.8, g)
         rng.integers(0, 9, 3, g)
         permute_segments(series, 5, g)
+        rand_augment(images, g)
     finally:
         torch.cuda.set_sync_debug_mode(0)

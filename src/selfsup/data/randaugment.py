@@ -114,12 +114,14 @@ def rand_augment(x: torch.Tensor, g: torch.Generator, num_ops: int = 2, cutout_f
     """FixMatch's strong view of a float batch in [0, 1] (see the module docstring)."""
     ops = list(OPERATIONS.values())
     for _ in range(num_ops):
-        choice = rng.randint(0, len(ops), x.shape[0], g, device=x.device)
+        # which images take which operation is read on the host (no device sync per operation)
+        choice = rng.randint(0, len(ops), x.shape[0], rng.host_twin(g))
         magnitude = rng.rand(x.shape[0], g, device=x.device, dtype=x.dtype)
         out = x.clone()
         for k, op in enumerate(ops):
-            chosen = choice == k
-            if chosen.any():
-                out[chosen] = op(x[chosen], magnitude[chosen]).to(x.dtype)
+            chosen = (choice == k).nonzero().squeeze(1)
+            if len(chosen):
+                rows = rng.onto(chosen, x.device)
+                out[rows] = op(x[rows], magnitude[rows]).to(x.dtype)
         x = out.clamp(0, 1)
     return cutout(x, cutout_fraction, g) if cutout_fraction > 0 else x
