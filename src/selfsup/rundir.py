@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -187,10 +188,47 @@ class RunDirectory:
         folder; ``.NAME.WORK.claim`` for other ``work`` on it, such as its evaluations)."""
         return self.path.parent / f".{self.path.name}{'.' + work if work else ''}.claim"
 
+    def _claimant(self, work: str) -> str | None:
+        """The claim file's text (its owner's process id; empty while the owner writes it), None
+        without a claim."""
+        try:
+            return self.claim_file(work).read_text().strip()
+        except FileNotFoundError:
+            return None
+
     def holder(self, work: str = "") -> int | None:
         """The process id of the live process on this machine that holds the run's claim, else None."""
-        held = self.claim_file(work).read_text().strip() if self.claim_file(work).is_file() else ""
-        return int(held) if held.isdigit() and process_alive(int(held)) else None
+        held = self._claimant(work)
+        return int(held) if held and held.isdigit() and process_alive(int(held)) else None
+
+    @contextmanager
+    def claim(self, work: str = ""):
+        """Claim the run for this process while it trains (or does other ``work`` on it, such as
+        its evaluations), so that the same suite command started in several processes (say one
+        per core, each with ``OMP_NUM_THREADS=1``) shares out its rows: yields False while another
+        live process on this machine holds the claim.  The claim is ``claim_file(work)``, holding
+        the owner's process id; a claim left by a process that died is taken over."""
+        path = self.claim_file(work)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ours = False
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                held = self._claimant(work)
+                if held is not None and (not held.isdigit() or process_alive(int(held))):  # "": being written
+                    break
+                path.unlink(missing_ok=True)  # its owner died (or it was just released)
+                continue
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            ours = True
+            break
+        try:
+            yield ours
+        finally:
+            if ours:
+                path.unlink(missing_ok=True)
 
     def progress(self) -> dict:
         """Where the run stands, from its files alone: ``state`` (finished; training, with the

@@ -16,7 +16,7 @@ from ..errors import SelfSupError
 from ..methods import method_class
 from ..rundir import RunDirectory
 from .report import finetune_revision_notes, write_table
-from .suites import checkpoint_kind, claim, current_result, evaluate_run
+from .suites import checkpoint_kind, current_result, evaluate_run
 
 # (result name, protocol, its options): SimCLR's 1% and 10% label fractions, transfer to
 # scikit-learn digits, retrieval, the embedding maps.
@@ -63,7 +63,7 @@ def evaluations_suite(out: Path, runs_dir: Path, methods: list[str] | None = Non
         if not asked and not there:
             continue  # not asked for: shown when every result is there
         done = not asked or all(current_result(run_dir, name, protocol) for name, protocol, _ in PROTOCOLS)
-        with nullcontext(True) if done else claim(run_dir, "evaluations") as ours:
+        with nullcontext(True) if done else RunDirectory(run_dir).claim("evaluations") as ours:
             if not ours:
                 print(f"{run_dir.name}: being evaluated by another process of this suite; left to it")
                 continue

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 
 from ..config import merge, resolve
@@ -15,7 +14,7 @@ from ..eval.final import layer_probes, run_baselines
 from ..errors import SelfSupError
 from ..methods import method_class
 from ..plots import curve_plot
-from ..rundir import ResumeMismatch, RunDirectory, process_alive
+from ..rundir import ResumeMismatch, RunDirectory
 from .report import bar_plot, bf16_views_notes, finetune_revision_notes, write_table
 
 DIAGNOSTICS = ("normalized_std", "effective_rank", "alignment", "uniformity")
@@ -134,37 +133,6 @@ def evaluate_run(run_dir: Path, name: str, protocol: str, options: dict, remake_
     return evaluate(EvalRequest.make(protocol, checkpoint, output=str(output), **options))
 
 
-@contextmanager
-def claim(run_dir: Path, work: str = ""):
-    """Claim a suite row for this process while it trains, so that the same suite command
-    started in several processes (say one per core, each with ``OMP_NUM_THREADS=1``) shares
-    out its rows: yields False while another live process on this machine holds the row.  The
-    claim is the file ``.LABEL.claim`` (``.LABEL.WORK.claim`` for other ``work`` on a run, such
-    as its evaluations) beside the run folder, holding the owner's process id; a claim left by
-    a process that died is taken over."""
-    path = RunDirectory(run_dir).claim_file(work)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ours = False
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            holder = path.read_text().strip() if path.exists() else ""
-            if not holder.isdigit() or process_alive(int(holder)):  # empty: its owner is writing it
-                break
-            path.unlink(missing_ok=True)
-            continue
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        ours = True
-        break
-    try:
-        yield ours
-    finally:
-        if ours:
-            path.unlink(missing_ok=True)
-
-
 def claimed_run(run_dir: Path, cfg: dict, label: str, train) -> dict | None:
     """metrics.json of ``run_dir``'s run finished with ``cfg``'s settings, else ``train()``'s
     (it trains the run and returns its metrics) under this process's claim; None while another
@@ -172,7 +140,7 @@ def claimed_run(run_dir: Path, cfg: dict, label: str, train) -> dict | None:
     metrics = finished_run(run_dir, cfg)
     if metrics is not None:
         return metrics
-    with claim(run_dir) as ours:
+    with RunDirectory(run_dir).claim() as ours:
         if not ours:
             print(f"{label}: being trained by another process of this suite; left to it")
             return None
@@ -212,7 +180,7 @@ def _finetune_columns(run_dir: Path, fraction: float, out: Path, remake_older: b
     name = f"finetune-{fraction * 100:g}pct"
     done = current_result(run_dir, name, "finetune") or (
         not remake_older and (run_dir / f"eval_{name}.json").exists())
-    with nullcontext(True) if done else claim(run_dir, name) as ours:
+    with nullcontext(True) if done else RunDirectory(run_dir).claim(name) as ours:
         result = evaluate_run(run_dir, name, "finetune", {"label_fraction": fraction,
                                                           "baseline_cache": str(out / "baseline-cache")},
                               remake_older) if ours else {}
