@@ -209,8 +209,8 @@ def test_msn_step_matches_masked_anchors_to_the_target_networks_view_over_unit_p
     views = VIEWS + [torch.randn(8, 3, 8, 8), torch.randn(8, 3, 8, 8)]
     loss = replay(method, lambda: method.training_step({"views": views}, 0))["loss"]
     prototypes = F.normalize(method.prototypes, dim=1).detach()
-    with torch.no_grad():  # the anchor view, then the focal views, each with half its patches dropped
-        anchors = torch.cat([method.anchors(views[1:2]), method.anchors(views[2:])])
+    with torch.no_grad():  # the anchor view with half its patches dropped, then the whole focal views
+        anchors = torch.cat([method.anchors(views[1:2]), method.backbone(torch.cat(views[2:]))])
         anchor = (F.normalize(method.head(anchors), dim=1) @ prototypes.T).view(3, 8, -1)
         target = F.normalize(method.target_head(method.target_backbone(views[0])), dim=1) @ prototypes.T
     cfg = method.cfg

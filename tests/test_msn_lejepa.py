@@ -155,7 +155,7 @@ def test_lejepa_on_two_processes_equals_one():
     assert torch.allclose(torch.cat([results[r][1] for r in (0, 1)], dim=1), z.grad, atol=1e-12)
 
 
-def test_msn_drops_patches_of_the_anchors_and_trains_the_prototypes():
+def test_msn_drops_patches_of_the_anchor_only_and_trains_the_prototypes():
     method = tiny("msn", prototypes=16, proj_hidden_dim=16, proj_dim=8, focal_views=2, mask_ratio=0.5)
     assert [(spec.count, spec.size) for spec in method.views] == [(2, None), (2, 8)]
     seen = []
@@ -164,8 +164,8 @@ def test_msn_drops_patches_of_the_anchors_and_trains_the_prototypes():
     views = [torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16), torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)]
     out = method.training_step({"views": views}, 0)
     patches = method.backbone.patch_grid(16, 16)
-    # anchor (half its patches and [CLS]), focal views (half of theirs), target (all of them)
-    assert seen == [1 + patches[0] * patches[1] // 2, 1 + 2, 1 + patches[0] * patches[1]]
+    # anchor (half its patches and [CLS]), focal views (all of theirs: 2 x 2), target (all of them)
+    assert seen == [1 + patches[0] * patches[1] // 2, 1 + 4, 1 + patches[0] * patches[1]]
     out["loss"].backward()
     assert method.prototypes.grad.abs().sum() > 0
     assert all(p.grad is None for p in method.target_backbone.parameters())

@@ -1,14 +1,15 @@
 """MSN: Assran et al., "Masked Siamese Networks for Label-Efficient Learning", ECCV 2022.
 
 An anchor view with a share of its patches dropped (``tokens(keep=...)``) and several small
-"focal" crops (patch-dropped too) must be assigned to a set of learned prototypes as the EMA
+whole "focal" crops must be assigned to a set of learned prototypes as the EMA
 target network assigns the whole target view (``msn``): both take the softmax of the cosine
 similarities of their projection to the prototypes over τ; the target's is sharpened and
 balanced by Sinkhorn-Knopp, and mean-entropy maximisation (``me_max``) keeps the mean anchor
 prediction spread over every prototype.  From the paper and its ViT-S/16 code: 1024 prototypes
 of 256 values (uniform in ±1/√256, no weight decay); head Linear-BatchNorm-GELU twice (2048
 wide) then a linear layer to 256; τ 0.1, sharpening 0.25, 3 Sinkhorn iterations, ME-MAX weight 1;
-15% of the patches dropped; 1 anchor and 10 focal views of 96/224 of the side (crops of 5-30%;
+15% of the anchor's patches dropped (the focal views keep theirs, as the code's ``patch_drop``
+reaches only the first crop size); 1 anchor and 10 focal views of 96/224 of the side (crops of 5-30%;
 the two random views: 30-100%), colour jitter at strength 0.5 and blur 0.5 on every view; target
 momentum 0.996 rising to 1; AdamW lr 1e-3 (batch 1024), weight decay 0.04 rising to 0.4 (cosine), 15 warm-up epochs,
 the gradient norm of backbone and head clipped at 3.  Our choices: the momentum rises on DINO's
@@ -34,7 +35,8 @@ class MSN(Method):
     """MSN (Assran et al. 2022): masked anchor views matched to the prototype assignment of the whole view."""
 
     name = "msn"
-    revision = 2  # 2: weight decay 0.04 -> 0.4 along a cosine (the paper's), where revision 1 kept 0.04
+    revision = 3  # 2: weight decay 0.04 -> 0.4 along a cosine (the paper's), where revision 1 kept 0.04;
+    # 3: the focal views keep every patch (the official code), where revisions 1-2 dropped 15% of theirs too
     needs_tokens = True
     defaults = {"prototypes": 1024, "proj_hidden_dim": 2048, "proj_dim": 256, "temperature": 0.1, "sharpen": 0.25,
                 "sinkhorn_iterations": 3, "me_max_weight": 1.0, "mask_ratio": 0.15, "focal_views": 10,
@@ -57,11 +59,11 @@ class MSN(Method):
         self.views += small_crops(random, cfg["focal_views"], cfg["focal_crop_scale"], cfg["focal_crop_size"],
                                   run.image_size)
 
-    def anchors(self, crops: list[torch.Tensor]) -> torch.Tensor:
+    def anchors(self, crops: list[torch.Tensor], masked: bool = True) -> torch.Tensor:
         """The backbone's features of ``crops`` (views of one size), ``mask_ratio`` of each one's
-        patches dropped (at least one; none at 0)."""
+        patches dropped where ``masked`` (at least one; none at 0)."""
         images, keep = torch.cat(crops), None
-        if self.cfg["mask_ratio"]:
+        if masked and self.cfg["mask_ratio"]:
             rows, cols = self.backbone.patch_grid(*images.shape[-2:])
             keep, _ = random_patch_mask(images.shape[0], rows * cols, self.cfg["mask_ratio"], self.generator,
                                         images.device)
@@ -72,7 +74,9 @@ class MSN(Method):
 
     def training_step(self, batch, step):
         target_view, *anchor_views = batch["views"]
-        features = [self.anchors(anchor_views[:1])] + ([self.anchors(anchor_views[1:])] if len(anchor_views) > 1 else [])
+        features = [self.anchors(anchor_views[:1])]
+        if len(anchor_views) > 1:
+            features.append(self.anchors(anchor_views[1:], masked=False))
         anchor = self.similarities(self.head, torch.cat(features)).view(len(anchor_views), target_view.shape[0], -1)
         with torch.no_grad():
             target = self.similarities(self.target_head, self.target_backbone(target_view))
