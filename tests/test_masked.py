@@ -107,6 +107,21 @@ def test_jepa_masks_are_blocks_and_the_context_leaves_the_targets_out():
     assert torch.equal(again[0], context) and torch.equal(again[1], target)
 
 
+def test_jepa_context_block_covers_its_scale_of_the_grid_and_never_all_of_it():
+    from selfsup.methods.ijepa import multi_block_masks
+
+    generator = torch.Generator().manual_seed(2)
+    # a tiny target: the context is its 11 x 11 block (round(sqrt(0.5 * 256))) less at most the target's patches
+    context, target = multi_block_masks(4, 16, 16, generator, targets=1, target_scale=(0.01, 0.01),
+                                        context_scale=(0.5, 0.5))
+    assert 121 - target.shape[2] <= context.shape[1] <= 121
+    for size in (7, 8, 14):  # at the default scales (85-100%): a block one row and one column short of the grid
+        context, _ = multi_block_masks(8, size, size, generator)
+        for b in range(8):
+            rows, cols = {i // size for i in context[b].tolist()}, {i % size for i in context[b].tolist()}
+            assert len(rows) <= size - 1 and len(cols) <= size - 1
+
+
 def test_jepa_targets_come_from_the_target_encoder_and_the_predictor_sees_positions():
     method = tiny("i-jepa", predictor_depth=1)
     view = torch.randn(4, 3, 16, 16)

@@ -10,12 +10,17 @@ its output patch tokens, layer-normalised, at each target block's positions are 
 predictor gets the context tokens and one mask token per target position (each with its
 position embedding) and the loss is the mean squared error.  From the paper: 4 target blocks of
 15-20% of the patches with aspect ratio 0.75-1.5, a context block of 85-100% (aspect 1), block
-sizes drawn once per batch and places per image, the context cut to the batch's smallest;
+sizes drawn once per batch and places per image (a block at most one row and one column
+short of the grid, as the code's block sampler), the context cut to the batch's smallest;
 predictor 6 blocks (ViT-H: 12) 384 wide; AdamW lr 1e-3 (batch 2048), weight decay 0.04 rising to
-0.4 (cosine), 15 warm-up epochs, then cosine (to 0; its code ends at 1e-6, a thousandth); views: random crops of 30-100%, no flips, no colour changes; evaluation on the
-mean patch token (``backbone.pool: mean``).  Our choices: predictor width half the encoder's,
-learned position embeddings in the predictor (the paper: fixed sin-cos), MSE (the paper's eq.;
-its code uses smooth L1).
+0.4 (the paper: linearly; its code and ours: along a cosine), 15 warm-up epochs (the paper's; its
+ViT-H config: 40), then cosine (to 0; its code ends at 1e-6, a thousandth); views: random crops
+of 30-100%, no flips, no colour changes; evaluation on the mean patch token (``backbone.pool:
+mean``).  Our choices: predictor width half the encoder's, learned position embeddings in the
+predictor (the paper: fixed sin-cos), MSE (the paper's eq.; its code uses smooth L1); the
+encoders keep timm's [CLS] token, which every patch attends to (the paper trains without one),
+and the student's encoder is the one evaluated, as for every method here (the paper evaluates
+the target encoder).
 """
 from __future__ import annotations
 
@@ -56,8 +61,7 @@ def multi_block_masks(batch: int, rows: int, cols: int, generator: torch.Generat
     height, width = block_size(target_scale[0] + draws[0] * (target_scale[1] - target_scale[0]),
                                target_aspect[0] + draws[1] * (target_aspect[1] - target_aspect[0]), rows, cols)
     context_h, context_w = block_size(context_scale[0] + draws[2] * (context_scale[1] - context_scale[0]), 1.0,
-                                      rows + 1, cols + 1)  # the context block may span the whole grid
-    context_h, context_w = min(context_h, rows), min(context_w, cols)
+                                      rows, cols)  # at most one row and one column short of the grid, as the code
     places = iter(draws[4:])
     context, target = [], []
     for _ in range(batch):
@@ -88,7 +92,9 @@ class IJEPA(Method):
     """I-JEPA (Assran et al. 2023): predict an EMA encoder's target-block tokens from a context block."""
 
     name = "i-jepa"
-    revision = 2  # 2: weight decay 0.04 -> 0.4 along a cosine (the paper's), where revision 1 kept 0.04
+    revision = 3  # 2: weight decay 0.04 -> 0.4 along a cosine (the paper's), where revision 1 kept 0.04;
+    # 3: the context block sized by context_scale on the grid (revisions 1-2 sized it on a grid one
+    # patch larger, so at these scales it always covered the whole image)
     needs_tokens = True
     defaults = {"targets": 4, "target_scale": [0.15, 0.2], "target_aspect": [0.75, 1.5], "context_scale": [0.85, 1.0],
                 "predictor_dim": None, "predictor_depth": 6, "predictor_heads": None, "base_momentum": 0.996,
