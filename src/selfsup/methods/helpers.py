@@ -69,12 +69,17 @@ def encode_by_resolution(encoder: nn.Module, views: list[torch.Tensor]) -> torch
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` whose parameters take no gradient (a momentum target)."""
+    """A copy of ``module`` whose parameters take no gradient (a momentum target), without
+    stochastic depth (timm's ``drop_prob`` set to 0: DINO, iBOT, MSN and I-JEPA build their
+    target networks without it)."""
     import copy
 
     target = copy.deepcopy(module)
     for p in target.parameters():
         p.requires_grad_(False)
+    for sub in target.modules():
+        if getattr(sub, "drop_prob", 0):
+            sub.drop_prob = 0.0
     return target
 
 

@@ -7,9 +7,11 @@ and at every masked patch the student's output distribution must match the teach
 (``ibot_patch``, with its own centre), added to DINO's [CLS] term (``dino``) with weight 1.  From
 the paper (ViT-S/16): half of the images masked, each with a ratio drawn from 0.1-0.5 (the
 paper's 0.3 ± 0.2) in BEiT's blocks (``mask_shape: block``; ``random`` draws the patches
-uniformly, the paper's ablation), the head shared between [CLS] and patch tokens, 10 local
-crops, AdamW lr 5e-4·batch/256, weight decay 0.04 rising to 0.4 along a cosine, the teacher
-temperatures of DINO for both terms.  Our choice: 4096 outputs (the paper: 8192).
+uniformly, the paper's ablation), the head shared between [CLS] and patch tokens, its last
+layer's row norms trained (``norm_last_layer: false``), global crops of 25-100% and 10 local
+crops of 5-25% (its ViT-S/16 command), AdamW lr 5e-4·batch/256, weight decay 0.04 rising to 0.4
+along a cosine, the teacher temperatures of DINO for both terms.  Our choice: 4096 outputs (the
+paper: 8192).
 """
 from __future__ import annotations
 
@@ -26,9 +28,12 @@ class IBOT(DINO):
 
     name = "ibot"
     needs_tokens = True
-    revision = 3  # 2: blockwise masks (the paper's; 1: patches at random); 3: weight decay 0.04 -> 0.4 (cosine)
-    defaults = {**DINO.defaults, "local_crops": 10, "mask_ratio": [0.1, 0.5], "mask_probability": 0.5,
-                "mask_shape": "block", "patch_weight": 1.0}
+    # 2: blockwise masks (the paper's; 1: patches at random); 3: weight decay 0.04 -> 0.4 (cosine);
+    # 4: its own crops (25-100%, 5-25%) and trained last-layer norms, DINO's revision 3
+    revision = 4
+    defaults = {**DINO.defaults, "local_crops": 10, "local_crop_scale": [0.05, 0.25], "norm_last_layer": False,
+                "augment": {**DINO.defaults["augment"], "crop_scale": [0.25, 1.0]}, "mask_ratio": [0.1, 0.5],
+                "mask_probability": 0.5, "mask_shape": "block", "patch_weight": 1.0}
     choices = {**DINO.choices, "mask_shape": ("block", "random")}
     limits = {**DINO.limits, "mask_probability": (0, 1), "patch_weight": (0, None)}
 
