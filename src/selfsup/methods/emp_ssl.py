@@ -9,8 +9,9 @@ the mean of its patches' features ("bag of features"), here over crops of the tr
 patches' area on an even 4 × 4 grid of positions (``eval_grid``), the same for every image,
 without colour changes, so that evaluation is deterministic.  From the paper and its code (CIFAR): 20 patches
 (the paper's CIFAR runs; its code's default is 100 and the headline runs use 200: ``params.patches``),
-crops of 25% of the image resized to the full side, flip, colour jitter p 0.8, greyscale 0.2, blur 0.1,
-solarisation 0.1, ε 0.2, projector 4096-4096-1024 for ResNet-18 (feature 512), LARS (trust coefficient
+crops of 25% of the image resized to the full side, flip, colour jitter p 0.8, greyscale 0.2, blur 0.1
+(the code blurs its 32-px patches; ours keep the library's ``blur_min_size`` of 64 px, so no blur
+below it, as SimCLR on CIFAR), solarisation 0.1, ε 0.2, projector 4096-4096-1024 for ResNet-18 (feature 512), LARS (trust coefficient
 0.005, clipped at the learning rate: ``optimizer.trust_clip``) over Nesterov SGD with lr 0.3, momentum 0.9,
 weight decay 1e-4, cosine.  Our choices: the projector scaled to the backbone (hidden 8 ×,
 output 2 × the feature width, as the paper's for ResNet-18); evaluation features are the

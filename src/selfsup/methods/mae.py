@@ -8,7 +8,8 @@ pixels normalised per patch (``masked_mse``; the paper's better target, Table 1d
 paper: mask ratio 0.75, decoder of 8 blocks (16 heads) 512 wide for ViT-L's 1024 (we keep
 about that ratio: 2/3 of the encoder's width, rounded to 32), AdamW (β 0.9, 0.95), lr
 1.5e-4·batch/256, weight decay 0.05, 40 warm-up epochs, views that only crop (0.2-1) and flip.
-Our choice: learned position embeddings in the decoder (the paper fixes them to sin-cos).
+Our choices: learned position embeddings in the encoder (timm's) and the decoder (the code fixes
+both to sin-cos).
 Evaluated by the [CLS] token (linear probe, kNN) and by fine-tuning, as the paper says MAE
 should be judged.
 """

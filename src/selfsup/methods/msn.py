@@ -13,7 +13,9 @@ reaches only the first crop size); 1 anchor and 10 focal views of 96/224 of the 
 the two random views: 30-100%), colour jitter at strength 0.5 and blur 0.5 on every view; target
 momentum 0.996 rising to 1; AdamW lr 1e-3 (batch 1024), weight decay 0.04 rising to 0.4 (cosine), 15 warm-up epochs,
 the gradient norm of backbone and head clipped at 3.  Our choices: the momentum rises on DINO's
-cosine (the code: linearly over 1.25 times the run), and the student's backbone is the one evaluated.
+cosine (the code: linearly over 1.25 times the run), the learning rate and weight decay follow
+their cosines over the run itself (the code stretches both over 1.25 times it, so neither reaches
+its final value), and the student's backbone is the one evaluated.
 """
 from __future__ import annotations
 

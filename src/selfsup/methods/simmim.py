@@ -5,7 +5,7 @@ encoder (``tokens(mask=...)``, which sees every position); one linear layer pred
 patch's raw pixels from its token, and the loss is L1 on the masked patches (``masked_l1``).
 From the paper and its code: mask ratio 0.6, AdamW (β 0.9, 0.999), weight decay 0.05, 10 warm-up
 epochs, crops of 67-100% (ratio 3/4-4/3) and flips; lr 8e-4 for batch 2048 (1e-4 per 256) and a
-cosine decay, the Swin-B recipe (its ViT-B recipe: 4e-4 at batch 2048 with a step decay at 7/8 of the
+cosine decay (to 0 here; the code's ends at 5% of the peak), the Swin-B recipe (its ViT-B recipe: 4e-4 at batch 2048 with a step decay at 7/8 of the
 run; we use the Swin-B one for the ViT).  Our choice: single patches are masked (the paper masks 32-px squares, 2×2 of its 16-px patches; on
 28-px images one patch is already a 49th of the image).
 """

@@ -5,8 +5,8 @@ BYOL's networks without the predictor: the online embedding of each view is pull
 the momentum network's embedding of the other view (transformation invariance), and pushed
 out of the directions a running second-moment matrix C of past online embeddings already
 covers (covariance contrast: MoCo with an implicit memory of every earlier batch, at no
-memory cost), ``tico``.  From the paper: β 0.9; ρ 8 from the reference code lightly's TiCo builds on
-(lightly's loss defaults to 20).  Our choices: both directions in
+memory cost), ``tico``.  From the paper: β 0.9 and ρ 8 (the value the paper recommends, as the
+reference code's help says; that code and lightly's loss default to 20).  Our choices: both directions in
 one loss (each view's embedding against the other's target; C updated once a step with both
 online views) and BYOL's recipe for the rest (views, LARS, projector 2 × the backbone's
 feature width hidden and 256 out), with the momentum network's rate 0.99 rising to 1 on a
