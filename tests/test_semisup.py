@@ -159,6 +159,31 @@ def _method(balance: str, name: str = "fixmatch", **params):
     return build_method(cfg)
 
 
+def test_step_end_moves_the_ema_network_at_its_rate_and_copies_the_batchnorm_statistics():
+    from support import perturb, tiny
+    method = tiny("fixmatch", ema=0.9)
+    perturb(method.backbone, method.classifier)  # the online network now differs from its EMA copy
+    method.train()
+    with torch.no_grad():  # a training-mode forward moves the online BatchNorm statistics
+        method.logits(torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
+    pairs = [(method.ema_backbone, method.backbone), (method.ema_classifier, method.classifier)]
+    old = [{n: p.detach().clone() for n, p in ema.named_parameters()} for ema, _ in pairs]
+    new = [{n: p.detach().clone() for n, p in online.named_parameters()} for _, online in pairs]
+    old_buffers = {n: b.clone() for n, b in method.ema_backbone.named_buffers()}
+    new_buffers = {n: b.clone() for n, b in method.backbone.named_buffers()}
+    assert any(not torch.equal(old_buffers[n], new_buffers[n]) for n in new_buffers)
+    method.on_step_end(0, 100)
+    for (ema, _), before, online in zip(pairs, old, new):
+        after = dict(ema.named_parameters())
+        assert after.keys() == before.keys() == online.keys() and after
+        for name in after:
+            expected = 0.9 * before[name] + 0.1 * online[name]  # ema·old + (1 − ema)·new, ema 0.9
+            assert torch.allclose(after[name], expected, atol=1e-6), name
+    assert any(n.endswith("running_mean") for n in new_buffers)
+    for name, buffer in method.ema_backbone.named_buffers():
+        assert torch.equal(buffer, new_buffers[name]), name
+
+
 def test_frost_runs_the_step_hooks_of_its_self_supervised_method():
     """BYOL's target network follows the shared backbone only through BYOL's own step hook."""
     method = _method("data", "frost", self_supervised="byol")
@@ -565,6 +590,13 @@ def test_usb_classic_protocol_on_written_cifar_files(tmp_path, capsys):
     assert main(["semisup", "--method", "mixmatch", *protocol, "--print-config"]) == 0
     mixmatch = yaml.safe_load(capsys.readouterr().out)
     assert mixmatch["epochs"] == 1343 and "strong_ops" not in mixmatch["params"]  # mu 1: 781 steps an epoch
+    assert {k: mixmatch["params"][k] for k in ("unlabelled_ratio", "lambda_u", "alpha")} == \
+        {"unlabelled_ratio": 1, "lambda_u": 75.0, "alpha": 0.5}  # USB's mixmatch_cifar10 config, not the paper's
+    for name in ("pseudo-label", "mean-teacher"):  # mu 1 as USB's configs (pseudo-label's own default is 7)
+        assert main(["semisup", "--method", name, *protocol, "--print-config"]) == 0
+        cfg = yaml.safe_load(capsys.readouterr().out)
+        assert cfg["params"]["unlabelled_ratio"] == 1 and cfg["epochs"] == 1343, name
+        assert cfg["knn"]["every_n_epochs"] == 7, name  # USB's 5120 steps: about 7 epochs of 781 steps
     out = tmp_path / "run"
     assert main(["semisup", "--method", "fixmatch", *protocol, "--epochs", "1", "--batch-size", "2", "--subset", "40",
                  "--labels-per-class", "2", "--set", "params.unlabelled_ratio=1", "--set", "knn.every_n_epochs=0",
@@ -585,6 +617,10 @@ def test_usb_classic_protocol_refuses_other_data_and_methods(capsys):
                  "--print-config"]) == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["backbone"]["name"] == "wrn-28-8" and cfg["optimizer"]["weight_decay"] == 1e-3
+    assert main(["semisup", "--method", "mixmatch", "--protocol", "usb-classic", "--dataset", "cifar100",
+                 "--print-config"]) == 0
+    mixmatch = yaml.safe_load(capsys.readouterr().out)["params"]
+    assert (mixmatch["lambda_u"], mixmatch["alpha"]) == (150.0, 0.5)  # USB's mixmatch_cifar100 config
 
 
 def test_mixmatch_step_mixes_labelled_and_guessed_targets():

@@ -50,7 +50,7 @@ def protocol_layer(name: str, method: str, dataset: str | None) -> dict:
         raise SelfSupError(f"unknown protocol '{name}'; choose one of: {', '.join(PROTOCOLS)}")
     if not cls.semi_supervised:
         raise SelfSupError(f"--protocol {name} is a semi-supervised protocol; {method} is not a semi-supervised method")
-    return PROTOCOLS[name](dataset, resolve(method)["params"])
+    return PROTOCOLS[name](dataset, method, resolve(method)["params"])
 
 
 def pretrain(method: str | dict, out: str | Path, *, resume: bool = False, baselines: bool = False,

@@ -4,7 +4,8 @@ unlabelled views (their guess) are shuffled together and mixed pairwise with Mix
 (λ ~ Beta(α, α), α 0.75 as in the paper, where USB's config has 0.5; kept ≥ 0.5 so each mix
 stays nearer its own image); cross-entropy on the mixed labelled part, MSE between
 probabilities and mixed guesses on the mixed unlabelled part, λu 100 (the paper's starting
-value; USB's CIFAR-10 config has 75) ramped up linearly over the first 40% of the steps (USB's
+value; USB's CIFAR-10 config has 75, CIFAR-100 150, and ``--protocol usb-classic`` sets
+USB's λu and α) ramped up linearly over the first 40% of the steps (USB's
 config; the paper ramps over 16k steps).  One MixUp draw per step, as in USB.  Our choice: one
 forward over the whole mixed batch, so BatchNorm normalises with and learns the statistics of
 all of it; the paper's code and USB interleave labelled and unlabelled images into equal

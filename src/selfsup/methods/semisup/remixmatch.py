@@ -9,7 +9,11 @@ features, λ 0.5).  The unlabelled terms ramp up over the first 1/64 of the step
 running mean of the predictions is an EMA (momentum ``ema_p`` 0.999, from the first
 batch's mean), USB's choice, where the paper averages the last 128 batches.  The strong views
 are FixMatch's RandAugment with Cutout (``fixmatch.py``), as USB also uses RandAugment, where
-the paper learns its augmentations' magnitudes (CTAugment).
+the paper learns its augmentations' magnitudes (CTAugment).  BatchNorm, as in MixMatch (see
+``mixmatch.py``), learns from every forward: the guess on the weak view, the mixed batch and
+the strong view with its rotated copy all update the running statistics (which the EMA
+network copies), where USB freezes them for all of these but the first interleaved chunk of
+the mixed batch.
 """
 from __future__ import annotations
 

@@ -4,8 +4,10 @@
 constant.  Training-signal annealing (``tsa``: none, linear, exp or log; none by default as
 in USB's CIFAR-10 setting) leaves a labelled image out of the supervised loss once its
 correct-class probability passes the schedule's threshold (the mean stays over the whole
-labelled batch, as in USB).  USB's UDA trains on the unsharpened softmax; we keep the paper's
-T.  λu 1 and the rest of FixMatch's recipe.
+labelled batch, as in USB).  TSA tests the correct-class probability, as the paper and its
+code (google-research/uda) do, where USB's tests the largest class probability.  USB's UDA
+trains on the unsharpened softmax; we keep the paper's T.  λu 1 and the rest of FixMatch's
+recipe.
 """
 from __future__ import annotations
 
