@@ -74,6 +74,27 @@ def test_swav_step_scores_unit_prototypes_and_reads_the_queues_before_filling_th
         assert torch.allclose(queue.queue[:8], crop, atol=1e-6)
 
 
+def test_swav_leaves_a_partly_filled_queue_out_of_sinkhorn_and_lars_adapts_every_parameter():
+    # the reference code uses its queue only once full, and wraps SGD over all parameters in LARC
+    method = tiny("swav", queue_size=16, queue_start_epoch=0, small_crops=0, num_prototypes=10)
+    method.on_epoch_start(0, None)
+    with torch.no_grad():
+        for queue in method.queues:
+            queue.push(F.normalize(torch.randn(12, method.cfg["proj_dim"]), dim=1), gather=False)
+    loss = method.training_step({"views": VIEWS}, 0)["loss"]
+    prototypes = F.normalize(method.prototypes.weight, dim=1).detach()
+    with torch.no_grad():
+        z = F.normalize(method.projector(method.backbone(torch.cat(VIEWS))), dim=1)
+    cfg = method.cfg
+    expected = swav(list((z @ prototypes.T).chunk(2)), 2, cfg["temperature"], cfg["epsilon"], cfg["sinkhorn_iterations"])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert all(queue.full for queue in method.queues)  # 12 + 8: the next step reads them
+    for name in ("swav", "deepcluster-v2"):
+        groups = tiny(name).parameter_groups()
+        assert len(groups) == 1 and not {"lars_exclude", "bias_and_norm", "weight_decay"} & set(groups[0])
+        assert len(groups[0]["params"]) == sum(1 for p in tiny(name).parameters() if p.requires_grad)
+
+
 def test_rotation_step_labels_each_copy_with_its_quarter_turn():
     method = tiny("rotation")
     view = VIEWS[0]
@@ -125,9 +146,21 @@ def test_deepcluster_step_classifies_each_image_into_its_cluster():
     method.assignment[index] = torch.tensor([3, 0, 7, 7, 1, 2, 5, 4])
     loss = method.training_step({"views": VIEWS[:1], "index": index}, 0)["loss"]
     with torch.no_grad():
-        logits = method.classifier(method.cluster_features(VIEWS[0]))
+        logits = method.classifier(method.cluster_features(VIEWS[0]).relu())  # clustered before the ReLU, trained after
     expected = -logits.log_softmax(1)[torch.arange(8), method.assignment[index]].mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_deepcluster_clusters_before_the_final_relu_and_resets_a_small_classifier():
+    # the reference code: the last ReLU is removed for the features k-means sees; its top layer
+    # starts at N(0, 0.01) with a zero bias
+    method = tiny("deepcluster", num_clusters=300, head_hidden_dim=256)
+    method.eval()
+    with torch.no_grad():
+        assert (method.cluster_features(VIEWS[0]) < 0).any()
+    method.reinitialize(method.classifier)
+    weight, bias = method.classifier.weight, method.classifier.bias
+    assert weight.std().item() == pytest.approx(0.01, rel=0.05) and not bias.any()
 
 
 def test_instdisc_step_is_the_softmax_over_the_bank_before_its_update_plus_the_proximal_term():

@@ -231,6 +231,12 @@ class Method(nn.Module):
         return split_decay(p for p in self.parameters() if p.requires_grad)
 
 
+def one_group(method: nn.Module) -> list[dict]:
+    """Every trainable parameter in one group: weight decay and LARS adaptation for biases and
+    norms too (SwAV's and DeepCluster-v2's reference code wrap SGD over all parameters in LARC)."""
+    return [{"params": [p for p in method.parameters() if p.requires_grad]}]
+
+
 def split_decay(params, **options) -> list[dict]:
     """Two groups of ``params``: weights, and biases/norm parameters and those a module marks
     ``no_weight_decay`` (a ViT's position embeddings and tokens) (no weight decay unless

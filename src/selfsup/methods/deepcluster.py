@@ -5,19 +5,26 @@ At the start of every epoch the whole training set is embedded (clean images, ev
 the embeddings are reduced by PCA to 256 dimensions with whitening, L2-normalised and
 clustered by k-means (faiss, 20 iterations; faiss re-seeds empty centroids by splitting large
 clusters).  The cluster indices become the epoch's pseudo-labels, images are sampled
-uniformly over clusters, and the classifier on top is re-initialised (with fresh optimiser
-state) because cluster indices carry no meaning from one epoch to the next.  Paper defaults:
+uniformly over clusters, and the classifier on top is re-initialised (weights N(0, 0.01), zero
+bias, fresh optimiser state) because cluster indices carry no meaning from one epoch to the
+next.  As in the
+reference code, the features clustered are the head's before its final ReLU, which training
+applies.  Paper defaults:
 Sobel filtering of the input, k = 10 × the number of classes (10000 for ImageNet), SGD lr 0.05,
 momentum 0.9, weight decay 1e-5.  Our choices: for a ResNet the clustered features are those
 of a 2-layer MLP head (the counterpart of AlexNet's fc6-fc7) over the pooled backbone
 features; the augmentation is crop + flip, as in the paper.  Each epoch logs the NMI between
-consecutive assignments and against the true labels.
+consecutive assignments and against the true labels.  The classifier steps with the network's
+momentum, where the reference code gives it its own SGD without momentum: on our epochs of a
+few hundred steps (the code's: thousands), a classifier without momentum barely fits the new
+clusters before they change (the learning test's budget shows it), so we keep the momentum.
 
 DeepCluster-v2 (Caron et al., "Unsupervised Learning of Visual Features by Contrasting Cluster
 Assignments", NeurIPS 2020, appendix): no PCA and no Sobel; k-means (10 iterations) on the
 L2-normalised output of a 2-layer MLP projector (128-d), whose centroids become fixed
 prototypes; each view's embedding is classified against them (softmax at τ 0.1) with the
-image's cluster as the label; ordinary shuffled sampling.  From the paper: LARS, τ 0.1, 128-d
+image's cluster as the label; ordinary shuffled sampling.  From the paper: LARS (adapting and
+decaying every parameter, as the code's LARC), τ 0.1, 128-d
 projections, multi-crop and 3 × 3000 prototypes on ImageNet; spherical k-means (centroids
 re-normalised at every iteration, as the reference code does), so that the assignment and the
 prototypes' softmax agree on which centroid is nearest.  Our choices: one set of k = 10 ×
@@ -40,7 +47,7 @@ from ..data.samplers import UniformLabelBatchSampler
 from ..data.views import ViewSpec
 from ..errors import SelfSupError
 from ..models.heads import mlp
-from .base import Method
+from .base import Method, one_group
 from .. import rng
 
 
@@ -56,6 +63,12 @@ def kmeans_assign(features: torch.Tensor, k: int, seed: int, pca_dim: int | None
         pca = faiss.PCAMatrix(x.shape[1], min(pca_dim, x.shape[1]), -0.5 if whiten else 0.0)
         pca.epsilon = 1e-5 * float(x.var(0).sum())  # whitening must not divide by the zero variance of dead units
         pca.train(x)
+        # faiss's float32 eigen-decomposition can leave those null directions slightly negative:
+        # lift every eigenvalue above zero before the whitening is set up
+        lowest = float(faiss.vector_to_array(pca.eigenvalues).min())
+        if lowest + pca.epsilon <= 0:
+            pca.epsilon -= lowest
+            pca.prepare_Ab()
         x = pca.apply(x)
     x = np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12), dtype=np.float32)
     kmeans = faiss.Kmeans(x.shape[1], k, niter=iterations, seed=seed, max_points_per_centroid=10_000_000,
@@ -117,11 +130,21 @@ class Clustering(Method):
         return stats, centroids
 
 
+class TopLayer(nn.Linear):
+    """DeepCluster's classifier: weights N(0, 0.01) and a zero bias at every (re)initialisation."""
+
+    def reset_parameters(self):
+        nn.init.normal_(self.weight, std=0.01)
+        nn.init.zeros_(self.bias)
+
+
 class DeepCluster(Clustering):
     """DeepCluster (Caron et al. 2018): k-means pseudo-labels each epoch, re-initialised classifier."""
 
     name = "deepcluster"
-    revision = 3  # 3: constant learning rate, as the paper; 2: weight decay on every parameter, as the reference code
+    # 2: weight decay on every parameter, as the reference code; 3: constant learning rate, as the paper;
+    # 4: clusters the head's output before its final ReLU, classifier reset to N(0, 0.01) (the code)
+    revision = 4
     defaults = {**Clustering.defaults, "sobel": True, "head_hidden_dim": None, "augment": crops_only(0.08)}
     limits = {**Clustering.limits, "head_hidden_dim": (1, None)}
 
@@ -135,7 +158,7 @@ class DeepCluster(Clustering):
         self.input_filter = Sobel() if cfg["sobel"] else nn.Identity()
         width = cfg["head_hidden_dim"] or self.feature_dim
         self.head = nn.Sequential(mlp(self.feature_dim, width, width), nn.ReLU())
-        self.classifier = nn.Linear(width, self.num_clusters)
+        self.classifier = TopLayer(width, self.num_clusters)
         self.views = [ViewSpec(AugmentConfig(**cfg["augment"]), count=1)]
 
     def features(self, x):
@@ -145,7 +168,7 @@ class DeepCluster(Clustering):
         return self.backbone.forward_stages(self.input_filter(x))
 
     def cluster_features(self, x):
-        return self.head(self.features(x))
+        return self.head[0](self.features(x))  # before the head's final ReLU
 
     def train_batches(self, dataset, batch_size, seed):
         return dataset, UniformLabelBatchSampler(lambda: self.assignment, len(dataset), batch_size, seed)
@@ -157,7 +180,7 @@ class DeepCluster(Clustering):
 
     def training_step(self, batch, step):
         (view,) = batch["views"]
-        logits = self.classifier(self.cluster_features(view))
+        logits = self.classifier(self.head(self.features(view)))
         return {"loss": F.cross_entropy(logits, self.assignment[batch["index"]])}
 
 
@@ -165,7 +188,9 @@ class DeepClusterV2(Clustering):
     """DeepCluster-v2 (Caron et al. 2020): k-means centroids of projected embeddings as fixed prototypes."""
 
     name = "deepcluster-v2"
-    revision = 2  # 2: spherical k-means (1: L2 k-means on unnormalised centroids)
+    # 2: spherical k-means (1: L2 k-means on unnormalised centroids); 3: LARS adapts and decays
+    # every parameter (the reference code's LARC over all of them; 2: biases and norms left out)
+    revision = 3
     spherical = True
     defaults = {**Clustering.defaults, "pca_dim": None, "kmeans_iterations": 10, "temperature": 0.1,
                 "proj_hidden_dim": None, "proj_dim": 128, "augment": SWAV_VIEWS}
@@ -184,6 +209,9 @@ class DeepClusterV2(Clustering):
         stats, centroids = self.recluster(epoch, embed)
         self.prototypes.copy_(F.normalize(centroids, dim=1).to(self.prototypes))
         return stats
+
+    def parameter_groups(self):
+        return one_group(self)
 
     def training_step(self, batch, step):
         z = F.normalize(self.projector(self.backbone(torch.cat(batch["views"]))), dim=1)

@@ -112,6 +112,10 @@ class FeatureQueue(nn.Module):
     def size(self) -> int:
         return self.queue.shape[0]
 
+    @property
+    def full(self) -> bool:
+        return self._filled == self.size
+
     def items(self) -> torch.Tensor:
         return self.queue[: self._filled]
 

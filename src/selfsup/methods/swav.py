@@ -9,9 +9,11 @@ Sinkhorn-Knopp (ε 0.05, 3 iterations, sums all-reduced across ranks) and every 
 the other crops' codes (τ 0.1).  The prototypes' gradients are dropped before the optimiser
 step during the first epoch (``freeze_prototypes_epochs``), which keeps DDP's parameter
 set unchanged.  For small batches an optional queue of earlier global-crop embeddings
-(``queue_size`` per rank, from ``queue_start_epoch``) joins the Sinkhorn problem.
-Optimiser (LARS, lr 0.6 for batch 256, weight decay 1e-6, final lr 1/1000 of the peak) from
-the paper's small-batch settings; its 10 warm-up epochs from the large-batch ones (our choice).
+(``queue_size`` per rank: the paper's 3840 is the sum over ranks; from ``queue_start_epoch``)
+joins the Sinkhorn problem once it is full, as the reference code.  Optimiser (LARS, lr 0.6 for
+batch 256, weight decay 1e-6, final lr 1/1000 of the peak) from the paper's small-batch
+settings, adapting and decaying every parameter (the code's LARC over all of them); its 10
+warm-up epochs from the large-batch ones (our choice).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from ..data.augment import SWAV_VIEWS, AugmentConfig
 from ..data.views import ViewSpec
 from ..losses import swav
 from ..models.heads import mlp
-from .base import Method
+from .base import Method, one_group
 from .helpers import FeatureQueue, encode_by_resolution, small_crops
 
 
@@ -31,6 +33,7 @@ class SwAV(Method):
     """SwAV (Caron et al. 2020): swapped prediction of Sinkhorn codes over prototypes, multi-crop."""
 
     name = "swav"
+    revision = 2  # 2: the queue joins once full; LARS adapts and decays every parameter (the code's LARC)
     defaults = {"temperature": 0.1, "epsilon": 0.05, "sinkhorn_iterations": 3, "num_prototypes": 3000,
                 "proj_hidden_dim": None, "proj_dim": 128, "freeze_prototypes_epochs": 1, "small_crops": 6,
                 "small_crop_size": None, "small_crop_scale": [0.05, 0.14], "queue_size": 0,
@@ -63,13 +66,17 @@ class SwAV(Method):
         scores = self.prototypes(z).chunk(len(views))
         queue_scores = None
         if self.cfg["queue_size"] and self.epoch >= self.cfg["queue_start_epoch"]:
-            with torch.no_grad():
-                queue_scores = [self.prototypes(queue.items()) for queue in self.queues]
+            if all(queue.full for queue in self.queues):
+                with torch.no_grad():
+                    queue_scores = [self.prototypes(queue.items()) for queue in self.queues]
             for queue, crop in zip(self.queues, z.chunk(len(views))[:2]):
                 queue.push(crop, gather=False)  # each rank keeps its own crops; Sinkhorn sums over ranks
         loss = swav(scores, 2, self.cfg["temperature"], self.cfg["epsilon"], self.cfg["sinkhorn_iterations"],
                     queue_scores, gather=True)
         return {"loss": loss}
+
+    def parameter_groups(self):
+        return one_group(self)
 
     def on_before_optimizer_step(self, epoch, step):
         if epoch < self.cfg["freeze_prototypes_epochs"]:
