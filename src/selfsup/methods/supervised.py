@@ -10,7 +10,10 @@ ResNet recipe — and SimCLR's view pipeline without colour changes.
 SupCon: Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020.  Two SimCLR views per
 image, a 2-layer MLP head to 128-d, ``supcon`` (L_out) with τ 0.1 and base τ 0.07 over the
 global batch.  Optimiser from the authors' CIFAR recipe: SGD lr 0.05·batch/256, momentum 0.9,
-weight decay 1e-4, cosine.
+weight decay 1e-4, cosine.  Our choices: the head has BatchNorm after its hidden layer, as
+every MLP head here (the authors' code: Linear-ReLU-Linear); SimCLR's views, crops of 8-100%
+with blur (their CIFAR script: 20-100%, no blur); an anchor without a positive (one view, no
+other image of its class in the batch) is left out of the mean.
 
 Triplet: Schroff, Kalenichenko, Philbin, "FaceNet", CVPR 2015.  One augmented view per image,
 a 2-layer MLP head to L2-normalised 128-d embeddings, ``triplet`` with margin 0.2 and online
