@@ -24,13 +24,17 @@ def _reference_pairs(groups):
     return torch.stack(losses).mean()
 
 
-def _reference_hierarchical(z1, z2, alpha=0.5):
+def _reference_hierarchical(z1, z2, alpha, temporal_unit):
+    """TS2Vec's loss by loops: at pooling level d = 0, 1, … (steps halved by a max over pairs,
+    an odd last step dropped, until one step is left) α·instance (over the series, when there
+    are several) + (1 − α)·temporal (over the steps, when there are several and d ≥
+    temporal_unit), averaged over every level."""
     total, levels = 0.0, 0
     while True:
         b, t, _ = z1.shape
         if b > 1:
             total += alpha * _reference_pairs([[*z1[:, s], *z2[:, s]] for s in range(t)])
-        if t > 1:
+        if t > 1 and levels >= temporal_unit:
             total += (1 - alpha) * _reference_pairs([[*z1[i], *z2[i]] for i in range(b)])
         levels += 1
         if t == 1:
@@ -39,12 +43,15 @@ def _reference_hierarchical(z1, z2, alpha=0.5):
         z1, z2 = pool(z1), pool(z2)
 
 
+@pytest.mark.parametrize("alpha,temporal_unit", [(0.5, 0), (0.3, 0), (0.5, 1), (0.3, 1)])
 @pytest.mark.parametrize("batch,steps", [(3, 8), (2, 5), (4, 1), (1, 6)])
-def test_hierarchical_contrastive_matches_a_loop_reference(batch, steps):
+def test_hierarchical_contrastive_matches_a_loop_reference(batch, steps, alpha, temporal_unit):
     g = torch.Generator().manual_seed(batch * 10 + steps)
     z1, z2 = torch.randn(batch, steps, 4, generator=g), torch.randn(batch, steps, 4, generator=g)
-    expected = _reference_hierarchical(z1, z2)
-    assert hierarchical_contrastive(z1, z2).item() == pytest.approx(float(expected), rel=1e-5)
+    expected = _reference_hierarchical(z1, z2, alpha, temporal_unit)
+    got = hierarchical_contrastive(z1, z2, alpha, temporal_unit) if (alpha, temporal_unit) != (0.5, 0) \
+        else hierarchical_contrastive(z1, z2)  # the defaults: the paper's α 0.5 and temporal unit 0
+    assert got.item() == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_instance_and_temporal_terms_by_hand():
@@ -189,7 +196,9 @@ def test_ts_tcc_step_contrasts_each_views_context_with_the_other_views_future_an
     method = tiny("ts-tcc", lambda_cc=0.7)
     x = torch.randn(6, 1, 32, generator=torch.Generator().manual_seed(0))
     g, cfg = method.generator, method.cfg
+    torch.manual_seed(7)  # the transformer's dropout draws from the default generator (seeded by the engine)
     out = replay(method, lambda: method.training_step({"views": [x]}, 0))
+    torch.manual_seed(7)
     weak = x * (2 + cfg["scale_sigma"] * rng.randn((6, 1, 32), g))
     strong = permute_segments(x, cfg["max_segments"], g) + cfg["jitter_sigma"] * rng.randn(x.shape, g)
     with torch.no_grad():
@@ -200,6 +209,33 @@ def test_ts_tcc_step_contrasts_each_views_context_with_the_other_views_future_an
         contextual = nt_xent(method.projector(c_weak), method.projector(c_strong), cfg["temperature"])
     assert out["contextual"].item() == pytest.approx(contextual.item(), rel=1e-5)
     assert out["loss"].item() == pytest.approx((weak_to_strong + strong_to_weak + 0.7 * contextual).item(), rel=1e-5)
+
+
+def test_ts_tcc_projection_is_sized_from_the_encoder_and_the_transformer_drops_out():
+    # the code's projection head: Linear(hidden_dim, final_out_channels // 2), then // 4 (HAR:
+    # 100 -> 64 -> 32); its Seq_Transformer's dropout is 0.1 (the paper's)
+    from tests.support import tiny
+
+    method = tiny("ts-tcc", backbone={"width": 32})
+    assert method.feature_dim == 128 and method.cfg["tc_hidden"] == 100 and method.cfg["tc_dropout"] == 0.1
+    linears = [m for m in method.projector if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(100, 64), (64, 32)]
+    # as the code: dropout after the attention's output and in the feed-forward, none on the attention weights
+    assert all((layer.self_attn.dropout, layer.dropout1.p, layer.dropout.p, layer.dropout2.p) == (0.0, 0.1, 0.1, 0.1)
+               for layer in method.context.layers)
+    z = torch.randn(4, 5, method.feature_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        method.train()
+        assert not torch.allclose(method.summary(z), method.summary(z))  # dropout while training ...
+        torch.manual_seed(3)
+        first = method.summary(z)
+        torch.manual_seed(3)
+        assert torch.equal(first, method.summary(z))  # ... drawn from the default generator the engine seeds
+        method.eval()
+        assert torch.equal(method.summary(z), method.summary(z))  # none in evaluation
+    still = tiny("ts-tcc", tc_dropout=0.0).train()
+    with torch.no_grad():
+        assert torch.equal(still.summary(z[..., :still.feature_dim]), still.summary(z[..., :still.feature_dim]))
 
 
 def _series_cfg(method: str) -> dict:

@@ -6,14 +6,18 @@ Each augmented image is cut into a grid of overlapping square patches (the paper
 patches with stride 32 on 256-px images, a 7×7 grid; here the patch side scales as 2/7 of the
 image — 8 px on 28-px images — the stride is half a patch, and the image is padded by half a
 stride on every side, which gives the same 7×7 grid on 28 px).  The backbone (forced to its
-small-image stem) encodes every patch to z; an autoregressive context network runs down each
-column of the grid (``context: gru``, the paper's, or ``masked-conv``, a causal 3×3
-convolution over the current and two previous rows, as in CPC v2's PixelCNN-style context)
-and its output c at row t predicts z at rows t + 1 .. t + k through one linear map per step
-(k = ``prediction_steps``, default 2).  ``sampled_info_nce`` scores each prediction against
-its target patch and ``num_negatives`` targets drawn by the method's generator from all
-patches of the batch (other positions and other images; shared by the batch, our choice to
-keep the score matrix small), with the log-bilinear score z·W_k c of the paper.
+small-image stem) encodes every patch to z; an autoregressive context network runs down the
+grid, and its output c at row t predicts z at rows t + 1 .. t + k through one linear map per
+step (k = ``prediction_steps``, default 2).  The paper's context (Sec. 3.2) is a PixelCNN-style
+autoregressive model, with a convolutional row-GRU (PixelRNN) as an alternative that gave
+similar results; ours (our choice) is either ``context: gru`` (the default), a GRU that runs down
+each column separately, or ``masked-conv``, one causal 3×3 convolution (then a 1×1) over the
+current and two previous rows: row t sees rows t−2..t only, where CPC v2's PixelCNN-style
+context stacks 5 residual blocks so that row t sees every row above.  ``sampled_info_nce``
+scores each prediction against its target patch and ``num_negatives`` targets drawn by the
+method's generator from all patches of the batch (other positions and other images; shared by
+the batch, our choice to keep the score matrix small), with the log-bilinear score z·W_k c of
+the paper.
 Evaluation features: the patch encodings, mean-pooled over the grid.
 Optimiser (Adam lr 2e-4) from the paper; augmentation: random crops and flips, no colour
 changes (our choice).
@@ -81,7 +85,7 @@ class MaskedConvContext(nn.Module):
 
 
 class GRUContext(nn.Module):
-    """A GRU running down each column of the grid."""
+    """A GRU running down each column of the grid, each column separately."""
 
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()

@@ -31,7 +31,10 @@ class TS2Vec(Method):
 
     name = "ts2vec"
     modalities = ("series",)
-    min_batch_size = 1  # one series: the temporal term alone (the paper's forecasting on one long series)
+    # one series: the temporal term alone (the instance term is 0), as our forecasting protocol trains
+    # (timeseries/representation.py); the paper's code cuts a training part of at least 2 x 3000 steps
+    # into sections of 3000, so that its instance term works, and uses one instance on shorter ones
+    min_batch_size = 1
     defaults = {"alpha": 0.5, "temporal_unit": 0, "mask_p": 0.5, "dropout": 0.1, "max_train_length": 3000}
     limits = {"alpha": (0, 1), "temporal_unit": (0, None), "mask_p": (0, 1), "dropout": (0, 0.99),
               "max_train_length": (2, None)}

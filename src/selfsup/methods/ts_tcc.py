@@ -6,17 +6,25 @@ shared by its channels, as the paper's code) and a strong view (cut into 1 to ma
 segments at random points, the segments shuffled, then jitter ~ N(0, σ_jitter)); the
 three-block convolutional encoder (backbone ``tcc-conv``) gives L2-normalised per-step
 encodings z.  Temporal contrasting: a transformer (a context token and 4 pre-norm layers of
-4 heads, width ``tc_hidden`` 100, feed-forward 64) summarises one view's first
-t + 1 steps (t random per batch) into c_t, whose linear maps W_k predict the other view's
-z_{t+k}, k = 1 … ``timesteps``, each scored against the batch's z_{t+k} (log-softmax over the
-batch, the paper's InfoNCE), both ways.  Contextual contrasting: NT-Xent (τ 0.2, cosine) on a
-two-layer projection of the two views' c_t.  Loss: TC_1 + TC_2 + 0.7 CC.  Defaults from the
-paper's HAR setting (σ_scale 1.1, σ_jitter 0.8, 8 segments, 6 steps ahead), Adam lr 3e-4,
-betas (0.9, 0.99), weight decay 3e-4, batch 128, 40 epochs.  Our choices: every channel is
-permuted (the code permutes the first only); ``timesteps`` is capped at the encodings there
-are, less one, on short series; the encoder's dropout (0.35 after its first block) is drawn
-from the method's generator, and the transformer has none (the paper's 0.1): PyTorch's
-dropout draws from the global generator, which would make a resumed run differ.
+4 heads, width ``tc_hidden`` 100, feed-forward 64, dropout ``tc_dropout`` 0.1) summarises one
+view's first t + 1 steps (t random per batch) into c_t, whose linear maps W_k predict the
+other view's z_{t+k}, k = 1 … ``timesteps``, each scored against the batch's z_{t+k}
+(log-softmax over the batch, the paper's InfoNCE), both ways.  Contextual contrasting: NT-Xent
+(τ 0.2, cosine) on a two-layer projection of the two views' c_t (``tc_hidden`` → D/2 → D/4,
+D the encoder's output width: 100 → 64 → 32, as the code's projection head).  Loss:
+TC_1 + TC_2 + 0.7 CC.  Defaults from the paper's HAR setting (σ_scale 1.1, σ_jitter 0.8,
+8 segments, 6 steps ahead), Adam lr 3e-4, betas (0.9, 0.99), weight decay 3e-4, batch 128,
+40 epochs.  The transformer's dropout follows the code: after the attention's output
+projection, after the feed-forward's activation and after its output, none on the attention
+weights; it draws from PyTorch's default generator, which the engine seeds before every step
+from the step's key, so a resumed run draws the same.  The encoder's dropout (0.35 after its
+first block) is drawn from the method's generator.
+
+Our choices: every channel is permuted (the code permutes the first only); ``timesteps`` is
+capped at the encodings there are, less one, on short series; one time step t is shared by the
+two directions (the code draws one per direction); the two views are drawn anew at every step
+(the code draws them once, when it loads the data); the weak view only scales, as the code (the
+paper's text says jitter and scale).
 """
 from __future__ import annotations
 
@@ -50,13 +58,16 @@ class TSTCC(Method):
     """TS-TCC (Eldele et al. 2021): temporal and contextual contrasting of a weak and a strong view."""
 
     name = "ts-tcc"
+    revision = 2  # 2: the transformer's dropout 0.1 (the paper's; 1: none) and the contextual projection
+    # sized from the encoder's width, D -> D/2 -> D/4 (the code's 128 -> 64 -> 32; 1: tc_hidden/2, tc_hidden/4)
     modalities = ("series",)
     defaults = {"scale_sigma": 1.1, "jitter_sigma": 0.8, "max_segments": 8, "timesteps": 6, "dropout": 0.35,
-                "tc_hidden": 100, "tc_depth": 4, "tc_heads": 4, "tc_feedforward": 64, "temperature": 0.2,
-                "lambda_cc": 0.7}
+                "tc_hidden": 100, "tc_depth": 4, "tc_heads": 4, "tc_feedforward": 64, "tc_dropout": 0.1,
+                "temperature": 0.2, "lambda_cc": 0.7}
     limits = {"scale_sigma": (0, None), "jitter_sigma": (0, None), "max_segments": (1, None), "timesteps": (1, None),
               "dropout": (0, 0.99),
               "tc_hidden": (1, None), "tc_depth": (1, None), "tc_heads": (1, None), "tc_feedforward": (1, None),
+              "tc_dropout": (0, 0.99),
               "temperature": (1e-4, None), "lambda_cc": (0, None)}
 
     def __init__(self, backbone, cfg, run):
@@ -72,12 +83,13 @@ class TSTCC(Method):
             raise SelfSupError(f"params.tc_hidden {hidden} must be a multiple of params.tc_heads {cfg['tc_heads']}")
         self.context_input = nn.Linear(dim, hidden)
         self.context_token = nn.Parameter(torch.randn(1, 1, hidden))
-        layer = nn.TransformerEncoderLayer(hidden, cfg["tc_heads"], cfg["tc_feedforward"], dropout=0.0,
+        layer = nn.TransformerEncoderLayer(hidden, cfg["tc_heads"], cfg["tc_feedforward"], dropout=cfg["tc_dropout"],
                                            batch_first=True, norm_first=True)
+        layer.self_attn.dropout = 0.0  # the code drops the attention's output, not its weights
         self.context = nn.TransformerEncoder(layer, cfg["tc_depth"], enable_nested_tensor=False)
         self.predictors = nn.ModuleList(nn.Linear(hidden, dim) for _ in range(self.timesteps))
-        self.projector = nn.Sequential(nn.Linear(hidden, hidden // 2), nn.BatchNorm1d(hidden // 2),
-                                       nn.ReLU(inplace=True), nn.Linear(hidden // 2, hidden // 4))
+        self.projector = nn.Sequential(nn.Linear(hidden, dim // 2), nn.BatchNorm1d(dim // 2),
+                                       nn.ReLU(inplace=True), nn.Linear(dim // 2, dim // 4))
         self.views = [ViewSpec(None)]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,13 @@
 
 Where we differ: the code drops the first 200 training samples (their windows are not full);
 here every model trains on the same samples from the shared first origin (``samples.Plan``),
-so on short series the early windows are partly masked.
+so on short series the early windows are partly masked.  The code cuts a training part of at
+least 2 × 3000 steps into sections of 3000 (``max_train_length``), so that its instance-wise
+term has instances to contrast; here the encoder trains on the training part as one instance,
+whose instance-wise term is 0 (on series under 6000 steps, every series the forecast suite
+ships, the code also trains on one instance).  The code also encodes 7 time-stamp covariates
+(minute, hour, day of the week, day of the month, day of the year, month, week of the year)
+beside the values; here the encoder reads the values only.
 """
 from __future__ import annotations
 
