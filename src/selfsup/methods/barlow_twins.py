@@ -7,7 +7,9 @@ projections to the identity (λ 0.0051), over the global batch under DDP.  From 
 LARS, lr 0.2 for weights and 0.0048 for biases and BatchNorm parameters (batch 2048; here
 scaled by batch/256 as in the paper's code), weight decay 1.5e-6, 10 warm-up epochs, cosine
 to 1/1000, projector 8192-8192-8192 for ResNet-50, BYOL's views.  Our choice: projector width
-4 × the backbone's feature width (8192 for ResNet-50).
+4 × the backbone's feature width (8192 for ResNet-50); both views go through the backbone and
+projector as one batch, so BatchNorm's statistics span both (the code passes each view on its
+own; the loss's own normalisation of each view's embeddings is per view, as the paper's).
 """
 from __future__ import annotations
 

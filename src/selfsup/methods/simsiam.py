@@ -7,7 +7,9 @@ view's projection, which is detached (the stop-gradient without which it collaps
 lr 0.05·batch/256, momentum 0.9, weight decay 1e-4, cosine decay without warm-up, the
 predictor at a fixed learning rate; projector width 2048 and predictor 2048→512→2048
 (ResNet-50, and ResNet-18 on CIFAR); views as MoCo v2's.  Our choice: projector width
-min(4 × the backbone's feature width, 2048), the predictor's bottleneck a quarter of it.
+min(4 × the backbone's feature width, 2048), the predictor's bottleneck a quarter of it; both
+views go through the networks as one batch, so BatchNorm's statistics span both (the code
+passes each view on its own).
 """
 from __future__ import annotations
 
