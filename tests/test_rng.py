@@ -122,3 +122,16 @@ def test_host_read_draws_wait_on_no_device():
         rand_augment(images, g)
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+def test_seeding_the_default_generators_repeats_what_modules_draw_without_one():
+    """Dropout and stochastic depth draw from PyTorch's default generators, which the engine seeds
+    each step from the step's key: the same key, the same mask; another key, another mask."""
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        x = torch.ones(1000, device=device)
+        masks = []
+        for key in ((0, 1, 2), (0, 1, 2), (0, 1, 3)):
+            rng.seed_default_generators(*key)
+            masks.append(torch.nn.functional.dropout(x, 0.5, training=True))
+        assert torch.equal(masks[0], masks[1]) and not torch.equal(masks[0], masks[2]), device
