@@ -40,6 +40,24 @@ def test_modules_drawing_from_pytorch_s_own_generator_resume_exactly(tmp_path, m
     assert_same_state(a, b)
 
 
+def test_a_param_added_since_a_run_was_saved_takes_the_value_the_run_trained_with(tmp_path):
+    """SupCon's head lost its BatchNorm (``head_batch_norm``, now false by default); a checkpoint
+    saved before the param existed trained with it, and loads with it (``Method.earlier_runs``)."""
+    from selfsup.build import load_pretrained
+    from support import tiny
+
+    cfg = tiny_method_cfg("supcon", epochs=1)
+    cfg["params"]["head_batch_norm"] = True
+    pretrain(cfg, tmp_path / "run")
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=True)
+    del checkpoint["hyper_parameters"]["cfg"]["params"]["head_batch_norm"]  # as written before the param
+    torch.save(checkpoint, path)
+    saved = load_pretrained(path).method
+    assert saved.cfg["head_batch_norm"] and any(isinstance(m, torch.nn.BatchNorm1d) for m in saved.projector.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in tiny("supcon").projector.modules())
+
+
 def test_method_generator_is_per_step_and_reproducible(toys, tmp_path, monkeypatch):
     draws = []
     original = toy_methods.NoisyContrast.training_step

@@ -31,8 +31,8 @@ def run_context(cfg: dict) -> RunContext:
 def build_method(cfg: dict):
     """The method of a resolved config, with its backbone (fresh weights) and BatchNorm policy."""
     cls = method_class(cfg["method"])
-    # a run written before the method gained an option: the option's default (as the run trained)
-    cfg["params"] = {**cls.defaults, **cfg["params"]}
+    # a run written before the method gained an option: the value it trained with
+    cfg["params"] = cls.completed_params(cfg["params"])
     expand_hosted(cfg)  # a config changed after it was resolved: hosted params as resolving gives them
     run = run_context(cfg)
     if cfg["backbone"]["name"] == "auto":
@@ -114,9 +114,9 @@ class Pretrained:
 def load_pretrained(path: str | Path) -> Pretrained:
     """The method saved in a selfsup checkpoint, in eval mode on the CPU."""
     checkpoint, cfg = read_checkpoint(path)
-    # options added to a method after the checkpoint was written take their defaults (and a hosting
-    # method's checkpoint from before its hosted params were written out gets them: build_method)
-    cfg["params"] = {**method_class(cfg["method"]).defaults, **cfg["params"]}
+    # options added to a method after the checkpoint was written take the values it trained with (and a
+    # hosting method's checkpoint from before its hosted params were written out gets them: build_method)
+    cfg["params"] = method_class(cfg["method"]).completed_params(cfg["params"])
     method = build_method(cfg)
     try:
         method.load_state_dict(_weights_under(checkpoint["state_dict"], "method."))

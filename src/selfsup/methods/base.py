@@ -80,6 +80,9 @@ class Method(nn.Module):
     name: str = ""
     #: configuration keys the method reads, with their defaults (documented in its config file)
     defaults: dict = {}
+    #: for a param added after runs were saved whose default differs from how those runs trained:
+    #: the value that reproduces them (a saved configuration without the param gets it)
+    earlier_runs: dict = {}
     #: trains on the class labels (marked as such in every benchmark table)
     supervised: bool = False
     #: learns from a few labelled images and an unlabelled pool (``selfsup semisup``; not in pretraining tables)
@@ -111,6 +114,12 @@ class Method(nn.Module):
         self.views: list[ViewSpec] = []
         self.generator = torch.Generator().manual_seed(run.seed)
         self._reinitialized: list[nn.Parameter] = []
+
+    @classmethod
+    def completed_params(cls, params: dict) -> dict:
+        """``params`` of a saved configuration with the params added since: ``earlier_runs``'
+        values where given (as the run trained), else the defaults."""
+        return {**cls.defaults, **cls.earlier_runs, **params}
 
     @classmethod
     def check_params(cls, params: dict, run: RunContext) -> None:

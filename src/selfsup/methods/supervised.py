@@ -10,8 +10,8 @@ ResNet recipe — and SimCLR's view pipeline without colour changes.
 SupCon: Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020.  Two SimCLR views per
 image, a 2-layer MLP head to 128-d, ``supcon`` (L_out) with τ 0.1 and base τ 0.07 over the
 global batch.  Optimiser from the authors' CIFAR recipe: SGD lr 0.05·batch/256, momentum 0.9,
-weight decay 1e-4, cosine.  Our choices: the head has BatchNorm after its hidden layer, as
-every MLP head here (the authors' code: Linear-ReLU-Linear); SimCLR's views, crops of 8-100%
+weight decay 1e-4, cosine; a head without BatchNorm (Linear-ReLU-Linear, ``head_batch_norm``).
+Our choices: SimCLR's views, crops of 8-100%
 with blur (their CIFAR script: 20-100%, no blur); an anchor without a positive (one view, no
 other image of its class in the batch) is left out of the mean.
 
@@ -78,20 +78,26 @@ class Supervised(LabelledMethod):
 
 
 class EmbeddingMethod(LabelledMethod):
-    """A labelled method with the usual 2-layer MLP head to an embedding."""
+    """A labelled method with a 2-layer MLP head to an embedding (BatchNorm after its hidden
+    layer where ``head_batch_norm``)."""
 
     def __init__(self, backbone, cfg, run):
         super().__init__(backbone, cfg, run)
-        self.projector = mlp(self.feature_dim, cfg["proj_hidden_dim"] or self.feature_dim, cfg["proj_dim"])
+        self.projector = mlp(self.feature_dim, cfg["proj_hidden_dim"] or self.feature_dim, cfg["proj_dim"],
+                             batch_norm=cfg["head_batch_norm"])
 
 
 class SupCon(EmbeddingMethod):
     """SupCon (Khosla et al. 2020): contrastive loss whose positives are all views of the class."""
 
     name = "supcon"
-    revision = 2  # 2: weight decay on every parameter, as the reference code (1: weights only)
+    # 2: weight decay on every parameter, as the reference code (1: weights only); 3: a head without
+    # BatchNorm, as the reference code (1-2: with it)
+    revision = 3
     defaults = {"temperature": 0.1, "base_temperature": 0.07, "views": 2, "proj_hidden_dim": None,
-                "proj_dim": 128, "augment": SIMCLR_VIEWS}
+                "proj_dim": 128, "head_batch_norm": False, "augment": SIMCLR_VIEWS}
+    earlier_runs = {"head_batch_norm": True}
+    choices = {"head_batch_norm": (True, False)}
     limits = {"temperature": (1e-4, None), "base_temperature": (1e-4, None), "views": (1, None),
               "proj_hidden_dim": (1, None), "proj_dim": (1, None)}
 
@@ -107,9 +113,9 @@ class Triplet(EmbeddingMethod):
 
     name = "triplet"
     defaults = {"margin": 0.2, "mining": "semi-hard", "classes_per_batch": None, "proj_hidden_dim": None,
-                "proj_dim": 128, "augment": SIMCLR_VIEWS}
+                "proj_dim": 128, "head_batch_norm": True, "augment": SIMCLR_VIEWS}
     limits = {"margin": (0, None), "classes_per_batch": (2, None), "proj_hidden_dim": (1, None), "proj_dim": (1, None)}
-    choices = {"mining": TRIPLET_MINING}
+    choices = {"mining": TRIPLET_MINING, "head_batch_norm": (True, False)}
 
     @staticmethod
     def classes_per_batch(params, run) -> int:
