@@ -14,7 +14,7 @@ from pathlib import Path
 from ..rundir import RunDirectory
 from .definitions import FMNIST_QUICK, RECIPE_EPOCHS, RECIPE_SPREAD_ROW, SPREAD_SEEDS, recipe_runs
 from .report import bf16_views_notes, precision_exceptions, seed_range, write_table
-from .suites import claimed_run, finished_run, pretrain_row, run_slug, suite_config
+from .suites import BEFORE_FIX, claimed_run, finished_run, pretrain_row, run_slug, suite_config
 
 # fmnist-quick's budget; the epochs and the recipe are each row's
 RECIPE_BUDGET = {key: value for key, value in FMNIST_QUICK.items() if key != "epochs"}
@@ -87,6 +87,11 @@ def recipes_suite(out: Path, data_dir: str | None, methods: list[str] | None) ->
     if precisions:
         notes.append(f"Precision (the one `auto` chose on the machine that made the run): {precisions[0]}, but for "
                      f"{precisions[1]}.")
+    older = [f"{method} {recipe} {epochs} ep" for (method, recipe, epochs), (metrics, _, _) in cells.items()
+             if metrics.get("before_fix")]
+    if older:
+        notes.append(f"Made before a fix of their method ({BEFORE_FIX.strip()}; the suite makes them again when the "
+                     f"method is run): {', '.join(older)}.")
     notes += bf16_views_notes(precision for _, precision in made_in_precision)
     write_table(out, "recipes", "Paper and short recipes at 1 and 5 epochs on Fashion-MNIST (kNN)", rows, notes,
                 command=f"selfsup benchmark --suite recipes --out {out}")
