@@ -26,10 +26,10 @@ def _fmnist_quick_dir(out: Path, method: str) -> Path:
 
 
 def _fmnist_quick_run(out: Path, method: str, cfg: dict) -> dict | None:
-    """metrics.json of fmnist-quick's run of ``method`` if it finished with ``cfg``'s settings."""
+    """metrics.json of fmnist-quick's run of ``method`` if it finished with ``cfg``'s settings
+    (``before_fix`` set where it predates a fix of the method)."""
     run_dir = _fmnist_quick_dir(out, method)
-    metrics = finished_run(run_dir, cfg, redo=False) if (run_dir / "metrics.json").exists() else None
-    return metrics if metrics and not metrics.get("before_fix") else None
+    return finished_run(run_dir, cfg, redo=False) if (run_dir / "metrics.json").exists() else None
 
 
 def recipes_suite(out: Path, data_dir: str | None, methods: list[str] | None) -> list[dict]:
@@ -41,16 +41,18 @@ def recipes_suite(out: Path, data_dir: str | None, methods: list[str] | None) ->
         cfg, run_dir = suite_config(RECIPE_BUDGET, settings, method, data_dir), out / "runs" / run_slug(label)
         as_quick = settings["epochs"] == QUICK_EPOCHS and (settings["recipe"] == "short" or method not in with_short)
         quick = _fmnist_quick_run(out, method, cfg) if as_quick else None
-        if quick is None and (methods is None or method in methods):
+        current = quick if quick and not quick.get("before_fix") else None
+        if current is None and (methods is None or method in methods):  # the suite's own run of the cell
             claimed_run(run_dir, cfg, label, lambda: pretrain_row(label, cfg, run_dir, baselines=True,
                                                                   baselines_cache=out / "baselines"))
-        metrics = quick or finished_run(run_dir, cfg, redo=False)
+        # fmnist-quick's run made before a fix stands for the cell until the suite has its own
+        metrics = current or finished_run(run_dir, cfg, redo=False) or quick
         if metrics and (label == RECIPE_SPREAD_ROW or "seed" in settings):  # seed 0: the table's cell
             spread[settings.get("seed", 0)] = metrics["knn_top1"]
         if metrics and "seed" not in settings:
-            made_in = _fmnist_quick_dir(out, method) if quick else run_dir
+            made_in = _fmnist_quick_dir(out, method) if metrics is quick else run_dir
             cells[(method, settings["recipe"], settings["epochs"])] = (
-                metrics, quick is not None, RunDirectory(made_in).precision())
+                metrics, metrics is quick, RunDirectory(made_in).precision())
     rows, made_in_precision = [], []  # the precision list in the table's method order
     for method in dict.fromkeys(m for _, m, _ in runs):
         mine = {key[1:]: value for key, value in cells.items() if key[0] == method}
