@@ -57,6 +57,9 @@ def test_contexts_see_only_the_current_and_earlier_rows(context):
     a, b = context(z), context(changed)
     assert a.shape == (2, 5, 5, 6)
     assert torch.allclose(a[:, :3], b[:, :3]) and not torch.allclose(a[:, 3:], b[:, 3:])
+    first = z.clone()
+    first[:, 0, 2] += 1.0  # one patch of the first row: every later row's context sees it, in its column
+    assert all(not torch.allclose(context(first)[:, t, 2], a[:, t, 2]) for t in range(5))
 
 
 def test_cpc_features_are_mean_pooled_patch_encodings_and_the_loss_learns_every_part():

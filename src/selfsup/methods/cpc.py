@@ -11,9 +11,10 @@ grid, and its output c at row t predicts z at rows t + 1 .. t + k through one li
 step (k = ``prediction_steps``, default 2).  The paper's context (Sec. 3.2) is a PixelCNN-style
 autoregressive model, with a convolutional row-GRU (PixelRNN) as an alternative that gave
 similar results; ours (our choice) is either ``context: gru`` (the default), a GRU that runs down
-each column separately, or ``masked-conv``, one causal 3×3 convolution (then a 1×1) over the
-current and two previous rows: row t sees rows t−2..t only, where CPC v2's PixelCNN-style
-context stacks 5 residual blocks so that row t sees every row above.  ``sampled_info_nce``
+each column separately, or ``masked-conv``, a 1×1 projection then 5 residual blocks of causal
+3×3 convolutions (each sees the current and two previous rows), so that row t sees every row
+up to t, as CPC v2's PixelCNN-style context of 5 residual blocks (the blocks' inner layout is
+ours).  ``sampled_info_nce``
 scores each prediction against its target patch and ``num_negatives`` targets drawn by the
 method's generator from all patches of the batch (other positions and other images; shared by
 the batch, our choice to keep the score matrix small), with the log-bilinear score z·W_k c of
@@ -72,13 +73,26 @@ class PatchGrid:
         return patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, x.shape[1], self.size, self.size)
 
 
-class MaskedConvContext(nn.Module):
-    """Causal context over rows: output row t sees rows t−2..t of the grid (all columns ±1)."""
+class CausalRowBlock(nn.Module):
+    """A residual block whose output row t sees rows t−2..t of its input (all columns ±1)."""
 
-    def __init__(self, in_dim: int, out_dim: int):
+    def __init__(self, dim: int):
         super().__init__()
-        self.net = nn.Sequential(nn.ConstantPad2d((1, 1, 2, 0), 0.0), nn.Conv2d(in_dim, out_dim, 3), nn.ReLU(inplace=True),
-                                 nn.Conv2d(out_dim, out_dim, 1))
+        self.net = nn.Sequential(nn.ReLU(), nn.ConstantPad2d((1, 1, 2, 0), 0.0), nn.Conv2d(dim, dim, 3), nn.ReLU(),
+                                 nn.Conv2d(dim, dim, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
+
+
+class MaskedConvContext(nn.Module):
+    """Causal context over rows: a 1×1 projection, then ``blocks`` causal residual blocks, so that
+    output row t sees rows t − 2·blocks .. t of the grid (every row above on grids of up to
+    2·blocks + 1 rows: 11 with CPC v2's 5)."""
+
+    def __init__(self, in_dim: int, out_dim: int, blocks: int = 5):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(in_dim, out_dim, 1), *(CausalRowBlock(out_dim) for _ in range(blocks)))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # [B, rows, cols, D] → [B, rows, cols, out]
         return self.net(z.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
