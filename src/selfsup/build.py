@@ -114,9 +114,8 @@ class Pretrained:
 def load_pretrained(path: str | Path) -> Pretrained:
     """The method saved in a selfsup checkpoint, in eval mode on the CPU."""
     checkpoint, cfg = read_checkpoint(path)
-    # options added to a method after the checkpoint was written take the values it trained with (and a
-    # hosting method's checkpoint from before its hosted params were written out gets them: build_method)
-    cfg["params"] = method_class(cfg["method"]).completed_params(cfg["params"])
+    # build_method completes the saved params: options added since take the values the run trained
+    # with, and a hosting method's checkpoint from before its hosted params were written out gets them
     method = build_method(cfg)
     try:
         method.load_state_dict(_weights_under(checkpoint["state_dict"], "method."))

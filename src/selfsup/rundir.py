@@ -216,9 +216,11 @@ class RunDirectory:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
                 held = self._claimant(work)
-                if held is not None and (not held.isdigit() or process_alive(int(held))):  # "": being written
+                if held is None:  # released meanwhile: try again, without touching a newer claim
+                    continue
+                if not held.isdigit() or process_alive(int(held)):  # "": its owner is writing it
                     break
-                path.unlink(missing_ok=True)  # its owner died (or it was just released)
+                path.unlink(missing_ok=True)  # its owner died
                 continue
             os.write(fd, str(os.getpid()).encode())
             os.close(fd)
