@@ -7,11 +7,14 @@ import torch
 import torch.nn.functional as F
 
 import toy_methods
+import yaml
 from selfsup.engine.module import PretrainModule
 from selfsup.build import build_method
 from selfsup.engine.train import pretrain
 from selfsup.eval.linear import linear_probe
 from selfsup.methods.deepcluster import DeepCluster
+from selfsup.methods.supervised import SupCon
+from selfsup.rundir import RunDirectory
 from selfsup.models.norm import SplitBatchNorm2d
 from support import assert_same_state, crash_and_resume, tiny_method_cfg
 
@@ -56,6 +59,15 @@ def test_a_param_added_since_a_run_was_saved_takes_the_value_the_run_trained_wit
     saved = load_pretrained(path).method
     assert saved.cfg["head_batch_norm"] and any(isinstance(m, torch.nn.BatchNorm1d) for m in saved.projector.modules())
     assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in tiny("supcon").projector.modules())
+    # and a run directory whose config.yaml lacks the param is not the same run as one without BatchNorm
+    run = RunDirectory(tmp_path / "run")
+    saved = yaml.safe_load(run.config_file.read_text())
+    del saved["params"]["head_batch_norm"]
+    run.config_file.write_text(yaml.safe_dump(saved))
+    today = tiny_method_cfg("supcon", epochs=1)
+    assert "params.head_batch_norm" not in run.differences(today)  # without the earlier values: the config's
+    assert "params.head_batch_norm" in run.differences(today, earlier=SupCon.earlier_runs)
+    assert "params.head_batch_norm" not in run.differences(cfg, earlier=SupCon.earlier_runs)
 
 
 def test_method_generator_is_per_step_and_reproducible(toys, tmp_path, monkeypatch):

@@ -267,14 +267,18 @@ class RunDirectory:
         else config.yaml's (a run finished before metrics.json recorded it)."""
         return _trained_precision(self.metrics() or {}, self.saved_config())
 
-    def differences(self, cfg: dict, scope: tuple[str, ...] | None = None) -> list[str]:
+    def differences(self, cfg: dict, scope: tuple[str, ...] | None = None, earlier: dict | None = None) -> list[str]:
         """The settings (dotted names, among ``scope``: top-level sections or dotted settings;
-        None: all) in which the run here was made otherwise than ``cfg`` says."""
+        None: all) in which the run here was made otherwise than ``cfg`` says.  ``earlier``: the
+        values of params the run's config.yaml may lack because they were added since, as such
+        runs trained (the method's ``earlier_runs``); any other missing option counts as ``cfg``'s."""
         saved = self.saved_config() or {}
+        if earlier and isinstance(saved.get("params"), dict):
+            saved = {**saved, "params": {**earlier, **saved["params"]}}
         names = setting_differences(_filled(saved, cfg), _auto_resolved(cfg, saved))
         return [name for name in names if _in_scope(name, scope)]
 
-    def start(self, cfg: dict, resume: bool) -> Path | None:
+    def start(self, cfg: dict, resume: bool, earlier: dict | None = None) -> Path | None:
         """Make ready to run ``cfg`` here; the checkpoint to resume from (None: from the start).
         Refuses, with a clear message, anything that would damage a run: a finished run (unless
         ``resume`` extends it to more epochs: its metrics.json is kept as
@@ -291,7 +295,7 @@ class RunDirectory:
                 finished = "a finished run (metrics.json)" if self.metrics_file.exists() else "a run"
                 raise SelfSupError(f"{out} already holds {finished}; pass --resume to continue it (with a larger "
                                    "--epochs to extend a finished one) or choose another --out")
-            changed = self.differences(cfg)
+            changed = self.differences(cfg, earlier=earlier)
             saved_epochs = (self.saved_config() or {}).get("epochs", 0)
             extends = self.metrics_file.exists() and changed == ["epochs"] and cfg["epochs"] > saved_epochs
             if self.metrics_file.exists() and not extends:

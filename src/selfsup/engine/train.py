@@ -25,6 +25,7 @@ from ..eval.diagnostics import embedding_diagnostics
 from ..eval.features import classifier_top1
 from ..eval.final import knn_and_probe, run_baselines
 from ..io import read_checkpoint
+from ..methods import method_class
 from ..methods.base import Method
 from ..models.backbones import VIT_BACKBONES, default_backbone, vit_size
 from ..rundir import RunDirectory, precision_record
@@ -220,7 +221,7 @@ def pretrain(cfg: dict, out: Path, resume: bool = False, baselines: bool = False
     if is_worker:
         ckpt = run.checkpoint if resume and run.checkpoint.exists() else None
     else:
-        ckpt = run.start(cfg, resume)
+        ckpt = run.start(cfg, resume, earlier=method_class(cfg["method"]).earlier_runs)
     earlier_precision = run.saved_config()["trainer"]["precision"] if ckpt else None
     if earlier_precision and earlier_precision != trainer_cfg["precision"] and not is_worker:
         print(f"note: the run trained in {earlier_precision} so far; its remaining epochs train in "
